@@ -1,0 +1,213 @@
+//! Write agentbox agent plugins in Rust.
+//!
+//! An agentbox plugin is a WebAssembly component built for `wasm32-wasip2`
+//! against the `agentbox:plugin@0.1.0` world. The host runs every turn of a
+//! conversation in a fresh instance, so a plugin keeps nothing in memory
+//! between turns: what must last goes into session state, which the host
+//! commits when the turn succeeds and throws away when it fails.
+//!
+//! This SDK makes that one idiom: **store it on self**. Declare an agent
+//! struct whose fields are the conversation's state, implement [`Agent`] for
+//! it, and [`export_agent!`] it. Before each turn the SDK loads the fields
+//! from session state; after a successful turn it writes back the fields
+//! that changed.
+//!
+//! ```
+//! use agentbox_sdk::{Agent, Outcome, say};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Counter {
+//!     count: u32,
+//! }
+//!
+//! impl Agent for Counter {
+//!     const NAME: &'static str = "counter";
+//!     const VERSION: &'static str = "0.1.0";
+//!
+//!     fn on_message(&mut self, text: &str) -> Result<Outcome, String> {
+//!         self.count += 1;
+//!         say(format!("message {} was: {text}", self.count));
+//!         Ok(Outcome::Continue)
+//!     }
+//! }
+//!
+//! agentbox_sdk::export_agent!(Counter);
+//! ```
+//!
+//! # What `export_agent!` expands to
+//!
+//! `export_agent!(Counter)` implements the WIT `agent` interface with calls
+//! into [`runtime`], then exports it with wit-bindgen's own `export!`:
+//!
+//! ```ignore
+//! const _: () = {
+//!     struct AgentExport;
+//!     impl agentbox_sdk::bindings::exports::agentbox::plugin::agent::Guest for AgentExport {
+//!         fn describe() -> Manifest { agentbox_sdk::runtime::describe::<Counter>() }
+//!         fn on_start() -> Result<(), String> {
+//!             agentbox_sdk::runtime::turn::<Counter, _>(|agent| agent.on_start())
+//!         }
+//!         fn on_message(text: String) -> Result<Outcome, String> {
+//!             agentbox_sdk::runtime::turn::<Counter, _>(|agent| agent.on_message(&text))
+//!         }
+//!         fn call_tool(name: String, args: String) -> Result<String, String> {
+//!             agentbox_sdk::runtime::call_tool::<Counter>(&name, &args)
+//!         }
+//!         fn on_end(reason: EndReason) -> Result<(), String> {
+//!             agentbox_sdk::runtime::turn::<Counter, _>(|agent| agent.on_end(reason))
+//!         }
+//!         fn migrate(from: u32, state: String) -> Result<String, String> {
+//!             agentbox_sdk::runtime::migrate::<Counter>(from, &state)
+//!         }
+//!     }
+//!     agentbox_sdk::bindings::export_world!(AgentExport with_types_in agentbox_sdk::bindings);
+//! };
+//! ```
+//!
+//! Plugins that want no SDK can use wit-bindgen on the WIT folder directly;
+//! [`bindings`] is exactly what wit-bindgen generates for it.
+#![deny(missing_docs)]
+
+/// The bindings wit-bindgen generates for the `agentbox:plugin@0.1.0` world.
+///
+/// `session` and `output` are the host's imports; `exports::…::agent::Guest`
+/// is the trait a plugin implements. [`bindings::export_world!`] exports an
+/// implementation of it; most plugins use [`export_agent!`] instead.
+#[expect(missing_docs, reason = "generated items; the WIT documents each of them")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "agentbox_sdk::bindings",
+    });
+}
+
+pub mod runtime;
+pub mod session;
+
+pub use bindings::agentbox::plugin::types::{
+    EndReason, Error, Manifest, Message, Outcome, Role, ToolSpec,
+};
+pub use serde_json::{Value, json};
+
+/// Sends `text` to the caller at once, while the turn is still running.
+///
+/// Everything said in a turn becomes one assistant message in the history
+/// when the turn commits.
+pub fn say(text: impl AsRef<str>) {
+    bindings::agentbox::plugin::output::say(text.as_ref());
+}
+
+/// An agent whose fields are its session state.
+///
+/// Before each turn the SDK builds the agent from session state: every field
+/// stored under its name, missing fields from [`Default`]. After a turn that
+/// returns `Ok`, it writes back each field that changed (a field that
+/// serializes to `null`, such as an `Option` that is `None`, is deleted).
+/// A turn that returns `Err` or panics changes nothing: the host commits
+/// nothing for it.
+///
+/// Every hook has a default that does nothing.
+pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned {
+    /// Plugin name: `a-z`, `0-9` and `-`, starting with a letter.
+    const NAME: &'static str;
+    /// Semantic version of the plugin, such as `env!("CARGO_PKG_VERSION")`.
+    const VERSION: &'static str;
+    /// One line for people listing plugins.
+    const DESCRIPTION: &'static str = "";
+    /// Version of the state layout; raise it when fields change meaning,
+    /// and convert old state in [`Agent::migrate`].
+    const STATE_VERSION: u32 = 1;
+
+    /// JSON Schema of the whole session state, checked by the host at
+    /// every commit.
+    fn state_schema() -> Option<Value> {
+        None
+    }
+
+    /// The tools this agent offers.
+    fn tools() -> Vec<ToolSpec> {
+        Vec::new()
+    }
+
+    /// Opens the session (turn 0), for example to greet the caller.
+    fn on_start(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Handles one message from the caller.
+    fn on_message(&mut self, text: &str) -> Result<Outcome, String> {
+        let _ = text;
+        Ok(Outcome::Continue)
+    }
+
+    /// Runs the tool `name` with arguments the host has validated against its schema.
+    fn call_tool(&mut self, name: &str, args: Value) -> Result<Value, String> {
+        let _ = args;
+        Err(format!("{} has no tool `{name}`", Self::NAME))
+    }
+
+    /// Closes the session.
+    fn on_end(&mut self, reason: EndReason) -> Result<(), String> {
+        let _ = reason;
+        Ok(())
+    }
+
+    /// Converts the state of `from` [`Agent::STATE_VERSION`] to this one.
+    fn migrate(from: u32, state: Value) -> Result<Value, String> {
+        let _ = from;
+        Ok(state)
+    }
+}
+
+/// Exports an [`Agent`] as the plugin's `agent` interface.
+///
+/// Use it once per plugin crate, at the top level. See the crate docs for
+/// what it expands to.
+#[macro_export]
+macro_rules! export_agent {
+    ($agent:ty) => {
+        const _: () = {
+            struct AgentExport;
+
+            impl $crate::bindings::exports::agentbox::plugin::agent::Guest for AgentExport {
+                fn describe() -> $crate::Manifest {
+                    $crate::runtime::describe::<$agent>()
+                }
+
+                fn on_start() -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::runtime::turn::<$agent, _>(|agent| $crate::Agent::on_start(agent))
+                }
+
+                fn on_message(
+                    text: ::std::string::String,
+                ) -> ::core::result::Result<$crate::Outcome, ::std::string::String> {
+                    $crate::runtime::turn::<$agent, _>(|agent| $crate::Agent::on_message(agent, &text))
+                }
+
+                fn call_tool(
+                    name: ::std::string::String,
+                    args: ::std::string::String,
+                ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                    $crate::runtime::call_tool::<$agent>(&name, &args)
+                }
+
+                fn on_end(reason: $crate::EndReason) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::runtime::turn::<$agent, _>(|agent| $crate::Agent::on_end(agent, reason))
+                }
+
+                fn migrate(
+                    from: u32,
+                    state: ::std::string::String,
+                ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                    $crate::runtime::migrate::<$agent>(from, &state)
+                }
+            }
+
+            $crate::bindings::export_world!(AgentExport with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,171 @@
+//! The wasmtime engine every plugin runs on, and its compiled-artifact cache.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cap_std::fs::Dir;
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::policy::Limits;
+
+/// How often the epoch advances; turn deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Instance slots in the pooling allocator. Concurrent turns are bounded well
+/// below this by [`Limits::concurrent_turns`]; the remainder serves trial
+/// instances made while loading plugins.
+const POOL_INSTANCES: u32 = 1000;
+
+/// The compiler and runtime shared by every plugin of a host.
+///
+/// Configured for many short-lived instances: a pooling allocator with
+/// copy-on-write heap images, epoch interruption driven by a ticker thread, and
+/// no component-model concurrency (which would make every call about 3× slower).
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache: Option<Arc<Dir>>,
+    _ticker: Arc<Ticker>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cache", &self.cache.is_some()).finish()
+    }
+}
+
+/// The sha256 of a plugin's bytes, which identifies a plugin version.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{self}")
+    }
+}
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compilation {
+    /// Compiled now from the `.wasm` bytes (and stored in the cache, if any).
+    Compiled(Duration),
+    /// Loaded from the on-disk artifact cache without compiling.
+    Cached(Duration),
+}
+
+impl Engine {
+    /// An engine whose instances may use up to `limits.memory_bytes` of linear
+    /// memory, caching compiled components in `cache` when given.
+    pub fn new(limits: &Limits, cache: Option<Dir>) -> anyhow::Result<Engine> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            // A Rust component holds its module plus a few adapter shims.
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(limits.memory_bytes)
+            // Keep freed slots warm so the next turn reuses their mappings.
+            .max_unused_warm_slots(POOL_INSTANCES / 4);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .concurrency_support(false)
+            .wasm_component_model(true);
+        let inner = wasmtime::Engine::new(&config)?;
+        let ticker = Ticker::start(inner.clone());
+        Ok(Engine { inner, cache: cache.map(Arc::new), _ticker: ticker })
+    }
+
+    /// The wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// The component for `bytes`: loaded from the artifact cache when this
+    /// engine compiled the same bytes before, compiled (and cached) otherwise.
+    pub fn component(&self, bytes: &[u8], digest: Digest) -> anyhow::Result<(Component, Compilation)> {
+        let started = Instant::now();
+        let Some(cache) = &self.cache else {
+            let component = Component::new(&self.inner, bytes)?;
+            return Ok((component, Compilation::Compiled(started.elapsed())));
+        };
+        let name = self.artifact_name(digest);
+        if let Ok(artifact) = cache.read(&name) {
+            // SAFETY: the cache directory belongs to this host and holds only
+            // artifacts this code serialized; `deserialize` still checks that
+            // the artifact matches this engine's configuration and refuses it
+            // otherwise, in which case we fall through and recompile.
+            match unsafe { Component::deserialize(&self.inner, &artifact) } {
+                Ok(component) => return Ok((component, Compilation::Cached(started.elapsed()))),
+                Err(err) => tracing::warn!(%digest, "discarding unusable cached artifact: {err:#}"),
+            }
+        }
+        let component = Component::new(&self.inner, bytes)?;
+        let compiled = started.elapsed();
+        let artifact = component.serialize()?;
+        // Write under a temporary name and rename, so a concurrent reader
+        // never sees half an artifact.
+        let partial = format!("{name}.partial-{}", std::process::id());
+        cache
+            .write(&partial, &artifact)
+            .and_then(|()| cache.rename(&partial, cache, &name))
+            .with_context(|| format!("could not store compiled artifact {name}"))?;
+        Ok((component, Compilation::Compiled(compiled)))
+    }
+
+    /// The file name of the artifact for `digest`: the digest plus a hash of
+    /// everything in the engine's configuration that artifacts depend on.
+    fn artifact_name(&self, digest: Digest) -> String {
+        let mut hasher = DefaultHasher::new();
+        self.inner.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{digest}-{:016x}.cwasm", hasher.finish())
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine) -> Arc<Ticker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("agentbox-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Arc::new(Ticker { stop })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,663 @@
+//! Sessions and the turn transaction.
+//!
+//! A session is a record in the [`Store`]; an instance serves one turn of one
+//! session and is dropped. A turn loads the session, instantiates the active
+//! version of its plugin, calls one export, and on success commits the new
+//! state, revision, turn number and history in one store transaction. On a
+//! trap, a tripped limit, a guest error or a refused state, nothing is
+//! committed. Turns of one session run one at a time; turns of different
+//! sessions run concurrently.
+
+mod output;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tracing::instrument;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use output::Sink;
+pub use state::{MAX_KEY_BYTES, check_key, parse_json};
+
+use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, PluginPre};
+use crate::clock::Clock;
+use crate::engine::{EPOCH_TICK, Engine};
+use crate::plugin::{LoadError, PluginVersion, Registry};
+use crate::policy::Limits;
+use crate::store::{Commit, Message, Role, SessionRecord, State, Status, Store, StoreError};
+use output::{GuestLog, OutputCtx};
+use state::SessionCtx;
+
+/// Longest session id or user id, in bytes.
+const MAX_ID_BYTES: usize = 128;
+
+/// The data of a wasmtime store serving one turn: one context per capability.
+pub(crate) struct TurnCtx {
+    session: SessionCtx,
+    output: OutputCtx,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryLimit,
+    log: GuestLog,
+}
+
+impl WasiView for TurnCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl TurnCtx {
+    fn new(session: SessionCtx, output: OutputCtx, limits: &Limits) -> TurnCtx {
+        let log = GuestLog::new(limits.output_bytes);
+        // No arguments, environment, preopened directories or network: the
+        // guest's stdout and stderr are its only way out besides the world.
+        let wasi = WasiCtxBuilder::new().stdout(log.clone()).stderr(log.clone()).build();
+        TurnCtx {
+            session,
+            output,
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryLimit { limit: limits.memory_bytes },
+            log,
+        }
+    }
+}
+
+/// A limit the host enforces from inside a host call, carried by the trap.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Tripped {
+    #[error("memory limit of {0} bytes exceeded")]
+    Memory(usize),
+    #[error("output limit of {0} bytes per turn exceeded")]
+    Output(usize),
+}
+
+struct MemoryLimit {
+    limit: usize,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(Tripped::Memory(self.limit).into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pooling allocator's slots.
+        Ok(true)
+    }
+}
+
+/// The linker every plugin is instantiated with: WASI with an empty context,
+/// plus the world's `session` and `output`.
+fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
+    let mut linker: Linker<TurnCtx> = Linker::new(engine.wasmtime());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    state::add_to_linker(&mut linker, |ctx| &mut ctx.session)?;
+    output::add_to_linker(&mut linker, |ctx| &mut ctx.output)?;
+    Ok(linker)
+}
+
+/// Why a turn failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    /// No session has this id.
+    #[error("no such session")]
+    NotFound,
+    /// The session has ended and takes no more turns.
+    #[error("the session has ended")]
+    Ended,
+    /// A session with this id exists already.
+    #[error("a session with this id exists already")]
+    Exists,
+    /// The plugin is not loaded in this host.
+    #[error("plugin `{0}` is not loaded")]
+    PluginNotLoaded(String),
+    /// The caller passed something invalid (an id, variables, a message).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The turn ran past its deadline.
+    #[error("deadline of {} ms exceeded", .0.as_millis())]
+    Deadline(Duration),
+    /// The instance tried to grow its memory past the limit.
+    #[error("memory limit of {0} bytes exceeded")]
+    MemoryLimit(usize),
+    /// The turn said more than the output limit.
+    #[error("output limit of {0} bytes per turn exceeded")]
+    OutputLimit(usize),
+    /// The guest trapped.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The guest returned an error.
+    #[error("plugin returned an error: {0}")]
+    Guest(String),
+    /// The state the turn would commit breaks a rule.
+    #[error("invalid session state: {0}")]
+    InvalidState(String),
+    /// Another turn committed first (another process holds the session).
+    #[error("{0}")]
+    Conflict(StoreError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl Cause {
+    /// A short, stable name of the kind of failure, for machine-readable output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::NotFound => "not-found",
+            Cause::Ended => "ended",
+            Cause::Exists => "exists",
+            Cause::PluginNotLoaded(_) => "plugin-not-loaded",
+            Cause::BadRequest(_) => "bad-request",
+            Cause::Deadline(_) => "deadline",
+            Cause::MemoryLimit(_) => "memory-limit",
+            Cause::OutputLimit(_) => "output-limit",
+            Cause::Trap(_) => "trap",
+            Cause::Guest(_) => "guest-error",
+            Cause::InvalidState(_) => "invalid-state",
+            Cause::Conflict(_) => "conflict",
+            Cause::Store(_) => "store",
+        }
+    }
+}
+
+impl From<StoreError> for Cause {
+    fn from(err: StoreError) -> Cause {
+        match err {
+            StoreError::NotFound(_) => Cause::NotFound,
+            StoreError::Exists(_) => Cause::Exists,
+            err @ StoreError::Conflict { .. } => Cause::Conflict(err),
+            err => Cause::Store(err),
+        }
+    }
+}
+
+/// A failed session operation: which session, plugin and turn, and why.
+/// Nothing of the failed turn was committed.
+#[derive(Debug, thiserror::Error)]
+#[error("session `{session}`{}{}: {cause}",
+    plugin.as_ref().map(|p| format!(" (plugin `{p}`)")).unwrap_or_default(),
+    turn.map(|t| format!(", turn {t}")).unwrap_or_default())]
+pub struct SessionError {
+    /// The session.
+    pub session: String,
+    /// The plugin serving it, when known.
+    pub plugin: Option<String>,
+    /// The turn that failed, when one ran.
+    pub turn: Option<u64>,
+    /// Why.
+    #[source]
+    pub cause: Cause,
+}
+
+/// How the conversation goes on after a turn.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "to")]
+pub enum Outcome {
+    /// Open for the next message.
+    Continue,
+    /// Handed to another plugin, which serves the next turn.
+    HandOff(String),
+    /// The session has ended.
+    End,
+}
+
+/// What a committed turn did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnReport {
+    /// The session.
+    pub session: String,
+    /// The plugin that ran the turn.
+    pub plugin: String,
+    /// The committed turn number.
+    pub turn: u64,
+    /// Everything the agent said, one entry per `say`.
+    pub said: Vec<String>,
+    /// The state before the turn.
+    pub before: State,
+    /// The committed state.
+    pub state: State,
+    /// How the conversation goes on.
+    pub outcome: Outcome,
+}
+
+/// How to start a session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStart {
+    /// The plugin that serves it.
+    pub plugin: String,
+    /// Its id; a random one when `None`.
+    pub id: Option<String>,
+    /// The user it belongs to, if any.
+    pub user_id: Option<String>,
+    /// Variables the plugin reads with `session.initial-variables`.
+    pub variables: Map<String, Value>,
+}
+
+/// The agentbox host: loaded plugins, their sessions, and the store behind them.
+///
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<TurnCtx>,
+    store: Arc<dyn Store>,
+    plugins: Registry,
+    limits: Arc<Limits>,
+    clock: Clock,
+    locks: SessionLocks,
+    turns: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("store", &self.inner.store).field("limits", &self.inner.limits).finish()
+    }
+}
+
+/// Builds a [`Host`].
+#[derive(Debug)]
+pub struct HostBuilder {
+    limits: Limits,
+    store: Option<Arc<dyn Store>>,
+    cache: Option<cap_std::fs::Dir>,
+    clock: Clock,
+}
+
+impl HostBuilder {
+    /// Limits for every turn (defaults: [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Where sessions live (default: in memory).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// A directory for compiled plugins, so that loading the same bytes again
+    /// does not recompile them (default: no cache).
+    pub fn artifact_cache(mut self, dir: cap_std::fs::Dir) -> Self {
+        self.cache = Some(dir);
+        self
+    }
+
+    /// The clock for timestamps and time-to-live (default: the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The host.
+    pub fn build(self) -> anyhow::Result<Host> {
+        let engine = Engine::new(&self.limits, self.cache)?;
+        let linker = linker(&engine)?;
+        Ok(Host {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                store: self.store.unwrap_or_else(|| Arc::new(crate::store::MemoryStore::default())),
+                plugins: Registry::default(),
+                turns: Arc::new(Semaphore::new(self.limits.concurrent_turns)),
+                limits: Arc::new(self.limits),
+                clock: self.clock,
+                locks: SessionLocks::default(),
+            }),
+        })
+    }
+}
+
+/// What one call into an instance produced.
+struct Call<R> {
+    result: Result<R, Cause>,
+    session: SessionCtx,
+    said: Vec<String>,
+}
+
+impl Host {
+    /// A builder with default limits, an in-memory store and no artifact cache.
+    pub fn builder() -> HostBuilder {
+        HostBuilder { limits: Limits::default(), store: None, cache: None, clock: Clock::system() }
+    }
+
+    /// The store sessions live in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The limits every turn runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The host's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Loads a plugin version from its bytes and makes it the active version
+    /// of its name. A version that fails to load changes nothing.
+    pub fn load_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
+        let version = Arc::new(PluginVersion::load(&self.inner.engine, &self.inner.linker, bytes, |pre| self.describe(pre))?);
+        self.inner.plugins.activate(version.clone());
+        tracing::info!(plugin = version.name(), digest = %version.digest, "plugin version active");
+        Ok(version)
+    }
+
+    /// The active version of the plugin `name`.
+    pub fn plugin(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        self.inner.plugins.active(name)
+    }
+
+    /// Every active plugin version, ordered by name.
+    pub fn plugins(&self) -> Vec<Arc<PluginVersion>> {
+        self.inner.plugins.all()
+    }
+
+    fn describe(&self, pre: &PluginPre<TurnCtx>) -> Result<Manifest, String> {
+        let ctx = TurnCtx::new(SessionCtx::detached(self.inner.limits.clone()), OutputCtx::new(None, 0), &self.inner.limits);
+        let (result, _) = self.call(pre, ctx, |plugin, store| {
+            plugin.agentbox_plugin_agent().call_describe(store).map(Ok)
+        });
+        result.map_err(|cause| cause.to_string())
+    }
+
+    /// Starts a session: runs the plugin's `on-start` (turn 0) and stores the
+    /// session with what it wrote and said, or nothing if it fails.
+    pub async fn start_session(&self, start: SessionStart, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
+        let id = start.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fail = |cause| SessionError { session: id.clone(), plugin: Some(start.plugin.clone()), turn: None, cause };
+        check_id("session id", &id).map_err(|reason| fail(Cause::BadRequest(reason)))?;
+        if let Some(user) = &start.user_id {
+            check_id("user id", user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
+        }
+        for (name, value) in &start.variables {
+            parse_json(&value.to_string(), &self.inner.limits)
+                .map_err(|reason| fail(Cause::BadRequest(format!("initial variable `{name}` {reason}"))))?;
+        }
+        let host = self.clone();
+        self.serialized(&id, move |id| host.run_start(id, start, sink)).await
+    }
+
+    /// Sends the caller's `text` to the session's plugin (`on-message`) and
+    /// commits the turn. If the agent ends the conversation, its `on-end`
+    /// runs in the same turn and the session ends with the commit.
+    pub async fn send_message(&self, session: &str, text: &str, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
+        let host = self.clone();
+        let text = text.to_owned();
+        self.serialized(session, move |id| host.run_message(id, &text, sink)).await
+    }
+
+    /// Ends the session at the caller's request: runs `on-end` and commits
+    /// its writes with the end. If `on-end` fails, the session still ends, with
+    /// its state as last committed, and the failure is returned.
+    pub async fn end_session(&self, session: &str) -> Result<TurnReport, SessionError> {
+        let host = self.clone();
+        self.serialized(session, move |id| host.run_end(id)).await
+    }
+
+    /// Runs `turn` for session `id` on a blocking thread, after every earlier
+    /// turn of the session and within the bound on concurrent turns.
+    async fn serialized<R: Send + 'static>(&self, id: &str, turn: impl FnOnce(&str) -> Result<R, SessionError> + Send + 'static) -> Result<R, SessionError> {
+        let lock = self.inner.locks.lock_for(id);
+        let _turn_of_session = lock.lock().await;
+        let _slot = self.inner.turns.clone().acquire_owned().await.expect("the turn semaphore is never closed");
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || turn(&id)).await.expect("a turn panicked")
+    }
+
+    #[instrument(skip_all, fields(session = id, plugin = start.plugin))]
+    fn run_start(&self, id: &str, start: SessionStart, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
+        let fail = |cause| SessionError { session: id.to_owned(), plugin: Some(start.plugin.clone()), turn: Some(0), cause };
+        let plugin = self.inner.plugins.active(&start.plugin).ok_or_else(|| fail(Cause::PluginNotLoaded(start.plugin.clone())))?;
+        if self.inner.store.load(id).map_err(|err| fail(err.into()))?.is_some() {
+            return Err(fail(Cause::Exists));
+        }
+        let now = self.inner.clock.now_ms();
+        let mut record = SessionRecord {
+            id: id.to_owned(),
+            plugin: start.plugin.clone(),
+            digest: plugin.digest.to_string(),
+            user_id: start.user_id,
+            variables: start.variables,
+            state: State::new(),
+            state_version: plugin.manifest.state_version,
+            revision: 0,
+            turn: 0,
+            status: Status::Active,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let call = self.call_in_session(&plugin, &record, 0, record.state.clone(), sink, |agent, store| agent.call_on_start(store));
+        let state = call.session.into_state();
+        call.result.map_err(fail)?;
+        record.state = state.clone();
+        record.revision = 1;
+        let messages = assistant_message(&call.said).into_iter().collect::<Vec<_>>();
+        self.inner.store.create(&record, &messages).map_err(|err| fail(err.into()))?;
+        Ok(TurnReport {
+            session: id.to_owned(),
+            plugin: start.plugin,
+            turn: 0,
+            said: call.said,
+            before: State::new(),
+            state,
+            outcome: Outcome::Continue,
+        })
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    fn run_message(&self, id: &str, text: &str, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
+        let (record, plugin) = self.open(id)?;
+        let turn = record.turn + 1;
+        let fail = |cause| SessionError { session: id.to_owned(), plugin: Some(record.plugin.clone()), turn: Some(turn), cause };
+        let call = self.call_in_session(&plugin, &record, turn, record.state.clone(), sink.clone(), |agent, store| {
+            agent.call_on_message(store, text)
+        });
+        let mut said = call.said;
+        let mut state = call.session.into_state();
+        let outcome = match call.result.map_err(fail)? {
+            WitOutcome::Continue => Outcome::Continue,
+            WitOutcome::HandOff(target) => {
+                self.inner.plugins.active(&target).ok_or_else(|| fail(Cause::PluginNotLoaded(target.clone())))?;
+                Outcome::HandOff(target)
+            }
+            WitOutcome::End => {
+                let end = self.call_in_session(&plugin, &record, turn, state, sink, |agent, store| {
+                    agent.call_on_end(store, EndReason::Agent)
+                });
+                end.result.map_err(fail)?;
+                said.extend(end.said);
+                state = end.session.into_state();
+                Outcome::End
+            }
+        };
+        let mut messages = vec![Message { role: Role::User, content: text.to_owned() }];
+        messages.extend(assistant_message(&said));
+        let commit = Commit {
+            session: id.to_owned(),
+            read_revision: record.revision,
+            state: state.clone(),
+            turn,
+            plugin: match &outcome {
+                Outcome::HandOff(target) => target.clone(),
+                _ => record.plugin.clone(),
+            },
+            digest: plugin.digest.to_string(),
+            state_version: plugin.manifest.state_version,
+            status: if outcome == Outcome::End { Status::Ended } else { Status::Active },
+            messages,
+            at_ms: self.inner.clock.now_ms(),
+        };
+        self.inner.store.commit(&commit).map_err(|err| fail(err.into()))?;
+        Ok(TurnReport { session: id.to_owned(), plugin: record.plugin.clone(), turn, said, before: record.state, state, outcome })
+    }
+
+    #[instrument(skip_all, fields(session = id))]
+    fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
+        let (record, plugin) = self.open(id)?;
+        let turn = record.turn + 1;
+        let fail = |cause| SessionError { session: id.to_owned(), plugin: Some(record.plugin.clone()), turn: Some(turn), cause };
+        let call = self.call_in_session(&plugin, &record, turn, record.state.clone(), None, |agent, store| {
+            agent.call_on_end(store, EndReason::Caller)
+        });
+        let ended = call.result.map(|()| (call.session.into_state(), call.said));
+        let (state, said) = match &ended {
+            Ok((state, said)) => (state.clone(), said.clone()),
+            Err(_) => (record.state.clone(), Vec::new()),
+        };
+        let commit = Commit {
+            session: id.to_owned(),
+            read_revision: record.revision,
+            state: state.clone(),
+            turn,
+            plugin: record.plugin.clone(),
+            digest: plugin.digest.to_string(),
+            state_version: plugin.manifest.state_version,
+            status: Status::Ended,
+            messages: assistant_message(&said).into_iter().collect(),
+            at_ms: self.inner.clock.now_ms(),
+        };
+        self.inner.store.commit(&commit).map_err(|err| fail(err.into()))?;
+        ended.map_err(fail)?;
+        Ok(TurnReport { session: id.to_owned(), plugin: record.plugin.clone(), turn, said, before: record.state, state, outcome: Outcome::End })
+    }
+
+    /// Loads an active session and the active version of its plugin.
+    fn open(&self, id: &str) -> Result<(SessionRecord, Arc<PluginVersion>), SessionError> {
+        let fail = |plugin: Option<&str>, cause| SessionError { session: id.to_owned(), plugin: plugin.map(str::to_owned), turn: None, cause };
+        let record = self.inner.store.load(id).map_err(|err| fail(None, err.into()))?.ok_or_else(|| fail(None, Cause::NotFound))?;
+        if record.status == Status::Ended {
+            return Err(fail(Some(&record.plugin), Cause::Ended));
+        }
+        let plugin = self
+            .inner
+            .plugins
+            .active(&record.plugin)
+            .ok_or_else(|| fail(Some(&record.plugin), Cause::PluginNotLoaded(record.plugin.clone())))?;
+        Ok((record, plugin))
+    }
+
+    /// Calls one export in a fresh instance serving `record`, starting from `state`.
+    fn call_in_session<R>(
+        &self,
+        plugin: &PluginVersion,
+        record: &SessionRecord,
+        turn: u64,
+        state: State,
+        sink: Option<Sink>,
+        export: impl FnOnce(&crate::bindings::exports::agentbox::plugin::agent::Guest, &mut wasmtime::Store<TurnCtx>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Call<R> {
+        let limits = &self.inner.limits;
+        let session = SessionCtx::new(record, turn, state, self.inner.store.clone(), limits.clone());
+        let ctx = TurnCtx::new(session, OutputCtx::new(sink, limits.output_bytes), limits);
+        let (result, ctx) = self.call(&plugin.pre, ctx, |instance, store| export(instance.agentbox_plugin_agent(), store));
+        ctx.log.flush_to_tracing(&record.plugin, &record.id);
+        Call { result, session: ctx.session, said: ctx.output.into_said() }
+    }
+
+    /// Instantiates `pre` with `ctx` under the turn's limits and runs `f`.
+    fn call<R>(
+        &self,
+        pre: &PluginPre<TurnCtx>,
+        ctx: TurnCtx,
+        f: impl FnOnce(&Plugin, &mut wasmtime::Store<TurnCtx>) -> wasmtime::Result<Result<R, String>>,
+    ) -> (Result<R, Cause>, TurnCtx) {
+        let limits = &self.inner.limits;
+        let mut store = wasmtime::Store::new(self.inner.engine.wasmtime(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
+        // The deadline must be armed before instantiating: it starts at 0.
+        let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let result = pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store));
+        let ctx = store.into_data();
+        let result = match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(Cause::Guest(message)),
+            Err(err) => Err(trap_cause(&err, limits, &ctx.log)),
+        };
+        (result, ctx)
+    }
+}
+
+/// Names the cause of a failed call: a tripped limit, or a trap with the last
+/// line the guest wrote (a Rust panic message, for example).
+fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
+    if let Some(tripped) = err.downcast_ref::<Tripped>() {
+        return match tripped {
+            Tripped::Memory(limit) => Cause::MemoryLimit(*limit),
+            Tripped::Output(limit) => Cause::OutputLimit(*limit),
+        };
+    }
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Cause::Deadline(limits.deadline);
+    }
+    let reason = err.root_cause().to_string();
+    Cause::Trap(match log.last_line() {
+        Some(line) => format!("{reason} (the plugin's last output: {line})"),
+        None => reason,
+    })
+}
+
+/// The history entry for what the agent said in a turn, if it said anything.
+fn assistant_message(said: &[String]) -> Option<Message> {
+    (!said.is_empty()).then(|| Message { role: Role::Assistant, content: said.join("\n") })
+}
+
+/// Checks an id the caller chose: 1 to 128 bytes of ASCII letters, digits
+/// and `_ . : -`.
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    let valid = (1..=MAX_ID_BYTES).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} `{}` is invalid: use 1 to {MAX_ID_BYTES} characters of A-Z, a-z, 0-9 and _ . : -",
+            id.escape_debug()
+        ))
+    }
+}
+
+/// One lock per session with a turn running or waiting, so that turns of a
+/// session run one at a time in this process.
+#[derive(Default)]
+struct SessionLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl SessionLocks {
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("session locks poisoned");
+        if let Some(lock) = locks.get(id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        // Forget the locks of sessions without turns, now and then, so the
+        // map stays as large as the number of busy sessions.
+        if locks.len() >= 1024 && locks.len().is_power_of_two() {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(id.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+}

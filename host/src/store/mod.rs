@@ -1,0 +1,246 @@
+//! Where sessions live: the [`Store`] trait and its backends.
+//!
+//! A session is a record in the store; Wasm instances are disposable. Nothing
+//! in this module knows about WebAssembly.
+
+mod memory;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// The state of a session: a JSON object whose keys the plugin chose.
+pub type State = Map<String, Value>;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Set up by the host or operator.
+    System,
+    /// The caller.
+    User,
+    /// The agent.
+    Assistant,
+    /// A tool call and its result.
+    Tool,
+}
+
+impl Role {
+    /// The role's name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Role> {
+        [Role::System, Role::User, Role::Assistant, Role::Tool]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+    }
+}
+
+/// One entry of a session's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+}
+
+/// Whether a session takes more turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Open for turns.
+    Active,
+    /// Closed; its record and history remain for inspection.
+    Ended,
+}
+
+impl Status {
+    /// The status's name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Ended => "ended",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Status> {
+        [Status::Active, Status::Ended].into_iter().find(|status| status.as_str() == name)
+    }
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Unique id.
+    pub id: String,
+    /// Name of the plugin that serves the session.
+    pub plugin: String,
+    /// Hex sha256 of the plugin version that committed the latest turn.
+    pub digest: String,
+    /// The user the caller named at the start, if any.
+    pub user_id: Option<String>,
+    /// Variables the caller passed at the start.
+    pub variables: Map<String, Value>,
+    /// The committed state.
+    pub state: State,
+    /// The plugin's `state-version` that `state` is laid out for.
+    pub state_version: u32,
+    /// Number of commits so far; each commit names the revision it read and
+    /// fails if another commit came first.
+    pub revision: u64,
+    /// Number of the latest committed turn (0 is the start).
+    pub turn: u64,
+    /// Whether the session takes more turns.
+    pub status: Status,
+    /// Creation time, in milliseconds of the host clock.
+    pub created_at_ms: u64,
+    /// Time of the latest commit, in milliseconds of the host clock.
+    pub updated_at_ms: u64,
+}
+
+/// One turn's changes, committed atomically by [`Store::commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// The session.
+    pub session: String,
+    /// The revision the turn read; the commit fails if the stored one differs.
+    pub read_revision: u64,
+    /// The new state, replacing the old one whole.
+    pub state: State,
+    /// The turn number being committed.
+    pub turn: u64,
+    /// The plugin that serves the session from now on (another one after a hand-off).
+    pub plugin: String,
+    /// Hex sha256 of the plugin version that ran the turn.
+    pub digest: String,
+    /// The state layout version of `state`.
+    pub state_version: u32,
+    /// The session's status after the turn.
+    pub status: Status,
+    /// Messages appended to the history.
+    pub messages: Vec<Message>,
+    /// Time of the commit, in milliseconds of the host clock.
+    pub at_ms: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A session with this id exists already.
+    #[error("a session with id `{0}` exists already")]
+    Exists(String),
+    /// No session has this id.
+    #[error("no session has id `{0}`")]
+    NotFound(String),
+    /// Another commit changed the session since this turn read it.
+    #[error("session `{session}` changed while the turn ran (read revision {read}, stored revision {stored})")]
+    Conflict {
+        /// The session.
+        session: String,
+        /// The revision the turn read.
+        read: u64,
+        /// The revision in the store.
+        stored: u64,
+    },
+    /// The backend failed; the operation may succeed if retried.
+    #[error("store backend failed: {0}")]
+    Backend(String),
+}
+
+/// Session storage shared by every turn of a host.
+///
+/// Implementations are safe to call from many threads at once. Methods block
+/// the calling thread; the host calls them from blocking worker threads.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new session with its first messages, atomically.
+    ///
+    /// Fails with [`StoreError::Exists`] if the id is taken; nothing changes then.
+    fn create(&self, session: &SessionRecord, messages: &[Message]) -> Result<(), StoreError>;
+
+    /// The session with this id, as last committed, or `None`.
+    fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Commits one turn atomically: state, revision + 1, turn, status,
+    /// digest, state version, updated time and the appended messages, or
+    /// nothing at all.
+    ///
+    /// Fails with [`StoreError::Conflict`] if the stored revision is not
+    /// `commit.read_revision`, and with [`StoreError::NotFound`] if the session
+    /// does not exist. Once this returns `Ok`, the commit survives a crash of
+    /// the process.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    /// The newest `last` messages of the session's history, oldest first.
+    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError>;
+}
+
+/// Which backend to use and where, as written on the command line:
+/// `memory` or `sqlite:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// Sessions in process memory, gone when the process exits.
+    Memory,
+    /// Sessions in a SQLite database file.
+    Sqlite(std::path::PathBuf),
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<StoreSpec, String> {
+        match spec.split_once(':') {
+            None if spec == "memory" => Ok(StoreSpec::Memory),
+            Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
+            _ => Err(format!(
+                "`{spec}` is not a store: use `memory` or `sqlite:PATH` (for example `sqlite:agentbox-data/agentbox.db`)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
+}
+
+impl StoreSpec {
+    /// Opens the store, creating the database file and its folder if needed.
+    pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            StoreSpec::Memory => Arc::new(MemoryStore::default()),
+            StoreSpec::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        })
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn ensure_parent(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent)
+            .map_err(|err| StoreError::Backend(format!("cannot create {}: {err}", parent.display()))),
+        _ => Ok(()),
+    }
+}

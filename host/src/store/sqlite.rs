@@ -1,0 +1,322 @@
+//! Sessions in one SQLite file: the default store.
+//!
+//! The database runs in WAL mode with `synchronous = FULL`, so a commit that
+//! returned survives a crash of the process or the machine. All writes go
+//! through one writer thread that gathers the commits of concurrent turns into
+//! one transaction (group commit): each commit still succeeds or fails on its
+//! own, inside its own savepoint, but they share the cost of one WAL sync.
+//! Reads use a small pool of reader connections, which WAL lets run
+//! alongside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
+
+use super::{Commit, Message, Role, SessionRecord, Status, Store, StoreError, backend, ensure_parent};
+
+/// Commits gathered into one transaction at most. Bounds how long the first
+/// commit of a batch waits for the last one.
+const MAX_BATCH: usize = 512;
+
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id            TEXT PRIMARY KEY,
+    plugin        TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    user_id       TEXT,
+    variables     TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    state_version INTEGER NOT NULL,
+    revision      INTEGER NOT NULL,
+    turn          INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    history_len   INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS history (
+    session_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    role       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) STRICT, WITHOUT ROWID;
+";
+
+/// A [`Store`] in a SQLite database file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Option<mpsc::Sender<Request>>,
+    writer_thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+enum Write {
+    Create(SessionRecord, Vec<Message>),
+    Commit(Commit),
+}
+
+#[derive(Debug)]
+struct Request {
+    write: Write,
+    done: mpsc::SyncSender<Result<(), StoreError>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        ensure_parent(path)?;
+        let mut conn = connect(path)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let (writer, requests) = mpsc::channel();
+        let writer_thread = std::thread::Builder::new()
+            .name("agentbox-sqlite-writer".into())
+            .spawn(move || write_loop(&mut conn, &requests))
+            .map_err(backend)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            readers: Mutex::new(Vec::new()),
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
+        })
+    }
+
+    fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (done, result) = mpsc::sync_channel(1);
+        let writer = self.writer.as_ref().expect("writer lives as long as the store");
+        writer.send(Request { write, done }).map_err(|_| backend("the SQLite writer thread has stopped"))?;
+        result.recv().map_err(|_| backend("the SQLite writer thread has stopped"))?
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().expect("reader pool poisoned").pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn).map_err(backend);
+        self.readers.lock().expect("reader pool poisoned").push(conn);
+        result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop once queued writes are done.
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn create(&self, session: &SessionRecord, messages: &[Message]) -> Result<(), StoreError> {
+        self.write(Write::Create(session.clone(), messages.to_vec()))
+    }
+
+    fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let row = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, plugin, digest, user_id, variables, state, state_version, revision, turn,
+                        status, created_at_ms, updated_at_ms
+                 FROM sessions WHERE id = ?1",
+            )?
+            .query_row([id], |row| {
+                Ok((
+                    SessionRecord {
+                        id: row.get(0)?,
+                        plugin: row.get(1)?,
+                        digest: row.get(2)?,
+                        user_id: row.get(3)?,
+                        variables: Default::default(),
+                        state: Default::default(),
+                        state_version: row.get(6)?,
+                        revision: row.get(7)?,
+                        turn: row.get(8)?,
+                        status: Status::parse(row.get_ref(9)?.as_str()?).unwrap_or(Status::Ended),
+                        created_at_ms: row.get(10)?,
+                        updated_at_ms: row.get(11)?,
+                    },
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })
+            .optional()
+        })?;
+        let Some((mut record, variables, state)) = row else { return Ok(None) };
+        record.variables = serde_json::from_str(&variables).map_err(backend)?;
+        record.state = serde_json::from_str(&state).map_err(backend)?;
+        Ok(Some(record))
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(Write::Commit(commit.clone()))
+    }
+
+    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError> {
+        let limit = i64::try_from(last).unwrap_or(i64::MAX);
+        let mut messages = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT role, content FROM history WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?
+            .query_map(params![id, limit], |row| {
+                let role = row.get_ref(0)?.as_str()?;
+                Ok(Message { role: Role::parse(role).unwrap_or(Role::System), content: row.get(1)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        messages.reverse();
+        Ok(messages)
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+    Ok(conn)
+}
+
+/// Applies queued writes until every sender is gone, gathering the writes
+/// that are waiting into one transaction.
+fn write_loop(conn: &mut Connection, requests: &mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        batch.extend(requests.try_iter().take(MAX_BATCH - 1));
+        let results = apply_batch(conn, &batch);
+        for (request, result) in batch.into_iter().zip(results) {
+            // A caller that gave up waiting has nobody left to tell.
+            let _ = request.done.send(result);
+        }
+    }
+}
+
+/// Applies each write in its own savepoint of one transaction, so a failed
+/// write leaves no trace and does not fail the others.
+fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError>> {
+    let transaction = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(err) => return batch.iter().map(|_| Err(backend(&err))).collect(),
+    };
+    let mut transaction = transaction;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let result = transaction.savepoint().map_err(backend).and_then(|savepoint| {
+            apply(&savepoint, &request.write)?;
+            savepoint.commit().map_err(backend)
+        });
+        results.push(result);
+    }
+    if let Err(err) = transaction.commit() {
+        let err = err.to_string();
+        results.iter_mut().filter(|result| result.is_ok()).for_each(|result| *result = Err(backend(&err)));
+    }
+    results
+}
+
+fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Create(session, messages) => {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (id, plugin, digest, user_id, variables, state, state_version,
+                        revision, turn, status, created_at_ms, updated_at_ms, history_len)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        session.id,
+                        session.plugin,
+                        session.digest,
+                        session.user_id,
+                        serde_json::Value::Object(session.variables.clone()).to_string(),
+                        serde_json::Value::Object(session.state.clone()).to_string(),
+                        session.state_version,
+                        session.revision,
+                        session.turn,
+                        session.status.as_str(),
+                        session.created_at_ms,
+                        session.updated_at_ms,
+                    ])
+                })
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Err(StoreError::Exists(session.id.clone()));
+            }
+            append_history(conn, &session.id, messages)
+        }
+        Write::Commit(commit) => {
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE sessions SET state = ?3, revision = revision + 1, turn = ?4, digest = ?5,
+                        state_version = ?6, status = ?7, updated_at_ms = ?8, plugin = ?9
+                     WHERE id = ?1 AND revision = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        commit.session,
+                        commit.read_revision,
+                        serde_json::Value::Object(commit.state.clone()).to_string(),
+                        commit.turn,
+                        commit.digest,
+                        commit.state_version,
+                        commit.status.as_str(),
+                        commit.at_ms,
+                        commit.plugin,
+                    ])
+                })
+                .map_err(backend)?;
+            if updated == 0 {
+                let stored: Option<u64> = conn
+                    .prepare_cached("SELECT revision FROM sessions WHERE id = ?1")
+                    .and_then(|mut statement| statement.query_row([&commit.session], |row| row.get(0)).optional())
+                    .map_err(backend)?;
+                return Err(match stored {
+                    None => StoreError::NotFound(commit.session.clone()),
+                    Some(stored) => StoreError::Conflict {
+                        session: commit.session.clone(),
+                        read: commit.read_revision,
+                        stored,
+                    },
+                });
+            }
+            append_history(conn, &commit.session, &commit.messages)
+        }
+    }
+}
+
+fn append_history(conn: &Connection, session: &str, messages: &[Message]) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let end: u64 = conn
+        .prepare_cached("UPDATE sessions SET history_len = history_len + ?2 WHERE id = ?1 RETURNING history_len")
+        .and_then(|mut statement| statement.query_row(params![session, messages.len()], |row| row.get(0)))
+        .map_err(backend)?;
+    let mut insert = conn
+        .prepare_cached("INSERT INTO history (session_id, seq, role, content) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(backend)?;
+    let start = end - messages.len() as u64;
+    for (seq, message) in (start..).zip(messages) {
+        insert.execute(params![session, seq, message.role.as_str(), message.content]).map_err(backend)?;
+    }
+    Ok(())
+}
+
+

@@ -1,0 +1,66 @@
+//! A plugin that misbehaves on request, for the sandbox tests. Each message
+//! is an order:
+//!
+//! - `loop`: spins forever (the host's deadline must stop it);
+//! - `hog`: allocates memory without bound (the memory limit must stop it);
+//! - `trap`: sets `poisoned` in session state, then panics in the same turn
+//!   (the host must commit nothing);
+//! - `flood`: says more than the output limit allows;
+//! - `huge`: stores a value over the host's size limit and fails with the
+//!   host's refusal;
+//! - `set KEY JSON`: stores JSON under KEY, reporting the host's answer;
+//! - `get KEY`: says the value under KEY;
+//! - anything else: counts it in `entries`.
+
+use agentbox_sdk::{Agent, Outcome, say, session};
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Misbehave {}
+
+impl Agent for Misbehave {
+    const NAME: &'static str = "misbehave";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Misbehaves on request, to test the host's limits";
+
+    fn on_message(&mut self, text: &str) -> Result<Outcome, String> {
+        match text.split_once(' ').unwrap_or((text, "")) {
+            ("loop", _) => loop {
+                std::hint::black_box(());
+            },
+            ("hog", _) => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            ("trap", _) => {
+                session::set("poisoned", &true).map_err(|err| err.to_string())?;
+                panic!("deliberate trap after a set");
+            }
+            ("flood", _) => loop {
+                say("x".repeat(64 << 10));
+            },
+            ("huge", _) => {
+                session::set("huge", &"x".repeat(1 << 20)).map_err(|err| err.to_string())?;
+            }
+            ("set", rest) => {
+                let (key, json) = rest.split_once(' ').unwrap_or((rest, "null"));
+                let value: agentbox_sdk::Value = serde_json::from_str(json).map_err(|err| err.to_string())?;
+                match session::set(key, &value) {
+                    Ok(()) => say(format!("set {key}")),
+                    Err(err) => say(format!("refused: {err}")),
+                }
+            }
+            ("get", key) => say(format!("{key} = {}", session::get::<agentbox_sdk::Value>(key).unwrap_or_default())),
+            _ => {
+                let entries = session::get::<u64>("entries").unwrap_or(0) + 1;
+                session::set("entries", &entries).map_err(|err| err.to_string())?;
+                say(format!("entry {entries}"));
+            }
+        }
+        Ok(Outcome::Continue)
+    }
+}
+
+agentbox_sdk::export_agent!(Misbehave);
