@@ -74,7 +74,10 @@
 /// `session` and `output` are the host's imports; `exports::…::agent::Guest`
 /// is the trait a plugin implements. [`bindings::export_world!`] exports an
 /// implementation of it; most plugins use [`export_agent!`] instead.
-#[expect(missing_docs, reason = "generated items; the WIT documents each of them")]
+#[expect(
+    missing_docs,
+    reason = "generated items; the WIT documents each of them"
+)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -185,7 +188,9 @@ macro_rules! export_agent {
                 fn on_message(
                     text: ::std::string::String,
                 ) -> ::core::result::Result<$crate::Outcome, ::std::string::String> {
-                    $crate::runtime::turn::<$agent, _>(|agent| $crate::Agent::on_message(agent, &text))
+                    $crate::runtime::turn::<$agent, _>(|agent| {
+                        $crate::Agent::on_message(agent, &text)
+                    })
                 }
 
                 fn call_tool(
@@ -195,7 +200,9 @@ macro_rules! export_agent {
                     $crate::runtime::call_tool::<$agent>(&name, &args)
                 }
 
-                fn on_end(reason: $crate::EndReason) -> ::core::result::Result<(), ::std::string::String> {
+                fn on_end(
+                    reason: $crate::EndReason,
+                ) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::runtime::turn::<$agent, _>(|agent| $crate::Agent::on_end(agent, reason))
                 }
 
@@ -207,7 +214,7 @@ macro_rules! export_agent {
                 }
             }
 
-            $crate::bindings::export_world!(AgentExport with_types_in $crate::bindings);
+    $crate::bindings::export_world!(AgentExport with_types_in $crate::bindings);
         };
     };
 }

@@ -32,14 +32,16 @@ pub fn turn<A: Agent, R>(hook: impl FnOnce(&mut A) -> Result<R, String>) -> Resu
 /// Runs a tool: parses the arguments the host validated, calls
 /// [`Agent::call_tool`] inside a [`turn`], and returns the result as JSON.
 pub fn call_tool<A: Agent>(name: &str, args: &str) -> Result<String, String> {
-    let args: Value = serde_json::from_str(args).map_err(|err| format!("tool `{name}`: arguments are not JSON: {err}"))?;
+    let args: Value = serde_json::from_str(args)
+        .map_err(|err| format!("tool `{name}`: arguments are not JSON: {err}"))?;
     let result = turn::<A, _>(|agent| agent.call_tool(name, args))?;
     Ok(result.to_string())
 }
 
 /// Runs [`Agent::migrate`] on a state given as JSON text.
 pub fn migrate<A: Agent>(from: u32, state: &str) -> Result<String, String> {
-    let state: Value = serde_json::from_str(state).map_err(|err| format!("state to migrate is not JSON: {err}"))?;
+    let state: Value = serde_json::from_str(state)
+        .map_err(|err| format!("state to migrate is not JSON: {err}"))?;
     Ok(A::migrate(from, state)?.to_string())
 }
 
@@ -52,8 +54,12 @@ fn load<A: Agent>(stored: &Map<String, Value>) -> Result<A, String> {
             *value = stored.clone();
         }
     }
-    serde_json::from_value(Value::Object(fields))
-        .map_err(|err| format!("cannot load the fields of {} from session state: {err}", A::NAME))
+    serde_json::from_value(Value::Object(fields)).map_err(|err| {
+        format!(
+            "cannot load the fields of {} from session state: {err}",
+            A::NAME
+        )
+    })
 }
 
 /// Writes the fields of `agent` that differ from `stored`.
@@ -65,7 +71,8 @@ fn save<A: Agent>(stored: &Map<String, Value>, agent: &A) -> Result<(), String> 
         if value.is_null() {
             session::delete(&name);
         } else {
-            session::set(&name, &value).map_err(|err| format!("cannot save field `{name}`: {err}"))?;
+            session::set(&name, &value)
+                .map_err(|err| format!("cannot save field `{name}`: {err}"))?;
         }
     }
     Ok(())
@@ -74,7 +81,10 @@ fn save<A: Agent>(stored: &Map<String, Value>, agent: &A) -> Result<(), String> 
 fn fields<A: Agent>(agent: &A) -> Result<Map<String, Value>, String> {
     match serde_json::to_value(agent) {
         Ok(Value::Object(fields)) => Ok(fields),
-        Ok(_) => Err(format!("{} must serialize to a JSON object: a struct with named fields", A::NAME)),
+        Ok(_) => Err(format!(
+            "{} must serialize to a JSON object: a struct with named fields",
+            A::NAME
+        )),
         Err(err) => Err(format!("cannot serialize {}: {err}", A::NAME)),
     }
 }

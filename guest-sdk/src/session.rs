@@ -60,7 +60,9 @@ pub fn initial_variables() -> Map<String, Value> {
 /// The initial variable `name`, deserialized as `T`; `None` when absent or
 /// of another shape.
 pub fn initial_variable<T: DeserializeOwned>(name: &str) -> Option<T> {
-    initial_variables().remove(name).and_then(|value| serde_json::from_value(value).ok())
+    initial_variables()
+        .remove(name)
+        .and_then(|value| serde_json::from_value(value).ok())
 }
 
 /// The conversation so far, oldest first; with `last`, only the newest `last` messages.

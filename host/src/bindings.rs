@@ -2,7 +2,10 @@
 //!
 //! The package folder is frozen once released; a later version gets its own
 //! `bindgen!` in its own module next to this one.
-#![expect(missing_docs, reason = "generated items; the WIT documents each of them")]
+#![expect(
+    missing_docs,
+    reason = "generated items; the WIT documents each of them"
+)]
 
 wasmtime::component::bindgen!({
     path: "../wit",

@@ -17,7 +17,12 @@ use crate::{Host, Limits, PluginVersion, SessionError, SessionStart, Sink, TurnR
 /// Run agent plugins: WebAssembly components with per-session state, host-validated
 /// tools and persistent storage.
 #[derive(Debug, Parser)]
-#[command(name = "agentbox", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "agentbox",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -109,7 +114,12 @@ struct PluginArg {
 #[derive(Debug, Args)]
 struct HostArgs {
     /// Folder for the SQLite store and compiled plugins
-    #[arg(long, value_name = "DIR", default_value = "agentbox-data", global = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "agentbox-data",
+        global = true
+    )]
     data_dir: PathBuf,
 
     /// Time one turn may run, in milliseconds
@@ -123,19 +133,29 @@ struct HostArgs {
 
 impl HostArgs {
     fn host(&self, store: &StoreSpec) -> anyhow::Result<Host> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create the data folder {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!("cannot create the data folder {}", self.data_dir.display())
+        })?;
         let data = cap_std::fs::Dir::open_ambient_dir(&self.data_dir, cap_std::ambient_authority())
             .with_context(|| format!("cannot open the data folder {}", self.data_dir.display()))?;
-        data.create_dir_all("artifacts").context("cannot create the artifact cache")?;
-        let artifacts = data.open_dir("artifacts").context("cannot open the artifact cache")?;
+        data.create_dir_all("artifacts")
+            .context("cannot create the artifact cache")?;
+        let artifacts = data
+            .open_dir("artifacts")
+            .context("cannot open the artifact cache")?;
         let limits = Limits {
             deadline: Duration::from_millis(self.deadline_ms),
             memory_bytes: self.memory_mib << 20,
             ..Limits::default()
         };
-        let store = store.open().with_context(|| format!("cannot open the store {store}"))?;
-        Host::builder().limits(limits).store(store).artifact_cache(artifacts).build()
+        let store = store
+            .open()
+            .with_context(|| format!("cannot open the store {store}"))?;
+        Host::builder()
+            .limits(limits)
+            .store(store)
+            .artifact_cache(artifacts)
+            .build()
     }
 
     fn default_store(&self) -> StoreSpec {
@@ -166,7 +186,9 @@ pub async fn main() -> ExitCode {
 }
 
 fn parse_var(text: &str) -> Result<(String, Value), String> {
-    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
     if key.is_empty() {
         return Err(format!("`{text}` has an empty KEY"));
     }
@@ -180,7 +202,11 @@ fn one_line(text: &str) -> String {
 
 /// Reads the plugin's bytes, building its cargo package first if PLUGIN is a folder.
 fn plugin_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let wasm = if path.is_dir() { build_plugin(path)? } else { path.to_owned() };
+    let wasm = if path.is_dir() {
+        build_plugin(path)?
+    } else {
+        path.to_owned()
+    };
     std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))
 }
 
@@ -188,18 +214,31 @@ fn plugin_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{} is a folder without a Cargo.toml: give a .wasm file or a plugin's cargo package", dir.display());
+        bail!(
+            "{} is a folder without a Cargo.toml: give a .wasm file or a plugin's cargo package",
+            dir.display()
+        );
     }
     eprintln!("agentbox: building {} for wasm32-wasip2", dir.display());
     let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format", "json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run cargo")?;
     if !output.status.success() {
-        bail!("building {} failed (see cargo's messages above)", dir.display());
+        bail!(
+            "building {} failed (see cargo's messages above)",
+            dir.display()
+        );
     }
     let manifest = manifest.canonicalize()?;
     String::from_utf8_lossy(&output.stdout)
@@ -210,18 +249,27 @@ fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
         .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|file| file.as_str().map(PathBuf::from))
         .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
-        .with_context(|| format!("building {} produced no .wasm file: is it a `cdylib` crate?", dir.display()))
+        .with_context(|| {
+            format!(
+                "building {} produced no .wasm file: is it a `cdylib` crate?",
+                dir.display()
+            )
+        })
 }
 
 fn load(host: &Host, path: &Path) -> anyhow::Result<Arc<PluginVersion>> {
     let bytes = plugin_bytes(path)?;
-    host.load_plugin(&bytes).with_context(|| format!("cannot load {}", path.display()))
+    host.load_plugin(&bytes)
+        .with_context(|| format!("cannot load {}", path.display()))
 }
 
 fn compilation_text(compilation: Compilation) -> String {
     match compilation {
         Compilation::Compiled(took) => format!("compiled in {} ms and cached", took.as_millis()),
-        Compilation::Cached(took) => format!("loaded precompiled from the cache in {:.1} ms", took.as_secs_f64() * 1e3),
+        Compilation::Cached(took) => format!(
+            "loaded precompiled from the cache in {:.1} ms",
+            took.as_secs_f64() * 1e3
+        ),
     }
 }
 
@@ -275,7 +323,14 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if let Some(state_schema) = manifest.state_schema.as_deref() {
         println!("state schema  {}", schema(state_schema));
     }
-    println!("tools         {}", if tools.is_empty() { "none".to_owned() } else { tools.len().to_string() });
+    println!(
+        "tools         {}",
+        if tools.is_empty() {
+            "none".to_owned()
+        } else {
+            tools.len().to_string()
+        }
+    );
     for tool in plugin.tools.iter() {
         println!("  {} — {}", tool.name, tool.description);
         println!("    parameters  {}", tool.parameters);
@@ -316,7 +371,9 @@ impl Printer {
 
     fn sink(self, plugin: String) -> Sink {
         Arc::new(move |text: &str| {
-            self.emit(json!({ "event": "reply", "text": text }), || format!("{plugin}> {text}"));
+            self.emit(json!({ "event": "reply", "text": text }), || {
+                format!("{plugin}> {text}")
+            });
         })
     }
 
@@ -332,9 +389,10 @@ impl Printer {
     }
 
     fn error(&self, err: &SessionError) {
-        self.emit(json!({ "event": "error", "kind": err.cause.kind(), "message": err.to_string() }), || {
-            format!("  [error: {err}; nothing was committed]")
-        });
+        self.emit(
+            json!({ "event": "error", "kind": err.cause.kind(), "message": err.to_string() }),
+            || format!("  [error: {err}; nothing was committed]"),
+        );
     }
 }
 
@@ -348,12 +406,20 @@ fn state_changes(before: &State, after: &State) -> Vec<String> {
             Some(_) => {}
         }
     }
-    changes.extend(before.keys().filter(|key| !after.contains_key(*key)).map(|key| format!("- {key}")));
+    changes.extend(
+        before
+            .keys()
+            .filter(|key| !after.contains_key(*key))
+            .map(|key| format!("- {key}")),
+    );
     changes
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.store.clone().unwrap_or_else(|| args.host.default_store());
+    let spec = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.host.default_store());
     let host = args.host.host(&spec)?;
     let plugin = load(&host, &args.plugin.path)?;
     let name = plugin.name().to_owned();
@@ -365,18 +431,31 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         compilation_text(plugin.compilation)
     );
     let existing = match &args.session {
-        Some(id) => host.store().load(id).with_context(|| format!("cannot read session {id}"))?,
+        Some(id) => host
+            .store()
+            .load(id)
+            .with_context(|| format!("cannot read session {id}"))?,
         None => None,
     };
     let session = match existing {
         Some(record) => {
             if record.plugin != name {
-                bail!("session `{}` belongs to plugin `{}`, not `{name}`", record.id, record.plugin);
+                bail!(
+                    "session `{}` belongs to plugin `{}`, not `{name}`",
+                    record.id,
+                    record.plugin
+                );
             }
             if !args.vars.is_empty() || args.user.is_some() {
-                eprintln!("agentbox: --var and --user apply to new sessions; session {} keeps its own", record.id);
+                eprintln!(
+                    "agentbox: --var and --user apply to new sessions; session {} keeps its own",
+                    record.id
+                );
             }
-            eprintln!("agentbox: resuming session {} after turn {} (store {spec})", record.id, record.turn);
+            eprintln!(
+                "agentbox: resuming session {} after turn {} (store {spec})",
+                record.id, record.turn
+            );
             printer.json_only(json!({ "event": "session", "session": record.id, "resumed": true, "turn": record.turn }));
             record.id
         }
@@ -387,8 +466,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 user_id: args.user.clone(),
                 variables: args.vars.iter().cloned().collect::<Map<_, _>>(),
             };
-            let report = host.start_session(start, Some(printer.sink(name.clone()))).await?;
-            eprintln!("agentbox: started session {} (store {spec})", report.session);
+            let report = host
+                .start_session(start, Some(printer.sink(name.clone())))
+                .await?;
+            eprintln!(
+                "agentbox: started session {} (store {spec})",
+                report.session
+            );
             printer.json_only(json!({ "event": "session", "session": report.session, "resumed": false, "turn": 0 }));
             printer.committed(&report);
             report.session
@@ -399,11 +483,18 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Sends each line of the script or terminal to the session until the input
 /// ends, `/quit`, `/end`, or the agent ends the conversation.
-async fn converse(host: &Host, session: &str, plugin: &str, args: &RunArgs, printer: Printer) -> anyhow::Result<ExitCode> {
+async fn converse(
+    host: &Host,
+    session: &str,
+    plugin: &str,
+    args: &RunArgs,
+    printer: Printer,
+) -> anyhow::Result<ExitCode> {
     let interactive = args.script.is_none() && std::io::stdin().is_terminal();
     let input: Box<dyn std::io::BufRead> = match &args.script {
         Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("cannot open the script {}", path.display()))?,
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot open the script {}", path.display()))?,
         )),
         None => Box::new(std::io::stdin().lock()),
     };
@@ -428,14 +519,27 @@ async fn converse(host: &Host, session: &str, plugin: &str, args: &RunArgs, prin
         let result = match line {
             "/quit" => break,
             "/state" => {
-                let record = host.store().load(session)?.context("the session is gone from the store")?;
-                printer.emit(json!({ "event": "state", "turn": record.turn, "state": record.state }), || {
-                    format!("  [state after turn {}: {}]", record.turn, Value::Object(record.state.clone()))
-                });
+                let record = host
+                    .store()
+                    .load(session)?
+                    .context("the session is gone from the store")?;
+                printer.emit(
+                    json!({ "event": "state", "turn": record.turn, "state": record.state }),
+                    || {
+                        format!(
+                            "  [state after turn {}: {}]",
+                            record.turn,
+                            Value::Object(record.state.clone())
+                        )
+                    },
+                );
                 continue;
             }
             "/end" => host.end_session(session).await,
-            _ => host.send_message(session, line, Some(printer.sink(plugin.to_owned()))).await,
+            _ => {
+                host.send_message(session, line, Some(printer.sink(plugin.to_owned())))
+                    .await
+            }
         };
         match result {
             Ok(report) => {
@@ -451,5 +555,9 @@ async fn converse(host: &Host, session: &str, plugin: &str, args: &RunArgs, prin
             }
         }
     }
-    Ok(if failed && !interactive { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed && !interactive {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -21,7 +21,9 @@ impl Clock {
 
     /// A clock that stands still at `start_ms` until [`Clock::advance`] moves it.
     pub fn manual(start_ms: u64) -> Clock {
-        Clock { manual: Some(Arc::new(AtomicU64::new(start_ms))) }
+        Clock {
+            manual: Some(Arc::new(AtomicU64::new(start_ms))),
+        }
     }
 
     /// Milliseconds since the Unix epoch.
@@ -30,7 +32,9 @@ impl Clock {
             Some(now) => now.load(Ordering::SeqCst),
             None => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+                .map_or(0, |since| {
+                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                }),
         }
     }
 
@@ -39,7 +43,13 @@ impl Clock {
     /// # Panics
     /// On the system clock, which only time moves.
     pub fn advance(&self, by: Duration) {
-        let now = self.manual.as_ref().expect("only a manual clock can be advanced");
-        now.fetch_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        let now = self
+            .manual
+            .as_ref()
+            .expect("only a manual clock can be advanced");
+        now.fetch_add(
+            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 }

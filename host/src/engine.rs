@@ -35,7 +35,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("cache", &self.cache.is_some()).finish()
+        f.debug_struct("Engine")
+            .field("cache", &self.cache.is_some())
+            .finish()
     }
 }
 
@@ -93,7 +95,11 @@ impl Engine {
             .wasm_component_model(true);
         let inner = wasmtime::Engine::new(&config)?;
         let ticker = Ticker::start(inner.clone());
-        Ok(Engine { inner, cache: cache.map(Arc::new), _ticker: ticker })
+        Ok(Engine {
+            inner,
+            cache: cache.map(Arc::new),
+            _ticker: ticker,
+        })
     }
 
     /// The wasmtime engine.
@@ -103,7 +109,11 @@ impl Engine {
 
     /// The component for `bytes`: loaded from the artifact cache when this
     /// engine compiled the same bytes before, compiled (and cached) otherwise.
-    pub fn component(&self, bytes: &[u8], digest: Digest) -> anyhow::Result<(Component, Compilation)> {
+    pub fn component(
+        &self,
+        bytes: &[u8],
+        digest: Digest,
+    ) -> anyhow::Result<(Component, Compilation)> {
         let started = Instant::now();
         let Some(cache) = &self.cache else {
             let component = Component::new(&self.inner, bytes)?;

@@ -31,4 +31,6 @@ pub mod tools;
 pub use clock::Clock;
 pub use plugin::{LoadError, PluginVersion};
 pub use policy::Limits;
-pub use session::{Cause, Host, HostBuilder, Outcome, SessionError, SessionStart, Sink, TurnReport};
+pub use session::{
+    Cause, Host, HostBuilder, Outcome, SessionError, SessionStart, Sink, TurnReport,
+};

@@ -78,24 +78,38 @@ pub enum LoadError {
 impl PluginVersion {
     /// Loads and checks `bytes`, calling `describe()` in a trial instance of
     /// `linker`, which provides the world's imports.
-    pub(crate) fn load(engine: &Engine, linker: &Linker<TurnCtx>, bytes: &[u8], describe: impl FnOnce(&PluginPre<TurnCtx>) -> Result<Manifest, String>) -> Result<PluginVersion, LoadError> {
+    pub(crate) fn load(
+        engine: &Engine,
+        linker: &Linker<TurnCtx>,
+        bytes: &[u8],
+        describe: impl FnOnce(&PluginPre<TurnCtx>) -> Result<Manifest, String>,
+    ) -> Result<PluginVersion, LoadError> {
         match bytes.get(0..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
         let digest = Digest::of(bytes);
-        let (component, compilation) =
-            engine.component(bytes, digest).map_err(|err| LoadError::Invalid(format!("{err:#}")))?;
+        let (component, compilation) = engine
+            .component(bytes, digest)
+            .map_err(|err| LoadError::Invalid(format!("{err:#}")))?;
         let world = check_world(engine, &component)?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
-        let pre = PluginPre::new(instance_pre).map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
+        let pre = PluginPre::new(instance_pre)
+            .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
         let manifest = describe(&pre).map_err(LoadError::Describe)?;
         check_manifest(&manifest)?;
         let tools = ToolSet::compile(&manifest).map_err(LoadError::Manifest)?;
-        Ok(PluginVersion { digest, manifest, world, compilation, tools, pre })
+        Ok(PluginVersion {
+            digest,
+            manifest,
+            world,
+            compilation,
+            tools,
+            pre,
+        })
     }
 
     /// The plugin's name.
@@ -107,15 +121,28 @@ impl PluginVersion {
 /// Checks the component's imports and exports against the world and returns
 /// the world version it targets. Imports outside `agentbox:plugin` (WASI)
 /// are checked by the linker, which names any it cannot provide.
-fn check_world(engine: &Engine, component: &wasmtime::component::Component) -> Result<String, LoadError> {
+fn check_world(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Result<String, LoadError> {
     let ty = component.component_type();
-    let exports: Vec<&str> = ty.exports(engine.wasmtime()).map(|(name, _)| name).collect();
+    let exports: Vec<&str> = ty
+        .exports(engine.wasmtime())
+        .map(|(name, _)| name)
+        .collect();
     let agent_prefix = format!("{PACKAGE}/agent@");
-    let Some(world) = exports.iter().find_map(|name| name.strip_prefix(&agent_prefix)) else {
+    let Some(world) = exports
+        .iter()
+        .find_map(|name| name.strip_prefix(&agent_prefix))
+    else {
         let names = &exports;
         return Err(LoadError::WrongWorld(format!(
             "it does not export `{AGENT_EXPORT}` (its exports: {})",
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
         )));
     };
     if world != WORLD_VERSION {
@@ -124,12 +151,19 @@ fn check_world(engine: &Engine, component: &wasmtime::component::Component) -> R
         )));
     }
     for (name, _) in ty.imports(engine.wasmtime()) {
-        let Some(rest) = name.strip_prefix(PACKAGE).and_then(|rest| rest.strip_prefix('/')) else { continue };
-        let known = rest
-            .split_once('@')
-            .is_some_and(|(interface, version)| version == WORLD_VERSION && PACKAGE_IMPORTS.contains(&interface));
+        let Some(rest) = name
+            .strip_prefix(PACKAGE)
+            .and_then(|rest| rest.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let known = rest.split_once('@').is_some_and(|(interface, version)| {
+            version == WORLD_VERSION && PACKAGE_IMPORTS.contains(&interface)
+        });
         if !known {
-            return Err(LoadError::WrongWorld(format!("it imports `{name}`, which the world does not provide")));
+            return Err(LoadError::WrongWorld(format!(
+                "it imports `{name}`, which the world does not provide"
+            )));
         }
     }
     Ok(world.to_owned())
@@ -141,7 +175,9 @@ pub(crate) fn check_name(name: &str, separator: char) -> Result<(), String> {
     let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with(separator)
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator);
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator);
     if valid {
         Ok(())
     } else {
@@ -153,7 +189,8 @@ pub(crate) fn check_name(name: &str, separator: char) -> Result<(), String> {
 }
 
 fn check_manifest(manifest: &Manifest) -> Result<(), LoadError> {
-    check_name(&manifest.name, '-').map_err(|reason| LoadError::Manifest(format!("plugin name {reason}")))?;
+    check_name(&manifest.name, '-')
+        .map_err(|reason| LoadError::Manifest(format!("plugin name {reason}")))?;
     semver::Version::parse(&manifest.version).map_err(|err| {
         LoadError::Manifest(format!(
             "plugin `{}` has version `{}`, which is not a semantic version such as 1.2.0: {err}",
@@ -179,12 +216,22 @@ impl Registry {
 
     /// The active version of the plugin `name`.
     pub(crate) fn active(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        self.active.read().expect("plugin registry poisoned").get(name).cloned()
+        self.active
+            .read()
+            .expect("plugin registry poisoned")
+            .get(name)
+            .cloned()
     }
 
     /// Every active version, ordered by name.
     pub(crate) fn all(&self) -> Vec<Arc<PluginVersion>> {
-        let mut all: Vec<_> = self.active.read().expect("plugin registry poisoned").values().cloned().collect();
+        let mut all: Vec<_> = self
+            .active
+            .read()
+            .expect("plugin registry poisoned")
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
         all
     }

@@ -42,7 +42,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pointer = if self.pointer.is_empty() { "(root)" } else { &self.pointer };
+        let pointer = if self.pointer.is_empty() {
+            "(root)"
+        } else {
+            &self.pointer
+        };
         write!(f, "{pointer}: {}", self.message)
     }
 }
@@ -62,9 +66,11 @@ impl ToolSet {
         for spec in &manifest.tools {
             check_name(&spec.name, '_').map_err(|reason| format!("tool name {reason}"))?;
             let name = &spec.name;
-            let parameters = parse_schema(&spec.parameters).map_err(|err| format!("tool `{name}`: parameters {err}"))?;
-            let parameters_validator =
-                compile_schema(&parameters).map_err(|err| format!("tool `{name}`: parameter schema does not compile: {err}"))?;
+            let parameters = parse_schema(&spec.parameters)
+                .map_err(|err| format!("tool `{name}`: parameters {err}"))?;
+            let parameters_validator = compile_schema(&parameters).map_err(|err| {
+                format!("tool `{name}`: parameter schema does not compile: {err}")
+            })?;
             let result_schema = spec
                 .result_schema
                 .as_deref()
@@ -77,7 +83,9 @@ impl ToolSet {
                 .transpose()
                 .map_err(|err| format!("tool `{name}`: result schema does not compile: {err}"))?;
             for key in &spec.requires {
-                check_key(key).map_err(|reason| format!("tool `{name}` requires an invalid session key: {reason}"))?;
+                check_key(key).map_err(|reason| {
+                    format!("tool `{name}` requires an invalid session key: {reason}")
+                })?;
             }
             let tool = Tool {
                 name: name.clone(),
@@ -98,10 +106,14 @@ impl ToolSet {
             .as_deref()
             .map(|text| {
                 let schema = parse_schema(text).map_err(|err| format!("state {err}"))?;
-                compile_schema(&schema).map_err(|err| format!("state schema does not compile: {err}"))
+                compile_schema(&schema)
+                    .map_err(|err| format!("state schema does not compile: {err}"))
             })
             .transpose()?;
-        Ok(ToolSet { tools, state_schema })
+        Ok(ToolSet {
+            tools,
+            state_schema,
+        })
     }
 
     /// The tool called `name`.
@@ -152,7 +164,10 @@ fn compile_schema(schema: &Value) -> Result<Validator, String> {
 fn violations(validator: &Validator, value: &Value) -> Result<(), Vec<Violation>> {
     let found: Vec<Violation> = validator
         .iter_errors(value)
-        .map(|err| Violation { pointer: err.instance_path().to_string(), message: err.to_string() })
+        .map(|err| Violation {
+            pointer: err.instance_path().to_string(),
+            message: err.to_string(),
+        })
         .collect();
     if found.is_empty() { Ok(()) } else { Err(found) }
 }

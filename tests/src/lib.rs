@@ -1,0 +1,46 @@
+//! Integration tests and benchmarks of agentbox.
+//!
+//! `build.rs` builds the plugins in `plugins/` from source; [`plugins`] has
+//! the path of each component. Every plugin has a test module of its own
+//! name here, or this crate does not compile.
+
+/// Paths of the plugin components built from `plugins/`.
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}
+
+/// Reads a plugin component built by `build.rs`.
+pub fn plugin_bytes(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|err| panic!("cannot read the plugin {path}: {err}"))
+}
+
+#[cfg(test)]
+mod harness;
+
+#[cfg(test)]
+mod bad_name;
+#[cfg(test)]
+mod counter;
+#[cfg(test)]
+mod intake;
+#[cfg(test)]
+mod loading;
+#[cfg(test)]
+mod misbehave;
+#[cfg(test)]
+mod other_world;
+#[cfg(test)]
+mod store_conformance;
+
+/// Every plugin has a test module named after it.
+#[cfg(test)]
+macro_rules! has_tests {
+    ($plugin:ident) => {
+        const _: () = {
+            #[expect(unused_imports, reason = "only checks that the module exists")]
+            use crate::$plugin as _;
+        };
+    };
+}
+#[cfg(test)]
+for_each_plugin!(has_tests);

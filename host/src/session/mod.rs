@@ -49,7 +49,10 @@ pub(crate) struct TurnCtx {
 
 impl WasiView for TurnCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -58,13 +61,18 @@ impl TurnCtx {
         let log = GuestLog::new(limits.output_bytes);
         // No arguments, environment, preopened directories or network: the
         // guest's stdout and stderr are its only way out besides the world.
-        let wasi = WasiCtxBuilder::new().stdout(log.clone()).stderr(log.clone()).build();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(log.clone())
+            .stderr(log.clone())
+            .build();
         TurnCtx {
             session,
             output,
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryLimit { limit: limits.memory_bytes },
+            memory: MemoryLimit {
+                limit: limits.memory_bytes,
+            },
             log,
         }
     }
@@ -84,14 +92,24 @@ struct MemoryLimit {
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             return Err(Tripped::Memory(self.limit).into());
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables are bounded by the pooling allocator's slots.
         Ok(true)
     }
@@ -267,7 +285,10 @@ struct Inner {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("store", &self.inner.store).field("limits", &self.inner.limits).finish()
+        f.debug_struct("Host")
+            .field("store", &self.inner.store)
+            .field("limits", &self.inner.limits)
+            .finish()
     }
 }
 
@@ -314,7 +335,9 @@ impl HostBuilder {
             inner: Arc::new(Inner {
                 engine,
                 linker,
-                store: self.store.unwrap_or_else(|| Arc::new(crate::store::MemoryStore::default())),
+                store: self
+                    .store
+                    .unwrap_or_else(|| Arc::new(crate::store::MemoryStore::default())),
                 plugins: Registry::default(),
                 turns: Arc::new(Semaphore::new(self.limits.concurrent_turns)),
                 limits: Arc::new(self.limits),
@@ -335,7 +358,12 @@ struct Call<R> {
 impl Host {
     /// A builder with default limits, an in-memory store and no artifact cache.
     pub fn builder() -> HostBuilder {
-        HostBuilder { limits: Limits::default(), store: None, cache: None, clock: Clock::system() }
+        HostBuilder {
+            limits: Limits::default(),
+            store: None,
+            cache: None,
+            clock: Clock::system(),
+        }
     }
 
     /// The store sessions live in.
@@ -356,7 +384,12 @@ impl Host {
     /// Loads a plugin version from its bytes and makes it the active version
     /// of its name. A version that fails to load changes nothing.
     pub fn load_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        let version = Arc::new(PluginVersion::load(&self.inner.engine, &self.inner.linker, bytes, |pre| self.describe(pre))?);
+        let version = Arc::new(PluginVersion::load(
+            &self.inner.engine,
+            &self.inner.linker,
+            bytes,
+            |pre| self.describe(pre),
+        )?);
         self.inner.plugins.activate(version.clone());
         tracing::info!(plugin = version.name(), digest = %version.digest, "plugin version active");
         Ok(version)
@@ -373,7 +406,11 @@ impl Host {
     }
 
     fn describe(&self, pre: &PluginPre<TurnCtx>) -> Result<Manifest, String> {
-        let ctx = TurnCtx::new(SessionCtx::detached(self.inner.limits.clone()), OutputCtx::new(None, 0), &self.inner.limits);
+        let ctx = TurnCtx::new(
+            SessionCtx::detached(self.inner.limits.clone()),
+            OutputCtx::new(None, 0),
+            &self.inner.limits,
+        );
         let (result, _) = self.call(pre, ctx, |plugin, store| {
             plugin.agentbox_plugin_agent().call_describe(store).map(Ok)
         });
@@ -382,28 +419,50 @@ impl Host {
 
     /// Starts a session: runs the plugin's `on-start` (turn 0) and stores the
     /// session with what it wrote and said, or nothing if it fails.
-    pub async fn start_session(&self, start: SessionStart, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
-        let id = start.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let fail = |cause| SessionError { session: id.clone(), plugin: Some(start.plugin.clone()), turn: None, cause };
+    pub async fn start_session(
+        &self,
+        start: SessionStart,
+        sink: Option<Sink>,
+    ) -> Result<TurnReport, SessionError> {
+        let id = start
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fail = |cause| SessionError {
+            session: id.clone(),
+            plugin: Some(start.plugin.clone()),
+            turn: None,
+            cause,
+        };
         check_id("session id", &id).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         if let Some(user) = &start.user_id {
             check_id("user id", user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         }
         for (name, value) in &start.variables {
-            parse_json(&value.to_string(), &self.inner.limits)
-                .map_err(|reason| fail(Cause::BadRequest(format!("initial variable `{name}` {reason}"))))?;
+            parse_json(&value.to_string(), &self.inner.limits).map_err(|reason| {
+                fail(Cause::BadRequest(format!(
+                    "initial variable `{name}` {reason}"
+                )))
+            })?;
         }
         let host = self.clone();
-        self.serialized(&id, move |id| host.run_start(id, start, sink)).await
+        self.serialized(&id, move |id| host.run_start(id, start, sink))
+            .await
     }
 
     /// Sends the caller's `text` to the session's plugin (`on-message`) and
     /// commits the turn. If the agent ends the conversation, its `on-end`
     /// runs in the same turn and the session ends with the commit.
-    pub async fn send_message(&self, session: &str, text: &str, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
+    pub async fn send_message(
+        &self,
+        session: &str,
+        text: &str,
+        sink: Option<Sink>,
+    ) -> Result<TurnReport, SessionError> {
         let host = self.clone();
         let text = text.to_owned();
-        self.serialized(session, move |id| host.run_message(id, &text, sink)).await
+        self.serialized(session, move |id| host.run_message(id, &text, sink))
+            .await
     }
 
     /// Ends the session at the caller's request: runs `on-end` and commits
@@ -416,19 +475,51 @@ impl Host {
 
     /// Runs `turn` for session `id` on a blocking thread, after every earlier
     /// turn of the session and within the bound on concurrent turns.
-    async fn serialized<R: Send + 'static>(&self, id: &str, turn: impl FnOnce(&str) -> Result<R, SessionError> + Send + 'static) -> Result<R, SessionError> {
+    async fn serialized<R: Send + 'static>(
+        &self,
+        id: &str,
+        turn: impl FnOnce(&str) -> Result<R, SessionError> + Send + 'static,
+    ) -> Result<R, SessionError> {
         let lock = self.inner.locks.lock_for(id);
         let _turn_of_session = lock.lock().await;
-        let _slot = self.inner.turns.clone().acquire_owned().await.expect("the turn semaphore is never closed");
+        let _slot = self
+            .inner
+            .turns
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the turn semaphore is never closed");
         let id = id.to_owned();
-        tokio::task::spawn_blocking(move || turn(&id)).await.expect("a turn panicked")
+        tokio::task::spawn_blocking(move || turn(&id))
+            .await
+            .expect("a turn panicked")
     }
 
     #[instrument(skip_all, fields(session = id, plugin = start.plugin))]
-    fn run_start(&self, id: &str, start: SessionStart, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
-        let fail = |cause| SessionError { session: id.to_owned(), plugin: Some(start.plugin.clone()), turn: Some(0), cause };
-        let plugin = self.inner.plugins.active(&start.plugin).ok_or_else(|| fail(Cause::PluginNotLoaded(start.plugin.clone())))?;
-        if self.inner.store.load(id).map_err(|err| fail(err.into()))?.is_some() {
+    fn run_start(
+        &self,
+        id: &str,
+        start: SessionStart,
+        sink: Option<Sink>,
+    ) -> Result<TurnReport, SessionError> {
+        let fail = |cause| SessionError {
+            session: id.to_owned(),
+            plugin: Some(start.plugin.clone()),
+            turn: Some(0),
+            cause,
+        };
+        let plugin = self
+            .inner
+            .plugins
+            .active(&start.plugin)
+            .ok_or_else(|| fail(Cause::PluginNotLoaded(start.plugin.clone())))?;
+        if self
+            .inner
+            .store
+            .load(id)
+            .map_err(|err| fail(err.into()))?
+            .is_some()
+        {
             return Err(fail(Cause::Exists));
         }
         let now = self.inner.clock.now_ms();
@@ -446,13 +537,25 @@ impl Host {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        let call = self.call_in_session(&plugin, &record, 0, record.state.clone(), sink, |agent, store| agent.call_on_start(store));
+        let call = self.call_in_session(
+            &plugin,
+            &record,
+            0,
+            record.state.clone(),
+            sink,
+            |agent, store| agent.call_on_start(store),
+        );
         let state = call.session.into_state();
         call.result.map_err(fail)?;
         record.state = state.clone();
         record.revision = 1;
-        let messages = assistant_message(&call.said).into_iter().collect::<Vec<_>>();
-        self.inner.store.create(&record, &messages).map_err(|err| fail(err.into()))?;
+        let messages = assistant_message(&call.said)
+            .into_iter()
+            .collect::<Vec<_>>();
+        self.inner
+            .store
+            .create(&record, &messages)
+            .map_err(|err| fail(err.into()))?;
         Ok(TurnReport {
             session: id.to_owned(),
             plugin: start.plugin,
@@ -465,32 +568,54 @@ impl Host {
     }
 
     #[instrument(skip_all, fields(session = id))]
-    fn run_message(&self, id: &str, text: &str, sink: Option<Sink>) -> Result<TurnReport, SessionError> {
+    fn run_message(
+        &self,
+        id: &str,
+        text: &str,
+        sink: Option<Sink>,
+    ) -> Result<TurnReport, SessionError> {
         let (record, plugin) = self.open(id)?;
         let turn = record.turn + 1;
-        let fail = |cause| SessionError { session: id.to_owned(), plugin: Some(record.plugin.clone()), turn: Some(turn), cause };
-        let call = self.call_in_session(&plugin, &record, turn, record.state.clone(), sink.clone(), |agent, store| {
-            agent.call_on_message(store, text)
-        });
+        let fail = |cause| SessionError {
+            session: id.to_owned(),
+            plugin: Some(record.plugin.clone()),
+            turn: Some(turn),
+            cause,
+        };
+        let call = self.call_in_session(
+            &plugin,
+            &record,
+            turn,
+            record.state.clone(),
+            sink.clone(),
+            |agent, store| agent.call_on_message(store, text),
+        );
         let mut said = call.said;
         let mut state = call.session.into_state();
         let outcome = match call.result.map_err(fail)? {
             WitOutcome::Continue => Outcome::Continue,
             WitOutcome::HandOff(target) => {
-                self.inner.plugins.active(&target).ok_or_else(|| fail(Cause::PluginNotLoaded(target.clone())))?;
+                self.inner
+                    .plugins
+                    .active(&target)
+                    .ok_or_else(|| fail(Cause::PluginNotLoaded(target.clone())))?;
                 Outcome::HandOff(target)
             }
             WitOutcome::End => {
-                let end = self.call_in_session(&plugin, &record, turn, state, sink, |agent, store| {
-                    agent.call_on_end(store, EndReason::Agent)
-                });
+                let end =
+                    self.call_in_session(&plugin, &record, turn, state, sink, |agent, store| {
+                        agent.call_on_end(store, EndReason::Agent)
+                    });
                 end.result.map_err(fail)?;
                 said.extend(end.said);
                 state = end.session.into_state();
                 Outcome::End
             }
         };
-        let mut messages = vec![Message { role: Role::User, content: text.to_owned() }];
+        let mut messages = vec![Message {
+            role: Role::User,
+            content: text.to_owned(),
+        }];
         messages.extend(assistant_message(&said));
         let commit = Commit {
             session: id.to_owned(),
@@ -503,22 +628,47 @@ impl Host {
             },
             digest: plugin.digest.to_string(),
             state_version: plugin.manifest.state_version,
-            status: if outcome == Outcome::End { Status::Ended } else { Status::Active },
+            status: if outcome == Outcome::End {
+                Status::Ended
+            } else {
+                Status::Active
+            },
             messages,
             at_ms: self.inner.clock.now_ms(),
         };
-        self.inner.store.commit(&commit).map_err(|err| fail(err.into()))?;
-        Ok(TurnReport { session: id.to_owned(), plugin: record.plugin.clone(), turn, said, before: record.state, state, outcome })
+        self.inner
+            .store
+            .commit(&commit)
+            .map_err(|err| fail(err.into()))?;
+        Ok(TurnReport {
+            session: id.to_owned(),
+            plugin: record.plugin.clone(),
+            turn,
+            said,
+            before: record.state,
+            state,
+            outcome,
+        })
     }
 
     #[instrument(skip_all, fields(session = id))]
     fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
         let (record, plugin) = self.open(id)?;
         let turn = record.turn + 1;
-        let fail = |cause| SessionError { session: id.to_owned(), plugin: Some(record.plugin.clone()), turn: Some(turn), cause };
-        let call = self.call_in_session(&plugin, &record, turn, record.state.clone(), None, |agent, store| {
-            agent.call_on_end(store, EndReason::Caller)
-        });
+        let fail = |cause| SessionError {
+            session: id.to_owned(),
+            plugin: Some(record.plugin.clone()),
+            turn: Some(turn),
+            cause,
+        };
+        let call = self.call_in_session(
+            &plugin,
+            &record,
+            turn,
+            record.state.clone(),
+            None,
+            |agent, store| agent.call_on_end(store, EndReason::Caller),
+        );
         let ended = call.result.map(|()| (call.session.into_state(), call.said));
         let (state, said) = match &ended {
             Ok((state, said)) => (state.clone(), said.clone()),
@@ -536,23 +686,45 @@ impl Host {
             messages: assistant_message(&said).into_iter().collect(),
             at_ms: self.inner.clock.now_ms(),
         };
-        self.inner.store.commit(&commit).map_err(|err| fail(err.into()))?;
+        self.inner
+            .store
+            .commit(&commit)
+            .map_err(|err| fail(err.into()))?;
         ended.map_err(fail)?;
-        Ok(TurnReport { session: id.to_owned(), plugin: record.plugin.clone(), turn, said, before: record.state, state, outcome: Outcome::End })
+        Ok(TurnReport {
+            session: id.to_owned(),
+            plugin: record.plugin.clone(),
+            turn,
+            said,
+            before: record.state,
+            state,
+            outcome: Outcome::End,
+        })
     }
 
     /// Loads an active session and the active version of its plugin.
     fn open(&self, id: &str) -> Result<(SessionRecord, Arc<PluginVersion>), SessionError> {
-        let fail = |plugin: Option<&str>, cause| SessionError { session: id.to_owned(), plugin: plugin.map(str::to_owned), turn: None, cause };
-        let record = self.inner.store.load(id).map_err(|err| fail(None, err.into()))?.ok_or_else(|| fail(None, Cause::NotFound))?;
+        let fail = |plugin: Option<&str>, cause| SessionError {
+            session: id.to_owned(),
+            plugin: plugin.map(str::to_owned),
+            turn: None,
+            cause,
+        };
+        let record = self
+            .inner
+            .store
+            .load(id)
+            .map_err(|err| fail(None, err.into()))?
+            .ok_or_else(|| fail(None, Cause::NotFound))?;
         if record.status == Status::Ended {
             return Err(fail(Some(&record.plugin), Cause::Ended));
         }
-        let plugin = self
-            .inner
-            .plugins
-            .active(&record.plugin)
-            .ok_or_else(|| fail(Some(&record.plugin), Cause::PluginNotLoaded(record.plugin.clone())))?;
+        let plugin = self.inner.plugins.active(&record.plugin).ok_or_else(|| {
+            fail(
+                Some(&record.plugin),
+                Cause::PluginNotLoaded(record.plugin.clone()),
+            )
+        })?;
         Ok((record, plugin))
     }
 
@@ -564,14 +736,29 @@ impl Host {
         turn: u64,
         state: State,
         sink: Option<Sink>,
-        export: impl FnOnce(&crate::bindings::exports::agentbox::plugin::agent::Guest, &mut wasmtime::Store<TurnCtx>) -> wasmtime::Result<Result<R, String>>,
+        export: impl FnOnce(
+            &crate::bindings::exports::agentbox::plugin::agent::Guest,
+            &mut wasmtime::Store<TurnCtx>,
+        ) -> wasmtime::Result<Result<R, String>>,
     ) -> Call<R> {
         let limits = &self.inner.limits;
-        let session = SessionCtx::new(record, turn, state, self.inner.store.clone(), limits.clone());
+        let session = SessionCtx::new(
+            record,
+            turn,
+            state,
+            self.inner.store.clone(),
+            limits.clone(),
+        );
         let ctx = TurnCtx::new(session, OutputCtx::new(sink, limits.output_bytes), limits);
-        let (result, ctx) = self.call(&plugin.pre, ctx, |instance, store| export(instance.agentbox_plugin_agent(), store));
+        let (result, ctx) = self.call(&plugin.pre, ctx, |instance, store| {
+            export(instance.agentbox_plugin_agent(), store)
+        });
         ctx.log.flush_to_tracing(&record.plugin, &record.id);
-        Call { result, session: ctx.session, said: ctx.output.into_said() }
+        Call {
+            result,
+            session: ctx.session,
+            said: ctx.output.into_said(),
+        }
     }
 
     /// Instantiates `pre` with `ctx` under the turn's limits and runs `f`.
@@ -588,7 +775,9 @@ impl Host {
         let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        let result = pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store));
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
         let ctx = store.into_data();
         let result = match result {
             Ok(Ok(value)) => Ok(value),
@@ -612,7 +801,7 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
         return Cause::Deadline(limits.deadline);
     }
     let reason = err.root_cause().to_string();
-    Cause::Trap(match log.last_line() {
+    Cause::Trap(match log.last_words() {
         Some(line) => format!("{reason} (the plugin's last output: {line})"),
         None => reason,
     })
@@ -620,14 +809,19 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
 
 /// The history entry for what the agent said in a turn, if it said anything.
 fn assistant_message(said: &[String]) -> Option<Message> {
-    (!said.is_empty()).then(|| Message { role: Role::Assistant, content: said.join("\n") })
+    (!said.is_empty()).then(|| Message {
+        role: Role::Assistant,
+        content: said.join("\n"),
+    })
 }
 
 /// Checks an id the caller chose: 1 to 128 bytes of ASCII letters, digits
 /// and `_ . : -`.
 fn check_id(what: &str, id: &str) -> Result<(), String> {
     let valid = (1..=MAX_ID_BYTES).contains(&id.len())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
     if valid {
         Ok(())
     } else {

@@ -25,7 +25,12 @@ pub(crate) struct OutputCtx {
 impl OutputCtx {
     /// Output going to `sink` (or nowhere), at most `limit` bytes per turn.
     pub(crate) fn new(sink: Option<Sink>, limit: usize) -> Self {
-        OutputCtx { sink, said: Vec::new(), bytes: 0, limit }
+        OutputCtx {
+            sink,
+            said: Vec::new(),
+            bytes: 0,
+            limit,
+        }
     }
 
     /// Everything said during the turn, one entry per `say`.
@@ -35,7 +40,10 @@ impl OutputCtx {
 }
 
 /// Adds the `output` interface to `linker`, reaching the context through `get`.
-pub(crate) fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut OutputCtx) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut OutputCtx,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<OutputCtx>>(linker, get)
 }
 
@@ -70,14 +78,40 @@ struct LogBuffer {
 
 impl GuestLog {
     pub(crate) fn new(limit: usize) -> Self {
-        GuestLog { inner: Arc::new(Mutex::new(LogBuffer { bytes: Vec::new(), dropped: 0, limit })) }
+        GuestLog {
+            inner: Arc::new(Mutex::new(LogBuffer {
+                bytes: Vec::new(),
+                dropped: 0,
+                limit,
+            })),
+        }
     }
 
-    /// The last line the guest wrote, such as the message of a Rust panic.
-    pub(crate) fn last_line(&self) -> Option<String> {
+    /// What the guest last said about its own failure: the message of a Rust
+    /// panic if it printed one, else its last line of output.
+    pub(crate) fn last_words(&self) -> Option<String> {
         let buffer = self.inner.lock().expect("guest log poisoned");
         let text = String::from_utf8_lossy(&buffer.bytes);
-        text.lines().rev().map(str::trim).find(|line| !line.is_empty()).map(str::to_owned)
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect();
+        // Rust prints "thread '…' panicked at FILE:LINE:COL:" and the message
+        // on the next line.
+        match lines.iter().rposition(|line| line.contains("panicked at ")) {
+            Some(at) => {
+                let place = lines[at]
+                    .split_once("panicked at ")
+                    .map_or(lines[at], |(_, place)| place);
+                Some(
+                    format!("panicked at {place} {}", lines[at + 1..].join(" "))
+                        .trim_end()
+                        .to_owned(),
+                )
+            }
+            None => lines.last().map(|line| (*line).to_owned()),
+        }
     }
 
     /// Logs what the guest wrote, one event per line.
@@ -111,7 +145,10 @@ impl StdoutStream for GuestLog {
 impl OutputStream for GuestLog {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
         let mut buffer = self.inner.lock().expect("guest log poisoned");
-        let room = buffer.limit.saturating_sub(buffer.bytes.len()).min(bytes.len());
+        let room = buffer
+            .limit
+            .saturating_sub(buffer.bytes.len())
+            .min(bytes.len());
         buffer.bytes.extend_from_slice(&bytes[..room]);
         buffer.dropped += bytes.len() - room;
         Ok(())

@@ -43,7 +43,13 @@ struct Live {
 
 impl SessionCtx {
     /// The view of `record` for running turn number `turn`, starting from `state`.
-    pub(crate) fn new(record: &SessionRecord, turn: u64, state: State, store: Arc<dyn Store>, limits: Arc<Limits>) -> Self {
+    pub(crate) fn new(
+        record: &SessionRecord,
+        turn: u64,
+        state: State,
+        store: Arc<dyn Store>,
+        limits: Arc<Limits>,
+    ) -> Self {
         SessionCtx {
             live: Some(Live {
                 id: record.id.clone(),
@@ -60,7 +66,12 @@ impl SessionCtx {
 
     /// A view without a session, for calling `describe`: every function traps.
     pub(crate) fn detached(limits: Arc<Limits>) -> Self {
-        SessionCtx { live: None, state: State::new(), state_bytes: None, limits }
+        SessionCtx {
+            live: None,
+            state: State::new(),
+            state_bytes: None,
+            limits,
+        }
     }
 
     /// The working copy of the state, with this turn's writes.
@@ -75,12 +86,20 @@ impl SessionCtx {
     }
 
     fn state_bytes(&mut self) -> usize {
-        *self.state_bytes.get_or_insert_with(|| self.state.iter().map(|(key, value)| entry_bytes(key, value)).sum())
+        *self.state_bytes.get_or_insert_with(|| {
+            self.state
+                .iter()
+                .map(|(key, value)| entry_bytes(key, value))
+                .sum()
+        })
     }
 }
 
 /// Adds the `session` interface to `linker`, reaching the view through `get`.
-pub(crate) fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut SessionCtx) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut SessionCtx,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<SessionCtx>>(linker, get)
 }
 
@@ -133,7 +152,11 @@ impl wit::Host for SessionCtx {
         }
         let value = match parse_json(&value, &self.limits) {
             Ok(value) => value,
-            Err(reason) => return Ok(Err(GuestError::Invalid(format!("value of `{key}` {reason}")))),
+            Err(reason) => {
+                return Ok(Err(GuestError::Invalid(format!(
+                    "value of `{key}` {reason}"
+                ))));
+            }
         };
         let added = entry_bytes(&key, &value);
         let removed = self.state.get(&key).map_or(0, |old| entry_bytes(&key, old));
@@ -163,7 +186,12 @@ impl wit::Host for SessionCtx {
     fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
         self.live("keys")?;
         // The state is bounded by `Limits::state_bytes`, and so is this list.
-        Ok(self.state.keys().filter(|key| key.starts_with(&prefix)).cloned().collect())
+        Ok(self
+            .state
+            .keys()
+            .filter(|key| key.starts_with(&prefix))
+            .cloned()
+            .collect())
     }
 }
 
@@ -174,10 +202,19 @@ pub fn check_key(key: &str) -> Result<(), String> {
         return Err("key is empty".into());
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(format!("key of {} bytes is longer than {MAX_KEY_BYTES}", key.len()));
+        return Err(format!(
+            "key of {} bytes is longer than {MAX_KEY_BYTES}",
+            key.len()
+        ));
     }
-    match key.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c))) {
-        Some(bad) => Err(format!("key `{}` contains {bad:?}; keys use A-Z, a-z, 0-9 and _ . : / -", key.escape_debug())),
+    match key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c)))
+    {
+        Some(bad) => Err(format!(
+            "key `{}` contains {bad:?}; keys use A-Z, a-z, 0-9 and _ . : / -",
+            key.escape_debug()
+        )),
         None => Ok(()),
     }
 }
@@ -188,15 +225,22 @@ pub fn check_key(key: &str) -> Result<(), String> {
 pub fn parse_json(text: &str, limits: &Limits) -> Result<Value, String> {
     // The compact form is never longer than the text, so a short text needs
     // no second measurement.
-    let value: Value = serde_json::from_str(text).map_err(|err| format!("is not valid JSON: {err}"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|err| format!("is not valid JSON: {err}"))?;
     let depth = depth(&value);
     if depth > limits.json_depth {
-        return Err(format!("is nested {depth} levels deep, over the limit of {}", limits.json_depth));
+        return Err(format!(
+            "is nested {depth} levels deep, over the limit of {}",
+            limits.json_depth
+        ));
     }
     if text.len() > limits.value_bytes {
         let size = value.to_string().len();
         if size > limits.value_bytes {
-            return Err(format!("is {size} bytes, over the limit of {} bytes", limits.value_bytes));
+            return Err(format!(
+                "is {size} bytes, over the limit of {} bytes",
+                limits.value_bytes
+            ));
         }
     }
     Ok(value)

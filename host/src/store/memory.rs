@@ -52,7 +52,8 @@ impl Store for MemoryStore {
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
-        let (_, history) = sessions.get(id).ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        Ok(history[history.len().saturating_sub(last)..].to_vec())
+        Ok(sessions.get(id).map_or_else(Vec::new, |(_, history)| {
+            history[history.len().saturating_sub(last)..].to_vec()
+        }))
     }
 }

@@ -79,7 +79,9 @@ impl Status {
     }
 
     fn parse(name: &str) -> Option<Status> {
-        [Status::Active, Status::Ended].into_iter().find(|status| status.as_str() == name)
+        [Status::Active, Status::Ended]
+            .into_iter()
+            .find(|status| status.as_str() == name)
     }
 }
 
@@ -149,7 +151,9 @@ pub enum StoreError {
     #[error("no session has id `{0}`")]
     NotFound(String),
     /// Another commit changed the session since this turn read it.
-    #[error("session `{session}` changed while the turn ran (read revision {read}, stored revision {stored})")]
+    #[error(
+        "session `{session}` changed while the turn ran (read revision {read}, stored revision {stored})"
+    )]
     Conflict {
         /// The session.
         session: String,
@@ -186,7 +190,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the process.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
-    /// The newest `last` messages of the session's history, oldest first.
+    /// The newest `last` messages of the session's history, oldest first;
+    /// empty for a session that does not exist.
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError>;
 }
 
@@ -239,8 +244,11 @@ fn backend(err: impl std::fmt::Display) -> StoreError {
 
 fn ensure_parent(path: &Path) -> Result<(), StoreError> {
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent)
-            .map_err(|err| StoreError::Backend(format!("cannot create {}: {err}", parent.display()))),
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                StoreError::Backend(format!("cannot create {}: {err}", parent.display()))
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
-use super::{Commit, Message, Role, SessionRecord, Status, Store, StoreError, backend, ensure_parent};
+use super::{
+    Commit, Message, Role, SessionRecord, Status, Store, StoreError, backend, ensure_parent,
+};
 
 /// Commits gathered into one transaction at most. Bounds how long the first
 /// commit of a batch waits for the last one.
@@ -92,9 +94,16 @@ impl SqliteStore {
 
     fn write(&self, write: Write) -> Result<(), StoreError> {
         let (done, result) = mpsc::sync_channel(1);
-        let writer = self.writer.as_ref().expect("writer lives as long as the store");
-        writer.send(Request { write, done }).map_err(|_| backend("the SQLite writer thread has stopped"))?;
-        result.recv().map_err(|_| backend("the SQLite writer thread has stopped"))?
+        let writer = self
+            .writer
+            .as_ref()
+            .expect("writer lives as long as the store");
+        writer
+            .send(Request { write, done })
+            .map_err(|_| backend("the SQLite writer thread has stopped"))?;
+        result
+            .recv()
+            .map_err(|_| backend("the SQLite writer thread has stopped"))?
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -104,7 +113,10 @@ impl SqliteStore {
             None => connect(&self.path)?,
         };
         let result = f(&conn).map_err(backend);
-        self.readers.lock().expect("reader pool poisoned").push(conn);
+        self.readers
+            .lock()
+            .expect("reader pool poisoned")
+            .push(conn);
         result
     }
 }
@@ -153,7 +165,9 @@ impl Store for SqliteStore {
             })
             .optional()
         })?;
-        let Some((mut record, variables, state)) = row else { return Ok(None) };
+        let Some((mut record, variables, state)) = row else {
+            return Ok(None);
+        };
         record.variables = serde_json::from_str(&variables).map_err(backend)?;
         record.state = serde_json::from_str(&state).map_err(backend)?;
         Ok(Some(record))
@@ -183,12 +197,16 @@ impl Store for SqliteStore {
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(backend)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(backend)?;
     Ok(conn)
 }
 
@@ -216,15 +234,21 @@ fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), Store
     let mut transaction = transaction;
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
-        let result = transaction.savepoint().map_err(backend).and_then(|savepoint| {
-            apply(&savepoint, &request.write)?;
-            savepoint.commit().map_err(backend)
-        });
+        let result = transaction
+            .savepoint()
+            .map_err(backend)
+            .and_then(|savepoint| {
+                apply(&savepoint, &request.write)?;
+                savepoint.commit().map_err(backend)
+            });
         results.push(result);
     }
     if let Err(err) = transaction.commit() {
         let err = err.to_string();
-        results.iter_mut().filter(|result| result.is_ok()).for_each(|result| *result = Err(backend(&err)));
+        results
+            .iter_mut()
+            .filter(|result| result.is_ok())
+            .for_each(|result| *result = Err(backend(&err)));
     }
     results
 }
@@ -285,7 +309,11 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
             if updated == 0 {
                 let stored: Option<u64> = conn
                     .prepare_cached("SELECT revision FROM sessions WHERE id = ?1")
-                    .and_then(|mut statement| statement.query_row([&commit.session], |row| row.get(0)).optional())
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row([&commit.session], |row| row.get(0))
+                            .optional()
+                    })
                     .map_err(backend)?;
                 return Err(match stored {
                     None => StoreError::NotFound(commit.session.clone()),
@@ -301,7 +329,11 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
     }
 }
 
-fn append_history(conn: &Connection, session: &str, messages: &[Message]) -> Result<(), StoreError> {
+fn append_history(
+    conn: &Connection,
+    session: &str,
+    messages: &[Message],
+) -> Result<(), StoreError> {
     if messages.is_empty() {
         return Ok(());
     }
@@ -310,13 +342,20 @@ fn append_history(conn: &Connection, session: &str, messages: &[Message]) -> Res
         .and_then(|mut statement| statement.query_row(params![session, messages.len()], |row| row.get(0)))
         .map_err(backend)?;
     let mut insert = conn
-        .prepare_cached("INSERT INTO history (session_id, seq, role, content) VALUES (?1, ?2, ?3, ?4)")
+        .prepare_cached(
+            "INSERT INTO history (session_id, seq, role, content) VALUES (?1, ?2, ?3, ?4)",
+        )
         .map_err(backend)?;
     let start = end - messages.len() as u64;
     for (seq, message) in (start..).zip(messages) {
-        insert.execute(params![session, seq, message.role.as_str(), message.content]).map_err(backend)?;
+        insert
+            .execute(params![
+                session,
+                seq,
+                message.role.as_str(),
+                message.content
+            ])
+            .map_err(backend)?;
     }
     Ok(())
 }
-
-

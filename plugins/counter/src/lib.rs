@@ -27,7 +27,9 @@ impl Guest for Counter {
     }
 
     fn on_message(_text: String) -> Result<Outcome, String> {
-        let count: u64 = session::get("count").and_then(|json| json.parse().ok()).unwrap_or(0);
+        let count: u64 = session::get("count")
+            .and_then(|json| json.parse().ok())
+            .unwrap_or(0);
         session::set("count", &(count + 1).to_string()).map_err(|err| format!("{err:?}"))?;
         Ok(Outcome::Continue)
     }

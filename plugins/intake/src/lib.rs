@@ -18,10 +18,12 @@ struct Intake {
 impl Agent for Intake {
     const NAME: &'static str = "intake";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Collects a caller's name, email and reason, then submits them";
+    const DESCRIPTION: &'static str =
+        "Collects a caller's name, email and reason, then submits them";
 
     fn on_start(&mut self) -> Result<(), String> {
-        self.name = session::initial_variable::<String>("name").filter(|name| !name.trim().is_empty());
+        self.name =
+            session::initial_variable::<String>("name").filter(|name| !name.trim().is_empty());
         match &self.name {
             Some(name) => say(format!("Welcome, {name}! I will take down your request.")),
             None => say("Welcome! I will take down your request."),
@@ -37,7 +39,9 @@ impl Agent for Intake {
         }
         let learned = self.learn(text);
         if learned.is_empty() {
-            say("I did not catch that. Try \"my name is ...\", your email address, or \"I need ...\".");
+            say(
+                "I did not catch that. Try \"my name is ...\", your email address, or \"I need ...\".",
+            );
         } else {
             say(format!("Noted your {}.", learned.join(" and ")));
         }
@@ -78,7 +82,9 @@ impl Intake {
             learned.push("email");
         }
         if let Some(at) = lower.find("i need ") {
-            let reason = text[at + "i need ".len()..].trim().trim_end_matches(['.', '!']);
+            let reason = text[at + "i need ".len()..]
+                .trim()
+                .trim_end_matches(['.', '!']);
             if !reason.is_empty() {
                 self.reason = Some(reason.to_owned());
                 learned.push("reason");
@@ -88,11 +94,15 @@ impl Intake {
     }
 
     fn missing(&self) -> Vec<&'static str> {
-        [("name", &self.name), ("email", &self.email), ("reason", &self.reason)]
-            .into_iter()
-            .filter(|(_, value)| value.is_none())
-            .map(|(field, _)| field)
-            .collect()
+        [
+            ("name", &self.name),
+            ("email", &self.email),
+            ("reason", &self.reason),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(field, _)| field)
+        .collect()
     }
 
     fn progress(&self) -> String {
@@ -107,7 +117,11 @@ impl Intake {
     /// Validates the form: on errors lists them and keeps the session open;
     /// on success confirms and ends the conversation.
     fn submit(&mut self) -> Outcome {
-        let mut errors: Vec<String> = self.missing().iter().map(|field| format!("{field} is missing")).collect();
+        let mut errors: Vec<String> = self
+            .missing()
+            .iter()
+            .map(|field| format!("{field} is missing"))
+            .collect();
         if let Some(email) = &self.email {
             if !valid_email(email) {
                 errors.push(format!("email `{email}` needs an @ and a dot after it"));
@@ -122,7 +136,9 @@ impl Intake {
             self.email.as_deref().unwrap_or_default(),
             self.reason.as_deref().unwrap_or_default(),
         );
-        say(format!("Submitted. Thank you, {name}: we will write to {email} about \"{reason}\"."));
+        say(format!(
+            "Submitted. Thank you, {name}: we will write to {email} about \"{reason}\"."
+        ));
         Outcome::End
     }
 }
@@ -132,7 +148,9 @@ fn valid_email(email: &str) -> bool {
     match email.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
-                && domain.split_once('.').is_some_and(|(host, tld)| !host.is_empty() && !tld.is_empty())
+                && domain
+                    .split_once('.')
+                    .is_some_and(|(host, tld)| !host.is_empty() && !tld.is_empty())
         }
         None => false,
     }

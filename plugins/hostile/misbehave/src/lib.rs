@@ -46,13 +46,17 @@ impl Agent for Misbehave {
             }
             ("set", rest) => {
                 let (key, json) = rest.split_once(' ').unwrap_or((rest, "null"));
-                let value: agentbox_sdk::Value = serde_json::from_str(json).map_err(|err| err.to_string())?;
+                let value: agentbox_sdk::Value =
+                    serde_json::from_str(json).map_err(|err| err.to_string())?;
                 match session::set(key, &value) {
                     Ok(()) => say(format!("set {key}")),
                     Err(err) => say(format!("refused: {err}")),
                 }
             }
-            ("get", key) => say(format!("{key} = {}", session::get::<agentbox_sdk::Value>(key).unwrap_or_default())),
+            ("get", key) => say(format!(
+                "{key} = {}",
+                session::get::<agentbox_sdk::Value>(key).unwrap_or_default()
+            )),
             _ => {
                 let entries = session::get::<u64>("entries").unwrap_or(0) + 1;
                 session::set("entries", &entries).map_err(|err| err.to_string())?;

@@ -1,0 +1,122 @@
+//! Builds every plugin in `plugins/` for `wasm32-wasip2` from source and
+//! writes `plugins.rs`: one constant per plugin holding the path of its
+//! component, and `for_each_plugin!`, which the tests use to insist that
+//! every plugin has a test module.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace");
+    let plugins = root.join("plugins");
+    // Watch the sources, not `plugins/target`, which this build writes.
+    for watched in [
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugins/intake",
+        "plugins/counter",
+        "plugins/hostile",
+        "guest-sdk",
+        "wit",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    check_target();
+
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .current_dir(&plugins)
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            TARGET,
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit());
+    // Settings meant for the host build must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cargo.env_remove(var);
+    }
+    let output = cargo
+        .output()
+        .expect("cannot run cargo to build the plugins");
+    if !output.status.success() {
+        panic!(
+            "building the plugins in {} for {TARGET} failed; cargo's messages are above",
+            plugins.display()
+        );
+    }
+
+    let mut components: Vec<(String, PathBuf)> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| {
+            message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "cdylib"))
+        })
+        .filter_map(|message| {
+            let name = message["target"]["name"].as_str()?.replace('-', "_");
+            let wasm = message["filenames"]
+                .as_array()?
+                .iter()
+                .filter_map(|file| file.as_str())
+                .find(|file| file.ends_with(".wasm"))?;
+            Some((name, PathBuf::from(wasm)))
+        })
+        .collect();
+    components.sort();
+    components.dedup();
+
+    let mut generated = String::new();
+    for (name, wasm) in &components {
+        generated += &format!(
+            "/// The `{name}` plugin, built from `plugins/`.\npub const {}: &str = {:?};\n",
+            name.to_uppercase(),
+            wasm.display().to_string()
+        );
+    }
+    let names: Vec<&str> = components.iter().map(|(name, _)| name.as_str()).collect();
+    generated += &format!(
+        "/// Calls `$m!(name)` for each plugin.\n#[macro_export]\nmacro_rules! for_each_plugin {{ ($m:ident) => {{ {} }} }}\n",
+        names
+            .iter()
+            .map(|name| format!("$m!({name});"))
+            .collect::<String>()
+    );
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out.join("plugins.rs"), generated).expect("cannot write plugins.rs");
+}
+
+/// Fails with a message that says what to do when the target is missing.
+fn check_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("cannot run rustc");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot.join("lib/rustlib").join(TARGET).exists() {
+        panic!(
+            "the Rust target {TARGET} is not installed in {}; the plugins in plugins/ need it. \
+             Run `rustup target add {TARGET}` (rustup adds it by itself from rust-toolchain.toml \
+             when the toolchain is installed through rustup).",
+            sysroot.display()
+        );
+    }
+}

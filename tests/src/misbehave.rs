@@ -1,0 +1,192 @@
+//! A misbehaving plugin against the sandbox: deadlines, memory and output
+//! limits, traps, and refused writes. No failed turn commits anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentbox_host::store::MemoryStore;
+use agentbox_host::{Cause, Host, Limits};
+use serde_json::json;
+
+use crate::harness::{host, host_with, load, said, send, start, state};
+use crate::plugins::{INTAKE, MISBEHAVE};
+
+async fn session(host: &Host) -> String {
+    load(host, MISBEHAVE);
+    start(host, "misbehave", json!({})).await.session
+}
+
+/// The committed (turn, state) of a session.
+fn committed(host: &Host, id: &str) -> (u64, serde_json::Value) {
+    let record = host.store().load(id).unwrap().unwrap();
+    (record.turn, serde_json::Value::Object(record.state))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_after_set_commits_nothing_and_the_next_turn_works() {
+    let host = host();
+    let id = session(&host).await;
+    send(&host, &id, "note").await;
+    let before = committed(&host, &id);
+
+    let err = host.send_message(&id, "trap", None).await.unwrap_err();
+    assert!(matches!(err.cause, Cause::Trap(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "session `{id}` (plugin `misbehave`), turn 2: plugin trapped: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("wasm `unreachable` instruction executed (the plugin's last output: panicked at hostile/misbehave/src/lib.rs:")
+            && message.ends_with(": deliberate trap after a set)"),
+        "the guest's panic message is named: {message}"
+    );
+    assert_eq!(
+        committed(&host, &id),
+        before,
+        "neither `poisoned` nor the turn number was committed"
+    );
+    assert_eq!(before, (1, json!({ "entries": 1 })));
+
+    let next = send(&host, &id, "note").await;
+    assert_eq!(next.turn, 2);
+    assert_eq!(next.state, state(json!({ "entries": 2 })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_loop_fails_at_the_deadline_while_another_plugins_session_completes() {
+    let deadline = Duration::from_millis(300);
+    let host = host_with(
+        Limits {
+            deadline,
+            ..Limits::default()
+        },
+        Arc::new(MemoryStore::default()),
+    );
+    let looping = session(&host).await;
+    load(&host, INTAKE);
+    let intake = start(&host, "intake", json!({})).await.session;
+
+    let started = Instant::now();
+    let spinning = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let result = host.send_message(&looping, "loop", None).await;
+            (result, started.elapsed())
+        })
+    };
+    let other = send(&host, &intake, "my name is Ada").await;
+    let other_done = started.elapsed();
+    let (result, loop_done) = spinning.await.unwrap();
+
+    assert_eq!(other.state["name"], json!("Ada"));
+    assert!(
+        other_done < loop_done,
+        "the intake turn ({other_done:?}) finished while the loop ({loop_done:?}) still ran"
+    );
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err.cause, Cause::Deadline(limit) if limit == deadline),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("turn 1: deadline of 300 ms exceeded"),
+        "{err}"
+    );
+    // Generous margin: this bounds the epoch mechanism, not the machine's speed.
+    assert!(
+        loop_done >= deadline && loop_done < deadline + Duration::from_secs(2),
+        "stopped after {loop_done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_fails_with_the_memory_limit() {
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let host = host_with(limits, Arc::new(MemoryStore::default()));
+    let id = session(&host).await;
+    let err = host.send_message(&id, "hog", None).await.unwrap_err();
+    assert!(
+        matches!(err.cause, Cause::MemoryLimit(limit) if limit == 16 << 20),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("memory limit of 16777216 bytes exceeded"),
+        "{err}"
+    );
+    assert_eq!(committed(&host, &id), (0, json!({})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_output_fails_with_the_output_limit() {
+    let host = host();
+    let id = session(&host).await;
+    let err = host.send_message(&id, "flood", None).await.unwrap_err();
+    assert!(matches!(err.cause, Cause::OutputLimit(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("output limit of 1048576 bytes per turn exceeded"),
+        "{err}"
+    );
+    assert!(
+        host.store().history(&id, 10).unwrap().is_empty(),
+        "nothing said in the failed turn reached the history"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_tell_the_guest_why_and_change_nothing() {
+    let host = host();
+    let id = session(&host).await;
+    let bad_key = send(&host, &id, "set bad!key 1").await;
+    assert_eq!(
+        said(&bad_key),
+        "refused: Error::Invalid(\"key `bad!key` contains '!'; keys use A-Z, a-z, 0-9 and _ . : / -\")"
+    );
+    let long_key = send(&host, &id, &format!("set {} 1", "k".repeat(129))).await;
+    assert_eq!(
+        said(&long_key),
+        "refused: Error::Invalid(\"key of 129 bytes is longer than 128\")"
+    );
+    let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+    let too_deep = send(&host, &id, &format!("set deep {deep}")).await;
+    assert_eq!(
+        said(&too_deep),
+        "refused: Error::Invalid(\"value of `deep` is nested 40 levels deep, over the limit of 32\")"
+    );
+    assert_eq!(too_deep.state, state(json!({})));
+
+    let err = host.send_message(&id, "huge", None).await.unwrap_err();
+    assert!(matches!(err.cause, Cause::Guest(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("value of `huge` is 1048578 bytes, over the limit of 65536 bytes"),
+        "{err}"
+    );
+    assert_eq!(committed(&host, &id), (3, json!({})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_state_over_the_size_limit_is_refused_as_quota() {
+    let limits = Limits {
+        state_bytes: 100,
+        ..Limits::default()
+    };
+    let host = host_with(limits, Arc::new(MemoryStore::default()));
+    let id = session(&host).await;
+    let fits = send(&host, &id, &format!("set a \"{}\"", "x".repeat(60))).await;
+    assert_eq!(said(&fits), "set a");
+    let over = send(&host, &id, &format!("set b \"{}\"", "y".repeat(60))).await;
+    assert_eq!(
+        said(&over),
+        "refused: Error::QuotaExceeded(\"setting `b` would make the session state 126 bytes, over the limit of 100 bytes\")"
+    );
+    assert_eq!(over.state.keys().collect::<Vec<_>>(), ["a"]);
+}
