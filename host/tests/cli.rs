@@ -1,0 +1,305 @@
+//! The `agentbox` command as a user runs it: a separate process, plugins
+//! given as cargo package folders (which the command builds), output read
+//! from its stdout and stderr.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn plugin_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins")
+        .join(name)
+}
+
+/// `agentbox SUBCOMMAND --data-dir DATA`.
+fn agentbox(subcommand: &str, data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentbox"));
+    command
+        .arg(subcommand)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn run_output(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run agentbox")
+}
+
+fn json_lines(output: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("`{line}`: {err}")))
+        .collect()
+}
+
+/// The last line agentbox wrote to stderr (cargo's build messages come before it).
+fn last_stderr_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads JSON events from a running `agentbox run --json` on a thread.
+fn events(stdout: ChildStdout) -> mpsc::Receiver<Value> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send
+                .send(
+                    serde_json::from_str(&line).expect("agentbox printed a line that is not JSON"),
+                )
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+fn next_committed(events: &mpsc::Receiver<Value>) -> Value {
+    loop {
+        let event = events
+            .recv_timeout(Duration::from_secs(120))
+            .expect("agentbox stopped before committing");
+        if event["event"] == "committed" {
+            return event;
+        }
+        assert_ne!(event["event"], "error", "{event}");
+    }
+}
+
+#[test]
+fn a_killed_run_loses_no_committed_turn() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child: Child = agentbox("run", data.path())
+        .args(["--session", "ticket-42", "--json"])
+        .arg(plugin_dir("intake"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let events = events(child.stdout.take().unwrap());
+    let mut last = next_committed(&events);
+    assert_eq!(last["turn"], 0);
+    for line in ["my name is Ada", "ada@example.com"] {
+        writeln!(stdin, "{line}").unwrap();
+        last = next_committed(&events);
+    }
+    assert_eq!(last["turn"], 2);
+    // Kill it with a turn in flight.
+    writeln!(stdin, "I need a laptop").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    while let Ok(event) = events.try_recv() {
+        if event["event"] == "committed" {
+            last = event;
+        }
+    }
+
+    let script = data.path().join("script.txt");
+    std::fs::write(&script, "/state\n").unwrap();
+    let resumed = run_output(
+        agentbox("run", data.path())
+            .args(["--session", "ticket-42", "--json", "--script"])
+            .arg(&script)
+            .arg(plugin_dir("intake")),
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let resumed = json_lines(&resumed.stdout);
+    assert_eq!(resumed[0]["event"], "session");
+    assert_eq!(resumed[0]["resumed"], true);
+    let state = &resumed[1];
+    assert_eq!(state["event"], "state");
+    let seen_turn = last["turn"].as_u64().unwrap();
+    let stored_turn = state["turn"].as_u64().unwrap();
+    if stored_turn == seen_turn {
+        assert_eq!(
+            state["state"], last["state"],
+            "the last committed turn the caller saw is stored as it was"
+        );
+    } else {
+        // The in-flight turn committed before the kill, unseen by the caller.
+        assert_eq!(stored_turn, seen_turn + 1);
+        assert_eq!(state["state"]["reason"], "a laptop");
+        assert_eq!(state["state"]["email"], last["state"]["email"]);
+    }
+    assert_eq!(state["state"]["name"], "Ada");
+    assert_eq!(state["state"]["email"], "ada@example.com");
+}
+
+#[test]
+fn run_prints_reply_committed_and_error_events_as_json() {
+    let data = tempfile::tempdir().unwrap();
+    let script = data.path().join("script.txt");
+    std::fs::write(&script, "note\ntrap\n\nnote\n").unwrap();
+    let output = run_output(
+        agentbox("run", data.path())
+            .args(["--store", "memory", "--json", "--script"])
+            .arg(&script)
+            .arg(plugin_dir("hostile/misbehave")),
+    );
+    assert!(
+        !output.status.success(),
+        "a script with a failed turn exits non-zero"
+    );
+    let events = json_lines(&output.stdout);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session",
+            "committed",
+            "reply",
+            "committed",
+            "error",
+            "reply",
+            "committed"
+        ]
+    );
+    assert_eq!(events[2], json!({ "event": "reply", "text": "entry 1" }));
+    assert_eq!(events[3]["turn"], 1);
+    assert_eq!(events[3]["state"], json!({ "entries": 1 }));
+    assert_eq!(events[4]["kind"], "trap");
+    assert!(
+        events[4]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate trap after a set"),
+        "{}",
+        events[4]
+    );
+    assert_eq!(events[6]["turn"], 2);
+    assert_eq!(events[6]["state"], json!({ "entries": 2 }));
+}
+
+#[test]
+fn run_shows_replies_and_state_changes_as_text() {
+    let data = tempfile::tempdir().unwrap();
+    let script = data.path().join("script.txt");
+    std::fs::write(&script, "my name is Ada\n").unwrap();
+    let output = run_output(
+        agentbox("run", data.path())
+            .args(["--var", "name=Grace", "--script"])
+            .arg(&script)
+            .arg(plugin_dir("intake")),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected = "intake> Welcome, Grace! I will take down your request.\n\
+                    intake> Still needed: email, reason.\n  \
+                    [turn 0 committed: + name = \"Grace\", + turns = 0]\n\
+                    you> my name is Ada\n\
+                    intake> Noted your name.\n\
+                    intake> Still needed: email, reason.\n  \
+                    [turn 1 committed: ~ name = \"Ada\", ~ turns = 1]\n";
+    assert_eq!(stdout, expected);
+    assert!(
+        data.path().join("agentbox.db").is_file(),
+        "the default store is SQLite in the data folder"
+    );
+}
+
+#[test]
+fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
+    let data = tempfile::tempdir().unwrap();
+    let first = run_output(
+        agentbox("inspect", data.path())
+            .args(["--json"])
+            .arg(plugin_dir("intake")),
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["world"], "agentbox:plugin@0.1.0");
+    assert_eq!(first["name"], "intake");
+    assert_eq!(first["loads"], true);
+    assert_eq!(first["artifact"]["cached"], false);
+    let second = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        text.contains("world         agentbox:plugin@0.1.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("artifact      loaded precompiled from the cache in "),
+        "a second start does not recompile: {text}"
+    );
+    assert!(text.ends_with("loads         yes\n"), "{text}");
+}
+
+#[test]
+fn inspect_refuses_what_is_not_an_agentbox_plugin_in_one_line() {
+    let data = tempfile::tempdir().unwrap();
+    let text = data.path().join("notes.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    let module = data.path().join("module.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let cases = [
+        (text, "not a WebAssembly file"),
+        (module, "this is a core WebAssembly module, not a component"),
+        (
+            plugin_dir("hostile/other-world"),
+            "not an agentbox plugin for world agentbox:plugin@0.1.0: it does not export `agentbox:plugin/agent@0.1.0`",
+        ),
+        (
+            plugin_dir("hostile/bad-name"),
+            "invalid manifest: plugin name `Bad Name!` is not a valid name",
+        ),
+    ];
+    for (path, reason) in cases {
+        let output = run_output(agentbox("inspect", data.path()).arg(&path));
+        assert!(!output.status.success(), "{} was accepted", path.display());
+        let line = last_stderr_line(&output);
+        assert!(
+            line.starts_with(&format!(
+                "agentbox: cannot load {}: {reason}",
+                path.display()
+            )),
+            "{line}"
+        );
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn run_refuses_a_bad_store_and_a_bad_variable_with_usage_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let bad_store =
+        run_output(agentbox("run", data.path()).args(["--store", "postgres:x", "some.wasm"]));
+    assert_eq!(bad_store.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad_store.stderr)
+            .contains("`postgres:x` is not a store: use `memory` or `sqlite:PATH`")
+    );
+    let bad_var = run_output(agentbox("run", data.path()).args(["--var", "novalue", "some.wasm"]));
+    assert_eq!(bad_var.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_var.stderr).contains("`novalue` is not KEY=VALUE"));
+}
