@@ -21,6 +21,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// instances made while loading plugins.
 const POOL_INSTANCES: u32 = 1000;
 
+/// Freed slots decommitted together, in one round of TLB shootdowns.
+const DECOMMIT_BATCH: usize = 32;
+
 /// The compiler and runtime shared by every plugin of a host.
 ///
 /// Configured for many short-lived instances: a pooling allocator with
@@ -85,7 +88,10 @@ impl Engine {
             .total_tables(POOL_INSTANCES * 4)
             .max_memory_size(limits.memory_bytes)
             // Keep freed slots warm so the next turn reuses their mappings.
-            .max_unused_warm_slots(POOL_INSTANCES / 4);
+            .max_unused_warm_slots(POOL_INSTANCES / 4)
+            // Decommit freed slots in batches: each madvise round costs a TLB
+            // shootdown on every core.
+            .decommit_batch_size(DECOMMIT_BATCH);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
