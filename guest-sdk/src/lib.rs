@@ -91,10 +91,26 @@ pub mod bindings {
 pub mod runtime;
 pub mod session;
 
+#[doc(hidden)]
+pub mod __private;
+
+pub use agentbox_sdk_macros::{tool, tools};
+
 pub use bindings::agentbox::plugin::types::{
     EndReason, Error, Manifest, Message, Outcome, Role, ToolSpec,
 };
 pub use serde_json::{Value, json};
+
+/// The JSON Schema (draft 2020-12) of `T`, for [`Agent::state_schema`] or a
+/// tool's result: `agentbox_sdk::schema_for::<Self>()` makes the agent
+/// struct itself the schema the host checks the state against.
+pub fn schema_for<T: schemars::JsonSchema>() -> Value {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    schema.remove("title");
+    schema.to_value()
+}
 
 /// Sends `text` to the caller at once, while the turn is still running.
 ///
@@ -131,11 +147,6 @@ pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned {
         None
     }
 
-    /// The tools this agent offers.
-    fn tools() -> Vec<ToolSpec> {
-        Vec::new()
-    }
-
     /// Opens the session (turn 0), for example to greet the caller.
     fn on_start(&mut self) -> Result<(), String> {
         Ok(())
@@ -145,12 +156,6 @@ pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned {
     fn on_message(&mut self, text: &str) -> Result<Outcome, String> {
         let _ = text;
         Ok(Outcome::Continue)
-    }
-
-    /// Runs the tool `name` with arguments the host has validated against its schema.
-    fn call_tool(&mut self, name: &str, args: Value) -> Result<Value, String> {
-        let _ = args;
-        Err(format!("{} has no tool `{name}`", Self::NAME))
     }
 
     /// Closes the session.
@@ -166,6 +171,18 @@ pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned {
     }
 }
 
+/// The tools of an agent: what [`tools`] generates from `#[tool]` methods.
+///
+/// Implemented by hand only to declare tools in some other way.
+pub trait Tools {
+    /// The declaration of every tool, for the manifest.
+    fn tool_specs() -> Vec<ToolSpec>;
+
+    /// Runs the tool `name` with arguments the host has validated against
+    /// its schema; `None` if there is no such tool.
+    fn call_tool(&mut self, name: &str, arguments: Value) -> Option<Result<Value, String>>;
+}
+
 /// Exports an [`Agent`] as the plugin's `agent` interface.
 ///
 /// Use it once per plugin crate, at the top level. See the crate docs for
@@ -178,7 +195,9 @@ macro_rules! export_agent {
 
             impl $crate::bindings::exports::agentbox::plugin::agent::Guest for AgentExport {
                 fn describe() -> $crate::Manifest {
-                    $crate::runtime::describe::<$agent>()
+                    use $crate::__private::{WithTools as _, WithoutTools as _};
+                    let tools = (&$crate::__private::Probe::<$agent>::new()).tool_specs();
+                    $crate::runtime::describe::<$agent>(tools)
                 }
 
                 fn on_start() -> ::core::result::Result<(), ::std::string::String> {
@@ -197,7 +216,9 @@ macro_rules! export_agent {
                     name: ::std::string::String,
                     args: ::std::string::String,
                 ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
-                    $crate::runtime::call_tool::<$agent>(&name, &args)
+                    use $crate::__private::{WithTools as _, WithoutTools as _};
+                    let dispatch = (&$crate::__private::Probe::<$agent>::new()).dispatch();
+                    $crate::runtime::call_tool::<$agent>(&name, &args, dispatch)
                 }
 
                 fn on_end(

@@ -5,17 +5,21 @@
 
 use serde_json::{Map, Value};
 
-use crate::{Agent, Manifest, session};
+use crate::{Agent, Manifest, ToolSpec, session};
 
-/// The manifest of `A`, from its constants and hooks.
-pub fn describe<A: Agent>() -> Manifest {
+/// How a tool call reaches an agent's tools: [`crate::Tools::call_tool`], or
+/// nothing for an agent without tools.
+pub type Dispatch<A> = fn(&mut A, &str, Value) -> Option<Result<Value, String>>;
+
+/// The manifest of `A`, from its constants, hooks and `tools`.
+pub fn describe<A: Agent>(tools: Vec<ToolSpec>) -> Manifest {
     Manifest {
         name: A::NAME.to_owned(),
         version: A::VERSION.to_owned(),
         description: A::DESCRIPTION.to_owned(),
         state_version: A::STATE_VERSION,
         state_schema: A::state_schema().map(|schema| schema.to_string()),
-        tools: A::tools(),
+        tools,
     }
 }
 
@@ -29,12 +33,19 @@ pub fn turn<A: Agent, R>(hook: impl FnOnce(&mut A) -> Result<R, String>) -> Resu
     Ok(result)
 }
 
-/// Runs a tool: parses the arguments the host validated, calls
-/// [`Agent::call_tool`] inside a [`turn`], and returns the result as JSON.
-pub fn call_tool<A: Agent>(name: &str, args: &str) -> Result<String, String> {
+/// Runs a tool: parses the arguments the host validated, dispatches them
+/// inside a [`turn`], and returns the result as JSON.
+pub fn call_tool<A: Agent>(
+    name: &str,
+    args: &str,
+    dispatch: Dispatch<A>,
+) -> Result<String, String> {
     let args: Value = serde_json::from_str(args)
         .map_err(|err| format!("tool `{name}`: arguments are not JSON: {err}"))?;
-    let result = turn::<A, _>(|agent| agent.call_tool(name, args))?;
+    let result = turn::<A, _>(|agent| {
+        dispatch(agent, name, args)
+            .unwrap_or_else(|| Err(format!("{} has no tool `{name}`", A::NAME)))
+    })?;
     Ok(result.to_string())
 }
 

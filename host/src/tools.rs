@@ -2,15 +2,17 @@
 //! host makes before and after a tool runs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonschema::Validator;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use crate::bindings::Manifest;
-use crate::plugin::check_name;
+use crate::plugin::{PluginVersion, check_name};
 use crate::session::check_key;
-use crate::store::State;
+use crate::store::{Execution, State, ToolOutcome};
 
 /// A tool as a plugin declared it, with its schemas compiled.
 #[derive(Debug)]
@@ -136,6 +138,37 @@ impl ToolSet {
 }
 
 impl Tool {
+    /// Whether `state` satisfies [`Tool::requires`]; else the keys that are
+    /// missing. A key counts as set unless it is absent, `null` or `false`.
+    pub fn missing_requirements(&self, state: &State) -> Vec<String> {
+        self.requires
+            .iter()
+            .filter(|key| {
+                matches!(
+                    state.get(key.as_str()),
+                    None | Some(Value::Null | Value::Bool(false))
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The result-cache key of a call of this tool of plugin version
+    /// `digest` with `arguments`: a hash of all three, the arguments in
+    /// canonical JSON (keys sorted, no whitespace).
+    pub fn cache_key(&self, digest: &str, arguments: &Value) -> String {
+        let mut hasher = Sha256::new();
+        for part in [digest, self.name.as_str(), &arguments.to_string()] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     /// Checks arguments against the parameter schema, listing every violation.
     pub fn check_arguments(&self, arguments: &Value) -> Result<(), Vec<Violation>> {
         violations(&self.parameters_validator, arguments)
@@ -170,4 +203,92 @@ fn violations(validator: &Validator, value: &Value) -> Result<(), Vec<Violation>
         })
         .collect();
     if found.is_empty() { Ok(()) } else { Err(found) }
+}
+
+/// A tool of a loaded plugin, addressed as `plugin/tool`.
+#[derive(Debug, Clone)]
+pub struct ToolRef {
+    /// The active version of the plugin that offers it.
+    pub plugin: Arc<PluginVersion>,
+    /// The tool's name.
+    pub name: String,
+}
+
+impl ToolRef {
+    /// The tool's address: `plugin/tool`.
+    pub fn address(&self) -> String {
+        format!("{}/{}", self.plugin.name(), self.name)
+    }
+
+    /// The tool's declaration.
+    pub fn tool(&self) -> &Tool {
+        self.plugin
+            .tools
+            .get(&self.name)
+            .expect("a ToolRef names a tool of its plugin")
+    }
+}
+
+/// Statistics of one tool over its recorded calls.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ToolStats {
+    /// The plugin.
+    pub plugin: String,
+    /// The tool.
+    pub tool: String,
+    /// Calls recorded, whatever their outcome.
+    pub calls: u64,
+    /// Calls per outcome, in the order of [`ToolOutcome::ALL`]; outcomes
+    /// without calls are left out.
+    pub outcomes: Vec<(ToolOutcome, u64)>,
+    /// Share of calls that returned a result (run or from the cache).
+    pub success_rate: f64,
+    /// Share of calls served from the cache.
+    pub cache_hit_rate: f64,
+    /// Median duration, in microseconds.
+    pub p50_us: u64,
+    /// 95th-percentile duration, in microseconds.
+    pub p95_us: u64,
+}
+
+/// Statistics per tool, ordered by plugin and tool.
+pub fn stats(executions: &[Execution]) -> Vec<ToolStats> {
+    let mut by_tool: BTreeMap<(&str, &str), Vec<&Execution>> = BTreeMap::new();
+    for execution in executions {
+        by_tool
+            .entry((&execution.plugin, &execution.tool))
+            .or_default()
+            .push(execution);
+    }
+    by_tool
+        .into_iter()
+        .map(|((plugin, tool), calls)| {
+            let count =
+                |outcome| calls.iter().filter(|call| call.outcome == outcome).count() as u64;
+            let total = calls.len() as u64;
+            let mut durations: Vec<u64> = calls.iter().map(|call| call.duration_us).collect();
+            durations.sort_unstable();
+            let hits = count(ToolOutcome::CacheHit);
+            ToolStats {
+                plugin: plugin.to_owned(),
+                tool: tool.to_owned(),
+                calls: total,
+                outcomes: ToolOutcome::ALL
+                    .into_iter()
+                    .map(|outcome| (outcome, count(outcome)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+                success_rate: (count(ToolOutcome::Ok) + hits) as f64 / total as f64,
+                cache_hit_rate: hits as f64 / total as f64,
+                p50_us: percentile(&durations, 50),
+                p95_us: percentile(&durations, 95),
+            }
+        })
+        .collect()
+}
+
+/// The nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], percent: usize) -> u64 {
+    let rank = (percent * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
 }

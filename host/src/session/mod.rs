@@ -13,7 +13,7 @@ mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -30,7 +30,10 @@ use crate::clock::Clock;
 use crate::engine::{EPOCH_TICK, Engine};
 use crate::plugin::{LoadError, PluginVersion, Registry};
 use crate::policy::Limits;
-use crate::store::{Commit, Message, Role, SessionRecord, State, Status, Store, StoreError};
+use crate::store::{
+    Commit, Execution, Message, Role, SessionRecord, State, Status, Store, StoreError, ToolOutcome,
+};
+use crate::tools::{ToolRef, Violation};
 use output::{GuestLog, OutputCtx};
 use state::SessionCtx;
 
@@ -144,6 +147,38 @@ pub enum Cause {
     /// The caller passed something invalid (an id, variables, a message).
     #[error("{0}")]
     BadRequest(String),
+    /// The plugin has no tool of this name.
+    #[error("plugin `{plugin}` has no tool `{tool}`")]
+    UnknownTool {
+        /// The plugin.
+        plugin: String,
+        /// The tool asked for.
+        tool: String,
+    },
+    /// The arguments broke the tool's parameter schema; the guest was not entered.
+    #[error("invalid arguments for tool `{tool}`: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// Every violation, with its JSON pointer.
+        violations: Vec<Violation>,
+    },
+    /// Session fields the tool requires are not set; the guest was not entered.
+    #[error("tool `{tool}` requires session state that is not set: {}", missing.join(", "))]
+    Precondition {
+        /// The tool.
+        tool: String,
+        /// The required keys that are absent, `null` or `false`.
+        missing: Vec<String>,
+    },
+    /// The tool's result is not JSON, too large, or breaks its result schema.
+    #[error("tool `{tool}` returned an invalid result: {reason}")]
+    InvalidResult {
+        /// The tool.
+        tool: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The turn ran past its deadline.
     #[error("deadline of {} ms exceeded", .0.as_millis())]
     Deadline(Duration),
@@ -179,6 +214,10 @@ impl Cause {
             Cause::Exists => "exists",
             Cause::PluginNotLoaded(_) => "plugin-not-loaded",
             Cause::BadRequest(_) => "bad-request",
+            Cause::UnknownTool { .. } => "unknown-tool",
+            Cause::InvalidArguments { .. } => "invalid-arguments",
+            Cause::Precondition { .. } => "precondition",
+            Cause::InvalidResult { .. } => "invalid-result",
             Cause::Deadline(_) => "deadline",
             Cause::MemoryLimit(_) => "memory-limit",
             Cause::OutputLimit(_) => "output-limit",
@@ -187,6 +226,19 @@ impl Cause {
             Cause::InvalidState(_) => "invalid-state",
             Cause::Conflict(_) => "conflict",
             Cause::Store(_) => "store",
+        }
+    }
+}
+
+impl Cause {
+    /// How a tool call that failed this way is recorded.
+    fn tool_outcome(&self) -> ToolOutcome {
+        match self {
+            Cause::InvalidArguments { .. } => ToolOutcome::InvalidArgs,
+            Cause::Precondition { .. } => ToolOutcome::Precondition,
+            Cause::Deadline(_) => ToolOutcome::Timeout,
+            Cause::MemoryLimit(_) | Cause::OutputLimit(_) | Cause::Trap(_) => ToolOutcome::Trap,
+            _ => ToolOutcome::GuestError,
         }
     }
 }
@@ -249,6 +301,18 @@ pub struct TurnReport {
     pub state: State,
     /// How the conversation goes on.
     pub outcome: Outcome,
+}
+
+/// What a tool call returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolReport {
+    /// The turn the call ran as; for a cached result, the session's latest
+    /// committed turn, unchanged.
+    pub turn: TurnReport,
+    /// The tool's result.
+    pub result: Value,
+    /// Whether the result came from the cache without entering the guest.
+    pub cached: bool,
 }
 
 /// How to start a session.
@@ -405,6 +469,32 @@ impl Host {
         self.inner.plugins.all()
     }
 
+    /// Every tool of every active plugin, ordered by address.
+    pub fn tools(&self) -> Vec<ToolRef> {
+        self.plugins()
+            .into_iter()
+            .flat_map(|plugin| {
+                let names: Vec<String> =
+                    plugin.tools.iter().map(|tool| tool.name.clone()).collect();
+                names.into_iter().map(move |name| ToolRef {
+                    plugin: plugin.clone(),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// The tool at `address` (`plugin/tool`), if its plugin is active and has it.
+    pub fn tool(&self, address: &str) -> Option<ToolRef> {
+        let (plugin, name) = address.split_once('/')?;
+        let plugin = self.plugin(plugin)?;
+        plugin.tools.get(name)?;
+        Some(ToolRef {
+            plugin,
+            name: name.to_owned(),
+        })
+    }
+
     fn describe(&self, pre: &PluginPre<TurnCtx>) -> Result<Manifest, String> {
         let ctx = TurnCtx::new(
             SessionCtx::detached(self.inner.limits.clone()),
@@ -462,6 +552,28 @@ impl Host {
         let host = self.clone();
         let text = text.to_owned();
         self.serialized(session, move |id| host.run_message(id, &text, sink))
+            .await
+    }
+
+    /// Calls the tool `tool` of the session's plugin with `arguments`, as a
+    /// turn of the session.
+    ///
+    /// The host checks the arguments against the tool's schema and the
+    /// session's committed state against the tool's `requires` before the
+    /// guest is entered; a tool that declares a cache TTL is answered from the
+    /// cache when it can. The result must be JSON within the output limit and
+    /// match the tool's result schema. Every call is recorded for
+    /// [`crate::tools::stats`].
+    pub async fn call_tool(
+        &self,
+        session: &str,
+        tool: &str,
+        arguments: Value,
+        sink: Option<Sink>,
+    ) -> Result<ToolReport, SessionError> {
+        let host = self.clone();
+        let tool = tool.to_owned();
+        self.serialized(session, move |id| host.run_tool(id, &tool, arguments, sink))
             .await
     }
 
@@ -547,6 +659,7 @@ impl Host {
         );
         let state = call.session.into_state();
         call.result.map_err(fail)?;
+        check_state(&plugin, &state).map_err(fail)?;
         record.state = state.clone();
         record.revision = 1;
         let messages = assistant_message(&call.said)
@@ -649,6 +762,167 @@ impl Host {
             state,
             outcome,
         })
+    }
+
+    #[instrument(skip_all, fields(session = id, tool = name))]
+    fn run_tool(
+        &self,
+        id: &str,
+        name: &str,
+        arguments: Value,
+        sink: Option<Sink>,
+    ) -> Result<ToolReport, SessionError> {
+        let started = Instant::now();
+        let (record, plugin) = self.open(id)?;
+        let turn = record.turn + 1;
+        let fail = |cause| SessionError {
+            session: id.to_owned(),
+            plugin: Some(record.plugin.clone()),
+            turn: Some(turn),
+            cause,
+        };
+        let tool = plugin.tools.get(name).ok_or_else(|| {
+            fail(Cause::UnknownTool {
+                plugin: record.plugin.clone(),
+                tool: name.to_owned(),
+            })
+        })?;
+        let digest = plugin.digest.to_string();
+        let record_execution = |outcome| {
+            let execution = Execution {
+                plugin: record.plugin.clone(),
+                digest: digest.clone(),
+                tool: name.to_owned(),
+                session: id.to_owned(),
+                duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                outcome,
+                at_ms: self.inner.clock.now_ms(),
+            };
+            self.inner
+                .store
+                .record_execution(&execution)
+                .map_err(|err| fail(err.into()))
+        };
+        let refuse = |cause: Cause| {
+            record_execution(cause.tool_outcome())?;
+            Err(fail(cause))
+        };
+
+        if let Err(violations) = tool.check_arguments(&arguments) {
+            return refuse(Cause::InvalidArguments {
+                tool: name.to_owned(),
+                violations,
+            });
+        }
+        let missing = tool.missing_requirements(&record.state);
+        if !missing.is_empty() {
+            return refuse(Cause::Precondition {
+                tool: name.to_owned(),
+                missing,
+            });
+        }
+        let cache = tool
+            .cache_ttl
+            .map(|ttl| (tool.cache_key(&digest, &arguments), ttl));
+        if let Some((key, _)) = &cache {
+            let hit = self
+                .inner
+                .store
+                .cache_get(key, self.inner.clock.now_ms())
+                .map_err(|err| fail(err.into()))?;
+            if let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) {
+                record_execution(ToolOutcome::CacheHit)?;
+                let unchanged = TurnReport {
+                    session: id.to_owned(),
+                    plugin: record.plugin.clone(),
+                    turn: record.turn,
+                    said: Vec::new(),
+                    before: record.state.clone(),
+                    state: record.state.clone(),
+                    outcome: Outcome::Continue,
+                };
+                return Ok(ToolReport {
+                    turn: unchanged,
+                    result,
+                    cached: true,
+                });
+            }
+        }
+
+        let arguments_text = arguments.to_string();
+        let call = self.call_in_session(
+            &plugin,
+            &record,
+            turn,
+            record.state.clone(),
+            sink,
+            |agent, store| agent.call_call_tool(store, name, &arguments_text),
+        );
+        let said = call.said;
+        let state = call.session.into_state();
+        let result = match call.result.and_then(|text| {
+            check_result(tool, &text, &self.inner.limits).map(|value| (text, value))
+        }) {
+            Ok(result) => result,
+            Err(cause) => return refuse(cause),
+        };
+        let (result_text, result) = result;
+        let mut messages = vec![Message {
+            role: Role::Tool,
+            content: serde_json::json!({ "tool": name, "arguments": arguments, "result": result })
+                .to_string(),
+        }];
+        messages.extend(assistant_message(&said));
+        let commit = Commit {
+            session: id.to_owned(),
+            read_revision: record.revision,
+            state: state.clone(),
+            turn,
+            plugin: record.plugin.clone(),
+            digest: digest.clone(),
+            state_version: plugin.manifest.state_version,
+            status: Status::Active,
+            messages,
+            at_ms: self.inner.clock.now_ms(),
+        };
+        if let Err(cause) = self.commit(&plugin, &commit) {
+            return match cause {
+                Cause::InvalidState(_) => refuse(cause),
+                cause => Err(fail(cause)),
+            };
+        }
+        if let Some((key, ttl)) = &cache {
+            let expires_at_ms = self
+                .inner
+                .clock
+                .now_ms()
+                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            self.inner
+                .store
+                .cache_put(key, &result_text, expires_at_ms)
+                .map_err(|err| fail(err.into()))?;
+        }
+        record_execution(ToolOutcome::Ok)?;
+        let report = TurnReport {
+            session: id.to_owned(),
+            plugin: record.plugin.clone(),
+            turn,
+            said,
+            before: record.state,
+            state,
+            outcome: Outcome::Continue,
+        };
+        Ok(ToolReport {
+            turn: report,
+            result,
+            cached: false,
+        })
+    }
+
+    /// Commits a turn after checking its state against the plugin's state schema.
+    fn commit(&self, plugin: &PluginVersion, commit: &Commit) -> Result<(), Cause> {
+        check_state(plugin, &commit.state)?;
+        Ok(self.inner.store.commit(commit)?)
     }
 
     #[instrument(skip_all, fields(session = id))]
@@ -805,6 +1079,51 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
         Some(line) => format!("{reason} (the plugin's last output: {line})"),
         None => reason,
     })
+}
+
+/// Checks a state about to be committed against the plugin's state schema.
+/// (Every rule a single write can break was checked at the write.)
+fn check_state(plugin: &PluginVersion, state: &State) -> Result<(), Cause> {
+    plugin.tools.check_state(state).map_err(|violations| {
+        Cause::InvalidState(format!(
+            "breaks the state schema of `{}`: {}",
+            plugin.name(),
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
+}
+
+/// Parses and checks a tool's result: JSON, within the output limit, and
+/// matching the tool's result schema if it declared one.
+fn check_result(tool: &crate::tools::Tool, text: &str, limits: &Limits) -> Result<Value, Cause> {
+    let invalid = |reason| Cause::InvalidResult {
+        tool: tool.name.clone(),
+        reason,
+    };
+    if text.len() > limits.output_bytes {
+        return Err(invalid(format!(
+            "it is {} bytes, over the output limit of {} bytes",
+            text.len(),
+            limits.output_bytes
+        )));
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|err| invalid(format!("it is not JSON: {err}")))?;
+    tool.check_result(&value).map_err(|violations| {
+        invalid(format!(
+            "it breaks the result schema: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    Ok(value)
 }
 
 /// The history entry for what the agent said in a turn, if it said anything.

@@ -3,12 +3,15 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Commit, Message, SessionRecord, Store, StoreError};
+use super::{Commit, Execution, Message, SessionRecord, Store, StoreError};
 
 /// A [`Store`] that keeps sessions in a map in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     sessions: Mutex<HashMap<String, (SessionRecord, Vec<Message>)>>,
+    executions: Mutex<Vec<Execution>>,
+    /// Cached results by key, with their expiry time.
+    cache: Mutex<HashMap<String, (String, u64)>>,
 }
 
 impl Store for MemoryStore {
@@ -55,5 +58,41 @@ impl Store for MemoryStore {
         Ok(sessions.get(id).map_or_else(Vec::new, |(_, history)| {
             history[history.len().saturating_sub(last)..].to_vec()
         }))
+    }
+
+    fn record_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        self.executions
+            .lock()
+            .expect("memory store poisoned")
+            .push(execution.clone());
+        Ok(())
+    }
+
+    fn executions(&self) -> Result<Vec<Execution>, StoreError> {
+        Ok(self
+            .executions
+            .lock()
+            .expect("memory store poisoned")
+            .clone())
+    }
+
+    fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, StoreError> {
+        let mut cache = self.cache.lock().expect("memory store poisoned");
+        match cache.get(key) {
+            Some((value, expires_at_ms)) if *expires_at_ms > now_ms => Ok(Some(value.clone())),
+            Some(_) => {
+                cache.remove(key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn cache_put(&self, key: &str, value: &str, expires_at_ms: u64) -> Result<(), StoreError> {
+        self.cache
+            .lock()
+            .expect("memory store poisoned")
+            .insert(key.to_owned(), (value.to_owned(), expires_at_ms));
+        Ok(())
     }
 }

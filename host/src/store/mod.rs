@@ -140,6 +140,77 @@ pub struct Commit {
     pub at_ms: u64,
 }
 
+/// How one tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolOutcome {
+    /// The tool ran and its turn committed.
+    Ok,
+    /// The arguments broke the tool's schema; the guest was not entered.
+    InvalidArgs,
+    /// A session field the tool requires was not set; the guest was not entered.
+    Precondition,
+    /// The tool returned an error, or a result or state the host refused.
+    GuestError,
+    /// The guest trapped or tripped a memory or output limit.
+    Trap,
+    /// The guest ran past its deadline.
+    Timeout,
+    /// The result came from the cache; the guest was not entered.
+    CacheHit,
+}
+
+impl ToolOutcome {
+    /// Every outcome, in a fixed order.
+    pub const ALL: [ToolOutcome; 7] = [
+        ToolOutcome::Ok,
+        ToolOutcome::InvalidArgs,
+        ToolOutcome::Precondition,
+        ToolOutcome::GuestError,
+        ToolOutcome::Trap,
+        ToolOutcome::Timeout,
+        ToolOutcome::CacheHit,
+    ];
+
+    /// The outcome's name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::InvalidArgs => "invalid-args",
+            ToolOutcome::Precondition => "precondition",
+            ToolOutcome::GuestError => "guest-error",
+            ToolOutcome::Trap => "trap",
+            ToolOutcome::Timeout => "timeout",
+            ToolOutcome::CacheHit => "cache-hit",
+        }
+    }
+
+    fn parse(name: &str) -> Option<ToolOutcome> {
+        ToolOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == name)
+    }
+}
+
+/// The record of one tool call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The plugin.
+    pub plugin: String,
+    /// Hex sha256 of the plugin version that was called.
+    pub digest: String,
+    /// The tool.
+    pub tool: String,
+    /// The session the call ran in.
+    pub session: String,
+    /// How long the call took, in microseconds.
+    pub duration_us: u64,
+    /// How it ended.
+    pub outcome: ToolOutcome,
+    /// When it ended, in milliseconds of the host clock.
+    pub at_ms: u64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -189,6 +260,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// does not exist. Once this returns `Ok`, the commit survives a crash of
     /// the process.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    /// Records one tool call, for statistics.
+    fn record_execution(&self, execution: &Execution) -> Result<(), StoreError>;
+
+    /// Every recorded tool call, oldest first.
+    fn executions(&self) -> Result<Vec<Execution>, StoreError>;
+
+    /// The cached result under `key`, unless it expired at or before `now_ms`.
+    /// An expired entry is invisible at once, whether or not it was removed.
+    fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, StoreError>;
+
+    /// Caches `value` under `key` until `expires_at_ms`, replacing any entry.
+    fn cache_put(&self, key: &str, value: &str, expires_at_ms: u64) -> Result<(), StoreError>;
 
     /// The newest `last` messages of the session's history, oldest first;
     /// empty for a session that does not exist.

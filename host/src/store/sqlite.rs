@@ -17,7 +17,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 use super::{
-    Commit, Message, Role, SessionRecord, Status, Store, StoreError, backend, ensure_parent,
+    Commit, Execution, Message, Role, SessionRecord, Status, Store, StoreError, ToolOutcome,
+    backend, ensure_parent,
 };
 
 /// Commits gathered into one transaction at most. Bounds how long the first
@@ -50,6 +51,20 @@ CREATE TABLE IF NOT EXISTS history (
     content    TEXT NOT NULL,
     PRIMARY KEY (session_id, seq)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS executions (
+    plugin      TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    duration_us INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS tool_cache (
+    key           TEXT PRIMARY KEY,
+    value         TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 ";
 
 /// A [`Store`] in a SQLite database file.
@@ -65,6 +80,12 @@ pub struct SqliteStore {
 enum Write {
     Create(SessionRecord, Vec<Message>),
     Commit(Commit),
+    Execution(Execution),
+    CachePut {
+        key: String,
+        value: String,
+        expires_at_ms: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -175,6 +196,48 @@ impl Store for SqliteStore {
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         self.write(Write::Commit(commit.clone()))
+    }
+
+    fn record_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        self.write(Write::Execution(execution.clone()))
+    }
+
+    fn executions(&self) -> Result<Vec<Execution>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT plugin, digest, tool, session_id, duration_us, outcome, at_ms FROM executions ORDER BY rowid",
+            )?
+            .query_map([], |row| {
+                Ok(Execution {
+                    plugin: row.get(0)?,
+                    digest: row.get(1)?,
+                    tool: row.get(2)?,
+                    session: row.get(3)?,
+                    duration_us: row.get(4)?,
+                    outcome: ToolOutcome::parse(row.get_ref(5)?.as_str()?).unwrap_or(ToolOutcome::GuestError),
+                    at_ms: row.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT value FROM tool_cache WHERE key = ?1 AND expires_at_ms > ?2",
+            )?
+            .query_row(params![key, now_ms], |row| row.get(0))
+            .optional()
+        })
+    }
+
+    fn cache_put(&self, key: &str, value: &str, expires_at_ms: u64) -> Result<(), StoreError> {
+        self.write(Write::CachePut {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expires_at_ms,
+        })
     }
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError> {
@@ -326,6 +389,32 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
             }
             append_history(conn, &commit.session, &commit.messages)
         }
+        Write::Execution(execution) => conn
+            .prepare_cached(
+                "INSERT INTO executions (plugin, digest, tool, session_id, duration_us, outcome, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    execution.plugin,
+                    execution.digest,
+                    execution.tool,
+                    execution.session,
+                    execution.duration_us,
+                    execution.outcome.as_str(),
+                    execution.at_ms,
+                ])
+            })
+            .map(drop)
+            .map_err(backend),
+        Write::CachePut { key, value, expires_at_ms } => conn
+            .prepare_cached(
+                "INSERT INTO tool_cache (key, value, expires_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
+            )
+            .and_then(|mut statement| statement.execute(params![key, value, expires_at_ms]))
+            .map(drop)
+            .map_err(backend),
     }
 }
 

@@ -4,15 +4,30 @@
 //! Everything it knows lives in the fields of [`Intake`], which the SDK
 //! keeps in session state, so a conversation survives restarts of the host.
 
-use agentbox_sdk::{Agent, Outcome, say, session};
+use agentbox_sdk::{Agent, Outcome, Value, say, session, tools};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Default, Serialize, Deserialize)]
+/// The request being taken down; also the schema of the session state,
+/// which the host checks at every commit.
+#[derive(Default, Serialize, Deserialize, JsonSchema)]
 struct Intake {
+    #[schemars(length(min = 1, max = 200))]
     name: Option<String>,
+    #[schemars(length(max = 254))]
     email: Option<String>,
+    #[schemars(length(min = 1, max = 2000))]
     reason: Option<String>,
     turns: u32,
+}
+
+/// The fields of a request.
+#[derive(Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Field {
+    Name,
+    Email,
+    Reason,
 }
 
 impl Agent for Intake {
@@ -47,6 +62,39 @@ impl Agent for Intake {
         }
         say(self.progress());
         Ok(Outcome::Continue)
+    }
+}
+
+#[tools]
+impl Intake {
+    /// Records one field of the request, replacing what was there.
+    #[tool]
+    fn record_information(
+        &mut self,
+        /// Which field to record.
+        field: Field,
+        /// Its value.
+        value: String,
+    ) -> Result<Value, String> {
+        let value = Some(value.trim().to_owned());
+        match field {
+            Field::Name => self.name = value,
+            Field::Email => self.email = value,
+            Field::Reason => self.reason = value,
+        }
+        Ok(agentbox_sdk::json!({ "recorded": field, "missing": self.missing() }))
+    }
+
+    /// Validates the request and submits it, or lists every error.
+    #[tool]
+    fn submit_form(&mut self) -> Result<Value, String> {
+        let errors = self.errors();
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(
+            agentbox_sdk::json!({ "submitted": true, "name": self.name, "email": self.email, "reason": self.reason }),
+        )
     }
 }
 
@@ -112,6 +160,19 @@ impl Intake {
         } else {
             format!("Still needed: {}.", missing.join(", "))
         }
+    }
+
+    /// Every reason the request cannot be submitted yet.
+    fn errors(&self) -> Vec<String> {
+        let mut errors: Vec<String> = self
+            .missing()
+            .iter()
+            .map(|field| format!("{field} is missing"))
+            .collect();
+        if let Some(email) = self.email.as_deref().filter(|email| !valid_email(email)) {
+            errors.push(format!("email `{email}` needs an @ and a dot after it"));
+        }
+        errors
     }
 
     /// Validates the form: on errors lists them and keeps the session open;

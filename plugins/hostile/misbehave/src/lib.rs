@@ -11,8 +11,12 @@
 //! - `set KEY JSON`: stores JSON under KEY, reporting the host's answer;
 //! - `get KEY`: says the value under KEY;
 //! - anything else: counts it in `entries`.
+//!
+//! Its tool `record` adds to `entries` too, so a test can tell whether a
+//! call reached the guest. Its state schema allows `mood` to be only
+//! `calm` or `cross`.
 
-use agentbox_sdk::{Agent, Outcome, say, session};
+use agentbox_sdk::{Agent, Outcome, Value, json, say, session, tools};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -22,6 +26,10 @@ impl Agent for Misbehave {
     const NAME: &'static str = "misbehave";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Misbehaves on request, to test the host's limits";
+
+    fn state_schema() -> Option<Value> {
+        Some(json!({ "type": "object", "properties": { "mood": { "enum": ["calm", "cross"] } } }))
+    }
 
     fn on_message(&mut self, text: &str) -> Result<Outcome, String> {
         match text.split_once(' ').unwrap_or((text, "")) {
@@ -64,6 +72,24 @@ impl Agent for Misbehave {
             }
         }
         Ok(Outcome::Continue)
+    }
+}
+
+#[tools]
+impl Misbehave {
+    /// Adds `count` to `entries` and returns the new total.
+    #[tool]
+    fn record(
+        /// How many entries to add.
+        #[schemars(range(min = 1, max = 10))]
+        count: u64,
+        /// What the entries are about.
+        label: String,
+    ) -> Result<u64, String> {
+        let _ = label;
+        let entries = session::get::<u64>("entries").unwrap_or(0) + count;
+        session::set("entries", &entries).map_err(|err| err.to_string())?;
+        Ok(entries)
     }
 }
 

@@ -1,0 +1,355 @@
+//! The `#[tools]` and `#[tool]` attributes of `agentbox-sdk`; see its docs
+//! for how to use them and what they expand to.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as Tokens};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Expr, ExprLit, FnArg, GenericArgument, ImplItem, ImplItemFn, ItemImpl, Lit, Meta,
+    Pat, PathArguments, ReturnType, Type, parse_macro_input,
+};
+
+/// Turns the `#[tool]` methods of an impl block into the type's tools.
+///
+/// See `agentbox_sdk::tools` for the full documentation.
+#[proc_macro_attribute]
+pub fn tools(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            Span::call_site(),
+            "#[tools] takes no arguments; put options on each #[tool]",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let block = parse_macro_input!(item as ItemImpl);
+    expand(block)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Marks a method of a `#[tools]` impl block as a tool.
+///
+/// On its own it does nothing but explain where it belongs.
+#[proc_macro_attribute]
+pub fn tool(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = Tokens::from(item);
+    let error = syn::Error::new_spanned(
+        &item,
+        "#[tool] marks a method inside an impl block that carries #[agentbox_sdk::tools]",
+    )
+    .to_compile_error();
+    quote!(#error #item).into()
+}
+
+/// What one `#[tool(...)]` says besides the method itself.
+#[derive(Default)]
+struct Options {
+    requires: Vec<String>,
+    cache_ttl_ms: Option<u64>,
+    result_schema: bool,
+}
+
+/// One tool found in the impl block.
+struct ToolMethod {
+    name: syn::Ident,
+    options: Options,
+    description: String,
+    receiver: bool,
+    arguments: Vec<(syn::Ident, Type, Vec<Attribute>)>,
+    ok_type: Type,
+    output_span: Span,
+}
+
+fn expand(mut block: ItemImpl) -> syn::Result<Tokens> {
+    if let Some((_, path, _)) = &block.trait_ {
+        return Err(syn::Error::new_spanned(
+            path,
+            "#[tools] goes on an inherent impl block (`impl MyAgent { ... }`), not a trait impl",
+        ));
+    }
+    if !block.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &block.generics,
+            "#[tools] does not support generic impl blocks",
+        ));
+    }
+    let mut tools = Vec::new();
+    for item in &mut block.items {
+        if let ImplItem::Fn(method) = item {
+            if let Some(options) = take_tool_attribute(&mut method.attrs)? {
+                tools.push(tool_method(method, options?)?);
+            }
+        }
+    }
+    let self_ty = &block.self_ty;
+    let sdk = quote!(::agentbox_sdk);
+    let private = quote!(#sdk::__private);
+
+    let mut argument_structs = Vec::new();
+    let mut specs = Vec::new();
+    let mut arms = Vec::new();
+    for tool in &tools {
+        let struct_name = format_ident!("{}Arguments", to_camel(&tool.name.to_string()));
+        let fields = tool
+            .arguments
+            .iter()
+            .map(|(name, ty, attrs)| quote!(#(#attrs)* #name: #ty));
+        let doc = format!("Arguments of the tool `{}`.", tool.name);
+        argument_structs.push(quote! {
+            #[doc = #doc]
+            #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema)]
+            #[serde(crate = "::agentbox_sdk::__private::serde", deny_unknown_fields)]
+            #[schemars(crate = "::agentbox_sdk::__private::schemars")]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #struct_name { #(#fields,)* }
+        });
+
+        let name_text = tool.name.to_string();
+        let description = &tool.description;
+        let requires = &tool.options.requires;
+        let cache_ttl_ms = match tool.options.cache_ttl_ms {
+            Some(ms) => quote!(::core::option::Option::Some(#ms)),
+            None => quote!(::core::option::Option::None),
+        };
+        let ok_type = &tool.ok_type;
+        let result_schema = if tool.options.result_schema {
+            quote_spanned!(tool.output_span=> ::core::option::Option::Some(#private::schema_of::<#ok_type>()))
+        } else {
+            quote!(::core::option::Option::None)
+        };
+        specs.push(quote! {
+            #private::tool_spec(#private::schema_of::<#struct_name>(), #name_text, #description, &[#(#requires),*], #cache_ttl_ms, #result_schema)
+        });
+
+        let method = &tool.name;
+        let fields: Vec<&syn::Ident> = tool.arguments.iter().map(|(name, _, _)| name).collect();
+        let call = if tool.receiver {
+            quote!(Self::#method(self, #(arguments.#fields),*))
+        } else {
+            quote!(Self::#method(#(arguments.#fields),*))
+        };
+        let finish = quote_spanned!(tool.output_span=> #private::tool_result(#name_text, #call));
+        arms.push(quote! {
+            #name_text => ::core::option::Option::Some((|| {
+                let arguments: #struct_name = #private::tool_arguments(#name_text, arguments)?;
+                #finish
+            })()),
+        });
+    }
+
+    Ok(quote! {
+        #block
+
+        const _: () = {
+            #(#argument_structs)*
+
+            impl #sdk::Tools for #self_ty {
+                fn tool_specs() -> ::std::vec::Vec<#sdk::ToolSpec> {
+                    ::std::vec![#(#specs),*]
+                }
+
+                #[allow(unused_variables, clippy::redundant_closure_call)]
+                fn call_tool(
+                    &mut self,
+                    name: &str,
+                    arguments: #sdk::Value,
+                ) -> ::core::option::Option<::core::result::Result<#sdk::Value, ::std::string::String>> {
+                    match name {
+                        #(#arms)*
+                        _ => ::core::option::Option::None,
+                    }
+                }
+            }
+        };
+    })
+}
+
+/// Removes `#[tool]` or `#[tool(...)]` from `attrs` and parses its options.
+fn take_tool_attribute(attrs: &mut Vec<Attribute>) -> syn::Result<Option<syn::Result<Options>>> {
+    let Some(at) = attrs.iter().position(|attr| attr.path().is_ident("tool")) else {
+        return Ok(None);
+    };
+    let attr = attrs.remove(at);
+    Ok(Some(parse_options(&attr)))
+}
+
+fn parse_options(attr: &Attribute) -> syn::Result<Options> {
+    let mut options = Options::default();
+    if matches!(attr.meta, Meta::Path(_)) {
+        return Ok(options);
+    }
+    attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("requires") {
+            let list: syn::ExprArray = meta.value()?.parse()?;
+            for element in list.elems {
+                match element {
+                    Expr::Lit(ExprLit { lit: Lit::Str(key), .. }) => options.requires.push(key.value()),
+                    other => return Err(syn::Error::new_spanned(other, "`requires` lists session keys as strings: requires = [\"authenticated\"]")),
+                }
+            }
+            Ok(())
+        } else if meta.path.is_ident("cache_ttl_ms") {
+            let ms: syn::LitInt = meta.value()?.parse()?;
+            options.cache_ttl_ms = Some(ms.base10_parse()?);
+            Ok(())
+        } else if meta.path.is_ident("result_schema") {
+            options.result_schema = true;
+            Ok(())
+        } else {
+            Err(meta.error("unknown #[tool] option: use `requires = [\"key\", ...]`, `cache_ttl_ms = N` or `result_schema`"))
+        }
+    })?;
+    Ok(options)
+}
+
+fn tool_method(method: &mut ImplItemFn, options: Options) -> syn::Result<ToolMethod> {
+    let signature = &mut method.sig;
+    let name = signature.ident.clone();
+    check_tool_name(&name)?;
+    if let Some(token) = &signature.asyncness {
+        return Err(syn::Error::new_spanned(
+            token,
+            "a tool cannot be `async`: each call runs to completion in one turn",
+        ));
+    }
+    if !signature.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &signature.generics,
+            "a tool cannot be generic: its arguments need concrete types",
+        ));
+    }
+    let mut receiver = false;
+    let mut arguments = Vec::new();
+    for input in signature.inputs.iter_mut() {
+        match input {
+            FnArg::Receiver(this) => {
+                if this.reference.is_none() {
+                    return Err(syn::Error::new_spanned(
+                        this,
+                        "a tool takes `&self` or `&mut self`, not `self`",
+                    ));
+                }
+                receiver = true;
+            }
+            FnArg::Typed(argument) => {
+                let Pat::Ident(ident) = &*argument.pat else {
+                    return Err(syn::Error::new_spanned(
+                        &argument.pat,
+                        "tool arguments must be plain names, like `quantity: u32`",
+                    ));
+                };
+                if matches!(&*argument.ty, Type::ImplTrait(_) | Type::Reference(_)) {
+                    return Err(syn::Error::new_spanned(
+                        &argument.ty,
+                        "tool arguments need an owned type that implements serde::Deserialize and schemars::JsonSchema",
+                    ));
+                }
+                // Docs and schemars/serde attributes move to the arguments struct.
+                let attrs = std::mem::take(&mut argument.attrs);
+                arguments.push((ident.ident.clone(), (*argument.ty).clone(), attrs));
+            }
+        }
+    }
+    let (ok_type, output_span) = match &signature.output {
+        ReturnType::Type(_, ty) => (result_ok_type(ty)?, ty.span()),
+        ReturnType::Default => {
+            return Err(syn::Error::new_spanned(
+                &signature.ident,
+                "a tool returns `Result<T, E>` with `T: Serialize` and `E: Display`",
+            ));
+        }
+    };
+    Ok(ToolMethod {
+        name,
+        options,
+        description: doc_text(&method.attrs),
+        receiver,
+        arguments,
+        ok_type,
+        output_span,
+    })
+}
+
+/// The `T` of a `Result<T, E>` return type.
+fn result_ok_type(ty: &Type) -> syn::Result<Type> {
+    let not_result = || {
+        syn::Error::new_spanned(
+            ty,
+            "a tool returns `Result<T, E>` with `T: Serialize` and `E: Display`",
+        )
+    };
+    let Type::Path(path) = ty else {
+        return Err(not_result());
+    };
+    let last = path.path.segments.last().ok_or_else(not_result)?;
+    if last.ident != "Result" {
+        return Err(not_result());
+    }
+    let PathArguments::AngleBracketed(generics) = &last.arguments else {
+        return Err(not_result());
+    };
+    let types: Vec<&Type> = generics
+        .args
+        .iter()
+        .filter_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        })
+        .collect();
+    match types.as_slice() {
+        [ok, _] => Ok((*ok).clone()),
+        _ => Err(not_result()),
+    }
+}
+
+fn check_tool_name(name: &syn::Ident) -> syn::Result<()> {
+    let text = name.to_string();
+    let valid = text.len() <= 64
+        && text.starts_with(|c: char| c.is_ascii_lowercase())
+        && !text.ends_with('_')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(syn::Error::new_spanned(
+            name,
+            "a tool's name is its method's name: 1 to 64 characters of a-z, 0-9 and _, starting with a letter and not ending with _",
+        ))
+    }
+}
+
+/// The doc comment of an item, lines joined with spaces.
+fn doc_text(attrs: &[Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .filter_map(|attr| match &attr.meta {
+            Meta::NameValue(pair) => match &pair.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(text),
+                    ..
+                }) => Some(text.value().trim().to_owned()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    lines.join(" ").trim().to_owned()
+}
+
+fn to_camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
