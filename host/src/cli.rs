@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::Compilation;
 use crate::store::{State, StoreSpec};
+use crate::tools::Tool;
 use crate::{Host, Limits, PluginVersion, SessionError, SessionStart, Sink, TurnReport};
 
 /// Run agent plugins: WebAssembly components with per-session state, host-validated
@@ -32,6 +33,49 @@ pub struct Cli {
 enum Commands {
     Run(RunArgs),
     Inspect(InspectArgs),
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+}
+
+/// List the tools of plugins, or show how the tools in a store have been doing.
+#[derive(Debug, Subcommand)]
+enum ToolsCommand {
+    List(ToolsListArgs),
+    Stats(ToolsStatsArgs),
+}
+
+/// List the tools of one or more plugins as `plugin/tool`, with their schemas.
+#[derive(Debug, Args)]
+struct ToolsListArgs {
+    /// Plugins: .wasm components or plugin cargo package folders
+    #[arg(value_name = "PLUGIN", required = true)]
+    plugins: Vec<PathBuf>,
+
+    /// Print one JSON object per tool, one per line
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Show per-tool statistics from a store: calls, success rate, p50/p95 duration, cache hits.
+///
+/// Every tool call is recorded with its outcome: ok, invalid-args, precondition,
+/// guest-error, trap, timeout or cache-hit.
+#[derive(Debug, Args)]
+struct ToolsStatsArgs {
+    /// The store to read: `memory` or `sqlite:PATH` [default: sqlite:DATA_DIR/agentbox.db]
+    #[arg(long, value_name = "SPEC")]
+    store: Option<StoreSpec>,
+
+    /// Folder of the default SQLite store
+    #[arg(long, value_name = "DIR", default_value = "agentbox-data")]
+    data_dir: PathBuf,
+
+    /// Print one JSON object per tool, one per line
+    #[arg(long)]
+    json: bool,
 }
 
 /// Talk to a plugin in the terminal.
@@ -40,9 +84,10 @@ enum Commands {
 /// from the terminal or from --script. Shows what the agent says as it says it, and the
 /// state change of each committed turn. Lines starting with `/` are commands:
 ///
-///   /state   print the session's committed state
-///   /end     end the session (the plugin's on-end runs) and exit
-///   /quit    exit, leaving the session open to resume with --session
+///   /tool NAME {JSON}  call the plugin's tool NAME with JSON arguments ({} if left out)
+///   /state             print the session's committed state
+///   /end               end the session (the plugin's on-end runs) and exit
+///   /quit              exit, leaving the session open to resume with --session
 ///
 /// Sessions live in the store: with the default SQLite store, `--session ID` resumes a
 /// session where it left off, even after the process was killed.
@@ -175,6 +220,8 @@ pub async fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run(args).await,
         Commands::Inspect(args) => inspect(args),
+        Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
+        Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args),
     };
     match result {
         Ok(code) => code,
@@ -278,20 +325,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let plugin = load(&host, &args.plugin.path)?;
     let manifest = &plugin.manifest;
     let schema = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
-    let tools: Vec<Value> = plugin
-        .tools
-        .iter()
-        .map(|tool| {
-            json!({
-                "name": tool.name,
-                "description": tool.description,
-                "parameters": tool.parameters,
-                "result": tool.result_schema,
-                "requires": tool.requires,
-                "cache_ttl_ms": tool.cache_ttl.map(|ttl| ttl.as_millis() as u64),
-            })
-        })
-        .collect();
+    let tools: Vec<Value> = plugin.tools.iter().map(tool_json).collect();
     if args.json {
         let (cached, took) = match plugin.compilation {
             Compilation::Compiled(took) => (false, took),
@@ -332,19 +366,93 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     );
     for tool in plugin.tools.iter() {
-        println!("  {} — {}", tool.name, tool.description);
-        println!("    parameters  {}", tool.parameters);
-        if let Some(result) = &tool.result_schema {
-            println!("    result      {result}");
-        }
-        if !tool.requires.is_empty() {
-            println!("    requires    {}", tool.requires.join(", "));
-        }
-        if let Some(ttl) = tool.cache_ttl {
-            println!("    cached for  {} ms", ttl.as_millis());
-        }
+        print_tool(&tool.name, tool);
     }
     println!("loads         yes");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tool_json(tool: &Tool) -> Value {
+    json!({
+        "name": tool.name,
+        "description": tool.description,
+        "parameters": tool.parameters,
+        "result": tool.result_schema,
+        "requires": tool.requires,
+        "cache_ttl_ms": tool.cache_ttl.map(|ttl| ttl.as_millis() as u64),
+    })
+}
+
+fn print_tool(heading: &str, tool: &Tool) {
+    println!("  {heading} — {}", tool.description);
+    println!("    parameters  {}", tool.parameters);
+    if let Some(result) = &tool.result_schema {
+        println!("    result      {result}");
+    }
+    if !tool.requires.is_empty() {
+        println!("    requires    {}", tool.requires.join(", "));
+    }
+    if let Some(ttl) = tool.cache_ttl {
+        println!("    cached for  {} ms", ttl.as_millis());
+    }
+}
+
+fn tools_list(args: ToolsListArgs) -> anyhow::Result<ExitCode> {
+    let host = args.host.host(&StoreSpec::Memory)?;
+    for path in &args.plugins {
+        load(&host, path)?;
+    }
+    for tool in host.tools() {
+        if args.json {
+            let mut described = tool_json(tool.tool());
+            described["address"] = json!(tool.address());
+            println!("{described}");
+        } else {
+            print_tool(&tool.address(), tool.tool());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tools_stats(args: ToolsStatsArgs) -> anyhow::Result<ExitCode> {
+    let spec = args
+        .store
+        .unwrap_or_else(|| StoreSpec::Sqlite(args.data_dir.join("agentbox.db")));
+    let store = spec
+        .open()
+        .with_context(|| format!("cannot open the store {spec}"))?;
+    let stats = crate::tools::stats(&store.executions()?);
+    if args.json {
+        for tool in &stats {
+            println!("{}", serde_json::to_value(tool)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if stats.is_empty() {
+        println!("no tool calls recorded in {spec}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32} {:>6} {:>8} {:>9} {:>9} {:>10}  outcomes",
+        "tool", "calls", "success", "p50 ms", "p95 ms", "cache hit"
+    );
+    for tool in &stats {
+        let outcomes: Vec<String> = tool
+            .outcomes
+            .iter()
+            .map(|(outcome, n)| format!("{} {n}", outcome.as_str()))
+            .collect();
+        println!(
+            "{:<32} {:>6} {:>7.1}% {:>9.2} {:>9.2} {:>9.1}%  {}",
+            format!("{}/{}", tool.plugin, tool.tool),
+            tool.calls,
+            tool.success_rate * 100.0,
+            tool.p50_us as f64 / 1e3,
+            tool.p95_us as f64 / 1e3,
+            tool.cache_hit_rate * 100.0,
+            outcomes.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -481,6 +589,24 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     converse(&host, &session, &name, &args, printer).await
 }
 
+/// Splits `/tool NAME {JSON}` into the tool's name and its arguments (`{}`
+/// when left out).
+fn parse_tool_line(line: &str) -> Result<(String, Value), String> {
+    let usage = "usage: /tool NAME {JSON arguments}, for example /tool add_to_cart {\"product_id\": \"book\", \"quantity\": 2}";
+    let rest = line
+        .strip_prefix("/tool")
+        .filter(|rest| rest.is_empty() || rest.starts_with(' '))
+        .ok_or(usage)?
+        .trim();
+    let (name, arguments) = rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+    if name.is_empty() {
+        return Err(usage.to_owned());
+    }
+    let arguments = serde_json::from_str(arguments.trim())
+        .map_err(|err| format!("the arguments of /tool {name} are not JSON ({err}); {usage}"))?;
+    Ok((name.to_owned(), arguments))
+}
+
 /// Sends each line of the script or terminal to the session until the input
 /// ends, `/quit`, `/end`, or the agent ends the conversation.
 async fn converse(
@@ -516,39 +642,45 @@ async fn converse(
         if !interactive && !printer.json {
             println!("you> {line}");
         }
-        let result = match line {
+        let sink = Some(printer.sink(plugin.to_owned()));
+        // What the line committed: a turn, or nothing (a cached tool result).
+        let result: Result<Option<TurnReport>, SessionError> = match line {
             "/quit" => break,
             "/state" => {
-                let record = host
-                    .store()
-                    .load(session)?
-                    .context("the session is gone from the store")?;
-                printer.emit(
-                    json!({ "event": "state", "turn": record.turn, "state": record.state }),
-                    || {
-                        format!(
-                            "  [state after turn {}: {}]",
-                            record.turn,
-                            Value::Object(record.state.clone())
-                        )
-                    },
-                );
+                let record = host.store().load(session)?.context("the session is gone from the store")?;
+                printer.emit(json!({ "event": "state", "turn": record.turn, "state": record.state }), || {
+                    format!("  [state after turn {}: {}]", record.turn, Value::Object(record.state.clone()))
+                });
                 continue;
             }
-            "/end" => host.end_session(session).await,
-            _ => {
-                host.send_message(session, line, Some(printer.sink(plugin.to_owned())))
-                    .await
-            }
+            "/end" => host.end_session(session).await.map(Some),
+            _ if line.starts_with("/tool") => match parse_tool_line(line) {
+                Ok((name, arguments)) => host.call_tool(session, &name, arguments, sink).await.map(|report| {
+                    printer.emit(
+                        json!({ "event": "tool", "tool": name, "result": report.result, "cached": report.cached }),
+                        || format!("  [tool {name}{}: {}]", if report.cached { " (cached)" } else { "" }, report.result),
+                    );
+                    (!report.cached).then_some(report.turn)
+                }),
+                Err(usage) => {
+                    failed = true;
+                    printer.emit(json!({ "event": "error", "kind": "bad-request", "message": usage }), || {
+                        format!("  [error: {usage}]")
+                    });
+                    continue;
+                }
+            },
+            _ => host.send_message(session, line, sink).await.map(Some),
         };
         match result {
-            Ok(report) => {
+            Ok(Some(report)) => {
                 printer.committed(&report);
                 if report.outcome == crate::Outcome::End {
                     eprintln!("agentbox: session {session} has ended");
                     break;
                 }
             }
+            Ok(None) => {}
             Err(err) => {
                 failed = true;
                 printer.error(&err);
