@@ -2,7 +2,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -139,9 +139,15 @@ impl Engine {
         let component = Component::new(&self.inner, bytes)?;
         let compiled = started.elapsed();
         let artifact = component.serialize()?;
-        // Write under a temporary name and rename, so a concurrent reader
-        // never sees half an artifact.
-        let partial = format!("{name}.partial-{}", std::process::id());
+        // Write under a name of this write's own and rename, so a concurrent
+        // reader never sees half an artifact and concurrent writers of the
+        // same artifact do not collide.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let partial = format!(
+            "{name}.partial-{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        );
         cache
             .write(&partial, &artifact)
             .and_then(|()| cache.rename(&partial, cache, &name))

@@ -32,5 +32,5 @@ pub use clock::Clock;
 pub use plugin::{LoadError, PluginVersion};
 pub use policy::Limits;
 pub use session::{
-    Cause, Host, HostBuilder, Outcome, SessionError, SessionStart, Sink, TurnReport,
+    Cause, Host, HostBuilder, Outcome, SessionError, SessionStart, Sink, ToolReport, TurnReport,
 };

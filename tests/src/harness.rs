@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use agentbox_host::store::{MemoryStore, Store};
-use agentbox_host::{Host, Limits, PluginVersion, SessionStart, TurnReport};
+use agentbox_host::{Clock, Host, Limits, PluginVersion, SessionStart, TurnReport};
 use serde_json::{Map, Value};
 
 use crate::plugin_bytes;
@@ -16,6 +16,11 @@ pub fn host() -> Host {
 /// A host with these limits and this store. Compiled plugins are cached in
 /// one folder for all tests, so each plugin compiles once per run.
 pub fn host_with(limits: Limits, store: Arc<dyn Store>) -> Host {
+    host_with_clock(limits, store, Clock::system())
+}
+
+/// A host with these limits, this store and this clock.
+pub fn host_with_clock(limits: Limits, store: Arc<dyn Store>, clock: Clock) -> Host {
     let cache = std::env::temp_dir().join("agentbox-test-artifacts");
     std::fs::create_dir_all(&cache).expect("cannot create the test artifact cache");
     let cache = cap_std::fs::Dir::open_ambient_dir(&cache, cap_std::ambient_authority())
@@ -23,6 +28,7 @@ pub fn host_with(limits: Limits, store: Arc<dyn Store>) -> Host {
     Host::builder()
         .limits(limits)
         .store(store)
+        .clock(clock)
         .artifact_cache(cache)
         .build()
         .expect("cannot build a host")

@@ -151,3 +151,101 @@ async fn session_survives_reopening_the_sqlite_store() {
         "Noted your reason.\nI have everything I need. Say \"submit\" to send it."
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_tools_record_fields_and_submit_with_every_error_listed() {
+    let host = host();
+    load(&host, INTAKE);
+    let id = start(&host, "intake", json!({})).await.session;
+
+    let bad_field = host
+        .call_tool(
+            &id,
+            "record_information",
+            json!({ "field": "phone", "value": "555" }),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        bad_field
+            .to_string()
+            .ends_with(r#"/field: "phone" is not one of "name", "email" or "reason""#),
+        "{bad_field}"
+    );
+
+    let recorded = host
+        .call_tool(
+            &id,
+            "record_information",
+            json!({ "field": "email", "value": "ada@example" }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded.result,
+        json!({ "recorded": "email", "missing": ["name", "reason"] })
+    );
+
+    let refused = host
+        .call_tool(&id, "submit_form", json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused.cause, Cause::Guest(errors)
+            if errors == "name is missing; reason is missing; email `ada@example` needs an @ and a dot after it"),
+        "{refused}"
+    );
+    for (field, value) in [
+        ("name", "Ada"),
+        ("email", "ada@example.com"),
+        ("reason", "a laptop"),
+    ] {
+        host.call_tool(
+            &id,
+            "record_information",
+            json!({ "field": field, "value": value }),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let submitted = host
+        .call_tool(&id, "submit_form", json!({}), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        submitted.result,
+        json!({ "submitted": true, "name": "Ada", "email": "ada@example.com", "reason": "a laptop" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_state_schema_refuses_an_empty_name_at_commit() {
+    let host = host();
+    load(&host, INTAKE);
+    let id = start(&host, "intake", json!({ "name": "Ada" }))
+        .await
+        .session;
+    let err = host
+        .call_tool(
+            &id,
+            "record_information",
+            json!({ "field": "name", "value": "  " }),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err.cause, Cause::InvalidState(_)), "{err}");
+    assert!(
+        err.to_string().contains(
+            "breaks the state schema of `intake`: /name: \"\" is shorter than 1 character"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        host.store().load(&id).unwrap().unwrap().state["name"],
+        json!("Ada")
+    );
+}

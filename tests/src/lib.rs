@@ -20,7 +20,13 @@ mod harness;
 #[cfg(test)]
 mod bad_name;
 #[cfg(test)]
+mod bad_tool_name;
+#[cfg(test)]
+mod broken_schema;
+#[cfg(test)]
 mod counter;
+#[cfg(test)]
+mod duplicate_tools;
 #[cfg(test)]
 mod intake;
 #[cfg(test)]
@@ -29,6 +35,8 @@ mod loading;
 mod misbehave;
 #[cfg(test)]
 mod other_world;
+#[cfg(test)]
+mod shop;
 #[cfg(test)]
 mod store_conformance;
 

@@ -190,3 +190,130 @@ async fn whole_state_over_the_size_limit_is_refused_as_quota() {
     );
     assert_eq!(over.state.keys().collect::<Vec<_>>(), ["a"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tool_arguments_list_every_violation_and_never_enter_the_guest() {
+    let store: Arc<dyn agentbox_host::store::Store> = Arc::new(MemoryStore::default());
+    let host = host_with(Limits::default(), store.clone());
+    let id = session(&host).await;
+    let counted = host
+        .call_tool(&id, "record", json!({ "count": 2, "label": "ok" }), None)
+        .await
+        .unwrap();
+    assert_eq!(counted.result, json!(2));
+
+    let cases = [
+        (
+            json!({ "count": "two", "label": "x" }),
+            vec![("/count", "\"two\" is not of type \"integer\"")],
+        ),
+        (
+            json!({ "count": 1 }),
+            vec![("", "\"label\" is a required property")],
+        ),
+        (
+            json!({ "count": 1, "label": "x", "colour": "red" }),
+            vec![(
+                "",
+                "Additional properties are not allowed ('colour' was unexpected)",
+            )],
+        ),
+        (
+            json!({ "count": 11, "label": "x" }),
+            vec![("/count", "11 is greater than the maximum of 10")],
+        ),
+        (
+            json!({ "count": 0, "label": 7, "extra": true }),
+            vec![
+                (
+                    "",
+                    "Additional properties are not allowed ('extra' was unexpected)",
+                ),
+                ("/count", "0 is less than the minimum of 1"),
+                ("/label", "7 is not of type \"string\""),
+            ],
+        ),
+    ];
+    for (arguments, expected) in cases {
+        let err = host
+            .call_tool(&id, "record", arguments.clone(), None)
+            .await
+            .unwrap_err();
+        let Cause::InvalidArguments { tool, violations } = &err.cause else {
+            panic!("{arguments}: {err}")
+        };
+        assert_eq!(tool, "record");
+        let mut found: Vec<(&str, &str)> = violations
+            .iter()
+            .map(|v| (v.pointer.as_str(), v.message.as_str()))
+            .collect();
+        found.sort();
+        assert_eq!(found, expected, "{arguments}");
+    }
+    assert_eq!(
+        committed(&host, &id),
+        (1, json!({ "entries": 2 })),
+        "the guest never ran for an invalid call"
+    );
+    let outcomes: Vec<_> = store
+        .executions()
+        .unwrap()
+        .iter()
+        .map(|execution| execution.outcome.as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "invalid-args",
+            "invalid-args",
+            "invalid-args",
+            "invalid-args",
+            "invalid-args"
+        ]
+    );
+
+    let err = host
+        .call_tool(
+            &id,
+            "record",
+            json!({ "count": 1, "label": "x", "colour": "red" }),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().ends_with("turn 2: invalid arguments for tool `record`: (root): Additional properties are not allowed ('colour' was unexpected)"),
+        "{err}"
+    );
+    let unknown = host
+        .call_tool(&id, "erase", json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .ends_with("plugin `misbehave` has no tool `erase`"),
+        "{unknown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_breaks_the_state_schema_fails_the_turn_at_commit() {
+    let host = host();
+    let id = session(&host).await;
+    let calm = send(&host, &id, "set mood \"calm\"").await;
+    assert_eq!(calm.state, state(json!({ "mood": "calm" })));
+    let err = host
+        .send_message(&id, "set mood \"bored\"", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err.cause, Cause::InvalidState(_)), "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "turn 2: invalid session state: breaks the state schema of `misbehave`: /mood: \"bored\" is not one of \"calm\" or \"cross\""
+        ),
+        "{err}"
+    );
+    assert_eq!(committed(&host, &id), (1, json!({ "mood": "calm" })));
+}

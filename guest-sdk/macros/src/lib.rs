@@ -77,10 +77,10 @@ fn expand(mut block: ItemImpl) -> syn::Result<Tokens> {
     }
     let mut tools = Vec::new();
     for item in &mut block.items {
-        if let ImplItem::Fn(method) = item {
-            if let Some(options) = take_tool_attribute(&mut method.attrs)? {
-                tools.push(tool_method(method, options?)?);
-            }
+        if let ImplItem::Fn(method) = item
+            && let Some(options) = take_tool_attribute(&mut method.attrs)?
+        {
+            tools.push(tool_method(method, options?)?);
         }
     }
     let self_ty = &block.self_ty;

@@ -749,10 +749,7 @@ impl Host {
             messages,
             at_ms: self.inner.clock.now_ms(),
         };
-        self.inner
-            .store
-            .commit(&commit)
-            .map_err(|err| fail(err.into()))?;
+        self.commit(&plugin, &commit).map_err(fail)?;
         Ok(TurnReport {
             session: id.to_owned(),
             plugin: record.plugin.clone(),
@@ -960,10 +957,7 @@ impl Host {
             messages: assistant_message(&said).into_iter().collect(),
             at_ms: self.inner.clock.now_ms(),
         };
-        self.inner
-            .store
-            .commit(&commit)
-            .map_err(|err| fail(err.into()))?;
+        self.commit(&plugin, &commit).map_err(fail)?;
         ended.map_err(fail)?;
         Ok(TurnReport {
             session: id.to_owned(),

@@ -36,6 +36,10 @@ impl Agent for Intake {
     const DESCRIPTION: &'static str =
         "Collects a caller's name, email and reason, then submits them";
 
+    fn state_schema() -> Option<Value> {
+        Some(agentbox_sdk::schema_for::<Self>())
+    }
+
     fn on_start(&mut self) -> Result<(), String> {
         self.name =
             session::initial_variable::<String>("name").filter(|name| !name.trim().is_empty());

@@ -1,0 +1,22 @@
+//! A plugin whose tool declarations break a rule is refused at load, naming the tool.
+
+use agentbox_host::LoadError;
+
+use crate::harness::host;
+use crate::plugin_bytes;
+use crate::plugins::BROKEN_SCHEMA;
+
+#[test]
+fn broken_schema_plugin_is_refused_at_load_naming_the_tool() {
+    let host = host();
+    let err = host.load_plugin(&plugin_bytes(BROKEN_SCHEMA)).unwrap_err();
+    assert!(matches!(err, LoadError::Manifest(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        r#"invalid manifest: tool `lookup`: parameter schema does not compile: "identifier" is not valid under any of the schemas listed in the 'anyOf' keyword"#
+    );
+    assert!(
+        host.plugins().is_empty(),
+        "a refused version is never active"
+    );
+}
