@@ -44,7 +44,10 @@
 //! const _: () = {
 //!     struct AgentExport;
 //!     impl agentbox_sdk::bindings::exports::agentbox::plugin::agent::Guest for AgentExport {
-//!         fn describe() -> Manifest { agentbox_sdk::runtime::describe::<Counter>() }
+//!         fn describe() -> Manifest {
+//!             // The agent's tools if it implements `Tools` (see below), else none.
+//!             agentbox_sdk::runtime::describe::<Counter>(tools_of::<Counter>())
+//!         }
 //!         fn on_start() -> Result<(), String> {
 //!             agentbox_sdk::runtime::turn::<Counter, _>(|agent| agent.on_start())
 //!         }
@@ -52,7 +55,7 @@
 //!             agentbox_sdk::runtime::turn::<Counter, _>(|agent| agent.on_message(&text))
 //!         }
 //!         fn call_tool(name: String, args: String) -> Result<String, String> {
-//!             agentbox_sdk::runtime::call_tool::<Counter>(&name, &args)
+//!             agentbox_sdk::runtime::call_tool::<Counter>(&name, &args, dispatch_of::<Counter>())
 //!         }
 //!         fn on_end(reason: EndReason) -> Result<(), String> {
 //!             agentbox_sdk::runtime::turn::<Counter, _>(|agent| agent.on_end(reason))
@@ -64,6 +67,91 @@
 //!     agentbox_sdk::bindings::export_world!(AgentExport with_types_in agentbox_sdk::bindings);
 //! };
 //! ```
+//!
+//! # Tools
+//!
+//! Put `#[tools]` on an impl block of the agent and `#[tool]` on each method
+//! that is a tool. The method's doc comment is the tool's description, its
+//! arguments (each a plain `name: Type` with `Type: Deserialize + JsonSchema`)
+//! become the properties of the parameter schema, their doc comments the
+//! properties' descriptions, and `#[schemars(...)]` on an argument adds
+//! constraints. It returns `Result<T, E>` with `T: Serialize`, `E: Display`.
+//! The host validates every call against the schema before the plugin sees
+//! it; extra properties are refused.
+//!
+//! ```
+//! use agentbox_sdk::{Agent, tools};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Shop {
+//!     authenticated: Option<bool>,
+//!     items: u32,
+//! }
+//!
+//! impl Agent for Shop {
+//!     const NAME: &'static str = "shop";
+//!     const VERSION: &'static str = "0.1.0";
+//! }
+//!
+//! #[tools]
+//! impl Shop {
+//!     /// Adds items to the cart.
+//!     #[tool(requires = ["authenticated"])]
+//!     fn add_items(
+//!         &mut self,
+//!         /// How many, at least 1.
+//!         #[schemars(range(min = 1))]
+//!         quantity: u32,
+//!     ) -> Result<u32, String> {
+//!         self.items += quantity;
+//!         Ok(self.items)
+//!     }
+//! }
+//!
+//! agentbox_sdk::export_agent!(Shop);
+//! ```
+//!
+//! `#[tool]` takes `requires = ["key", ...]` (session keys that must be set,
+//! checked by the host), `cache_ttl_ms = N` (results cached by the host per
+//! plugin version and arguments; only for tools whose result depends on the
+//! arguments alone) and `result_schema` (the host checks results against the
+//! schema of `T`). Methods without `#[tool]` stay ordinary methods. An
+//! unsupported signature is a compile error at the offending argument.
+//!
+//! `#[tools]` leaves the impl block as written (minus the attributes) and adds:
+//!
+//! ```ignore
+//! const _: () = {
+//!     /// Arguments of the tool `add_items`.
+//!     #[derive(serde::Deserialize, schemars::JsonSchema)]
+//!     #[serde(deny_unknown_fields)]
+//!     struct AddItemsArguments {
+//!         /// How many, at least 1.
+//!         #[schemars(range(min = 1))]
+//!         quantity: u32,
+//!     }
+//!
+//!     impl agentbox_sdk::Tools for Shop {
+//!         fn tool_specs() -> Vec<ToolSpec> {
+//!             vec![tool_spec(schema_of::<AddItemsArguments>(), "add_items", "Adds items to the cart.",
+//!                            &["authenticated"], None, None)]
+//!         }
+//!         fn call_tool(&mut self, name: &str, arguments: Value) -> Option<Result<Value, String>> {
+//!             match name {
+//!                 "add_items" => Some((|| {
+//!                     let arguments: AddItemsArguments = tool_arguments("add_items", arguments)?;
+//!                     tool_result("add_items", Self::add_items(self, arguments.quantity))
+//!                 })()),
+//!                 _ => None,
+//!             }
+//!         }
+//!     }
+//! };
+//! ```
+//!
+//! `export_agent!` finds the `Tools` implementation by itself, so no list of
+//! tools is written by hand anywhere.
 //!
 //! Plugins that want no SDK can use wit-bindgen on the WIT folder directly;
 //! [`bindings`] is exactly what wit-bindgen generates for it.

@@ -353,3 +353,122 @@ fn to_camel(snake: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    /// Expands `source` (an impl block) and returns the error's message and
+    /// the source text its span covers.
+    fn error_of(source: &str) -> (String, String) {
+        let block: syn::ItemImpl = syn::parse_str(source).expect("test input parses");
+        let err = expand(block).err().expect("the macro refuses this input");
+        let (start, end) = (err.span().start(), err.span().end());
+        assert_eq!(start.line, end.line, "one-line spans only in these tests");
+        let line = source.lines().nth(start.line - 1).unwrap();
+        (err.to_string(), line[start.column..end.column].to_owned())
+    }
+
+    #[test]
+    fn a_pattern_argument_is_refused_at_the_pattern() {
+        let (message, at) = error_of(
+            "impl A { #[tool] fn f(&self, (a, b): (u32, u32)) -> Result<u32, String> { Ok(a) } }",
+        );
+        assert_eq!(
+            message,
+            "tool arguments must be plain names, like `quantity: u32`"
+        );
+        assert_eq!(at, "(a, b)");
+    }
+
+    #[test]
+    fn a_borrowed_or_impl_trait_argument_is_refused_at_its_type() {
+        let (message, at) =
+            error_of("impl A { #[tool] fn f(name: &str) -> Result<u32, String> { Ok(1) } }");
+        assert_eq!(
+            message,
+            "tool arguments need an owned type that implements serde::Deserialize and schemars::JsonSchema"
+        );
+        assert_eq!(at, "&str");
+        let (_, at) = error_of(
+            "impl A { #[tool] fn f(name: impl Display) -> Result<u32, String> { Ok(1) } }",
+        );
+        assert_eq!(at, "impl Display");
+    }
+
+    #[test]
+    fn self_by_value_async_and_generics_are_refused_where_they_are_written() {
+        let (message, at) =
+            error_of("impl A { #[tool] fn f(self) -> Result<u32, String> { Ok(1) } }");
+        assert_eq!(
+            (message.as_str(), at.as_str()),
+            ("a tool takes `&self` or `&mut self`, not `self`", "self")
+        );
+        let (message, at) =
+            error_of("impl A { #[tool] async fn f() -> Result<u32, String> { Ok(1) } }");
+        assert_eq!(
+            (message.as_str(), at.as_str()),
+            (
+                "a tool cannot be `async`: each call runs to completion in one turn",
+                "async"
+            )
+        );
+        let (_, at) = error_of("impl A { #[tool] fn f<T>(t: T) -> Result<u32, String> { Ok(1) } }");
+        assert_eq!(at, "<T>");
+    }
+
+    #[test]
+    fn a_tool_must_return_a_result() {
+        let (message, at) = error_of("impl A { #[tool] fn f() -> u32 { 1 } }");
+        assert_eq!(
+            message,
+            "a tool returns `Result<T, E>` with `T: Serialize` and `E: Display`"
+        );
+        assert_eq!(at, "u32");
+        let (_, at) = error_of("impl A { #[tool] fn f() {} }");
+        assert_eq!(at, "f");
+    }
+
+    #[test]
+    fn names_and_options_are_checked() {
+        let (message, at) =
+            error_of("impl A { #[tool] fn Lookup() -> Result<u32, String> { Ok(1) } }");
+        assert!(
+            message.starts_with("a tool's name is its method's name"),
+            "{message}"
+        );
+        assert_eq!(at, "Lookup");
+        let (message, at) =
+            error_of("impl A { #[tool(cache = 5)] fn f() -> Result<u32, String> { Ok(1) } }");
+        assert!(message.starts_with("unknown #[tool] option"), "{message}");
+        assert_eq!(at, "cache");
+        let (message, _) =
+            error_of("impl Agent for A { #[tool] fn f() -> Result<u32, String> { Ok(1) } }");
+        assert!(
+            message.starts_with("#[tools] goes on an inherent impl block"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn valid_tools_expand_to_an_arguments_struct_and_a_tools_impl() {
+        let block: syn::ItemImpl = syn::parse_str(
+            "impl Shop { /// Adds it.\n #[tool(requires = [\"authenticated\"])] fn add_to_cart(&mut self, /// How many.\n quantity: u32) -> Result<u32, String> { Ok(quantity) } fn helper(&self) {} }",
+        )
+        .unwrap();
+        let expanded = expand(block).unwrap().to_string();
+        assert!(expanded.contains("struct AddToCartArguments"), "{expanded}");
+        assert!(
+            expanded.contains("impl :: agentbox_sdk :: Tools for Shop"),
+            "{expanded}"
+        );
+        assert!(
+            expanded.contains("\"add_to_cart\" , \"Adds it.\" , & [\"authenticated\"]"),
+            "{expanded}"
+        );
+        assert!(
+            !expanded.contains("\"helper\""),
+            "methods without #[tool] stay plain: {expanded}"
+        );
+    }
+}
