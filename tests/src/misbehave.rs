@@ -317,3 +317,49 @@ async fn a_state_that_breaks_the_state_schema_fails_the_turn_at_commit() {
     );
     assert_eq!(committed(&host, &id), (1, json!({ "mood": "calm" })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_breaks_its_schema_or_the_size_limit_is_refused() {
+    let store: Arc<dyn agentbox_host::store::Store> = Arc::new(MemoryStore::default());
+    let host = host_with(
+        Limits {
+            output_bytes: 1000,
+            ..Limits::default()
+        },
+        store.clone(),
+    );
+    let id = session(&host).await;
+    let fine = host
+        .call_tool(&id, "score", json!({ "points": 10 }), None)
+        .await
+        .unwrap();
+    assert_eq!(fine.result, json!({ "points": 10 }));
+
+    let over = host
+        .call_tool(&id, "score", json!({ "points": 11 }), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(over.cause, Cause::InvalidResult { .. }), "{over}");
+    assert!(
+        over.to_string().ends_with("tool `score` returned an invalid result: it breaks the result schema: /points: 11 is greater than the maximum of 10"),
+        "{over}"
+    );
+    let long = host
+        .call_tool(&id, "repeat", json!({ "text": "ab", "times": 600 }), None)
+        .await
+        .unwrap_err();
+    assert!(long.to_string().ends_with("tool `repeat` returned an invalid result: it is 1202 bytes, over the output limit of 1000 bytes"), "{long}");
+
+    assert_eq!(
+        committed(&host, &id).0,
+        1,
+        "only the valid call committed a turn"
+    );
+    let outcomes: Vec<_> = store
+        .executions()
+        .unwrap()
+        .iter()
+        .map(|execution| execution.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["ok", "guest-error", "guest-error"]);
+}

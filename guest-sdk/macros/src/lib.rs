@@ -362,7 +362,7 @@ mod tests {
     /// the source text its span covers.
     fn error_of(source: &str) -> (String, String) {
         let block: syn::ItemImpl = syn::parse_str(source).expect("test input parses");
-        let err = expand(block).err().expect("the macro refuses this input");
+        let err = expand(block).expect_err("the macro refuses this input");
         let (start, end) = (err.span().start(), err.span().end());
         assert_eq!(start.line, end.line, "one-line spans only in these tests");
         let line = source.lines().nth(start.line - 1).unwrap();

@@ -730,26 +730,8 @@ impl Host {
             content: text.to_owned(),
         }];
         messages.extend(assistant_message(&said));
-        let commit = Commit {
-            session: id.to_owned(),
-            read_revision: record.revision,
-            state: state.clone(),
-            turn,
-            plugin: match &outcome {
-                Outcome::HandOff(target) => target.clone(),
-                _ => record.plugin.clone(),
-            },
-            digest: plugin.digest.to_string(),
-            state_version: plugin.manifest.state_version,
-            status: if outcome == Outcome::End {
-                Status::Ended
-            } else {
-                Status::Active
-            },
-            messages,
-            at_ms: self.inner.clock.now_ms(),
-        };
-        self.commit(&plugin, &commit).map_err(fail)?;
+        self.commit(&plugin, &record, turn, &state, &outcome, messages)
+            .map_err(fail)?;
         Ok(TurnReport {
             session: id.to_owned(),
             plugin: record.plugin.clone(),
@@ -870,19 +852,9 @@ impl Host {
                 .to_string(),
         }];
         messages.extend(assistant_message(&said));
-        let commit = Commit {
-            session: id.to_owned(),
-            read_revision: record.revision,
-            state: state.clone(),
-            turn,
-            plugin: record.plugin.clone(),
-            digest: digest.clone(),
-            state_version: plugin.manifest.state_version,
-            status: Status::Active,
-            messages,
-            at_ms: self.inner.clock.now_ms(),
-        };
-        if let Err(cause) = self.commit(&plugin, &commit) {
+        if let Err(cause) =
+            self.commit(&plugin, &record, turn, &state, &Outcome::Continue, messages)
+        {
             return match cause {
                 Cause::InvalidState(_) => refuse(cause),
                 cause => Err(fail(cause)),
@@ -916,10 +888,39 @@ impl Host {
         })
     }
 
-    /// Commits a turn after checking its state against the plugin's state schema.
-    fn commit(&self, plugin: &PluginVersion, commit: &Commit) -> Result<(), Cause> {
-        check_state(plugin, &commit.state)?;
-        Ok(self.inner.store.commit(commit)?)
+    /// Commits turn `turn` of `record`, run by `plugin`, after checking
+    /// `state` against the plugin's state schema. The outcome decides the
+    /// session's status and, after a hand-off, its plugin.
+    fn commit(
+        &self,
+        plugin: &PluginVersion,
+        record: &SessionRecord,
+        turn: u64,
+        state: &State,
+        outcome: &Outcome,
+        messages: Vec<Message>,
+    ) -> Result<(), Cause> {
+        check_state(plugin, state)?;
+        let commit = Commit {
+            session: record.id.clone(),
+            read_revision: record.revision,
+            state: state.clone(),
+            turn,
+            plugin: match outcome {
+                Outcome::HandOff(target) => target.clone(),
+                _ => record.plugin.clone(),
+            },
+            digest: plugin.digest.to_string(),
+            state_version: plugin.manifest.state_version,
+            status: if *outcome == Outcome::End {
+                Status::Ended
+            } else {
+                Status::Active
+            },
+            messages,
+            at_ms: self.inner.clock.now_ms(),
+        };
+        Ok(self.inner.store.commit(&commit)?)
     }
 
     #[instrument(skip_all, fields(session = id))]
@@ -945,19 +946,9 @@ impl Host {
             Ok((state, said)) => (state.clone(), said.clone()),
             Err(_) => (record.state.clone(), Vec::new()),
         };
-        let commit = Commit {
-            session: id.to_owned(),
-            read_revision: record.revision,
-            state: state.clone(),
-            turn,
-            plugin: record.plugin.clone(),
-            digest: plugin.digest.to_string(),
-            state_version: plugin.manifest.state_version,
-            status: Status::Ended,
-            messages: assistant_message(&said).into_iter().collect(),
-            at_ms: self.inner.clock.now_ms(),
-        };
-        self.commit(&plugin, &commit).map_err(fail)?;
+        let messages = assistant_message(&said).into_iter().collect();
+        self.commit(&plugin, &record, turn, &state, &Outcome::End, messages)
+            .map_err(fail)?;
         ended.map_err(fail)?;
         Ok(TurnReport {
             session: id.to_owned(),

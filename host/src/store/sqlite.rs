@@ -79,13 +79,29 @@ pub struct SqliteStore {
 #[derive(Debug)]
 enum Write {
     Create(SessionRecord, Vec<Message>),
-    Commit(Commit),
+    Commit(CommitRow),
     Execution(Execution),
     CachePut {
         key: String,
         value: String,
         expires_at_ms: u64,
     },
+}
+
+/// A [`Commit`] as the writer stores it, its state serialized by the caller
+/// so that the one writer thread spends its time on SQL alone.
+#[derive(Debug)]
+struct CommitRow {
+    session: String,
+    read_revision: u64,
+    state: String,
+    turn: u64,
+    plugin: String,
+    digest: String,
+    state_version: u32,
+    status: Status,
+    messages: Vec<Message>,
+    at_ms: u64,
 }
 
 #[derive(Debug)]
@@ -195,7 +211,18 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.write(Write::Commit(commit.clone()))
+        self.write(Write::Commit(CommitRow {
+            session: commit.session.clone(),
+            read_revision: commit.read_revision,
+            state: serde_json::to_string(&commit.state).map_err(backend)?,
+            turn: commit.turn,
+            plugin: commit.plugin.clone(),
+            digest: commit.digest.clone(),
+            state_version: commit.state_version,
+            status: commit.status,
+            messages: commit.messages.clone(),
+            at_ms: commit.at_ms,
+        }))
     }
 
     fn record_execution(&self, execution: &Execution) -> Result<(), StoreError> {
@@ -332,8 +359,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
                         session.plugin,
                         session.digest,
                         session.user_id,
-                        serde_json::Value::Object(session.variables.clone()).to_string(),
-                        serde_json::Value::Object(session.state.clone()).to_string(),
+                        serde_json::to_string(&session.variables).map_err(to_sql)?,
+                        serde_json::to_string(&session.state).map_err(to_sql)?,
                         session.state_version,
                         session.revision,
                         session.turn,
@@ -359,7 +386,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
                     statement.execute(params![
                         commit.session,
                         commit.read_revision,
-                        serde_json::Value::Object(commit.state.clone()).to_string(),
+                        commit.state,
                         commit.turn,
                         commit.digest,
                         commit.state_version,
@@ -447,4 +474,8 @@ fn append_history(
             .map_err(backend)?;
     }
     Ok(())
+}
+
+fn to_sql(err: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(err))
 }

@@ -13,11 +13,21 @@
 //! - anything else: counts it in `entries`.
 //!
 //! Its tool `record` adds to `entries` too, so a test can tell whether a
-//! call reached the guest. Its state schema allows `mood` to be only
+//! call reached the guest; `score` returns whatever it is given against a
+//! result schema that allows at most 10 points, and `repeat` returns as long
+//! a result as it is asked for. Its state schema allows `mood` to be only
 //! `calm` or `cross`.
 
 use agentbox_sdk::{Agent, Outcome, Value, json, say, session, tools};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// A score, declared to be at most 10, which `score` does not enforce.
+#[derive(Serialize, JsonSchema)]
+struct Score {
+    #[schemars(range(max = 10))]
+    points: u32,
+}
 
 #[derive(Default, Serialize, Deserialize)]
 struct Misbehave {}
@@ -90,6 +100,18 @@ impl Misbehave {
         let entries = session::get::<u64>("entries").unwrap_or(0) + count;
         session::set("entries", &entries).map_err(|err| err.to_string())?;
         Ok(entries)
+    }
+
+    /// Returns `points` as a score, breaking its result schema above 10.
+    #[tool(result_schema)]
+    fn score(points: u32) -> Result<Score, String> {
+        Ok(Score { points })
+    }
+
+    /// Returns `text` repeated `times` times.
+    #[tool]
+    fn repeat(text: String, times: usize) -> Result<String, String> {
+        Ok(text.repeat(times))
     }
 }
 
