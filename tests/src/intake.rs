@@ -249,3 +249,81 @@ async fn intake_state_schema_refuses_an_empty_name_at_commit() {
         json!("Ada")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_session_starts_and_unknown_sessions_are_refused_with_reasons() {
+    let host = host();
+    load(&host, INTAKE);
+    let start = |id: Option<&str>, user: Option<&str>, variables: serde_json::Value| {
+        agentbox_host::SessionStart {
+            plugin: "intake".into(),
+            id: id.map(Into::into),
+            user_id: user.map(Into::into),
+            variables: state(variables),
+        }
+    };
+    let cases = [
+        (
+            start(Some("bad id!"), None, json!({})),
+            "session id `bad id!` is invalid: use 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -",
+        ),
+        (
+            start(None, Some(""), json!({})),
+            "user id `` is invalid: use 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -",
+        ),
+        (
+            start(
+                None,
+                None,
+                json!({ "deep": serde_json::from_str::<serde_json::Value>(&format!("{}1{}", "[".repeat(33), "]".repeat(33))).unwrap() }),
+            ),
+            "initial variable `deep` is nested 33 levels deep, over the limit of 32",
+        ),
+    ];
+    for (start, reason) in cases {
+        let err = host.start_session(start, None).await.unwrap_err();
+        assert!(matches!(err.cause, Cause::BadRequest(_)), "{err}");
+        assert!(err.to_string().ends_with(reason), "{err}");
+    }
+    let other = host
+        .start_session(
+            agentbox_host::SessionStart {
+                plugin: "shop".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        other.to_string().ends_with("plugin `shop` is not loaded"),
+        "{other}"
+    );
+
+    let taken = host
+        .start_session(start(Some("ticket-1"), None, json!({})), None)
+        .await
+        .unwrap();
+    let again = host
+        .start_session(
+            start(Some("ticket-1"), None, json!({ "name": "Eve" })),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(again.cause, Cause::Exists), "{again}");
+    assert_eq!(
+        host.store().load(&taken.session).unwrap().unwrap().state,
+        taken.state,
+        "the first session is untouched"
+    );
+
+    let missing = host
+        .send_message("no-such-session", "hello", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "session `no-such-session`: no such session"
+    );
+}

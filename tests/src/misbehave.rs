@@ -363,3 +363,77 @@ async fn a_result_that_breaks_its_schema_or_the_size_limit_is_refused() {
         .collect();
     assert_eq!(outcomes, ["ok", "guest-error", "guest-error"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_runs_on_end_and_commits_its_writes_with_the_end() {
+    let host = host();
+    let id = session(&host).await;
+    send(&host, &id, "note").await;
+    let ended = host.end_session(&id).await.unwrap();
+    assert_eq!(
+        (ended.turn, ended.outcome.clone()),
+        (2, agentbox_host::Outcome::End)
+    );
+    assert_eq!(ended.state, state(json!({ "entries": 1, "ended": true })));
+    let record = host.store().load(&id).unwrap().unwrap();
+    assert_eq!(record.status, agentbox_host::store::Status::Ended);
+    let again = host.end_session(&id).await.unwrap_err();
+    assert!(matches!(again.cause, Cause::Ended), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_on_end_still_ends_the_session_with_its_committed_state() {
+    let host = host();
+    let id = session(&host).await;
+    send(&host, &id, "set refuse_end true").await;
+    let err = host.end_session(&id).await.unwrap_err();
+    assert!(
+        matches!(&err.cause, Cause::Guest(message) if message == "refusing to end"),
+        "{err}"
+    );
+    let record = host.store().load(&id).unwrap().unwrap();
+    assert_eq!(record.status, agentbox_host::store::Status::Ended);
+    assert_eq!(
+        serde_json::Value::Object(record.state),
+        json!({ "refuse_end": true }),
+        "on-end's writes were not committed"
+    );
+    let after = host.send_message(&id, "note", None).await.unwrap_err();
+    assert!(matches!(after.cause, Cause::Ended), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_moves_the_session_and_its_state_to_the_other_plugin() {
+    let host = host();
+    let id = session(&host).await;
+    send(&host, &id, "set name \"Ada\"").await;
+    let refused = host
+        .send_message(&id, "handoff nobody", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused.cause, Cause::PluginNotLoaded(name) if name == "nobody"),
+        "{refused}"
+    );
+    assert_eq!(
+        host.store().load(&id).unwrap().unwrap().plugin,
+        "misbehave",
+        "a refused hand-off commits nothing"
+    );
+
+    load(&host, INTAKE);
+    let handed = send(&host, &id, "handoff intake").await;
+    assert_eq!(
+        handed.outcome,
+        agentbox_host::Outcome::HandOff("intake".into())
+    );
+    let record = host.store().load(&id).unwrap().unwrap();
+    assert_eq!((record.plugin.as_str(), record.turn), ("intake", 2));
+    let intake_turn = send(&host, &id, "ada@example.com").await;
+    assert_eq!(intake_turn.plugin, "intake");
+    assert_eq!(
+        said(&intake_turn),
+        "Noted your email.\nStill needed: reason.",
+        "intake sees the name set before the hand-off"
+    );
+}

@@ -498,7 +498,7 @@ impl Host {
     fn describe(&self, pre: &PluginPre<TurnCtx>) -> Result<Manifest, String> {
         let ctx = TurnCtx::new(
             SessionCtx::detached(self.inner.limits.clone()),
-            OutputCtx::new(None, 0),
+            OutputCtx::detached(),
             &self.inner.limits,
         );
         let (result, _) = self.call(pre, ctx, |plugin, store| {

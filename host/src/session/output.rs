@@ -16,6 +16,8 @@ pub type Sink = Arc<dyn Fn(&str) + Send + Sync>;
 /// A turn's `output`: passes each `say` to the caller's sink and keeps it for
 /// the history, up to the output limit.
 pub(crate) struct OutputCtx {
+    /// False while a plugin is described: there is nobody to talk to.
+    in_session: bool,
     sink: Option<Sink>,
     said: Vec<String>,
     bytes: usize,
@@ -26,10 +28,19 @@ impl OutputCtx {
     /// Output going to `sink` (or nowhere), at most `limit` bytes per turn.
     pub(crate) fn new(sink: Option<Sink>, limit: usize) -> Self {
         OutputCtx {
+            in_session: true,
             sink,
             said: Vec::new(),
             bytes: 0,
             limit,
+        }
+    }
+
+    /// Output outside a session, for calling `describe`: `say` traps.
+    pub(crate) fn detached() -> Self {
+        OutputCtx {
+            in_session: false,
+            ..OutputCtx::new(None, 0)
         }
     }
 
@@ -50,6 +61,11 @@ pub(crate) fn add_to_linker<T: 'static>(
 impl wit::Host for OutputCtx {
     #[instrument(skip_all)]
     fn say(&mut self, text: String) -> wasmtime::Result<()> {
+        if !self.in_session {
+            return Err(wasmtime::format_err!(
+                "`output.say` was called outside a session (plugins must not say anything in `describe`)"
+            ));
+        }
         self.bytes += text.len();
         if self.bytes > self.limit {
             return Err(Tripped::Output(self.limit).into());

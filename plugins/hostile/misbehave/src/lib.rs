@@ -10,13 +10,14 @@
 //!   host's refusal;
 //! - `set KEY JSON`: stores JSON under KEY, reporting the host's answer;
 //! - `get KEY`: says the value under KEY;
+//! - `handoff PLUGIN`: hands the conversation to PLUGIN;
 //! - anything else: counts it in `entries`.
 //!
 //! Its tool `record` adds to `entries` too, so a test can tell whether a
 //! call reached the guest; `score` returns whatever it is given against a
 //! result schema that allows at most 10 points, and `repeat` returns as long
 //! a result as it is asked for. Its state schema allows `mood` to be only
-//! `calm` or `cross`.
+//! `calm` or `cross`. `on-end` sets `ended`, or fails when `refuse_end` is set.
 
 use agentbox_sdk::{Agent, Outcome, Value, json, say, session, tools};
 use schemars::JsonSchema;
@@ -39,6 +40,13 @@ impl Agent for Misbehave {
 
     fn state_schema() -> Option<Value> {
         Some(json!({ "type": "object", "properties": { "mood": { "enum": ["calm", "cross"] } } }))
+    }
+
+    fn on_end(&mut self, _reason: agentbox_sdk::EndReason) -> Result<(), String> {
+        if session::get::<bool>("refuse_end") == Some(true) {
+            return Err("refusing to end".into());
+        }
+        session::set("ended", &true).map_err(|err| err.to_string())
     }
 
     fn on_message(&mut self, text: &str) -> Result<Outcome, String> {
@@ -71,6 +79,7 @@ impl Agent for Misbehave {
                     Err(err) => say(format!("refused: {err}")),
                 }
             }
+            ("handoff", plugin) => return Ok(Outcome::HandOff(plugin.to_owned())),
             ("get", key) => say(format!(
                 "{key} = {}",
                 session::get::<agentbox_sdk::Value>(key).unwrap_or_default()
