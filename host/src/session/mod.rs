@@ -689,12 +689,7 @@ impl Host {
     ) -> Result<TurnReport, SessionError> {
         let (record, plugin) = self.open(id)?;
         let turn = record.turn + 1;
-        let fail = |cause| SessionError {
-            session: id.to_owned(),
-            plugin: Some(record.plugin.clone()),
-            turn: Some(turn),
-            cause,
-        };
+        let fail = turn_error(&record, turn);
         let call = self.call_in_session(
             &plugin,
             &record,
@@ -754,12 +749,7 @@ impl Host {
         let started = Instant::now();
         let (record, plugin) = self.open(id)?;
         let turn = record.turn + 1;
-        let fail = |cause| SessionError {
-            session: id.to_owned(),
-            plugin: Some(record.plugin.clone()),
-            turn: Some(turn),
-            cause,
-        };
+        let fail = turn_error(&record, turn);
         let tool = plugin.tools.get(name).ok_or_else(|| {
             fail(Cause::UnknownTool {
                 plugin: record.plugin.clone(),
@@ -927,12 +917,7 @@ impl Host {
     fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
         let (record, plugin) = self.open(id)?;
         let turn = record.turn + 1;
-        let fail = |cause| SessionError {
-            session: id.to_owned(),
-            plugin: Some(record.plugin.clone()),
-            turn: Some(turn),
-            cause,
-        };
+        let fail = turn_error(&record, turn);
         let call = self.call_in_session(
             &plugin,
             &record,
@@ -1064,6 +1049,16 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
         Some(line) => format!("{reason} (the plugin's last output: {line})"),
         None => reason,
     })
+}
+
+/// The error of turn `turn` of `record` failing for a cause.
+fn turn_error(record: &SessionRecord, turn: u64) -> impl Fn(Cause) -> SessionError + Copy + '_ {
+    move |cause| SessionError {
+        session: record.id.clone(),
+        plugin: Some(record.plugin.clone()),
+        turn: Some(turn),
+        cause,
+    }
 }
 
 /// Checks a state about to be committed against the plugin's state schema.
