@@ -625,7 +625,9 @@ async fn converse(
         None => Box::new(std::io::stdin().lock()),
     };
     if interactive {
-        eprintln!("agentbox: type a message and press Enter; /state, /end or /quit");
+        eprintln!(
+            "agentbox: type a message and press Enter; /tool NAME {{JSON}}, /state, /end or /quit"
+        );
     }
     let mut failed = false;
     let mut lines = input.lines();
