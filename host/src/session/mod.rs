@@ -23,7 +23,7 @@ use wasmtime::{ResourceLimiter, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use output::Sink;
-pub use state::{MAX_KEY_BYTES, check_key, parse_json};
+pub use state::{MAX_KEY_BYTES, check_key, check_value};
 
 use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, PluginPre};
 use crate::clock::Clock;
@@ -529,7 +529,7 @@ impl Host {
             check_id("user id", user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         }
         for (name, value) in &start.variables {
-            parse_json(&value.to_string(), &self.inner.limits).map_err(|reason| {
+            check_value(value, &self.inner.limits).map_err(|reason| {
                 fail(Cause::BadRequest(format!(
                     "initial variable `{name}` {reason}"
                 )))
@@ -926,15 +926,17 @@ impl Host {
             None,
             |agent, store| agent.call_on_end(store, EndReason::Caller),
         );
-        let ended = call.result.map(|()| (call.session.into_state(), call.said));
-        let (state, said) = match &ended {
-            Ok((state, said)) => (state.clone(), said.clone()),
-            Err(_) => (record.state.clone(), Vec::new()),
+        // The session ends either way; on-end's writes count only if it succeeded.
+        let (state, said, failure) = match call.result {
+            Ok(()) => (call.session.into_state(), call.said, None),
+            Err(cause) => (record.state.clone(), Vec::new(), Some(cause)),
         };
         let messages = assistant_message(&said).into_iter().collect();
         self.commit(&plugin, &record, turn, &state, &Outcome::End, messages)
             .map_err(fail)?;
-        ended.map_err(fail)?;
+        if let Some(cause) = failure {
+            return Err(fail(cause));
+        }
         Ok(TurnReport {
             session: id.to_owned(),
             plugin: record.plugin.clone(),

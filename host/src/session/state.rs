@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tracing::instrument;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -36,7 +36,7 @@ pub(crate) struct SessionCtx {
 struct Live {
     id: String,
     user_id: Option<String>,
-    variables: String,
+    variables: Map<String, Value>,
     turn: u64,
     store: Arc<dyn Store>,
 }
@@ -54,7 +54,7 @@ impl SessionCtx {
             live: Some(Live {
                 id: record.id.clone(),
                 user_id: record.user_id.clone(),
-                variables: Value::Object(record.variables.clone()).to_string(),
+                variables: record.variables.clone(),
                 turn,
                 store,
             }),
@@ -113,7 +113,9 @@ impl wit::Host for SessionCtx {
     }
 
     fn initial_variables(&mut self) -> wasmtime::Result<String> {
-        Ok(self.live("initial-variables")?.variables.clone())
+        Ok(serde_json::to_string(
+            &self.live("initial-variables")?.variables,
+        )?)
     }
 
     fn turn(&mut self) -> wasmtime::Result<u64> {
@@ -150,15 +152,18 @@ impl wit::Host for SessionCtx {
         if let Err(reason) = check_key(&key) {
             return Ok(Err(GuestError::Invalid(reason)));
         }
-        let value = match parse_json(&value, &self.limits) {
-            Ok(value) => value,
+        let checked = serde_json::from_str::<Value>(&value)
+            .map_err(|err| format!("is not valid JSON: {err}"))
+            .and_then(|value| Ok((check_value(&value, &self.limits)?, value)));
+        let (size, value) = match checked {
+            Ok(checked) => checked,
             Err(reason) => {
                 return Ok(Err(GuestError::Invalid(format!(
                     "value of `{key}` {reason}"
                 ))));
             }
         };
-        let added = entry_bytes(&key, &value);
+        let added = key.len() + size;
         let removed = self.state.get(&key).map_or(0, |old| entry_bytes(&key, old));
         let total = self.state_bytes() - removed + added;
         if total > self.limits.state_bytes {
@@ -219,31 +224,26 @@ pub fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
-/// Parses a JSON value from a guest and checks its size and depth.
+/// Checks a JSON value's nesting depth and size, and returns its size: the
+/// bytes of its compact form, which is what the limits count.
 ///
-/// The error completes the phrase "value ...": "is not valid JSON: ...".
-pub fn parse_json(text: &str, limits: &Limits) -> Result<Value, String> {
-    // The compact form is never longer than the text, so a short text needs
-    // no second measurement.
-    let value: Value =
-        serde_json::from_str(text).map_err(|err| format!("is not valid JSON: {err}"))?;
-    let depth = depth(&value);
+/// The error completes the phrase "value ...": "is 70000 bytes, ...".
+pub fn check_value(value: &Value, limits: &Limits) -> Result<usize, String> {
+    let depth = depth(value);
     if depth > limits.json_depth {
         return Err(format!(
             "is nested {depth} levels deep, over the limit of {}",
             limits.json_depth
         ));
     }
-    if text.len() > limits.value_bytes {
-        let size = value.to_string().len();
-        if size > limits.value_bytes {
-            return Err(format!(
-                "is {size} bytes, over the limit of {} bytes",
-                limits.value_bytes
-            ));
-        }
+    let size = value.to_string().len();
+    if size > limits.value_bytes {
+        return Err(format!(
+            "is {size} bytes, over the limit of {} bytes",
+            limits.value_bytes
+        ));
     }
-    Ok(value)
+    Ok(size)
 }
 
 fn depth(value: &Value) -> usize {
