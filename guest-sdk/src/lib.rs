@@ -159,7 +159,7 @@
 
 /// The bindings wit-bindgen generates for the `agentbox:plugin@0.1.0` world.
 ///
-/// `session` and `output` are the host's imports; `exports::…::agent::Guest`
+/// `session`, `kv` and `output` are the host's imports; `exports::…::agent::Guest`
 /// is the trait a plugin implements. [`bindings::export_world!`] exports an
 /// implementation of it; most plugins use [`export_agent!`] instead.
 #[expect(
@@ -176,6 +176,7 @@ pub mod bindings {
     });
 }
 
+pub mod kv;
 pub mod runtime;
 pub mod session;
 

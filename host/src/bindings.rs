@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     imports: { default: trappable },
+    with: { "agentbox:plugin/kv.bucket": crate::kv::Bucket },
 });
 
 pub use agentbox::plugin::types::{

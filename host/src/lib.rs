@@ -22,6 +22,7 @@ pub mod bindings;
 pub mod cli;
 pub mod clock;
 pub mod engine;
+pub mod kv;
 pub mod plugin;
 pub mod policy;
 pub mod session;
@@ -32,5 +33,6 @@ pub use clock::Clock;
 pub use plugin::{LoadError, PluginVersion};
 pub use policy::Limits;
 pub use session::{
-    Cause, Host, HostBuilder, Outcome, SessionError, SessionStart, Sink, ToolReport, TurnReport,
+    Cause, Host, HostBuilder, Outcome, Reaped, SessionError, SessionStart, Sink, ToolReport,
+    TurnReport,
 };

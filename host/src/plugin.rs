@@ -21,7 +21,7 @@ use crate::tools::ToolSet;
 const PACKAGE: &str = "agentbox:plugin";
 
 /// The imports from [`PACKAGE`] a plugin may have.
-const PACKAGE_IMPORTS: [&str; 3] = ["types", "session", "output"];
+const PACKAGE_IMPORTS: [&str; 4] = ["types", "session", "kv", "output"];
 
 /// One loaded, checked version of a plugin.
 pub struct PluginVersion {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use agentbox_host::kv::Grants;
 use agentbox_host::store::{MemoryStore, Store};
 use agentbox_host::{Clock, Host, Limits, PluginVersion, SessionStart, TurnReport};
 use serde_json::{Map, Value};
@@ -21,6 +22,16 @@ pub fn host_with(limits: Limits, store: Arc<dyn Store>) -> Host {
 
 /// A host with these limits, this store and this clock.
 pub fn host_with_clock(limits: Limits, store: Arc<dyn Store>, clock: Clock) -> Host {
+    host_with_grants(limits, store, clock, Grants::default())
+}
+
+/// A host with these limits, this store, this clock and these bucket grants.
+pub fn host_with_grants(
+    limits: Limits,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    grants: Grants,
+) -> Host {
     let cache = std::env::temp_dir().join("agentbox-test-artifacts");
     std::fs::create_dir_all(&cache).expect("cannot create the test artifact cache");
     let cache = cap_std::fs::Dir::open_ambient_dir(&cache, cap_std::ambient_authority())
@@ -29,6 +40,7 @@ pub fn host_with_clock(limits: Limits, store: Arc<dyn Store>, clock: Clock) -> H
         .limits(limits)
         .store(store)
         .clock(clock)
+        .grants(grants)
         .artifact_cache(cache)
         .build()
         .expect("cannot build a host")
@@ -73,4 +85,145 @@ pub fn state(value: Value) -> Map<String, Value> {
         Value::Object(map) => map,
         other => panic!("{other} is not an object"),
     }
+}
+
+/// A `redis-server` of this test's own on a free loopback port, stopped
+/// (by its pid) when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Set by CI: a missing `redis-server` fails the Redis tests instead of
+/// skipping them.
+const REQUIRE_REDIS: &str = "AGENTBOX_REQUIRE_REDIS";
+
+impl RedisServer {
+    /// Starts a server, or says plainly why the calling test is skipped and
+    /// returns `None` when `redis-server` is not installed (unless
+    /// `AGENTBOX_REQUIRE_REDIS` is set, which makes that a failure).
+    pub fn start() -> Option<RedisServer> {
+        use std::process::{Command, Stdio};
+
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            assert!(
+                std::env::var_os(REQUIRE_REDIS).is_none(),
+                "redis-server is not installed, and {REQUIRE_REDIS} requires the Redis tests to run"
+            );
+            eprintln!(
+                "SKIPPED {}: redis-server is not installed (apt-get install redis-server runs these tests)",
+                std::thread::current().name().unwrap_or("a Redis test")
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("cannot create a folder for redis-server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("no free loopback port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server");
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let started = std::time::Instant::now();
+        while agentbox_host::store::RedisStore::open(&server.url).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "redis-server on port {port} did not answer within 10 s"
+            );
+            std::thread::yield_now();
+        }
+        Some(server)
+    }
+
+    /// Its address, `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs one command and returns its reply as text.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut conn = redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection())
+            .expect("cannot connect to redis-server");
+        let reply: redis::Value = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query(&mut conn)
+            .unwrap_or_else(|err| panic!("{args:?} failed: {err}"));
+        match reply {
+            redis::Value::Int(n) => n.to_string(),
+            redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            redis::Value::SimpleString(text) => text,
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One store a test runs against, with whatever keeps it alive.
+pub struct TestStore {
+    /// `memory`, `sqlite` or `redis`.
+    pub name: &'static str,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// How to open the same store again, as a restarted host would.
+    pub spec: agentbox_host::store::StoreSpec,
+    _keep: Box<dyn std::any::Any>,
+}
+
+/// A memory store, a SQLite file, and a Redis server when one is installed
+/// (see [`RedisServer::start`]).
+pub fn every_store() -> Vec<TestStore> {
+    use agentbox_host::store::StoreSpec;
+
+    let dir = tempfile::tempdir().expect("cannot create a folder for SQLite");
+    let sqlite = StoreSpec::Sqlite(dir.path().join("agentbox.db"));
+    let mut stores = vec![
+        TestStore {
+            name: "memory",
+            store: Arc::new(MemoryStore::default()),
+            spec: StoreSpec::Memory,
+            _keep: Box::new(()),
+        },
+        TestStore {
+            name: "sqlite",
+            store: sqlite.open().expect("cannot open SQLite"),
+            spec: sqlite,
+            _keep: Box::new(dir),
+        },
+    ];
+    if let Some(server) = RedisServer::start() {
+        let spec = StoreSpec::Redis(server.url().to_owned());
+        stores.push(TestStore {
+            name: "redis",
+            store: spec.open().expect("cannot open Redis"),
+            spec,
+            _keep: Box::new(server),
+        });
+    }
+    stores
+}
+
+/// The durable stores of [`every_store`]: those a restarted host finds again.
+pub fn durable_stores() -> Vec<TestStore> {
+    every_store()
+        .into_iter()
+        .filter(|store| store.name != "memory")
+        .collect()
 }

@@ -34,7 +34,11 @@ mod loading;
 #[cfg(test)]
 mod misbehave;
 #[cfg(test)]
+mod kv_probe;
+#[cfg(test)]
 mod other_world;
+#[cfg(test)]
+mod profile;
 #[cfg(test)]
 mod shop;
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use agentbox_host::store::{
-    Commit, Message, Role, SessionRecord, State, Status, Store, StoreError,
+    Commit, KvWrite, Message, Namespace, Quota, Role, SessionRecord, State, Status, Store,
+    StoreError, Usage,
 };
 use serde_json::json;
 
@@ -203,6 +204,255 @@ fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
     }
 }
 
+fn sessions_expire_by_idle_time_and_by_age(store: &dyn Store) {
+    for id in ["idle", "busy", "done"] {
+        store.create(&record(id), &[]).unwrap();
+    }
+    let mut busy = commit("busy", 1, 1, State::new());
+    busy.at_ms = 5_000;
+    store.commit(&busy).unwrap();
+    let mut done = commit("done", 1, 1, State::new());
+    done.status = Status::Ended;
+    store.commit(&done).unwrap();
+
+    // Idle since 2,000 at the latest: only the session untouched since 1,000.
+    assert_eq!(store.expired_sessions(2_000, 0, 10).unwrap(), ["idle"]);
+    // Created at 1,000 at the latest: both active sessions, however busy.
+    let mut old = store.expired_sessions(0, 1_000, 10).unwrap();
+    old.sort();
+    assert_eq!(old, ["busy", "idle"]);
+    assert!(store.expired_sessions(999, 999, 10).unwrap().is_empty());
+    assert_eq!(store.expired_sessions(u64::MAX, u64::MAX, 1).unwrap().len(), 1);
+}
+
+fn deleted_session_is_gone_with_its_history(store: &dyn Store) {
+    store
+        .create(&record("s1"), &[message(Role::Assistant, "Welcome")])
+        .unwrap();
+    store.create(&record("s2"), &[]).unwrap();
+    store.delete_session("s1").unwrap();
+    assert_eq!(store.load("s1").unwrap(), None);
+    assert!(store.history("s1", 10).unwrap().is_empty());
+    assert_eq!(store.expired_sessions(u64::MAX, 0, 10).unwrap(), ["s2"]);
+    store.delete_session("s1").unwrap();
+    // The id is free again.
+    store.create(&record("s1"), &[]).unwrap();
+    assert!(store.history("s1", 10).unwrap().is_empty());
+}
+
+fn cache_entries_expire_at_their_time_and_are_swept(store: &dyn Store) {
+    store.cache_put("k1", "\"one\"", 2_000, 1_000).unwrap();
+    store.cache_put("k2", "\"two\"", 9_000, 1_000).unwrap();
+    assert_eq!(store.cache_get("k1", 1_999).unwrap().as_deref(), Some("\"one\""));
+    assert_eq!(store.cache_get("k1", 2_000).unwrap(), None);
+    assert_eq!(store.sweep(2_000).unwrap().cache_entries, 1);
+    assert_eq!(store.cache_get("k2", 2_000).unwrap().as_deref(), Some("\"two\""));
+}
+
+const QUOTA: Quota = Quota {
+    keys: 1_000,
+    bytes: 1 << 20,
+};
+
+fn ns(owner: &str, scope: &str) -> Namespace {
+    Namespace {
+        owner: owner.to_owned(),
+        scope: scope.to_owned(),
+    }
+}
+
+fn put(store: &dyn Store, ns: &Namespace, key: &str, value: &str, expires_at_ms: Option<u64>) {
+    let write = KvWrite {
+        value: value.as_bytes(),
+        expires_at_ms,
+        only_if: None,
+    };
+    assert!(store.kv_put(ns, key, &write, 1_000, &QUOTA).unwrap());
+}
+
+fn get(store: &dyn Store, ns: &Namespace, key: &str, now_ms: u64) -> Option<String> {
+    store
+        .kv_get(ns, key, now_ms)
+        .unwrap()
+        .map(|bytes| String::from_utf8(bytes).unwrap())
+}
+
+fn kv_values_round_trip_and_delete(store: &dyn Store) {
+    let global = ns("profile", "global");
+    assert_eq!(get(store, &global, "k", 1_000), None);
+    put(store, &global, "k", "one", None);
+    assert_eq!(get(store, &global, "k", 1_000).as_deref(), Some("one"));
+    put(store, &global, "k", "three", None);
+    assert_eq!(get(store, &global, "k", u64::MAX).as_deref(), Some("three"));
+    assert_eq!(
+        store.kv_usage("profile").unwrap(),
+        Usage { keys: 1, bytes: 6 }
+    );
+    store.kv_delete(&global, "k").unwrap();
+    store.kv_delete(&global, "k").unwrap();
+    assert_eq!(get(store, &global, "k", 1_000), None);
+    assert_eq!(store.kv_usage("profile").unwrap(), Usage::default());
+}
+
+fn kv_ttl_hides_at_expiry_and_the_sweep_reclaims(store: &dyn Store) {
+    let global = ns("profile", "global");
+    put(store, &global, "brief", "x", Some(2_000));
+    put(store, &global, "lasting", "y", None);
+    assert_eq!(get(store, &global, "brief", 1_999).as_deref(), Some("x"));
+    assert_eq!(get(store, &global, "brief", 2_000), None);
+    assert_eq!(
+        store.kv_keys(&global, "", None, 10, 2_000).unwrap(),
+        ["lasting"]
+    );
+    // Invisible, but held until the sweep reclaims it.
+    assert_eq!(store.kv_usage("profile").unwrap().keys, 2);
+    assert_eq!(store.sweep(1_999).unwrap().kv_entries, 0);
+    assert_eq!(store.sweep(2_000).unwrap().kv_entries, 1);
+    assert_eq!(store.kv_usage("profile").unwrap(), Usage { keys: 1, bytes: 8 });
+    // Gone for good: even the past no longer sees it.
+    assert_eq!(get(store, &global, "brief", 1_000), None);
+    // A set without a TTL clears the expiry.
+    put(store, &global, "renewed", "1", Some(1_500));
+    put(store, &global, "renewed", "2", None);
+    assert_eq!(get(store, &global, "renewed", 9_999).as_deref(), Some("2"));
+}
+
+fn kv_namespaces_are_isolated(store: &dyn Store) {
+    let spaces = [
+        ns("profile", "user/ada"),
+        ns("profile", "user/alan"),
+        ns("profile", "global"),
+        ns("shop", "global"),
+        ns("@crm", "shared"),
+    ];
+    for (n, space) in spaces.iter().enumerate() {
+        put(store, space, "name", &format!("value {n}"), None);
+    }
+    for (n, space) in spaces.iter().enumerate() {
+        assert_eq!(get(store, space, "name", 1_000), Some(format!("value {n}")));
+        assert_eq!(store.kv_keys(space, "", None, 10, 1_000).unwrap(), ["name"]);
+    }
+    store.kv_delete(&spaces[0], "name").unwrap();
+    assert_eq!(get(store, &spaces[0], "name", 1_000), None);
+    assert_eq!(get(store, &spaces[1], "name", 1_000).as_deref(), Some("value 1"));
+    assert_eq!(store.kv_usage("profile").unwrap().keys, 2);
+    assert_eq!(store.kv_usage("shop").unwrap().keys, 1);
+    assert_eq!(store.kv_usage("@crm").unwrap().keys, 1);
+}
+
+fn kv_keys_page_in_order_by_prefix(store: &dyn Store) {
+    let global = ns("profile", "global");
+    for n in (0..10).rev() {
+        put(store, &global, &format!("a:{n}"), "v", None);
+    }
+    put(store, &global, "a:5", "v", Some(1_500));
+    put(store, &global, "b:0", "v", None);
+    put(store, &global, "a", "v", None);
+    let page = |after: Option<&str>| store.kv_keys(&global, "a:", after, 4, 2_000).unwrap();
+    assert_eq!(page(None), ["a:0", "a:1", "a:2", "a:3"]);
+    assert_eq!(page(Some("a:3")), ["a:4", "a:6", "a:7", "a:8"]);
+    assert_eq!(page(Some("a:8")), ["a:9"]);
+    assert!(page(Some("a:9")).is_empty());
+    // A cursor from before the prefix starts at the prefix.
+    assert_eq!(page(Some("0"))[0], "a:0");
+    assert_eq!(store.kv_keys(&global, "", None, 100, 2_000).unwrap().len(), 11);
+}
+
+fn kv_compare_and_swap_stores_only_on_a_match(store: &dyn Store) {
+    let global = ns("profile", "global");
+    let cas = |expected: Option<&str>, value: &str, now_ms| {
+        let write = KvWrite {
+            value: value.as_bytes(),
+            expires_at_ms: Some(5_000),
+            only_if: Some(expected.map(str::as_bytes)),
+        };
+        store.kv_put(&global, "lock", &write, now_ms, &QUOTA).unwrap()
+    };
+    assert!(cas(None, "first", 1_000));
+    assert!(!cas(None, "second", 1_000));
+    assert!(!cas(Some("stale"), "third", 1_000));
+    assert_eq!(get(store, &global, "lock", 1_000).as_deref(), Some("first"));
+    assert!(cas(Some("first"), "fourth", 1_000));
+    assert_eq!(get(store, &global, "lock", 1_000).as_deref(), Some("fourth"));
+    // An expired value counts as absent.
+    assert!(!cas(Some("fourth"), "fifth", 5_000));
+    assert!(cas(None, "sixth", 5_000));
+}
+
+fn kv_increment_counts_and_refuses_non_integers(store: &dyn Store) {
+    let global = ns("profile", "global");
+    let incr = |key: &str, delta, now_ms| store.kv_increment(&global, key, delta, now_ms, &QUOTA);
+    assert_eq!(incr("n", 5, 1_000).unwrap(), 5);
+    assert_eq!(incr("n", -7, 1_000).unwrap(), -2);
+    assert_eq!(get(store, &global, "n", 1_000).as_deref(), Some("-2"));
+    put(store, &global, "text", "hello", None);
+    let err = incr("text", 1, 1_000).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(ref reason) if reason.contains("not an integer")), "{err}");
+    assert_eq!(get(store, &global, "text", 1_000).as_deref(), Some("hello"));
+    put(store, &global, "max", &i64::MAX.to_string(), None);
+    let err = incr("max", 1, 1_000).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(get(store, &global, "max", 1_000), Some(i64::MAX.to_string()));
+    // The expiry stays; an expired counter starts again.
+    put(store, &global, "visits", "1", Some(2_000));
+    assert_eq!(incr("visits", 1, 1_000).unwrap(), 2);
+    assert_eq!(get(store, &global, "visits", 2_000), None);
+    assert_eq!(incr("visits", 1, 2_000).unwrap(), 1);
+    assert_eq!(get(store, &global, "visits", 999_999).as_deref(), Some("1"));
+}
+
+fn kv_quota_refuses_and_changes_nothing(store: &dyn Store) {
+    let global = ns("profile", "global");
+    let quota = Quota { keys: 2, bytes: 20 };
+    let set = |key: &str, value: &str, expires_at_ms, now_ms| {
+        let write = KvWrite {
+            value: value.as_bytes(),
+            expires_at_ms,
+            only_if: None,
+        };
+        store.kv_put(&global, key, &write, now_ms, &quota)
+    };
+    set("a", "1", Some(1_500), 1_000).unwrap();
+    set("b", "2", None, 1_000).unwrap();
+    let err = set("c", "3", None, 1_000).unwrap_err();
+    assert!(
+        matches!(err, StoreError::QuotaExceeded(ref reason) if reason.contains("3 keys") && reason.contains("quota of 2")),
+        "{err}"
+    );
+    assert_eq!(get(store, &global, "c", 1_000), None);
+    let err = set("b", &"x".repeat(19), None, 1_000).unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded(ref reason) if reason.contains("bytes")), "{err}");
+    assert_eq!(get(store, &global, "b", 1_000).as_deref(), Some("2"));
+    let err = store.kv_increment(&global, "c", 1, 1_000, &quota).unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
+    assert_eq!(get(store, &global, "c", 1_000), None);
+    assert_eq!(store.kv_usage("profile").unwrap(), Usage { keys: 2, bytes: 4 });
+    // Once `a` expired, its room is taken back for the write.
+    set("c", "3", None, 1_500).unwrap();
+    assert_eq!(store.kv_usage("profile").unwrap(), Usage { keys: 2, bytes: 4 });
+    assert_eq!(get(store, &global, "a", 1_000), None);
+}
+
+fn kv_concurrent_increments_are_exact(store: Arc<dyn Store>) {
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..250 {
+                    store
+                        .kv_increment(&ns("profile", "global"), "hits", 1, 1_000, &QUOTA)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|thread| thread.join().unwrap());
+    assert_eq!(
+        get(&*store, &ns("profile", "global"), "hits", 1_000).as_deref(),
+        Some("2000")
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -216,6 +466,11 @@ macro_rules! conformance {
             #[test]
             fn concurrent_commits_to_many_sessions_all_land() {
                 super::concurrent_commits_to_many_sessions_all_land(std::sync::Arc::new(agentbox_host::store::MemoryStore::default()));
+            }
+
+            #[test]
+            fn kv_concurrent_increments_are_exact() {
+                super::kv_concurrent_increments_are_exact(std::sync::Arc::new(agentbox_host::store::MemoryStore::default()));
             }
         }
 
@@ -241,6 +496,12 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn kv_concurrent_increments_are_exact() {
+                let dir = tempfile::tempdir().unwrap();
+                super::kv_concurrent_increments_are_exact(std::sync::Arc::new(open(&dir)));
+            }
+
+            #[test]
             fn commits_survive_reopening_the_file() {
                 let dir = tempfile::tempdir().unwrap();
                 {
@@ -254,6 +515,83 @@ macro_rules! conformance {
                 assert_eq!(store.history("s1", 10).unwrap().len(), 2);
             }
         }
+
+        mod redis {
+            use agentbox_host::store::{RedisStore, Store as _};
+
+            use crate::harness::RedisServer;
+
+            $(
+                #[test]
+                fn $test() {
+                    let Some(server) = RedisServer::start() else { return };
+                    super::$test(&RedisStore::open(server.url()).unwrap());
+                }
+            )*
+
+            #[test]
+            fn concurrent_commits_to_many_sessions_all_land() {
+                let Some(server) = RedisServer::start() else { return };
+                super::concurrent_commits_to_many_sessions_all_land(std::sync::Arc::new(RedisStore::open(server.url()).unwrap()));
+            }
+
+            #[test]
+            fn kv_concurrent_increments_are_exact() {
+                let Some(server) = RedisServer::start() else { return };
+                super::kv_concurrent_increments_are_exact(std::sync::Arc::new(RedisStore::open(server.url()).unwrap()));
+            }
+
+            #[test]
+            fn commits_survive_reconnecting() {
+                let Some(server) = RedisServer::start() else { return };
+                {
+                    let store = RedisStore::open(server.url()).unwrap();
+                    store.create(&super::record("s1"), &[]).unwrap();
+                    store.commit(&super::commit("s1", 1, 1, super::state(serde_json::json!({ "turns": 1 })))).unwrap();
+                }
+                let store = RedisStore::open(server.url()).unwrap();
+                assert_eq!(store.load("s1").unwrap(), Some({
+                    let mut record = super::record("s1");
+                    record.state = super::state(serde_json::json!({ "turns": 1 }));
+                    (record.revision, record.turn, record.digest, record.updated_at_ms) = (2, 1, "11".repeat(32), 2_001);
+                    record
+                }));
+                assert_eq!(store.history("s1", 10).unwrap().len(), 2);
+            }
+
+            #[test]
+            fn a_lease_has_one_holder_until_released_or_expired() {
+                let Some(server) = RedisServer::start() else { return };
+                let store = RedisStore::open(server.url()).unwrap();
+                let long = std::time::Duration::from_secs(60);
+                assert!(store.lease("s1", "host-a", long).unwrap());
+                assert!(!store.lease("s1", "host-b", long).unwrap());
+                assert!(store.lease("s1", "host-a", long).unwrap(), "the holder renews");
+                assert!(store.lease("s2", "host-b", long).unwrap(), "other sessions are free");
+                store.release("s1", "host-b").unwrap();
+                assert!(!store.lease("s1", "host-b", long).unwrap(), "only the holder releases");
+                store.release("s1", "host-a").unwrap();
+                assert!(store.lease("s1", "host-b", std::time::Duration::from_millis(1)).unwrap());
+                // Redis expires the lease by itself; wait for its clock, not ours.
+                let waited = std::time::Instant::now();
+                while !store.lease("s1", "host-a", long).unwrap() {
+                    assert!(waited.elapsed() < std::time::Duration::from_secs(5), "the lease never expired");
+                    std::thread::yield_now();
+                }
+            }
+
+            #[test]
+            fn kv_entries_carry_a_native_ttl() {
+                let Some(server) = RedisServer::start() else { return };
+                let store = RedisStore::open(server.url()).unwrap();
+                super::put(&store, &super::ns("profile", "global"), "brief", "x", Some(61_000));
+                super::put(&store, &super::ns("profile", "global"), "lasting", "y", None);
+                let pttl = |key: &str| server.command(&["PTTL", &format!("agentbox:{{kv/profile}}:e:global/{key}")]);
+                let brief: i64 = pttl("brief").parse().unwrap();
+                assert!((59_000..=60_000).contains(&brief), "PTTL is {brief}");
+                assert_eq!(pttl("lasting"), "-1");
+            }
+        }
     };
 }
 
@@ -264,4 +602,14 @@ conformance!(
     commit_with_a_stale_revision_conflicts_and_changes_nothing,
     commit_to_a_missing_session_is_not_found,
     history_returns_the_newest_messages_oldest_first,
+    sessions_expire_by_idle_time_and_by_age,
+    deleted_session_is_gone_with_its_history,
+    cache_entries_expire_at_their_time_and_are_swept,
+    kv_values_round_trip_and_delete,
+    kv_ttl_hides_at_expiry_and_the_sweep_reclaims,
+    kv_namespaces_are_isolated,
+    kv_keys_page_in_order_by_prefix,
+    kv_compare_and_swap_stores_only_on_a_match,
+    kv_increment_counts_and_refuses_non_integers,
+    kv_quota_refuses_and_changes_nothing,
 );

@@ -28,10 +28,12 @@ pub use state::{MAX_KEY_BYTES, check_key, check_value};
 use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, PluginPre};
 use crate::clock::Clock;
 use crate::engine::{EPOCH_TICK, Engine};
+use crate::kv::{Grants, KvCtx, KvView};
 use crate::plugin::{LoadError, PluginVersion, Registry};
 use crate::policy::Limits;
 use crate::store::{
-    Commit, Execution, Message, Role, SessionRecord, State, Status, Store, StoreError, ToolOutcome,
+    Commit, Execution, Message, Role, SessionRecord, State, Status, Store, StoreError, Swept,
+    ToolOutcome,
 };
 use crate::tools::{ToolRef, Violation};
 use output::{GuestLog, OutputCtx};
@@ -40,9 +42,44 @@ use state::SessionCtx;
 /// Longest session id or user id, in bytes.
 const MAX_ID_BYTES: usize = 128;
 
+/// How much longer than its turn may run a session lease lasts.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Most sessions one round of the background reaper ends.
+const REAP_BATCH: usize = 256;
+
+/// What one [`Host::reap`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// The sessions that expired and were deleted.
+    pub ended: Vec<String>,
+    /// How many of them failed in `on-end` (and were deleted all the same).
+    pub on_end_failures: usize,
+    /// The expired KV and cache entries reclaimed.
+    pub swept: Swept,
+}
+
+/// What became of a session the reaper found expired.
+enum Expired {
+    /// It was touched in time, is gone already, or its plugin is not loaded here.
+    Lives,
+    /// `on-end` ran and the session was deleted.
+    Ended,
+    /// `on-end` failed, and the session was deleted all the same.
+    EndFailed(SessionError),
+}
+
+/// The cutoffs a session is expired by.
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    idle_since_ms: u64,
+    created_since_ms: u64,
+}
+
 /// The data of a wasmtime store serving one turn: one context per capability.
 pub(crate) struct TurnCtx {
     session: SessionCtx,
+    kv: KvCtx,
     output: OutputCtx,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -60,7 +97,7 @@ impl WasiView for TurnCtx {
 }
 
 impl TurnCtx {
-    fn new(session: SessionCtx, output: OutputCtx, limits: &Limits) -> TurnCtx {
+    fn new(session: SessionCtx, kv: KvCtx, output: OutputCtx, limits: &Limits) -> TurnCtx {
         let log = GuestLog::new(limits.output_bytes);
         // No arguments, environment, preopened directories or network: the
         // guest's stdout and stderr are its only way out besides the world.
@@ -70,6 +107,7 @@ impl TurnCtx {
             .build();
         TurnCtx {
             session,
+            kv,
             output,
             wasi,
             table: ResourceTable::new(),
@@ -119,11 +157,15 @@ impl ResourceLimiter for MemoryLimit {
 }
 
 /// The linker every plugin is instantiated with: WASI with an empty context,
-/// plus the world's `session` and `output`.
+/// plus the world's `session`, `kv` and `output`.
 fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
     let mut linker: Linker<TurnCtx> = Linker::new(engine.wasmtime());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     state::add_to_linker(&mut linker, |ctx| &mut ctx.session)?;
+    crate::kv::add_to_linker(&mut linker, |ctx| KvView {
+        ctx: &mut ctx.kv,
+        table: &mut ctx.table,
+    })?;
     output::add_to_linker(&mut linker, |ctx| &mut ctx.output)?;
     Ok(linker)
 }
@@ -200,6 +242,10 @@ pub enum Cause {
     /// Another turn committed first (another process holds the session).
     #[error("{0}")]
     Conflict(StoreError),
+    /// Another host process is running a turn of the session and did not
+    /// finish within the wait.
+    #[error("another host is running a turn of this session; it did not finish within {} ms", .0.as_millis())]
+    Busy(Duration),
     /// The store failed.
     #[error("{0}")]
     Store(StoreError),
@@ -225,6 +271,7 @@ impl Cause {
             Cause::Guest(_) => "guest-error",
             Cause::InvalidState(_) => "invalid-state",
             Cause::Conflict(_) => "conflict",
+            Cause::Busy(_) => "busy",
             Cause::Store(_) => "store",
         }
     }
@@ -342,9 +389,12 @@ struct Inner {
     store: Arc<dyn Store>,
     plugins: Registry,
     limits: Arc<Limits>,
+    grants: Arc<Grants>,
     clock: Clock,
     locks: SessionLocks,
     turns: Arc<Semaphore>,
+    /// This host's name on the store's session leases.
+    holder: String,
 }
 
 impl std::fmt::Debug for Host {
@@ -360,6 +410,7 @@ impl std::fmt::Debug for Host {
 #[derive(Debug)]
 pub struct HostBuilder {
     limits: Limits,
+    grants: Grants,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
     clock: Clock,
@@ -369,6 +420,12 @@ impl HostBuilder {
     /// Limits for every turn (defaults: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Named KV buckets granted to plugins (default: none).
+    pub fn grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
         self
     }
 
@@ -405,8 +462,10 @@ impl HostBuilder {
                 plugins: Registry::default(),
                 turns: Arc::new(Semaphore::new(self.limits.concurrent_turns)),
                 limits: Arc::new(self.limits),
+                grants: Arc::new(self.grants),
                 clock: self.clock,
                 locks: SessionLocks::default(),
+                holder: uuid::Uuid::new_v4().to_string(),
             }),
         })
     }
@@ -424,6 +483,7 @@ impl Host {
     pub fn builder() -> HostBuilder {
         HostBuilder {
             limits: Limits::default(),
+            grants: Grants::default(),
             store: None,
             cache: None,
             clock: Clock::system(),
@@ -498,6 +558,7 @@ impl Host {
     fn describe(&self, pre: &PluginPre<TurnCtx>) -> Result<Manifest, String> {
         let ctx = TurnCtx::new(
             SessionCtx::detached(self.inner.limits.clone()),
+            KvCtx::detached(),
             OutputCtx::detached(),
             &self.inner.limits,
         );
@@ -602,9 +663,160 @@ impl Host {
             .await
             .expect("the turn semaphore is never closed");
         let id = id.to_owned();
-        tokio::task::spawn_blocking(move || turn(&id))
+        let host = self.clone();
+        tokio::task::spawn_blocking(move || host.leased(&id, turn))
             .await
             .expect("a turn panicked")
+    }
+
+    /// Runs `turn` holding the store's lease on session `id`, so that no
+    /// other host process runs a turn of it meanwhile. Waits for another
+    /// holder's lease at most as long as a lease lasts.
+    fn leased<R>(
+        &self,
+        id: &str,
+        turn: impl FnOnce(&str) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        let fail = |cause| SessionError {
+            session: id.to_owned(),
+            plugin: None,
+            turn: None,
+            cause,
+        };
+        let store = &self.inner.store;
+        let holder = &self.inner.holder;
+        // A turn may run on-message and on-end, each under the deadline.
+        let ttl = self.inner.limits.deadline * 2 + LEASE_MARGIN;
+        let waited = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        while !store
+            .lease(id, holder, ttl)
+            .map_err(|err| fail(err.into()))?
+        {
+            if waited.elapsed() > ttl {
+                return Err(fail(Cause::Busy(ttl)));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        let result = turn(id);
+        if let Err(err) = store.release(id, holder) {
+            // The lease runs out by itself; another host waits until then.
+            tracing::warn!(session = id, error = %err, "cannot release the session lease");
+        }
+        result
+    }
+
+    /// Ends the sessions that have been idle longer than
+    /// [`Limits::session_idle_ttl`] or live longer than
+    /// [`Limits::session_max_lifetime`] by the host clock, at most
+    /// `limit` of them, and reclaims expired KV and cache entries.
+    ///
+    /// Each expired session gets `on-end(expired)` under the turn deadline,
+    /// so the plugin can keep what it wants in KV; then its state and history
+    /// are deleted, whether `on-end` succeeded or not. A session that
+    /// committed a turn since it was found expired lives on.
+    pub async fn reap(&self, limit: usize) -> Result<Reaped, StoreError> {
+        let now = self.inner.clock.now_ms();
+        let cutoff = |ttl: Duration| {
+            now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        };
+        let expiry = Expiry {
+            idle_since_ms: cutoff(self.inner.limits.session_idle_ttl),
+            created_since_ms: cutoff(self.inner.limits.session_max_lifetime),
+        };
+        let store = self.inner.store.clone();
+        let expired = tokio::task::spawn_blocking(move || {
+            store.expired_sessions(expiry.idle_since_ms, expiry.created_since_ms, limit)
+        })
+        .await
+        .expect("listing expired sessions panicked")?;
+        let mut reaped = Reaped::default();
+        for id in expired {
+            let host = self.clone();
+            match self.serialized(&id, move |id| host.run_expire(id, expiry)).await {
+                Ok(Expired::Lives) => {}
+                Ok(Expired::Ended) => reaped.ended.push(id),
+                Ok(Expired::EndFailed(err)) => {
+                    tracing::warn!(session = id, error = %err, "on-end failed as the session expired; it was deleted all the same");
+                    reaped.ended.push(id);
+                    reaped.on_end_failures += 1;
+                }
+                Err(err) => tracing::warn!(session = id, error = %err, "cannot expire the session"),
+            }
+        }
+        let store = self.inner.store.clone();
+        reaped.swept = tokio::task::spawn_blocking(move || store.sweep(now))
+            .await
+            .expect("the sweep panicked")?;
+        Ok(reaped)
+    }
+
+    /// Runs [`Host::reap`] every `every` until the host is dropped by
+    /// everyone else, logging what each round did.
+    pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let host = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = host.upgrade() else { return };
+                let host = Host { inner };
+                match host.reap(REAP_BATCH).await {
+                    Ok(reaped) if reaped.ended.is_empty() && reaped.swept == Swept::default() => {}
+                    Ok(reaped) => tracing::info!(
+                        ended = reaped.ended.len(),
+                        on_end_failures = reaped.on_end_failures,
+                        kv_entries = reaped.swept.kv_entries,
+                        cache_entries = reaped.swept.cache_entries,
+                        "reaped expired sessions and entries"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "the reaper could not run"),
+                }
+            }
+        })
+    }
+
+    /// Ends session `id` if it is still expired: `on-end(expired)`, then deletion.
+    #[instrument(skip_all, fields(session = id))]
+    fn run_expire(&self, id: &str, expiry: Expiry) -> Result<Expired, SessionError> {
+        let store = &self.inner.store;
+        let fail = |cause| SessionError {
+            session: id.to_owned(),
+            plugin: None,
+            turn: None,
+            cause,
+        };
+        let Some(record) = store.load(id).map_err(|err| fail(err.into()))? else {
+            // A stale index entry: clear it.
+            store.delete_session(id).map_err(|err| fail(err.into()))?;
+            return Ok(Expired::Lives);
+        };
+        let expired = record.updated_at_ms <= expiry.idle_since_ms
+            || record.created_at_ms <= expiry.created_since_ms;
+        if record.status != Status::Active || !expired {
+            return Ok(Expired::Lives);
+        }
+        let Some(plugin) = self.inner.plugins.active(&record.plugin) else {
+            // Another host may have the plugin; leave the session to it.
+            return Ok(Expired::Lives);
+        };
+        let turn = record.turn + 1;
+        let call = self.call_in_session(
+            &plugin,
+            &record,
+            turn,
+            record.state.clone(),
+            None,
+            |agent, store| agent.call_on_end(store, EndReason::Expired),
+        );
+        store
+            .delete_session(id)
+            .map_err(|err| fail(err.into()))?;
+        Ok(match call.result {
+            Ok(()) => Expired::Ended,
+            Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),
+        })
     }
 
     #[instrument(skip_all, fields(session = id, plugin = start.plugin))]
@@ -851,14 +1063,12 @@ impl Host {
             };
         }
         if let Some((key, ttl)) = &cache {
-            let expires_at_ms = self
-                .inner
-                .clock
-                .now_ms()
-                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            let now_ms = self.inner.clock.now_ms();
+            let expires_at_ms =
+                now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
             self.inner
                 .store
-                .cache_put(key, &result_text, expires_at_ms)
+                .cache_put(key, &result_text, expires_at_ms, now_ms)
                 .map_err(|err| fail(err.into()))?;
         }
         record_execution(ToolOutcome::Ok)?;
@@ -995,7 +1205,21 @@ impl Host {
             self.inner.store.clone(),
             limits.clone(),
         );
-        let ctx = TurnCtx::new(session, OutputCtx::new(sink, limits.output_bytes), limits);
+        let kv = KvCtx::new(
+            &record.plugin,
+            &record.id,
+            record.user_id.as_deref(),
+            self.inner.store.clone(),
+            self.inner.clock.clone(),
+            limits.clone(),
+            self.inner.grants.clone(),
+        );
+        let ctx = TurnCtx::new(
+            session,
+            kv,
+            OutputCtx::new(sink, limits.output_bytes),
+            limits,
+        );
         let (result, ctx) = self.call(&plugin.pre, ctx, |instance, store| {
             export(instance.agentbox_plugin_agent(), store)
         });

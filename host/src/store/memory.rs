@@ -1,9 +1,12 @@
 //! Sessions in process memory: for tests, benchmarks and throwaway runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{Commit, Execution, Message, SessionRecord, Store, StoreError};
+use super::{
+    Commit, Execution, KvWrite, Message, Namespace, Quota, SessionRecord, Status, Store,
+    StoreError, Swept, Usage, entry_bytes, increment_value, is_live,
+};
 
 /// A [`Store`] that keeps sessions in a map in memory.
 #[derive(Debug, Default)]
@@ -12,6 +15,72 @@ pub struct MemoryStore {
     executions: Mutex<Vec<Execution>>,
     /// Cached results by key, with their expiry time.
     cache: Mutex<HashMap<String, (String, u64)>>,
+    /// KV entries by owner.
+    kv: Mutex<HashMap<String, Owner>>,
+}
+
+/// One KV owner's entries, by scope and key, and what they add up to.
+#[derive(Debug, Default)]
+struct Owner {
+    entries: BTreeMap<(String, String), Entry>,
+    usage: Usage,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires_at_ms: Option<u64>,
+}
+
+impl Owner {
+    fn live(&self, ns: &Namespace, key: &str, now_ms: u64) -> Option<&Entry> {
+        self.entries
+            .get(&(ns.scope.clone(), key.to_owned()))
+            .filter(|entry| is_live(entry.expires_at_ms, now_ms))
+    }
+
+    /// Stores `entry`, if `owner` stays within `quota` (after reclaiming its
+    /// expired entries, if it would not otherwise).
+    fn store(
+        &mut self,
+        ns: &Namespace,
+        key: &str,
+        entry: Entry,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
+        let slot = (ns.scope.clone(), key.to_owned());
+        let after = |owner: &Owner| {
+            let old = owner.entries.get(&slot);
+            Usage {
+                keys: owner.usage.keys + u64::from(old.is_none()),
+                bytes: owner.usage.bytes + entry_bytes(key, &entry.value)
+                    - old.map_or(0, |old| entry_bytes(key, &old.value)),
+            }
+        };
+        if quota.check(&ns.owner, after(self)).is_err() {
+            self.sweep(now_ms);
+        }
+        let usage = after(self);
+        quota.check(&ns.owner, usage)?;
+        self.usage = usage;
+        self.entries.insert(slot, entry);
+        Ok(())
+    }
+
+    fn sweep(&mut self, now_ms: u64) -> u64 {
+        let before = self.entries.len();
+        let usage = &mut self.usage;
+        self.entries.retain(|(_, key), entry| {
+            let live = is_live(entry.expires_at_ms, now_ms);
+            if !live {
+                usage.keys -= 1;
+                usage.bytes -= entry_bytes(key, &entry.value);
+            }
+            live
+        });
+        (before - self.entries.len()) as u64
+    }
 }
 
 impl Store for MemoryStore {
@@ -77,22 +146,168 @@ impl Store for MemoryStore {
     }
 
     fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, StoreError> {
-        let mut cache = self.cache.lock().expect("memory store poisoned");
-        match cache.get(key) {
-            Some((value, expires_at_ms)) if *expires_at_ms > now_ms => Ok(Some(value.clone())),
-            Some(_) => {
-                cache.remove(key);
-                Ok(None)
-            }
-            None => Ok(None),
-        }
+        let cache = self.cache.lock().expect("memory store poisoned");
+        Ok(cache
+            .get(key)
+            .filter(|(_, expires_at_ms)| *expires_at_ms > now_ms)
+            .map(|(value, _)| value.clone()))
     }
 
-    fn cache_put(&self, key: &str, value: &str, expires_at_ms: u64) -> Result<(), StoreError> {
+    fn cache_put(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at_ms: u64,
+        _now_ms: u64,
+    ) -> Result<(), StoreError> {
         self.cache
             .lock()
             .expect("memory store poisoned")
             .insert(key.to_owned(), (value.to_owned(), expires_at_ms));
         Ok(())
+    }
+
+    fn expired_sessions(
+        &self,
+        idle_since_ms: u64,
+        created_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        Ok(sessions
+            .values()
+            .map(|(record, _)| record)
+            .filter(|record| {
+                record.status == Status::Active
+                    && (record.updated_at_ms <= idle_since_ms
+                        || record.created_at_ms <= created_since_ms)
+            })
+            .take(limit)
+            .map(|record| record.id.clone())
+            .collect())
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.sessions
+            .lock()
+            .expect("memory store poisoned")
+            .remove(id);
+        Ok(())
+    }
+
+    fn kv_get(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let kv = self.kv.lock().expect("memory store poisoned");
+        Ok(kv
+            .get(&ns.owner)
+            .and_then(|owner| owner.live(ns, key, now_ms))
+            .map(|entry| entry.value.clone()))
+    }
+
+    fn kv_put(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        write: &KvWrite<'_>,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<bool, StoreError> {
+        let mut kv = self.kv.lock().expect("memory store poisoned");
+        let owner = kv.entry(ns.owner.clone()).or_default();
+        if let Some(expected) = write.only_if {
+            let current = owner.live(ns, key, now_ms).map(|entry| &entry.value[..]);
+            if current != expected {
+                return Ok(false);
+            }
+        }
+        let entry = Entry {
+            value: write.value.to_vec(),
+            expires_at_ms: write.expires_at_ms,
+        };
+        owner.store(ns, key, entry, now_ms, quota)?;
+        Ok(true)
+    }
+
+    fn kv_increment(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        delta: i64,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<i64, StoreError> {
+        let mut kv = self.kv.lock().expect("memory store poisoned");
+        let owner = kv.entry(ns.owner.clone()).or_default();
+        let current = owner.live(ns, key, now_ms);
+        let value = increment_value(current.map(|entry| &entry.value[..]), delta)?;
+        let entry = Entry {
+            value: value.to_string().into_bytes(),
+            expires_at_ms: current.and_then(|entry| entry.expires_at_ms),
+        };
+        owner.store(ns, key, entry, now_ms, quota)?;
+        Ok(value)
+    }
+
+    fn kv_delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
+        let mut kv = self.kv.lock().expect("memory store poisoned");
+        if let Some(owner) = kv.get_mut(&ns.owner)
+            && let Some(old) = owner.entries.remove(&(ns.scope.clone(), key.to_owned()))
+        {
+            owner.usage.keys -= 1;
+            owner.usage.bytes -= entry_bytes(key, &old.value);
+        }
+        Ok(())
+    }
+
+    fn kv_keys(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let kv = self.kv.lock().expect("memory store poisoned");
+        let Some(owner) = kv.get(&ns.owner) else {
+            return Ok(Vec::new());
+        };
+        let from = after.filter(|after| *after > prefix).unwrap_or(prefix);
+        let start = (ns.scope.clone(), from.to_owned());
+        Ok(owner
+            .entries
+            .range(start..)
+            .take_while(|((scope, key), _)| *scope == ns.scope && key.starts_with(prefix))
+            .filter(|((_, key), entry)| {
+                Some(key.as_str()) != after && is_live(entry.expires_at_ms, now_ms)
+            })
+            .take(limit)
+            .map(|((_, key), _)| key.clone())
+            .collect())
+    }
+
+    fn kv_usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        let kv = self.kv.lock().expect("memory store poisoned");
+        Ok(kv.get(owner).map(|owner| owner.usage).unwrap_or_default())
+    }
+
+    fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
+        let kv_entries = self
+            .kv
+            .lock()
+            .expect("memory store poisoned")
+            .values_mut()
+            .map(|owner| owner.sweep(now_ms))
+            .sum();
+        let mut cache = self.cache.lock().expect("memory store poisoned");
+        let before = cache.len();
+        cache.retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
+        Ok(Swept {
+            kv_entries,
+            cache_entries: (before - cache.len()) as u64,
+        })
     }
 }

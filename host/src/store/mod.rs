@@ -4,6 +4,7 @@
 //! in this module knows about WebAssembly.
 
 mod memory;
+mod redis;
 mod sqlite;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
 /// The state of a session: a JSON object whose keys the plugin chose.
@@ -233,9 +235,123 @@ pub enum StoreError {
         /// The revision in the store.
         stored: u64,
     },
+    /// A KV write would take its owner over its quota; nothing changed.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A KV operation does not apply to the value stored (an increment of a
+    /// value that is not an integer, or one that would overflow); nothing changed.
+    #[error("{0}")]
+    Invalid(String),
     /// The backend failed; the operation may succeed if retried.
     #[error("store backend failed: {0}")]
     Backend(String),
+}
+
+/// Where a KV key lives: the owner its quota is charged to, and the scope
+/// within that owner. The host builds namespaces; a guest only names keys
+/// within one, so no key can reach outside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace {
+    /// A plugin name (`a-z 0-9 -`), or `@` and a bucket name for a bucket
+    /// shared by the plugins the policy grants it to.
+    pub owner: String,
+    /// `global`, `user/` and a user id, or `shared`; never contains a key.
+    pub scope: String,
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.scope)
+    }
+}
+
+/// A KV write: what to store under a key, until when, and on what condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvWrite<'a> {
+    /// The new value.
+    pub value: &'a [u8],
+    /// When the key expires, in milliseconds of the host clock; `None` for never.
+    pub expires_at_ms: Option<u64>,
+    /// `Some(expected)`: store only if the live value is `expected`, where
+    /// `None` means the key must be absent (compare-and-swap). `None`: always.
+    pub only_if: Option<Option<&'a [u8]>>,
+}
+
+/// How many keys and bytes (keys plus values) one KV owner may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Most keys.
+    pub keys: u64,
+    /// Most bytes of keys plus values.
+    pub bytes: u64,
+}
+
+/// What one KV owner holds, expired entries not yet reclaimed included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Keys stored.
+    pub keys: u64,
+    /// Bytes of keys plus values stored.
+    pub bytes: u64,
+}
+
+impl Quota {
+    /// Refuses a write that would leave `owner` holding `after`.
+    pub fn check(&self, owner: &str, after: Usage) -> Result<(), StoreError> {
+        if after.keys > self.keys {
+            return Err(StoreError::QuotaExceeded(format!(
+                "the write would make `{owner}` hold {} keys, over its quota of {}",
+                after.keys, self.keys
+            )));
+        }
+        if after.bytes > self.bytes {
+            return Err(StoreError::QuotaExceeded(format!(
+                "the write would make `{owner}` hold {} bytes, over its quota of {} bytes",
+                after.bytes, self.bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a KV entry counts against its owner's quota.
+pub fn entry_bytes(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// Whether an entry that expires at `expires_at_ms` is live at `now_ms`.
+pub fn is_live(expires_at_ms: Option<u64>, now_ms: u64) -> bool {
+    expires_at_ms.is_none_or(|at| at > now_ms)
+}
+
+/// Adds `delta` to a counter's stored text (absent counts as 0) and returns
+/// the new value, or why that is impossible.
+pub fn increment_value(current: Option<&[u8]>, delta: i64) -> Result<i64, StoreError> {
+    let current = match current {
+        None => 0,
+        Some(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse::<i64>().ok())
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the value is not an integer in decimal text ({} bytes: {:?})",
+                    bytes.len(),
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(32)])
+                ))
+            })?,
+    };
+    current.checked_add(delta).ok_or_else(|| {
+        StoreError::Invalid(format!("adding {delta} to {current} overflows a 64-bit integer"))
+    })
+}
+
+/// What one sweep reclaimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired KV entries removed.
+    pub kv_entries: u64,
+    /// Expired tool-cache entries removed.
+    pub cache_entries: u64,
 }
 
 /// Session storage shared by every turn of a host.
@@ -271,22 +387,115 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// An expired entry is invisible at once, whether or not it was removed.
     fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, StoreError>;
 
-    /// Caches `value` under `key` until `expires_at_ms`, replacing any entry.
-    fn cache_put(&self, key: &str, value: &str, expires_at_ms: u64) -> Result<(), StoreError>;
+    /// Caches `value` under `key` until `expires_at_ms`, replacing any entry;
+    /// `now_ms` is the time of the host clock when it does.
+    fn cache_put(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// The newest `last` messages of the session's history, oldest first;
     /// empty for a session that does not exist.
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError>;
+
+    /// Up to `limit` active sessions last committed at or before `idle_since_ms`
+    /// or created at or before `created_since_ms`: the ones the reaper ends.
+    fn expired_sessions(
+        &self,
+        idle_since_ms: u64,
+        created_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes a session's record and history; deleting an absent one does nothing.
+    fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Takes or renews the lease on running turns of `session` for `holder`
+    /// (one host process) for `ttl`, unless another holder's lease is live.
+    /// Returns whether `holder` holds it now.
+    ///
+    /// A backend that only one process can use needs no lease: the host's
+    /// per-session lock serializes turns, and the revision check at commit
+    /// guards the rest. Such a backend keeps this default, which grants every
+    /// lease.
+    fn lease(
+        &self,
+        session: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let _ = (session, holder, ttl);
+        Ok(true)
+    }
+
+    /// Gives up `holder`'s lease on `session`, if it holds it.
+    fn release(&self, session: &str, holder: &str) -> Result<(), StoreError> {
+        let _ = (session, holder);
+        Ok(())
+    }
+
+    /// The live value under `key` in `ns`.
+    fn kv_get(&self, ns: &Namespace, key: &str, now_ms: u64)
+    -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a value under `key` in `ns`, atomically, if its condition holds;
+    /// returns whether it stored. An expired entry counts as absent. Fails
+    /// with [`StoreError::QuotaExceeded`], changing nothing, if the owner would
+    /// go over `quota` even after its expired entries are reclaimed.
+    fn kv_put(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        write: &KvWrite<'_>,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds `delta` to the integer under `key` in `ns` (see
+    /// [`increment_value`]), keeping the key's expiry, and returns the new value.
+    fn kv_increment(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        delta: i64,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<i64, StoreError>;
+
+    /// Removes `key` from `ns`; removing an absent key does nothing.
+    fn kv_delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` live keys of `ns` that start with `prefix` and sort
+    /// after `after` (bytewise), in ascending order.
+    fn kv_keys(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// What `owner` holds, expired entries not yet reclaimed included.
+    fn kv_usage(&self, owner: &str) -> Result<Usage, StoreError>;
+
+    /// Reclaims every KV and tool-cache entry expired at `now_ms`.
+    fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError>;
 }
 
 /// Which backend to use and where, as written on the command line:
-/// `memory` or `sqlite:PATH`.
+/// `memory`, `sqlite:PATH` or `redis://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// Sessions in process memory, gone when the process exits.
     Memory,
     /// Sessions in a SQLite database file.
     Sqlite(std::path::PathBuf),
+    /// Sessions in a Redis server, shared by every host that uses it.
+    Redis(String),
 }
 
 impl std::str::FromStr for StoreSpec {
@@ -296,8 +505,9 @@ impl std::str::FromStr for StoreSpec {
         match spec.split_once(':') {
             None if spec == "memory" => Ok(StoreSpec::Memory),
             Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
+            Some(("redis" | "rediss", rest)) if rest.len() > 2 => Ok(StoreSpec::Redis(spec.to_owned())),
             _ => Err(format!(
-                "`{spec}` is not a store: use `memory` or `sqlite:PATH` (for example `sqlite:agentbox-data/agentbox.db`)"
+                "`{spec}` is not a store: use `memory`, `sqlite:PATH` (for example `sqlite:agentbox-data/agentbox.db`) or `redis://HOST:PORT`"
             )),
         }
     }
@@ -308,16 +518,19 @@ impl std::fmt::Display for StoreSpec {
         match self {
             StoreSpec::Memory => f.write_str("memory"),
             StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreSpec::Redis(url) => f.write_str(url),
         }
     }
 }
 
 impl StoreSpec {
-    /// Opens the store, creating the database file and its folder if needed.
+    /// Opens the store, creating the database file and its folder if needed,
+    /// or connecting to the Redis server.
     pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
         Ok(match self {
             StoreSpec::Memory => Arc::new(MemoryStore::default()),
             StoreSpec::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+            StoreSpec::Redis(url) => Arc::new(RedisStore::open(url)?),
         })
     }
 }

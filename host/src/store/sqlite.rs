@@ -17,8 +17,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 use super::{
-    Commit, Execution, Message, Role, SessionRecord, Status, Store, StoreError, ToolOutcome,
-    backend, ensure_parent,
+    Commit, Execution, KvWrite, Message, Namespace, Quota, Role, SessionRecord, Status, Store,
+    StoreError, Swept, ToolOutcome, Usage, backend, ensure_parent, entry_bytes, increment_value,
 };
 
 /// Commits gathered into one transaction at most. Bounds how long the first
@@ -65,7 +65,28 @@ CREATE TABLE IF NOT EXISTS tool_cache (
     value         TEXT NOT NULL,
     expires_at_ms INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tool_cache_expiry ON tool_cache (expires_at_ms);
+CREATE INDEX IF NOT EXISTS sessions_active_updated ON sessions (updated_at_ms) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS sessions_active_created ON sessions (created_at_ms) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS kv (
+    owner         TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         BLOB NOT NULL,
+    expires_at_ms INTEGER,
+    PRIMARY KEY (owner, scope, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (owner, expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_usage (
+    owner TEXT PRIMARY KEY,
+    keys  INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 ";
+
+/// Every key of a `kv` scope sorts below its prefix followed by this: keys
+/// are printable ASCII, below DEL.
+const KEY_END: char = '\u{7f}';
 
 /// A [`Store`] in a SQLite database file.
 #[derive(Debug)]
@@ -86,6 +107,39 @@ enum Write {
         value: String,
         expires_at_ms: u64,
     },
+    DeleteSession(String),
+    KvPut {
+        ns: Namespace,
+        key: String,
+        value: Vec<u8>,
+        expires_at_ms: Option<u64>,
+        only_if: Option<Option<Vec<u8>>>,
+        now_ms: u64,
+        quota: Quota,
+    },
+    KvIncrement {
+        ns: Namespace,
+        key: String,
+        delta: i64,
+        now_ms: u64,
+        quota: Quota,
+    },
+    KvDelete {
+        ns: Namespace,
+        key: String,
+    },
+    Sweep {
+        now_ms: u64,
+    },
+}
+
+/// What a write produced, besides succeeding.
+#[derive(Debug)]
+enum Applied {
+    Done,
+    Stored(bool),
+    Counter(i64),
+    Swept(Swept),
 }
 
 /// A [`Commit`] as the writer stores it, its state serialized by the caller
@@ -107,7 +161,7 @@ struct CommitRow {
 #[derive(Debug)]
 struct Request {
     write: Write,
-    done: mpsc::SyncSender<Result<(), StoreError>>,
+    done: mpsc::SyncSender<Result<Applied, StoreError>>,
 }
 
 impl SqliteStore {
@@ -129,7 +183,7 @@ impl SqliteStore {
         })
     }
 
-    fn write(&self, write: Write) -> Result<(), StoreError> {
+    fn write(&self, write: Write) -> Result<Applied, StoreError> {
         let (done, result) = mpsc::sync_channel(1);
         let writer = self
             .writer
@@ -170,7 +224,7 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn create(&self, session: &SessionRecord, messages: &[Message]) -> Result<(), StoreError> {
-        self.write(Write::Create(session.clone(), messages.to_vec()))
+        self.write(Write::Create(session.clone(), messages.to_vec())).map(drop)
     }
 
     fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -223,10 +277,11 @@ impl Store for SqliteStore {
             messages: commit.messages.clone(),
             at_ms: commit.at_ms,
         }))
+        .map(drop)
     }
 
     fn record_execution(&self, execution: &Execution) -> Result<(), StoreError> {
-        self.write(Write::Execution(execution.clone()))
+        self.write(Write::Execution(execution.clone())).map(drop)
     }
 
     fn executions(&self) -> Result<Vec<Execution>, StoreError> {
@@ -254,17 +309,24 @@ impl Store for SqliteStore {
             conn.prepare_cached(
                 "SELECT value FROM tool_cache WHERE key = ?1 AND expires_at_ms > ?2",
             )?
-            .query_row(params![key, now_ms], |row| row.get(0))
+            .query_row(params![key, ms(now_ms)], |row| row.get(0))
             .optional()
         })
     }
 
-    fn cache_put(&self, key: &str, value: &str, expires_at_ms: u64) -> Result<(), StoreError> {
+    fn cache_put(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at_ms: u64,
+        _now_ms: u64,
+    ) -> Result<(), StoreError> {
         self.write(Write::CachePut {
             key: key.to_owned(),
             value: value.to_owned(),
             expires_at_ms,
         })
+        .map(drop)
     }
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError> {
@@ -282,6 +344,225 @@ impl Store for SqliteStore {
         messages.reverse();
         Ok(messages)
     }
+
+    fn expired_sessions(
+        &self,
+        idle_since_ms: u64,
+        created_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id FROM sessions WHERE status = 'active' AND updated_at_ms <= ?1
+                 UNION
+                 SELECT id FROM sessions WHERE status = 'active' AND created_at_ms <= ?2
+                 LIMIT ?3",
+            )?
+            .query_map(params![ms(idle_since_ms), ms(created_since_ms), limit], |row| row.get(0))?
+            .collect()
+        })
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.write(Write::DeleteSession(id.to_owned())).map(drop)
+    }
+
+    fn kv_get(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| live_value(conn, ns, key, now_ms))
+    }
+
+    fn kv_put(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        write: &KvWrite<'_>,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<bool, StoreError> {
+        let applied = self.write(Write::KvPut {
+            ns: ns.clone(),
+            key: key.to_owned(),
+            value: write.value.to_vec(),
+            expires_at_ms: write.expires_at_ms,
+            only_if: write.only_if.map(|expected| expected.map(<[u8]>::to_vec)),
+            now_ms,
+            quota: *quota,
+        })?;
+        Ok(matches!(applied, Applied::Stored(true)))
+    }
+
+    fn kv_increment(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        delta: i64,
+        now_ms: u64,
+        quota: &Quota,
+    ) -> Result<i64, StoreError> {
+        match self.write(Write::KvIncrement {
+            ns: ns.clone(),
+            key: key.to_owned(),
+            delta,
+            now_ms,
+            quota: *quota,
+        })? {
+            Applied::Counter(value) => Ok(value),
+            other => Err(backend(format!("the writer answered an increment with {other:?}"))),
+        }
+    }
+
+    fn kv_delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
+        self.write(Write::KvDelete {
+            ns: ns.clone(),
+            key: key.to_owned(),
+        })
+        .map(drop)
+    }
+
+    fn kv_keys(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let end = format!("{prefix}{KEY_END}");
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT key FROM kv
+                 WHERE owner = ?1 AND scope = ?2 AND key >= ?3 AND key < ?4
+                   AND (?5 IS NULL OR key > ?5)
+                   AND (expires_at_ms IS NULL OR expires_at_ms > ?6)
+                 ORDER BY key LIMIT ?7",
+            )?
+            .query_map(
+                params![ns.owner, ns.scope, prefix, end, after, ms(now_ms), limit],
+                |row| row.get(0),
+            )?
+            .collect()
+        })
+    }
+
+    fn kv_usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        self.read(|conn| usage(conn, owner))
+    }
+
+    fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
+        match self.write(Write::Sweep { now_ms })? {
+            Applied::Swept(swept) => Ok(swept),
+            other => Err(backend(format!("the writer answered a sweep with {other:?}"))),
+        }
+    }
+}
+
+fn live_value(
+    conn: &Connection,
+    ns: &Namespace,
+    key: &str,
+    now_ms: u64,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(
+        "SELECT value FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3
+           AND (expires_at_ms IS NULL OR expires_at_ms > ?4)",
+    )?
+    .query_row(params![ns.owner, ns.scope, key, ms(now_ms)], |row| row.get(0))
+    .optional()
+}
+
+fn usage(conn: &Connection, owner: &str) -> rusqlite::Result<Usage> {
+    Ok(conn
+        .prepare_cached("SELECT keys, bytes FROM kv_usage WHERE owner = ?1")?
+        .query_row([owner], |row| {
+            Ok(Usage {
+                keys: row.get(0)?,
+                bytes: row.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn set_usage(conn: &Connection, owner: &str, usage: Usage) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO kv_usage (owner, keys, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (owner) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+    )?
+    .execute(params![owner, usage.keys, usage.bytes])
+    .map(drop)
+}
+
+/// Stores one KV entry and keeps its owner's usage, within `quota`: an owner
+/// that would go over it first loses its expired entries, then is refused.
+fn kv_store(
+    conn: &Connection,
+    ns: &Namespace,
+    key: &str,
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    now_ms: u64,
+    quota: &Quota,
+) -> Result<(), StoreError> {
+    let old: Option<u64> = conn
+        .prepare_cached(
+            "SELECT octet_length(value) FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![ns.owner, ns.scope, key], |row| row.get(0))
+                .optional()
+        })
+        .map_err(backend)?;
+    let after = |usage: Usage| Usage {
+        keys: usage.keys + u64::from(old.is_none()),
+        bytes: usage.bytes + entry_bytes(key, value) - old.map_or(0, |len| key.len() as u64 + len),
+    };
+    let mut current = usage(conn, &ns.owner).map_err(backend)?;
+    if quota.check(&ns.owner, after(current)).is_err() {
+        reclaim(conn, &ns.owner, now_ms)?;
+        current = usage(conn, &ns.owner).map_err(backend)?;
+    }
+    let current = after(current);
+    quota.check(&ns.owner, current)?;
+    conn.prepare_cached(
+        "INSERT INTO kv (owner, scope, key, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (owner, scope, key) DO UPDATE
+         SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![ns.owner, ns.scope, key, value, expires_at_ms.map(ms)])
+    })
+    .map_err(backend)?;
+    set_usage(conn, &ns.owner, current).map_err(backend)
+}
+
+/// Deletes `owner`'s entries expired at `now_ms` and returns how many.
+fn reclaim(conn: &Connection, owner: &str, now_ms: u64) -> Result<u64, StoreError> {
+    let freed: Vec<u64> = conn
+        .prepare_cached(
+            "DELETE FROM kv WHERE owner = ?1 AND expires_at_ms <= ?2
+             RETURNING octet_length(key) + octet_length(value)",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![owner, ms(now_ms)], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(backend)?;
+    if !freed.is_empty() {
+        let mut current = usage(conn, owner).map_err(backend)?;
+        current.keys -= freed.len() as u64;
+        current.bytes -= freed.iter().sum::<u64>();
+        set_usage(conn, owner, current).map_err(backend)?;
+    }
+    Ok(freed.len() as u64)
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -316,7 +597,7 @@ fn write_loop(conn: &mut Connection, requests: &mpsc::Receiver<Request>) {
 
 /// Applies each write in its own savepoint of one transaction, so a failed
 /// write leaves no trace and does not fail the others.
-fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError>> {
+fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<Applied, StoreError>> {
     let transaction = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(transaction) => transaction,
         Err(err) => return batch.iter().map(|_| Err(backend(&err))).collect(),
@@ -328,8 +609,9 @@ fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), Store
             .savepoint()
             .map_err(backend)
             .and_then(|savepoint| {
-                apply(&savepoint, &request.write)?;
-                savepoint.commit().map_err(backend)
+                let applied = apply(&savepoint, &request.write)?;
+                savepoint.commit().map_err(backend)?;
+                Ok(applied)
             });
         results.push(result);
     }
@@ -343,7 +625,7 @@ fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), Store
     results
 }
 
-fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
+fn apply(conn: &Connection, write: &Write) -> Result<Applied, StoreError> {
     match write {
         Write::Create(session, messages) => {
             let inserted = conn
@@ -373,7 +655,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
             if inserted == 0 {
                 return Err(StoreError::Exists(session.id.clone()));
             }
-            append_history(conn, &session.id, messages)
+            append_history(conn, &session.id, messages).map(|()| Applied::Done)
         }
         Write::Commit(commit) => {
             let updated = conn
@@ -414,7 +696,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
                     },
                 });
             }
-            append_history(conn, &commit.session, &commit.messages)
+            append_history(conn, &commit.session, &commit.messages).map(|()| Applied::Done)
         }
         Write::Execution(execution) => conn
             .prepare_cached(
@@ -432,16 +714,102 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
                     execution.at_ms,
                 ])
             })
-            .map(drop)
+            .map(|_| Applied::Done)
             .map_err(backend),
         Write::CachePut { key, value, expires_at_ms } => conn
             .prepare_cached(
                 "INSERT INTO tool_cache (key, value, expires_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
             )
-            .and_then(|mut statement| statement.execute(params![key, value, expires_at_ms]))
-            .map(drop)
+            .and_then(|mut statement| statement.execute(params![key, value, ms(*expires_at_ms)]))
+            .map(|_| Applied::Done)
             .map_err(backend),
+        Write::DeleteSession(id) => conn
+            .prepare_cached("DELETE FROM history WHERE session_id = ?1")
+            .and_then(|mut statement| statement.execute([id]))
+            .and_then(|_| conn.prepare_cached("DELETE FROM sessions WHERE id = ?1"))
+            .and_then(|mut statement| statement.execute([id]))
+            .map(|_| Applied::Done)
+            .map_err(backend),
+        Write::KvPut {
+            ns,
+            key,
+            value,
+            expires_at_ms,
+            only_if,
+            now_ms,
+            quota,
+        } => {
+            if let Some(expected) = only_if {
+                let current = live_value(conn, ns, key, *now_ms).map_err(backend)?;
+                if current.as_deref() != expected.as_deref() {
+                    return Ok(Applied::Stored(false));
+                }
+            }
+            kv_store(conn, ns, key, value, *expires_at_ms, *now_ms, quota)?;
+            Ok(Applied::Stored(true))
+        }
+        Write::KvIncrement {
+            ns,
+            key,
+            delta,
+            now_ms,
+            quota,
+        } => {
+            let current: Option<(Vec<u8>, Option<u64>)> = conn
+                .prepare_cached(
+                    "SELECT value, expires_at_ms FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3
+                       AND (expires_at_ms IS NULL OR expires_at_ms > ?4)",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![ns.owner, ns.scope, key, ms(*now_ms)], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()
+                })
+                .map_err(backend)?;
+            let value = increment_value(current.as_ref().map(|(value, _)| &value[..]), *delta)?;
+            let expires_at_ms = current.and_then(|(_, expires_at_ms)| expires_at_ms);
+            let text = value.to_string();
+            kv_store(conn, ns, key, text.as_bytes(), expires_at_ms, *now_ms, quota)?;
+            Ok(Applied::Counter(value))
+        }
+        Write::KvDelete { ns, key } => {
+            let freed: Option<u64> = conn
+                .prepare_cached(
+                    "DELETE FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3
+                     RETURNING octet_length(key) + octet_length(value)",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![ns.owner, ns.scope, key], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(backend)?;
+            if let Some(freed) = freed {
+                let mut current = usage(conn, &ns.owner).map_err(backend)?;
+                current.keys -= 1;
+                current.bytes -= freed;
+                set_usage(conn, &ns.owner, current).map_err(backend)?;
+            }
+            Ok(Applied::Done)
+        }
+        Write::Sweep { now_ms } => {
+            let owners: Vec<String> = conn
+                .prepare_cached("SELECT owner FROM kv_usage WHERE keys > 0")
+                .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+                .map_err(backend)?;
+            let mut swept = Swept::default();
+            for owner in owners {
+                swept.kv_entries += reclaim(conn, &owner, *now_ms)?;
+            }
+            swept.cache_entries = conn
+                .prepare_cached("DELETE FROM tool_cache WHERE expires_at_ms <= ?1")
+                .and_then(|mut statement| statement.execute([ms(*now_ms)]))
+                .map_err(backend)? as u64;
+            Ok(Applied::Swept(swept))
+        }
     }
 }
 
@@ -474,6 +842,12 @@ fn append_history(
             .map_err(backend)?;
     }
     Ok(())
+}
+
+/// A time in milliseconds as SQLite stores it: times past `i64::MAX` (the
+/// far future) are the far future still.
+fn ms(time_ms: u64) -> i64 {
+    i64::try_from(time_ms).unwrap_or(i64::MAX)
 }
 
 fn to_sql(err: serde_json::Error) -> rusqlite::Error {

@@ -1,0 +1,20 @@
+-- Creates a session or commits one of its turns, with its history, atomically.
+-- KEYS: 1 the session's record (hash), 2 its history (list of JSON messages)
+-- ARGV: 1 'create' or the revision the turn read, 2 number of record field
+--       arguments that follow (name, value, ...), then the fields, then the
+--       messages to append.
+local fields = tonumber(ARGV[2])
+local stored = redis.call('HGET', KEYS[1], 'revision')
+if ARGV[1] == 'create' then
+  if stored then return 'exists' end
+elseif not stored then
+  return 'missing'
+elseif stored ~= ARGV[1] then
+  return 'conflict ' .. stored
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + fields))
+if ARGV[1] ~= 'create' then redis.call('HINCRBY', KEYS[1], 'revision', 1) end
+if #ARGV > 2 + fields then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 3 + fields, #ARGV))
+end
+return 'ok'

@@ -1,0 +1,11 @@
+-- Takes or renews (ARGV[3] = 'take') or gives up (ARGV[3] = 'release') a
+-- session's lease for one holder.
+-- KEYS: 1 the lease; ARGV: 1 holder, 2 time to live in ms, 3 operation
+local holder = redis.call('GET', KEYS[1])
+if ARGV[3] == 'release' then
+  if holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 1
+end
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
