@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
 use crate::engine::Compilation;
+use crate::kv::Grants;
+use crate::policy::PolicyFile;
 use crate::store::{State, StoreSpec};
 use crate::tools::Tool;
 use crate::{Host, Limits, PluginVersion, SessionError, SessionStart, Sink, TurnReport};
@@ -65,7 +67,7 @@ struct ToolsListArgs {
 /// guest-error, trap, timeout or cache-hit.
 #[derive(Debug, Args)]
 struct ToolsStatsArgs {
-    /// The store to read: `memory` or `sqlite:PATH` [default: sqlite:DATA_DIR/agentbox.db]
+    /// The store to read: `sqlite:PATH` or `redis://HOST:PORT` [default: sqlite:DATA_DIR/agentbox.db]
     #[arg(long, value_name = "SPEC")]
     store: Option<StoreSpec>,
 
@@ -115,7 +117,8 @@ struct RunArgs {
     #[arg(long, value_name = "ID")]
     session: Option<String>,
 
-    /// Where sessions live: `memory`, or `sqlite:PATH` [default: sqlite:DATA_DIR/agentbox.db]
+    /// Where sessions live: `memory`, `sqlite:PATH`, or `redis://HOST:PORT` to share them with
+    /// other hosts [default: sqlite:DATA_DIR/agentbox.db]
     #[arg(long, value_name = "SPEC")]
     store: Option<StoreSpec>,
 
@@ -174,6 +177,11 @@ struct HostArgs {
     /// Memory one plugin instance may use, in MiB
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     memory_mib: usize,
+
+    /// The operator's policy, a TOML file: session time-to-live, KV quotas, and the named
+    /// KV buckets each plugin may open (see docs/policy.md)
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 impl HostArgs {
@@ -193,11 +201,24 @@ impl HostArgs {
             memory_bytes: self.memory_mib << 20,
             ..Limits::default()
         };
+        let (limits, grants) = match &self.policy {
+            None => (limits, Grants::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the policy {}", path.display()))?;
+                PolicyFile::parse(&text)
+                    .and_then(|policy| policy.apply(limits))
+                    .map_err(|reason| {
+                        anyhow::anyhow!("the policy {} is invalid: {reason}", path.display())
+                    })?
+            }
+        };
         let store = store
             .open()
             .with_context(|| format!("cannot open the store {store}"))?;
         Host::builder()
             .limits(limits)
+            .grants(grants)
             .store(store)
             .artifact_cache(artifacts)
             .build()
@@ -207,6 +228,9 @@ impl HostArgs {
         StoreSpec::Sqlite(self.data_dir.join("agentbox.db"))
     }
 }
+
+/// How often `run` looks for expired sessions and entries.
+const REAP_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the command line and returns the process's exit code.
 pub async fn main() -> ExitCode {
@@ -532,6 +556,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plugin = load(&host, &args.plugin.path)?;
     let name = plugin.name().to_owned();
     let printer = Printer { json: args.json };
+    // Sessions of this plugin past their time-to-live end while this runs.
+    let _reaper = host.spawn_reaper(REAP_EVERY);
     eprintln!(
         "agentbox: plugin {name} {} (sha256:{:.12}, {})",
         plugin.manifest.version,

@@ -1,6 +1,12 @@
-//! Limits the host enforces on every plugin, whatever the plugin does.
+//! Limits the host enforces on every plugin, whatever the plugin does, and
+//! the operator's policy file that sets them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::kv::Grants;
 
 /// Resource limits for the turns of a plugin.
 ///
@@ -51,5 +57,86 @@ impl Default for Limits {
             session_idle_ttl: Duration::from_secs(30 * 60),
             session_max_lifetime: Duration::from_secs(24 * 60 * 60),
         }
+    }
+}
+
+/// The operator's policy, as read from a TOML file:
+///
+/// ```toml
+/// [sessions]
+/// idle_ttl_ms = 1800000        # end sessions idle for 30 minutes
+/// max_lifetime_ms = 86400000   # and any session 24 hours old
+///
+/// [kv]
+/// max_keys = 100000            # per plugin, and per granted bucket
+/// max_bytes = 268435456
+///
+/// [plugins.profile]
+/// buckets = ["crm"]            # named buckets this plugin may open
+/// ```
+///
+/// Every section and field is optional; what is left out keeps its default.
+/// Unknown sections and fields are errors, so a typo never goes unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    sessions: SessionsPolicy,
+    #[serde(default)]
+    kv: KvPolicy,
+    #[serde(default)]
+    plugins: BTreeMap<String, PluginPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsPolicy {
+    idle_ttl_ms: Option<u64>,
+    max_lifetime_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvPolicy {
+    max_keys: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginPolicy {
+    #[serde(default)]
+    buckets: Vec<String>,
+}
+
+impl PolicyFile {
+    /// Parses a policy file's text.
+    pub fn parse(text: &str) -> Result<PolicyFile, String> {
+        toml::from_str(text).map_err(|err| err.to_string())
+    }
+
+    /// `limits` with this policy's values in place of theirs, and the
+    /// bucket grants.
+    pub fn apply(&self, limits: Limits) -> Result<(Limits, Grants), String> {
+        let ms = Duration::from_millis;
+        let limits = Limits {
+            session_idle_ttl: self.sessions.idle_ttl_ms.map_or(limits.session_idle_ttl, ms),
+            session_max_lifetime: self
+                .sessions
+                .max_lifetime_ms
+                .map_or(limits.session_max_lifetime, ms),
+            kv_keys: self.kv.max_keys.unwrap_or(limits.kv_keys),
+            kv_bytes: self.kv.max_bytes.unwrap_or(limits.kv_bytes),
+            ..limits
+        };
+        let mut grants = Grants::default();
+        for (plugin, policy) in &self.plugins {
+            for bucket in &policy.buckets {
+                grants
+                    .grant(plugin, bucket)
+                    .map_err(|reason| format!("[plugins.{plugin}] buckets: {reason}"))?;
+            }
+        }
+        Ok((limits, grants))
     }
 }

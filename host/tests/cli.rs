@@ -297,9 +297,62 @@ fn run_refuses_a_bad_store_and_a_bad_variable_with_usage_errors() {
     assert_eq!(bad_store.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&bad_store.stderr)
-            .contains("`postgres:x` is not a store: use `memory` or `sqlite:PATH`")
+            .contains("`postgres:x` is not a store: use `memory`, `sqlite:PATH`")
     );
     let bad_var = run_output(agentbox("run", data.path()).args(["--var", "novalue", "some.wasm"]));
     assert_eq!(bad_var.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_var.stderr).contains("`novalue` is not KEY=VALUE"));
+}
+
+#[test]
+fn a_policy_file_grants_buckets_and_a_bad_one_is_refused_naming_the_mistake() {
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "[plugins.kv-probe]\nbuckets = [\"crm\"]\n").unwrap();
+    let script = data.path().join("script.txt");
+    std::fs::write(
+        &script,
+        "/tool put {\"bucket\":\"crm\",\"key\":\"k\",\"value\":\"v\"}\n\
+         /tool get {\"bucket\":\"crm\",\"key\":\"k\"}\n\
+         /tool get {\"bucket\":\"sales\",\"key\":\"k\"}\n",
+    )
+    .unwrap();
+    let output = run_output(
+        agentbox("run", data.path())
+            .args(["--json", "--policy"])
+            .arg(&policy)
+            .arg("--script")
+            .arg(&script)
+            .arg(plugin_dir("kv-probe")),
+    );
+    let events = json_lines(&output.stdout);
+    let tools: Vec<&Value> = events.iter().filter(|event| event["event"] == "tool").collect();
+    assert_eq!(tools[1]["result"], "v", "{events:?}");
+    let error = events.last().unwrap();
+    assert_eq!(error["event"], "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("denied: plugin `kv-probe` is not granted bucket `sales` (the operator grants buckets in the policy file)"),
+        "{error}"
+    );
+
+    for (text, mistake) in [
+        ("[sessions]\nidel_ttl_ms = 5\n", "unknown field `idel_ttl_ms`, expected `idle_ttl_ms` or `max_lifetime_ms`"),
+        ("[plugins.kv-probe]\nbuckets = [\"global\"]\n", "[plugins.kv-probe] buckets: bucket `global` is every plugin's own and cannot be granted"),
+        ("[kv]\nmax_keys = \"many\"\n", "invalid type: string \"many\", expected u64"),
+    ] {
+        std::fs::write(&policy, text).unwrap();
+        let output = run_output(
+            agentbox("run", data.path())
+                .arg("--policy")
+                .arg(&policy)
+                .arg(plugin_dir("kv-probe")),
+        );
+        assert!(!output.status.success());
+        let line = last_stderr_line(&output);
+        assert!(line.contains(&format!("the policy {} is invalid", policy.display())), "{line}");
+        assert!(line.contains(mistake), "{line}");
+    }
 }

@@ -151,7 +151,7 @@ async fn hostile_keys_are_refused_or_stay_in_their_namespace() {
         (long.as_str(), "of 257 bytes is longer than 256"),
     ] {
         let err = refused(&host, &ada, "put", json!({ "bucket": "user", "key": key, "value": "x" })).await;
-        assert!(err.contains(&format!("invalid: key")) && err.contains(reason), "{key:?}: {err}");
+        assert!(err.contains("invalid: key") && err.contains(reason), "{key:?}: {err}");
     }
     assert_eq!(store.kv_usage("kv-probe").unwrap().keys, 0);
 

@@ -43,6 +43,8 @@ mod profile;
 mod shop;
 #[cfg(test)]
 mod store_conformance;
+#[cfg(test)]
+mod two_hosts;
 
 /// Every plugin has a test module named after it.
 #[cfg(test)]

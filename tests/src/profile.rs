@@ -98,7 +98,7 @@ async fn an_idle_session_expires_runs_on_end_and_is_deleted() {
 
         clock.advance(Duration::from_secs(60));
         let reaped = host.reap(100).await.unwrap();
-        assert_eq!(reaped.ended, [idle.clone()], "{}", store.name);
+        assert_eq!(reaped.ended, std::slice::from_ref(&idle), "{}", store.name);
         assert_eq!(reaped.on_end_failures, 0);
         // on-end ran (its KV write is there), then the session went.
         assert_eq!(
@@ -135,7 +135,7 @@ async fn a_busy_session_expires_at_its_maximum_lifetime() {
         assert!(host.reap(100).await.unwrap().ended.is_empty());
     }
     clock.advance(Duration::from_secs(15 * 60));
-    assert_eq!(host.reap(100).await.unwrap().ended, [id.clone()]);
+    assert_eq!(host.reap(100).await.unwrap().ended, std::slice::from_ref(&id));
     assert_eq!(stored_profile(&*store.store, "ada").unwrap()["calls"], json!(1));
 }
 

@@ -111,7 +111,7 @@ impl Intake {
             if let Some(at) = lower.find(prefix) {
                 let rest = &text[at + prefix.len()..];
                 let name: Vec<&str> = rest
-                    .split(|c: char| c == ',' || c == '.' || c == '!')
+                    .split([',', '.', '!'])
                     .next()
                     .unwrap_or_default()
                     .split_whitespace()
@@ -187,10 +187,10 @@ impl Intake {
             .iter()
             .map(|field| format!("{field} is missing"))
             .collect();
-        if let Some(email) = &self.email {
-            if !valid_email(email) {
-                errors.push(format!("email `{email}` needs an @ and a dot after it"));
-            }
+        if let Some(email) = &self.email
+            && !valid_email(email)
+        {
+            errors.push(format!("email `{email}` needs an @ and a dot after it"));
         }
         if !errors.is_empty() {
             say(format!("I cannot submit yet: {}.", errors.join("; ")));
