@@ -184,12 +184,16 @@ impl Bucket {
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|err| Error::Invalid(format!("cannot encode the value: {err}")))
+    serde_json::to_vec(value)
+        .map_err(|err| Error::Invalid(format!("cannot encode the value: {err}")))
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| Error::Invalid(format!("the value under `{key}` is not of the expected shape: {err}")))
+    serde_json::from_slice(bytes).map_err(|err| {
+        Error::Invalid(format!(
+            "the value under `{key}` is not of the expected shape: {err}"
+        ))
+    })
 }
 
 fn millis(ttl: Duration) -> u64 {

@@ -165,11 +165,12 @@ impl KvView<'_> {
 /// What the guest gets when the store refuses or fails.
 fn guest_error(live: &Live, bucket: &Bucket, err: StoreError) -> GuestError {
     match err {
-        StoreError::QuotaExceeded(reason) => GuestError::QuotaExceeded(format!(
-            "bucket `{}`: {reason}",
-            bucket.name
-        )),
-        StoreError::Invalid(reason) => GuestError::Invalid(format!("bucket `{}`: {reason}", bucket.name)),
+        StoreError::QuotaExceeded(reason) => {
+            GuestError::QuotaExceeded(format!("bucket `{}`: {reason}", bucket.name))
+        }
+        StoreError::Invalid(reason) => {
+            GuestError::Invalid(format!("bucket `{}`: {reason}", bucket.name))
+        }
         err => {
             tracing::warn!(plugin = live.plugin, session = live.session, bucket = bucket.name, error = %err, "KV operation failed");
             GuestError::Unavailable(err.to_string())
@@ -384,7 +385,14 @@ impl wit::HostBucket for KvView<'_> {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<bool, GuestError>> {
         let (live, bucket) = self.bucket(&bucket, "bucket.compare-and-swap")?;
-        Ok(put(live, bucket, &key, &value, ttl_ms, Some(expected.as_deref())))
+        Ok(put(
+            live,
+            bucket,
+            &key,
+            &value,
+            ttl_ms,
+            Some(expected.as_deref()),
+        ))
     }
 
     fn increment(

@@ -120,7 +120,10 @@ impl PolicyFile {
     pub fn apply(&self, limits: Limits) -> Result<(Limits, Grants), String> {
         let ms = Duration::from_millis;
         let limits = Limits {
-            session_idle_ttl: self.sessions.idle_ttl_ms.map_or(limits.session_idle_ttl, ms),
+            session_idle_ttl: self
+                .sessions
+                .idle_ttl_ms
+                .map_or(limits.session_idle_ttl, ms),
             session_max_lifetime: self
                 .sessions
                 .max_lifetime_ms

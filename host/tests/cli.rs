@@ -326,7 +326,10 @@ fn a_policy_file_grants_buckets_and_a_bad_one_is_refused_naming_the_mistake() {
             .arg(plugin_dir("kv-probe")),
     );
     let events = json_lines(&output.stdout);
-    let tools: Vec<&Value> = events.iter().filter(|event| event["event"] == "tool").collect();
+    let tools: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["event"] == "tool")
+        .collect();
     assert_eq!(tools[1]["result"], "v", "{events:?}");
     let error = events.last().unwrap();
     assert_eq!(error["event"], "error");
@@ -339,9 +342,18 @@ fn a_policy_file_grants_buckets_and_a_bad_one_is_refused_naming_the_mistake() {
     );
 
     for (text, mistake) in [
-        ("[sessions]\nidel_ttl_ms = 5\n", "unknown field `idel_ttl_ms`, expected `idle_ttl_ms` or `max_lifetime_ms`"),
-        ("[plugins.kv-probe]\nbuckets = [\"global\"]\n", "[plugins.kv-probe] buckets: bucket `global` is every plugin's own and cannot be granted"),
-        ("[kv]\nmax_keys = \"many\"\n", "invalid type: string \"many\", expected u64"),
+        (
+            "[sessions]\nidel_ttl_ms = 5\n",
+            "unknown field `idel_ttl_ms`, expected `idle_ttl_ms` or `max_lifetime_ms`",
+        ),
+        (
+            "[plugins.kv-probe]\nbuckets = [\"global\"]\n",
+            "[plugins.kv-probe] buckets: bucket `global` is every plugin's own and cannot be granted",
+        ),
+        (
+            "[kv]\nmax_keys = \"many\"\n",
+            "invalid type: string \"many\", expected u64",
+        ),
     ] {
         std::fs::write(&policy, text).unwrap();
         let output = run_output(
@@ -352,7 +364,10 @@ fn a_policy_file_grants_buckets_and_a_bad_one_is_refused_naming_the_mistake() {
         );
         assert!(!output.status.success());
         let line = last_stderr_line(&output);
-        assert!(line.contains(&format!("the policy {} is invalid", policy.display())), "{line}");
+        assert!(
+            line.contains(&format!("the policy {} is invalid", policy.display())),
+            "{line}"
+        );
         assert!(line.contains(mistake), "{line}");
     }
 }

@@ -5,8 +5,9 @@
 //!   call (the floor every turn pays), with the host's engine configuration;
 //! - the counter turn (load the session, one `get`, one `set`, commit)
 //!   through the host, against a native Rust implementation of the same turn
-//!   on the same store, with the memory and the SQLite store, for 1 and for
-//!   64 concurrent sessions.
+//!   on the same store, with the memory, SQLite and Redis stores, for 1 and
+//!   for 64 concurrent sessions. The Redis rows need `redis-server` installed;
+//!   the bench starts its own.
 //!
 //! Prints a Markdown table; `BENCHMARKS.md` keeps the latest one.
 
@@ -14,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentbox_host::engine::{Digest, Engine};
-use agentbox_host::store::{Commit, MemoryStore, SqliteStore, Status, Store};
+use agentbox_host::store::{Commit, MemoryStore, RedisStore, SqliteStore, Status, Store};
 use agentbox_host::{Host, Limits, SessionStart};
-use agentbox_tests::{plugin_bytes, plugins};
+use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 use serde_json::json;
 
 /// How long each measurement runs.
@@ -41,13 +42,26 @@ fn main() {
     row("instantiate the counter plugin", instantiate, "");
     row("instantiate + one call (the floor)", floor, "");
 
-    for (name, sessions) in [("memory", 1), ("memory", 64), ("sqlite", 1), ("sqlite", 64)] {
+    let redis = RedisServer::start();
+    for (name, sessions) in [
+        ("memory", 1),
+        ("memory", 64),
+        ("sqlite", 1),
+        ("sqlite", 64),
+        ("redis", 1),
+        ("redis", 64),
+    ] {
         if !format!("{name} {sessions}").contains(&filter) {
             continue;
         }
+        if name == "redis" && redis.is_none() {
+            println!("| redis rows skipped: redis-server is not installed | | | |");
+            continue;
+        }
         let store = |runner: &str| -> Arc<dyn Store> {
-            match name {
-                "memory" => Arc::new(MemoryStore::default()),
+            match (name, &redis) {
+                ("memory", _) => Arc::new(MemoryStore::default()),
+                ("redis", Some(server)) => Arc::new(RedisStore::open(server.url()).unwrap()),
                 _ => Arc::new(
                     SqliteStore::open(&dir.path().join(format!("{runner}-{sessions}.db"))).unwrap(),
                 ),
@@ -141,7 +155,7 @@ fn instantiation(bytes: &[u8]) -> (Duration, Duration) {
 fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
     for s in 0..sessions {
         let record = agentbox_host::store::SessionRecord {
-            id: format!("native-{s}"),
+            id: format!("native-{sessions}-{s}"),
             plugin: "counter".into(),
             digest: String::new(),
             user_id: None,
@@ -184,7 +198,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
     };
     concurrently(sessions, |s| {
         let store = store.clone();
-        let id = format!("native-{s}");
+        let id = format!("native-{sessions}-{s}");
         move || turn(&*store, &id)
     })
 }

@@ -16,6 +16,9 @@ pub fn plugin_bytes(path: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod harness;
+mod redis_server;
+
+pub use redis_server::RedisServer;
 
 #[cfg(test)]
 mod bad_name;
@@ -30,11 +33,11 @@ mod duplicate_tools;
 #[cfg(test)]
 mod intake;
 #[cfg(test)]
+mod kv_probe;
+#[cfg(test)]
 mod loading;
 #[cfg(test)]
 mod misbehave;
-#[cfg(test)]
-mod kv_probe;
 #[cfg(test)]
 mod other_world;
 #[cfg(test)]

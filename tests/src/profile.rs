@@ -46,20 +46,33 @@ async fn a_caller_is_remembered_across_sessions_and_host_restarts() {
             let host = profile_host(store.store.clone(), Limits::default(), Clock::system());
             let (id, greeting) = call(&host, Some("ada")).await;
             assert_eq!(greeting, "Hello! What's your name?", "{}", store.name);
-            assert_eq!(said(&send(&host, &id, "my name is ada").await), "Nice to meet you, Ada.");
+            assert_eq!(
+                said(&send(&host, &id, "my name is ada").await),
+                "Nice to meet you, Ada."
+            );
             host.end_session(&id).await.unwrap();
         }
         // A new host on the same store, as after a restart.
         let reopened = store.spec.open().unwrap();
         let host = profile_host(reopened.clone(), Limits::default(), Clock::system());
         let (id, greeting) = call(&host, Some("ada")).await;
-        assert_eq!(greeting, "Welcome back, Ada! This is call number 2.", "{}", store.name);
+        assert_eq!(
+            greeting, "Welcome back, Ada! This is call number 2.",
+            "{}",
+            store.name
+        );
         send(&host, &id, "bye").await;
         let (_, greeting) = call(&host, Some("ada")).await;
-        assert_eq!(greeting, "Welcome back, Ada! This is call number 3.", "{}", store.name);
+        assert_eq!(
+            greeting, "Welcome back, Ada! This is call number 3.",
+            "{}",
+            store.name
+        );
         assert_eq!(
             stored_profile(&*reopened, "ada"),
-            Some(json!({ "name": "Ada", "calls": 2, "last_interaction": "bye (EndReason::Agent)" })),
+            Some(
+                json!({ "name": "Ada", "calls": 2, "last_interaction": "bye (EndReason::Agent)" })
+            ),
             "{}",
             store.name
         );
@@ -73,7 +86,10 @@ async fn an_anonymous_caller_is_greeted_and_nothing_is_stored() {
     let store = every_store().remove(0);
     let host = profile_host(store.store.clone(), Limits::default(), Clock::system());
     let (id, greeting) = call(&host, None).await;
-    assert!(greeting.starts_with("Hello! I can't remember"), "{greeting}");
+    assert!(
+        greeting.starts_with("Hello! I can't remember"),
+        "{greeting}"
+    );
     send(&host, &id, "my name is grace").await;
     host.end_session(&id).await.unwrap();
     assert_eq!(store.store.kv_usage("profile").unwrap().keys, 0);
@@ -94,7 +110,11 @@ async fn an_idle_session_expires_runs_on_end_and_is_deleted() {
 
         clock.advance(Duration::from_secs(29 * 60));
         send(&host, &touched, "still here").await;
-        assert!(host.reap(100).await.unwrap().ended.is_empty(), "{}", store.name);
+        assert!(
+            host.reap(100).await.unwrap().ended.is_empty(),
+            "{}",
+            store.name
+        );
 
         clock.advance(Duration::from_secs(60));
         let reaped = host.reap(100).await.unwrap();
@@ -103,18 +123,28 @@ async fn an_idle_session_expires_runs_on_end_and_is_deleted() {
         // on-end ran (its KV write is there), then the session went.
         assert_eq!(
             stored_profile(&*store.store, "ada"),
-            Some(json!({ "name": "Ada", "calls": 1, "last_interaction": "my name is ada (EndReason::Expired)" })),
+            Some(
+                json!({ "name": "Ada", "calls": 1, "last_interaction": "my name is ada (EndReason::Expired)" })
+            ),
             "{}",
             store.name
         );
         assert_eq!(store.store.load(&idle).unwrap(), None, "{}", store.name);
-        assert!(store.store.history(&idle, 10).unwrap().is_empty(), "{}", store.name);
+        assert!(
+            store.store.history(&idle, 10).unwrap().is_empty(),
+            "{}",
+            store.name
+        );
         let err = host.send_message(&idle, "hello?", None).await.unwrap_err();
         assert_eq!(err.cause.kind(), "not-found", "{}", store.name);
 
         // The touched session lives on, and answers.
         assert_eq!(said(&send(&host, &touched, "and now?").await), "Noted.");
-        assert!(store.store.load(&touched).unwrap().is_some(), "{}", store.name);
+        assert!(
+            store.store.load(&touched).unwrap().is_some(),
+            "{}",
+            store.name
+        );
     }
 }
 
@@ -135,8 +165,14 @@ async fn a_busy_session_expires_at_its_maximum_lifetime() {
         assert!(host.reap(100).await.unwrap().ended.is_empty());
     }
     clock.advance(Duration::from_secs(15 * 60));
-    assert_eq!(host.reap(100).await.unwrap().ended, std::slice::from_ref(&id));
-    assert_eq!(stored_profile(&*store.store, "ada").unwrap()["calls"], json!(1));
+    assert_eq!(
+        host.reap(100).await.unwrap().ended,
+        std::slice::from_ref(&id)
+    );
+    assert_eq!(
+        stored_profile(&*store.store, "ada").unwrap()["calls"],
+        json!(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +193,10 @@ async fn a_forecast_is_looked_up_once_per_ten_minutes() {
             }
         };
         let lookups = || {
-            let ns = Namespace { owner: "profile".into(), scope: "global".into() };
+            let ns = Namespace {
+                owner: "profile".into(),
+                scope: "global".into(),
+            };
             store.store.kv_get(&ns, "lookups", clock.now_ms()).unwrap()
         };
         assert_eq!(forecast("Paris").await, json!("Paris: sunny, 20°C"));

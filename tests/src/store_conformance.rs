@@ -222,7 +222,10 @@ fn sessions_expire_by_idle_time_and_by_age(store: &dyn Store) {
     old.sort();
     assert_eq!(old, ["busy", "idle"]);
     assert!(store.expired_sessions(999, 999, 10).unwrap().is_empty());
-    assert_eq!(store.expired_sessions(u64::MAX, u64::MAX, 1).unwrap().len(), 1);
+    assert_eq!(
+        store.expired_sessions(u64::MAX, u64::MAX, 1).unwrap().len(),
+        1
+    );
 }
 
 fn deleted_session_is_gone_with_its_history(store: &dyn Store) {
@@ -243,10 +246,16 @@ fn deleted_session_is_gone_with_its_history(store: &dyn Store) {
 fn cache_entries_expire_at_their_time_and_are_swept(store: &dyn Store) {
     store.cache_put("k1", "\"one\"", 2_000, 1_000).unwrap();
     store.cache_put("k2", "\"two\"", 9_000, 1_000).unwrap();
-    assert_eq!(store.cache_get("k1", 1_999).unwrap().as_deref(), Some("\"one\""));
+    assert_eq!(
+        store.cache_get("k1", 1_999).unwrap().as_deref(),
+        Some("\"one\"")
+    );
     assert_eq!(store.cache_get("k1", 2_000).unwrap(), None);
     assert_eq!(store.sweep(2_000).unwrap().cache_entries, 1);
-    assert_eq!(store.cache_get("k2", 2_000).unwrap().as_deref(), Some("\"two\""));
+    assert_eq!(
+        store.cache_get("k2", 2_000).unwrap().as_deref(),
+        Some("\"two\"")
+    );
 }
 
 const QUOTA: Quota = Quota {
@@ -308,7 +317,10 @@ fn kv_ttl_hides_at_expiry_and_the_sweep_reclaims(store: &dyn Store) {
     assert_eq!(store.kv_usage("profile").unwrap().keys, 2);
     assert_eq!(store.sweep(1_999).unwrap().kv_entries, 0);
     assert_eq!(store.sweep(2_000).unwrap().kv_entries, 1);
-    assert_eq!(store.kv_usage("profile").unwrap(), Usage { keys: 1, bytes: 8 });
+    assert_eq!(
+        store.kv_usage("profile").unwrap(),
+        Usage { keys: 1, bytes: 8 }
+    );
     // Gone for good: even the past no longer sees it.
     assert_eq!(get(store, &global, "brief", 1_000), None);
     // A set without a TTL clears the expiry.
@@ -334,7 +346,10 @@ fn kv_namespaces_are_isolated(store: &dyn Store) {
     }
     store.kv_delete(&spaces[0], "name").unwrap();
     assert_eq!(get(store, &spaces[0], "name", 1_000), None);
-    assert_eq!(get(store, &spaces[1], "name", 1_000).as_deref(), Some("value 1"));
+    assert_eq!(
+        get(store, &spaces[1], "name", 1_000).as_deref(),
+        Some("value 1")
+    );
     assert_eq!(store.kv_usage("profile").unwrap().keys, 2);
     assert_eq!(store.kv_usage("shop").unwrap().keys, 1);
     assert_eq!(store.kv_usage("@crm").unwrap().keys, 1);
@@ -355,7 +370,10 @@ fn kv_keys_page_in_order_by_prefix(store: &dyn Store) {
     assert!(page(Some("a:9")).is_empty());
     // A cursor from before the prefix starts at the prefix.
     assert_eq!(page(Some("0"))[0], "a:0");
-    assert_eq!(store.kv_keys(&global, "", None, 100, 2_000).unwrap().len(), 11);
+    assert_eq!(
+        store.kv_keys(&global, "", None, 100, 2_000).unwrap().len(),
+        11
+    );
 }
 
 fn kv_compare_and_swap_stores_only_on_a_match(store: &dyn Store) {
@@ -366,14 +384,19 @@ fn kv_compare_and_swap_stores_only_on_a_match(store: &dyn Store) {
             expires_at_ms: Some(5_000),
             only_if: Some(expected.map(str::as_bytes)),
         };
-        store.kv_put(&global, "lock", &write, now_ms, &QUOTA).unwrap()
+        store
+            .kv_put(&global, "lock", &write, now_ms, &QUOTA)
+            .unwrap()
     };
     assert!(cas(None, "first", 1_000));
     assert!(!cas(None, "second", 1_000));
     assert!(!cas(Some("stale"), "third", 1_000));
     assert_eq!(get(store, &global, "lock", 1_000).as_deref(), Some("first"));
     assert!(cas(Some("first"), "fourth", 1_000));
-    assert_eq!(get(store, &global, "lock", 1_000).as_deref(), Some("fourth"));
+    assert_eq!(
+        get(store, &global, "lock", 1_000).as_deref(),
+        Some("fourth")
+    );
     // An expired value counts as absent.
     assert!(!cas(Some("fourth"), "fifth", 5_000));
     assert!(cas(None, "sixth", 5_000));
@@ -387,12 +410,18 @@ fn kv_increment_counts_and_refuses_non_integers(store: &dyn Store) {
     assert_eq!(get(store, &global, "n", 1_000).as_deref(), Some("-2"));
     put(store, &global, "text", "hello", None);
     let err = incr("text", 1, 1_000).unwrap_err();
-    assert!(matches!(err, StoreError::Invalid(ref reason) if reason.contains("not an integer")), "{err}");
+    assert!(
+        matches!(err, StoreError::Invalid(ref reason) if reason.contains("not an integer")),
+        "{err}"
+    );
     assert_eq!(get(store, &global, "text", 1_000).as_deref(), Some("hello"));
     put(store, &global, "max", &i64::MAX.to_string(), None);
     let err = incr("max", 1, 1_000).unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
-    assert_eq!(get(store, &global, "max", 1_000), Some(i64::MAX.to_string()));
+    assert_eq!(
+        get(store, &global, "max", 1_000),
+        Some(i64::MAX.to_string())
+    );
     // The expiry stays; an expired counter starts again.
     put(store, &global, "visits", "1", Some(2_000));
     assert_eq!(incr("visits", 1, 1_000).unwrap(), 2);
@@ -421,15 +450,26 @@ fn kv_quota_refuses_and_changes_nothing(store: &dyn Store) {
     );
     assert_eq!(get(store, &global, "c", 1_000), None);
     let err = set("b", &"x".repeat(19), None, 1_000).unwrap_err();
-    assert!(matches!(err, StoreError::QuotaExceeded(ref reason) if reason.contains("bytes")), "{err}");
+    assert!(
+        matches!(err, StoreError::QuotaExceeded(ref reason) if reason.contains("bytes")),
+        "{err}"
+    );
     assert_eq!(get(store, &global, "b", 1_000).as_deref(), Some("2"));
-    let err = store.kv_increment(&global, "c", 1, 1_000, &quota).unwrap_err();
+    let err = store
+        .kv_increment(&global, "c", 1, 1_000, &quota)
+        .unwrap_err();
     assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
     assert_eq!(get(store, &global, "c", 1_000), None);
-    assert_eq!(store.kv_usage("profile").unwrap(), Usage { keys: 2, bytes: 4 });
+    assert_eq!(
+        store.kv_usage("profile").unwrap(),
+        Usage { keys: 2, bytes: 4 }
+    );
     // Once `a` expired, its room is taken back for the write.
     set("c", "3", None, 1_500).unwrap();
-    assert_eq!(store.kv_usage("profile").unwrap(), Usage { keys: 2, bytes: 4 });
+    assert_eq!(
+        store.kv_usage("profile").unwrap(),
+        Usage { keys: 2, bytes: 4 }
+    );
     assert_eq!(get(store, &global, "a", 1_000), None);
 }
 
@@ -446,7 +486,9 @@ fn kv_concurrent_increments_are_exact(store: Arc<dyn Store>) {
             })
         })
         .collect();
-    threads.into_iter().for_each(|thread| thread.join().unwrap());
+    threads
+        .into_iter()
+        .for_each(|thread| thread.join().unwrap());
     assert_eq!(
         get(&*store, &ns("profile", "global"), "hits", 1_000).as_deref(),
         Some("2000")

@@ -19,7 +19,9 @@ fn counter_host(server: &RedisServer) -> Host {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hosts_never_run_turns_of_one_session_at_once() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let (a, b) = (counter_host(&server), counter_host(&server));
     let start = SessionStart {
         plugin: "counter".into(),
@@ -50,6 +52,9 @@ async fn two_hosts_never_run_turns_of_one_session_at_once() {
     }
     let record = b.store().load(&id).unwrap().unwrap();
     let total = 2 + 4 * turns;
-    assert_eq!((record.turn, &record.state["count"]), (total, &json!(total)));
+    assert_eq!(
+        (record.turn, &record.state["count"]),
+        (total, &json!(total))
+    );
     assert_eq!(b.store().history(&id, 10_000).unwrap().len() as u64, total);
 }

@@ -718,9 +718,8 @@ impl Host {
     /// committed a turn since it was found expired lives on.
     pub async fn reap(&self, limit: usize) -> Result<Reaped, StoreError> {
         let now = self.inner.clock.now_ms();
-        let cutoff = |ttl: Duration| {
-            now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-        };
+        let cutoff =
+            |ttl: Duration| now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let expiry = Expiry {
             idle_since_ms: cutoff(self.inner.limits.session_idle_ttl),
             created_since_ms: cutoff(self.inner.limits.session_max_lifetime),
@@ -734,7 +733,10 @@ impl Host {
         let mut reaped = Reaped::default();
         for id in expired {
             let host = self.clone();
-            match self.serialized(&id, move |id| host.run_expire(id, expiry)).await {
+            match self
+                .serialized(&id, move |id| host.run_expire(id, expiry))
+                .await
+            {
                 Ok(Expired::Lives) => {}
                 Ok(Expired::Ended) => reaped.ended.push(id),
                 Ok(Expired::EndFailed(err)) => {
@@ -810,9 +812,7 @@ impl Host {
             None,
             |agent, store| agent.call_on_end(store, EndReason::Expired),
         );
-        store
-            .delete_session(id)
-            .map_err(|err| fail(err.into()))?;
+        store.delete_session(id).map_err(|err| fail(err.into()))?;
         Ok(match call.result {
             Ok(()) => Expired::Ended,
             Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),

@@ -341,7 +341,9 @@ pub fn increment_value(current: Option<&[u8]>, delta: i64) -> Result<i64, StoreE
             })?,
     };
     current.checked_add(delta).ok_or_else(|| {
-        StoreError::Invalid(format!("adding {delta} to {current} overflows a 64-bit integer"))
+        StoreError::Invalid(format!(
+            "adding {delta} to {current} overflows a 64-bit integer"
+        ))
     })
 }
 
@@ -505,7 +507,9 @@ impl std::str::FromStr for StoreSpec {
         match spec.split_once(':') {
             None if spec == "memory" => Ok(StoreSpec::Memory),
             Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
-            Some(("redis" | "rediss", rest)) if rest.len() > 2 => Ok(StoreSpec::Redis(spec.to_owned())),
+            Some(("redis" | "rediss", rest)) if rest.len() > 2 => {
+                Ok(StoreSpec::Redis(spec.to_owned()))
+            }
             _ => Err(format!(
                 "`{spec}` is not a store: use `memory`, `sqlite:PATH` (for example `sqlite:agentbox-data/agentbox.db`) or `redis://HOST:PORT`"
             )),

@@ -18,7 +18,7 @@
 //! a connection that fails is dropped and the next call opens a new one, so
 //! service resumes by itself when Redis comes back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ pub struct RedisStore {
     client: Client,
     address: String,
     pool: Mutex<Vec<Connection>>,
+    /// KV owners this process has registered for the sweep.
+    owners: Mutex<HashSet<String>>,
     commit: Script,
     kv: Script,
     lease: Script,
@@ -76,6 +78,7 @@ impl RedisStore {
             client,
             address: url.to_owned(),
             pool: Mutex::new(Vec::new()),
+            owners: Mutex::new(HashSet::new()),
             commit: Script::new(include_str!("redis/commit.lua")),
             kv: Script::new(include_str!("redis/kv.lua")),
             lease: Script::new(include_str!("redis/lease.lua")),
@@ -86,19 +89,16 @@ impl RedisStore {
 
     /// Runs `f` on a pooled connection. A connection that failed is dropped,
     /// not pooled, so the next call connects afresh.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
         let pooled = self.pool.lock().expect("redis pool poisoned").pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.connect()?,
         };
         let result = f(&mut conn);
-        let broken = result.as_ref().is_err_and(|err| {
-            err.is_io_error() || err.is_connection_dropped() || err.is_timeout()
-        });
+        let broken = result
+            .as_ref()
+            .is_err_and(|err| err.is_io_error() || err.is_connection_dropped() || err.is_timeout());
         if !broken {
             self.pool.lock().expect("redis pool poisoned").push(conn);
         }
@@ -131,7 +131,6 @@ impl RedisStore {
         let mut call = self.kv.prepare_invoke();
         call.key(format!("{owner}:e:{member}"))
             .key(format!("{owner}:index"))
-            .key(format!("{owner}:sizes"))
             .key(format!("{owner}:expiry"))
             .key(format!("{owner}:usage"))
             .arg(op)
@@ -141,9 +140,22 @@ impl RedisStore {
         call
     }
 
-    /// Remembers `owner` for the sweep.
+    /// Remembers `owner` for the sweep, once per process.
     fn register_owner(&self, owner: &str) -> Result<(), StoreError> {
-        self.with(|conn| redis::cmd("SADD").arg(OWNERS).arg(owner).query::<()>(conn))
+        if self
+            .owners
+            .lock()
+            .expect("owner set poisoned")
+            .contains(owner)
+        {
+            return Ok(());
+        }
+        self.with(|conn| redis::cmd("SADD").arg(OWNERS).arg(owner).query::<()>(conn))?;
+        self.owners
+            .lock()
+            .expect("owner set poisoned")
+            .insert(owner.to_owned());
+        Ok(())
     }
 }
 
@@ -264,7 +276,14 @@ impl Store for RedisStore {
         let fields = record_fields(session)?;
         let messages = encode_messages(messages)?;
         let answer = self.with(|conn| {
-            let answer = run_commit(conn, &self.commit, &session.id, "create", &fields, &messages)?;
+            let answer = run_commit(
+                conn,
+                &self.commit,
+                &session.id,
+                "create",
+                &fields,
+                &messages,
+            )?;
             if answer == "ok" && session.status == Status::Active {
                 redis::pipe()
                     .zadd(BY_UPDATE, &session.id, session.updated_at_ms)
@@ -276,7 +295,9 @@ impl Store for RedisStore {
         match answer.as_str() {
             "ok" => Ok(()),
             "exists" => Err(StoreError::Exists(session.id.clone())),
-            other => Err(StoreError::Backend(format!("unexpected answer `{other}` from Redis"))),
+            other => Err(StoreError::Backend(format!(
+                "unexpected answer `{other}` from Redis"
+            ))),
         }
     }
 
@@ -302,7 +323,14 @@ impl Store for RedisStore {
         let messages = encode_messages(&commit.messages)?;
         let read = commit.read_revision.to_string();
         let answer = self.with(|conn| {
-            let answer = run_commit(conn, &self.commit, &commit.session, &read, &fields, &messages)?;
+            let answer = run_commit(
+                conn,
+                &self.commit,
+                &commit.session,
+                &read,
+                &fields,
+                &messages,
+            )?;
             if answer == "ok" {
                 // The indexes live in other slots, so they follow the commit;
                 // the reaper checks the record itself before it acts.
@@ -329,18 +357,30 @@ impl Store for RedisStore {
                 read: commit.read_revision,
                 stored: stored.parse().unwrap_or_default(),
             }),
-            _ => Err(StoreError::Backend(format!("unexpected answer `{answer}` from Redis"))),
+            _ => Err(StoreError::Backend(format!(
+                "unexpected answer `{answer}` from Redis"
+            ))),
         }
     }
 
     fn record_execution(&self, execution: &Execution) -> Result<(), StoreError> {
         let text = serde_json::to_string(execution).map_err(json)?;
-        self.with(|conn| redis::cmd("RPUSH").arg(EXECUTIONS).arg(text).query::<()>(conn))
+        self.with(|conn| {
+            redis::cmd("RPUSH")
+                .arg(EXECUTIONS)
+                .arg(text)
+                .query::<()>(conn)
+        })
     }
 
     fn executions(&self) -> Result<Vec<Execution>, StoreError> {
-        let texts: Vec<String> =
-            self.with(|conn| redis::cmd("LRANGE").arg(EXECUTIONS).arg(0).arg(-1).query(conn))?;
+        let texts: Vec<String> = self.with(|conn| {
+            redis::cmd("LRANGE")
+                .arg(EXECUTIONS)
+                .arg(0)
+                .arg(-1)
+                .query(conn)
+        })?;
         texts
             .iter()
             .map(|text| serde_json::from_str(text).map_err(json))
@@ -577,8 +617,8 @@ impl Store for RedisStore {
         let (keys, bytes): (Option<u64>, Option<u64>) = self.with(|conn| {
             redis::cmd("HMGET")
                 .arg(format!("{}:usage", owner_key(owner)))
-                .arg("keys")
-                .arg("bytes")
+                .arg("#keys")
+                .arg("#bytes")
                 .query(conn)
         })?;
         Ok(Usage {
@@ -630,8 +670,14 @@ fn quota_refusal(ns: &Namespace, quota: &Quota, answer: &str) -> StoreError {
     };
     let count = count.parse().unwrap_or(u64::MAX);
     let usage = match which {
-        "keys" => Usage { keys: count, bytes: 0 },
-        _ => Usage { keys: 0, bytes: count },
+        "keys" => Usage {
+            keys: count,
+            bytes: 0,
+        },
+        _ => Usage {
+            keys: 0,
+            bytes: count,
+        },
     };
     quota
         .check(&ns.owner, usage)

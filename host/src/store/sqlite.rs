@@ -66,8 +66,8 @@ CREATE TABLE IF NOT EXISTS tool_cache (
     expires_at_ms INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tool_cache_expiry ON tool_cache (expires_at_ms);
-CREATE INDEX IF NOT EXISTS sessions_active_updated ON sessions (updated_at_ms) WHERE status = 'active';
-CREATE INDEX IF NOT EXISTS sessions_active_created ON sessions (created_at_ms) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at_ms);
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at_ms);
 CREATE TABLE IF NOT EXISTS kv (
     owner         TEXT NOT NULL,
     scope         TEXT NOT NULL,
@@ -224,7 +224,8 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn create(&self, session: &SessionRecord, messages: &[Message]) -> Result<(), StoreError> {
-        self.write(Write::Create(session.clone(), messages.to_vec())).map(drop)
+        self.write(Write::Create(session.clone(), messages.to_vec()))
+            .map(drop)
     }
 
     fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -359,7 +360,10 @@ impl Store for SqliteStore {
                  SELECT id FROM sessions WHERE status = 'active' AND created_at_ms <= ?2
                  LIMIT ?3",
             )?
-            .query_map(params![ms(idle_since_ms), ms(created_since_ms), limit], |row| row.get(0))?
+            .query_map(
+                params![ms(idle_since_ms), ms(created_since_ms), limit],
+                |row| row.get(0),
+            )?
             .collect()
         })
     }
@@ -413,7 +417,9 @@ impl Store for SqliteStore {
             quota: *quota,
         })? {
             Applied::Counter(value) => Ok(value),
-            other => Err(backend(format!("the writer answered an increment with {other:?}"))),
+            other => Err(backend(format!(
+                "the writer answered an increment with {other:?}"
+            ))),
         }
     }
 
@@ -458,7 +464,9 @@ impl Store for SqliteStore {
     fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
         match self.write(Write::Sweep { now_ms })? {
             Applied::Swept(swept) => Ok(swept),
-            other => Err(backend(format!("the writer answered a sweep with {other:?}"))),
+            other => Err(backend(format!(
+                "the writer answered a sweep with {other:?}"
+            ))),
         }
     }
 }
@@ -473,7 +481,9 @@ fn live_value(
         "SELECT value FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3
            AND (expires_at_ms IS NULL OR expires_at_ms > ?4)",
     )?
-    .query_row(params![ns.owner, ns.scope, key, ms(now_ms)], |row| row.get(0))
+    .query_row(params![ns.owner, ns.scope, key, ms(now_ms)], |row| {
+        row.get(0)
+    })
     .optional()
 }
 
@@ -537,7 +547,13 @@ fn kv_store(
          SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
     )
     .and_then(|mut statement| {
-        statement.execute(params![ns.owner, ns.scope, key, value, expires_at_ms.map(ms)])
+        statement.execute(params![
+            ns.owner,
+            ns.scope,
+            key,
+            value,
+            expires_at_ms.map(ms)
+        ])
     })
     .map_err(backend)?;
     set_usage(conn, &ns.owner, current).map_err(backend)

@@ -124,6 +124,43 @@ impl KvProbe {
             .map_err(refused)
     }
 
+    /// Stores `value` under `prefix0`, `prefix1`, ... up to `count` keys, and
+    /// returns how many it stored.
+    #[tool]
+    fn fill(
+        &mut self,
+        bucket: String,
+        prefix: String,
+        count: u32,
+        value: String,
+    ) -> Result<u32, String> {
+        let bucket = Bucket::open(&bucket).map_err(refused)?;
+        for n in 0..count {
+            bucket
+                .set_bytes(&format!("{prefix}{n}"), value.as_bytes(), None)
+                .map_err(refused)?;
+        }
+        Ok(count)
+    }
+
+    /// Reads `prefix0`, `prefix1`, ... up to `count` keys, and returns how
+    /// many held a value.
+    #[tool]
+    fn read(&mut self, bucket: String, prefix: String, count: u32) -> Result<u32, String> {
+        let bucket = Bucket::open(&bucket).map_err(refused)?;
+        let mut found = 0;
+        for n in 0..count {
+            if bucket
+                .get_bytes(&format!("{prefix}{n}"))
+                .map_err(refused)?
+                .is_some()
+            {
+                found += 1;
+            }
+        }
+        Ok(found)
+    }
+
     /// Opens `bucket` `times` times and keeps every handle open until the end.
     #[tool]
     fn open_many(&mut self, bucket: String, times: u32) -> Result<u32, String> {

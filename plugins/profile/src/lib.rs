@@ -38,7 +38,8 @@ struct Caller {
 impl Agent for Caller {
     const NAME: &'static str = "profile";
     const VERSION: &'static str = "0.1.0";
-    const DESCRIPTION: &'static str = "Greets returning callers by name; remembers them across calls";
+    const DESCRIPTION: &'static str =
+        "Greets returning callers by name; remembers them across calls";
 
     fn on_start(&mut self) -> Result<(), String> {
         let Some(user) = user_bucket()? else {

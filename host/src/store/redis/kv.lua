@@ -2,13 +2,14 @@
 -- shares the owner's hash tag, so the script runs on one node of a cluster.
 --
 -- KEYS: 1 the entry (put, incr, delete), 2 the index (sorted set of members,
---       `scope/key`, for listing by prefix), 3 sizes (hash: member -> bytes
---       counted against the quota), 4 expiry (sorted set: member -> expiry in
---       host-clock milliseconds), 5 usage (hash: keys, bytes)
+--       `scope/key`, for listing by prefix), 3 expiry (sorted set: member ->
+--       expiry in host-clock milliseconds), 4 usage (hash: `#keys` and
+--       `#bytes` of the owner, and each member's bytes counted against the
+--       quota; members start with a scope, never with `#`)
 -- ARGV: 1 operation, 2 prefix of entry keys, 3 member, 4 now (host clock),
 --       then the operation's own arguments.
 local op, prefix, member, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local entry, index, sizes, expiry, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local entry, index, expiry, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 -- Whether a member has not expired by the host clock.
 local function live(m)
@@ -18,14 +19,14 @@ end
 
 -- Removes a member and its bookkeeping; 1 if it was counted, else 0.
 local function forget(m)
-  local size = redis.call('HGET', sizes, m)
+  local size = redis.call('HGET', usage, m)
   redis.call('DEL', prefix .. m)
   redis.call('ZREM', index, m)
   redis.call('ZREM', expiry, m)
   if not size then return 0 end
-  redis.call('HDEL', sizes, m)
-  redis.call('HINCRBY', usage, 'keys', -1)
-  redis.call('HINCRBY', usage, 'bytes', -tonumber(size))
+  redis.call('HDEL', usage, m)
+  redis.call('HINCRBY', usage, '#keys', -1)
+  redis.call('HINCRBY', usage, '#bytes', -tonumber(size))
   return 1
 end
 
@@ -37,32 +38,34 @@ local function reclaim()
   return n
 end
 
--- Nil if the owner may hold `member` at `size` bytes, else why not.
-local function refusal(size, quota_keys, quota_bytes)
-  local old = redis.call('HGET', sizes, member)
-  local keys = tonumber(redis.call('HGET', usage, 'keys') or '0')
-  local bytes = tonumber(redis.call('HGET', usage, 'bytes') or '0') + size
-  if old then bytes = bytes - tonumber(old) else keys = keys + 1 end
-  if keys > quota_keys then return 'quota keys ' .. keys end
-  if bytes > quota_bytes then return 'quota bytes ' .. bytes end
-  return nil
+-- The owner's keys and bytes if `member` held `size` bytes, and whether
+-- `member` is new.
+local function totals(size)
+  local held = redis.call('HMGET', usage, '#keys', '#bytes', member)
+  local keys, bytes = tonumber(held[1] or '0'), tonumber(held[2] or '0') + size
+  if held[3] then bytes = bytes - tonumber(held[3]) else keys = keys + 1 end
+  return {keys, bytes, not held[3]}
 end
 
--- The same, after reclaiming expired entries if that could help.
-local function refused(size, quota_keys, quota_bytes)
-  if refusal(size, quota_keys, quota_bytes) then reclaim() end
-  return refusal(size, quota_keys, quota_bytes)
-end
-
--- Counts `member` as holding `size` bytes, expiring at `at` ('' for never).
-local function record(size, at)
-  local old = redis.call('HGET', sizes, member)
-  if not old then
-    redis.call('HINCRBY', usage, 'keys', 1)
-    redis.call('ZADD', index, 0, member)
+-- The totals after the write if they are within quota, reclaiming expired
+-- entries first if they would not be; else nil and why not.
+local function admit(size, quota_keys, quota_bytes)
+  local after = totals(size)
+  if after[1] > quota_keys or after[2] > quota_bytes then
+    reclaim()
+    after = totals(size)
   end
-  redis.call('HINCRBY', usage, 'bytes', size - tonumber(old or '0'))
-  redis.call('HSET', sizes, member, size)
+  if after[1] > quota_keys then return nil, 'quota keys ' .. string.format('%d', after[1]) end
+  if after[2] > quota_bytes then return nil, 'quota bytes ' .. string.format('%d', after[2]) end
+  return after
+end
+
+-- Counts `member` as holding `size` bytes with `after` the owner's totals,
+-- expiring at `at` ('' for never).
+local function record(after, size, at)
+  redis.call('HSET', usage, '#keys', string.format('%d', after[1]),
+    '#bytes', string.format('%d', after[2]), member, size)
+  if after[3] then redis.call('ZADD', index, 0, member) end
   if at == '' then redis.call('ZREM', expiry, member) else redis.call('ZADD', expiry, at, member) end
 end
 
@@ -77,14 +80,14 @@ if op == 'put' then
     if mode == 'equals' and current ~= ARGV[12] then return '0' end
   end
   local size = tonumber(ARGV[6])
-  local why = refused(size, tonumber(ARGV[9]), tonumber(ARGV[10]))
-  if why then return why end
+  local after, why = admit(size, tonumber(ARGV[9]), tonumber(ARGV[10]))
+  if not after then return why end
   if ARGV[8] == '' then
     redis.call('SET', entry, ARGV[5])
   else
     redis.call('SET', entry, ARGV[5], 'PX', ARGV[8])
   end
-  record(size, ARGV[7])
+  record(after, size, ARGV[7])
   return '1'
 elseif op == 'incr' then
   -- ARGV: 5 delta, 6 key length, 7 quota keys, 8 quota bytes
@@ -96,8 +99,8 @@ elseif op == 'incr' then
   end
   local text = redis.call('GET', entry)
   local size = tonumber(ARGV[6]) + #text
-  local why = refused(size, tonumber(ARGV[7]), tonumber(ARGV[8]))
-  if why then
+  local after, why = admit(size, tonumber(ARGV[7]), tonumber(ARGV[8]))
+  if not after then
     if not before then
       redis.call('DEL', entry)
     elseif ttl > 0 then
@@ -107,7 +110,7 @@ elseif op == 'incr' then
     end
     return why
   end
-  record(size, redis.call('ZSCORE', expiry, member) or '')
+  record(after, size, redis.call('ZSCORE', expiry, member) or '')
   return '=' .. text
 elseif op == 'delete' then
   forget(member)
