@@ -204,26 +204,44 @@ fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
     }
 }
 
-fn sessions_expire_by_idle_time_and_by_age(store: &dyn Store) {
-    for id in ["idle", "busy", "done"] {
+fn sessions_expire_by_idle_time_and_by_age_per_plugin(store: &dyn Store) {
+    for id in ["idle", "busy", "done", "moved"] {
         store.create(&record(id), &[]).unwrap();
     }
+    let mut other = record("other");
+    other.plugin = "shop".to_owned();
+    store.create(&other, &[]).unwrap();
     let mut busy = commit("busy", 1, 1, State::new());
     busy.at_ms = 5_000;
     store.commit(&busy).unwrap();
     let mut done = commit("done", 1, 1, State::new());
     done.status = Status::Ended;
     store.commit(&done).unwrap();
+    // Handed off to `shop` at 5,000: its age goes with it.
+    let mut moved = commit("moved", 1, 1, State::new());
+    (moved.plugin, moved.at_ms) = ("shop".to_owned(), 5_000);
+    store.commit(&moved).unwrap();
 
-    // Idle since 2,000 at the latest: only the session untouched since 1,000.
-    assert_eq!(store.expired_sessions(2_000, 0, 10).unwrap(), ["idle"]);
-    // Created at 1,000 at the latest: both active sessions, however busy.
-    let mut old = store.expired_sessions(0, 1_000, 10).unwrap();
-    old.sort();
-    assert_eq!(old, ["busy", "idle"]);
-    assert!(store.expired_sessions(999, 999, 10).unwrap().is_empty());
+    let expired = |plugin, idle_since_ms, created_since_ms| {
+        let mut ids = store
+            .expired_sessions(plugin, idle_since_ms, created_since_ms, 10)
+            .unwrap();
+        ids.sort();
+        ids
+    };
+    // Idle since 2,000 at the latest: only the sessions untouched since 1,000.
+    assert_eq!(expired("intake", 2_000, 0), ["idle"]);
+    assert_eq!(expired("shop", 2_000, 0), ["other"]);
+    // Created at 1,000 at the latest: every active session, however busy.
+    assert_eq!(expired("intake", 0, 1_000), ["busy", "idle"]);
+    assert_eq!(expired("shop", 0, 1_000), ["moved", "other"]);
+    assert!(expired("intake", 999, 999).is_empty());
+    assert!(expired("counter", u64::MAX, u64::MAX).is_empty());
     assert_eq!(
-        store.expired_sessions(u64::MAX, u64::MAX, 1).unwrap().len(),
+        store
+            .expired_sessions("intake", u64::MAX, u64::MAX, 1)
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -236,7 +254,10 @@ fn deleted_session_is_gone_with_its_history(store: &dyn Store) {
     store.delete_session("s1").unwrap();
     assert_eq!(store.load("s1").unwrap(), None);
     assert!(store.history("s1", 10).unwrap().is_empty());
-    assert_eq!(store.expired_sessions(u64::MAX, 0, 10).unwrap(), ["s2"]);
+    assert_eq!(
+        store.expired_sessions("intake", u64::MAX, 0, 10).unwrap(),
+        ["s2"]
+    );
     store.delete_session("s1").unwrap();
     // The id is free again.
     store.create(&record("s1"), &[]).unwrap();
@@ -644,7 +665,7 @@ conformance!(
     commit_with_a_stale_revision_conflicts_and_changes_nothing,
     commit_to_a_missing_session_is_not_found,
     history_returns_the_newest_messages_oldest_first,
-    sessions_expire_by_idle_time_and_by_age,
+    sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,
     cache_entries_expire_at_their_time_and_are_swept,
     kv_values_round_trip_and_delete,

@@ -707,7 +707,7 @@ impl Host {
         result
     }
 
-    /// Ends the sessions that have been idle longer than
+    /// Ends the sessions of the loaded plugins that have been idle longer than
     /// [`Limits::session_idle_ttl`] or live longer than
     /// [`Limits::session_max_lifetime`] by the host clock, at most
     /// `limit` of them, and reclaims expired KV and cache entries.
@@ -725,8 +725,26 @@ impl Host {
             created_since_ms: cutoff(self.inner.limits.session_max_lifetime),
         };
         let store = self.inner.store.clone();
+        let plugins: Vec<String> = self
+            .plugins()
+            .iter()
+            .map(|plugin| plugin.name().to_owned())
+            .collect();
         let expired = tokio::task::spawn_blocking(move || {
-            store.expired_sessions(expiry.idle_since_ms, expiry.created_since_ms, limit)
+            let mut expired = Vec::new();
+            for plugin in plugins {
+                let left = limit - expired.len();
+                expired.extend(store.expired_sessions(
+                    &plugin,
+                    expiry.idle_since_ms,
+                    expiry.created_since_ms,
+                    left,
+                )?);
+                if expired.len() >= limit {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(expired)
         })
         .await
         .expect("listing expired sessions panicked")?;
@@ -800,7 +818,8 @@ impl Host {
             return Ok(Expired::Lives);
         }
         let Some(plugin) = self.inner.plugins.active(&record.plugin) else {
-            // Another host may have the plugin; leave the session to it.
+            // Handed off to a plugin this host has not loaded: another host
+            // may have it.
             return Ok(Expired::Lives);
         };
         let turn = record.turn + 1;

@@ -169,6 +169,7 @@ impl Store for MemoryStore {
 
     fn expired_sessions(
         &self,
+        plugin: &str,
         idle_since_ms: u64,
         created_since_ms: u64,
         limit: usize,
@@ -179,6 +180,7 @@ impl Store for MemoryStore {
             .map(|(record, _)| record)
             .filter(|record| {
                 record.status == Status::Active
+                    && record.plugin == plugin
                     && (record.updated_at_ms <= idle_since_ms
                         || record.created_at_ms <= created_since_ms)
             })

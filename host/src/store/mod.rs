@@ -403,10 +403,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// empty for a session that does not exist.
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError>;
 
-    /// Up to `limit` active sessions last committed at or before `idle_since_ms`
-    /// or created at or before `created_since_ms`: the ones the reaper ends.
+    /// Up to `limit` active sessions of `plugin` last committed at or before
+    /// `idle_since_ms` or created at or before `created_since_ms`: the ones
+    /// the reaper ends. (A host reaps the sessions of the plugins it has
+    /// loaded, since their `on-end` must run first.)
     fn expired_sessions(
         &self,
+        plugin: &str,
         idle_since_ms: u64,
         created_since_ms: u64,
         limit: usize,

@@ -38,10 +38,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may wait for its reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Active sessions by the time of their latest commit.
-const BY_UPDATE: &str = "agentbox:sessions:updated";
-/// Active sessions by their creation time.
-const BY_CREATION: &str = "agentbox:sessions:created";
 /// Every KV owner that ever stored an entry, for the sweep.
 const OWNERS: &str = "agentbox:kv:owners";
 /// Tool-cache keys by expiry (host clock), for the sweep.
@@ -181,6 +177,16 @@ fn lease_key(id: &str) -> String {
     format!("{PREFIX}:{{s/{id}}}:lease")
 }
 
+/// One plugin's active sessions by the time of their latest commit.
+fn by_update(plugin: &str) -> String {
+    format!("{PREFIX}:sessions:updated:{plugin}")
+}
+
+/// One plugin's active sessions by their creation time.
+fn by_creation(plugin: &str) -> String {
+    format!("{PREFIX}:sessions:created:{plugin}")
+}
+
 fn cache_key(key: &str) -> String {
     format!("{PREFIX}:cache:{key}")
 }
@@ -248,6 +254,32 @@ fn parse_record(mut fields: HashMap<String, String>) -> Result<SessionRecord, St
     })
 }
 
+/// Keeps the expiry indexes in step with a commit of a session that the
+/// plugin `served` served until now. The indexes live in other slots than
+/// the session, so they follow the commit; the reaper checks the record
+/// itself before it acts.
+fn index_commit(conn: &mut Connection, commit: &Commit, served: &str) -> RedisResult<()> {
+    let id = &commit.session;
+    let moved = served != commit.plugin;
+    let mut pipe = redis::pipe();
+    if moved || commit.status != Status::Active {
+        pipe.zrem(by_update(served), id)
+            .zrem(by_creation(served), id);
+    }
+    if commit.status == Status::Active {
+        pipe.zadd(by_update(&commit.plugin), id, commit.at_ms);
+        if moved {
+            // The session keeps its age under its new plugin.
+            let created_at_ms: u64 = redis::cmd("HGET")
+                .arg(session_key(id))
+                .arg("created_at_ms")
+                .query(conn)?;
+            pipe.zadd(by_creation(&commit.plugin), id, created_at_ms);
+        }
+    }
+    pipe.query(conn)
+}
+
 /// Runs `commit.lua` and reads its answer.
 fn run_commit(
     conn: &mut Connection,
@@ -286,8 +318,16 @@ impl Store for RedisStore {
             )?;
             if answer == "ok" && session.status == Status::Active {
                 redis::pipe()
-                    .zadd(BY_UPDATE, &session.id, session.updated_at_ms)
-                    .zadd(BY_CREATION, &session.id, session.created_at_ms)
+                    .zadd(
+                        by_update(&session.plugin),
+                        &session.id,
+                        session.updated_at_ms,
+                    )
+                    .zadd(
+                        by_creation(&session.plugin),
+                        &session.id,
+                        session.created_at_ms,
+                    )
                     .query::<()>(conn)?;
             }
             Ok(answer)
@@ -331,26 +371,13 @@ impl Store for RedisStore {
                 &fields,
                 &messages,
             )?;
-            if answer == "ok" {
-                // The indexes live in other slots, so they follow the commit;
-                // the reaper checks the record itself before it acts.
-                if commit.status == Status::Active {
-                    redis::cmd("ZADD")
-                        .arg(BY_UPDATE)
-                        .arg(commit.at_ms)
-                        .arg(&commit.session)
-                        .query::<()>(conn)?;
-                } else {
-                    redis::pipe()
-                        .zrem(BY_UPDATE, &commit.session)
-                        .zrem(BY_CREATION, &commit.session)
-                        .query::<()>(conn)?;
-                }
+            if let Some(served) = answer.strip_prefix("ok ") {
+                index_commit(conn, commit, served)?;
             }
             Ok(answer)
         })?;
         match answer.split_once(' ') {
-            None if answer == "ok" => Ok(()),
+            Some(("ok", _)) => Ok(()),
             None if answer == "missing" => Err(StoreError::NotFound(commit.session.clone())),
             Some(("conflict", stored)) => Err(StoreError::Conflict {
                 session: commit.session.clone(),
@@ -437,14 +464,16 @@ impl Store for RedisStore {
 
     fn expired_sessions(
         &self,
+        plugin: &str,
         idle_since_ms: u64,
         created_since_ms: u64,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        let page = isize::try_from(limit).unwrap_or(isize::MAX);
         let (mut idle, created): (Vec<String>, Vec<String>) = self.with(|conn| {
             redis::pipe()
-                .zrangebyscore_limit(BY_UPDATE, "-inf", idle_since_ms, 0, limit as isize)
-                .zrangebyscore_limit(BY_CREATION, "-inf", created_since_ms, 0, limit as isize)
+                .zrangebyscore_limit(by_update(plugin), "-inf", idle_since_ms, 0, page)
+                .zrangebyscore_limit(by_creation(plugin), "-inf", created_since_ms, 0, page)
                 .query(conn)
         })?;
         for id in created {
@@ -458,11 +487,17 @@ impl Store for RedisStore {
 
     fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.with(|conn| {
-            redis::pipe()
-                .del(&[session_key(id), history_key(id)])
-                .zrem(BY_UPDATE, id)
-                .zrem(BY_CREATION, id)
-                .query::<()>(conn)
+            let plugin: Option<String> = redis::cmd("HGET")
+                .arg(session_key(id))
+                .arg("plugin")
+                .query(conn)?;
+            let mut pipe = redis::pipe();
+            pipe.del(&[session_key(id), history_key(id)]);
+            if let Some(plugin) = plugin {
+                pipe.zrem(by_update(&plugin), id)
+                    .zrem(by_creation(&plugin), id);
+            }
+            pipe.query::<()>(conn)
         })
     }
 

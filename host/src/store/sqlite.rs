@@ -66,8 +66,8 @@ CREATE TABLE IF NOT EXISTS tool_cache (
     expires_at_ms INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tool_cache_expiry ON tool_cache (expires_at_ms);
-CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at_ms);
-CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at_ms);
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (plugin, updated_at_ms);
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (plugin, created_at_ms);
 CREATE TABLE IF NOT EXISTS kv (
     owner         TEXT NOT NULL,
     scope         TEXT NOT NULL,
@@ -348,6 +348,7 @@ impl Store for SqliteStore {
 
     fn expired_sessions(
         &self,
+        plugin: &str,
         idle_since_ms: u64,
         created_since_ms: u64,
         limit: usize,
@@ -355,13 +356,13 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT id FROM sessions WHERE status = 'active' AND updated_at_ms <= ?1
+                "SELECT id FROM sessions WHERE plugin = ?1 AND updated_at_ms <= ?2 AND status = 'active'
                  UNION
-                 SELECT id FROM sessions WHERE status = 'active' AND created_at_ms <= ?2
-                 LIMIT ?3",
+                 SELECT id FROM sessions WHERE plugin = ?1 AND created_at_ms <= ?3 AND status = 'active'
+                 LIMIT ?4",
             )?
             .query_map(
-                params![ms(idle_since_ms), ms(created_since_ms), limit],
+                params![plugin, ms(idle_since_ms), ms(created_since_ms), limit],
                 |row| row.get(0),
             )?
             .collect()
