@@ -153,6 +153,14 @@
 //! `export_agent!` finds the `Tools` implementation by itself, so no list of
 //! tools is written by hand anywhere.
 //!
+//! # Keeping data across sessions
+//!
+//! Session state lasts one conversation. What must outlive it (a caller's
+//! profile, preferences, counters, caches of slow lookups) goes to KV,
+//! through [`kv::Bucket`]: `Bucket::user()` is the caller's, `Bucket::global()`
+//! the plugin's, and keys may carry a time-to-live the host enforces. KV
+//! writes take effect at once and are not undone if the turn fails.
+//!
 //! Plugins that want no SDK can use wit-bindgen on the WIT folder directly;
 //! [`bindings`] is exactly what wit-bindgen generates for it.
 #![deny(missing_docs)]
