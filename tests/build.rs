@@ -3,27 +3,26 @@
 //! component, and `for_each_plugin!`, which the tests use to insist that
 //! every plugin has a test module.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
+    let root = manifest_dir
         .parent()
         .expect("the tests crate sits in the workspace");
     let plugins = root.join("plugins");
     // Watch the sources, not `plugins/target`, which this build writes.
-    for watched in [
-        "plugins/Cargo.toml",
-        "plugins/Cargo.lock",
-        "plugins/intake",
-        "plugins/counter",
-        "plugins/hostile",
-        "guest-sdk",
-        "wit",
-    ] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    let sources = std::fs::read_dir(&plugins)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", plugins.display()))
+        .map(|entry| entry.expect("cannot read plugins/").path())
+        .filter(|path| !path.ends_with("target"));
+    for watched in sources.chain([root.join("guest-sdk"), root.join("wit")]) {
+        println!("cargo:rerun-if-changed={}", watched.display());
     }
     check_target();
 

@@ -548,6 +548,26 @@ async fn quotas_and_value_limits_are_named_and_change_nothing() {
             "{}: {err}",
             store.name
         );
+
+        // KV writes are not part of the turn: a turn that fails midway keeps
+        // the writes it made before the failure.
+        call(
+            &host,
+            &id,
+            "delete",
+            json!({ "bucket": "global", "key": "c" }),
+        )
+        .await;
+        let fill = json!({ "bucket": "global", "prefix": "f", "count": 5, "value": "v" });
+        let err = refused(&host, &id, "fill", fill).await;
+        assert!(err.contains("quota-exceeded"), "{}: {err}", store.name);
+        let keys = json!({ "bucket": "global", "prefix": "" });
+        assert_eq!(
+            call(&host, &id, "keys", keys).await,
+            json!(["a", "b", "f0"]),
+            "{}",
+            store.name
+        );
     }
 }
 
