@@ -6,7 +6,20 @@
 pub struct RedisServer {
     child: std::process::Child,
     url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Starts `redis-server` on `port`, without persistence, working in `dir`.
+fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("cannot start redis-server")
 }
 
 /// Set by CI: a missing `redis-server` fails the Redis tests instead of
@@ -18,9 +31,7 @@ impl RedisServer {
     /// returns `None` when `redis-server` is not installed (unless
     /// `AGENTBOX_REQUIRE_REDIS` is set, which makes that a failure).
     pub fn start() -> Option<RedisServer> {
-        use std::process::{Command, Stdio};
-
-        if Command::new("redis-server")
+        if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
             .is_err()
@@ -40,28 +51,38 @@ impl RedisServer {
             .and_then(|listener| listener.local_addr())
             .expect("no free loopback port")
             .port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cannot start redis-server");
-        let server = RedisServer {
-            child,
+        let mut server = RedisServer {
+            child: spawn(port, dir.path()),
             url: format!("redis://127.0.0.1:{port}"),
-            _dir: dir,
+            port,
+            dir,
         };
+        server.wait_until_it_answers();
+        Some(server)
+    }
+
+    /// Stops the server, as a crash would: it loses everything.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on the same port, empty.
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.port, self.dir.path());
+        self.wait_until_it_answers();
+    }
+
+    fn wait_until_it_answers(&mut self) {
         let started = std::time::Instant::now();
-        while agentbox_host::store::RedisStore::open(&server.url).is_err() {
+        while agentbox_host::store::RedisStore::open(&self.url).is_err() {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(10),
-                "redis-server on port {port} did not answer within 10 s"
+                "redis-server on port {} did not answer within 10 s",
+                self.port
             );
             std::thread::yield_now();
         }
-        Some(server)
     }
 
     /// Its address, `redis://127.0.0.1:PORT`.
@@ -89,7 +110,6 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -644,6 +644,27 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn the_store_reconnects_by_itself_after_redis_restarts() {
+                let Some(mut server) = RedisServer::start() else { return };
+                let store = RedisStore::open(server.url()).unwrap();
+                let global = super::ns("profile", "global");
+                super::put(&store, &global, "k", "before", None);
+                server.stop();
+                for _ in 0..2 {
+                    let err = store.kv_get(&global, "k", 1_000).unwrap_err();
+                    assert!(
+                        err.to_string().starts_with(&format!("store backend failed: Redis at {}: ", server.url())),
+                        "{err}"
+                    );
+                }
+                server.start_again();
+                // The server restarted empty; the store answers again at once.
+                assert_eq!(super::get(&store, &global, "k", 1_000), None);
+                super::put(&store, &global, "k", "after", None);
+                assert_eq!(super::get(&store, &global, "k", 1_000).as_deref(), Some("after"));
+            }
+
+            #[test]
             fn kv_entries_carry_a_native_ttl() {
                 let Some(server) = RedisServer::start() else { return };
                 let store = RedisStore::open(server.url()).unwrap();
