@@ -201,36 +201,96 @@ fn check_manifest(manifest: &Manifest) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The active version of each loaded plugin, by name.
+/// The loaded versions of each plugin, by name: which one is active, and
+/// which one was before it, for a roll-back.
+///
+/// Every loaded version stays loaded: a session whose state a newer version
+/// cannot migrate keeps running on the version that last committed it.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    active: RwLock<HashMap<String, Arc<PluginVersion>>>,
+    plugins: RwLock<HashMap<String, Versions>>,
+}
+
+#[derive(Debug)]
+struct Versions {
+    loaded: Vec<Arc<PluginVersion>>,
+    active: Arc<PluginVersion>,
+    previous: Option<Arc<PluginVersion>>,
 }
 
 impl Registry {
-    /// Makes `version` the active version of its plugin.
-    pub(crate) fn activate(&self, version: Arc<PluginVersion>) {
-        let mut active = self.active.write().expect("plugin registry poisoned");
-        active.insert(version.manifest.name.clone(), version);
+    /// Makes `version` the active version of its plugin, atomically. Loading
+    /// the active version again changes nothing.
+    pub(crate) fn activate(&self, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
+        let mut plugins = self.plugins.write().expect("plugin registry poisoned");
+        let Some(versions) = plugins.get_mut(version.name()) else {
+            plugins.insert(
+                version.name().to_owned(),
+                Versions {
+                    loaded: vec![version.clone()],
+                    active: version.clone(),
+                    previous: None,
+                },
+            );
+            return version;
+        };
+        if versions.active.digest == version.digest {
+            return versions.active.clone();
+        }
+        let version = match versions
+            .loaded
+            .iter()
+            .find(|loaded| loaded.digest == version.digest)
+        {
+            Some(loaded) => loaded.clone(),
+            None => {
+                versions.loaded.push(version.clone());
+                version
+            }
+        };
+        versions.previous = Some(std::mem::replace(&mut versions.active, version.clone()));
+        version
+    }
+
+    /// Makes the version that was active before the current one active
+    /// again, and returns it; `None` if there is none.
+    pub(crate) fn roll_back(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        let mut plugins = self.plugins.write().expect("plugin registry poisoned");
+        let versions = plugins.get_mut(name)?;
+        let previous = versions.previous.take()?;
+        versions.previous = Some(std::mem::replace(&mut versions.active, previous.clone()));
+        Some(previous)
     }
 
     /// The active version of the plugin `name`.
     pub(crate) fn active(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        self.active
+        self.plugins
             .read()
             .expect("plugin registry poisoned")
             .get(name)
+            .map(|versions| versions.active.clone())
+    }
+
+    /// The loaded version of the plugin `name` whose digest is `digest` (hex).
+    pub(crate) fn version(&self, name: &str, digest: &str) -> Option<Arc<PluginVersion>> {
+        self.plugins
+            .read()
+            .expect("plugin registry poisoned")
+            .get(name)?
+            .loaded
+            .iter()
+            .find(|version| version.digest.to_string() == digest)
             .cloned()
     }
 
     /// Every active version, ordered by name.
     pub(crate) fn all(&self) -> Vec<Arc<PluginVersion>> {
         let mut all: Vec<_> = self
-            .active
+            .plugins
             .read()
             .expect("plugin registry poisoned")
             .values()
-            .cloned()
+            .map(|versions| versions.active.clone())
             .collect();
         all.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
         all

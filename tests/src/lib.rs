@@ -29,6 +29,8 @@ mod broken_schema;
 #[cfg(test)]
 mod counter;
 #[cfg(test)]
+mod counter_v2;
+#[cfg(test)]
 mod duplicate_tools;
 #[cfg(test)]
 mod intake;

@@ -242,6 +242,17 @@ pub enum Cause {
     /// Another turn committed first (another process holds the session).
     #[error("{0}")]
     Conflict(StoreError),
+    /// The active version could not migrate the session's state, and the
+    /// version that last committed it is not loaded.
+    #[error("cannot migrate the session state from state version {from} to {to}: {reason}")]
+    Migration {
+        /// The state version of the stored state.
+        from: u32,
+        /// The state version of the active plugin version.
+        to: u32,
+        /// Why the migration failed.
+        reason: String,
+    },
     /// Another host process is running a turn of the session and did not
     /// finish within the wait.
     #[error("another host is running a turn of this session; it did not finish within {} ms", .0.as_millis())]
@@ -272,6 +283,7 @@ impl Cause {
             Cause::InvalidState(_) => "invalid-state",
             Cause::Conflict(_) => "conflict",
             Cause::Busy(_) => "busy",
+            Cause::Migration { .. } => "migration",
             Cause::Store(_) => "store",
         }
     }
@@ -506,7 +518,10 @@ impl Host {
     }
 
     /// Loads a plugin version from its bytes and makes it the active version
-    /// of its name. A version that fails to load changes nothing.
+    /// of its name, atomically: turns already running finish on the version
+    /// they started on, and every later turn uses this one. A version that
+    /// fails to load changes nothing. Sessions whose state was written under
+    /// another `state-version` get `migrate` before their first turn on it.
     pub fn load_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
         let version = Arc::new(PluginVersion::load(
             &self.inner.engine,
@@ -514,9 +529,18 @@ impl Host {
             bytes,
             |pre| self.describe(pre),
         )?);
-        self.inner.plugins.activate(version.clone());
-        tracing::info!(plugin = version.name(), digest = %version.digest, "plugin version active");
+        let version = self.inner.plugins.activate(version);
+        tracing::info!(plugin = version.name(), version = version.manifest.version, digest = %version.digest, "plugin version active");
         Ok(version)
+    }
+
+    /// Makes the version that was active before the current one of plugin
+    /// `name` active again, and returns it; `None` if there is none. Turns
+    /// running on the current version finish there.
+    pub fn roll_back(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        let version = self.inner.plugins.roll_back(name)?;
+        tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, "plugin rolled back");
+        Some(version)
     }
 
     /// The active version of the plugin `name`.
@@ -817,10 +841,18 @@ impl Host {
         if record.status != Status::Active || !expired {
             return Ok(Expired::Lives);
         }
-        let Some(plugin) = self.inner.plugins.active(&record.plugin) else {
+        let Some(active) = self.inner.plugins.active(&record.plugin) else {
             // Handed off to a plugin this host has not loaded: another host
             // may have it.
             return Ok(Expired::Lives);
+        };
+        let (record, plugin) = match self.migrated(record, active) {
+            Ok(resolved) => resolved,
+            Err(cause) => {
+                // No version can run on-end; the session ends without it.
+                store.delete_session(id).map_err(|err| fail(err.into()))?;
+                return Ok(Expired::EndFailed(fail(cause)));
+            }
         };
         let turn = record.turn + 1;
         let call = self.call_in_session(
@@ -1130,7 +1162,18 @@ impl Host {
                 _ => record.plugin.clone(),
             },
             digest: plugin.digest.to_string(),
-            state_version: plugin.manifest.state_version,
+            // After a hand-off the state is the target's to read as it is:
+            // nothing to migrate.
+            state_version: match outcome {
+                Outcome::HandOff(target) => self
+                    .inner
+                    .plugins
+                    .active(target)
+                    .map_or(plugin.manifest.state_version, |target| {
+                        target.manifest.state_version
+                    }),
+                _ => plugin.manifest.state_version,
+            },
             status: if *outcome == Outcome::End {
                 Status::Ended
             } else {
@@ -1200,7 +1243,86 @@ impl Host {
                 Cause::PluginNotLoaded(record.plugin.clone()),
             )
         })?;
-        Ok((record, plugin))
+        let plugin_name = record.plugin.clone();
+        self.migrated(record, plugin)
+            .map_err(|cause| fail(Some(&plugin_name), cause))
+    }
+
+    /// The version to run `record`'s next turn on, and the record to run it
+    /// from: the active version, after it migrated the state if the state's
+    /// layout (`state-version`) differs from its own. If the migration fails,
+    /// the session stays on the version that last committed it, if that is
+    /// still loaded.
+    fn migrated(
+        &self,
+        mut record: SessionRecord,
+        active: Arc<PluginVersion>,
+    ) -> Result<(SessionRecord, Arc<PluginVersion>), Cause> {
+        let (from, to) = (record.state_version, active.manifest.state_version);
+        if from == to {
+            return Ok((record, active));
+        }
+        let state =
+            serde_json::to_string(&record.state).map_err(|err| Cause::Trap(err.to_string()))?;
+        let call = self.call_in_session(
+            &active,
+            &record,
+            record.turn + 1,
+            record.state.clone(),
+            None,
+            |agent, store| agent.call_migrate(store, from, &state),
+        );
+        let migrated = call.result.and_then(|text| {
+            let invalid =
+                |reason: String| Cause::InvalidState(format!("`migrate` returned {reason}"));
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|err| invalid(format!("something that is not JSON: {err}")))?;
+            check_value(&value, &self.inner.limits)
+                .map_err(|reason| invalid(format!("a state that {reason}")))?;
+            let Value::Object(state) = value else {
+                return Err(invalid("a state that is not a JSON object".into()));
+            };
+            check_state(&active, &state)?;
+            Ok(state)
+        });
+        match migrated {
+            Ok(state) => {
+                tracing::info!(
+                    plugin = record.plugin,
+                    session = record.id,
+                    from,
+                    to,
+                    "state migrated"
+                );
+                record.state = state;
+                record.state_version = to;
+                Ok((record, active))
+            }
+            Err(cause) => {
+                let stays = self
+                    .inner
+                    .plugins
+                    .version(&record.plugin, &record.digest)
+                    .filter(|previous| previous.manifest.state_version == from);
+                tracing::warn!(
+                    plugin = record.plugin,
+                    session = record.id,
+                    from,
+                    to,
+                    error = %cause,
+                    stays_on = stays.as_ref().map(|previous| previous.manifest.version.as_str()),
+                    "state migration failed"
+                );
+                match stays {
+                    Some(previous) => Ok((record, previous)),
+                    None => Err(Cause::Migration {
+                        from,
+                        to,
+                        reason: cause.to_string(),
+                    }),
+                }
+            }
+        }
     }
 
     /// Calls one export in a fresh instance serving `record`, starting from `state`.
