@@ -34,6 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Commands {
     Run(RunArgs),
+    Serve(ServeArgs),
     Inspect(InspectArgs),
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -129,6 +130,49 @@ struct RunArgs {
     /// Print one JSON object per line per event (reply, committed, error) instead of text
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Serve sessions and tools over HTTP, and plugins over an admin API.
+///
+/// Loads the plugins given with --plugin and every .wasm in --plugin-dir, then listens until
+/// SIGTERM or Ctrl-C, when it stops accepting, lets running turns finish and exits. Sessions
+/// live in the store, so a restarted server goes on where it stopped. The API is described in
+/// docs/api.md; for example:
+///
+///   agentbox serve --plugin plugins/intake --admin-token secret
+///   curl -X POST localhost:8080/v1/sessions -d '{"plugin": "intake"}'
+///   curl -X POST localhost:8080/v1/sessions/ID/messages -d '{"text": "my name is Ada"}'
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+
+    /// A plugin to load: a .wasm component or a plugin's cargo package folder (repeatable)
+    #[arg(long = "plugin", value_name = "PLUGIN")]
+    plugins: Vec<PathBuf>,
+
+    /// A folder whose .wasm components are all loaded
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+
+    /// Where sessions live: `memory`, `sqlite:PATH` or `redis://HOST:PORT`
+    /// [default: sqlite:DATA_DIR/agentbox.db]
+    #[arg(long, value_name = "SPEC")]
+    store: Option<StoreSpec>,
+
+    /// Bearer token of the admin API; without one, the admin API refuses every request
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AGENTBOX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
 
     #[command(flatten)]
     host: HostArgs,
@@ -243,6 +287,7 @@ pub async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Commands::Run(args) => run(args).await,
+        Commands::Serve(args) => serve(args).await,
         Commands::Inspect(args) => inspect(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args),
@@ -545,6 +590,65 @@ fn state_changes(before: &State, after: &State) -> Vec<String> {
             .map(|key| format!("- {key}")),
     );
     changes
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let spec = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.host.default_store());
+    let host = args.host.host(&spec)?;
+    let mut paths = args.plugins.clone();
+    if let Some(dir) = &args.plugin_dir {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
+        let mut wasm: Vec<PathBuf> = entries
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        wasm.sort();
+        paths.extend(wasm);
+    }
+    for path in &paths {
+        let plugin = load(&host, path)?;
+        eprintln!(
+            "agentbox: plugin {} {} (sha256:{:.12}, {})",
+            plugin.name(),
+            plugin.manifest.version,
+            plugin.digest.to_string(),
+            compilation_text(plugin.compilation)
+        );
+    }
+    let _reaper = host.spawn_reaper(REAP_EVERY);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if args.admin_token.is_none() {
+        eprintln!(
+            "agentbox: no admin token (--admin-token or AGENTBOX_ADMIN_TOKEN): the admin API refuses every request"
+        );
+    }
+    eprintln!(
+        "agentbox: listening on http://{} (store {spec})",
+        listener.local_addr()?
+    );
+    axum::serve(listener, crate::server::router(host, args.admin_token))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("the server failed")?;
+    eprintln!("agentbox: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot listen for SIGTERM");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("agentbox: shutting down: finishing running turns");
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

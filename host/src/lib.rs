@@ -25,6 +25,7 @@ pub mod engine;
 pub mod kv;
 pub mod plugin;
 pub mod policy;
+pub mod server;
 pub mod session;
 pub mod store;
 pub mod tools;
