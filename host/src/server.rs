@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -46,7 +47,10 @@ pub fn router(host: Host, admin_token: Option<String>) -> Router {
     let admin = Router::new()
         .route("/v1/admin/plugins", get(list_plugins).post(load_plugin))
         .route("/v1/admin/plugins/{name}/rollback", post(roll_back))
-        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY));
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY))
+        .layer(middleware::from_fn(|request, next| {
+            refuse_declared_over(MAX_PLUGIN_BODY, request, next)
+        }));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/tools", get(list_tools))
@@ -56,6 +60,9 @@ pub fn router(host: Host, admin_token: Option<String>) -> Router {
         .route("/v1/sessions/{id}/messages", post(send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(call_tool))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn(|request, next| {
+            refuse_declared_over(MAX_JSON_BODY, request, next)
+        }))
         .merge(admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .with_state(api)
@@ -81,6 +88,24 @@ fn session_error(err: &SessionError) -> Response {
         _ => StatusCode::BAD_GATEWAY,
     };
     error(status, err.cause.kind(), err.to_string())
+}
+
+/// Refuses a request whose declared body is over `limit` before reading it
+/// (a body without a declared length is cut off at the limit as it is read).
+async fn refuse_declared_over(limit: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .and_then(|length| length.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the request body is {length} bytes, over the limit of {limit} bytes"),
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 /// The response for a request body that is not the JSON expected.
