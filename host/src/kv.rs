@@ -19,6 +19,7 @@ use crate::bindings::agentbox::plugin::kv as wit;
 use crate::clock::Clock;
 use crate::plugin::check_name;
 use crate::policy::Limits;
+use crate::session::SessionCtx;
 use crate::store::{KvWrite, Namespace, Quota, Store, StoreError};
 
 /// Longest KV key, in bytes.
@@ -70,42 +71,26 @@ pub struct Bucket {
     ns: Namespace,
 }
 
-/// A turn's view of KV.
+/// A turn's view of KV: what KV adds to the turn's session view.
 pub(crate) struct KvCtx {
-    live: Option<Live>,
+    /// Absent while a plugin is described.
+    plugin: Option<PluginScope>,
     open: usize,
 }
 
-/// What a view inside a session has; absent while a plugin is described.
-struct Live {
-    plugin: String,
-    session: String,
-    user_id: Option<String>,
-    store: Arc<dyn Store>,
+struct PluginScope {
+    name: String,
     clock: Clock,
-    limits: Arc<Limits>,
     grants: Arc<Grants>,
 }
 
 impl KvCtx {
-    /// KV for a turn of `session` (whose user is `user_id`) of `plugin`.
-    pub(crate) fn new(
-        plugin: &str,
-        session: &str,
-        user_id: Option<&str>,
-        store: Arc<dyn Store>,
-        clock: Clock,
-        limits: Arc<Limits>,
-        grants: Arc<Grants>,
-    ) -> KvCtx {
+    /// KV for a turn of the plugin `plugin`.
+    pub(crate) fn new(plugin: &str, clock: Clock, grants: Arc<Grants>) -> KvCtx {
         KvCtx {
-            live: Some(Live {
-                plugin: plugin.to_owned(),
-                session: session.to_owned(),
-                user_id: user_id.map(str::to_owned),
-                store,
+            plugin: Some(PluginScope {
+                name: plugin.to_owned(),
                 clock,
-                limits,
                 grants,
             }),
             open: 0,
@@ -115,16 +100,18 @@ impl KvCtx {
     /// KV outside a session, for calling `describe`: every function traps.
     pub(crate) fn detached() -> KvCtx {
         KvCtx {
-            live: None,
+            plugin: None,
             open: 0,
         }
     }
 }
 
-/// What the `kv` functions reach: the turn's KV view and the resource table
+/// What the `kv` functions reach: the turn's KV view, its session view (for
+/// the session, its user, the store and the limits), and the resource table
 /// its buckets live in.
 pub(crate) struct KvView<'a> {
     pub(crate) ctx: &'a mut KvCtx,
+    pub(crate) session: &'a SessionCtx,
     pub(crate) table: &'a mut ResourceTable,
 }
 
@@ -142,12 +129,34 @@ pub(crate) fn add_to_linker<T: 'static>(
     wit::add_to_linker::<T, HasKv>(linker, get)
 }
 
+/// Everything a KV function running inside a session uses.
+struct Live<'a> {
+    plugin: &'a str,
+    session: &'a str,
+    user_id: Option<&'a str>,
+    store: &'a Arc<dyn Store>,
+    clock: &'a Clock,
+    limits: &'a Limits,
+    grants: &'a Grants,
+}
+
 impl KvView<'_> {
-    fn live(&self, function: &str) -> wasmtime::Result<&Live> {
-        self.ctx.live.as_ref().ok_or_else(|| {
-            wasmtime::format_err!(
+    fn live(&self, function: &str) -> wasmtime::Result<Live<'_>> {
+        let scope = self.ctx.plugin.as_ref();
+        let session = self.session.live_session();
+        let (Some(scope), Some(session)) = (scope, session) else {
+            wasmtime::bail!(
                 "`kv.{function}` was called outside a session (plugins must not use KV in `describe`)"
-            )
+            );
+        };
+        Ok(Live {
+            plugin: &scope.name,
+            session: session.id,
+            user_id: session.user_id,
+            store: session.store,
+            clock: &scope.clock,
+            limits: self.session.limits(),
+            grants: &scope.grants,
         })
     }
 
@@ -156,14 +165,14 @@ impl KvView<'_> {
         &self,
         bucket: &Resource<Bucket>,
         function: &str,
-    ) -> wasmtime::Result<(&Live, &Bucket)> {
+    ) -> wasmtime::Result<(Live<'_>, &Bucket)> {
         let live = self.live(function)?;
         Ok((live, self.table.get(bucket)?))
     }
 }
 
 /// What the guest gets when the store refuses or fails.
-fn guest_error(live: &Live, bucket: &Bucket, err: StoreError) -> GuestError {
+fn guest_error(live: &Live<'_>, bucket: &Bucket, err: StoreError) -> GuestError {
     match err {
         StoreError::QuotaExceeded(reason) => {
             GuestError::QuotaExceeded(format!("bucket `{}`: {reason}", bucket.name))
@@ -234,7 +243,7 @@ fn expiry(now_ms: u64, ttl_ms: Option<u64>) -> Result<Option<u64>, GuestError> {
     }
 }
 
-fn check_size(live: &Live, value: &[u8]) -> Result<(), GuestError> {
+fn check_size(live: &Live<'_>, value: &[u8]) -> Result<(), GuestError> {
     if value.len() > live.limits.value_bytes {
         return Err(GuestError::Invalid(format!(
             "value is {} bytes, over the limit of {} bytes",
@@ -250,9 +259,9 @@ impl wit::Host for KvView<'_> {
     fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<Bucket>, GuestError>> {
         let live = self.live("open")?;
         let ns = match name.as_str() {
-            "user" => match &live.user_id {
+            "user" => match live.user_id {
                 Some(user) => Namespace {
-                    owner: live.plugin.clone(),
+                    owner: live.plugin.to_owned(),
                     scope: format!("user/{user}"),
                 },
                 None => {
@@ -263,14 +272,14 @@ impl wit::Host for KvView<'_> {
                 }
             },
             "global" => Namespace {
-                owner: live.plugin.clone(),
+                owner: live.plugin.to_owned(),
                 scope: "global".into(),
             },
             other => {
                 if let Err(reason) = check_bucket_name(other) {
                     return Ok(Err(GuestError::Invalid(reason)));
                 }
-                if !live.grants.allows(&live.plugin, other) {
+                if !live.grants.allows(live.plugin, other) {
                     return Ok(Err(GuestError::Denied(format!(
                         "plugin `{}` is not granted bucket `{other}` (the operator grants buckets in the policy file)",
                         live.plugin
@@ -305,7 +314,7 @@ impl wit::HostBucket for KvView<'_> {
         Ok(live
             .store
             .kv_get(&bucket.ns, &key, live.clock.now_ms())
-            .map_err(|err| guest_error(live, bucket, err)))
+            .map_err(|err| guest_error(&live, bucket, err)))
     }
 
     fn set(
@@ -316,7 +325,7 @@ impl wit::HostBucket for KvView<'_> {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), GuestError>> {
         let (live, bucket) = self.bucket(&bucket, "bucket.set")?;
-        Ok(put(live, bucket, &key, &value, ttl_ms, None).map(drop))
+        Ok(put(&live, bucket, &key, &value, ttl_ms, None).map(drop))
     }
 
     fn delete(
@@ -331,7 +340,7 @@ impl wit::HostBucket for KvView<'_> {
         Ok(live
             .store
             .kv_delete(&bucket.ns, &key)
-            .map_err(|err| guest_error(live, bucket, err)))
+            .map_err(|err| guest_error(&live, bucket, err)))
     }
 
     fn exists(
@@ -372,7 +381,7 @@ impl wit::HostBucket for KvView<'_> {
                     keys,
                 })
             }
-            Err(err) => Err(guest_error(live, bucket, err)),
+            Err(err) => Err(guest_error(&live, bucket, err)),
         })
     }
 
@@ -386,7 +395,7 @@ impl wit::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<bool, GuestError>> {
         let (live, bucket) = self.bucket(&bucket, "bucket.compare-and-swap")?;
         Ok(put(
-            live,
+            &live,
             bucket,
             &key,
             &value,
@@ -412,9 +421,9 @@ impl wit::HostBucket for KvView<'_> {
                 &key,
                 delta,
                 live.clock.now_ms(),
-                &quota(&live.limits),
+                &quota(live.limits),
             )
-            .map_err(|err| guest_error(live, bucket, err)))
+            .map_err(|err| guest_error(&live, bucket, err)))
     }
 
     fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -426,7 +435,7 @@ impl wit::HostBucket for KvView<'_> {
 
 /// A checked `set` or `compare-and-swap`.
 fn put(
-    live: &Live,
+    live: &Live<'_>,
     bucket: &Bucket,
     key: &str,
     value: &[u8],
@@ -444,6 +453,6 @@ fn put(
         only_if,
     };
     live.store
-        .kv_put(&bucket.ns, key, &write, now_ms, &quota(&live.limits))
+        .kv_put(&bucket.ns, key, &write, now_ms, &quota(live.limits))
         .map_err(|err| guest_error(live, bucket, err))
 }

@@ -23,6 +23,7 @@ use wasmtime::{ResourceLimiter, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use output::Sink;
+pub(crate) use state::SessionCtx;
 pub use state::{MAX_KEY_BYTES, check_key, check_value};
 
 use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, PluginPre};
@@ -37,7 +38,6 @@ use crate::store::{
 };
 use crate::tools::{ToolRef, Violation};
 use output::{GuestLog, OutputCtx};
-use state::SessionCtx;
 
 /// Longest session id or user id, in bytes.
 const MAX_ID_BYTES: usize = 128;
@@ -164,6 +164,7 @@ fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
     state::add_to_linker(&mut linker, |ctx| &mut ctx.session)?;
     crate::kv::add_to_linker(&mut linker, |ctx| KvView {
         ctx: &mut ctx.kv,
+        session: &ctx.session,
         table: &mut ctx.table,
     })?;
     output::add_to_linker(&mut linker, |ctx| &mut ctx.output)?;
@@ -603,12 +604,7 @@ impl Host {
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let fail = |cause| SessionError {
-            session: id.clone(),
-            plugin: Some(start.plugin.clone()),
-            turn: None,
-            cause,
-        };
+        let fail = session_error(&id, Some(&start.plugin), None);
         check_id("session id", &id).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         if let Some(user) = &start.user_id {
             check_id("user id", user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
@@ -701,12 +697,7 @@ impl Host {
         id: &str,
         turn: impl FnOnce(&str) -> Result<R, SessionError>,
     ) -> Result<R, SessionError> {
-        let fail = |cause| SessionError {
-            session: id.to_owned(),
-            plugin: None,
-            turn: None,
-            cause,
-        };
+        let fail = session_error(id, None, None);
         let store = &self.inner.store;
         let holder = &self.inner.holder;
         // A turn may run on-message and on-end, each under the deadline.
@@ -825,12 +816,7 @@ impl Host {
     #[instrument(skip_all, fields(session = id))]
     fn run_expire(&self, id: &str, expiry: Expiry) -> Result<Expired, SessionError> {
         let store = &self.inner.store;
-        let fail = |cause| SessionError {
-            session: id.to_owned(),
-            plugin: None,
-            turn: None,
-            cause,
-        };
+        let fail = session_error(id, None, None);
         let Some(record) = store.load(id).map_err(|err| fail(err.into()))? else {
             // A stale index entry: clear it.
             store.delete_session(id).map_err(|err| fail(err.into()))?;
@@ -877,12 +863,7 @@ impl Host {
         start: SessionStart,
         sink: Option<Sink>,
     ) -> Result<TurnReport, SessionError> {
-        let fail = |cause| SessionError {
-            session: id.to_owned(),
-            plugin: Some(start.plugin.clone()),
-            turn: Some(0),
-            cause,
-        };
+        let fail = session_error(id, Some(&start.plugin), Some(0));
         let plugin = self
             .inner
             .plugins
@@ -1222,30 +1203,25 @@ impl Host {
 
     /// Loads an active session and the active version of its plugin.
     fn open(&self, id: &str) -> Result<(SessionRecord, Arc<PluginVersion>), SessionError> {
-        let fail = |plugin: Option<&str>, cause| SessionError {
-            session: id.to_owned(),
-            plugin: plugin.map(str::to_owned),
-            turn: None,
-            cause,
-        };
+        let fail = session_error(id, None, None);
         let record = self
             .inner
             .store
             .load(id)
-            .map_err(|err| fail(None, err.into()))?
-            .ok_or_else(|| fail(None, Cause::NotFound))?;
+            .map_err(|err| fail(err.into()))?
+            .ok_or_else(|| fail(Cause::NotFound))?;
+        let fail = session_error(id, Some(&record.plugin), None);
         if record.status == Status::Ended {
-            return Err(fail(Some(&record.plugin), Cause::Ended));
+            return Err(fail(Cause::Ended));
         }
-        let plugin = self.inner.plugins.active(&record.plugin).ok_or_else(|| {
-            fail(
-                Some(&record.plugin),
-                Cause::PluginNotLoaded(record.plugin.clone()),
-            )
-        })?;
+        let plugin = self
+            .inner
+            .plugins
+            .active(&record.plugin)
+            .ok_or_else(|| fail(Cause::PluginNotLoaded(record.plugin.clone())))?;
         let plugin_name = record.plugin.clone();
         self.migrated(record, plugin)
-            .map_err(|cause| fail(Some(&plugin_name), cause))
+            .map_err(session_error(id, Some(&plugin_name), None))
     }
 
     /// The version to run `record`'s next turn on, and the record to run it
@@ -1348,11 +1324,7 @@ impl Host {
         );
         let kv = KvCtx::new(
             &record.plugin,
-            &record.id,
-            record.user_id.as_deref(),
-            self.inner.store.clone(),
             self.inner.clock.clone(),
-            limits.clone(),
             self.inner.grants.clone(),
         );
         let ctx = TurnCtx::new(
@@ -1420,10 +1392,20 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
 
 /// The error of turn `turn` of `record` failing for a cause.
 fn turn_error(record: &SessionRecord, turn: u64) -> impl Fn(Cause) -> SessionError + Copy + '_ {
+    session_error(&record.id, Some(&record.plugin), Some(turn))
+}
+
+/// The error of an operation on session `id`, served by `plugin` and
+/// running `turn` where known, failing for a cause.
+fn session_error<'a>(
+    id: &'a str,
+    plugin: Option<&'a str>,
+    turn: Option<u64>,
+) -> impl Fn(Cause) -> SessionError + Copy + 'a {
     move |cause| SessionError {
-        session: record.id.clone(),
-        plugin: Some(record.plugin.clone()),
-        turn: Some(turn),
+        session: id.to_owned(),
+        plugin: plugin.map(str::to_owned),
+        turn,
         cause,
     }
 }

@@ -41,6 +41,13 @@ struct Live {
     store: Arc<dyn Store>,
 }
 
+/// The parts of a live session other capabilities of the turn use.
+pub(crate) struct LiveSession<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) store: &'a Arc<dyn Store>,
+}
+
 impl SessionCtx {
     /// The view of `record` for running turn number `turn`, starting from `state`.
     pub(crate) fn new(
@@ -83,6 +90,21 @@ impl SessionCtx {
         self.live.as_ref().ok_or_else(|| {
             wasmtime::format_err!("`session.{function}` was called outside a session (plugins must not use session state in `describe`)")
         })
+    }
+
+    /// The session this view serves (its id, user and store); `None` while
+    /// a plugin is described.
+    pub(crate) fn live_session(&self) -> Option<LiveSession<'_>> {
+        self.live.as_ref().map(|live| LiveSession {
+            id: &live.id,
+            user_id: live.user_id.as_deref(),
+            store: &live.store,
+        })
+    }
+
+    /// The limits the turn runs under.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     fn state_bytes(&mut self) -> usize {
