@@ -17,6 +17,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use crate::bindings::GuestError;
 use crate::bindings::agentbox::plugin::kv as wit;
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::plugin::check_name;
 use crate::policy::Limits;
 use crate::session::SessionCtx;
@@ -82,16 +83,23 @@ struct PluginScope {
     name: String,
     clock: Clock,
     grants: Arc<Grants>,
+    metrics: Arc<Metrics>,
 }
 
 impl KvCtx {
     /// KV for a turn of the plugin `plugin`.
-    pub(crate) fn new(plugin: &str, clock: Clock, grants: Arc<Grants>) -> KvCtx {
+    pub(crate) fn new(
+        plugin: &str,
+        clock: Clock,
+        grants: Arc<Grants>,
+        metrics: Arc<Metrics>,
+    ) -> KvCtx {
         KvCtx {
             plugin: Some(PluginScope {
                 name: plugin.to_owned(),
                 clock,
                 grants,
+                metrics,
             }),
             open: 0,
         }
@@ -138,10 +146,12 @@ struct Live<'a> {
     clock: &'a Clock,
     limits: &'a Limits,
     grants: &'a Grants,
+    metrics: &'a Metrics,
 }
 
 impl KvView<'_> {
-    fn live(&self, function: &str) -> wasmtime::Result<Live<'_>> {
+    /// Everything `function` uses, after counting its call.
+    fn live(&self, function: &'static str) -> wasmtime::Result<Live<'_>> {
         let scope = self.ctx.plugin.as_ref();
         let session = self.session.live_session();
         let (Some(scope), Some(session)) = (scope, session) else {
@@ -149,6 +159,7 @@ impl KvView<'_> {
                 "`kv.{function}` was called outside a session (plugins must not use KV in `describe`)"
             );
         };
+        scope.metrics.kv_operation(&scope.name, function);
         Ok(Live {
             plugin: &scope.name,
             session: session.id,
@@ -157,6 +168,7 @@ impl KvView<'_> {
             clock: &scope.clock,
             limits: self.session.limits(),
             grants: &scope.grants,
+            metrics: &scope.metrics,
         })
     }
 
@@ -164,7 +176,7 @@ impl KvView<'_> {
     fn bucket(
         &self,
         bucket: &Resource<Bucket>,
-        function: &str,
+        function: &'static str,
     ) -> wasmtime::Result<(Live<'_>, &Bucket)> {
         let live = self.live(function)?;
         Ok((live, self.table.get(bucket)?))
@@ -175,6 +187,7 @@ impl KvView<'_> {
 fn guest_error(live: &Live<'_>, bucket: &Bucket, err: StoreError) -> GuestError {
     match err {
         StoreError::QuotaExceeded(reason) => {
+            live.metrics.limit_trip(live.plugin, "kv-quota");
             GuestError::QuotaExceeded(format!("bucket `{}`: {reason}", bucket.name))
         }
         StoreError::Invalid(reason) => {

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod kv;
+pub mod metrics;
 pub mod plugin;
 pub mod policy;
 pub mod server;

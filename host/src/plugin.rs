@@ -219,9 +219,10 @@ struct Versions {
 }
 
 impl Registry {
-    /// Makes `version` the active version of its plugin, atomically. Loading
-    /// the active version again changes nothing.
-    pub(crate) fn activate(&self, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
+    /// Adds `version` to the loaded versions of its plugin, or returns the
+    /// loaded version with the same digest. The first version of a plugin
+    /// becomes its active version; later ones wait for [`Registry::activate`].
+    pub(crate) fn add(&self, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
         let mut plugins = self.plugins.write().expect("plugin registry poisoned");
         let Some(versions) = plugins.get_mut(version.name()) else {
             plugins.insert(
@@ -234,10 +235,7 @@ impl Registry {
             );
             return version;
         };
-        if versions.active.digest == version.digest {
-            return versions.active.clone();
-        }
-        let version = match versions
+        match versions
             .loaded
             .iter()
             .find(|loaded| loaded.digest == version.digest)
@@ -247,9 +245,24 @@ impl Registry {
                 versions.loaded.push(version.clone());
                 version
             }
-        };
-        versions.previous = Some(std::mem::replace(&mut versions.active, version.clone()));
-        version
+        }
+    }
+
+    /// Makes the loaded version of plugin `name` with digest `digest` (hex)
+    /// the active one, atomically, and returns it; `None` if no such version
+    /// is loaded. Activating the active version changes nothing.
+    pub(crate) fn activate(&self, name: &str, digest: &str) -> Option<Arc<PluginVersion>> {
+        let mut plugins = self.plugins.write().expect("plugin registry poisoned");
+        let versions = plugins.get_mut(name)?;
+        let version = versions
+            .loaded
+            .iter()
+            .find(|loaded| loaded.digest.to_string() == digest)?
+            .clone();
+        if versions.active.digest != version.digest {
+            versions.previous = Some(std::mem::replace(&mut versions.active, version.clone()));
+        }
+        Some(version)
     }
 
     /// Makes the version that was active before the current one active
@@ -281,6 +294,16 @@ impl Registry {
             .iter()
             .find(|version| version.digest.to_string() == digest)
             .cloned()
+    }
+
+    /// Every loaded version of the plugin `name`, oldest first.
+    pub(crate) fn loaded(&self, name: &str) -> Vec<Arc<PluginVersion>> {
+        self.plugins
+            .read()
+            .expect("plugin registry poisoned")
+            .get(name)
+            .map(|versions| versions.loaded.clone())
+            .unwrap_or_default()
     }
 
     /// Every active version, ordered by name.

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -46,6 +48,7 @@ pub fn router(host: Host, admin_token: Option<String>) -> Router {
     };
     let admin = Router::new()
         .route("/v1/admin/plugins", get(list_plugins).post(load_plugin))
+        .route("/v1/admin/plugins/{name}/activate", post(activate))
         .route("/v1/admin/plugins/{name}/rollback", post(roll_back))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY))
         .layer(middleware::from_fn(|request, next| {
@@ -53,12 +56,15 @@ pub fn router(host: Host, admin_token: Option<String>) -> Router {
         }));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/tools", get(list_tools))
         .route("/v1/sessions", post(start_session))
         .route("/v1/sessions/{id}", get(show_session).delete(end_session))
         .route("/v1/sessions/{id}/history", get(history))
         .route("/v1/sessions/{id}/messages", post(send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(call_tool))
+        .route("/v1/sessions/{id}/ws", get(converse))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(middleware::from_fn(|request, next| {
             refuse_declared_over(MAX_JSON_BODY, request, next)
@@ -276,8 +282,12 @@ struct HistoryQuery {
 async fn history(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return error(rejection.status(), "bad-request", rejection.body_text()),
+    };
     let store = api.host.store().clone();
     let last = query.last.unwrap_or(usize::MAX);
     match tokio::task::spawn_blocking(move || store.history(&id, last))
@@ -294,6 +304,165 @@ async fn end_session(State(api): State<Api>, Path(id): Path<String>) -> Response
         Ok(report) => Json(json!({ "turn": report.turn, "said": report.said })).into_response(),
         Err(err) => session_error(&err),
     }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        api.host.metrics_text().await,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// What a WebSocket client sends: one JSON object per text frame.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum Inbound {
+    /// A message from the caller: `on-message`.
+    Message { text: String },
+    /// A tool call.
+    Tool {
+        tool: String,
+        #[serde(default = "no_arguments")]
+        arguments: Value,
+    },
+    /// The caller ends the session.
+    End,
+}
+
+fn no_arguments() -> Value {
+    json!({})
+}
+
+/// Opens a WebSocket on an active session: the caller sends messages, tool
+/// calls and the end as JSON text frames, one turn at a time, and receives
+/// the events of each turn as they happen, the same events as the streamed
+/// reply of `POST /messages`, and `tool-result` for a tool call.
+async fn converse(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                "bad-request",
+                format!("this endpoint is a WebSocket: {}", rejection.body_text()),
+            );
+        }
+    };
+    let store = api.host.store().clone();
+    let lookup = id.clone();
+    let loaded = tokio::task::spawn_blocking(move || store.load(&lookup))
+        .await
+        .expect("loading a session panicked");
+    match loaded {
+        Ok(Some(record)) if record.status == crate::store::Status::Active => {
+            upgrade.on_upgrade(move |socket| websocket(api.host, id, socket))
+        }
+        Ok(Some(_)) => error(
+            StatusCode::CONFLICT,
+            "ended",
+            format!("session `{id}`: the session has ended"),
+        ),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("session `{id}`: no such session"),
+        ),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, "store", err.to_string()),
+    }
+}
+
+/// Serves one WebSocket until the caller closes it or the session ends.
+async fn websocket(host: Host, id: String, mut socket: WebSocket) {
+    while let Some(Ok(frame)) = socket.recv().await {
+        let text = match frame {
+            Frame::Text(text) => text,
+            Frame::Binary(_) => {
+                let refusal = json!({ "event": "error", "kind": "bad-request", "message": "send JSON text frames, not binary ones" });
+                if send(&mut socket, &refusal).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Frame::Close(_) => return,
+            Frame::Ping(_) | Frame::Pong(_) => continue,
+        };
+        let inbound: Inbound = match serde_json::from_str(&text) {
+            Ok(inbound) => inbound,
+            Err(err) => {
+                let refusal = json!({ "event": "error", "kind": "bad-request", "message": format!("a frame must be {{\"type\": \"message\", \"text\": ...}}, {{\"type\": \"tool\", \"tool\": ..., \"arguments\": {{...}}}} or {{\"type\": \"end\"}}: {err}") });
+                if send(&mut socket, &refusal).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let said = events.clone();
+        let sink: crate::Sink = Arc::new(move |text: &str| {
+            let _ = said.send(event_json(Event::Say(text.to_owned())));
+        });
+        let (host, id) = (host.clone(), id.clone());
+        tokio::spawn(async move {
+            let done = match inbound {
+                Inbound::Message { text } => {
+                    event_json(Event::Done(host.send_message(&id, &text, Some(sink)).await))
+                }
+                Inbound::Tool { tool, arguments } => {
+                    match host.call_tool(&id, &tool, arguments, Some(sink)).await {
+                        Ok(report) => json!({
+                            "event": "tool-result",
+                            "tool": tool,
+                            "result": report.result,
+                            "cached": report.cached,
+                            "turn": report.turn.turn,
+                        }),
+                        Err(err) => event_json(Event::Done(Err(err))),
+                    }
+                }
+                Inbound::End => {
+                    let ended = host.end_session(&id).await;
+                    if let Ok(report) = &ended {
+                        for text in &report.said {
+                            let _ = events.send(event_json(Event::Say(text.clone())));
+                        }
+                    }
+                    event_json(Event::Done(ended))
+                }
+            };
+            let _ = events.send(done);
+        });
+        let mut ended = false;
+        while let Some(event) = received.recv().await {
+            ended |= event["outcome"]["outcome"] == "end";
+            if send(&mut socket, &event).await.is_err() {
+                return;
+            }
+        }
+        if ended {
+            let _ = socket.send(Frame::Close(None)).await;
+            return;
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, event: &Value) -> Result<(), axum::Error> {
+    socket.send(Frame::Text(event.to_string().into())).await
 }
 
 async fn list_tools(State(api): State<Api>) -> Response {
@@ -349,6 +518,7 @@ fn describe(version: &PluginVersion) -> Value {
     })
 }
 
+/// Every plugin: its active version, every loaded version, and its stats.
 async fn list_plugins(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Some(refused) = refusal(&api, &headers) {
         return refused;
@@ -357,27 +527,100 @@ async fn list_plugins(State(api): State<Api>, headers: HeaderMap) -> Response {
         .host
         .plugins()
         .iter()
-        .map(|plugin| describe(plugin))
+        .map(|active| {
+            let versions: Vec<Value> = api
+                .host
+                .plugin_versions(active.name())
+                .iter()
+                .map(|version| {
+                    let mut described = describe(version);
+                    described["active"] = json!(version.digest == active.digest);
+                    described
+                })
+                .collect();
+            json!({
+                "name": active.name(),
+                "active": describe(active),
+                "versions": versions,
+                "stats": api.host.metrics().stats(active.name()),
+            })
+        })
         .collect();
     Json(plugins).into_response()
 }
 
-/// Loads the component in the body and activates it; a version that fails
-/// to load changes nothing.
-async fn load_plugin(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+#[derive(Deserialize)]
+struct LoadQuery {
+    /// Whether the loaded version becomes active (default: yes).
+    activate: Option<bool>,
+}
+
+/// Loads the component in the body and, unless `?activate=false`, makes it
+/// active; a version that fails to load changes nothing.
+async fn load_plugin(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    query: Result<Query<LoadQuery>, QueryRejection>,
+    body: Bytes,
+) -> Response {
     if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return error(rejection.status(), "bad-request", rejection.body_text()),
+    };
     let host = api.host.clone();
-    match tokio::task::spawn_blocking(move || host.load_plugin(&body))
-        .await
-        .expect("loading a plugin panicked")
+    let activate = query.activate.unwrap_or(true);
+    match tokio::task::spawn_blocking(move || {
+        if activate {
+            host.load_plugin(&body)
+        } else {
+            host.stage_plugin(&body)
+        }
+    })
+    .await
+    .expect("loading a plugin panicked")
     {
         Ok(version) => (StatusCode::CREATED, Json(describe(&version))).into_response(),
         Err(err) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-plugin",
             err.to_string(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateRequest {
+    digest: String,
+}
+
+/// Makes a loaded version active.
+async fn activate(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<ActivateRequest>, JsonRejection>,
+) -> Response {
+    if let Some(refused) = refusal(&api, &headers) {
+        return refused;
+    }
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    let digest = request.digest.trim_start_matches("sha256:");
+    match api.host.activate(&name, digest) {
+        Some(version) => Json(describe(&version)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!(
+                "plugin `{name}` has no loaded version with digest `{}`",
+                request.digest.escape_debug()
+            ),
         ),
     }
 }

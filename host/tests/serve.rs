@@ -66,6 +66,31 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Waits for a line of stderr containing `text` and returns it.
+    fn wait_for(&self, text: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("agentbox serve never said `{text}`"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Starts a session of `plugin` and returns its id.
+    fn start_session(&self, plugin: &str) -> String {
+        let (status, body) = request(
+            "POST",
+            &self.url("/v1/sessions"),
+            Some(&json!({ "plugin": plugin }).to_string()),
+            None,
+        );
+        assert_eq!(status, 201, "{body}");
+        json_of(&body)["session"].as_str().unwrap().to_owned()
+    }
+
     /// Stops the server with SIGTERM and returns its exit status and the rest of its stderr.
     fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
@@ -325,7 +350,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
     }
     let (status, body) = request("GET", &plugins, None, Some("s3cret"));
     assert_eq!(status, 200);
-    assert_eq!(json_of(&body)[0]["version"], "0.1.0");
+    assert_eq!(json_of(&body)[0]["active"]["version"], "0.1.0");
 
     let (_, body) = request(
         "POST",
@@ -367,8 +392,53 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         (422, json!("invalid-plugin")),
         "{body}"
     );
+    // Nor does a core module, a component of another world, an invalid
+    // manifest, or a plugin that traps in `describe` (as `counter` 9.9.9).
+    let mut refused = vec![(
+        "a core module".to_owned(),
+        b"\0asm\x01\0\0\0".to_vec(),
+        "not a component",
+    )];
+    for (plugin, reason) in [
+        ("hostile/other-world", "not an agentbox plugin"),
+        ("hostile/bad-name", "invalid manifest"),
+        ("hostile/describe-trap", "`describe()` failed"),
+    ] {
+        // `inspect` builds the plugin, then refuses it.
+        let (ok, _, _) = agentbox(
+            &[
+                "inspect",
+                plugin_dir(plugin).to_str().unwrap(),
+                "--data-dir",
+                data.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(!ok, "{plugin} loads");
+        let name = plugin.trim_start_matches("hostile/");
+        let bytes = std::fs::read(built_component(name)).unwrap();
+        refused.push((plugin.to_owned(), bytes, reason));
+    }
+    for (plugin, bytes, reason) in refused {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(&plugins)
+            .header("authorization", "Bearer s3cret")
+            .body(bytes)
+            .unwrap();
+        let mut response = agent().run(request).unwrap();
+        let body = response.body_mut().read_to_string().unwrap();
+        assert_eq!(response.status(), 422, "{plugin}: {body}");
+        let error = json_of(&body);
+        assert_eq!(error["kind"], "invalid-plugin", "{plugin}: {body}");
+        assert!(
+            error["message"].as_str().unwrap().contains(reason),
+            "{plugin}: {body}"
+        );
+    }
     let (_, body) = request("GET", &plugins, None, Some("s3cret"));
-    assert_eq!(json_of(&body)[0]["version"], "0.2.0");
+    assert_eq!(json_of(&body)[0]["active"]["version"], "0.2.0");
+    assert_eq!(json_of(&body)[0]["versions"].as_array().unwrap().len(), 2);
     assert_eq!(tick(&server)["state"], json!({ "total": 3 }));
 
     let (status, body) = request(
@@ -380,5 +450,664 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
     assert_eq!(
         (status, json_of(&body)["kind"].clone()),
         (409, json!("no-previous-version"))
+    );
+}
+
+/// Sends `text` to session `id` and returns the reply's events, or what
+/// went wrong: a transport error, a status other than 200, or an `error`
+/// event.
+fn send(base: &str, id: &str, text: &str) -> Result<Vec<Value>, String> {
+    let url = format!("{base}/v1/sessions/{id}/messages");
+    let body = json!({ "text": text }).to_string();
+    let request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let mut response = agent().run(request).map_err(|err| err.to_string())?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|err| err.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {text}"));
+    }
+    let events: Vec<Value> = text.lines().map(json_of).collect();
+    match events.last() {
+        Some(last) if last["event"] == "committed" => Ok(events),
+        _ => Err(text),
+    }
+}
+
+/// The path of a plugin's component, built by an earlier `agentbox` command.
+fn built_component(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| plugin_dir("target"));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// Runs the `agentbox` command with `args` and returns whether it
+/// succeeded, its stdout and its stderr.
+fn agentbox(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_agentbox"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Reads text frames from `socket` until one has `event` among `last`.
+fn read_until(
+    socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    last: &[&str],
+) -> Vec<Value> {
+    let mut events = Vec::new();
+    loop {
+        match socket.read().unwrap() {
+            tungstenite::Message::Text(text) => {
+                let event = json_of(&text);
+                let done = last.iter().any(|name| event["event"] == *name);
+                events.push(event);
+                if done {
+                    return events;
+                }
+            }
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_websocket_carries_a_conversation_both_ways_and_answers_bad_frames() {
+    use tungstenite::Message as Frame;
+
+    let data = tempfile::tempdir().unwrap();
+    let intake = plugin_dir("intake");
+    let server = Server::start(data.path(), &["--plugin", intake.to_str().unwrap()]);
+    let ws = server.base.replace("http://", "ws://");
+
+    match tungstenite::connect(format!("{ws}/v1/sessions/nope/ws")) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("a socket on an unknown session: {other:?}"),
+    }
+    let id = server.start_session("intake");
+    let (status, body) = request(
+        "GET",
+        &server.url(&format!("/v1/sessions/{id}/ws")),
+        None,
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(json_of(&body)["kind"], "bad-request");
+
+    let (mut socket, _) = tungstenite::connect(format!("{ws}/v1/sessions/{id}/ws")).unwrap();
+    let message = json!({ "type": "message", "text": "my name is Ada" });
+    socket.send(Frame::text(message.to_string())).unwrap();
+    let events = read_until(&mut socket, &["committed", "error"]);
+    assert_eq!(
+        events[..2],
+        [
+            json!({ "event": "say", "text": "Noted your name." }),
+            json!({ "event": "say", "text": "Still needed: email, reason." })
+        ]
+    );
+    assert_eq!(events[2]["turn"], 1);
+    assert_eq!(events[2]["state"]["name"], "Ada");
+
+    // Bad frames are answered, and the socket stays open.
+    socket.send(Frame::text("not json")).unwrap();
+    let refused = read_until(&mut socket, &["error"]);
+    assert_eq!(refused[0]["kind"], "bad-request", "{refused:?}");
+    socket.send(Frame::binary(vec![1, 2, 3])).unwrap();
+    let refused = read_until(&mut socket, &["error"]);
+    assert_eq!(refused[0]["kind"], "bad-request", "{refused:?}");
+    let unknown = json!({ "type": "tool", "tool": "nope" });
+    socket.send(Frame::text(unknown.to_string())).unwrap();
+    let refused = read_until(&mut socket, &["error"]);
+    assert_eq!(refused[0]["kind"], "unknown-tool", "{refused:?}");
+
+    let tool = json!({
+        "type": "tool",
+        "tool": "record_information",
+        "arguments": { "field": "email", "value": "ada@example.com" }
+    });
+    socket.send(Frame::text(tool.to_string())).unwrap();
+    let events = read_until(&mut socket, &["tool-result", "error"]);
+    let result = events.last().unwrap();
+    assert_eq!(
+        (result["event"].clone(), result["turn"].clone()),
+        (json!("tool-result"), json!(2)),
+        "{events:?}"
+    );
+
+    socket
+        .send(Frame::text(json!({ "type": "end" }).to_string()))
+        .unwrap();
+    let events = read_until(&mut socket, &["committed", "error"]);
+    let ended = events.last().unwrap();
+    assert_eq!(ended["turn"], 3, "{events:?}");
+    assert_eq!(ended["outcome"], json!({ "outcome": "end" }));
+    // The server closes the socket once the session has ended.
+    match socket.read() {
+        Ok(Frame::Close(_)) | Err(_) => {}
+        Ok(other) => panic!("after the end: {other:?}"),
+    }
+    let (_, body) = request(
+        "GET",
+        &server.url(&format!("/v1/sessions/{id}")),
+        None,
+        None,
+    );
+    let record = json_of(&body);
+    assert_eq!(
+        (record["status"].clone(), record["turn"].clone()),
+        (json!("ended"), json!(3))
+    );
+}
+
+/// The value of the sample `name` in Prometheus text, if present.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_turns_errors_limits_and_kv_and_the_openapi_document_names_real_routes() {
+    let data = tempfile::tempdir().unwrap();
+    let (counter, misbehave, profile) = (
+        plugin_dir("counter"),
+        plugin_dir("hostile/misbehave"),
+        plugin_dir("profile"),
+    );
+    let server = Server::start(
+        data.path(),
+        &[
+            "--plugin",
+            counter.to_str().unwrap(),
+            "--plugin",
+            misbehave.to_str().unwrap(),
+            "--plugin",
+            profile.to_str().unwrap(),
+            "--deadline-ms",
+            "300",
+        ],
+    );
+    let id = server.start_session("counter");
+    for _ in 0..2 {
+        send(&server.base, &id, "tick").unwrap();
+    }
+    let hostile = server.start_session("misbehave");
+    let err = send(&server.base, &hostile, "loop").unwrap_err();
+    assert!(err.contains("\"kind\":\"deadline\""), "{err}");
+    let (status, _) = request(
+        "POST",
+        &server.url("/v1/sessions"),
+        Some(r#"{"plugin": "made-up-name"}"#),
+        None,
+    );
+    assert_eq!(status, 404);
+    let (status, body) = request(
+        "POST",
+        &server.url("/v1/sessions"),
+        Some(r#"{"plugin": "profile", "user_id": "ada"}"#),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let (status, metrics) = request("GET", &server.url("/metrics"), None, None);
+    assert_eq!(status, 200);
+    for (name, expected) in [
+        (
+            r#"agentbox_turns_total{plugin="counter",kind="message",outcome="ok"}"#,
+            2.0,
+        ),
+        (
+            r#"agentbox_turns_total{plugin="counter",kind="start",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"agentbox_turns_total{plugin="misbehave",kind="message",outcome="failed"}"#,
+            1.0,
+        ),
+        (
+            r#"agentbox_turn_errors_total{plugin="misbehave",kind="deadline"}"#,
+            1.0,
+        ),
+        (
+            r#"agentbox_limit_trips_total{plugin="misbehave",limit="deadline"}"#,
+            1.0,
+        ),
+        (
+            r#"agentbox_turns_total{plugin="-",kind="start",outcome="failed"}"#,
+            1.0,
+        ),
+        (
+            r#"agentbox_turn_errors_total{plugin="-",kind="plugin-not-loaded"}"#,
+            1.0,
+        ),
+        (
+            r#"agentbox_turn_duration_seconds_count{plugin="counter"}"#,
+            3.0,
+        ),
+        (r#"agentbox_live_sessions{plugin="counter"}"#, 1.0),
+        (r#"agentbox_live_sessions{plugin="misbehave"}"#, 1.0),
+        (
+            r#"agentbox_kv_operations_total{plugin="profile",function="open"}"#,
+            1.0,
+        ),
+        ("agentbox_instances_in_use", 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, name),
+            Some(expected),
+            "{name} in\n{metrics}"
+        );
+    }
+    // A name the caller made up never becomes a label.
+    assert!(!metrics.contains("made-up-name"), "{metrics}");
+
+    // Every endpoint the OpenAPI document names is routed, and every error
+    // it answers is JSON with a kind.
+    let (status, body) = request("GET", &server.url("/v1/openapi.json"), None, None);
+    assert_eq!(status, 200);
+    let openapi = json_of(&body);
+    let paths = openapi["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12, "{paths:?}");
+    for (path, operations) in paths {
+        let concrete = path
+            .replace("{id}", &id)
+            .replace("{tool}", "nope")
+            .replace("{name}", "counter");
+        for method in ["get", "post", "delete"] {
+            if operations.get(method).is_none() {
+                continue;
+            }
+            let body = (method == "post").then_some("{}");
+            let (status, text) =
+                request(&method.to_uppercase(), &server.url(&concrete), body, None);
+            assert_ne!(status, 405, "{method} {path}");
+            if status >= 400 {
+                let error = json_of(&text);
+                assert_ne!(
+                    error["message"], "no such endpoint",
+                    "{method} {path} is not routed"
+                );
+                assert!(error["kind"].is_string(), "{method} {path}: {text}");
+            }
+        }
+    }
+}
+
+/// What one client of a load test saw.
+#[derive(Debug, Default)]
+struct Seen {
+    session: String,
+    committed: u64,
+    failures: Vec<String>,
+    /// The state of each committed turn, in order.
+    states: Vec<Value>,
+}
+
+/// Starts `clients` threads, each with a session of `plugin`, sending `tick`
+/// until `stop` is set or a request fails to reach the server.
+fn load(
+    server: &Server,
+    plugin: &str,
+    clients: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Seen>> {
+    (0..clients)
+        .map(|_| {
+            let session = server.start_session(plugin);
+            let base = server.base.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Seen {
+                    session,
+                    ..Seen::default()
+                };
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match send(&base, &seen.session, "tick") {
+                        Ok(events) => {
+                            seen.committed += 1;
+                            seen.states.push(events.last().unwrap()["state"].clone());
+                        }
+                        Err(err) if err.contains("Connection refused") => break,
+                        Err(err) => {
+                            seen.failures.push(err);
+                            if seen.failures.len() > 3 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+/// The admin API's entry for `plugin`.
+fn admin_entry(server: &Server, token: &str, plugin: &str) -> Value {
+    let (status, body) = request("GET", &server.url("/v1/admin/plugins"), None, Some(token));
+    assert_eq!(status, 200, "{body}");
+    json_of(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["name"] == plugin)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {plugin} in {body}"))
+}
+
+#[test]
+fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let data = tempfile::tempdir().unwrap();
+    let counter = plugin_dir("counter");
+    let server = Server::start(
+        data.path(),
+        &[
+            "--plugin",
+            counter.to_str().unwrap(),
+            "--admin-token",
+            "tok",
+        ],
+    );
+    let env = [
+        ("AGENTBOX_SERVER", server.base.as_str()),
+        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+    ];
+    // Built before the load starts: counter 0.2.0 refuses to migrate counts
+    // of 100 or more, which a slow swap would let the sessions reach.
+    let (ok, _, stderr) = agentbox(
+        &[
+            "inspect",
+            plugin_dir("counter-v2").to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let v2 = built_component("counter-v2");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients = load(&server, "counter", 8, &stop);
+    let turns_ok = |server: &Server| {
+        admin_entry(server, "tok", "counter")["stats"]["turns_ok"]
+            .as_u64()
+            .unwrap()
+    };
+    // 8 starts and some turns on version 1.
+    let wait_for_turns = |server: &Server, turns: u64| {
+        while turns_ok(server) < turns {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for_turns(&server, 8 + 40);
+    let (ok, stdout, stderr) = agentbox(&["plugins", "load", v2.to_str().unwrap()], &env);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("counter 0.2.0 (sha256:") && stdout.trim_end().ends_with("active"),
+        "{stdout}"
+    );
+    wait_for_turns(&server, turns_ok(&server) + 80);
+    let (ok, stdout, stderr) = agentbox(&["plugins", "rollback", "counter"], &env);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.starts_with("counter 0.1.0"), "{stdout}");
+    wait_for_turns(&server, turns_ok(&server) + 40);
+    stop.store(true, Ordering::SeqCst);
+    let seen: Vec<Seen> = clients
+        .into_iter()
+        .map(|client| client.join().unwrap())
+        .collect();
+
+    for client in &seen {
+        assert!(
+            client.failures.is_empty(),
+            "{}: {:?}",
+            client.session,
+            client.failures
+        );
+        // Each reply came from the version active when it ran: v1's
+        // `count`, then v2's `total`, which migrated v1's count, then v1
+        // again, which keeps v2's state as it is (its `migrate` is the
+        // identity) and counts again from 1.
+        let mut phase = 0;
+        for (turn, state) in (1..).zip(&client.states) {
+            let phase_of = match (state.get("count"), state.get("total")) {
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (Some(_), Some(_)) => 2,
+                (None, None) => panic!("turn {turn}: {state}"),
+            };
+            assert!(
+                phase_of >= phase,
+                "{}: turn {turn}: {state}",
+                client.session
+            );
+            phase = phase_of;
+            match phase {
+                0 => assert_eq!(state["count"], turn),
+                1 => assert_eq!(state["total"], turn),
+                _ => assert_eq!(
+                    state["total"].as_u64().unwrap() + state["count"].as_u64().unwrap(),
+                    turn
+                ),
+            }
+        }
+        // Every committed turn is in the history.
+        let (_, body) = request(
+            "GET",
+            &server.url(&format!("/v1/sessions/{}/history", client.session)),
+            None,
+            None,
+        );
+        let asked = json_of(&body)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|message| message["role"] == "user")
+            .count();
+        assert_eq!(asked as u64, client.committed, "{}", client.session);
+    }
+    // Most sessions ran turns on each of the three versions (a session
+    // that was between turns at a swap skips nothing: it runs its next
+    // turn on the new version).
+    let stats = &admin_entry(&server, "tok", "counter")["stats"];
+    assert_eq!(stats["migrations_failed"], 0, "{stats}");
+    assert_eq!(stats["turns_failed"], 0, "{stats}");
+    assert_eq!(stats["swaps"], 2, "{stats}");
+    // Once to state version 2, once back to 1: never twice the same way.
+    let migrated_to_v2 = seen
+        .iter()
+        .filter(|client| {
+            client
+                .states
+                .iter()
+                .any(|state| state.get("total").is_some())
+        })
+        .count();
+    let migrated_back = seen
+        .iter()
+        .filter(|client| {
+            client
+                .states
+                .iter()
+                .any(|state| state.get("count").is_some() && state.get("total").is_some())
+        })
+        .count();
+    assert_eq!(
+        stats["migrations_ok"].as_u64().unwrap(),
+        (migrated_to_v2 + migrated_back) as u64,
+        "{stats}"
+    );
+    assert_eq!(migrated_to_v2, 8);
+
+    // A new session starts on the version rolled back to.
+    let id = server.start_session("counter");
+    let events = send(&server.base, &id, "tick").unwrap();
+    assert_eq!(events.last().unwrap()["state"], json!({ "count": 1 }));
+}
+
+#[test]
+fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
+    use std::sync::atomic::AtomicBool;
+
+    let data = tempfile::tempdir().unwrap();
+    let counter = plugin_dir("counter");
+    let args = ["--plugin", counter.to_str().unwrap()];
+    let server = Server::start(data.path(), &args);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients = load(&server, "counter", 8, &stop);
+    // Let the clients commit some turns, then stop the server under load.
+    let metric = r#"agentbox_turns_total{plugin="counter",kind="message",outcome="ok"}"#;
+    while sample(
+        &request("GET", &server.url("/metrics"), None, None).1,
+        metric,
+    ) < Some(80.0)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (status, stderr) = server.terminate();
+    assert!(status.success(), "{status}: {stderr:?}");
+    assert_eq!(
+        stderr.last().map(String::as_str),
+        Some("agentbox: stopped"),
+        "{stderr:?}"
+    );
+    let seen: Vec<Seen> = clients
+        .into_iter()
+        .map(|client| client.join().unwrap())
+        .collect();
+
+    let server = Server::start(data.path(), &args);
+    for client in &seen {
+        assert!(client.committed > 0, "{client:?}");
+        // A request cut off by the stop may have failed on the client's side
+        // (the connection closed), never with a turn error.
+        for failure in &client.failures {
+            assert!(!failure.contains("\"event\":\"error\""), "{failure}");
+        }
+        let (_, body) = request(
+            "GET",
+            &server.url(&format!("/v1/sessions/{}", client.session)),
+            None,
+            None,
+        );
+        let record = json_of(&body);
+        let turn = record["turn"].as_u64().unwrap();
+        // Every turn the client saw committed is there; at most the one in
+        // flight when its connection closed committed unseen.
+        assert!(
+            (client.committed..=client.committed + 1).contains(&turn),
+            "{}: the client saw {} turns, the store has {turn}",
+            client.session,
+            client.committed
+        );
+        assert_eq!(record["state"]["count"], turn, "{record}");
+        let (_, body) = request(
+            "GET",
+            &server.url(&format!("/v1/sessions/{}/history", client.session)),
+            None,
+            None,
+        );
+        let asked = json_of(&body).as_array().unwrap().len() as u64;
+        assert_eq!(asked, turn, "no half-applied turn in {}", client.session);
+    }
+}
+
+#[test]
+fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = agentbox(
+        &[
+            "inspect",
+            plugin_dir("counter-v2").to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = agentbox(
+        &[
+            "inspect",
+            plugin_dir("counter").to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let plugins = data.path().join("watched");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(built_component("counter"), plugins.join("counter.wasm")).unwrap();
+    let config = data.path().join("agentbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\nplugin_dir = {:?}\nwatch = true\nadmin_token = \"from-the-file\"\n",
+            plugins.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    // `--listen 127.0.0.1:0` from the flags wins over the file's port 1.
+    let server = Server::start(data.path(), &["--config", config.to_str().unwrap()]);
+    let entry = admin_entry(&server, "from-the-file", "counter");
+    assert_eq!(entry["active"]["version"], "0.1.0");
+    let id = server.start_session("counter");
+    assert_eq!(
+        send(&server.base, &id, "tick").unwrap().last().unwrap()["state"],
+        json!({ "count": 1 })
+    );
+
+    // A file that stops changing half-written does not load: v1 keeps serving.
+    let v2 = std::fs::read(built_component("counter-v2")).unwrap();
+    let target = plugins.join("counter-v2.wasm");
+    std::fs::write(&target, &v2[..v2.len() / 2]).unwrap();
+    let refused = server.wait_for("counter-v2.wasm changed");
+    assert!(
+        refused.contains("does not load, so the active version keeps serving"),
+        "{refused}"
+    );
+    assert_eq!(
+        send(&server.base, &id, "tick").unwrap().last().unwrap()["state"],
+        json!({ "count": 2 })
+    );
+
+    std::fs::write(&target, &v2).unwrap();
+    let loaded = server.wait_for("counter-v2.wasm changed");
+    assert!(
+        loaded.contains("plugin counter 0.2.0 is active"),
+        "{loaded}"
+    );
+    assert_eq!(
+        send(&server.base, &id, "tick").unwrap().last().unwrap()["state"],
+        json!({ "total": 3 })
+    );
+    drop(server);
+
+    // A config file with a mistake is refused, naming it.
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nwatched = true\n").unwrap();
+    let (ok, _, stderr) = agentbox(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is invalid") && stderr.contains("unknown field `watched`"),
+        "{stderr}"
     );
 }

@@ -31,6 +31,8 @@ mod counter;
 #[cfg(test)]
 mod counter_v2;
 #[cfg(test)]
+mod describe_trap;
+#[cfg(test)]
 mod duplicate_tools;
 #[cfg(test)]
 mod intake;

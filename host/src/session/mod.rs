@@ -30,6 +30,7 @@ use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, Plugin
 use crate::clock::Clock;
 use crate::engine::{EPOCH_TICK, Engine};
 use crate::kv::{Grants, KvCtx, KvView};
+use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::plugin::{LoadError, PluginVersion, Registry};
 use crate::policy::Limits;
 use crate::store::{
@@ -63,8 +64,8 @@ pub struct Reaped {
 enum Expired {
     /// It was touched in time, is gone already, or its plugin is not loaded here.
     Lives,
-    /// `on-end` ran and the session was deleted.
-    Ended,
+    /// `on-end` of the plugin named ran and the session was deleted.
+    Ended(String),
     /// `on-end` failed, and the session was deleted all the same.
     EndFailed(SessionError),
 }
@@ -291,6 +292,16 @@ impl Cause {
 }
 
 impl Cause {
+    /// The limit that stopped the call, if a limit did.
+    fn limit(&self) -> Option<&'static str> {
+        match self {
+            Cause::Deadline(_) => Some("deadline"),
+            Cause::MemoryLimit(_) => Some("memory"),
+            Cause::OutputLimit(_) => Some("output"),
+            _ => None,
+        }
+    }
+
     /// How a tool call that failed this way is recorded.
     fn tool_outcome(&self) -> ToolOutcome {
         match self {
@@ -406,6 +417,7 @@ struct Inner {
     clock: Clock,
     locks: SessionLocks,
     turns: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     /// This host's name on the store's session leases.
     holder: String,
 }
@@ -478,6 +490,7 @@ impl HostBuilder {
                 grants: Arc::new(self.grants),
                 clock: self.clock,
                 locks: SessionLocks::default(),
+                metrics: Arc::default(),
                 holder: uuid::Uuid::new_v4().to_string(),
             }),
         })
@@ -518,21 +531,93 @@ impl Host {
         &self.inner.clock
     }
 
+    /// What the host has counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Every metric in the Prometheus text format, with the live sessions of
+    /// each loaded plugin read from the store now.
+    pub async fn metrics_text(&self) -> String {
+        let host = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for plugin in host.plugins() {
+                match host.inner.store.live_sessions(plugin.name()) {
+                    Ok(live) => host.inner.metrics.set_live_sessions(plugin.name(), live),
+                    Err(err) => {
+                        tracing::warn!(plugin = plugin.name(), error = %err, "cannot count live sessions");
+                    }
+                }
+            }
+            host.inner.metrics.encode()
+        })
+        .await
+        .expect("counting live sessions panicked")
+    }
+
+    /// Counts a finished turn of `kind` that began at `started`; `plugin`
+    /// names the plugin of a turn that committed.
+    fn observe<R>(
+        &self,
+        kind: &'static str,
+        started: Instant,
+        result: &Result<R, SessionError>,
+        plugin: impl FnOnce(&R) -> &str,
+    ) {
+        let metrics = &self.inner.metrics;
+        let took = started.elapsed();
+        match result {
+            Ok(report) => metrics.turn(plugin(report), kind, None, took),
+            Err(err) => {
+                // Only loaded plugins' names become labels: a request may name any.
+                let plugin = err
+                    .plugin
+                    .as_deref()
+                    .filter(|name| self.inner.plugins.active(name).is_some())
+                    .unwrap_or(NO_PLUGIN);
+                metrics.turn(plugin, kind, Some(err.cause.kind()), took);
+                if let Some(limit) = err.cause.limit() {
+                    metrics.limit_trip(plugin, limit);
+                }
+            }
+        }
+    }
+
     /// Loads a plugin version from its bytes and makes it the active version
     /// of its name, atomically: turns already running finish on the version
     /// they started on, and every later turn uses this one. A version that
     /// fails to load changes nothing. Sessions whose state was written under
     /// another `state-version` get `migrate` before their first turn on it.
     pub fn load_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        let version = Arc::new(PluginVersion::load(
-            &self.inner.engine,
-            &self.inner.linker,
-            bytes,
-            |pre| self.describe(pre),
-        )?);
-        let version = self.inner.plugins.activate(version);
-        tracing::info!(plugin = version.name(), version = version.manifest.version, digest = %version.digest, "plugin version active");
+        let version = self.stage_plugin(bytes)?;
+        Ok(self
+            .activate(version.name(), &version.digest.to_string())
+            .expect("a staged version is loaded"))
+    }
+
+    /// Loads and checks a plugin version from its bytes without making it
+    /// active, unless it is the plugin's first; [`Host::activate`] does.
+    /// Staging the bytes of a loaded version returns that version.
+    pub fn stage_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
+        let version = PluginVersion::load(&self.inner.engine, &self.inner.linker, bytes, |pre| {
+            self.describe(pre)
+        })?;
+        let version = self.inner.plugins.add(Arc::new(version));
+        tracing::info!(plugin = version.name(), version = version.manifest.version, digest = %version.digest, "plugin version loaded");
         Ok(version)
+    }
+
+    /// Makes the loaded version of plugin `name` whose digest is `digest`
+    /// (hex) active, atomically, and returns it; `None` if no such version is
+    /// loaded. Turns running on the version active before finish there.
+    pub fn activate(&self, name: &str, digest: &str) -> Option<Arc<PluginVersion>> {
+        let was = self.plugin(name);
+        let version = self.inner.plugins.activate(name, digest)?;
+        if was.is_none_or(|was| was.digest != version.digest) {
+            self.inner.metrics.swap(name, "activate");
+            tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, "plugin version active");
+        }
+        Some(version)
     }
 
     /// Makes the version that was active before the current one of plugin
@@ -540,8 +625,14 @@ impl Host {
     /// running on the current version finish there.
     pub fn roll_back(&self, name: &str) -> Option<Arc<PluginVersion>> {
         let version = self.inner.plugins.roll_back(name)?;
+        self.inner.metrics.swap(name, "roll-back");
         tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, "plugin rolled back");
         Some(version)
+    }
+
+    /// Every loaded version of the plugin `name`, active or not, oldest first.
+    pub fn plugin_versions(&self, name: &str) -> Vec<Arc<PluginVersion>> {
+        self.inner.plugins.loaded(name)
     }
 
     /// The active version of the plugin `name`.
@@ -617,8 +708,12 @@ impl Host {
             })?;
         }
         let host = self.clone();
-        self.serialized(&id, move |id| host.run_start(id, start, sink))
-            .await
+        let started = Instant::now();
+        let result = self
+            .serialized(&id, move |id| host.run_start(id, start, sink))
+            .await;
+        self.observe("start", started, &result, |report| &report.plugin);
+        result
     }
 
     /// Sends the caller's `text` to the session's plugin (`on-message`) and
@@ -632,8 +727,12 @@ impl Host {
     ) -> Result<TurnReport, SessionError> {
         let host = self.clone();
         let text = text.to_owned();
-        self.serialized(session, move |id| host.run_message(id, &text, sink))
-            .await
+        let started = Instant::now();
+        let result = self
+            .serialized(session, move |id| host.run_message(id, &text, sink))
+            .await;
+        self.observe("message", started, &result, |report| &report.plugin);
+        result
     }
 
     /// Calls the tool `tool` of the session's plugin with `arguments`, as a
@@ -654,8 +753,12 @@ impl Host {
     ) -> Result<ToolReport, SessionError> {
         let host = self.clone();
         let tool = tool.to_owned();
-        self.serialized(session, move |id| host.run_tool(id, &tool, arguments, sink))
-            .await
+        let started = Instant::now();
+        let result = self
+            .serialized(session, move |id| host.run_tool(id, &tool, arguments, sink))
+            .await;
+        self.observe("tool", started, &result, |report| &report.turn.plugin);
+        result
     }
 
     /// Ends the session at the caller's request: runs `on-end` and commits
@@ -663,7 +766,10 @@ impl Host {
     /// its state as last committed, and the failure is returned.
     pub async fn end_session(&self, session: &str) -> Result<TurnReport, SessionError> {
         let host = self.clone();
-        self.serialized(session, move |id| host.run_end(id)).await
+        let started = Instant::now();
+        let result = self.serialized(session, move |id| host.run_end(id)).await;
+        self.observe("end", started, &result, |report| &report.plugin);
+        result
     }
 
     /// Runs `turn` for session `id` on a blocking thread, after every earlier
@@ -766,14 +872,21 @@ impl Host {
         let mut reaped = Reaped::default();
         for id in expired {
             let host = self.clone();
-            match self
+            let started = Instant::now();
+            let result = self
                 .serialized(&id, move |id| host.run_expire(id, expiry))
-                .await
-            {
+                .await;
+            match result {
                 Ok(Expired::Lives) => {}
-                Ok(Expired::Ended) => reaped.ended.push(id),
+                Ok(Expired::Ended(plugin)) => {
+                    self.inner
+                        .metrics
+                        .turn(&plugin, "expire", None, started.elapsed());
+                    reaped.ended.push(id);
+                }
                 Ok(Expired::EndFailed(err)) => {
                     tracing::warn!(session = id, error = %err, "on-end failed as the session expired; it was deleted all the same");
+                    self.observe::<()>("expire", started, &Err(err), |()| NO_PLUGIN);
                     reaped.ended.push(id);
                     reaped.on_end_failures += 1;
                 }
@@ -813,7 +926,7 @@ impl Host {
     }
 
     /// Ends session `id` if it is still expired: `on-end(expired)`, then deletion.
-    #[instrument(skip_all, fields(session = id))]
+    #[instrument(skip_all, fields(session = id, plugin, version))]
     fn run_expire(&self, id: &str, expiry: Expiry) -> Result<Expired, SessionError> {
         let store = &self.inner.store;
         let fail = session_error(id, None, None);
@@ -833,7 +946,10 @@ impl Host {
             return Ok(Expired::Lives);
         };
         let (record, plugin) = match self.migrated(record, active) {
-            Ok(resolved) => resolved,
+            Ok((record, plugin)) => {
+                record_version(&plugin);
+                (record, plugin)
+            }
             Err(cause) => {
                 // No version can run on-end; the session ends without it.
                 store.delete_session(id).map_err(|err| fail(err.into()))?;
@@ -851,12 +967,12 @@ impl Host {
         );
         store.delete_session(id).map_err(|err| fail(err.into()))?;
         Ok(match call.result {
-            Ok(()) => Expired::Ended,
+            Ok(()) => Expired::Ended(record.plugin),
             Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),
         })
     }
 
-    #[instrument(skip_all, fields(session = id, plugin = start.plugin))]
+    #[instrument(skip_all, fields(session = id, plugin = start.plugin, version))]
     fn run_start(
         &self,
         id: &str,
@@ -869,6 +985,7 @@ impl Host {
             .plugins
             .active(&start.plugin)
             .ok_or_else(|| fail(Cause::PluginNotLoaded(start.plugin.clone())))?;
+        record_version(&plugin);
         if self
             .inner
             .store
@@ -924,7 +1041,7 @@ impl Host {
         })
     }
 
-    #[instrument(skip_all, fields(session = id))]
+    #[instrument(skip_all, fields(session = id, plugin, version))]
     fn run_message(
         &self,
         id: &str,
@@ -982,7 +1099,7 @@ impl Host {
         })
     }
 
-    #[instrument(skip_all, fields(session = id, tool = name))]
+    #[instrument(skip_all, fields(session = id, tool = name, plugin, version))]
     fn run_tool(
         &self,
         id: &str,
@@ -1166,7 +1283,7 @@ impl Host {
         Ok(self.inner.store.commit(&commit)?)
     }
 
-    #[instrument(skip_all, fields(session = id))]
+    #[instrument(skip_all, fields(session = id, plugin, version))]
     fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
         let (record, plugin) = self.open(id)?;
         let turn = record.turn + 1;
@@ -1220,8 +1337,11 @@ impl Host {
             .active(&record.plugin)
             .ok_or_else(|| fail(Cause::PluginNotLoaded(record.plugin.clone())))?;
         let plugin_name = record.plugin.clone();
-        self.migrated(record, plugin)
-            .map_err(session_error(id, Some(&plugin_name), None))
+        let (record, plugin) =
+            self.migrated(record, plugin)
+                .map_err(session_error(id, Some(&plugin_name), None))?;
+        record_version(&plugin);
+        Ok((record, plugin))
     }
 
     /// The version to run `record`'s next turn on, and the record to run it
@@ -1261,6 +1381,9 @@ impl Host {
             check_state(&active, &state)?;
             Ok(state)
         });
+        self.inner
+            .metrics
+            .migration(&record.plugin, migrated.is_ok());
         match migrated {
             Ok(state) => {
                 tracing::info!(
@@ -1326,6 +1449,7 @@ impl Host {
             &record.plugin,
             self.inner.clock.clone(),
             self.inner.grants.clone(),
+            self.inner.metrics.clone(),
         );
         let ctx = TurnCtx::new(
             session,
@@ -1358,6 +1482,7 @@ impl Host {
         let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
+        let _in_use = self.inner.metrics.instance();
         let result = pre
             .instantiate(&mut store)
             .and_then(|instance| f(&instance, &mut store));
@@ -1388,6 +1513,13 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
         Some(line) => format!("{reason} (the plugin's last output: {line})"),
         None => reason,
     })
+}
+
+/// Names the plugin version serving the current turn on its tracing span.
+fn record_version(plugin: &PluginVersion) {
+    let span = tracing::Span::current();
+    span.record("plugin", plugin.name());
+    span.record("version", plugin.manifest.version.as_str());
 }
 
 /// The error of turn `turn` of `record` failing for a cause.

@@ -189,6 +189,14 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        Ok(sessions
+            .values()
+            .filter(|(record, _)| record.status == Status::Active && record.plugin == plugin)
+            .count() as u64)
+    }
+
     fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.sessions
             .lock()

@@ -415,6 +415,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// How many sessions of `plugin` are active (not ended, not deleted).
+    fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError>;
+
     /// Deletes a session's record and history; deleting an absent one does nothing.
     fn delete_session(&self, id: &str) -> Result<(), StoreError>;
 

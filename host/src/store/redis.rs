@@ -485,6 +485,11 @@ impl Store for RedisStore {
         Ok(idle)
     }
 
+    fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError> {
+        // The idle index holds exactly the active sessions of the plugin.
+        self.with(|conn| redis::cmd("ZCARD").arg(by_update(plugin)).query(conn))
+    }
+
     fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.with(|conn| {
             let plugin: Option<String> = redis::cmd("HGET")

@@ -369,6 +369,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM sessions WHERE plugin = ?1 AND status = 'active'",
+            )?
+            .query_row(params![plugin], |row| row.get(0))
+        })
+    }
+
     fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.write(Write::DeleteSession(id.to_owned())).map(drop)
     }

@@ -1,5 +1,8 @@
 //! The `agentbox` command.
 
+mod admin;
+mod serve;
+
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -29,12 +32,31 @@ use crate::{Host, Limits, PluginVersion, SessionError, SessionStart, Sink, TurnR
 pub struct Cli {
     #[command(subcommand)]
     command: Commands,
+
+    /// How to write logs to stderr: `text`, or `json` with one object per line (RUST_LOG picks
+    /// what is logged; default `warn`)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text",
+        env = "AGENTBOX_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Commands {
     Run(RunArgs),
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
+    Plugins(admin::PluginsArgs),
     Inspect(InspectArgs),
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -135,49 +157,6 @@ struct RunArgs {
     host: HostArgs,
 }
 
-/// Serve sessions and tools over HTTP, and plugins over an admin API.
-///
-/// Loads the plugins given with --plugin and every .wasm in --plugin-dir, then listens until
-/// SIGTERM or Ctrl-C, when it stops accepting, lets running turns finish and exits. Sessions
-/// live in the store, so a restarted server goes on where it stopped. The API is described in
-/// docs/api.md; for example:
-///
-///   agentbox serve --plugin plugins/intake --admin-token secret
-///   curl -X POST localhost:8080/v1/sessions -d '{"plugin": "intake"}'
-///   curl -X POST localhost:8080/v1/sessions/ID/messages -d '{"text": "my name is Ada"}'
-#[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
-struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port, printed at start)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
-
-    /// A plugin to load: a .wasm component or a plugin's cargo package folder (repeatable)
-    #[arg(long = "plugin", value_name = "PLUGIN")]
-    plugins: Vec<PathBuf>,
-
-    /// A folder whose .wasm components are all loaded
-    #[arg(long, value_name = "DIR")]
-    plugin_dir: Option<PathBuf>,
-
-    /// Where sessions live: `memory`, `sqlite:PATH` or `redis://HOST:PORT`
-    /// [default: sqlite:DATA_DIR/agentbox.db]
-    #[arg(long, value_name = "SPEC")]
-    store: Option<StoreSpec>,
-
-    /// Bearer token of the admin API; without one, the admin API refuses every request
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "AGENTBOX_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    admin_token: Option<String>,
-
-    #[command(flatten)]
-    host: HostArgs,
-}
-
 /// Show what a plugin is: its world version, manifest and tools, and whether it loads.
 ///
 /// Exits non-zero with a one-line reason if the file is not a component of the
@@ -203,24 +182,20 @@ struct PluginArg {
     path: PathBuf,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HostArgs {
-    /// Folder for the SQLite store and compiled plugins
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "agentbox-data",
-        global = true
-    )]
-    data_dir: PathBuf,
+    /// Folder for the SQLite store and compiled plugins [default: agentbox-data]
+    #[arg(long, value_name = "DIR", env = "AGENTBOX_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
 
-    /// Time one turn may run, in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    deadline_ms: u64,
+    /// Time one turn may run, in milliseconds [default: 2000]
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
 
-    /// Memory one plugin instance may use, in MiB
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    memory_mib: usize,
+    /// Memory one plugin instance may use, in MiB [default: 64]
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<usize>,
 
     /// The operator's policy, a TOML file: session time-to-live, KV quotas, and the named
     /// KV buckets each plugin may open (see docs/policy.md)
@@ -229,21 +204,32 @@ struct HostArgs {
 }
 
 impl HostArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("agentbox-data"))
+    }
+
     fn host(&self, store: &StoreSpec) -> anyhow::Result<Host> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
-            format!("cannot create the data folder {}", self.data_dir.display())
-        })?;
-        let data = cap_std::fs::Dir::open_ambient_dir(&self.data_dir, cap_std::ambient_authority())
-            .with_context(|| format!("cannot open the data folder {}", self.data_dir.display()))?;
+        let data_dir = self.data_dir();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+        let data = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
+            .with_context(|| format!("cannot open the data folder {}", data_dir.display()))?;
         data.create_dir_all("artifacts")
             .context("cannot create the artifact cache")?;
         let artifacts = data
             .open_dir("artifacts")
             .context("cannot open the artifact cache")?;
+        let defaults = Limits::default();
         let limits = Limits {
-            deadline: Duration::from_millis(self.deadline_ms),
-            memory_bytes: self.memory_mib << 20,
-            ..Limits::default()
+            deadline: self
+                .deadline_ms
+                .map_or(defaults.deadline, Duration::from_millis),
+            memory_bytes: self
+                .memory_mib
+                .map_or(defaults.memory_bytes, |mib| mib << 20),
+            ..defaults
         };
         let (limits, grants) = match &self.policy {
             None => (limits, Grants::default()),
@@ -269,7 +255,7 @@ impl HostArgs {
     }
 
     fn default_store(&self) -> StoreSpec {
-        StoreSpec::Sqlite(self.data_dir.join("agentbox.db"))
+        StoreSpec::Sqlite(self.data_dir().join("agentbox.db"))
     }
 }
 
@@ -279,15 +265,19 @@ const REAP_EVERY: Duration = Duration::from_secs(60);
 /// Runs the command line and returns the process's exit code.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let result = match cli.command {
         Commands::Run(args) => run(args).await,
-        Commands::Serve(args) => serve(args).await,
+        Commands::Serve(args) => serve::serve(args).await,
+        Commands::Plugins(args) => admin::plugins(args),
         Commands::Inspect(args) => inspect(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args),
@@ -590,65 +580,6 @@ fn state_changes(before: &State, after: &State) -> Vec<String> {
             .map(|key| format!("- {key}")),
     );
     changes
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let spec = args
-        .store
-        .clone()
-        .unwrap_or_else(|| args.host.default_store());
-    let host = args.host.host(&spec)?;
-    let mut paths = args.plugins.clone();
-    if let Some(dir) = &args.plugin_dir {
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
-        let mut wasm: Vec<PathBuf> = entries
-            .filter_map(|entry| Some(entry.ok()?.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
-            .collect();
-        wasm.sort();
-        paths.extend(wasm);
-    }
-    for path in &paths {
-        let plugin = load(&host, path)?;
-        eprintln!(
-            "agentbox: plugin {} {} (sha256:{:.12}, {})",
-            plugin.name(),
-            plugin.manifest.version,
-            plugin.digest.to_string(),
-            compilation_text(plugin.compilation)
-        );
-    }
-    let _reaper = host.spawn_reaper(REAP_EVERY);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    if args.admin_token.is_none() {
-        eprintln!(
-            "agentbox: no admin token (--admin-token or AGENTBOX_ADMIN_TOKEN): the admin API refuses every request"
-        );
-    }
-    eprintln!(
-        "agentbox: listening on http://{} (store {spec})",
-        listener.local_addr()?
-    );
-    axum::serve(listener, crate::server::router(host, args.admin_token))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("the server failed")?;
-    eprintln!("agentbox: stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("cannot listen for SIGTERM");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("agentbox: shutting down: finishing running turns");
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,217 @@
+//! `agentbox plugins`: the operator's commands, through a running server's
+//! admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::plugin_bytes;
+
+/// Manage the plugins of a running `agentbox serve` through its admin API.
+///
+/// Every command needs the server's admin token (--admin-token or AGENTBOX_ADMIN_TOKEN).
+/// Examples:
+///
+///   agentbox plugins list
+///   agentbox plugins load plugins/counter-v2           # build, upload and activate
+///   agentbox plugins load counter.wasm --no-activate  # upload only
+///   agentbox plugins activate counter sha256:4f2a...
+///   agentbox plugins rollback counter
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(super) struct PluginsArgs {
+    #[command(subcommand)]
+    command: PluginsCommand,
+
+    /// The server's address
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AGENTBOX_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+
+    /// The server's admin token
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AGENTBOX_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    admin_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List each plugin's active version, its loaded versions and its stats
+    List {
+        /// Print the server's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a version (a .wasm, or a plugin's cargo package folder, built first); the server
+    /// checks it and, unless --no-activate, makes it active
+    Load {
+        /// The plugin
+        #[arg(value_name = "PLUGIN")]
+        path: PathBuf,
+        /// Keep the active version; activate this one later with `activate`
+        #[arg(long)]
+        no_activate: bool,
+    },
+    /// Make a loaded version active
+    Activate {
+        /// The plugin's name
+        name: String,
+        /// The version's digest, as `list` shows it
+        digest: String,
+    },
+    /// Make the version active before the current one active again
+    Rollback {
+        /// The plugin's name
+        name: String,
+    },
+}
+
+pub(super) fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin {
+        server: args.server.trim_end_matches('/').to_owned(),
+        token: args.admin_token.context(
+            "the admin API needs its token: pass --admin-token or set AGENTBOX_ADMIN_TOKEN",
+        )?,
+    };
+    match args.command {
+        PluginsCommand::List { json } => {
+            let plugins = admin.call("GET", "/v1/admin/plugins", None)?;
+            if json {
+                println!("{plugins}");
+            } else {
+                print_plugins(&plugins);
+            }
+        }
+        PluginsCommand::Load { path, no_activate } => {
+            let bytes = plugin_bytes(&path)?;
+            let query = if no_activate { "?activate=false" } else { "" };
+            let version = admin.call(
+                "POST",
+                &format!("/v1/admin/plugins{query}"),
+                Some(("application/wasm", bytes)),
+            )?;
+            let done = if no_activate { "loaded" } else { "active" };
+            println!("{} {}", described(&version), done);
+        }
+        PluginsCommand::Activate { name, digest } => {
+            let body = json!({ "digest": digest }).to_string().into_bytes();
+            let version = admin.call(
+                "POST",
+                &format!("/v1/admin/plugins/{name}/activate"),
+                Some(("application/json", body)),
+            )?;
+            println!("{} active", described(&version));
+        }
+        PluginsCommand::Rollback { name } => {
+            let version =
+                admin.call("POST", &format!("/v1/admin/plugins/{name}/rollback"), None)?;
+            println!("{} active again", described(&version));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Admin {
+    server: String,
+    token: String,
+}
+
+impl Admin {
+    /// Sends a request to the admin API and returns its JSON answer, or the
+    /// server's error as an error.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server);
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some((content_type, _)) = &body {
+            request = request.header("content-type", *content_type);
+        }
+        let request = request
+            .body(body.map(|(_, bytes)| bytes).unwrap_or_default())
+            .with_context(|| format!("`{url}` is not a valid address"))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .run(request)
+            .with_context(|| format!("cannot reach the server at {}", self.server))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .with_context(|| format!("cannot read the answer of {url}"))?;
+        let answer: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{url} answered {status} with something that is not JSON"))?;
+        if !status.is_success() {
+            bail!(
+                "the server refused: {} ({status}, {})",
+                answer["message"].as_str().unwrap_or(&text),
+                answer["kind"].as_str().unwrap_or("unknown")
+            );
+        }
+        Ok(answer)
+    }
+}
+
+/// `name version (sha256:digest…, state version N)`.
+fn described(version: &Value) -> String {
+    format!(
+        "{} {} (sha256:{:.12}, state version {})",
+        version["name"].as_str().unwrap_or("?"),
+        version["version"].as_str().unwrap_or("?"),
+        version["digest"].as_str().unwrap_or("?"),
+        version["state_version"]
+    )
+}
+
+fn print_plugins(plugins: &Value) {
+    let plugins = plugins.as_array().map(Vec::as_slice).unwrap_or_default();
+    if plugins.is_empty() {
+        println!("no plugins loaded");
+        return;
+    }
+    for plugin in plugins {
+        let stats = &plugin["stats"];
+        println!(
+            "{}  turns {} ok, {} failed; migrations {} ok, {} failed; {} swaps; {} limit trips",
+            plugin["name"].as_str().unwrap_or("?"),
+            stats["turns_ok"],
+            stats["turns_failed"],
+            stats["migrations_ok"],
+            stats["migrations_failed"],
+            stats["swaps"],
+            stats["limit_trips"],
+        );
+        for version in plugin["versions"].as_array().into_iter().flatten() {
+            let mark = if version["active"] == true { "*" } else { " " };
+            println!(
+                "  {mark} {}  sha256:{}",
+                described(version),
+                version["digest"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `agentbox serve`: its settings (flags, environment, a TOML file), the
+//! plugin folder and its watcher, and the graceful stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{HostArgs, REAP_EVERY, compilation_text, load};
+use crate::Host;
+use crate::store::StoreSpec;
+
+/// Serve sessions and tools over HTTP and WebSocket, and plugins over an admin API.
+///
+/// Loads the plugins given with --plugin and every .wasm in the plugin folder, then listens
+/// until SIGTERM or Ctrl-C, when it stops accepting, lets running turns finish and exits.
+/// Sessions live in the store, so a restarted server goes on where it stopped. With --watch, a
+/// .wasm written to the plugin folder is loaded and made active once it has stopped changing;
+/// one that does not load is reported and the active version keeps serving.
+///
+/// Settings come from flags, then environment variables (AGENTBOX_LISTEN, AGENTBOX_STORE,
+/// AGENTBOX_PLUGIN_DIR, AGENTBOX_DATA_DIR, AGENTBOX_ADMIN_TOKEN), then the --config file, then
+/// the defaults. The API is described in docs/api.md and served at /v1/openapi.json. Example:
+///
+///   agentbox serve --plugin plugins/intake --admin-token secret
+///   curl localhost:8080/v1/sessions -H 'content-type: application/json' -d '{"plugin": "intake"}'
+///   curl localhost:8080/v1/sessions/ID/messages -H 'content-type: application/json' \
+///     -d '{"text": "my name is Ada"}'
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(super) struct ServeArgs {
+    /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
+    /// data_dir, deadline_ms, memory_mib and policy (see docs/api.md)
+    #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port, printed at start [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", env = "AGENTBOX_LISTEN")]
+    listen: Option<SocketAddr>,
+
+    /// A plugin to load: a .wasm component or a plugin's cargo package folder (repeatable)
+    #[arg(long = "plugin", value_name = "PLUGIN")]
+    plugins: Vec<PathBuf>,
+
+    /// A folder whose .wasm components are all loaded, created if missing
+    /// [default: DATA_DIR/plugins]
+    #[arg(long, value_name = "DIR", env = "AGENTBOX_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+
+    /// Load and activate a .wasm written to the plugin folder while serving
+    #[arg(long)]
+    watch: bool,
+
+    /// Where sessions live: `memory`, `sqlite:PATH` or `redis://HOST:PORT`
+    /// [default: sqlite:DATA_DIR/agentbox.db]
+    #[arg(long, value_name = "SPEC", env = "AGENTBOX_STORE")]
+    store: Option<StoreSpec>,
+
+    /// Bearer token of the admin API; without one, the admin API refuses every request
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AGENTBOX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// The settings file of `agentbox serve`: the flags' names, in TOML.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeConfig {
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    plugins: Vec<PathBuf>,
+    plugin_dir: Option<PathBuf>,
+    #[serde(default)]
+    watch: bool,
+    store: Option<String>,
+    admin_token: Option<String>,
+    data_dir: Option<PathBuf>,
+    deadline_ms: Option<u64>,
+    memory_mib: Option<usize>,
+    policy: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// Fills what the flags and the environment left out from the `--config` file.
+    fn with_config(mut self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let config: ServeConfig = toml::from_str(&text).map_err(|err| {
+            anyhow::anyhow!("the config file {} is invalid: {err}", path.display())
+        })?;
+        let store = config
+            .store
+            .map(|spec| spec.parse::<StoreSpec>())
+            .transpose()
+            .map_err(|reason| {
+                anyhow::anyhow!(
+                    "the config file {} is invalid: store: {reason}",
+                    path.display()
+                )
+            })?;
+        self.listen = self.listen.or(config.listen);
+        self.plugins.extend(config.plugins);
+        self.plugin_dir = self.plugin_dir.or(config.plugin_dir);
+        self.watch |= config.watch;
+        self.store = self.store.or(store);
+        self.admin_token = self.admin_token.or(config.admin_token);
+        let host = &mut self.host;
+        host.data_dir = host.data_dir.take().or(config.data_dir);
+        host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
+        host.memory_mib = host.memory_mib.or(config.memory_mib);
+        host.policy = host.policy.take().or(config.policy);
+        Ok(self)
+    }
+}
+
+/// How often `--watch` looks at the plugin folder.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a file must stay unchanged before `--watch` loads it.
+const SETTLE: Duration = Duration::from_secs(1);
+
+pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let args = args.with_config()?;
+    let spec = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.host.default_store());
+    let host = args.host.host(&spec)?;
+    let plugin_dir = args
+        .plugin_dir
+        .clone()
+        .unwrap_or_else(|| args.host.data_dir().join("plugins"));
+    std::fs::create_dir_all(&plugin_dir)
+        .with_context(|| format!("cannot create the plugin folder {}", plugin_dir.display()))?;
+    let watched = components(&plugin_dir)?;
+    let mut in_dir: Vec<&PathBuf> = watched.keys().collect();
+    in_dir.sort();
+    for path in args.plugins.iter().chain(in_dir) {
+        let plugin = load(&host, path)?;
+        eprintln!(
+            "agentbox: plugin {} {} (sha256:{:.12}, {})",
+            plugin.name(),
+            plugin.manifest.version,
+            plugin.digest.to_string(),
+            compilation_text(plugin.compilation)
+        );
+    }
+    let _reaper = host.spawn_reaper(REAP_EVERY);
+    let watcher = args
+        .watch
+        .then(|| tokio::spawn(watch(host.clone(), plugin_dir.clone(), watched)));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    if args.admin_token.is_none() {
+        eprintln!(
+            "agentbox: no admin token (--admin-token or AGENTBOX_ADMIN_TOKEN): the admin API refuses every request"
+        );
+    }
+    let address = listener.local_addr()?;
+    eprintln!("agentbox: listening on http://{address} (store {spec})");
+    if let Some(plugin) = host.plugins().first() {
+        eprintln!(
+            "agentbox: try: curl http://{address}/v1/sessions -H 'content-type: application/json' -d '{{\"plugin\": \"{}\"}}'",
+            plugin.name()
+        );
+        eprintln!(
+            "agentbox:      curl http://{address}/v1/sessions/SESSION/messages -H 'content-type: application/json' -d '{{\"text\": \"hello\"}}'"
+        );
+    } else {
+        eprintln!(
+            "agentbox: no plugins loaded: add --plugin PLUGIN, or put .wasm files in {}{}",
+            plugin_dir.display(),
+            if args.watch { "" } else { " and restart" }
+        );
+    }
+    axum::serve(listener, crate::server::router(host, args.admin_token))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("the server failed")?;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    eprintln!("agentbox: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// When a file was last seen changed, and how.
+type Stamp = (SystemTime, u64);
+
+/// The `.wasm` files in `dir` and their stamps, by path.
+fn components(dir: &Path) -> anyhow::Result<HashMap<PathBuf, Stamp>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
+    Ok(entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            if path.extension().is_none_or(|ext| ext != "wasm") {
+                return None;
+            }
+            let metadata = std::fs::metadata(&path).ok()?;
+            Some((path, (metadata.modified().ok()?, metadata.len())))
+        })
+        .collect())
+}
+
+/// Loads and activates each `.wasm` in `dir` that changed since `seen`, once
+/// it has stayed unchanged for [`SETTLE`]; a half-written file is either
+/// still changing or fails to load, and never replaces the active version.
+async fn watch(host: Host, dir: PathBuf, mut seen: HashMap<PathBuf, Stamp>) {
+    let mut changing: HashMap<PathBuf, (Stamp, Instant)> = HashMap::new();
+    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    loop {
+        ticks.tick().await;
+        let now = match components(&dir) {
+            Ok(now) => now,
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "cannot watch the plugin folder");
+                continue;
+            }
+        };
+        changing.retain(|path, _| now.contains_key(path));
+        for (path, stamp) in now {
+            if seen.get(&path) == Some(&stamp) {
+                continue;
+            }
+            match changing.get(&path) {
+                Some((last, since)) if *last == stamp && since.elapsed() >= SETTLE => {}
+                Some((last, _)) if *last == stamp => continue,
+                _ => {
+                    changing.insert(path, (stamp, Instant::now()));
+                    continue;
+                }
+            }
+            changing.remove(&path);
+            seen.insert(path.clone(), stamp);
+            let loading = host.clone();
+            let file = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || load(&loading, &file))
+                .await
+                .expect("loading a plugin panicked");
+            match loaded {
+                Ok(plugin) => eprintln!(
+                    "agentbox: {} changed: plugin {} {} is active (sha256:{:.12})",
+                    path.display(),
+                    plugin.name(),
+                    plugin.manifest.version,
+                    plugin.digest.to_string()
+                ),
+                Err(err) => eprintln!(
+                    "agentbox: {} changed but does not load, so the active version keeps serving: {}",
+                    path.display(),
+                    super::one_line(&format!("{err:#}"))
+                ),
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot listen for SIGTERM");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("agentbox: shutting down: finishing running turns");
+}
