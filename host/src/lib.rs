@@ -32,9 +32,9 @@ pub mod store;
 pub mod tools;
 
 pub use clock::Clock;
-pub use plugin::{LoadError, PluginVersion};
+pub use plugin::{ActivateError, LoadError, PluginVersion};
 pub use policy::Limits;
 pub use session::{
-    Cause, Host, HostBuilder, Outcome, Reaped, SessionError, SessionStart, Sink, ToolReport,
-    TurnReport,
+    Cause, Followed, Host, HostBuilder, Outcome, Reaped, SessionError, SessionStart, Sink,
+    ToolReport, TurnReport,
 };

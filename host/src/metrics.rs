@@ -129,7 +129,7 @@ impl Default for Metrics {
         let swaps = Family::<SwapLabels, Counter>::default();
         registry.register(
             "plugin_swaps",
-            "Plugin versions made active, by action (activate or roll-back)",
+            "Plugin versions made active, by action (activate, roll-back, or follow: as the store records)",
             swaps.clone(),
         );
         let migrations = Family::<MigrationLabels, Counter>::default();
@@ -170,7 +170,8 @@ pub struct PluginStats {
     pub migrations_ok: u64,
     /// Migrations that failed (the session stayed on its version, or failed).
     pub migrations_failed: u64,
-    /// Versions made active: loads and roll-backs.
+    /// Versions made active: activations, roll-backs, and activations
+    /// followed from the store's record.
     pub swaps: u64,
     /// Calls stopped by a limit (`agentbox_limit_trips_total` has them by limit).
     pub limit_trips: u64,
@@ -272,7 +273,7 @@ impl Metrics {
             turns_failed: turns("failed"),
             migrations_ok: migrations("ok"),
             migrations_failed: migrations("failed"),
-            swaps: swaps("activate") + swaps("roll-back"),
+            swaps: swaps("activate") + swaps("roll-back") + swaps("follow"),
             limit_trips: LIMITS
                 .iter()
                 .map(|&limit| count(self.limit_trips.get(&LimitLabels::new(plugin, limit))))

@@ -15,6 +15,7 @@ use wasmtime::component::Linker;
 use crate::bindings::{AGENT_EXPORT, Manifest, PluginPre, WORLD_VERSION};
 use crate::engine::{Compilation, Digest, Engine};
 use crate::session::TurnCtx;
+use crate::store::StoreError;
 use crate::tools::ToolSet;
 
 /// The WIT package every agentbox interface belongs to.
@@ -73,6 +74,48 @@ pub enum LoadError {
     /// The manifest breaks a rule.
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    /// The version is valid, but the store could not keep it or record it active.
+    #[error("the store failed: {0}")]
+    Store(StoreError),
+}
+
+/// Why a version could not be made active. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActivateError {
+    /// No version with this digest is loaded here or published in the store.
+    #[error(
+        "plugin `{name}` has no version with digest `{digest}`, loaded here or published in the store"
+    )]
+    Unknown {
+        /// The plugin.
+        name: String,
+        /// The digest asked for.
+        digest: String,
+    },
+    /// The plugin has had no other active version.
+    #[error("plugin `{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+    /// The version published in the store does not load on this host.
+    #[error(
+        "version `{digest}` of plugin `{name}`, published in the store, does not load here: {reason}"
+    )]
+    Load {
+        /// The plugin.
+        name: String,
+        /// The version's digest.
+        digest: String,
+        /// Why it does not load.
+        reason: String,
+    },
+    /// The store failed.
+    #[error("plugin `{name}`: {source}")]
+    Store {
+        /// The plugin.
+        name: String,
+        /// What failed.
+        source: StoreError,
+    },
 }
 
 impl PluginVersion {
@@ -201,8 +244,8 @@ fn check_manifest(manifest: &Manifest) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The loaded versions of each plugin, by name: which one is active, and
-/// which one was before it, for a roll-back.
+/// The versions of each plugin loaded in this host, by name: which one is
+/// active here, and which one was before it, for a roll-back.
 ///
 /// Every loaded version stays loaded: a session whose state a newer version
 /// cannot migrate keeps running on the version that last committed it.
@@ -265,14 +308,14 @@ impl Registry {
         Some(version)
     }
 
-    /// Makes the version that was active before the current one active
-    /// again, and returns it; `None` if there is none.
-    pub(crate) fn roll_back(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        let mut plugins = self.plugins.write().expect("plugin registry poisoned");
-        let versions = plugins.get_mut(name)?;
-        let previous = versions.previous.take()?;
-        versions.previous = Some(std::mem::replace(&mut versions.active, previous.clone()));
-        Some(previous)
+    /// The version that was active before the current one of plugin `name`.
+    pub(crate) fn previous(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        self.plugins
+            .read()
+            .expect("plugin registry poisoned")
+            .get(name)?
+            .previous
+            .clone()
     }
 
     /// The active version of the plugin `name`.

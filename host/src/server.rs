@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::session::{Cause, SessionError};
-use crate::{Host, PluginVersion, SessionStart};
+use crate::{ActivateError, Host, LoadError, PluginVersion, SessionStart};
 
 /// Largest JSON request body, in bytes.
 const MAX_JSON_BODY: usize = 1 << 20;
@@ -583,6 +583,9 @@ async fn load_plugin(
     .expect("loading a plugin panicked")
     {
         Ok(version) => (StatusCode::CREATED, Json(describe(&version))).into_response(),
+        Err(err @ LoadError::Store(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "store", err.to_string())
+        }
         Err(err) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-plugin",
@@ -611,18 +614,9 @@ async fn activate(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    let digest = request.digest.trim_start_matches("sha256:");
-    match api.host.activate(&name, digest) {
-        Some(version) => Json(describe(&version)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!(
-                "plugin `{name}` has no loaded version with digest `{}`",
-                request.digest.escape_debug()
-            ),
-        ),
-    }
+    let digest = request.digest.trim_start_matches("sha256:").to_owned();
+    let host = api.host.clone();
+    version_change(tokio::task::spawn_blocking(move || host.activate(&name, &digest)).await)
 }
 
 async fn roll_back(
@@ -633,12 +627,23 @@ async fn roll_back(
     if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
-    match api.host.roll_back(&name) {
-        Some(version) => Json(describe(&version)).into_response(),
-        None => error(
-            StatusCode::CONFLICT,
-            "no-previous-version",
-            format!("plugin `{name}` has no previous version to roll back to"),
-        ),
-    }
+    let host = api.host.clone();
+    version_change(tokio::task::spawn_blocking(move || host.roll_back(&name)).await)
+}
+
+/// The response to an activation or roll-back.
+fn version_change(
+    changed: Result<Result<Arc<PluginVersion>, ActivateError>, tokio::task::JoinError>,
+) -> Response {
+    let err = match changed.expect("activating a plugin version panicked") {
+        Ok(version) => return Json(describe(&version)).into_response(),
+        Err(err) => err,
+    };
+    let (code, kind) = match &err {
+        ActivateError::Unknown { .. } => (StatusCode::NOT_FOUND, "not-found"),
+        ActivateError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
+        ActivateError::Load { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-plugin"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "store"),
+    };
+    error(code, kind, err.to_string())
 }

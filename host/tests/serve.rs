@@ -1,13 +1,18 @@
 //! `agentbox serve` as a separate process on a free port, driven by a real
 //! HTTP client: the session API with its streamed replies and JSON errors,
-//! the admin API with its token, hot-swap and roll-back, and a clean stop on
-//! SIGTERM.
+//! the admin API with its token, hot-swap and roll-back, activations that
+//! reach every server on one Redis, and a clean stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
+
+// Shared with the agentbox-tests crate; these tests use only part of it.
+#[allow(dead_code)]
+#[path = "../../tests/src/redis_server.rs"]
+mod redis_server;
 
 fn plugin_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1109,5 +1114,126 @@ fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
     assert!(
         stderr.contains("is invalid") && stderr.contains("unknown field `watched`"),
         "{stderr}"
+    );
+}
+
+/// Waits until `server` runs version `version` of `plugin`, and returns how
+/// many times the admin API had to be asked.
+fn wait_for_version(server: &Server, plugin: &str, version: &str) -> u32 {
+    let asked_until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for asked in 1.. {
+        if admin_entry(server, "tok", plugin)["active"]["version"] == version {
+            return asked;
+        }
+        assert!(
+            std::time::Instant::now() < asked_until,
+            "{} never ran {plugin} {version}",
+            server.base
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unreachable!()
+}
+
+#[test]
+fn servers_on_one_redis_follow_each_others_activations_and_roll_backs() {
+    let Some(redis) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let counter = plugin_dir("counter");
+    let shared = ["--store", redis.url(), "--admin-token", "tok"];
+    let a = Server::start(
+        data_a.path(),
+        &[&shared[..], &["--plugin", counter.to_str().unwrap()]].concat(),
+    );
+    // `b` is given no plugin: it serves the one `a` recorded in the store.
+    let b = Server::start(data_b.path(), &shared);
+    assert_eq!(
+        admin_entry(&b, "tok", "counter")["active"]["version"],
+        "0.1.0"
+    );
+    let id = a.start_session("counter");
+    for turn in 1..=3 {
+        let events = send(&b.base, &id, "tick").unwrap();
+        assert_eq!(events.last().unwrap()["state"], json!({ "count": turn }));
+    }
+
+    // Version 2, loaded through `a`, reaches `b`; the session migrates once.
+    let (ok, stdout, stderr) = agentbox(
+        &[
+            "plugins",
+            "load",
+            plugin_dir("counter-v2").to_str().unwrap(),
+        ],
+        &[
+            ("AGENTBOX_SERVER", &a.base),
+            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    wait_for_version(&b, "counter", "0.2.0");
+    let events = send(&b.base, &id, "tick").unwrap();
+    assert_eq!(events.last().unwrap()["state"], json!({ "total": 4 }));
+    let events = send(&a.base, &id, "tick").unwrap();
+    assert_eq!(events.last().unwrap()["state"], json!({ "total": 5 }));
+    let stats = |server: &Server| admin_entry(server, "tok", "counter")["stats"].clone();
+    assert_eq!(
+        stats(&a)["migrations_ok"].as_u64().unwrap() + stats(&b)["migrations_ok"].as_u64().unwrap(),
+        1
+    );
+    // Followed twice: the plugin at startup, then version 2.
+    assert_eq!(stats(&b)["swaps"], 2);
+    let metrics = request("GET", &b.url("/metrics"), None, None).1;
+    assert!(
+        metrics.contains(r#"agentbox_plugin_swaps_total{plugin="counter",action="follow"} 2"#),
+        "{metrics}"
+    );
+
+    // A roll-back through `b` reaches `a`; new sessions start on version 1.
+    let (ok, stdout, stderr) = agentbox(
+        &["plugins", "rollback", "counter"],
+        &[
+            ("AGENTBOX_SERVER", &b.base),
+            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.starts_with("counter 0.1.0"), "{stdout}");
+    wait_for_version(&a, "counter", "0.1.0");
+    let fresh = a.start_session("counter");
+    let events = send(&a.base, &fresh, "tick").unwrap();
+    assert_eq!(events.last().unwrap()["state"], json!({ "count": 1 }));
+
+    // A third server started with version 1's file, which the store has
+    // seen, runs what the store records, and says so.
+    let data_c = tempfile::tempdir().unwrap();
+    let versions = admin_entry(&a, "tok", "counter")["versions"].clone();
+    let v2 = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|version| version["version"] == "0.2.0")
+        .unwrap();
+    let (ok, stdout, stderr) = agentbox(
+        &[
+            "plugins",
+            "activate",
+            "counter",
+            v2["digest"].as_str().unwrap(),
+        ],
+        &[
+            ("AGENTBOX_SERVER", &a.base),
+            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let c = Server::start(
+        data_c.path(),
+        &[&shared[..], &["--plugin", counter.to_str().unwrap()]].concat(),
+    );
+    assert_eq!(
+        admin_entry(&c, "tok", "counter")["active"]["version"],
+        "0.2.0"
     );
 }

@@ -4,24 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use agentbox_host::Limits;
 use agentbox_host::store::{MemoryStore, Store};
-use agentbox_host::{Host, Limits, SessionStart};
 use serde_json::json;
 
-use crate::harness::{host, host_with, load, said, send};
+use crate::harness::{counter_session, host, host_with, load, said, send};
 use crate::plugins::{COUNTER, COUNTER_V2};
-
-async fn counter_session(host: &Host, ticks: u64) -> String {
-    let start = SessionStart {
-        plugin: "counter".into(),
-        ..Default::default()
-    };
-    let id = host.start_session(start, None).await.unwrap().session;
-    for _ in 0..ticks {
-        send(host, &id, "tick").await;
-    }
-    id
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_migrates_each_session_once_before_its_next_turn() {
@@ -71,13 +59,24 @@ async fn a_session_the_new_version_cannot_migrate_stays_on_the_old_one() {
     let fresh = counter_session(&host, 0).await;
     assert_eq!(said(&send(&host, &fresh, "tick").await), "total 1");
 
-    // A host that has only version 2 cannot run the session, and says why.
-    let only_v2 = host_with(Limits::default(), store);
+    // Another host that loaded only version 2 finds version 1 in the store
+    // and keeps the session on it.
+    let other = host_with(Limits::default(), store.clone());
+    load(&other, COUNTER_V2);
+    let report = send(&other, &big, "tick").await;
+    assert_eq!(report.state["count"], json!(102));
+    assert_eq!(other.plugin("counter").unwrap().manifest.version, "0.2.0");
+
+    // A host whose store never had version 1 cannot run the session, and says why.
+    let bare: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    bare.create(&store.load(&big).unwrap().unwrap(), &[])
+        .unwrap();
+    let only_v2 = host_with(Limits::default(), bare);
     load(&only_v2, COUNTER_V2);
     let err = only_v2.send_message(&big, "tick", None).await.unwrap_err();
     assert_eq!(err.cause.kind(), "migration");
     assert!(
-        err.to_string().contains("cannot migrate the session state from state version 1 to 2: plugin returned an error: cannot migrate a count of 101"),
+        err.to_string().contains("cannot migrate the session state from state version 1 to 2: plugin returned an error: cannot migrate a count of 102"),
         "{err}"
     );
 }
@@ -85,9 +84,16 @@ async fn a_session_the_new_version_cannot_migrate_stays_on_the_old_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roll_back_makes_the_previous_version_active_again() {
     let host = host();
-    assert!(host.roll_back("counter").is_none(), "nothing loaded");
+    let no_previous = |host: &agentbox_host::Host| {
+        let err = host.roll_back("counter").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plugin `counter` has no previous version to roll back to"
+        );
+    };
+    no_previous(&host); // nothing loaded
     load(&host, COUNTER);
-    assert!(host.roll_back("counter").is_none(), "no previous version");
+    no_previous(&host);
     load(&host, COUNTER_V2);
     let back = host.roll_back("counter").unwrap();
     assert_eq!(back.manifest.version, "0.1.0");

@@ -68,6 +68,19 @@ pub async fn start(host: &Host, plugin: &str, variables: Value) -> TurnReport {
         .unwrap_or_else(|err| panic!("cannot start a session of {plugin}: {err}"))
 }
 
+/// Starts a session of the counter plugin and sends it `ticks` ticks; returns its id.
+pub async fn counter_session(host: &Host, ticks: u64) -> String {
+    let start = SessionStart {
+        plugin: "counter".into(),
+        ..Default::default()
+    };
+    let id = host.start_session(start, None).await.unwrap().session;
+    for _ in 0..ticks {
+        send(host, &id, "tick").await;
+    }
+    id
+}
+
 /// Sends a message that must commit.
 pub async fn send(host: &Host, session: &str, text: &str) -> TurnReport {
     host.send_message(session, text, None)

@@ -516,6 +516,33 @@ fn kv_concurrent_increments_are_exact(store: Arc<dyn Store>) {
     );
 }
 
+fn plugin_versions_are_published_once_and_recorded_active(store: &dyn Store) {
+    let (one, two) = ("01".repeat(32), "02".repeat(32));
+    assert_eq!(store.published_plugin(&one).unwrap(), None);
+    assert!(store.publish_plugin(&one, b"\0asm one").unwrap());
+    assert!(
+        !store.publish_plugin(&one, b"\0asm one").unwrap(),
+        "seen before"
+    );
+    assert!(store.publish_plugin(&two, b"\0asm two").unwrap());
+    assert_eq!(
+        store.published_plugin(&one).unwrap().as_deref(),
+        Some(&b"\0asm one"[..])
+    );
+    assert!(store.active_plugins().unwrap().is_empty());
+    store.set_active_plugin("counter", &one).unwrap();
+    store.set_active_plugin("shop", &two).unwrap();
+    store.set_active_plugin("counter", &two).unwrap();
+    let active = store.active_plugins().unwrap();
+    assert_eq!(
+        active.into_iter().collect::<Vec<_>>(),
+        [
+            ("counter".to_owned(), two.clone()),
+            ("shop".to_owned(), two)
+        ]
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -696,4 +723,5 @@ conformance!(
     kv_compare_and_swap_stores_only_on_a_match,
     kv_increment_counts_and_refuses_non_integers,
     kv_quota_refuses_and_changes_nothing,
+    plugin_versions_are_published_once_and_recorded_active,
 );

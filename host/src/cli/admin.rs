@@ -13,7 +13,8 @@ use super::plugin_bytes;
 /// Manage the plugins of a running `agentbox serve` through its admin API.
 ///
 /// Every command needs the server's admin token (--admin-token or AGENTBOX_ADMIN_TOKEN).
-/// Examples:
+/// A load, activation or roll-back through one server reaches every server on the same store
+/// within a second. Examples:
 ///
 ///   agentbox plugins list
 ///   agentbox plugins load plugins/counter-v2           # build, upload and activate

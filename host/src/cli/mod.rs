@@ -18,7 +18,7 @@ use crate::kv::Grants;
 use crate::policy::PolicyFile;
 use crate::store::{State, StoreSpec};
 use crate::tools::Tool;
-use crate::{Host, Limits, PluginVersion, SessionError, SessionStart, Sink, TurnReport};
+use crate::{Host, Limits, LoadError, PluginVersion, SessionError, SessionStart, Sink, TurnReport};
 
 /// Run agent plugins: WebAssembly components with per-session state, host-validated
 /// tools and persistent storage.
@@ -363,10 +363,13 @@ fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
         })
 }
 
-fn load(host: &Host, path: &Path) -> anyhow::Result<Arc<PluginVersion>> {
+/// Reads the plugin at `path` and loads it with `load` (one of the `Host` methods).
+fn load(
+    path: &Path,
+    load: impl FnOnce(&[u8]) -> Result<Arc<PluginVersion>, LoadError>,
+) -> anyhow::Result<Arc<PluginVersion>> {
     let bytes = plugin_bytes(path)?;
-    host.load_plugin(&bytes)
-        .with_context(|| format!("cannot load {}", path.display()))
+    load(&bytes).with_context(|| format!("cannot load {}", path.display()))
 }
 
 fn compilation_text(compilation: Compilation) -> String {
@@ -381,7 +384,7 @@ fn compilation_text(compilation: Compilation) -> String {
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.host(&StoreSpec::Memory)?;
-    let plugin = load(&host, &args.plugin.path)?;
+    let plugin = load(&args.plugin.path, |bytes| host.stage_plugin(bytes))?;
     let manifest = &plugin.manifest;
     let schema = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let tools: Vec<Value> = plugin.tools.iter().map(tool_json).collect();
@@ -459,7 +462,7 @@ fn print_tool(heading: &str, tool: &Tool) {
 fn tools_list(args: ToolsListArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.host(&StoreSpec::Memory)?;
     for path in &args.plugins {
-        load(&host, path)?;
+        load(path, |bytes| host.stage_plugin(bytes))?;
     }
     for tool in host.tools() {
         if args.json {
@@ -588,7 +591,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| args.host.default_store());
     let host = args.host.host(&spec)?;
-    let plugin = load(&host, &args.plugin.path)?;
+    let plugin = load(&args.plugin.path, |bytes| host.stage_plugin(bytes))?;
     let name = plugin.name().to_owned();
     let printer = Printer { json: args.json };
     // Sessions of this plugin past their time-to-live end while this runs.

@@ -22,6 +22,12 @@ use crate::store::StoreSpec;
 /// .wasm written to the plugin folder is loaded and made active once it has stopped changing;
 /// one that does not load is reported and the active version keeps serving.
 ///
+/// The store records which version of each plugin is active. Servers sharing a store (Redis, or
+/// one SQLite file) follow that record, so a version loaded or rolled back through any of them
+/// is active on all within a second, and a restarted server comes back on the versions active
+/// when it stopped. A file whose bytes the store has seen before therefore does not replace the
+/// active version at startup; a file it has never seen is a new deployment and does.
+///
 /// Settings come from flags, then environment variables (AGENTBOX_LISTEN, AGENTBOX_STORE,
 /// AGENTBOX_PLUGIN_DIR, AGENTBOX_DATA_DIR, AGENTBOX_ADMIN_TOKEN), then the --config file, then
 /// the defaults. The API is described in docs/api.md and served at /v1/openapi.json. Example:
@@ -127,6 +133,10 @@ impl ServeArgs {
     }
 }
 
+/// How often the server looks at the store's record of active plugin
+/// versions, to follow activations made through other servers.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
 /// How often `--watch` looks at the plugin folder.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
@@ -150,7 +160,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut in_dir: Vec<&PathBuf> = watched.keys().collect();
     in_dir.sort();
     for path in args.plugins.iter().chain(in_dir) {
-        let plugin = load(&host, path)?;
+        let plugin = load(path, |bytes| host.deploy_plugin(bytes))?;
         eprintln!(
             "agentbox: plugin {} {} (sha256:{:.12}, {})",
             plugin.name(),
@@ -159,7 +169,25 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             compilation_text(plugin.compilation)
         );
     }
+    let followed = host
+        .follow_store()
+        .await
+        .with_context(|| format!("cannot read the active plugin versions from {spec}"))?;
+    for plugin in &followed.activated {
+        eprintln!(
+            "agentbox: plugin {} {} (sha256:{:.12}) is active, as the store records: it was activated earlier or by another server",
+            plugin.name(),
+            plugin.manifest.version,
+            plugin.digest.to_string(),
+        );
+    }
+    for err in &followed.failed {
+        eprintln!(
+            "agentbox: {err}; the version loaded from the command line or plugin folder serves instead"
+        );
+    }
     let _reaper = host.spawn_reaper(REAP_EVERY);
+    let _follower = host.spawn_follower(FOLLOW_EVERY);
     let watcher = args
         .watch
         .then(|| tokio::spawn(watch(host.clone(), plugin_dir.clone(), watched)));
@@ -253,9 +281,11 @@ async fn watch(host: Host, dir: PathBuf, mut seen: HashMap<PathBuf, Stamp>) {
             seen.insert(path.clone(), stamp);
             let loading = host.clone();
             let file = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || load(&loading, &file))
-                .await
-                .expect("loading a plugin panicked");
+            let loaded = tokio::task::spawn_blocking(move || {
+                load(&file, |bytes| loading.load_plugin(bytes))
+            })
+            .await
+            .expect("loading a plugin panicked");
             match loaded {
                 Ok(plugin) => eprintln!(
                     "agentbox: {} changed: plugin {} {} is active (sha256:{:.12})",

@@ -10,6 +10,9 @@
 
 mod output;
 mod state;
+mod versions;
+
+pub use versions::Followed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -31,7 +34,7 @@ use crate::clock::Clock;
 use crate::engine::{EPOCH_TICK, Engine};
 use crate::kv::{Grants, KvCtx, KvView};
 use crate::metrics::{Metrics, NO_PLUGIN};
-use crate::plugin::{LoadError, PluginVersion, Registry};
+use crate::plugin::{PluginVersion, Registry};
 use crate::policy::Limits;
 use crate::store::{
     Commit, Execution, Message, Role, SessionRecord, State, Status, Store, StoreError, Swept,
@@ -418,6 +421,7 @@ struct Inner {
     locks: SessionLocks,
     turns: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    versions: versions::VersionSync,
     /// This host's name on the store's session leases.
     holder: String,
 }
@@ -491,6 +495,7 @@ impl HostBuilder {
                 clock: self.clock,
                 locks: SessionLocks::default(),
                 metrics: Arc::default(),
+                versions: versions::VersionSync::default(),
                 holder: uuid::Uuid::new_v4().to_string(),
             }),
         })
@@ -581,53 +586,6 @@ impl Host {
                 }
             }
         }
-    }
-
-    /// Loads a plugin version from its bytes and makes it the active version
-    /// of its name, atomically: turns already running finish on the version
-    /// they started on, and every later turn uses this one. A version that
-    /// fails to load changes nothing. Sessions whose state was written under
-    /// another `state-version` get `migrate` before their first turn on it.
-    pub fn load_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        let version = self.stage_plugin(bytes)?;
-        Ok(self
-            .activate(version.name(), &version.digest.to_string())
-            .expect("a staged version is loaded"))
-    }
-
-    /// Loads and checks a plugin version from its bytes without making it
-    /// active, unless it is the plugin's first; [`Host::activate`] does.
-    /// Staging the bytes of a loaded version returns that version.
-    pub fn stage_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        let version = PluginVersion::load(&self.inner.engine, &self.inner.linker, bytes, |pre| {
-            self.describe(pre)
-        })?;
-        let version = self.inner.plugins.add(Arc::new(version));
-        tracing::info!(plugin = version.name(), version = version.manifest.version, digest = %version.digest, "plugin version loaded");
-        Ok(version)
-    }
-
-    /// Makes the loaded version of plugin `name` whose digest is `digest`
-    /// (hex) active, atomically, and returns it; `None` if no such version is
-    /// loaded. Turns running on the version active before finish there.
-    pub fn activate(&self, name: &str, digest: &str) -> Option<Arc<PluginVersion>> {
-        let was = self.plugin(name);
-        let version = self.inner.plugins.activate(name, digest)?;
-        if was.is_none_or(|was| was.digest != version.digest) {
-            self.inner.metrics.swap(name, "activate");
-            tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, "plugin version active");
-        }
-        Some(version)
-    }
-
-    /// Makes the version that was active before the current one of plugin
-    /// `name` active again, and returns it; `None` if there is none. Turns
-    /// running on the current version finish there.
-    pub fn roll_back(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        let version = self.inner.plugins.roll_back(name)?;
-        self.inner.metrics.swap(name, "roll-back");
-        tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, "plugin rolled back");
-        Some(version)
     }
 
     /// Every loaded version of the plugin `name`, active or not, oldest first.
@@ -1348,12 +1306,15 @@ impl Host {
     /// from: the active version, after it migrated the state if the state's
     /// layout (`state-version`) differs from its own. If the migration fails,
     /// the session stays on the version that last committed it, if that is
-    /// still loaded.
+    /// loaded here or published in the store. A session committed by the
+    /// version the store records active, while this host is still behind,
+    /// stays on it (see [`Host::catch_up`]).
     fn migrated(
         &self,
         mut record: SessionRecord,
         active: Arc<PluginVersion>,
     ) -> Result<(SessionRecord, Arc<PluginVersion>), Cause> {
+        let active = self.catch_up(&record, active);
         let (from, to) = (record.state_version, active.manifest.state_version);
         if from == to {
             return Ok((record, active));
@@ -1399,9 +1360,8 @@ impl Host {
             }
             Err(cause) => {
                 let stays = self
-                    .inner
-                    .plugins
                     .version(&record.plugin, &record.digest)
+                    .ok()
                     .filter(|previous| previous.manifest.state_version == from);
                 tracing::warn!(
                     plugin = record.plugin,

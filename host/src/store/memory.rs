@@ -17,6 +17,14 @@ pub struct MemoryStore {
     cache: Mutex<HashMap<String, (String, u64)>>,
     /// KV entries by owner.
     kv: Mutex<HashMap<String, Owner>>,
+    plugins: Mutex<Plugins>,
+}
+
+/// Published plugin versions and the active one of each plugin.
+#[derive(Debug, Default)]
+struct Plugins {
+    published: HashMap<String, Vec<u8>>,
+    active: BTreeMap<String, String>,
 }
 
 /// One KV owner's entries, by scope and key, and what they add up to.
@@ -195,6 +203,35 @@ impl Store for MemoryStore {
             .values()
             .filter(|(record, _)| record.status == Status::Active && record.plugin == plugin)
             .count() as u64)
+    }
+
+    fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        let mut plugins = self.plugins.lock().expect("memory store poisoned");
+        if plugins.published.contains_key(digest) {
+            return Ok(false);
+        }
+        plugins.published.insert(digest.to_owned(), bytes.to_vec());
+        Ok(true)
+    }
+
+    fn published_plugin(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let plugins = self.plugins.lock().expect("memory store poisoned");
+        Ok(plugins.published.get(digest).cloned())
+    }
+
+    fn set_active_plugin(&self, name: &str, digest: &str) -> Result<(), StoreError> {
+        let mut plugins = self.plugins.lock().expect("memory store poisoned");
+        plugins.active.insert(name.to_owned(), digest.to_owned());
+        Ok(())
+    }
+
+    fn active_plugins(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self
+            .plugins
+            .lock()
+            .expect("memory store poisoned")
+            .active
+            .clone())
     }
 
     fn delete_session(&self, id: &str) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ mod memory;
 mod redis;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -417,6 +418,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// How many sessions of `plugin` are active (not ended, not deleted).
     fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError>;
+
+    /// Keeps a plugin version's component bytes under their digest (hex),
+    /// for every host on this store to load; returns whether they are new
+    /// to the store. Publishing the same bytes again changes nothing.
+    fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError>;
+
+    /// The component bytes published under `digest`.
+    fn published_plugin(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Records the version with digest `digest` as plugin `name`'s active
+    /// version, for every host on this store.
+    fn set_active_plugin(&self, name: &str, digest: &str) -> Result<(), StoreError>;
+
+    /// The active version of each plugin the store has a record of: name → digest.
+    fn active_plugins(&self) -> Result<BTreeMap<String, String>, StoreError>;
 
     /// Deletes a session's record and history; deleting an absent one does nothing.
     fn delete_session(&self, id: &str) -> Result<(), StoreError>;

@@ -1,8 +1,9 @@
 //! Sessions, KV and leases in Redis: the store for more than one host.
 //!
 //! Every host process that opens the same Redis shares sessions, history,
-//! KV, tool records and cache, and the leases that keep two processes from
-//! running turns of one session at once. Keys carry the `agentbox:` prefix
+//! KV, tool records and cache, the plugin versions and which one of each
+//! plugin is active, and the leases that keep two processes from running
+//! turns of one session at once. Keys carry the `agentbox:` prefix
 //! and a hash tag: one per session (`{s/ID}`: record, history, lease) and one
 //! per KV owner (`{kv/OWNER}`: entries and their bookkeeping), so each
 //! atomic script touches one slot of a Redis Cluster.
@@ -18,7 +19,7 @@
 //! a connection that fails is dropped and the next call opens a new one, so
 //! service resumes by itself when Redis comes back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const OWNERS: &str = "agentbox:kv:owners";
 /// Tool-cache keys by expiry (host clock), for the sweep.
 const CACHE_EXPIRY: &str = "agentbox:cache:expiry";
+/// The active version of each plugin: name → digest.
+const ACTIVE_PLUGINS: &str = "agentbox:plugins:active";
 /// Tool-call records, oldest first.
 const EXECUTIONS: &str = "agentbox:executions";
 
@@ -185,6 +188,11 @@ fn by_update(plugin: &str) -> String {
 /// One plugin's active sessions by their creation time.
 fn by_creation(plugin: &str) -> String {
     format!("{PREFIX}:sessions:created:{plugin}")
+}
+
+/// A published plugin version's component bytes.
+fn plugin_key(digest: &str) -> String {
+    format!("{PREFIX}:plugin:{digest}")
 }
 
 fn cache_key(key: &str) -> String {
@@ -488,6 +496,35 @@ impl Store for RedisStore {
     fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError> {
         // The idle index holds exactly the active sessions of the plugin.
         self.with(|conn| redis::cmd("ZCARD").arg(by_update(plugin)).query(conn))
+    }
+
+    fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            redis::cmd("SET")
+                .arg(plugin_key(digest))
+                .arg(bytes)
+                .arg("NX")
+                .query::<Option<String>>(conn)
+        })
+        .map(|set| set.is_some())
+    }
+
+    fn published_plugin(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|conn| redis::cmd("GET").arg(plugin_key(digest)).query(conn))
+    }
+
+    fn set_active_plugin(&self, name: &str, digest: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            redis::cmd("HSET")
+                .arg(ACTIVE_PLUGINS)
+                .arg(name)
+                .arg(digest)
+                .query::<()>(conn)
+        })
+    }
+
+    fn active_plugins(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        self.with(|conn| redis::cmd("HGETALL").arg(ACTIVE_PLUGINS).query(conn))
     }
 
     fn delete_session(&self, id: &str) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 //! Reads use a small pool of reader connections, which WAL lets run
 //! alongside the writer.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -82,6 +83,14 @@ CREATE TABLE IF NOT EXISTS kv_usage (
     keys  INTEGER NOT NULL,
     bytes INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plugin_versions (
+    digest    TEXT PRIMARY KEY,
+    component BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS active_plugins (
+    name   TEXT PRIMARY KEY,
+    digest TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
 ";
 
 /// Every key of a `kv` scope sorts below its prefix followed by this: keys
@@ -130,6 +139,14 @@ enum Write {
     },
     Sweep {
         now_ms: u64,
+    },
+    PublishPlugin {
+        digest: String,
+        component: Vec<u8>,
+    },
+    ActivatePlugin {
+        name: String,
+        digest: String,
     },
 }
 
@@ -375,6 +392,38 @@ impl Store for SqliteStore {
                 "SELECT COUNT(*) FROM sessions WHERE plugin = ?1 AND status = 'active'",
             )?
             .query_row(params![plugin], |row| row.get(0))
+        })
+    }
+
+    fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        let applied = self.write(Write::PublishPlugin {
+            digest: digest.to_owned(),
+            component: bytes.to_vec(),
+        })?;
+        Ok(matches!(applied, Applied::Stored(true)))
+    }
+
+    fn published_plugin(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT component FROM plugin_versions WHERE digest = ?1")?
+                .query_row([digest], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    fn set_active_plugin(&self, name: &str, digest: &str) -> Result<(), StoreError> {
+        self.write(Write::ActivatePlugin {
+            name: name.to_owned(),
+            digest: digest.to_owned(),
+        })
+        .map(drop)
+    }
+
+    fn active_plugins(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT name, digest FROM active_plugins")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
         })
     }
 
@@ -821,6 +870,22 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, StoreError> {
             }
             Ok(Applied::Done)
         }
+        Write::PublishPlugin { digest, component } => conn
+            .prepare_cached(
+                "INSERT INTO plugin_versions (digest, component) VALUES (?1, ?2)
+                 ON CONFLICT (digest) DO NOTHING",
+            )
+            .and_then(|mut statement| statement.execute(params![digest, component]))
+            .map(|inserted| Applied::Stored(inserted == 1))
+            .map_err(backend),
+        Write::ActivatePlugin { name, digest } => conn
+            .prepare_cached(
+                "INSERT INTO active_plugins (name, digest) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET digest = excluded.digest",
+            )
+            .and_then(|mut statement| statement.execute([name, digest]))
+            .map(|_| Applied::Done)
+            .map_err(backend),
         Write::Sweep { now_ms } => {
             let owners: Vec<String> = conn
                 .prepare_cached("SELECT owner FROM kv_usage WHERE keys > 0")
