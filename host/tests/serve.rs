@@ -498,6 +498,22 @@ fn built_component(name: &str) -> PathBuf {
     path
 }
 
+/// Builds the plugin folder `dir` (with `agentbox inspect`, which also
+/// checks it) and returns the path of its component.
+fn build(dir: &Path, data: &Path) -> PathBuf {
+    let (ok, _, stderr) = agentbox(
+        &[
+            "inspect",
+            dir.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    built_component(dir.file_name().unwrap().to_str().unwrap())
+}
+
 /// Runs the `agentbox` command with `args` and returns whether it
 /// succeeded, its stdout and its stderr.
 fn agentbox(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -767,25 +783,29 @@ struct Seen {
 }
 
 /// Starts `clients` threads, each with a session of `plugin`, sending `tick`
-/// until `stop` is set or a request fails to reach the server.
+/// to each of `servers` in turn until `stop` is set or a request fails to
+/// reach a server.
 fn load(
-    server: &Server,
+    servers: &[&Server],
     plugin: &str,
     clients: usize,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<Seen>> {
     (0..clients)
         .map(|_| {
-            let session = server.start_session(plugin);
-            let base = server.base.clone();
+            let session = servers[0].start_session(plugin);
+            let bases: Vec<String> = servers.iter().map(|server| server.base.clone()).collect();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut seen = Seen {
                     session,
                     ..Seen::default()
                 };
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    match send(&base, &seen.session, "tick") {
+                for base in bases.iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    match send(base, &seen.session, "tick") {
                         Ok(events) => {
                             seen.committed += 1;
                             seen.states.push(events.last().unwrap()["state"].clone());
@@ -805,6 +825,18 @@ fn load(
         .collect()
 }
 
+/// Stops the clients `load` started and returns what each saw.
+fn stop_load(
+    stop: &std::sync::atomic::AtomicBool,
+    clients: Vec<std::thread::JoinHandle<Seen>>,
+) -> Vec<Seen> {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    clients
+        .into_iter()
+        .map(|client| client.join().unwrap())
+        .collect()
+}
+
 /// The admin API's entry for `plugin`.
 fn admin_entry(server: &Server, token: &str, plugin: &str) -> Value {
     let (status, body) = request("GET", &server.url("/v1/admin/plugins"), None, Some(token));
@@ -818,70 +850,13 @@ fn admin_entry(server: &Server, token: &str, plugin: &str) -> Value {
         .unwrap_or_else(|| panic!("no {plugin} in {body}"))
 }
 
-#[test]
-fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    let data = tempfile::tempdir().unwrap();
-    let counter = plugin_dir("counter");
-    let server = Server::start(
-        data.path(),
-        &[
-            "--plugin",
-            counter.to_str().unwrap(),
-            "--admin-token",
-            "tok",
-        ],
-    );
-    let env = [
-        ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", "tok"),
-    ];
-    // Built before the load starts: counter 0.2.0 refuses to migrate counts
-    // of 100 or more, which a slow swap would let the sessions reach.
-    let (ok, _, stderr) = agentbox(
-        &[
-            "inspect",
-            plugin_dir("counter-v2").to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(ok, "{stderr}");
-    let v2 = built_component("counter-v2");
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let clients = load(&server, "counter", 8, &stop);
-    let turns_ok = |server: &Server| {
-        admin_entry(server, "tok", "counter")["stats"]["turns_ok"]
-            .as_u64()
-            .unwrap()
-    };
-    // 8 starts and some turns on version 1.
-    let wait_for_turns = |server: &Server, turns: u64| {
-        while turns_ok(server) < turns {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    wait_for_turns(&server, 8 + 40);
-    let (ok, stdout, stderr) = agentbox(&["plugins", "load", v2.to_str().unwrap()], &env);
-    assert!(ok, "{stdout}{stderr}");
-    assert!(
-        stdout.starts_with("counter 0.2.0 (sha256:") && stdout.trim_end().ends_with("active"),
-        "{stdout}"
-    );
-    wait_for_turns(&server, turns_ok(&server) + 80);
-    let (ok, stdout, stderr) = agentbox(&["plugins", "rollback", "counter"], &env);
-    assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.starts_with("counter 0.1.0"), "{stdout}");
-    wait_for_turns(&server, turns_ok(&server) + 40);
-    stop.store(true, Ordering::SeqCst);
-    let seen: Vec<Seen> = clients
-        .into_iter()
-        .map(|client| client.join().unwrap())
-        .collect();
-
-    for client in &seen {
+/// Checks what `clients` saw through a swap from counter 0.1.0 to 0.2.0 and
+/// back: no failed turn; each reply from the version active when it ran,
+/// never back to an earlier phase; every committed turn in the history
+/// (read from `server`). Returns how many sessions migrated to version 2,
+/// and how many back.
+fn check_swapped_clients(seen: &[Seen], server: &Server) -> (usize, usize) {
+    for client in seen {
         assert!(
             client.failures.is_empty(),
             "{}: {:?}",
@@ -930,14 +905,6 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
             .count();
         assert_eq!(asked as u64, client.committed, "{}", client.session);
     }
-    // Most sessions ran turns on each of the three versions (a session
-    // that was between turns at a swap skips nothing: it runs its next
-    // turn on the new version).
-    let stats = &admin_entry(&server, "tok", "counter")["stats"];
-    assert_eq!(stats["migrations_failed"], 0, "{stats}");
-    assert_eq!(stats["turns_failed"], 0, "{stats}");
-    assert_eq!(stats["swaps"], 2, "{stats}");
-    // Once to state version 2, once back to 1: never twice the same way.
     let migrated_to_v2 = seen
         .iter()
         .filter(|client| {
@@ -956,6 +923,67 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
                 .any(|state| state.get("count").is_some() && state.get("total").is_some())
         })
         .count();
+    (migrated_to_v2, migrated_back)
+}
+
+#[test]
+fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
+    use std::sync::atomic::AtomicBool;
+
+    let data = tempfile::tempdir().unwrap();
+    let counter = plugin_dir("counter");
+    let server = Server::start(
+        data.path(),
+        &[
+            "--plugin",
+            counter.to_str().unwrap(),
+            "--admin-token",
+            "tok",
+        ],
+    );
+    let env = [
+        ("AGENTBOX_SERVER", server.base.as_str()),
+        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+    ];
+    // Built before the load starts: counter 0.2.0 refuses to migrate counts
+    // of 100 or more, which a slow swap would let the sessions reach.
+    let v2 = build(&plugin_dir("counter-v2"), data.path());
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients = load(&[&server], "counter", 8, &stop);
+    let turns_ok = |server: &Server| {
+        admin_entry(server, "tok", "counter")["stats"]["turns_ok"]
+            .as_u64()
+            .unwrap()
+    };
+    // 8 starts and some turns on version 1.
+    let wait_for_turns = |server: &Server, turns: u64| {
+        while turns_ok(server) < turns {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for_turns(&server, 8 + 40);
+    let (ok, stdout, stderr) = agentbox(&["plugins", "load", v2.to_str().unwrap()], &env);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("counter 0.2.0 (sha256:") && stdout.trim_end().ends_with("active"),
+        "{stdout}"
+    );
+    wait_for_turns(&server, turns_ok(&server) + 80);
+    let (ok, stdout, stderr) = agentbox(&["plugins", "rollback", "counter"], &env);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.starts_with("counter 0.1.0"), "{stdout}");
+    wait_for_turns(&server, turns_ok(&server) + 40);
+    let seen = stop_load(&stop, clients);
+
+    let (migrated_to_v2, migrated_back) = check_swapped_clients(&seen, &server);
+    // Most sessions ran turns on each of the three versions (a session
+    // that was between turns at a swap skips nothing: it runs its next
+    // turn on the new version).
+    let stats = &admin_entry(&server, "tok", "counter")["stats"];
+    assert_eq!(stats["migrations_failed"], 0, "{stats}");
+    assert_eq!(stats["turns_failed"], 0, "{stats}");
+    assert_eq!(stats["swaps"], 2, "{stats}");
+    // Once to state version 2, once back to 1: never twice the same way.
     assert_eq!(
         stats["migrations_ok"].as_u64().unwrap(),
         (migrated_to_v2 + migrated_back) as u64,
@@ -978,7 +1006,7 @@ fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
     let args = ["--plugin", counter.to_str().unwrap()];
     let server = Server::start(data.path(), &args);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let clients = load(&server, "counter", 8, &stop);
+    let clients = load(&[&server], "counter", 8, &stop);
     // Let the clients commit some turns, then stop the server under load.
     let metric = r#"agentbox_turns_total{plugin="counter",kind="message",outcome="ok"}"#;
     while sample(
@@ -1001,7 +1029,7 @@ fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
         .collect();
 
     let server = Server::start(data.path(), &args);
-    for client in &seen {
+    for client in seen {
         assert!(client.committed > 0, "{client:?}");
         // A request cut off by the stop may have failed on the client's side
         // (the connection closed), never with a turn error.
@@ -1039,26 +1067,8 @@ fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
 #[test]
 fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
     let data = tempfile::tempdir().unwrap();
-    let (ok, _, stderr) = agentbox(
-        &[
-            "inspect",
-            plugin_dir("counter-v2").to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(ok, "{stderr}");
-    let (ok, _, stderr) = agentbox(
-        &[
-            "inspect",
-            plugin_dir("counter").to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(ok, "{stderr}");
+    build(&plugin_dir("counter-v2"), data.path());
+    build(&plugin_dir("counter"), data.path());
     let plugins = data.path().join("watched");
     std::fs::create_dir(&plugins).unwrap();
     std::fs::copy(built_component("counter"), plugins.join("counter.wasm")).unwrap();
@@ -1136,7 +1146,9 @@ fn wait_for_version(server: &Server, plugin: &str, version: &str) -> u32 {
 }
 
 #[test]
-fn servers_on_one_redis_follow_each_others_activations_and_roll_backs() {
+fn servers_on_one_redis_follow_each_others_swaps_under_load() {
+    use std::sync::atomic::AtomicBool;
+
     let Some(redis) = redis_server::RedisServer::start() else {
         return;
     };
@@ -1153,19 +1165,29 @@ fn servers_on_one_redis_follow_each_others_activations_and_roll_backs() {
         admin_entry(&b, "tok", "counter")["active"]["version"],
         "0.1.0"
     );
-    let id = a.start_session("counter");
-    for turn in 1..=3 {
-        let events = send(&b.base, &id, "tick").unwrap();
-        assert_eq!(events.last().unwrap()["state"], json!({ "count": turn }));
-    }
+    // Built before the load starts, as in the one-server swap.
+    let v2 = build(&plugin_dir("counter-v2"), data_a.path());
 
-    // Version 2, loaded through `a`, reaches `b`; the session migrates once.
+    // 8 clients send each turn of their session to `a` and `b` in turn.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients = load(&[&a, &b], "counter", 8, &stop);
+    let stats = |server: &Server| admin_entry(server, "tok", "counter")["stats"].clone();
+    let turns_ok = || {
+        [&a, &b]
+            .iter()
+            .map(|server| stats(server)["turns_ok"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let wait_for_turns = |turns: u64| {
+        while turns_ok() < turns {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for_turns(8 + 40);
+
+    // Version 2, loaded through `a`, reaches `b`.
     let (ok, stdout, stderr) = agentbox(
-        &[
-            "plugins",
-            "load",
-            plugin_dir("counter-v2").to_str().unwrap(),
-        ],
+        &["plugins", "load", v2.to_str().unwrap()],
         &[
             ("AGENTBOX_SERVER", &a.base),
             ("AGENTBOX_ADMIN_TOKEN", "tok"),
@@ -1173,24 +1195,8 @@ fn servers_on_one_redis_follow_each_others_activations_and_roll_backs() {
     );
     assert!(ok, "{stdout}{stderr}");
     wait_for_version(&b, "counter", "0.2.0");
-    let events = send(&b.base, &id, "tick").unwrap();
-    assert_eq!(events.last().unwrap()["state"], json!({ "total": 4 }));
-    let events = send(&a.base, &id, "tick").unwrap();
-    assert_eq!(events.last().unwrap()["state"], json!({ "total": 5 }));
-    let stats = |server: &Server| admin_entry(server, "tok", "counter")["stats"].clone();
-    assert_eq!(
-        stats(&a)["migrations_ok"].as_u64().unwrap() + stats(&b)["migrations_ok"].as_u64().unwrap(),
-        1
-    );
-    // Followed twice: the plugin at startup, then version 2.
-    assert_eq!(stats(&b)["swaps"], 2);
-    let metrics = request("GET", &b.url("/metrics"), None, None).1;
-    assert!(
-        metrics.contains(r#"agentbox_plugin_swaps_total{plugin="counter",action="follow"} 2"#),
-        "{metrics}"
-    );
-
-    // A roll-back through `b` reaches `a`; new sessions start on version 1.
+    wait_for_turns(turns_ok() + 80);
+    // A roll-back through `b` reaches `a`.
     let (ok, stdout, stderr) = agentbox(
         &["plugins", "rollback", "counter"],
         &[
@@ -1201,6 +1207,34 @@ fn servers_on_one_redis_follow_each_others_activations_and_roll_backs() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.starts_with("counter 0.1.0"), "{stdout}");
     wait_for_version(&a, "counter", "0.1.0");
+    wait_for_turns(turns_ok() + 40);
+    let seen = stop_load(&stop, clients);
+
+    // No turn failed, and no session went back to an earlier phase: a
+    // server that had not followed yet ran migrated sessions on the new
+    // version instead of migrating them back.
+    let (migrated_to_v2, migrated_back) = check_swapped_clients(&seen, &a);
+    let (a_stats, b_stats) = (stats(&a), stats(&b));
+    let sum = |field: &str| a_stats[field].as_u64().unwrap() + b_stats[field].as_u64().unwrap();
+    assert_eq!(sum("turns_failed"), 0, "{a_stats} {b_stats}");
+    assert_eq!(sum("migrations_failed"), 0, "{a_stats} {b_stats}");
+    assert_eq!(
+        sum("migrations_ok"),
+        (migrated_to_v2 + migrated_back) as u64,
+        "{a_stats} {b_stats}"
+    );
+    assert_eq!(migrated_to_v2, 8);
+    // `a`: activated, then followed back; `b`: followed the plugin at
+    // startup and version 2, then rolled back.
+    assert_eq!(
+        (&a_stats["swaps"], &b_stats["swaps"]),
+        (&json!(2), &json!(3))
+    );
+    let metrics = request("GET", &b.url("/metrics"), None, None).1;
+    assert!(
+        metrics.contains(r#"agentbox_plugin_swaps_total{plugin="counter",action="follow"} 2"#),
+        "{metrics}"
+    );
     let fresh = a.start_session("counter");
     let events = send(&a.base, &fresh, "tick").unwrap();
     assert_eq!(events.last().unwrap()["state"], json!({ "count": 1 }));
