@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -37,6 +38,25 @@ struct Api {
     host: Host,
     /// The admin API's bearer token; `None` turns the admin API off.
     admin_token: Option<Arc<str>>,
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then lets running
+/// requests finish. Every connection writes without delay (`TCP_NODELAY`):
+/// a streamed reply is several small writes, and Nagle's algorithm would
+/// hold each one after the first until the client's delayed ACK, some 40 ms.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|connection| {
+        if let Err(err) = connection.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// The routes of `agentbox serve`, serving `host`. Without `admin_token`

@@ -141,7 +141,11 @@ impl Server {
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = agentbox_host::server::router(host.clone(), None);
-        let serving = runtime.spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let serving = runtime.spawn(async move {
+            agentbox_host::server::serve(listener, router, std::future::pending())
+                .await
+                .unwrap()
+        });
         Server {
             host,
             base,

@@ -219,10 +219,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if args.watch { "" } else { " and restart" }
         );
     }
-    axum::serve(listener, crate::server::router(host, args.admin_token))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("the server failed")?;
+    crate::server::serve(
+        listener,
+        crate::server::router(host, args.admin_token),
+        shutdown(),
+    )
+    .await
+    .context("the server failed")?;
     if let Some(watcher) = watcher {
         watcher.abort();
     }
