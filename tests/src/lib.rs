@@ -31,6 +31,8 @@ mod counter;
 #[cfg(test)]
 mod counter_v2;
 #[cfg(test)]
+mod describe_loop;
+#[cfg(test)]
 mod describe_trap;
 #[cfg(test)]
 mod duplicate_tools;
@@ -46,6 +48,8 @@ mod misbehave;
 mod other_world;
 #[cfg(test)]
 mod profile;
+#[cfg(test)]
+mod rogue;
 #[cfg(test)]
 mod shop;
 #[cfg(test)]

@@ -249,14 +249,14 @@ pub enum Cause {
     Conflict(StoreError),
     /// The active version could not migrate the session's state, and the
     /// version that last committed it is not loaded.
-    #[error("cannot migrate the session state from state version {from} to {to}: {reason}")]
+    #[error("cannot migrate the session state from state version {from} to {to}: {cause}")]
     Migration {
         /// The state version of the stored state.
         from: u32,
         /// The state version of the active plugin version.
         to: u32,
-        /// Why the migration failed.
-        reason: String,
+        /// Why `migrate` failed.
+        cause: Box<Cause>,
     },
     /// Another host process is running a turn of the session and did not
     /// finish within the wait.
@@ -301,6 +301,7 @@ impl Cause {
             Cause::Deadline(_) => Some("deadline"),
             Cause::MemoryLimit(_) => Some("memory"),
             Cause::OutputLimit(_) => Some("output"),
+            Cause::Migration { cause, .. } => cause.limit(),
             _ => None,
         }
     }
@@ -1377,7 +1378,7 @@ impl Host {
                     None => Err(Cause::Migration {
                         from,
                         to,
-                        reason: cause.to_string(),
+                        cause: Box::new(cause),
                     }),
                 }
             }

@@ -1,0 +1,277 @@
+//! A plugin attacking the host from every export: spinning in each, a stack
+//! overflow, unbounded stdout and stderr, malformed JSON from a tool and
+//! from `migrate`, and an `on-end` that spins or traps while the reaper
+//! expires its session. Each attack fails only its own turn, with the kind
+//! and limit named, commits nothing, and a counter session served alongside
+//! never fails a turn.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agentbox_host::store::{MemoryStore, SessionRecord, Status};
+use agentbox_host::{Cause, Clock, Host, Limits, SessionError, SessionStart};
+use serde_json::{Value, json};
+
+use crate::harness::{counter_session, host_with_clock, load, said, send, state};
+use crate::plugins::{COUNTER, ROGUE};
+
+const DEADLINE: Duration = Duration::from_millis(200);
+
+fn rogue_host(clock: Clock) -> Host {
+    let limits = Limits {
+        deadline: DEADLINE,
+        ..Limits::default()
+    };
+    let host = host_with_clock(limits, Arc::new(MemoryStore::default()), clock);
+    load(&host, ROGUE);
+    load(&host, COUNTER);
+    host
+}
+
+/// A counter session that takes turns until the returned flag is set; the
+/// task returns how many turns committed, and fails on the first that does not.
+fn alongside(host: &Host) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (host, stop) = (host.clone(), stop.clone());
+        tokio::spawn(async move {
+            let id = counter_session(&host, 0).await;
+            let mut turns = 0;
+            while !stop.load(Ordering::SeqCst) {
+                send(&host, &id, "tick").await;
+                turns += 1;
+            }
+            turns
+        })
+    };
+    (stop, task)
+}
+
+/// Stops the counter session and checks that it committed turns throughout.
+async fn still_served(alongside: (Arc<AtomicBool>, tokio::task::JoinHandle<u64>)) {
+    let (stop, task) = alongside;
+    stop.store(true, Ordering::SeqCst);
+    assert!(task.await.unwrap() > 0, "the counter session took no turn");
+}
+
+async fn rogue_session(host: &Host, variables: Value) -> String {
+    let Value::Object(variables) = variables else {
+        unreachable!()
+    };
+    let start = SessionStart {
+        plugin: "rogue".into(),
+        variables,
+        ..Default::default()
+    };
+    host.start_session(start, None).await.unwrap().session
+}
+
+/// The committed (turn, state) of a session.
+fn committed(host: &Host, id: &str) -> (u64, Value) {
+    let record = host.store().load(id).unwrap().unwrap();
+    (record.turn, Value::Object(record.state))
+}
+
+fn assert_deadline(err: &SessionError, what: &str) {
+    assert!(
+        matches!(err.cause, Cause::Deadline(limit) if limit == DEADLINE),
+        "{what}: {err}"
+    );
+    assert!(
+        err.to_string().ends_with("deadline of 200 ms exceeded"),
+        "{what}: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
+    let host = rogue_host(Clock::system());
+    let counter = alongside(&host);
+
+    // on-start: the session is never stored.
+    let start = SessionStart {
+        id: Some("spins-at-start".into()),
+        plugin: "rogue".into(),
+        variables: state(json!({ "spin": true })),
+        ..Default::default()
+    };
+    let err = host.start_session(start, None).await.unwrap_err();
+    assert_deadline(&err, "on-start");
+    assert_eq!(host.store().load("spins-at-start").unwrap(), None);
+
+    // on-message and a tool: the committed state stays.
+    let id = rogue_session(&host, json!({})).await;
+    send(&host, &id, "hello").await;
+    let before = committed(&host, &id);
+    let err = host.send_message(&id, "spin", None).await.unwrap_err();
+    assert_deadline(&err, "on-message");
+    let err = host
+        .call_tool(&id, "spin", json!({}), None)
+        .await
+        .unwrap_err();
+    assert_deadline(&err, "call-tool");
+    assert_eq!(committed(&host, &id), before);
+    assert_eq!(send(&host, &id, "hello").await.state["seen"], json!(2));
+
+    // on-end: the session ends all the same, with its committed state.
+    send(&host, &id, r#"remember end "spin""#).await;
+    let err = host.end_session(&id).await.unwrap_err();
+    assert_deadline(&err, "on-end");
+    let record = host.store().load(&id).unwrap().unwrap();
+    assert_eq!(record.status, Status::Ended);
+    assert_eq!(record.state["end"], json!("spin"));
+
+    // migrate: every turn fails until a version can migrate the state, and
+    // the stored state stays as it was.
+    let old = stored_under_state_version_1(&host, "spins-in-migrate", json!({ "migrate": "spin" }));
+    let err = host
+        .send_message("spins-in-migrate", "hello", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.cause.kind(), "migration", "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "cannot migrate the session state from state version 1 to 2: deadline of 200 ms exceeded"
+        ),
+        "{err}"
+    );
+    assert_eq!(host.store().load("spins-in-migrate").unwrap().unwrap(), old);
+
+    still_served(counter).await;
+    assert_eq!(
+        host.metrics().stats("rogue").limit_trips,
+        5,
+        "each spin counted as a deadline trip"
+    );
+}
+
+/// Stores a session of `rogue` as a version with state version 1 left it.
+fn stored_under_state_version_1(host: &Host, id: &str, state: Value) -> SessionRecord {
+    let Value::Object(state) = state else {
+        unreachable!()
+    };
+    let record = SessionRecord {
+        id: id.into(),
+        plugin: "rogue".into(),
+        digest: "00".repeat(32),
+        user_id: None,
+        variables: Default::default(),
+        state,
+        state_version: 1,
+        revision: 1,
+        turn: 3,
+        status: Status::Active,
+        created_at_ms: host.clock().now_ms(),
+        updated_at_ms: host.clock().now_ms(),
+    };
+    host.store().create(&record, &[]).unwrap();
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_overflows_trap_only_their_own_turn() {
+    let host = rogue_host(Clock::system());
+    let counter = alongside(&host);
+    let id = rogue_session(&host, json!({})).await;
+    send(&host, &id, "hello").await;
+    let before = committed(&host, &id);
+    for (order, trap) in [
+        ("recurse", "out of bounds memory access"),
+        ("deep", "call stack exhausted"),
+        ("recurse", "out of bounds memory access"),
+    ] {
+        let err = host.send_message(&id, order, None).await.unwrap_err();
+        assert_eq!(err.cause.kind(), "trap", "{err}");
+        assert!(err.to_string().contains(trap), "{order}: {err}");
+    }
+    assert_eq!(committed(&host, &id), before);
+    assert_eq!(send(&host, &id, "hello").await.state["seen"], json!(2));
+    still_served(counter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_stdout_and_stderr_are_capped_and_fail_no_turn_of_their_own() {
+    let host = rogue_host(Clock::system());
+    let counter = alongside(&host);
+    let id = rogue_session(&host, json!({})).await;
+    // 64 MiB each, 64 times the output limit: kept up to the limit, the
+    // rest dropped, and the turn commits.
+    for stream in ["stdout", "stderr"] {
+        let report = send(&host, &id, &format!("{stream} 64")).await;
+        assert_eq!(said(&report), "wrote 64 MiB");
+    }
+    // Writing forever ends at the deadline like any other loop.
+    let err = host.send_message(&id, "chatter", None).await.unwrap_err();
+    assert_deadline(&err, "chatter");
+    assert_eq!(committed(&host, &id).0, 2);
+    still_served(counter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_from_a_tool_or_from_migrate_is_refused_and_changes_nothing() {
+    let host = rogue_host(Clock::system());
+    let id = rogue_session(&host, json!({})).await;
+    let err = host
+        .call_tool(&id, "junk", json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.cause.kind(), "invalid-result", "{err}");
+    assert!(err.to_string().contains("not JSON"), "{err}");
+    assert_eq!(committed(&host, &id), (0, json!({})));
+
+    for (id, migrate, reason) in [
+        (
+            "junk",
+            "junk",
+            "invalid session state: `migrate` returned something that is not JSON: EOF while parsing a list at line 1 column 15",
+        ),
+        (
+            "array",
+            "array",
+            "invalid session state: `migrate` returned a state that is not a JSON object",
+        ),
+    ] {
+        let old = stored_under_state_version_1(&host, id, json!({ "migrate": migrate }));
+        let err = host.send_message(id, "hello", None).await.unwrap_err();
+        assert_eq!(err.cause.kind(), "migration", "{err}");
+        assert!(
+            err.to_string().ends_with(&format!(
+                "cannot migrate the session state from state version 1 to 2: {reason}"
+            )),
+            "{err}"
+        );
+        assert_eq!(host.store().load(id).unwrap().unwrap(), old);
+    }
+    // A state it can migrate moves to state version 2 with its first turn.
+    stored_under_state_version_1(&host, "fine", json!({ "seen": 4 }));
+    assert_eq!(send(&host, "fine", "hello").await.state["seen"], json!(5));
+    assert_eq!(host.store().load("fine").unwrap().unwrap().state_version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_ends_a_session_whose_on_end_traps_or_spins() {
+    let clock = Clock::manual(1_000_000);
+    let host = rogue_host(clock.clone());
+    let mut rogues = Vec::new();
+    for end in ["trap", "spin"] {
+        let id = rogue_session(&host, json!({})).await;
+        send(&host, &id, &format!(r#"remember end "{end}""#)).await;
+        rogues.push(id);
+    }
+    let calm = counter_session(&host, 1).await;
+    clock.advance(Limits::default().session_idle_ttl - Duration::from_secs(1));
+    send(&host, &calm, "tick").await;
+    clock.advance(Duration::from_secs(2));
+
+    let mut reaped = host.reap(100).await.unwrap();
+    reaped.ended.sort();
+    rogues.sort();
+    assert_eq!(reaped.ended, rogues);
+    assert_eq!(reaped.on_end_failures, 2);
+    for id in &rogues {
+        assert_eq!(host.store().load(id).unwrap(), None, "{id} was deleted");
+    }
+    // The session touched in time lives on.
+    assert_eq!(send(&host, &calm, "tick").await.state["count"], json!(3));
+}
