@@ -290,7 +290,11 @@ async fn show_session(State(api): State<Api>, Path(id): Path<String>) -> Respons
             "not-found",
             format!("session `{id}`: no such session"),
         ),
-        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, "store", err.to_string()),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
     }
 }
 
@@ -315,7 +319,11 @@ async fn history(
         .expect("reading history panicked")
     {
         Ok(messages) => Json(messages).into_response(),
-        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, "store", err.to_string()),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
     }
 }
 
@@ -403,7 +411,11 @@ async fn converse(
             "not-found",
             format!("session `{id}`: no such session"),
         ),
-        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, "store", err.to_string()),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
     }
 }
 
@@ -603,9 +615,11 @@ async fn load_plugin(
     .expect("loading a plugin panicked")
     {
         Ok(version) => (StatusCode::CREATED, Json(describe(&version))).into_response(),
-        Err(err @ LoadError::Store(_)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "store", err.to_string())
-        }
+        Err(err @ LoadError::Store(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
         Err(err) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-plugin",
@@ -663,7 +677,7 @@ fn version_change(
         ActivateError::Unknown { .. } => (StatusCode::NOT_FOUND, "not-found"),
         ActivateError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
         ActivateError::Load { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-plugin"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "store"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
     error(code, kind, err.to_string())
 }

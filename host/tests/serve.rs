@@ -97,9 +97,18 @@ impl Server {
     }
 
     /// Stops the server with SIGTERM and returns its exit status and the rest of its stderr.
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
+        self.signal("TERM")
+    }
+
+    /// Sends the server `signal` (`TERM`, `KILL`) and returns its exit
+    /// status and the rest of its stderr.
+    fn signal(mut self, signal: &str) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
         let status = self.child.wait().unwrap();
         (status, self.stderr.try_iter().collect())
     }
@@ -322,13 +331,7 @@ fn the_session_api_streams_replies_and_answers_mistakes_with_json_errors() {
         (409, json!("ended"))
     );
 
-    let (status, stderr) = server.terminate();
-    assert!(status.success(), "{status}: {stderr:?}");
-    assert_eq!(
-        stderr.last().map(String::as_str),
-        Some("agentbox: stopped"),
-        "{stderr:?}"
-    );
+    assert_clean_stop(server.terminate());
 }
 
 #[test]
@@ -999,12 +1002,56 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
 
 #[test]
 fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
-    use std::sync::atomic::AtomicBool;
+    let data = tempfile::tempdir().unwrap();
+    assert_clean_stop(stopped_under_load(data.path(), &[], "TERM"));
+}
+
+/// Checks that a server stopped by SIGTERM exited 0 and said so last.
+fn assert_clean_stop((status, stderr): (std::process::ExitStatus, Vec<String>)) {
+    assert!(status.success(), "{status}: {stderr:?}");
+    assert_eq!(
+        stderr.last().map(String::as_str),
+        Some("agentbox: stopped"),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn sigkill_under_load_on_sqlite_leaves_every_session_at_a_committed_turn() {
+    use std::os::unix::process::ExitStatusExt as _;
 
     let data = tempfile::tempdir().unwrap();
+    let (status, _) = stopped_under_load(data.path(), &[], "KILL");
+    assert_eq!(status.signal(), Some(9), "{status}");
+}
+
+#[test]
+fn sigkill_under_load_on_redis_leaves_every_session_at_a_committed_turn() {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    let Some(redis) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (status, _) = stopped_under_load(data.path(), &["--store", redis.url()], "KILL");
+    assert_eq!(status.signal(), Some(9), "{status}");
+}
+
+/// Serves counter sessions to 8 clients with `args`, stops the server with
+/// `signal` once 80 turns committed, starts it again and checks that every
+/// session is at a committed turn: every turn its client saw, and at most
+/// the one in flight, each whole (state, turn number and history agree).
+/// Returns how the first server ended, and the rest of its stderr.
+fn stopped_under_load(
+    data: &Path,
+    args: &[&str],
+    signal: &str,
+) -> (std::process::ExitStatus, Vec<String>) {
+    use std::sync::atomic::AtomicBool;
+
     let counter = plugin_dir("counter");
-    let args = ["--plugin", counter.to_str().unwrap()];
-    let server = Server::start(data.path(), &args);
+    let args = [args, &["--plugin", counter.to_str().unwrap()]].concat();
+    let server = Server::start(data, &args);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let clients = load(&[&server], "counter", 8, &stop);
     // Let the clients commit some turns, then stop the server under load.
@@ -1016,19 +1063,13 @@ fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let (status, stderr) = server.terminate();
-    assert!(status.success(), "{status}: {stderr:?}");
-    assert_eq!(
-        stderr.last().map(String::as_str),
-        Some("agentbox: stopped"),
-        "{stderr:?}"
-    );
+    let stopped = server.signal(signal);
     let seen: Vec<Seen> = clients
         .into_iter()
         .map(|client| client.join().unwrap())
         .collect();
 
-    let server = Server::start(data.path(), &args);
+    let server = Server::start(data, &args);
     for client in seen {
         assert!(client.committed > 0, "{client:?}");
         // A request cut off by the stop may have failed on the client's side
@@ -1062,6 +1103,7 @@ fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
         let asked = json_of(&body).as_array().unwrap().len() as u64;
         assert_eq!(asked, turn, "no half-applied turn in {}", client.session);
     }
+    stopped
 }
 
 #[test]

@@ -37,6 +37,8 @@ mod describe_trap;
 #[cfg(test)]
 mod duplicate_tools;
 #[cfg(test)]
+mod faults;
+#[cfg(test)]
 mod intake;
 #[cfg(test)]
 mod kv_probe;

@@ -7,14 +7,18 @@ pub struct RedisServer {
     child: std::process::Child,
     url: String,
     port: u16,
+    durable: bool,
     dir: tempfile::TempDir,
 }
 
-/// Starts `redis-server` on `port`, without persistence, working in `dir`.
-fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
+/// Starts `redis-server` on `port`, working in `dir`: without persistence,
+/// or `durable`, with every write in its append-only file before it answers.
+fn spawn(port: u16, dir: &std::path::Path, durable: bool) -> std::process::Child {
+    let appendonly = if durable { "yes" } else { "no" };
     std::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(["--save", "", "--appendonly", appendonly])
+        .args(["--appendfsync", "always"])
         .arg("--dir")
         .arg(dir)
         .stdout(std::process::Stdio::null())
@@ -31,6 +35,16 @@ impl RedisServer {
     /// returns `None` when `redis-server` is not installed (unless
     /// `AGENTBOX_REQUIRE_REDIS` is set, which makes that a failure).
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_with(false)
+    }
+
+    /// Like [`RedisServer::start`], but the server keeps every write in an
+    /// append-only file before it answers, so a restart loses nothing.
+    pub fn start_durable() -> Option<RedisServer> {
+        RedisServer::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<RedisServer> {
         if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -52,9 +66,10 @@ impl RedisServer {
             .expect("no free loopback port")
             .port();
         let mut server = RedisServer {
-            child: spawn(port, dir.path()),
+            child: spawn(port, dir.path(), durable),
             url: format!("redis://127.0.0.1:{port}"),
             port,
+            durable,
             dir,
         };
         server.wait_until_it_answers();
@@ -67,9 +82,10 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts the stopped server again on the same port, empty.
+    /// Starts the stopped server again on the same port: empty, or, if
+    /// durable, with every write it acknowledged.
     pub fn start_again(&mut self) {
-        self.child = spawn(self.port, self.dir.path());
+        self.child = spawn(self.port, self.dir.path(), self.durable);
         self.wait_until_it_answers();
     }
 

@@ -289,7 +289,7 @@ impl Cause {
             Cause::Conflict(_) => "conflict",
             Cause::Busy(_) => "busy",
             Cause::Migration { .. } => "migration",
-            Cause::Store(_) => "store",
+            Cause::Store(_) => "unavailable",
         }
     }
 }
