@@ -27,7 +27,14 @@ struct PluginLabel {
 const TURN_KINDS: [&str; 5] = ["start", "message", "tool", "end", "expire"];
 
 /// The limits a call can trip.
-const LIMITS: [&str; 4] = ["deadline", "memory", "output", "kv-quota"];
+const LIMITS: [&str; 6] = [
+    "deadline",
+    "memory",
+    "output",
+    "host-calls",
+    "live-sessions",
+    "kv-quota",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TurnLabels {

@@ -40,6 +40,11 @@ pub struct Limits {
     pub session_idle_ttl: Duration,
     /// A session this old is ended by the reaper, however busy.
     pub session_max_lifetime: Duration,
+    /// Calls from the guest into the host (the world's functions and WASI)
+    /// one call of an export may make.
+    pub host_calls: u64,
+    /// Active sessions one plugin may have at once; `None` for no bound.
+    pub live_sessions: Option<u64>,
 }
 
 impl Default for Limits {
@@ -56,6 +61,8 @@ impl Default for Limits {
             kv_bytes: 256 << 20,
             session_idle_ttl: Duration::from_secs(30 * 60),
             session_max_lifetime: Duration::from_secs(24 * 60 * 60),
+            host_calls: 1_000_000,
+            live_sessions: None,
         }
     }
 }
@@ -63,9 +70,17 @@ impl Default for Limits {
 /// The operator's policy, as read from a TOML file:
 ///
 /// ```toml
+/// [turns]
+/// deadline_ms = 2000           # each call of an export
+/// memory_mib = 64              # linear memory of one instance
+/// output_bytes = 1048576       # said per turn
+/// host_calls = 1000000         # calls into the host per call of an export
+/// state_bytes = 1048576        # the whole session state
+///
 /// [sessions]
 /// idle_ttl_ms = 1800000        # end sessions idle for 30 minutes
 /// max_lifetime_ms = 86400000   # and any session 24 hours old
+/// max_live = 10000             # active sessions per plugin (no bound if left out)
 ///
 /// [kv]
 /// max_keys = 100000            # per plugin, and per granted bucket
@@ -73,6 +88,7 @@ impl Default for Limits {
 ///
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
+/// deadline_ms = 500            # and any [turns] limit or max_live, for it alone
 /// ```
 ///
 /// Every section and field is optional; what is left out keeps its default.
@@ -81,6 +97,8 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     #[serde(default)]
+    turns: TurnPolicy,
+    #[serde(default)]
     sessions: SessionsPolicy,
     #[serde(default)]
     kv: KvPolicy,
@@ -88,11 +106,23 @@ pub struct PolicyFile {
     plugins: BTreeMap<String, PluginPolicy>,
 }
 
+/// Limits of each call of an export; each plugin may have its own.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TurnPolicy {
+    deadline_ms: Option<u64>,
+    memory_mib: Option<usize>,
+    output_bytes: Option<usize>,
+    host_calls: Option<u64>,
+    state_bytes: Option<usize>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SessionsPolicy {
     idle_ttl_ms: Option<u64>,
     max_lifetime_ms: Option<u64>,
+    max_live: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +137,43 @@ struct KvPolicy {
 struct PluginPolicy {
     #[serde(default)]
     buckets: Vec<String>,
+    #[serde(flatten)]
+    turns: TurnPolicy,
+    max_live: Option<u64>,
+}
+
+/// What a policy file sets: the limits of every plugin, those of the
+/// plugins it names, and the bucket grants.
+#[derive(Debug)]
+pub struct Policy {
+    /// The limits of plugins the policy does not name.
+    pub limits: Limits,
+    /// The limits of each plugin the policy names.
+    pub plugins: BTreeMap<String, Limits>,
+    /// The named KV buckets each plugin may open.
+    pub grants: Grants,
+}
+
+impl TurnPolicy {
+    /// `limits` with these values in place of theirs.
+    fn apply(self, limits: Limits) -> Result<Limits, String> {
+        if self.deadline_ms == Some(0) {
+            return Err("deadline_ms must be at least 1".into());
+        }
+        if self.memory_mib == Some(0) {
+            return Err("memory_mib must be at least 1".into());
+        }
+        Ok(Limits {
+            deadline: self
+                .deadline_ms
+                .map_or(limits.deadline, Duration::from_millis),
+            memory_bytes: self.memory_mib.map_or(limits.memory_bytes, |mib| mib << 20),
+            output_bytes: self.output_bytes.unwrap_or(limits.output_bytes),
+            host_calls: self.host_calls.unwrap_or(limits.host_calls),
+            state_bytes: self.state_bytes.unwrap_or(limits.state_bytes),
+            ..limits
+        })
+    }
 }
 
 impl PolicyFile {
@@ -115,10 +182,13 @@ impl PolicyFile {
         toml::from_str(text).map_err(|err| err.to_string())
     }
 
-    /// `limits` with this policy's values in place of theirs, and the
-    /// bucket grants.
-    pub fn apply(&self, limits: Limits) -> Result<(Limits, Grants), String> {
+    /// The policy, starting from `limits` for whatever it leaves out.
+    pub fn apply(&self, limits: Limits) -> Result<Policy, String> {
         let ms = Duration::from_millis;
+        let limits = self
+            .turns
+            .apply(limits)
+            .map_err(|reason| format!("[turns] {reason}"))?;
         let limits = Limits {
             session_idle_ttl: self
                 .sessions
@@ -128,18 +198,35 @@ impl PolicyFile {
                 .sessions
                 .max_lifetime_ms
                 .map_or(limits.session_max_lifetime, ms),
+            live_sessions: self.sessions.max_live.or(limits.live_sessions),
             kv_keys: self.kv.max_keys.unwrap_or(limits.kv_keys),
             kv_bytes: self.kv.max_bytes.unwrap_or(limits.kv_bytes),
             ..limits
         };
         let mut grants = Grants::default();
+        let mut plugins = BTreeMap::new();
         for (plugin, policy) in &self.plugins {
+            crate::plugin::check_name(plugin, '-')
+                .map_err(|reason| format!("[plugins.{plugin}]: the plugin name {reason}"))?;
             for bucket in &policy.buckets {
                 grants
                     .grant(plugin, bucket)
                     .map_err(|reason| format!("[plugins.{plugin}] buckets: {reason}"))?;
             }
+            let own = policy
+                .turns
+                .apply(limits.clone())
+                .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
+            let own = Limits {
+                live_sessions: policy.max_live.or(own.live_sessions),
+                ..own
+            };
+            plugins.insert(plugin.clone(), own);
         }
-        Ok((limits, grants))
+        Ok(Policy {
+            limits,
+            plugins,
+            grants,
+        })
     }
 }

@@ -344,7 +344,7 @@ fn a_policy_file_grants_buckets_and_a_bad_one_is_refused_naming_the_mistake() {
     for (text, mistake) in [
         (
             "[sessions]\nidel_ttl_ms = 5\n",
-            "unknown field `idel_ttl_ms`, expected `idle_ttl_ms` or `max_lifetime_ms`",
+            "unknown field `idel_ttl_ms`, expected one of `idle_ttl_ms`, `max_lifetime_ms`, `max_live`",
         ),
         (
             "[plugins.kv-probe]\nbuckets = [\"global\"]\n",

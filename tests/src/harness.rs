@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use agentbox_host::kv::Grants;
 use agentbox_host::store::{MemoryStore, Store};
-use agentbox_host::{Clock, Host, Limits, PluginVersion, SessionStart, TurnReport};
+use agentbox_host::{Clock, Host, HostBuilder, Limits, PluginVersion, SessionStart, TurnReport};
 use serde_json::{Map, Value};
 
 use crate::plugin_bytes;
@@ -33,18 +33,22 @@ pub fn host_with_grants(
     clock: Clock,
     grants: Grants,
 ) -> Host {
+    host_builder(clock)
+        .limits(limits)
+        .store(store)
+        .grants(grants)
+        .build()
+        .expect("cannot build a host")
+}
+
+/// A host builder with this clock and the tests' artifact cache (and an
+/// in-memory store, default limits and no grants unless set).
+pub fn host_builder(clock: Clock) -> HostBuilder {
     let cache = std::env::temp_dir().join("agentbox-test-artifacts");
     std::fs::create_dir_all(&cache).expect("cannot create the test artifact cache");
     let cache = cap_std::fs::Dir::open_ambient_dir(&cache, cap_std::ambient_authority())
         .expect("cannot open the test artifact cache");
-    Host::builder()
-        .limits(limits)
-        .store(store)
-        .clock(clock)
-        .grants(grants)
-        .artifact_cache(cache)
-        .build()
-        .expect("cannot build a host")
+    Host::builder().clock(clock).artifact_cache(cache)
 }
 
 /// Loads the plugin built at `path`.

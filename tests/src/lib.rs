@@ -49,6 +49,8 @@ mod misbehave;
 #[cfg(test)]
 mod other_world;
 #[cfg(test)]
+mod policy;
+#[cfg(test)]
 mod profile;
 #[cfg(test)]
 mod rogue;

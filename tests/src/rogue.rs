@@ -275,3 +275,72 @@ async fn the_reaper_ends_a_session_whose_on_end_traps_or_spins() {
     // The session touched in time lives on.
     assert_eq!(send(&host, &calm, "tick").await.state["count"], json!(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_runs_under_its_own_limits_and_others_under_the_hosts() {
+    let own = Limits {
+        deadline: Duration::from_millis(100),
+        memory_bytes: 16 << 20,
+        host_calls: 1_000,
+        live_sessions: Some(2),
+        ..Limits::default()
+    };
+    let host = crate::harness::host_builder(Clock::system())
+        .plugin_limits("rogue", own)
+        .build()
+        .unwrap();
+    load(&host, ROGUE);
+    load(&host, COUNTER);
+    let counter = alongside(&host);
+
+    let first = rogue_session(&host, json!({})).await;
+    let second = rogue_session(&host, json!({})).await;
+    let start = SessionStart {
+        plugin: "rogue".into(),
+        ..Default::default()
+    };
+    let err = host.start_session(start.clone(), None).await.unwrap_err();
+    assert_eq!(err.cause.kind(), "live-sessions", "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("the plugin already has its limit of 2 active sessions"),
+        "{err}"
+    );
+    // Ending one makes room; the counter plugin has no such bound.
+    host.end_session(&second).await.unwrap();
+    host.start_session(start, None).await.unwrap();
+    for _ in 0..3 {
+        counter_session(&host, 0).await;
+    }
+
+    let err = host.send_message(&first, "spin", None).await.unwrap_err();
+    assert!(
+        err.to_string().ends_with("deadline of 100 ms exceeded"),
+        "{err}"
+    );
+    let err = host.send_message(&first, "hog", None).await.unwrap_err();
+    assert_eq!(err.cause.kind(), "memory-limit", "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("memory limit of 16777216 bytes exceeded"),
+        "{err}"
+    );
+    assert_eq!(
+        said(&send(&host, &first, "calls 900").await),
+        "made 900 calls"
+    );
+    let err = host
+        .send_message(&first, "calls 1000", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.cause.kind(), "host-call-limit", "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("limit of 1000 host calls per call of an export exceeded"),
+        "{err}"
+    );
+    assert_eq!(committed(&host, &first).0, 1, "only `calls 900` committed");
+    let stats = host.metrics().stats("rogue");
+    assert_eq!((stats.limit_trips, stats.turns_failed), (4, 4));
+    still_served(counter).await;
+}

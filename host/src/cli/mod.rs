@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::Compilation;
 use crate::kv::Grants;
-use crate::policy::PolicyFile;
+use crate::policy::{Policy, PolicyFile};
 use crate::store::{State, StoreSpec};
 use crate::tools::Tool;
 use crate::{Host, Limits, LoadError, PluginVersion, SessionError, SessionStart, Sink, TurnReport};
@@ -197,8 +197,9 @@ struct HostArgs {
     #[arg(long, value_name = "MIB")]
     memory_mib: Option<usize>,
 
-    /// The operator's policy, a TOML file: session time-to-live, KV quotas, and the named
-    /// KV buckets each plugin may open (see docs/policy.md)
+    /// The operator's policy, a TOML file: turn limits for every plugin or one, session
+    /// time-to-live and bounds, KV quotas, and the named KV buckets each plugin may open (see
+    /// docs/policy.md)
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
 }
@@ -231,8 +232,12 @@ impl HostArgs {
                 .map_or(defaults.memory_bytes, |mib| mib << 20),
             ..defaults
         };
-        let (limits, grants) = match &self.policy {
-            None => (limits, Grants::default()),
+        let policy = match &self.policy {
+            None => Policy {
+                limits,
+                plugins: Default::default(),
+                grants: Grants::default(),
+            },
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the policy {}", path.display()))?;
@@ -247,8 +252,7 @@ impl HostArgs {
             .open()
             .with_context(|| format!("cannot open the store {store}"))?;
         Host::builder()
-            .limits(limits)
-            .grants(grants)
+            .policy(policy)
             .store(store)
             .artifact_cache(artifacts)
             .build()

@@ -14,7 +14,7 @@ mod versions;
 
 pub use versions::Followed;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tracing::instrument;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Trap};
+use wasmtime::{CallHook, ResourceLimiter, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use output::Sink;
@@ -88,6 +88,8 @@ pub(crate) struct TurnCtx {
     wasi: WasiCtx,
     table: ResourceTable,
     memory: MemoryLimit,
+    /// Calls from the guest into the host so far.
+    host_calls: u64,
     log: GuestLog,
 }
 
@@ -118,6 +120,7 @@ impl TurnCtx {
             memory: MemoryLimit {
                 limit: limits.memory_bytes,
             },
+            host_calls: 0,
             log,
         }
     }
@@ -130,6 +133,8 @@ pub(crate) enum Tripped {
     Memory(usize),
     #[error("output limit of {0} bytes per turn exceeded")]
     Output(usize),
+    #[error("limit of {0} host calls per call of an export exceeded")]
+    HostCalls(u64),
 }
 
 struct MemoryLimit {
@@ -235,6 +240,12 @@ pub enum Cause {
     /// The turn said more than the output limit.
     #[error("output limit of {0} bytes per turn exceeded")]
     OutputLimit(usize),
+    /// The guest called into the host more often than the limit allows.
+    #[error("limit of {0} host calls per call of an export exceeded")]
+    HostCallLimit(u64),
+    /// The plugin has as many active sessions as its limit allows.
+    #[error("the plugin already has its limit of {0} active sessions")]
+    LiveSessions(u64),
     /// The guest trapped.
     #[error("plugin trapped: {0}")]
     Trap(String),
@@ -283,6 +294,8 @@ impl Cause {
             Cause::Deadline(_) => "deadline",
             Cause::MemoryLimit(_) => "memory-limit",
             Cause::OutputLimit(_) => "output-limit",
+            Cause::HostCallLimit(_) => "host-call-limit",
+            Cause::LiveSessions(_) => "live-sessions",
             Cause::Trap(_) => "trap",
             Cause::Guest(_) => "guest-error",
             Cause::InvalidState(_) => "invalid-state",
@@ -301,6 +314,8 @@ impl Cause {
             Cause::Deadline(_) => Some("deadline"),
             Cause::MemoryLimit(_) => Some("memory"),
             Cause::OutputLimit(_) => Some("output"),
+            Cause::HostCallLimit(_) => Some("host-calls"),
+            Cause::LiveSessions(_) => Some("live-sessions"),
             Cause::Migration { cause, .. } => cause.limit(),
             _ => None,
         }
@@ -312,7 +327,10 @@ impl Cause {
             Cause::InvalidArguments { .. } => ToolOutcome::InvalidArgs,
             Cause::Precondition { .. } => ToolOutcome::Precondition,
             Cause::Deadline(_) => ToolOutcome::Timeout,
-            Cause::MemoryLimit(_) | Cause::OutputLimit(_) | Cause::Trap(_) => ToolOutcome::Trap,
+            Cause::MemoryLimit(_)
+            | Cause::OutputLimit(_)
+            | Cause::HostCallLimit(_)
+            | Cause::Trap(_) => ToolOutcome::Trap,
             _ => ToolOutcome::GuestError,
         }
     }
@@ -417,6 +435,10 @@ struct Inner {
     store: Arc<dyn Store>,
     plugins: Registry,
     limits: Arc<Limits>,
+    plugin_limits: HashMap<String, Arc<Limits>>,
+    /// How long a session lease lasts: a turn may run on-message and
+    /// on-end, each under the longest deadline, plus a margin.
+    lease_ttl: Duration,
     grants: Arc<Grants>,
     clock: Clock,
     locks: SessionLocks,
@@ -440,6 +462,7 @@ impl std::fmt::Debug for Host {
 #[derive(Debug)]
 pub struct HostBuilder {
     limits: Limits,
+    plugin_limits: BTreeMap<String, Limits>,
     grants: Grants,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
@@ -457,6 +480,26 @@ impl HostBuilder {
     pub fn grants(mut self, grants: Grants) -> Self {
         self.grants = grants;
         self
+    }
+
+    /// Limits for the turns of plugin `plugin` alone, in place of the
+    /// host's [`HostBuilder::limits`] (its session time-to-live and KV
+    /// quotas stay the host's).
+    pub fn plugin_limits(mut self, plugin: &str, limits: Limits) -> Self {
+        self.plugin_limits.insert(plugin.to_owned(), limits);
+        self
+    }
+
+    /// Everything an operator's policy sets: limits, per-plugin limits and
+    /// bucket grants.
+    pub fn policy(self, policy: crate::policy::Policy) -> Self {
+        let builder = self.limits(policy.limits).grants(policy.grants);
+        policy
+            .plugins
+            .into_iter()
+            .fold(builder, |builder, (plugin, limits)| {
+                builder.plugin_limits(&plugin, limits)
+            })
     }
 
     /// Where sessions live (default: in memory).
@@ -480,7 +523,21 @@ impl HostBuilder {
 
     /// The host.
     pub fn build(self) -> anyhow::Result<Host> {
-        let engine = Engine::new(&self.limits, self.cache)?;
+        // Every instance slot must hold the largest memory any plugin may use.
+        let largest = Limits {
+            memory_bytes: self
+                .plugin_limits
+                .values()
+                .map(|limits| limits.memory_bytes)
+                .fold(self.limits.memory_bytes, usize::max),
+            ..self.limits.clone()
+        };
+        let engine = Engine::new(&largest, self.cache)?;
+        let longest_deadline = self
+            .plugin_limits
+            .values()
+            .map(|limits| limits.deadline)
+            .fold(self.limits.deadline, Duration::max);
         let linker = linker(&engine)?;
         Ok(Host {
             inner: Arc::new(Inner {
@@ -491,6 +548,12 @@ impl HostBuilder {
                     .unwrap_or_else(|| Arc::new(crate::store::MemoryStore::default())),
                 plugins: Registry::default(),
                 turns: Arc::new(Semaphore::new(self.limits.concurrent_turns)),
+                plugin_limits: self
+                    .plugin_limits
+                    .into_iter()
+                    .map(|(plugin, limits)| (plugin, Arc::new(limits)))
+                    .collect(),
+                lease_ttl: longest_deadline * 2 + LEASE_MARGIN,
                 limits: Arc::new(self.limits),
                 grants: Arc::new(self.grants),
                 clock: self.clock,
@@ -515,6 +578,7 @@ impl Host {
     pub fn builder() -> HostBuilder {
         HostBuilder {
             limits: Limits::default(),
+            plugin_limits: BTreeMap::new(),
             grants: Grants::default(),
             store: None,
             cache: None,
@@ -527,9 +591,17 @@ impl Host {
         &self.inner.store
     }
 
-    /// The limits every turn runs under.
+    /// The limits the turns of plugins without limits of their own run under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The limits the turns of plugin `plugin` run under.
+    pub fn limits_for(&self, plugin: &str) -> &Arc<Limits> {
+        self.inner
+            .plugin_limits
+            .get(plugin)
+            .unwrap_or(&self.inner.limits)
     }
 
     /// The host's clock.
@@ -637,7 +709,7 @@ impl Host {
             OutputCtx::detached(),
             &self.inner.limits,
         );
-        let (result, _) = self.call(pre, ctx, |plugin, store| {
+        let (result, _) = self.call(pre, ctx, &self.inner.limits, |plugin, store| {
             plugin.agentbox_plugin_agent().call_describe(store).map(Ok)
         });
         result.map_err(|cause| cause.to_string())
@@ -660,7 +732,7 @@ impl Host {
             check_id("user id", user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         }
         for (name, value) in &start.variables {
-            check_value(value, &self.inner.limits).map_err(|reason| {
+            check_value(value, self.limits_for(&start.plugin)).map_err(|reason| {
                 fail(Cause::BadRequest(format!(
                     "initial variable `{name}` {reason}"
                 )))
@@ -765,8 +837,7 @@ impl Host {
         let fail = session_error(id, None, None);
         let store = &self.inner.store;
         let holder = &self.inner.holder;
-        // A turn may run on-message and on-end, each under the deadline.
-        let ttl = self.inner.limits.deadline * 2 + LEASE_MARGIN;
+        let ttl = self.inner.lease_ttl;
         let waited = Instant::now();
         let mut pause = Duration::from_millis(1);
         while !store
@@ -953,6 +1024,18 @@ impl Host {
             .is_some()
         {
             return Err(fail(Cause::Exists));
+        }
+        // Sessions starting at once may each see room for one more: the
+        // bound can be passed by as many starts as run concurrently.
+        if let Some(most) = self.limits_for(&start.plugin).live_sessions {
+            let live = self
+                .inner
+                .store
+                .live_sessions(&start.plugin)
+                .map_err(|err| fail(err.into()))?;
+            if live >= most {
+                return Err(fail(Cause::LiveSessions(most)));
+            }
         }
         let now = self.inner.clock.now_ms();
         let mut record = SessionRecord {
@@ -1150,7 +1233,7 @@ impl Host {
         let said = call.said;
         let state = call.session.into_state();
         let result = match call.result.and_then(|text| {
-            check_result(tool, &text, &self.inner.limits).map(|value| (text, value))
+            check_result(tool, &text, self.limits_for(plugin.name())).map(|value| (text, value))
         }) {
             Ok(result) => result,
             Err(cause) => return refuse(cause),
@@ -1335,7 +1418,7 @@ impl Host {
                 |reason: String| Cause::InvalidState(format!("`migrate` returned {reason}"));
             let value: Value = serde_json::from_str(&text)
                 .map_err(|err| invalid(format!("something that is not JSON: {err}")))?;
-            check_value(&value, &self.inner.limits)
+            check_value(&value, self.limits_for(active.name()))
                 .map_err(|reason| invalid(format!("a state that {reason}")))?;
             let Value::Object(state) = value else {
                 return Err(invalid("a state that is not a JSON object".into()));
@@ -1398,7 +1481,7 @@ impl Host {
             &mut wasmtime::Store<TurnCtx>,
         ) -> wasmtime::Result<Result<R, String>>,
     ) -> Call<R> {
-        let limits = &self.inner.limits;
+        let limits = self.limits_for(plugin.name());
         let session = SessionCtx::new(
             record,
             turn,
@@ -1418,7 +1501,7 @@ impl Host {
             OutputCtx::new(sink, limits.output_bytes),
             limits,
         );
-        let (result, ctx) = self.call(&plugin.pre, ctx, |instance, store| {
+        let (result, ctx) = self.call(&plugin.pre, ctx, limits, |instance, store| {
             export(instance.agentbox_plugin_agent(), store)
         });
         ctx.log.flush_to_tracing(&record.plugin, &record.id);
@@ -1429,16 +1512,27 @@ impl Host {
         }
     }
 
-    /// Instantiates `pre` with `ctx` under the turn's limits and runs `f`.
+    /// Instantiates `pre` with `ctx` under `limits` and runs `f`.
     fn call<R>(
         &self,
         pre: &PluginPre<TurnCtx>,
         ctx: TurnCtx,
+        limits: &Limits,
         f: impl FnOnce(&Plugin, &mut wasmtime::Store<TurnCtx>) -> wasmtime::Result<Result<R, String>>,
     ) -> (Result<R, Cause>, TurnCtx) {
-        let limits = &self.inner.limits;
         let mut store = wasmtime::Store::new(self.inner.engine.wasmtime(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
+        let host_calls = limits.host_calls;
+        store.call_hook(move |mut store, hook| {
+            if matches!(hook, CallHook::CallingHost) {
+                let calls = &mut store.data_mut().host_calls;
+                *calls += 1;
+                if *calls > host_calls {
+                    return Err(Tripped::HostCalls(host_calls).into());
+                }
+            }
+            Ok(())
+        });
         // The deadline must be armed before instantiating: it starts at 0.
         let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
@@ -1464,6 +1558,7 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
         return match tripped {
             Tripped::Memory(limit) => Cause::MemoryLimit(*limit),
             Tripped::Output(limit) => Cause::OutputLimit(*limit),
+            Tripped::HostCalls(limit) => Cause::HostCallLimit(*limit),
         };
     }
     if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {

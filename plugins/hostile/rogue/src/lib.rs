@@ -5,7 +5,8 @@
 //! - `on-start` spins forever when the initial variables hold `"spin": true`;
 //! - a message orders the turn: `spin`, `recurse` (unbounded recursion),
 //!   `deep` (unbounded recursion in wasm locals), `stdout N` and `stderr N` (write N MiB, then say `wrote N MiB`),
-//!   `chatter` (write to stdout forever), `remember KEY VALUE` (store VALUE
+//!   `chatter` (write to stdout forever), `calls N` (call the host N times),
+//!   `hog` (allocate without bound), `remember KEY VALUE` (store VALUE
 //!   under KEY), or anything else (count it in `seen`);
 //! - tools: `spin` spins, `junk` returns text that is not JSON;
 //! - `on-end` spins when `end` is `"spin"` in the state, and panics when it
@@ -118,6 +119,21 @@ impl Guest for Rogue {
                     write_mib(&mut std::io::stderr(), mib)?;
                 }
                 agentbox::plugin::output::say(&format!("wrote {mib} MiB"));
+            }
+            "calls" => {
+                let calls: u64 = rest
+                    .parse()
+                    .map_err(|_| format!("`{rest}` is not a number"))?;
+                for _ in 0..calls {
+                    std::hint::black_box(session::turn());
+                }
+                agentbox::plugin::output::say(&format!("made {calls} calls"));
+            }
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
             }
             "remember" => {
                 let (key, value) = rest.split_once(' ').ok_or("remember KEY VALUE")?;

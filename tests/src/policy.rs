@@ -1,0 +1,84 @@
+//! The operator's policy file: limits for every plugin, for one plugin, and
+//! the mistakes it refuses by name.
+
+use std::time::Duration;
+
+use agentbox_host::Limits;
+use agentbox_host::policy::PolicyFile;
+
+fn apply(text: &str) -> Result<agentbox_host::policy::Policy, String> {
+    PolicyFile::parse(text).and_then(|policy| policy.apply(Limits::default()))
+}
+
+#[test]
+fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
+    let policy = apply(
+        r#"
+        [turns]
+        deadline_ms = 1500
+        host_calls = 5000
+
+        [sessions]
+        max_live = 100
+
+        [plugins.rogue]
+        deadline_ms = 100
+        memory_mib = 8
+        output_bytes = 4096
+        state_bytes = 2048
+        max_live = 3
+        buckets = ["crm"]
+        "#,
+    )
+    .unwrap();
+    let defaults = Limits::default();
+    assert_eq!(policy.limits.deadline, Duration::from_millis(1500));
+    assert_eq!(policy.limits.host_calls, 5000);
+    assert_eq!(policy.limits.live_sessions, Some(100));
+    assert_eq!(policy.limits.memory_bytes, defaults.memory_bytes);
+    let rogue = &policy.plugins["rogue"];
+    assert_eq!(
+        (
+            rogue.deadline,
+            rogue.memory_bytes,
+            rogue.output_bytes,
+            rogue.state_bytes
+        ),
+        (Duration::from_millis(100), 8 << 20, 4096, 2048)
+    );
+    assert_eq!(rogue.live_sessions, Some(3));
+    // What the plugin's section leaves out follows [turns].
+    assert_eq!(rogue.host_calls, 5000);
+    assert!(policy.grants.allows("rogue", "crm"));
+    assert!(!policy.grants.allows("counter", "crm"));
+}
+
+#[test]
+fn mistakes_in_a_policy_are_refused_by_name() {
+    for (text, expected) in [
+        ("[turns]\ndeadline = 5\n", "unknown field `deadline`"),
+        (
+            "[plugins.rogue]\ndeadline = 5\n",
+            "unknown field `deadline`",
+        ),
+        (
+            "[plugins.rogue]\ndeadline_ms = 0\n",
+            "[plugins.rogue] deadline_ms must be at least 1",
+        ),
+        (
+            "[turns]\nmemory_mib = 0\n",
+            "[turns] memory_mib must be at least 1",
+        ),
+        (
+            "[plugins.\"Rogue\"]\nmax_live = 1\n",
+            "[plugins.Rogue]: the plugin name `Rogue` is not a valid name",
+        ),
+        (
+            "[plugins.rogue]\nmax_live = -1\n",
+            "invalid value: integer `-1`",
+        ),
+    ] {
+        let err = apply(text).unwrap_err();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
