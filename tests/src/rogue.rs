@@ -344,3 +344,19 @@ async fn a_plugin_runs_under_its_own_limits_and_others_under_the_hosts() {
     assert_eq!((stats.limit_trips, stats.turns_failed), (4, 4));
     still_served(counter).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_gets_no_file_network_environment_or_arguments() {
+    let host = rogue_host(Clock::system());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    let id = rogue_session(&host, json!({})).await;
+    let report = send(&host, &id, &format!("escape {address}")).await;
+    assert_eq!(said(&report), "fs: refused, net: refused, env: 0 vars, args: 0");
+    let accepted = listener.accept();
+    assert!(
+        accepted.as_ref().is_err_and(|err| err.kind() == std::io::ErrorKind::WouldBlock),
+        "the plugin reached the host's network: {accepted:?}"
+    );
+}

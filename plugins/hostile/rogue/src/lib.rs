@@ -6,7 +6,8 @@
 //! - a message orders the turn: `spin`, `recurse` (unbounded recursion),
 //!   `deep` (unbounded recursion in wasm locals), `stdout N` and `stderr N` (write N MiB, then say `wrote N MiB`),
 //!   `chatter` (write to stdout forever), `calls N` (call the host N times),
-//!   `hog` (allocate without bound), `remember KEY VALUE` (store VALUE
+//!   `hog` (allocate without bound), `escape ADDRESS` (try to read a file,
+//!   connect to ADDRESS, read the environment and arguments), `remember KEY VALUE` (store VALUE
 //!   under KEY), or anything else (count it in `seen`);
 //! - tools: `spin` spins, `junk` returns text that is not JSON;
 //! - `on-end` spins when `end` is `"spin"` in the state, and panics when it
@@ -134,6 +135,17 @@ impl Guest for Rogue {
                 loop {
                     hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
                 }
+            }
+            "escape" => {
+                // Everything the host does not grant: files, the network,
+                // the host's environment and arguments.
+                let fs = std::fs::read("/etc/passwd").map_or("refused", |_| "READ");
+                let net = std::net::TcpStream::connect(rest).map_or("refused", |_| "CONNECTED");
+                let env = std::env::vars().count();
+                let args = std::env::args().count();
+                agentbox::plugin::output::say(&format!(
+                    "fs: {fs}, net: {net}, env: {env} vars, args: {args}"
+                ));
             }
             "remember" => {
                 let (key, value) = rest.split_once(' ').ok_or("remember KEY VALUE")?;
