@@ -362,3 +362,165 @@ impl Registry {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests of manifest checking: whatever a guest's `describe()`
+    //! returns, the host refuses it with a reason or accepts only what the
+    //! rules allow; it never panics and never reaches outside for a schema.
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::bindings::ToolSpec;
+
+    /// JSON that looks like a schema: keywords that compile to validators,
+    /// nested, with references inside the document and out of it, regular
+    /// expressions that do not parse, and now and then a value of the
+    /// wrong type where a schema belongs.
+    fn schema() -> impl Strategy<Value = Value> {
+        let wrong = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        let leaf = prop_oneof![
+            4 => prop_oneof![Just(json!({})), Just(json!(true)), Just(json!(false))],
+            4 => prop_oneof![
+                Just("string"),
+                Just("object"),
+                Just("integer"),
+                Just("array"),
+                Just("nope")
+            ]
+            .prop_map(|ty| json!({ "type": ty })),
+            2 => prop_oneof![
+                Just("#"),
+                Just("#/$defs/a"),
+                Just("#/nowhere"),
+                Just("http://169.254.169.254/latest/meta-data"),
+                Just("file:///etc/passwd"),
+                Just("urn:agentbox:x"),
+            ]
+            .prop_map(|target| json!({ "$ref": target })),
+            2 => prop_oneof![
+                Just("^[a-z]+$"),
+                Just("(a+)+$"),
+                Just("["),
+                Just("\\p{Nope}"),
+                Just("(?<=a)b")
+            ]
+            .prop_map(|pattern| json!({ "type": "string", "pattern": pattern })),
+            1 => prop_oneof![Just("email"), Just("date-time"), Just("no-such-format")]
+                .prop_map(|format| json!({ "format": format })),
+            2 => wrong.clone().prop_map(|bound| json!({ "minimum": bound })),
+            2 => prop::collection::vec(wrong.clone(), 0..3).prop_map(|values| json!({ "enum": values })),
+            1 => wrong,
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                (
+                    prop::collection::btree_map("[a-z]{1,3}", inner.clone(), 0..4),
+                    prop::collection::vec("[a-z]{1,3}", 0..3),
+                )
+                    .prop_map(|(properties, required)| {
+                        json!({ "type": "object", "properties": properties, "required": required })
+                    }),
+                inner
+                    .clone()
+                    .prop_map(|items| json!({ "type": "array", "items": items })),
+                prop::collection::vec(inner.clone(), 1..3).prop_map(|all| json!({ "allOf": all })),
+                prop::collection::vec(inner.clone(), 1..3).prop_map(|any| json!({ "anyOf": any })),
+                inner.clone().prop_map(|not| json!({ "not": not })),
+                inner.prop_map(|a| json!({ "$defs": { "a": a }, "$ref": "#/$defs/a" })),
+            ]
+        })
+    }
+
+    /// A schema as a guest sends it: JSON text, or any text at all.
+    fn schema_text() -> impl Strategy<Value = String> {
+        prop_oneof![9 => schema().prop_map(|value| value.to_string()), 1 => ".{0,16}"]
+    }
+
+    fn tool() -> impl Strategy<Value = ToolSpec> {
+        (
+            prop_oneof![9 => "[a-z][a-z0-9_]{0,8}", 1 => ".{0,8}"],
+            schema_text(),
+            prop::option::of(schema_text()),
+            prop::collection::vec(prop_oneof![9 => "[a-z]{1,6}", 1 => ".{0,6}"], 0..3),
+        )
+            .prop_map(|(name, parameters, result_schema, requires)| ToolSpec {
+                name,
+                description: String::new(),
+                parameters,
+                result_schema,
+                requires,
+                cache_ttl_ms: None,
+            })
+    }
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        (
+            prop_oneof![8 => "[a-z][a-z0-9-]{0,8}", 1 => "[a-z]{60,70}", 1 => ".{0,10}"],
+            prop_oneof![9 => "(0|[1-9][0-9]?)\\.(0|[1-9])\\.(0|[1-9])(-[a-z]{1,4})?", 1 => ".{0,10}"],
+            prop::option::of(schema_text()),
+            prop::collection::vec(tool(), 0..4),
+        )
+            .prop_map(|(name, version, state_schema, tools)| Manifest {
+                name,
+                version,
+                description: String::new(),
+                state_version: 1,
+                state_schema,
+                tools,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_manifest_is_accepted_by_the_rules_or_refused_with_a_reason(manifest in manifest()) {
+            let checked = check_manifest(&manifest)
+                .and_then(|()| ToolSet::compile(&manifest).map_err(LoadError::Manifest));
+            match checked {
+                Ok(tools) => {
+                    prop_assert!(check_name(&manifest.name, '-').is_ok());
+                    prop_assert!(semver::Version::parse(&manifest.version).is_ok());
+                    prop_assert_eq!(tools.iter().count(), manifest.tools.len());
+                    for spec in &manifest.tools {
+                        prop_assert!(check_name(&spec.name, '_').is_ok());
+                        prop_assert!(serde_json::from_str::<Value>(&spec.parameters).is_ok());
+                    }
+                }
+                Err(err) => {
+                    prop_assert!(err.to_string().starts_with("invalid manifest: "), "{}", err);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_schema_that_refers_outside_itself_is_refused_without_fetching_it() {
+        for target in [
+            "http://169.254.169.254/latest/meta-data",
+            "file:///etc/passwd",
+        ] {
+            let manifest = Manifest {
+                name: "remote".into(),
+                version: "1.0.0".into(),
+                description: String::new(),
+                state_version: 1,
+                state_schema: Some(json!({ "$ref": target }).to_string()),
+                tools: Vec::new(),
+            };
+            let err = ToolSet::compile(&manifest).unwrap_err();
+            assert!(
+                err.starts_with("state schema does not compile") && err.contains(target),
+                "{err}"
+            );
+        }
+    }
+}

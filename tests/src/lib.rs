@@ -25,6 +25,8 @@ mod bad_name;
 #[cfg(test)]
 mod bad_tool_name;
 #[cfg(test)]
+mod boundary;
+#[cfg(test)]
 mod broken_schema;
 #[cfg(test)]
 mod counter;

@@ -353,10 +353,15 @@ async fn a_plugin_gets_no_file_network_environment_or_arguments() {
     let address = listener.local_addr().unwrap();
     let id = rogue_session(&host, json!({})).await;
     let report = send(&host, &id, &format!("escape {address}")).await;
-    assert_eq!(said(&report), "fs: refused, net: refused, env: 0 vars, args: 0");
+    assert_eq!(
+        said(&report),
+        "fs: refused, net: refused, env: 0 vars, args: 0"
+    );
     let accepted = listener.accept();
     assert!(
-        accepted.as_ref().is_err_and(|err| err.kind() == std::io::ErrorKind::WouldBlock),
+        accepted
+            .as_ref()
+            .is_err_and(|err| err.kind() == std::io::ErrorKind::WouldBlock),
         "the plugin reached the host's network: {accepted:?}"
     );
 }
