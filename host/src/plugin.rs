@@ -24,6 +24,17 @@ const PACKAGE: &str = "agentbox:plugin";
 /// The imports from [`PACKAGE`] a plugin may have.
 const PACKAGE_IMPORTS: [&str; 4] = ["types", "session", "kv", "output"];
 
+/// The WASI 0.2 packages the host links, with nothing granted; the linker
+/// checks their versions and interfaces.
+const WASI_PACKAGES: [&str; 6] = [
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:io",
+    "wasi:random",
+    "wasi:sockets",
+];
+
 /// One loaded, checked version of a plugin.
 pub struct PluginVersion {
     /// The sha256 of the component's bytes.
@@ -162,8 +173,9 @@ impl PluginVersion {
 }
 
 /// Checks the component's imports and exports against the world and returns
-/// the world version it targets. Imports outside `agentbox:plugin` (WASI)
-/// are checked by the linker, which names any it cannot provide.
+/// the world version it targets. An import from a package the host does not
+/// link is named here; the versions and interfaces of the WASI packages it
+/// links are checked by the linker.
 fn check_world(
     engine: &Engine,
     component: &wasmtime::component::Component,
@@ -198,6 +210,15 @@ fn check_world(
             .strip_prefix(PACKAGE)
             .and_then(|rest| rest.strip_prefix('/'))
         else {
+            let package = name.split_once('/').map_or(name, |(package, _)| package);
+            if !WASI_PACKAGES.contains(&package) {
+                return Err(LoadError::WrongWorld(format!(
+                    "it imports `{name}`, which this host does not provide; a plugin may import \
+                     {PACKAGE}'s {} and WASI 0.2's {} (with nothing granted)",
+                    PACKAGE_IMPORTS[1..].join(", "),
+                    WASI_PACKAGES.map(|package| &package[5..]).join(", "),
+                )));
+            }
             continue;
         };
         let known = rest.split_once('@').is_some_and(|(interface, version)| {

@@ -41,6 +41,8 @@ mod duplicate_tools;
 #[cfg(test)]
 mod faults;
 #[cfg(test)]
+mod foreign_import;
+#[cfg(test)]
 mod intake;
 #[cfg(test)]
 mod kv_probe;
