@@ -16,10 +16,14 @@ use crate::policy::Limits;
 /// How often the epoch advances; turn deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Instance slots in the pooling allocator. Concurrent turns are bounded well
+/// Instance slots in the pooling allocator. Concurrent turns are bounded
 /// below this by [`Limits::concurrent_turns`]; the remainder serves trial
 /// instances made while loading plugins.
 const POOL_INSTANCES: u32 = 1000;
+
+/// The most turns a host may run at once: the pool's slots, less those kept
+/// for loading plugins.
+pub const MAX_CONCURRENT_TURNS: usize = 960;
 
 /// Freed slots decommitted together, in one round of TLB shootdowns.
 const DECOMMIT_BATCH: usize = 32;

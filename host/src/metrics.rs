@@ -27,12 +27,13 @@ struct PluginLabel {
 const TURN_KINDS: [&str; 5] = ["start", "message", "tool", "end", "expire"];
 
 /// The limits a call can trip.
-const LIMITS: [&str; 6] = [
+const LIMITS: [&str; 7] = [
     "deadline",
     "memory",
     "output",
     "host-calls",
     "live-sessions",
+    "concurrent-turns",
     "kv-quota",
 ];
 

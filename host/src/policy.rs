@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::MAX_CONCURRENT_TURNS;
 use crate::kv::Grants;
 
 /// Resource limits for the turns of a plugin.
@@ -28,10 +29,15 @@ pub struct Limits {
     pub state_bytes: usize,
     /// Nesting depth of one JSON value.
     pub json_depth: usize,
-    /// Turns running at once in this process, across all sessions. Each live
-    /// instance holds a few memory mappings and the kernel caps those per
-    /// process, so this stays well below the pooling allocator's capacity.
+    /// Turns running at once in this process, across all plugins; later
+    /// turns wait. Each live instance holds a few memory mappings and the
+    /// kernel caps those per process, so this stays well below the pooling
+    /// allocator's capacity (at most [`MAX_CONCURRENT_TURNS`]).
     pub concurrent_turns: usize,
+    /// Turns of one plugin running at once; a turn past it is refused with
+    /// [`crate::session::Cause::ConcurrentTurns`]. `None`: only
+    /// `concurrent_turns` bounds them.
+    pub plugin_turns: Option<usize>,
     /// Keys one KV owner (a plugin, or a granted bucket) may hold.
     pub kv_keys: u64,
     /// Bytes of keys plus values one KV owner may hold.
@@ -57,6 +63,7 @@ impl Default for Limits {
             state_bytes: 1 << 20,
             json_depth: 32,
             concurrent_turns: 256,
+            plugin_turns: None,
             kv_keys: 100_000,
             kv_bytes: 256 << 20,
             session_idle_ttl: Duration::from_secs(30 * 60),
@@ -76,6 +83,8 @@ impl Default for Limits {
 /// output_bytes = 1048576       # said per turn
 /// host_calls = 1000000         # calls into the host per call of an export
 /// state_bytes = 1048576        # the whole session state
+/// concurrent = 32              # turns of one plugin at once; more are refused (no bound if left out)
+/// concurrent_total = 256       # turns of all plugins at once in this process; more wait
 ///
 /// [sessions]
 /// idle_ttl_ms = 1800000        # end sessions idle for 30 minutes
@@ -88,7 +97,7 @@ impl Default for Limits {
 ///
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
-/// deadline_ms = 500            # and any [turns] limit or max_live, for it alone
+/// deadline_ms = 500            # and any [turns] limit but concurrent_total, or max_live, for it alone
 /// ```
 ///
 /// Every section and field is optional; what is left out keeps its default.
@@ -97,13 +106,23 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     #[serde(default)]
-    turns: TurnPolicy,
+    turns: TurnsSection,
     #[serde(default)]
     sessions: SessionsPolicy,
     #[serde(default)]
     kv: KvPolicy,
     #[serde(default)]
     plugins: BTreeMap<String, PluginPolicy>,
+}
+
+/// The `[turns]` section: the limits of every plugin's turns, and the
+/// bound on turns at once in the process.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TurnsSection {
+    #[serde(flatten)]
+    turns: TurnPolicy,
+    concurrent_total: Option<usize>,
 }
 
 /// Limits of each call of an export; each plugin may have its own.
@@ -115,6 +134,7 @@ struct TurnPolicy {
     output_bytes: Option<usize>,
     host_calls: Option<u64>,
     state_bytes: Option<usize>,
+    concurrent: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +183,9 @@ impl TurnPolicy {
         if self.memory_mib == Some(0) {
             return Err("memory_mib must be at least 1".into());
         }
+        if self.concurrent == Some(0) {
+            return Err("concurrent must be at least 1".into());
+        }
         Ok(Limits {
             deadline: self
                 .deadline_ms
@@ -171,6 +194,7 @@ impl TurnPolicy {
             output_bytes: self.output_bytes.unwrap_or(limits.output_bytes),
             host_calls: self.host_calls.unwrap_or(limits.host_calls),
             state_bytes: self.state_bytes.unwrap_or(limits.state_bytes),
+            plugin_turns: self.concurrent.or(limits.plugin_turns),
             ..limits
         })
     }
@@ -187,8 +211,18 @@ impl PolicyFile {
         let ms = Duration::from_millis;
         let limits = self
             .turns
+            .turns
             .apply(limits)
             .map_err(|reason| format!("[turns] {reason}"))?;
+        let concurrent_turns = self
+            .turns
+            .concurrent_total
+            .unwrap_or(limits.concurrent_turns);
+        if !(1..=MAX_CONCURRENT_TURNS).contains(&concurrent_turns) {
+            return Err(format!(
+                "[turns] concurrent_total must be from 1 to {MAX_CONCURRENT_TURNS}, the instances this host can hold at once"
+            ));
+        }
         let limits = Limits {
             session_idle_ttl: self
                 .sessions
@@ -201,6 +235,7 @@ impl PolicyFile {
             live_sessions: self.sessions.max_live.or(limits.live_sessions),
             kv_keys: self.kv.max_keys.unwrap_or(limits.kv_keys),
             kv_bytes: self.kv.max_bytes.unwrap_or(limits.kv_bytes),
+            concurrent_turns,
             ..limits
         };
         let mut grants = Grants::default();

@@ -110,7 +110,7 @@ fn session_error(err: &SessionError) -> Response {
         Cause::InvalidArguments { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Cause::Precondition { .. } => StatusCode::PRECONDITION_FAILED,
         Cause::Ended | Cause::Exists | Cause::Conflict(_) | Cause::Busy(_) => StatusCode::CONFLICT,
-        Cause::LiveSessions(_) => StatusCode::TOO_MANY_REQUESTS,
+        Cause::LiveSessions(_) | Cause::ConcurrentTurns(_) => StatusCode::TOO_MANY_REQUESTS,
         Cause::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };

@@ -17,6 +17,8 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
         [turns]
         deadline_ms = 1500
         host_calls = 5000
+        concurrent = 32
+        concurrent_total = 128
 
         [sessions]
         max_live = 100
@@ -27,6 +29,7 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
         output_bytes = 4096
         state_bytes = 2048
         max_live = 3
+        concurrent = 2
         buckets = ["crm"]
         "#,
     )
@@ -35,6 +38,8 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
     assert_eq!(policy.limits.deadline, Duration::from_millis(1500));
     assert_eq!(policy.limits.host_calls, 5000);
     assert_eq!(policy.limits.live_sessions, Some(100));
+    assert_eq!(policy.limits.plugin_turns, Some(32));
+    assert_eq!(policy.limits.concurrent_turns, 128);
     assert_eq!(policy.limits.memory_bytes, defaults.memory_bytes);
     let rogue = &policy.plugins["rogue"];
     assert_eq!(
@@ -47,6 +52,7 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
         (Duration::from_millis(100), 8 << 20, 4096, 2048)
     );
     assert_eq!(rogue.live_sessions, Some(3));
+    assert_eq!(rogue.plugin_turns, Some(2));
     // What the plugin's section leaves out follows [turns].
     assert_eq!(rogue.host_calls, 5000);
     assert!(policy.grants.allows("rogue", "crm"));
@@ -76,6 +82,18 @@ fn mistakes_in_a_policy_are_refused_by_name() {
         (
             "[plugins.rogue]\nmax_live = -1\n",
             "invalid value: integer `-1`",
+        ),
+        (
+            "[plugins.rogue]\nconcurrent = 0\n",
+            "[plugins.rogue] concurrent must be at least 1",
+        ),
+        (
+            "[turns]\nconcurrent_total = 5000\n",
+            "[turns] concurrent_total must be from 1 to 960",
+        ),
+        (
+            "[plugins.rogue]\nconcurrent_total = 4\n",
+            "unknown field `concurrent_total`",
         ),
     ] {
         let err = apply(text).unwrap_err();

@@ -346,6 +346,68 @@ async fn a_plugin_runs_under_its_own_limits_and_others_under_the_hosts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run() {
+    let own = Limits {
+        deadline: Duration::from_secs(1),
+        plugin_turns: Some(1),
+        ..Limits::default()
+    };
+    let host = crate::harness::host_builder(Clock::system())
+        .plugin_limits("rogue", own)
+        .build()
+        .unwrap();
+    load(&host, ROGUE);
+    load(&host, COUNTER);
+    let busy = rogue_session(&host, json!({})).await;
+    let other = rogue_session(&host, json!({})).await;
+
+    // One rogue turn spins to its deadline, holding rogue's one place.
+    let spinning = {
+        let host = host.clone();
+        tokio::spawn(async move { host.send_message(&busy, "spin", None).await })
+    };
+    // Wait until it runs in its instance, the only one running.
+    while !host
+        .metrics()
+        .encode()
+        .contains("agentbox_instances_in_use 1\n")
+    {
+        assert!(!spinning.is_finished(), "the spinning turn did not run");
+        tokio::task::yield_now().await;
+    }
+    let before = committed(&host, &other);
+    let err = host
+        .send_message(&other, r#"remember note "kept""#, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        committed(&host, &other),
+        before,
+        "a refused turn commits nothing"
+    );
+    assert_eq!(err.cause.kind(), "concurrent-turns", "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "the plugin is already running its limit of 1 turns at once; \
+             try again when one has finished"
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("rogue"), "{err}");
+    let counter = alongside(&host);
+    assert_eq!(
+        spinning.await.unwrap().unwrap_err().cause.kind(),
+        "deadline"
+    );
+    // Meanwhile the counter plugin, with no such limit, was served.
+    still_served(counter).await;
+    // Once the spinning turn is over, the place is free again.
+    send(&host, &other, r#"remember note "kept""#).await;
+    assert_eq!(committed(&host, &other).1["note"], "kept");
+    assert_eq!(host.metrics().stats("rogue").limit_trips, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_gets_no_file_network_environment_or_arguments() {
     let host = rogue_host(Clock::system());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

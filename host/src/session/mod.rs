@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{CallHook, ResourceLimiter, Trap};
@@ -31,7 +31,7 @@ pub use state::{MAX_KEY_BYTES, check_key, check_value};
 
 use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, PluginPre};
 use crate::clock::Clock;
-use crate::engine::{EPOCH_TICK, Engine};
+use crate::engine::{EPOCH_TICK, Engine, MAX_CONCURRENT_TURNS};
 use crate::kv::{Grants, KvCtx, KvView};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::plugin::{PluginVersion, Registry};
@@ -246,6 +246,11 @@ pub enum Cause {
     /// The plugin has as many active sessions as its limit allows.
     #[error("the plugin already has its limit of {0} active sessions")]
     LiveSessions(u64),
+    /// The plugin is running as many turns at once as its limit allows.
+    #[error(
+        "the plugin is already running its limit of {0} turns at once; try again when one has finished"
+    )]
+    ConcurrentTurns(usize),
     /// The guest trapped.
     #[error("plugin trapped: {0}")]
     Trap(String),
@@ -296,6 +301,7 @@ impl Cause {
             Cause::OutputLimit(_) => "output-limit",
             Cause::HostCallLimit(_) => "host-call-limit",
             Cause::LiveSessions(_) => "live-sessions",
+            Cause::ConcurrentTurns(_) => "concurrent-turns",
             Cause::Trap(_) => "trap",
             Cause::Guest(_) => "guest-error",
             Cause::InvalidState(_) => "invalid-state",
@@ -316,6 +322,7 @@ impl Cause {
             Cause::OutputLimit(_) => Some("output"),
             Cause::HostCallLimit(_) => Some("host-calls"),
             Cause::LiveSessions(_) => Some("live-sessions"),
+            Cause::ConcurrentTurns(_) => Some("concurrent-turns"),
             Cause::Migration { cause, .. } => cause.limit(),
             _ => None,
         }
@@ -443,6 +450,7 @@ struct Inner {
     clock: Clock,
     locks: SessionLocks,
     turns: Arc<Semaphore>,
+    plugin_turns: PluginTurns,
     metrics: Arc<Metrics>,
     versions: versions::VersionSync,
     /// This host's name on the store's session leases.
@@ -523,6 +531,11 @@ impl HostBuilder {
 
     /// The host.
     pub fn build(self) -> anyhow::Result<Host> {
+        anyhow::ensure!(
+            (1..=MAX_CONCURRENT_TURNS).contains(&self.limits.concurrent_turns),
+            "concurrent turns must be from 1 to {MAX_CONCURRENT_TURNS}, not {}",
+            self.limits.concurrent_turns
+        );
         // Every instance slot must hold the largest memory any plugin may use.
         let largest = Limits {
             memory_bytes: self
@@ -548,6 +561,7 @@ impl HostBuilder {
                     .unwrap_or_else(|| Arc::new(crate::store::MemoryStore::default())),
                 plugins: Registry::default(),
                 turns: Arc::new(Semaphore::new(self.limits.concurrent_turns)),
+                plugin_turns: PluginTurns::default(),
                 plugin_limits: self
                     .plugin_limits
                     .into_iter()
@@ -1016,6 +1030,7 @@ impl Host {
             .active(&start.plugin)
             .ok_or_else(|| fail(Cause::PluginNotLoaded(start.plugin.clone())))?;
         record_version(&plugin);
+        let _slot = self.enter_turn(&start.plugin).map_err(fail)?;
         if self
             .inner
             .store
@@ -1090,7 +1105,7 @@ impl Host {
         text: &str,
         sink: Option<Sink>,
     ) -> Result<TurnReport, SessionError> {
-        let (record, plugin) = self.open(id)?;
+        let (record, plugin, _slot) = self.open(id)?;
         let turn = record.turn + 1;
         let fail = turn_error(&record, turn);
         let call = self.call_in_session(
@@ -1150,7 +1165,7 @@ impl Host {
         sink: Option<Sink>,
     ) -> Result<ToolReport, SessionError> {
         let started = Instant::now();
-        let (record, plugin) = self.open(id)?;
+        let (record, plugin, _slot) = self.open(id)?;
         let turn = record.turn + 1;
         let fail = turn_error(&record, turn);
         let tool = plugin.tools.get(name).ok_or_else(|| {
@@ -1327,7 +1342,7 @@ impl Host {
 
     #[instrument(skip_all, fields(session = id, plugin, version))]
     fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
-        let (record, plugin) = self.open(id)?;
+        let (record, plugin, _slot) = self.open(id)?;
         let turn = record.turn + 1;
         let fail = turn_error(&record, turn);
         let call = self.call_in_session(
@@ -1361,7 +1376,10 @@ impl Host {
     }
 
     /// Loads an active session and the active version of its plugin.
-    fn open(&self, id: &str) -> Result<(SessionRecord, Arc<PluginVersion>), SessionError> {
+    fn open(
+        &self,
+        id: &str,
+    ) -> Result<(SessionRecord, Arc<PluginVersion>, PluginSlot), SessionError> {
         let fail = session_error(id, None, None);
         let record = self
             .inner
@@ -1378,12 +1396,34 @@ impl Host {
             .plugins
             .active(&record.plugin)
             .ok_or_else(|| fail(Cause::PluginNotLoaded(record.plugin.clone())))?;
+        let slot = self.enter_turn(&record.plugin).map_err(fail)?;
         let plugin_name = record.plugin.clone();
         let (record, plugin) =
             self.migrated(record, plugin)
                 .map_err(session_error(id, Some(&plugin_name), None))?;
         record_version(&plugin);
-        Ok((record, plugin))
+        Ok((record, plugin, slot))
+    }
+
+    /// A place for one more turn of `plugin` within its limit of turns at
+    /// once, held until the turn is over; `None` if it has no such limit.
+    fn enter_turn(&self, plugin: &str) -> Result<PluginSlot, Cause> {
+        let Some(most) = self.limits_for(plugin).plugin_turns else {
+            return Ok(None);
+        };
+        let running = self
+            .inner
+            .plugin_turns
+            .running
+            .lock()
+            .expect("plugin turns poisoned")
+            .entry(plugin.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(most)))
+            .clone();
+        match running.try_acquire_owned() {
+            Ok(slot) => Ok(Some(slot)),
+            Err(_) => Err(Cause::ConcurrentTurns(most)),
+        }
     }
 
     /// The version to run `record`'s next turn on, and the record to run it
@@ -1667,6 +1707,16 @@ fn check_id(what: &str, id: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// The turns of each plugin with a limit of turns at once, as a semaphore
+/// per plugin; one of its permits is a turn's [`PluginSlot`].
+#[derive(Default)]
+struct PluginTurns {
+    running: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// A turn's place among its plugin's turns running at once.
+type PluginSlot = Option<OwnedSemaphorePermit>;
 
 /// One lock per session with a turn running or waiting, so that turns of a
 /// session run one at a time in this process.
