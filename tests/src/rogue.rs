@@ -29,6 +29,17 @@ fn rogue_host(clock: Clock) -> Host {
     host
 }
 
+/// A host running rogue under `own` limits and counter under the defaults.
+fn rogue_host_with(own: Limits) -> Host {
+    let host = crate::harness::host_builder(Clock::system())
+        .plugin_limits("rogue", own)
+        .build()
+        .unwrap();
+    load(&host, ROGUE);
+    load(&host, COUNTER);
+    host
+}
+
 /// A counter session that takes turns until the returned flag is set; the
 /// task returns how many turns committed, and fails on the first that does not.
 fn alongside(host: &Host) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
@@ -285,12 +296,7 @@ async fn a_plugin_runs_under_its_own_limits_and_others_under_the_hosts() {
         live_sessions: Some(2),
         ..Limits::default()
     };
-    let host = crate::harness::host_builder(Clock::system())
-        .plugin_limits("rogue", own)
-        .build()
-        .unwrap();
-    load(&host, ROGUE);
-    load(&host, COUNTER);
+    let host = rogue_host_with(own);
     let counter = alongside(&host);
 
     let first = rogue_session(&host, json!({})).await;
@@ -352,12 +358,7 @@ async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run(
         plugin_turns: Some(1),
         ..Limits::default()
     };
-    let host = crate::harness::host_builder(Clock::system())
-        .plugin_limits("rogue", own)
-        .build()
-        .unwrap();
-    load(&host, ROGUE);
-    load(&host, COUNTER);
+    let host = rogue_host_with(own);
     let busy = rogue_session(&host, json!({})).await;
     let other = rogue_session(&host, json!({})).await;
 
