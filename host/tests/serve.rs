@@ -1,7 +1,8 @@
 //! `agentbox serve` as a separate process on a free port, driven by a real
 //! HTTP client: the session API with its streamed replies and JSON errors,
 //! the admin API with its token, hot-swap and roll-back, activations that
-//! reach every server on one Redis, and a clean stop on SIGTERM.
+//! reach every server on one Redis, a clean stop on SIGTERM, no committed
+//! turn lost to SIGKILL, and memory back at its baseline after hostile turns.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -1311,5 +1312,90 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
     assert_eq!(
         admin_entry(&c, "tok", "counter")["active"]["version"],
         "0.2.0"
+    );
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix(" kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"));
+    kib << 10
+}
+
+#[test]
+fn hostile_turns_leave_the_servers_memory_at_its_baseline() {
+    let data = tempfile::tempdir().unwrap();
+    let (rogue, counter) = (plugin_dir("hostile/rogue"), plugin_dir("counter"));
+    let server = Server::start(
+        data.path(),
+        &[
+            "--plugin",
+            rogue.to_str().unwrap(),
+            "--plugin",
+            counter.to_str().unwrap(),
+            "--deadline-ms",
+            "100",
+        ],
+    );
+    let ticks = server.start_session("counter");
+    let attacks = [
+        ("hog", "memory-limit"),
+        ("recurse", "trap"),
+        ("deep", "trap"),
+        ("chatter", "deadline"),
+        ("spin", "deadline"),
+    ];
+    // Each round: every attack in a session of its own, which then ends,
+    // 4 MiB written to stdout, and a counter turn that must succeed.
+    let round = || {
+        for (attack, kind) in attacks {
+            let id = server.start_session("rogue");
+            let err = send(&server.base, &id, attack).unwrap_err();
+            assert!(
+                err.contains(&format!("\"kind\":\"{kind}\"")),
+                "{attack}: {err}"
+            );
+            let (status, body) = request(
+                "DELETE",
+                &server.url(&format!("/v1/sessions/{id}")),
+                None,
+                None,
+            );
+            assert_eq!(status, 200, "{body}");
+        }
+        let id = server.start_session("rogue");
+        send(&server.base, &id, "stdout 4").unwrap();
+        send(&server.base, &ticks, "tick").unwrap();
+    };
+    // Freed instances give their memory back in batches of 32: a round of
+    // counter turns, each freeing one, makes the attacks' batch go back.
+    let settled = || {
+        for _ in 0..64 {
+            send(&server.base, &ticks, "tick").unwrap();
+        }
+        resident_bytes(server.child.id())
+    };
+    // The baseline is taken once every kind of turn has run: pools,
+    // caches and the allocator's arenas are as large as they get.
+    for _ in 0..3 {
+        round();
+    }
+    let baseline = settled();
+    for _ in 0..20 {
+        round();
+    }
+    let after = settled();
+    // 100 attacks, each of them touching up to 64 MiB; leaking 80 KiB each
+    // would pass the margin.
+    assert!(
+        after < baseline + (8 << 20),
+        "resident memory grew from {} KiB to {} KiB",
+        baseline >> 10,
+        after >> 10
     );
 }
