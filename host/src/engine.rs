@@ -36,6 +36,7 @@ const DECOMMIT_BATCH: usize = 32;
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    fuel: bool,
     cache: Option<Arc<Dir>>,
     _ticker: Arc<Ticker>,
 }
@@ -82,7 +83,8 @@ pub enum Compilation {
 
 impl Engine {
     /// An engine whose instances may use up to `limits.memory_bytes` of linear
-    /// memory, caching compiled components in `cache` when given.
+    /// memory, metering fuel if `limits.fuel` is set, caching compiled
+    /// components in `cache` when given.
     pub fn new(limits: &Limits, cache: Option<Dir>) -> anyhow::Result<Engine> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
@@ -102,11 +104,13 @@ impl Engine {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .concurrency_support(false)
+            .consume_fuel(limits.fuel.is_some())
             .wasm_component_model(true);
         let inner = wasmtime::Engine::new(&config)?;
         let ticker = Ticker::start(inner.clone());
         Ok(Engine {
             inner,
+            fuel: limits.fuel.is_some(),
             cache: cache.map(Arc::new),
             _ticker: ticker,
         })
@@ -115,6 +119,11 @@ impl Engine {
     /// The wasmtime engine.
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner
+    }
+
+    /// Whether calls burn fuel; each store then needs some.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// The component for `bytes`: loaded from the artifact cache when this

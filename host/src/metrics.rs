@@ -27,11 +27,12 @@ struct PluginLabel {
 const TURN_KINDS: [&str; 5] = ["start", "message", "tool", "end", "expire"];
 
 /// The limits a call can trip.
-const LIMITS: [&str; 7] = [
+const LIMITS: [&str; 8] = [
     "deadline",
     "memory",
     "output",
     "host-calls",
+    "fuel",
     "live-sessions",
     "concurrent-turns",
     "kv-quota",

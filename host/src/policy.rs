@@ -51,6 +51,11 @@ pub struct Limits {
     pub host_calls: u64,
     /// Active sessions one plugin may have at once; `None` for no bound.
     pub live_sessions: Option<u64>,
+    /// Fuel one call of an export may burn (about one unit per WebAssembly
+    /// instruction); `None`: unmetered. Metering is compiled into every
+    /// plugin of a host once any plugin has this limit, at a cost to each
+    /// (`BENCHMARKS.md`).
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -70,6 +75,7 @@ impl Default for Limits {
             session_max_lifetime: Duration::from_secs(24 * 60 * 60),
             host_calls: 1_000_000,
             live_sessions: None,
+            fuel: None,
         }
     }
 }
@@ -85,6 +91,7 @@ impl Default for Limits {
 /// state_bytes = 1048576        # the whole session state
 /// concurrent = 32              # turns of one plugin at once; more are refused (no bound if left out)
 /// concurrent_total = 256       # turns of all plugins at once in this process; more wait
+/// fuel = 100000000             # about one unit per instruction, per call of an export (unmetered if left out)
 ///
 /// [sessions]
 /// idle_ttl_ms = 1800000        # end sessions idle for 30 minutes
@@ -97,7 +104,8 @@ impl Default for Limits {
 ///
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
-/// deadline_ms = 500            # and any [turns] limit but concurrent_total, or max_live, for it alone
+/// deadline_ms = 500            # and any [turns] limit but concurrent_total, max_live,
+///                              # max_keys or max_bytes, for it alone
 /// ```
 ///
 /// Every section and field is optional; what is left out keeps its default.
@@ -135,6 +143,7 @@ struct TurnPolicy {
     host_calls: Option<u64>,
     state_bytes: Option<usize>,
     concurrent: Option<usize>,
+    fuel: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +169,8 @@ struct PluginPolicy {
     #[serde(flatten)]
     turns: TurnPolicy,
     max_live: Option<u64>,
+    max_keys: Option<u64>,
+    max_bytes: Option<u64>,
 }
 
 /// What a policy file sets: the limits of every plugin, those of the
@@ -186,6 +197,9 @@ impl TurnPolicy {
         if self.concurrent == Some(0) {
             return Err("concurrent must be at least 1".into());
         }
+        if self.fuel == Some(0) {
+            return Err("fuel must be at least 1".into());
+        }
         Ok(Limits {
             deadline: self
                 .deadline_ms
@@ -195,6 +209,7 @@ impl TurnPolicy {
             host_calls: self.host_calls.unwrap_or(limits.host_calls),
             state_bytes: self.state_bytes.unwrap_or(limits.state_bytes),
             plugin_turns: self.concurrent.or(limits.plugin_turns),
+            fuel: self.fuel.or(limits.fuel),
             ..limits
         })
     }
@@ -254,6 +269,8 @@ impl PolicyFile {
                 .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
             let own = Limits {
                 live_sessions: policy.max_live.or(own.live_sessions),
+                kv_keys: policy.max_keys.unwrap_or(own.kv_keys),
+                kv_bytes: policy.max_bytes.unwrap_or(own.kv_bytes),
                 ..own
             };
             plugins.insert(plugin.clone(), own);

@@ -7,7 +7,9 @@
 //!   through the host, against a native Rust implementation of the same turn
 //!   on the same store, with the memory, SQLite and Redis stores, for 1 and
 //!   for 64 concurrent sessions. The Redis rows need `redis-server` installed;
-//!   the bench starts its own.
+//!   the bench starts its own;
+//! - the memory-store turn again with fuel metered, against the same turn
+//!   unmetered.
 //!
 //! Prints a Markdown table; `BENCHMARKS.md` keeps the latest one.
 
@@ -68,7 +70,12 @@ fn main() {
             }
         };
         let native = native_turns(store("native"), sessions);
-        let hosted = runtime.block_on(host_turns(&bytes, store("host"), sessions));
+        let hosted = runtime.block_on(host_turns(
+            &bytes,
+            Limits::default(),
+            store("host"),
+            sessions,
+        ));
         let label = format!(
             "{name} store, {sessions} session{}",
             if sessions > 1 { "s" } else { "" }
@@ -83,6 +90,16 @@ fn main() {
             println!(
                 "| host overhead per turn over the floor | | | {:.2}× the floor |",
                 ratio(hosted, floor)
+            );
+            let metered = Limits {
+                fuel: Some(u64::MAX),
+                ..Limits::default()
+            };
+            let fueled = runtime.block_on(host_turns(&bytes, metered, store("host"), sessions));
+            row(
+                &format!("agentbox counter turn, {label}, fuel metered"),
+                fueled,
+                &format!("{:.2}× unmetered", ratio(fueled, hosted)),
             );
         }
     }
@@ -232,8 +249,13 @@ fn concurrently<F: FnMut() + Send + 'static>(
 
 /// The counter turn through the host: `sessions` sessions, each sending
 /// messages one after another, all at once.
-async fn host_turns(bytes: &[u8], store: Arc<dyn Store>, sessions: usize) -> Duration {
-    let host = Host::builder().store(store).build().unwrap();
+async fn host_turns(
+    bytes: &[u8],
+    limits: Limits,
+    store: Arc<dyn Store>,
+    sessions: usize,
+) -> Duration {
+    let host = Host::builder().limits(limits).store(store).build().unwrap();
     host.load_plugin(bytes).unwrap();
     let mut ids = Vec::new();
     for _ in 0..sessions {

@@ -30,6 +30,9 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
         state_bytes = 2048
         max_live = 3
         concurrent = 2
+        fuel = 5000000
+        max_keys = 10
+        max_bytes = 4096
         buckets = ["crm"]
         "#,
     )
@@ -53,6 +56,9 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
     );
     assert_eq!(rogue.live_sessions, Some(3));
     assert_eq!(rogue.plugin_turns, Some(2));
+    assert_eq!((rogue.fuel, policy.limits.fuel), (Some(5_000_000), None));
+    assert_eq!((rogue.kv_keys, rogue.kv_bytes), (10, 4096));
+    assert_eq!(policy.limits.kv_keys, defaults.kv_keys);
     // What the plugin's section leaves out follows [turns].
     assert_eq!(rogue.host_calls, 5000);
     assert!(policy.grants.allows("rogue", "crm"));
@@ -87,6 +93,7 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.rogue]\nconcurrent = 0\n",
             "[plugins.rogue] concurrent must be at least 1",
         ),
+        ("[turns]\nfuel = 0\n", "[turns] fuel must be at least 1"),
         (
             "[turns]\nconcurrent_total = 5000\n",
             "[turns] concurrent_total must be from 1 to 960",

@@ -352,6 +352,30 @@ async fn a_plugin_runs_under_its_own_limits_and_others_under_the_hosts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_stops_a_spinning_turn_long_before_its_deadline_and_others_run_unmetered() {
+    let host = rogue_host_with(Limits {
+        deadline: Duration::from_secs(60),
+        fuel: Some(10_000_000),
+        ..Limits::default()
+    });
+    let counter = alongside(&host);
+    let id = rogue_session(&host, json!({})).await;
+    let before = committed(&host, &id);
+    let err = host.send_message(&id, "spin", None).await.unwrap_err();
+    assert_eq!(err.cause.kind(), "fuel-limit", "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("fuel limit of 10000000 per call of an export exhausted"),
+        "{err}"
+    );
+    assert_eq!(committed(&host, &id), before, "nothing committed");
+    // A turn within its fuel commits; counter has no fuel limit at all.
+    assert_eq!(said(&send(&host, &id, "calls 10").await), "made 10 calls");
+    still_served(counter).await;
+    assert_eq!(host.metrics().stats("rogue").limit_trips, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run() {
     let own = Limits {
         deadline: Duration::from_secs(1),

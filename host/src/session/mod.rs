@@ -243,6 +243,9 @@ pub enum Cause {
     /// The guest called into the host more often than the limit allows.
     #[error("limit of {0} host calls per call of an export exceeded")]
     HostCallLimit(u64),
+    /// The guest burned all the fuel one call of an export may.
+    #[error("fuel limit of {0} per call of an export exhausted")]
+    FuelLimit(u64),
     /// The plugin has as many active sessions as its limit allows.
     #[error("the plugin already has its limit of {0} active sessions")]
     LiveSessions(u64),
@@ -300,6 +303,7 @@ impl Cause {
             Cause::MemoryLimit(_) => "memory-limit",
             Cause::OutputLimit(_) => "output-limit",
             Cause::HostCallLimit(_) => "host-call-limit",
+            Cause::FuelLimit(_) => "fuel-limit",
             Cause::LiveSessions(_) => "live-sessions",
             Cause::ConcurrentTurns(_) => "concurrent-turns",
             Cause::Trap(_) => "trap",
@@ -321,6 +325,7 @@ impl Cause {
             Cause::MemoryLimit(_) => Some("memory"),
             Cause::OutputLimit(_) => Some("output"),
             Cause::HostCallLimit(_) => Some("host-calls"),
+            Cause::FuelLimit(_) => Some("fuel"),
             Cause::LiveSessions(_) => Some("live-sessions"),
             Cause::ConcurrentTurns(_) => Some("concurrent-turns"),
             Cause::Migration { cause, .. } => cause.limit(),
@@ -337,6 +342,7 @@ impl Cause {
             Cause::MemoryLimit(_)
             | Cause::OutputLimit(_)
             | Cause::HostCallLimit(_)
+            | Cause::FuelLimit(_)
             | Cause::Trap(_) => ToolOutcome::Trap,
             _ => ToolOutcome::GuestError,
         }
@@ -536,13 +542,18 @@ impl HostBuilder {
             "concurrent turns must be from 1 to {MAX_CONCURRENT_TURNS}, not {}",
             self.limits.concurrent_turns
         );
-        // Every instance slot must hold the largest memory any plugin may use.
+        // Every instance slot must hold the largest memory any plugin may
+        // use, and fuel is metered for all if any plugin has a fuel limit.
         let largest = Limits {
             memory_bytes: self
                 .plugin_limits
                 .values()
                 .map(|limits| limits.memory_bytes)
                 .fold(self.limits.memory_bytes, usize::max),
+            fuel: self
+                .limits
+                .fuel
+                .or_else(|| self.plugin_limits.values().find_map(|limits| limits.fuel)),
             ..self.limits.clone()
         };
         let engine = Engine::new(&largest, self.cache)?;
@@ -1577,6 +1588,11 @@ impl Host {
         let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
+        if self.inner.engine.meters_fuel() {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .expect("the engine meters fuel");
+        }
         let _in_use = self.inner.metrics.instance();
         let result = pre
             .instantiate(&mut store)
@@ -1601,8 +1617,10 @@ fn trap_cause(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Cause {
             Tripped::HostCalls(limit) => Cause::HostCallLimit(*limit),
         };
     }
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return Cause::Deadline(limits.deadline);
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return Cause::Deadline(limits.deadline),
+        Some(Trap::OutOfFuel) => return Cause::FuelLimit(limits.fuel.unwrap_or(u64::MAX)),
+        _ => {}
     }
     let reason = err.root_cause().to_string();
     Cause::Trap(match log.last_words() {
