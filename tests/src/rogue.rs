@@ -385,6 +385,7 @@ async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run(
     let host = rogue_host_with(own);
     let busy = rogue_session(&host, json!({})).await;
     let other = rogue_session(&host, json!({})).await;
+    let ending = rogue_session(&host, json!({})).await;
 
     // One rogue turn spins to its deadline, holding rogue's one place.
     let spinning = {
@@ -419,6 +420,9 @@ async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run(
         "{err}"
     );
     assert!(err.to_string().contains("rogue"), "{err}");
+    // Ending a session is never refused for the plugin being busy.
+    host.end_session(&ending).await.unwrap();
+    assert!(!spinning.is_finished(), "the place was still taken");
     let counter = alongside(&host);
     assert_eq!(
         spinning.await.unwrap().unwrap_err().cause.kind(),

@@ -1116,7 +1116,7 @@ impl Host {
         text: &str,
         sink: Option<Sink>,
     ) -> Result<TurnReport, SessionError> {
-        let (record, plugin, _slot) = self.open(id)?;
+        let (record, plugin, _slot) = self.open(id, true)?;
         let turn = record.turn + 1;
         let fail = turn_error(&record, turn);
         let call = self.call_in_session(
@@ -1176,7 +1176,7 @@ impl Host {
         sink: Option<Sink>,
     ) -> Result<ToolReport, SessionError> {
         let started = Instant::now();
-        let (record, plugin, _slot) = self.open(id)?;
+        let (record, plugin, _slot) = self.open(id, true)?;
         let turn = record.turn + 1;
         let fail = turn_error(&record, turn);
         let tool = plugin.tools.get(name).ok_or_else(|| {
@@ -1353,7 +1353,8 @@ impl Host {
 
     #[instrument(skip_all, fields(session = id, plugin, version))]
     fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
-        let (record, plugin, _slot) = self.open(id)?;
+        // Ending is never refused for the plugin being busy.
+        let (record, plugin, _) = self.open(id, false)?;
         let turn = record.turn + 1;
         let fail = turn_error(&record, turn);
         let call = self.call_in_session(
@@ -1386,10 +1387,12 @@ impl Host {
         })
     }
 
-    /// Loads an active session and the active version of its plugin.
+    /// Loads an active session and the active version of its plugin, and
+    /// takes a place among the plugin's turns at once when `counted`.
     fn open(
         &self,
         id: &str,
+        counted: bool,
     ) -> Result<(SessionRecord, Arc<PluginVersion>, PluginSlot), SessionError> {
         let fail = session_error(id, None, None);
         let record = self
@@ -1407,7 +1410,11 @@ impl Host {
             .plugins
             .active(&record.plugin)
             .ok_or_else(|| fail(Cause::PluginNotLoaded(record.plugin.clone())))?;
-        let slot = self.enter_turn(&record.plugin).map_err(fail)?;
+        let slot = if counted {
+            self.enter_turn(&record.plugin).map_err(fail)?
+        } else {
+            None
+        };
         let plugin_name = record.plugin.clone();
         let (record, plugin) =
             self.migrated(record, plugin)
