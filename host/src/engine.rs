@@ -25,6 +25,17 @@ const POOL_INSTANCES: u32 = 1000;
 /// for loading plugins.
 pub const MAX_CONCURRENT_TURNS: usize = 960;
 
+/// Checks a bound on turns running at once against what the pool holds.
+pub(crate) fn check_concurrent_turns(turns: usize) -> Result<(), String> {
+    if (1..=MAX_CONCURRENT_TURNS).contains(&turns) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be from 1 to {MAX_CONCURRENT_TURNS}, the instances this host can hold at once, not {turns}"
+        ))
+    }
+}
+
 /// Freed slots decommitted together, in one round of TLB shootdowns.
 const DECOMMIT_BATCH: usize = 32;
 

@@ -212,11 +212,14 @@ fn check_world(
         else {
             let package = name.split_once('/').map_or(name, |(package, _)| package);
             if !WASI_PACKAGES.contains(&package) {
+                // `types` holds only types; the rest are what a plugin calls.
                 return Err(LoadError::WrongWorld(format!(
                     "it imports `{name}`, which this host does not provide; a plugin may import \
                      {PACKAGE}'s {} and WASI 0.2's {} (with nothing granted)",
                     PACKAGE_IMPORTS[1..].join(", "),
-                    WASI_PACKAGES.map(|package| &package[5..]).join(", "),
+                    WASI_PACKAGES
+                        .map(|package| package.trim_start_matches("wasi:"))
+                        .join(", "),
                 )));
             }
             continue;

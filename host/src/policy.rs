@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::MAX_CONCURRENT_TURNS;
+use crate::engine::check_concurrent_turns;
 use crate::kv::Grants;
 
 /// Resource limits for the turns of a plugin.
@@ -32,7 +32,7 @@ pub struct Limits {
     /// Turns running at once in this process, across all plugins; later
     /// turns wait. Each live instance holds a few memory mappings and the
     /// kernel caps those per process, so this stays well below the pooling
-    /// allocator's capacity (at most [`MAX_CONCURRENT_TURNS`]).
+    /// allocator's capacity (at most [`crate::engine::MAX_CONCURRENT_TURNS`]).
     pub concurrent_turns: usize,
     /// Turns of one plugin running at once; a turn past it is refused with
     /// [`crate::session::Cause::ConcurrentTurns`]. `None`: only
@@ -233,11 +233,8 @@ impl PolicyFile {
             .turns
             .concurrent_total
             .unwrap_or(limits.concurrent_turns);
-        if !(1..=MAX_CONCURRENT_TURNS).contains(&concurrent_turns) {
-            return Err(format!(
-                "[turns] concurrent_total must be from 1 to {MAX_CONCURRENT_TURNS}, the instances this host can hold at once"
-            ));
-        }
+        check_concurrent_turns(concurrent_turns)
+            .map_err(|reason| format!("[turns] concurrent_total {reason}"))?;
         let limits = Limits {
             session_idle_ttl: self
                 .sessions

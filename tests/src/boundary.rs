@@ -52,31 +52,34 @@ fn hostile_key() -> impl Strategy<Value = String> {
     ]
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// A runtime, a host with the plugin built at `path` loaded, and a session
+/// of it named `plugin`.
+fn session(
+    path: &str,
+    plugin: &str,
+    store: Arc<dyn Store>,
+) -> (tokio::runtime::Runtime, Host, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap()
-}
-
-fn start(runtime: &tokio::runtime::Runtime, host: &Host, plugin: &str) -> String {
+        .unwrap();
+    let host = host_with(Limits::default(), store);
+    load(&host, path);
     let start = SessionStart {
         plugin: plugin.into(),
         ..Default::default()
     };
-    runtime
+    let id = runtime
         .block_on(host.start_session(start, None))
         .unwrap()
-        .session
+        .session;
+    (runtime, host, id)
 }
 
 #[test]
 fn any_state_key_and_value_is_stored_exactly_or_refused_changing_nothing() {
-    let runtime = runtime();
-    let host = host_with(Limits::default(), Arc::new(MemoryStore::default()));
-    load(&host, MISBEHAVE);
-    let id = start(&runtime, &host, "misbehave");
+    let (runtime, host, id) = session(MISBEHAVE, "misbehave", Arc::new(MemoryStore::default()));
     proptest!(|(key in "[^ ]{0,140}", value in json_value())| {
         let before = host.store().load(&id).unwrap().unwrap();
         let text = format!("set {key} {value}");
@@ -101,11 +104,8 @@ fn any_state_key_and_value_is_stored_exactly_or_refused_changing_nothing() {
 
 #[test]
 fn any_kv_key_is_stored_in_its_namespace_or_refused_as_invalid() {
-    let runtime = runtime();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let host = host_with(Limits::default(), store.clone());
-    load(&host, KV_PROBE);
-    let id = start(&runtime, &host, "kv-probe");
+    let (runtime, host, id) = session(KV_PROBE, "kv-probe", store.clone());
     let global = Namespace {
         owner: "kv-probe".into(),
         scope: "global".into(),
@@ -129,10 +129,7 @@ fn any_kv_key_is_stored_in_its_namespace_or_refused_as_invalid() {
 
 #[test]
 fn any_tool_arguments_are_checked_before_the_guest_is_entered() {
-    let runtime = runtime();
-    let host = host_with(Limits::default(), Arc::new(MemoryStore::default()));
-    load(&host, MISBEHAVE);
-    let id = start(&runtime, &host, "misbehave");
+    let (runtime, host, id) = session(MISBEHAVE, "misbehave", Arc::new(MemoryStore::default()));
     let arguments = prop_oneof![
         json_value(),
         (json_value(), json_value())
@@ -167,10 +164,7 @@ fn any_tool_arguments_are_checked_before_the_guest_is_entered() {
 
 #[test]
 fn any_request_body_gets_an_answer_below_500() {
-    let runtime = runtime();
-    let host = host_with(Limits::default(), Arc::new(MemoryStore::default()));
-    load(&host, MISBEHAVE);
-    let id = start(&runtime, &host, "misbehave");
+    let (runtime, host, id) = session(MISBEHAVE, "misbehave", Arc::new(MemoryStore::default()));
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

@@ -107,3 +107,23 @@ fn mistakes_in_a_policy_are_refused_by_name() {
         assert!(err.contains(expected), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_host_refuses_a_bound_on_turns_at_once_its_pool_cannot_hold() {
+    for turns in [0, 961] {
+        let limits = Limits {
+            concurrent_turns: turns,
+            ..Limits::default()
+        };
+        let err = agentbox_host::Host::builder()
+            .limits(limits)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "concurrent turns must be from 1 to 960, the instances this host can hold at once, not {turns}"
+            )
+        );
+    }
+}

@@ -31,7 +31,7 @@ pub use state::{MAX_KEY_BYTES, check_key, check_value};
 
 use crate::bindings::{EndReason, Manifest, Outcome as WitOutcome, Plugin, PluginPre};
 use crate::clock::Clock;
-use crate::engine::{EPOCH_TICK, Engine, MAX_CONCURRENT_TURNS};
+use crate::engine::{EPOCH_TICK, Engine, check_concurrent_turns};
 use crate::kv::{Grants, KvCtx, KvView};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::plugin::{PluginVersion, Registry};
@@ -537,11 +537,8 @@ impl HostBuilder {
 
     /// The host.
     pub fn build(self) -> anyhow::Result<Host> {
-        anyhow::ensure!(
-            (1..=MAX_CONCURRENT_TURNS).contains(&self.limits.concurrent_turns),
-            "concurrent turns must be from 1 to {MAX_CONCURRENT_TURNS}, not {}",
-            self.limits.concurrent_turns
-        );
+        check_concurrent_turns(self.limits.concurrent_turns)
+            .map_err(|reason| anyhow::anyhow!("concurrent turns {reason}"))?;
         // Every instance slot must hold the largest memory any plugin may
         // use, and fuel is metered for all if any plugin has a fuel limit.
         let largest = Limits {
@@ -1429,19 +1426,11 @@ impl Host {
         let Some(most) = self.limits_for(plugin).plugin_turns else {
             return Ok(None);
         };
-        let running = self
-            .inner
+        self.inner
             .plugin_turns
-            .running
-            .lock()
-            .expect("plugin turns poisoned")
-            .entry(plugin.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(most)))
-            .clone();
-        match running.try_acquire_owned() {
-            Ok(slot) => Ok(Some(slot)),
-            Err(_) => Err(Cause::ConcurrentTurns(most)),
-        }
+            .enter(plugin, most)
+            .map(Some)
+            .ok_or(Cause::ConcurrentTurns(most))
     }
 
     /// The version to run `record`'s next turn on, and the record to run it
@@ -1738,6 +1727,22 @@ fn check_id(what: &str, id: &str) -> Result<(), String> {
 #[derive(Default)]
 struct PluginTurns {
     running: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl PluginTurns {
+    /// A place for one more turn of `plugin`, if fewer than `most` run.
+    fn enter(&self, plugin: &str, most: usize) -> Option<OwnedSemaphorePermit> {
+        let mut running = self.running.lock().expect("plugin turns poisoned");
+        let semaphore = match running.get(plugin) {
+            Some(semaphore) => semaphore.clone(),
+            None => running
+                .entry(plugin.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(most)))
+                .clone(),
+        };
+        drop(running);
+        semaphore.try_acquire_owned().ok()
+    }
 }
 
 /// A turn's place among its plugin's turns running at once.
