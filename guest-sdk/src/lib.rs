@@ -176,7 +176,7 @@
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "export_world",

@@ -11,30 +11,16 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::policy::Limits;
+use crate::limits::Limits;
 
 /// How often the epoch advances; turn deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Instance slots in the pooling allocator. Concurrent turns are bounded
-/// below this by [`Limits::concurrent_turns`]; the remainder serves trial
+/// below this by [`Limits::concurrent_turns`] (at most
+/// [`crate::limits::MAX_CONCURRENT_TURNS`]); the remainder serves trial
 /// instances made while loading plugins.
 const POOL_INSTANCES: u32 = 1000;
-
-/// The most turns a host may run at once: the pool's slots, less those kept
-/// for loading plugins.
-pub const MAX_CONCURRENT_TURNS: usize = 960;
-
-/// Checks a bound on turns running at once against what the pool holds.
-pub(crate) fn check_concurrent_turns(turns: usize) -> Result<(), String> {
-    if (1..=MAX_CONCURRENT_TURNS).contains(&turns) {
-        Ok(())
-    } else {
-        Err(format!(
-            "must be from 1 to {MAX_CONCURRENT_TURNS}, the instances this host can hold at once, not {turns}"
-        ))
-    }
-}
 
 /// Freed slots decommitted together, in one round of TLB shootdowns.
 const DECOMMIT_BATCH: usize = 32;

@@ -16,25 +16,35 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The modules are floors, each using only those below it (see
+//! `docs/architecture.md`): [`limits`], [`names`], [`clock`], [`engine`] and
+//! [`metrics`] at the ground; [`store`]; [`policy`]; the [`capability`]
+//! contexts; the [`instance`] layer with one binding per WIT version;
+//! [`plugin`]; [`session`]; and the optional [`server`].
 #![deny(missing_docs)]
 
-pub mod bindings;
-pub mod cli;
+pub mod capability;
 pub mod clock;
 pub mod engine;
-pub mod kv;
+pub mod instance;
+pub mod limits;
 pub mod metrics;
+pub mod names;
 pub mod plugin;
 pub mod policy;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod store;
-pub mod tools;
 
+pub use capability::output::Sink;
 pub use clock::Clock;
+pub use limits::{Limit, Limits};
+pub use plugin::versions::{Followed, Plugins};
 pub use plugin::{ActivateError, LoadError, PluginVersion};
-pub use policy::Limits;
-pub use session::{
-    Cause, Followed, Host, HostBuilder, Outcome, Reaped, SessionError, SessionStart, Sink,
-    ToolReport, TurnReport,
-};
+pub use session::error::{Cause, SessionError};
+pub use session::reaper::Reaped;
+pub use session::report::{Outcome, SessionStart, ToolReport, TurnReport};
+pub use session::tool_call::ToolRef;
+pub use session::{Host, HostBuilder};

@@ -15,6 +15,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::limits::Limit;
+
 /// The plugin label of something no loaded plugin did.
 pub(crate) const NO_PLUGIN: &str = "-";
 
@@ -25,18 +27,6 @@ struct PluginLabel {
 
 /// The kinds of turn.
 const TURN_KINDS: [&str; 5] = ["start", "message", "tool", "end", "expire"];
-
-/// The limits a call can trip.
-const LIMITS: [&str; 8] = [
-    "deadline",
-    "memory",
-    "output",
-    "host-calls",
-    "fuel",
-    "live-sessions",
-    "concurrent-turns",
-    "kv-quota",
-];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TurnLabels {
@@ -244,9 +234,9 @@ impl Metrics {
     }
 
     /// Counts a call stopped by `limit`.
-    pub(crate) fn limit_trip(&self, plugin: &str, limit: &'static str) {
+    pub(crate) fn limit_trip(&self, plugin: &str, limit: Limit) {
         self.limit_trips
-            .get_or_create(&LimitLabels::new(plugin, limit))
+            .get_or_create(&LimitLabels::new(plugin, limit.label()))
             .inc();
     }
 
@@ -283,9 +273,14 @@ impl Metrics {
             migrations_ok: migrations("ok"),
             migrations_failed: migrations("failed"),
             swaps: swaps("activate") + swaps("roll-back") + swaps("follow"),
-            limit_trips: LIMITS
+            limit_trips: Limit::ALL
                 .iter()
-                .map(|&limit| count(self.limit_trips.get(&LimitLabels::new(plugin, limit))))
+                .map(|limit| {
+                    count(
+                        self.limit_trips
+                            .get(&LimitLabels::new(plugin, limit.label())),
+                    )
+                })
                 .sum(),
         }
     }

@@ -1,82 +1,44 @@
-//! Limits the host enforces on every plugin, whatever the plugin does, and
-//! the operator's policy file that sets them.
+//! The operator's policy: the limits of every plugin and of each one, and
+//! the KV buckets each plugin is granted, as read from a policy file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::check_concurrent_turns;
-use crate::kv::Grants;
+use crate::limits::{Limits, check_concurrent_turns};
+use crate::names::{check_bucket_name, check_plugin_name};
 
-/// Resource limits for the turns of a plugin.
-///
-/// Every limit is enforced by the host outside the guest. A turn that trips
-/// one fails with [`crate::session::Cause`] naming the limit, and commits nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Wall-clock time one turn may run inside the guest (epoch interruption,
-    /// about 1 ms granularity).
-    pub deadline: Duration,
-    /// Linear memory one instance may grow to, in bytes.
-    pub memory_bytes: usize,
-    /// Bytes one turn may send with `output.say`, and bytes of guest
-    /// stdout/stderr kept for the log.
-    pub output_bytes: usize,
-    /// Size in bytes of one session-state value (compact JSON) or KV value.
-    pub value_bytes: usize,
-    /// Size in bytes of the whole session state (keys plus compact values).
-    pub state_bytes: usize,
-    /// Nesting depth of one JSON value.
-    pub json_depth: usize,
-    /// Turns running at once in this process, across all plugins; later
-    /// turns wait. Each live instance holds a few memory mappings and the
-    /// kernel caps those per process, so this stays well below the pooling
-    /// allocator's capacity (at most [`crate::engine::MAX_CONCURRENT_TURNS`]).
-    pub concurrent_turns: usize,
-    /// Turns of one plugin running at once; a turn past it is refused with
-    /// [`crate::session::Cause::ConcurrentTurns`]. `None`: only
-    /// `concurrent_turns` bounds them.
-    pub plugin_turns: Option<usize>,
-    /// Keys one KV owner (a plugin, or a granted bucket) may hold.
-    pub kv_keys: u64,
-    /// Bytes of keys plus values one KV owner may hold.
-    pub kv_bytes: u64,
-    /// A session without a turn for this long is ended by the reaper.
-    pub session_idle_ttl: Duration,
-    /// A session this old is ended by the reaper, however busy.
-    pub session_max_lifetime: Duration,
-    /// Calls from the guest into the host (the world's functions and WASI)
-    /// one call of an export may make.
-    pub host_calls: u64,
-    /// Active sessions one plugin may have at once; `None` for no bound.
-    pub live_sessions: Option<u64>,
-    /// Fuel one call of an export may burn (about one unit per WebAssembly
-    /// instruction); `None`: unmetered. Metering is compiled into every
-    /// plugin of a host once any plugin has this limit, at a cost to each
-    /// (`BENCHMARKS.md`).
-    pub fuel: Option<u64>,
+/// Which named buckets the operator granted to which plugins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    buckets: BTreeMap<String, BTreeSet<String>>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(2),
-            memory_bytes: 64 << 20,
-            output_bytes: 1 << 20,
-            value_bytes: 64 << 10,
-            state_bytes: 1 << 20,
-            json_depth: 32,
-            concurrent_turns: 256,
-            plugin_turns: None,
-            kv_keys: 100_000,
-            kv_bytes: 256 << 20,
-            session_idle_ttl: Duration::from_secs(30 * 60),
-            session_max_lifetime: Duration::from_secs(24 * 60 * 60),
-            host_calls: 1_000_000,
-            live_sessions: None,
-            fuel: None,
+impl Grants {
+    /// Grants the bucket `bucket` to the plugin `plugin`.
+    ///
+    /// Bucket names follow the rules of plugin names (`a-z 0-9 -`); `user`
+    /// and `global` are not grantable, every plugin has its own.
+    pub fn grant(&mut self, plugin: &str, bucket: &str) -> Result<(), String> {
+        check_bucket_name(bucket)?;
+        if matches!(bucket, "user" | "global") {
+            return Err(format!(
+                "bucket `{bucket}` is every plugin's own and cannot be granted"
+            ));
         }
+        self.buckets
+            .entry(plugin.to_owned())
+            .or_default()
+            .insert(bucket.to_owned());
+        Ok(())
+    }
+
+    /// Whether `plugin` may open `bucket`.
+    pub fn allows(&self, plugin: &str, bucket: &str) -> bool {
+        self.buckets
+            .get(plugin)
+            .is_some_and(|buckets| buckets.contains(bucket))
     }
 }
 
@@ -253,7 +215,7 @@ impl PolicyFile {
         let mut grants = Grants::default();
         let mut plugins = BTreeMap::new();
         for (plugin, policy) in &self.plugins {
-            crate::plugin::check_name(plugin, '-')
+            check_plugin_name(plugin)
                 .map_err(|reason| format!("[plugins.{plugin}]: the plugin name {reason}"))?;
             for bucket in &policy.buckets {
                 grants

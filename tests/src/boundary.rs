@@ -81,7 +81,7 @@ fn session(
 fn any_state_key_and_value_is_stored_exactly_or_refused_changing_nothing() {
     let (runtime, host, id) = session(MISBEHAVE, "misbehave", Arc::new(MemoryStore::default()));
     proptest!(|(key in "[^ ]{0,140}", value in json_value())| {
-        let before = host.store().load(&id).unwrap().unwrap();
+        let before = runtime.block_on(host.session(&id)).unwrap().unwrap();
         let text = format!("set {key} {value}");
         match runtime.block_on(host.send_message(&id, &text, None)) {
             Ok(report) if report.said == [format!("set {key}")] => {
@@ -95,7 +95,7 @@ fn any_state_key_and_value_is_stored_exactly_or_refused_changing_nothing() {
             Err(err) => {
                 prop_assert_eq!(err.cause.kind(), "invalid-state", "{}", err);
                 prop_assert_eq!(&key, "mood");
-                let after = host.store().load(&id).unwrap().unwrap();
+                let after = runtime.block_on(host.session(&id)).unwrap().unwrap();
                 prop_assert_eq!((after.turn, &after.state), (before.turn, &before.state));
             }
         }
@@ -137,7 +137,7 @@ fn any_tool_arguments_are_checked_before_the_guest_is_entered() {
         (0..12u64, ".{0,8}").prop_map(|(count, label)| json!({ "count": count, "label": label })),
     ];
     proptest!(|(arguments in arguments)| {
-        let before = host.store().load(&id).unwrap().unwrap();
+        let before = runtime.block_on(host.session(&id)).unwrap().unwrap();
         let valid = arguments.as_object().is_some_and(|fields| {
             fields.len() == 2
                 && fields.get("label").is_some_and(Value::is_string)
@@ -155,7 +155,7 @@ fn any_tool_arguments_are_checked_before_the_guest_is_entered() {
             Err(err) => {
                 prop_assert!(!valid, "refused {}: {}", arguments, err);
                 prop_assert_eq!(err.cause.kind(), "invalid-arguments");
-                let after = host.store().load(&id).unwrap().unwrap();
+                let after = runtime.block_on(host.session(&id)).unwrap().unwrap();
                 prop_assert_eq!(after.turn, before.turn, "the guest was not entered");
             }
         }

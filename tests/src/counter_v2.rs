@@ -34,10 +34,10 @@ async fn a_new_version_migrates_each_session_once_before_its_next_turn() {
     assert_eq!(said(&send(&host, &b, "tick").await), "total 6");
     // Migrated once: the next turn starts from the committed layout 2.
     assert_eq!(said(&send(&host, &a, "tick").await), "total 5");
-    let record = host.store().load(&a).unwrap().unwrap();
+    let record = host.session(&a).await.unwrap().unwrap();
     assert_eq!((record.state_version, record.turn), (2, 5));
     assert_eq!(record.digest, v2.digest.to_string());
-    assert_eq!(host.store().history(&a, 100).unwrap().len(), 5 + 2);
+    assert_eq!(host.history(&a, 100).await.unwrap().len(), 5 + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +99,7 @@ async fn roll_back_makes_the_previous_version_active_again() {
     assert_eq!(back.manifest.version, "0.1.0");
     let id = counter_session(&host, 1).await;
     assert_eq!(
-        host.store().load(&id).unwrap().unwrap().state["count"],
+        host.session(&id).await.unwrap().unwrap().state["count"],
         json!(1)
     );
     // Rolling back again returns to version 2; loading it again changes nothing.
@@ -146,7 +146,7 @@ async fn a_swap_under_load_fails_no_turn_and_migrates_every_session() {
     swapped.store(true, Ordering::SeqCst);
     for sender in senders {
         let (id, turns) = sender.await.unwrap();
-        let record = host.store().load(&id).unwrap().unwrap();
+        let record = host.session(&id).await.unwrap().unwrap();
         // Every turn committed, and the count crossed into `total` exactly once.
         assert_eq!(record.turn, turns);
         assert_eq!(record.state_version, 2);

@@ -2,7 +2,7 @@
 //! run. Turns fail with `unavailable` while it is down, nothing committed is
 //! lost or half-applied, and service resumes by itself. (A host killed
 //! while turns commit is tested against `agentbox serve`, in
-//! `host/tests/serve.rs`.)
+//! `host/cli/tests/serve.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -120,7 +120,7 @@ async fn redis_down_under_load_fails_turns_as_unavailable_and_service_resumes_by
         assert!(seen.committed_in(BACK) > 0, "{id}: {seen:?}");
         // Nothing committed was lost, and nothing is half-applied: the
         // state, the turn number and the history agree.
-        let record = host.store().load(&id).unwrap().unwrap();
+        let record = host.session(&id).await.unwrap().unwrap();
         let last_seen = seen.committed.iter().map(|(_, turn)| *turn).max().unwrap();
         assert!(
             record.turn >= last_seen,
@@ -128,7 +128,7 @@ async fn redis_down_under_load_fails_turns_as_unavailable_and_service_resumes_by
             record.turn
         );
         assert_eq!(record.state["count"], json!(record.turn), "{id}");
-        let history = host.store().history(&id, 100_000).unwrap();
+        let history = host.history(&id, 100_000).await.unwrap();
         assert_eq!(history.len() as u64, record.turn, "{id}");
         // Turn numbers the client saw only ever grew.
         assert!(

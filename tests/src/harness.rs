@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agentbox_host::kv::Grants;
+use agentbox_host::policy::Grants;
 use agentbox_host::store::{MemoryStore, Store};
 use agentbox_host::{Clock, Host, HostBuilder, Limits, PluginVersion, SessionStart, TurnReport};
 use serde_json::{Map, Value};

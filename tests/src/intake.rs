@@ -63,10 +63,10 @@ async fn intake_collects_fields_reports_submit_errors_and_confirms() {
     assert_eq!(submitted.outcome, Outcome::End);
     assert_eq!(submitted.turn, 7);
 
-    let record = host.store().load(&id).unwrap().unwrap();
+    let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.status, Status::Ended);
     assert_eq!(record.state["turns"], json!(7));
-    let history = host.store().history(&id, 100).unwrap();
+    let history = host.history(&id, 100).await.unwrap();
     assert_eq!(
         history.len(),
         1 + 2 * 7,
@@ -117,7 +117,7 @@ async fn interleaved_sessions_never_see_each_others_state() {
         bob_turn.state,
         state(json!({ "name": "Bob", "reason": "a refund", "turns": 2 }))
     );
-    let bob_history = host.store().history(&bob, 100).unwrap();
+    let bob_history = host.history(&bob, 100).await.unwrap();
     assert!(
         bob_history
             .iter()
@@ -245,7 +245,7 @@ async fn intake_state_schema_refuses_an_empty_name_at_commit() {
         "{err}"
     );
     assert_eq!(
-        host.store().load(&id).unwrap().unwrap().state["name"],
+        host.session(&id).await.unwrap().unwrap().state["name"],
         json!("Ada")
     );
 }
@@ -313,7 +313,7 @@ async fn bad_session_starts_and_unknown_sessions_are_refused_with_reasons() {
         .unwrap_err();
     assert!(matches!(again.cause, Cause::Exists), "{again}");
     assert_eq!(
-        host.store().load(&taken.session).unwrap().unwrap().state,
+        host.session(&taken.session).await.unwrap().unwrap().state,
         taken.state,
         "the first session is untouched"
     );

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentbox_host::kv::Grants;
+use agentbox_host::policy::Grants;
 use agentbox_host::store::{Namespace, Store};
 use agentbox_host::{Clock, Host, Limits, SessionStart};
 use serde_json::{Value, json};
@@ -580,7 +580,7 @@ async fn a_turn_holds_a_bounded_number_of_open_buckets() {
         Grants::default(),
     );
     let id = session(&host, None).await;
-    let limit = agentbox_host::kv::MAX_OPEN_BUCKETS as u32;
+    let limit = agentbox_host::capability::kv::MAX_OPEN_BUCKETS as u32;
     assert_eq!(
         call(
             &host,
@@ -615,7 +615,7 @@ async fn key_listing_pages_through_more_keys_than_a_page() {
         Grants::default(),
     );
     let id = session(&host, None).await;
-    let count = agentbox_host::kv::PAGE_SIZE * 2 + 5;
+    let count = agentbox_host::capability::kv::PAGE_SIZE * 2 + 5;
     for n in 0..count {
         call(
             &host,

@@ -17,8 +17,8 @@ async fn session(host: &Host) -> String {
 }
 
 /// The committed (turn, state) of a session.
-fn committed(host: &Host, id: &str) -> (u64, serde_json::Value) {
-    let record = host.store().load(id).unwrap().unwrap();
+async fn committed(host: &Host, id: &str) -> (u64, serde_json::Value) {
+    let record = host.session(id).await.unwrap().unwrap();
     (record.turn, serde_json::Value::Object(record.state))
 }
 
@@ -27,7 +27,7 @@ async fn trap_after_set_commits_nothing_and_the_next_turn_works() {
     let host = host();
     let id = session(&host).await;
     send(&host, &id, "note").await;
-    let before = committed(&host, &id);
+    let before = committed(&host, &id).await;
 
     let err = host.send_message(&id, "trap", None).await.unwrap_err();
     assert!(matches!(err.cause, Cause::Trap(_)), "{err}");
@@ -44,7 +44,7 @@ async fn trap_after_set_commits_nothing_and_the_next_turn_works() {
         "the guest's panic message is named: {message}"
     );
     assert_eq!(
-        committed(&host, &id),
+        committed(&host, &id).await,
         before,
         "neither `poisoned` nor the turn number was committed"
     );
@@ -121,7 +121,7 @@ async fn memory_hog_fails_with_the_memory_limit() {
             .ends_with("memory limit of 16777216 bytes exceeded"),
         "{err}"
     );
-    assert_eq!(committed(&host, &id), (0, json!({})));
+    assert_eq!(committed(&host, &id).await, (0, json!({})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +136,7 @@ async fn flooding_output_fails_with_the_output_limit() {
         "{err}"
     );
     assert!(
-        host.store().history(&id, 10).unwrap().is_empty(),
+        host.history(&id, 10).await.unwrap().is_empty(),
         "nothing said in the failed turn reached the history"
     );
 }
@@ -170,7 +170,7 @@ async fn refused_writes_tell_the_guest_why_and_change_nothing() {
             .contains("value of `huge` is 1048578 bytes, over the limit of 65536 bytes"),
         "{err}"
     );
-    assert_eq!(committed(&host, &id), (3, json!({})));
+    assert_eq!(committed(&host, &id).await, (3, json!({})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +251,7 @@ async fn invalid_tool_arguments_list_every_violation_and_never_enter_the_guest()
         assert_eq!(found, expected, "{arguments}");
     }
     assert_eq!(
-        committed(&host, &id),
+        committed(&host, &id).await,
         (1, json!({ "entries": 2 })),
         "the guest never ran for an invalid call"
     );
@@ -315,7 +315,7 @@ async fn a_state_that_breaks_the_state_schema_fails_the_turn_at_commit() {
         ),
         "{err}"
     );
-    assert_eq!(committed(&host, &id), (1, json!({ "mood": "calm" })));
+    assert_eq!(committed(&host, &id).await, (1, json!({ "mood": "calm" })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +351,7 @@ async fn a_result_that_breaks_its_schema_or_the_size_limit_is_refused() {
     assert!(long.to_string().ends_with("tool `repeat` returned an invalid result: it is 1202 bytes, over the output limit of 1000 bytes"), "{long}");
 
     assert_eq!(
-        committed(&host, &id).0,
+        committed(&host, &id).await.0,
         1,
         "only the valid call committed a turn"
     );
@@ -375,7 +375,7 @@ async fn ending_a_session_runs_on_end_and_commits_its_writes_with_the_end() {
         (2, agentbox_host::Outcome::End)
     );
     assert_eq!(ended.state, state(json!({ "entries": 1, "ended": true })));
-    let record = host.store().load(&id).unwrap().unwrap();
+    let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.status, agentbox_host::store::Status::Ended);
     let again = host.end_session(&id).await.unwrap_err();
     assert!(matches!(again.cause, Cause::Ended), "{again}");
@@ -391,7 +391,7 @@ async fn a_failing_on_end_still_ends_the_session_with_its_committed_state() {
         matches!(&err.cause, Cause::Guest(message) if message == "refusing to end"),
         "{err}"
     );
-    let record = host.store().load(&id).unwrap().unwrap();
+    let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.status, agentbox_host::store::Status::Ended);
     assert_eq!(
         serde_json::Value::Object(record.state),
@@ -416,7 +416,7 @@ async fn a_hand_off_moves_the_session_and_its_state_to_the_other_plugin() {
         "{refused}"
     );
     assert_eq!(
-        host.store().load(&id).unwrap().unwrap().plugin,
+        host.session(&id).await.unwrap().unwrap().plugin,
         "misbehave",
         "a refused hand-off commits nothing"
     );
@@ -427,7 +427,7 @@ async fn a_hand_off_moves_the_session_and_its_state_to_the_other_plugin() {
         handed.outcome,
         agentbox_host::Outcome::HandOff("intake".into())
     );
-    let record = host.store().load(&id).unwrap().unwrap();
+    let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!((record.plugin.as_str(), record.turn), ("intake", 2));
     let intake_turn = send(&host, &id, "ada@example.com").await;
     assert_eq!(intake_turn.plugin, "intake");

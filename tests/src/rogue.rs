@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentbox_host::store::{MemoryStore, SessionRecord, Status};
+use agentbox_host::store::{MemoryStore, SessionRecord, Status, Store};
 use agentbox_host::{Cause, Clock, Host, Limits, SessionError, SessionStart};
 use serde_json::{Value, json};
 
@@ -19,11 +19,16 @@ use crate::plugins::{COUNTER, ROGUE};
 const DEADLINE: Duration = Duration::from_millis(200);
 
 fn rogue_host(clock: Clock) -> Host {
+    rogue_host_on(clock, Arc::new(MemoryStore::default()))
+}
+
+/// A host running rogue and counter on `store`.
+fn rogue_host_on(clock: Clock, store: Arc<dyn Store>) -> Host {
     let limits = Limits {
         deadline: DEADLINE,
         ..Limits::default()
     };
-    let host = host_with_clock(limits, Arc::new(MemoryStore::default()), clock);
+    let host = host_with_clock(limits, store, clock);
     load(&host, ROGUE);
     load(&host, COUNTER);
     host
@@ -79,8 +84,8 @@ async fn rogue_session(host: &Host, variables: Value) -> String {
 }
 
 /// The committed (turn, state) of a session.
-fn committed(host: &Host, id: &str) -> (u64, Value) {
-    let record = host.store().load(id).unwrap().unwrap();
+async fn committed(host: &Host, id: &str) -> (u64, Value) {
+    let record = host.session(id).await.unwrap().unwrap();
     (record.turn, Value::Object(record.state))
 }
 
@@ -97,7 +102,8 @@ fn assert_deadline(err: &SessionError, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
-    let host = rogue_host(Clock::system());
+    let store = Arc::new(MemoryStore::default());
+    let host = rogue_host_on(Clock::system(), store.clone());
     let counter = alongside(&host);
 
     // on-start: the session is never stored.
@@ -109,12 +115,12 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     };
     let err = host.start_session(start, None).await.unwrap_err();
     assert_deadline(&err, "on-start");
-    assert_eq!(host.store().load("spins-at-start").unwrap(), None);
+    assert_eq!(host.session("spins-at-start").await.unwrap(), None);
 
     // on-message and a tool: the committed state stays.
     let id = rogue_session(&host, json!({})).await;
     send(&host, &id, "hello").await;
-    let before = committed(&host, &id);
+    let before = committed(&host, &id).await;
     let err = host.send_message(&id, "spin", None).await.unwrap_err();
     assert_deadline(&err, "on-message");
     let err = host
@@ -122,20 +128,25 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
         .await
         .unwrap_err();
     assert_deadline(&err, "call-tool");
-    assert_eq!(committed(&host, &id), before);
+    assert_eq!(committed(&host, &id).await, before);
     assert_eq!(send(&host, &id, "hello").await.state["seen"], json!(2));
 
     // on-end: the session ends all the same, with its committed state.
     send(&host, &id, r#"remember end "spin""#).await;
     let err = host.end_session(&id).await.unwrap_err();
     assert_deadline(&err, "on-end");
-    let record = host.store().load(&id).unwrap().unwrap();
+    let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.status, Status::Ended);
     assert_eq!(record.state["end"], json!("spin"));
 
     // migrate: every turn fails until a version can migrate the state, and
     // the stored state stays as it was.
-    let old = stored_under_state_version_1(&host, "spins-in-migrate", json!({ "migrate": "spin" }));
+    let old = stored_under_state_version_1(
+        &*store,
+        host.clock(),
+        "spins-in-migrate",
+        json!({ "migrate": "spin" }),
+    );
     let err = host
         .send_message("spins-in-migrate", "hello", None)
         .await
@@ -147,7 +158,10 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
         ),
         "{err}"
     );
-    assert_eq!(host.store().load("spins-in-migrate").unwrap().unwrap(), old);
+    assert_eq!(
+        host.session("spins-in-migrate").await.unwrap().unwrap(),
+        old
+    );
 
     still_served(counter).await;
     assert_eq!(
@@ -158,7 +172,12 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
 }
 
 /// Stores a session of `rogue` as a version with state version 1 left it.
-fn stored_under_state_version_1(host: &Host, id: &str, state: Value) -> SessionRecord {
+fn stored_under_state_version_1(
+    store: &dyn Store,
+    clock: &Clock,
+    id: &str,
+    state: Value,
+) -> SessionRecord {
     let Value::Object(state) = state else {
         unreachable!()
     };
@@ -173,10 +192,10 @@ fn stored_under_state_version_1(host: &Host, id: &str, state: Value) -> SessionR
         revision: 1,
         turn: 3,
         status: Status::Active,
-        created_at_ms: host.clock().now_ms(),
-        updated_at_ms: host.clock().now_ms(),
+        created_at_ms: clock.now_ms(),
+        updated_at_ms: clock.now_ms(),
     };
-    host.store().create(&record, &[]).unwrap();
+    store.create(&record, &[]).unwrap();
     record
 }
 
@@ -186,7 +205,7 @@ async fn stack_overflows_trap_only_their_own_turn() {
     let counter = alongside(&host);
     let id = rogue_session(&host, json!({})).await;
     send(&host, &id, "hello").await;
-    let before = committed(&host, &id);
+    let before = committed(&host, &id).await;
     for (order, trap) in [
         ("recurse", "out of bounds memory access"),
         ("deep", "call stack exhausted"),
@@ -196,7 +215,7 @@ async fn stack_overflows_trap_only_their_own_turn() {
         assert_eq!(err.cause.kind(), "trap", "{err}");
         assert!(err.to_string().contains(trap), "{order}: {err}");
     }
-    assert_eq!(committed(&host, &id), before);
+    assert_eq!(committed(&host, &id).await, before);
     assert_eq!(send(&host, &id, "hello").await.state["seen"], json!(2));
     still_served(counter).await;
 }
@@ -215,13 +234,14 @@ async fn unbounded_stdout_and_stderr_are_capped_and_fail_no_turn_of_their_own() 
     // Writing forever ends at the deadline like any other loop.
     let err = host.send_message(&id, "chatter", None).await.unwrap_err();
     assert_deadline(&err, "chatter");
-    assert_eq!(committed(&host, &id).0, 2);
+    assert_eq!(committed(&host, &id).await.0, 2);
     still_served(counter).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_from_a_tool_or_from_migrate_is_refused_and_changes_nothing() {
-    let host = rogue_host(Clock::system());
+    let store = Arc::new(MemoryStore::default());
+    let host = rogue_host_on(Clock::system(), store.clone());
     let id = rogue_session(&host, json!({})).await;
     let err = host
         .call_tool(&id, "junk", json!({}), None)
@@ -229,7 +249,7 @@ async fn malformed_json_from_a_tool_or_from_migrate_is_refused_and_changes_nothi
         .unwrap_err();
     assert_eq!(err.cause.kind(), "invalid-result", "{err}");
     assert!(err.to_string().contains("not JSON"), "{err}");
-    assert_eq!(committed(&host, &id), (0, json!({})));
+    assert_eq!(committed(&host, &id).await, (0, json!({})));
 
     for (id, migrate, reason) in [
         (
@@ -243,7 +263,8 @@ async fn malformed_json_from_a_tool_or_from_migrate_is_refused_and_changes_nothi
             "invalid session state: `migrate` returned a state that is not a JSON object",
         ),
     ] {
-        let old = stored_under_state_version_1(&host, id, json!({ "migrate": migrate }));
+        let old =
+            stored_under_state_version_1(&*store, host.clock(), id, json!({ "migrate": migrate }));
         let err = host.send_message(id, "hello", None).await.unwrap_err();
         assert_eq!(err.cause.kind(), "migration", "{err}");
         assert!(
@@ -252,12 +273,15 @@ async fn malformed_json_from_a_tool_or_from_migrate_is_refused_and_changes_nothi
             )),
             "{err}"
         );
-        assert_eq!(host.store().load(id).unwrap().unwrap(), old);
+        assert_eq!(host.session(id).await.unwrap().unwrap(), old);
     }
     // A state it can migrate moves to state version 2 with its first turn.
-    stored_under_state_version_1(&host, "fine", json!({ "seen": 4 }));
+    stored_under_state_version_1(&*store, host.clock(), "fine", json!({ "seen": 4 }));
     assert_eq!(send(&host, "fine", "hello").await.state["seen"], json!(5));
-    assert_eq!(host.store().load("fine").unwrap().unwrap().state_version, 2);
+    assert_eq!(
+        host.session("fine").await.unwrap().unwrap().state_version,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +305,7 @@ async fn the_reaper_ends_a_session_whose_on_end_traps_or_spins() {
     assert_eq!(reaped.ended, rogues);
     assert_eq!(reaped.on_end_failures, 2);
     for id in &rogues {
-        assert_eq!(host.store().load(id).unwrap(), None, "{id} was deleted");
+        assert_eq!(host.session(id).await.unwrap(), None, "{id} was deleted");
     }
     // The session touched in time lives on.
     assert_eq!(send(&host, &calm, "tick").await.state["count"], json!(3));
@@ -345,7 +369,11 @@ async fn a_plugin_runs_under_its_own_limits_and_others_under_the_hosts() {
             .ends_with("limit of 1000 host calls per call of an export exceeded"),
         "{err}"
     );
-    assert_eq!(committed(&host, &first).0, 1, "only `calls 900` committed");
+    assert_eq!(
+        committed(&host, &first).await.0,
+        1,
+        "only `calls 900` committed"
+    );
     let stats = host.metrics().stats("rogue");
     assert_eq!((stats.limit_trips, stats.turns_failed), (4, 4));
     still_served(counter).await;
@@ -360,7 +388,7 @@ async fn fuel_stops_a_spinning_turn_long_before_its_deadline_and_others_run_unme
     });
     let counter = alongside(&host);
     let id = rogue_session(&host, json!({})).await;
-    let before = committed(&host, &id);
+    let before = committed(&host, &id).await;
     let err = host.send_message(&id, "spin", None).await.unwrap_err();
     assert_eq!(err.cause.kind(), "fuel-limit", "{err}");
     assert!(
@@ -368,7 +396,7 @@ async fn fuel_stops_a_spinning_turn_long_before_its_deadline_and_others_run_unme
             .ends_with("fuel limit of 10000000 per call of an export exhausted"),
         "{err}"
     );
-    assert_eq!(committed(&host, &id), before, "nothing committed");
+    assert_eq!(committed(&host, &id).await, before, "nothing committed");
     // A turn within its fuel commits; counter has no fuel limit at all.
     assert_eq!(said(&send(&host, &id, "calls 10").await), "made 10 calls");
     still_served(counter).await;
@@ -401,13 +429,13 @@ async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run(
         assert!(!spinning.is_finished(), "the spinning turn did not run");
         tokio::task::yield_now().await;
     }
-    let before = committed(&host, &other);
+    let before = committed(&host, &other).await;
     let err = host
         .send_message(&other, r#"remember note "kept""#, None)
         .await
         .unwrap_err();
     assert_eq!(
-        committed(&host, &other),
+        committed(&host, &other).await,
         before,
         "a refused turn commits nothing"
     );
@@ -432,7 +460,7 @@ async fn a_turn_past_a_plugins_limit_of_turns_at_once_is_refused_and_others_run(
     still_served(counter).await;
     // Once the spinning turn is over, the place is free again.
     send(&host, &other, r#"remember note "kept""#).await;
-    assert_eq!(committed(&host, &other).1["note"], "kept");
+    assert_eq!(committed(&host, &other).await.1["note"], "kept");
     assert_eq!(host.metrics().stats("rogue").limit_trips, 2);
 }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentbox_host::plugin::tools::stats;
 use agentbox_host::store::{MemoryStore, Store, ToolOutcome};
-use agentbox_host::tools::stats;
 use agentbox_host::{Cause, Clock, Host, Limits, ToolReport};
 use serde_json::{Value, json};
 
@@ -106,7 +106,7 @@ async fn cart_tools_are_refused_until_login_and_again_after_logout() {
         "{again}"
     );
 
-    let history = host.store().history(&id, 100).unwrap();
+    let history = host.history(&id, 100).await.unwrap();
     let tools: Vec<Value> = history
         .iter()
         .filter_map(|m| serde_json::from_str::<Value>(&m.content).ok())

@@ -61,13 +61,13 @@ async fn two_hosts_never_run_turns_of_one_session_at_once() {
     for sender in senders {
         sender.await.unwrap();
     }
-    let record = b.store().load(&id).unwrap().unwrap();
+    let record = b.session(&id).await.unwrap().unwrap();
     let total = 2 + 4 * turns;
     assert_eq!(
         (record.turn, &record.state["count"]),
         (total, &json!(total))
     );
-    assert_eq!(b.store().history(&id, 10_000).unwrap().len() as u64, total);
+    assert_eq!(b.history(&id, 10_000).await.unwrap().len() as u64, total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +96,7 @@ async fn an_activation_on_one_host_reaches_the_other_through_redis() {
     // runs the migrated session on version 2 instead of migrating it back.
     assert_eq!(active_version(&b), "0.1.0");
     assert_eq!(said(&send(&b, &id, "tick").await), "total 5");
-    let record = b.store().load(&id).unwrap().unwrap();
+    let record = b.session(&id).await.unwrap().unwrap();
     assert_eq!(
         (record.state_version, &record.digest),
         (2, &v2.digest.to_string())
@@ -134,7 +134,7 @@ async fn a_recorded_version_that_does_not_load_leaves_the_active_one_serving() {
         return;
     };
     let a = counter_host(&server);
-    let store = a.store().clone();
+    let store = RedisStore::open(server.url()).unwrap();
     let v1 = a.plugin("counter").unwrap().digest.to_string();
     let b = redis_host(&server);
     b.follow_store().await.unwrap();

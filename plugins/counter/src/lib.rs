@@ -2,7 +2,7 @@
 //! alone, no SDK: each message increments `count` in session state (one
 //! `get`, one `set`). The benchmarks use it as the trivial turn.
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/v0.1", world: "plugin" });
 
 use agentbox::plugin::session;
 use agentbox::plugin::types::{EndReason, Manifest, Outcome};

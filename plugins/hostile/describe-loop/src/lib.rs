@@ -2,7 +2,7 @@
 //! at load when the deadline passes, and keep the active version of the
 //! plugin it claims to be.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1", world: "plugin" });
 
 use agentbox::plugin::types::{EndReason, Manifest, Outcome};
 use exports::agentbox::plugin::agent::Guest;

@@ -3,7 +3,7 @@
 //! naming that import, before any of its code runs.
 
 wit_bindgen::generate!({
-    path: ["../../../wit", "wit"],
+    path: ["../../../wit/v0.1", "wit"],
     world: "wasi:keyvalue/plugin-with-keyvalue",
     generate_all,
 });

@@ -16,7 +16,7 @@
 //!   `"spin"` in the state, returns text that is not JSON for `"junk"` and a
 //!   JSON array for `"array"`, and otherwise keeps the state as it is.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1", world: "plugin" });
 
 use std::io::Write as _;
 

@@ -2,16 +2,14 @@
 //! host makes before and after a tool runs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jsonschema::Validator;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::bindings::Manifest;
-use crate::plugin::{PluginVersion, check_name};
-use crate::session::check_key;
+use crate::instance::world::Manifest;
+use crate::names::{check_state_key, check_tool_name};
 use crate::store::{Execution, State, ToolOutcome};
 
 /// A tool as a plugin declared it, with its schemas compiled.
@@ -66,7 +64,7 @@ impl ToolSet {
     pub fn compile(manifest: &Manifest) -> Result<ToolSet, String> {
         let mut tools = BTreeMap::new();
         for spec in &manifest.tools {
-            check_name(&spec.name, '_').map_err(|reason| format!("tool name {reason}"))?;
+            check_tool_name(&spec.name).map_err(|reason| format!("tool name {reason}"))?;
             let name = &spec.name;
             let parameters = parse_schema(&spec.parameters)
                 .map_err(|err| format!("tool `{name}`: parameters {err}"))?;
@@ -85,7 +83,7 @@ impl ToolSet {
                 .transpose()
                 .map_err(|err| format!("tool `{name}`: result schema does not compile: {err}"))?;
             for key in &spec.requires {
-                check_key(key).map_err(|reason| {
+                check_state_key(key).map_err(|reason| {
                     format!("tool `{name}` requires an invalid session key: {reason}")
                 })?;
             }
@@ -203,30 +201,6 @@ fn violations(validator: &Validator, value: &Value) -> Result<(), Vec<Violation>
         })
         .collect();
     if found.is_empty() { Ok(()) } else { Err(found) }
-}
-
-/// A tool of a loaded plugin, addressed as `plugin/tool`.
-#[derive(Debug, Clone)]
-pub struct ToolRef {
-    /// The active version of the plugin that offers it.
-    pub plugin: Arc<PluginVersion>,
-    /// The tool's name.
-    pub name: String,
-}
-
-impl ToolRef {
-    /// The tool's address: `plugin/tool`.
-    pub fn address(&self) -> String {
-        format!("{}/{}", self.plugin.name(), self.name)
-    }
-
-    /// The tool's declaration.
-    pub fn tool(&self) -> &Tool {
-        self.plugin
-            .tools
-            .get(&self.name)
-            .expect("a ToolRef names a tool of its plugin")
-    }
 }
 
 /// Statistics of one tool over its recorded calls.

@@ -12,12 +12,24 @@ use serde_json::{Value, json};
 
 // Shared with the agentbox-tests crate; these tests use only part of it.
 #[allow(dead_code)]
-#[path = "../../tests/src/redis_server.rs"]
+#[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
+
+/// The machine's cores, shared by the tests of this file, which load them;
+/// a test whose limits are tight for a machine under load (a turn that
+/// touches 64 MiB within 100 ms) takes them alone.
+static CORES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A share of the cores, for a test that may run beside others.
+fn shared_cores() -> std::sync::RwLockReadGuard<'static, ()> {
+    CORES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn plugin_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins")
+        .join("../../plugins")
         .join(name)
 }
 
@@ -175,6 +187,7 @@ fn json_of(text: &str) -> Value {
 
 #[test]
 fn the_session_api_streams_replies_and_answers_mistakes_with_json_errors() {
+    let _cores = shared_cores();
     let data = tempfile::tempdir().unwrap();
     let intake = plugin_dir("intake");
     let server = Server::start(data.path(), &["--plugin", intake.to_str().unwrap()]);
@@ -337,6 +350,7 @@ fn the_session_api_streams_replies_and_answers_mistakes_with_json_errors() {
 
 #[test]
 fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
+    let _cores = shared_cores();
     let data = tempfile::tempdir().unwrap();
     let (v2, v1) = (plugin_dir("counter-v2"), plugin_dir("counter"));
     let server = Server::start(
@@ -556,6 +570,7 @@ fn read_until(
 
 #[test]
 fn a_websocket_carries_a_conversation_both_ways_and_answers_bad_frames() {
+    let _cores = shared_cores();
     use tungstenite::Message as Frame;
 
     let data = tempfile::tempdir().unwrap();
@@ -651,6 +666,7 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn metrics_count_turns_errors_limits_and_kv_and_the_openapi_document_names_real_routes() {
+    let _cores = shared_cores();
     let data = tempfile::tempdir().unwrap();
     let (counter, misbehave, profile) = (
         plugin_dir("counter"),
@@ -932,6 +948,7 @@ fn check_swapped_clients(seen: &[Seen], server: &Server) -> (usize, usize) {
 
 #[test]
 fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
+    let _cores = shared_cores();
     use std::sync::atomic::AtomicBool;
 
     let data = tempfile::tempdir().unwrap();
@@ -1003,6 +1020,7 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
 
 #[test]
 fn sigterm_under_load_lets_running_turns_finish_and_loses_no_committed_turn() {
+    let _cores = shared_cores();
     let data = tempfile::tempdir().unwrap();
     assert_clean_stop(stopped_under_load(data.path(), &[], "TERM"));
 }
@@ -1019,6 +1037,7 @@ fn assert_clean_stop((status, stderr): (std::process::ExitStatus, Vec<String>)) 
 
 #[test]
 fn sigkill_under_load_on_sqlite_leaves_every_session_at_a_committed_turn() {
+    let _cores = shared_cores();
     use std::os::unix::process::ExitStatusExt as _;
 
     let data = tempfile::tempdir().unwrap();
@@ -1028,6 +1047,7 @@ fn sigkill_under_load_on_sqlite_leaves_every_session_at_a_committed_turn() {
 
 #[test]
 fn sigkill_under_load_on_redis_leaves_every_session_at_a_committed_turn() {
+    let _cores = shared_cores();
     use std::os::unix::process::ExitStatusExt as _;
 
     let Some(redis) = redis_server::RedisServer::start() else {
@@ -1109,6 +1129,7 @@ fn stopped_under_load(
 
 #[test]
 fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
+    let _cores = shared_cores();
     let data = tempfile::tempdir().unwrap();
     build(&plugin_dir("counter-v2"), data.path());
     build(&plugin_dir("counter"), data.path());
@@ -1190,6 +1211,7 @@ fn wait_for_version(server: &Server, plugin: &str, version: &str) -> u32 {
 
 #[test]
 fn servers_on_one_redis_follow_each_others_swaps_under_load() {
+    let _cores = shared_cores();
     use std::sync::atomic::AtomicBool;
 
     let Some(redis) = redis_server::RedisServer::start() else {
@@ -1329,6 +1351,9 @@ fn resident_bytes(pid: u32) -> u64 {
 
 #[test]
 fn hostile_turns_leave_the_servers_memory_at_its_baseline() {
+    let _cores = CORES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let data = tempfile::tempdir().unwrap();
     let (rogue, counter) = (plugin_dir("hostile/rogue"), plugin_dir("counter"));
     let server = Server::start(

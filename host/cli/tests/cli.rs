@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 fn plugin_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins")
+        .join("../../plugins")
         .join(name)
 }
 
@@ -146,7 +146,7 @@ fn a_killed_run_loses_no_committed_turn() {
 }
 
 #[test]
-fn run_prints_reply_committed_and_error_events_as_json() {
+fn run_prints_say_committed_and_error_events_as_json() {
     let data = tempfile::tempdir().unwrap();
     let script = data.path().join("script.txt");
     std::fs::write(&script, "note\ntrap\n\nnote\n").unwrap();
@@ -170,14 +170,14 @@ fn run_prints_reply_committed_and_error_events_as_json() {
         [
             "session",
             "committed",
-            "reply",
+            "say",
             "committed",
             "error",
-            "reply",
+            "say",
             "committed"
         ]
     );
-    assert_eq!(events[2], json!({ "event": "reply", "text": "entry 1" }));
+    assert_eq!(events[2], json!({ "event": "say", "text": "entry 1" }));
     assert_eq!(events[3]["turn"], 1);
     assert_eq!(events[3]["state"], json!({ "entries": 1 }));
     assert_eq!(events[4]["kind"], "trap");
@@ -328,7 +328,7 @@ fn a_policy_file_grants_buckets_and_a_bad_one_is_refused_naming_the_mistake() {
     let events = json_lines(&output.stdout);
     let tools: Vec<&Value> = events
         .iter()
-        .filter(|event| event["event"] == "tool")
+        .filter(|event| event["event"] == "tool-result")
         .collect();
     assert_eq!(tools[1]["result"], "v", "{events:?}");
     let error = events.last().unwrap();

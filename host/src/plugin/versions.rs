@@ -3,26 +3,35 @@
 //!
 //! Every version a host loads is published in the store under its digest,
 //! and every activation is recorded there before it takes effect here. Every
-//! host on one store follows that record ([`Host::follow_store`]), loading
+//! host on one store follows that record ([`Plugins::follow`]), loading
 //! versions other hosts published, so an activation on one `serve` process
 //! reaches all of them; on SQLite the record also outlives a restart.
 //!
 //! Between an activation and another host's next look at the record, that
 //! host may meet a session the new version already migrated. It runs that
 //! session on the version that committed it rather than migrating the state
-//! back ([`Host::catch_up`]).
+//! back ([`Plugins::catch_up`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use super::{Host, SessionRecord};
+use wasmtime::component::Linker;
+
+use crate::engine::Engine;
+use crate::instance::agent::{AgentPre, linker};
+use crate::instance::call::call;
+use crate::instance::ctx::TurnCtx;
+use crate::instance::world::Manifest;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::plugin::registry::Registry;
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
+use crate::store::{SessionRecord, Store, StoreError};
 
 /// Serializes this host's changes of its active versions against its reading
 /// of the store's record, and its loading of published versions.
 #[derive(Debug, Default)]
-pub(super) struct VersionSync {
+struct VersionSync {
     /// Held while the store's record and this host's active versions are
     /// brought in line, so that a stale read never undoes a newer activation.
     activation: Mutex<()>,
@@ -39,7 +48,7 @@ impl VersionSync {
     }
 }
 
-/// What one [`Host::follow_store`] did.
+/// What one [`Plugins::follow`] did.
 #[derive(Debug, Default)]
 pub struct Followed {
     /// Versions made active here because the store records them active.
@@ -52,7 +61,82 @@ pub struct Followed {
     pub failed: Vec<ActivateError>,
 }
 
-impl Host {
+/// The plugins of a host: the engine and linker they run on, every
+/// version loaded, which one of each plugin is active, and the store's
+/// record of both, which every host on one store follows.
+pub struct Plugins {
+    engine: Engine,
+    linker: Linker<TurnCtx>,
+    registry: Registry,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// The limits `describe` runs under: the host's own.
+    limits: Arc<Limits>,
+    sync: VersionSync,
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugins")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugins {
+    /// No plugins yet, on `engine`, published in and following `store`.
+    pub(crate) fn new(
+        engine: Engine,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        limits: Arc<Limits>,
+    ) -> anyhow::Result<Plugins> {
+        Ok(Plugins {
+            linker: linker(&engine)?,
+            engine,
+            registry: Registry::default(),
+            store,
+            metrics,
+            limits,
+            sync: VersionSync::default(),
+        })
+    }
+
+    /// The engine every plugin runs on.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The active version of the plugin `name`.
+    pub fn active(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        self.registry.active(name)
+    }
+
+    /// Every active plugin version, ordered by name.
+    pub fn all(&self) -> Vec<Arc<PluginVersion>> {
+        self.registry.all()
+    }
+
+    /// Every loaded version of the plugin `name`, active or not, oldest first.
+    pub fn loaded(&self, name: &str) -> Vec<Arc<PluginVersion>> {
+        self.registry.loaded(name)
+    }
+
+    /// Calls `describe` of a plugin being loaded, in a trial instance in
+    /// which no capability is live.
+    fn describe(&self, pre: &AgentPre) -> Result<Manifest, String> {
+        let ctx = TurnCtx::describing(&self.limits);
+        let (result, _) = call(
+            &self.engine,
+            &self.metrics,
+            pre,
+            ctx,
+            &self.limits,
+            |agent, store| agent.describe(store),
+        );
+        result.map_err(|failure| failure.to_string())
+    }
+
     /// Loads a plugin version from its bytes and makes it the active version
     /// of its name, here and in the store's record, atomically: turns
     /// already running finish on the version they started on, and every
@@ -66,17 +150,17 @@ impl Host {
 
     /// Loads and checks a plugin version from its bytes and publishes it in
     /// the store, without making it active, unless it is the first version
-    /// of its plugin here; [`Host::activate`] does. Staging the bytes of a
+    /// of its plugin here; [`Plugins::activate`] does. Staging the bytes of a
     /// loaded version returns that version.
     pub fn stage_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
         self.stage(bytes).map(|(version, _)| version)
     }
 
     /// Loads a plugin version deployed with the host, such as a file named
-    /// when `serve` starts: staged as by [`Host::stage_plugin`], and made
+    /// when `serve` starts: staged as by [`Plugins::stage_plugin`], and made
     /// active everywhere if the store has never seen these bytes. Bytes it
     /// has seen mean a restart, not a deployment: the version the store
-    /// records active stays active, and [`Host::follow_store`] makes it
+    /// records active stays active, and [`Plugins::follow`] makes it
     /// active here.
     pub fn deploy_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
         let (version, new) = self.stage(bytes)?;
@@ -101,15 +185,13 @@ impl Host {
     /// Loads, checks and publishes a version; returns it and whether the
     /// store had not seen its bytes.
     fn stage(&self, bytes: &[u8]) -> Result<(Arc<PluginVersion>, bool), LoadError> {
-        let version = PluginVersion::load(&self.inner.engine, &self.inner.linker, bytes, |pre| {
-            self.describe(pre)
-        })?;
+        let version =
+            PluginVersion::load(&self.engine, &self.linker, bytes, |pre| self.describe(pre))?;
         let new = self
-            .inner
             .store
             .publish_plugin(&version.digest.to_string(), bytes)
             .map_err(LoadError::Store)?;
-        let version = self.inner.plugins.add(Arc::new(version));
+        let version = self.registry.add(Arc::new(version));
         tracing::info!(plugin = version.name(), version = version.manifest.version, digest = %version.digest, "plugin version loaded");
         Ok((version, new))
     }
@@ -128,65 +210,21 @@ impl Host {
     /// returns it. Turns running on the current version finish there.
     pub fn roll_back(&self, name: &str) -> Result<Arc<PluginVersion>, ActivateError> {
         let previous = self
-            .inner
-            .plugins
+            .registry
             .previous(name)
             .ok_or_else(|| ActivateError::NoPrevious(name.to_owned()))?;
         self.make_active(&previous, "roll-back")
     }
 
-    /// Makes this host's active versions the ones the store records,
-    /// loading versions other hosts published, and records this host's
-    /// active version of each plugin the store has no record of. A recorded
-    /// version that cannot be loaded leaves its plugin's active version as
-    /// it is, and is reported in [`Followed::failed`].
-    pub async fn follow_store(&self) -> Result<Followed, crate::store::StoreError> {
-        let host = self.clone();
-        tokio::task::spawn_blocking(move || host.follow())
-            .await
-            .expect("following the store panicked")
-    }
-
-    /// Runs [`Host::follow_store`] every `every` until the host is dropped
-    /// by everyone else, logging what changed and each new failure once.
-    pub fn spawn_follower(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let host = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            let mut reported = String::new();
-            loop {
-                ticks.tick().await;
-                let Some(inner) = host.upgrade() else { return };
-                let followed = Host { inner }.follow_store().await;
-                let failures = match &followed {
-                    Ok(followed) => followed
-                        .failed
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    Err(err) => err.to_string(),
-                };
-                if failures != reported && !failures.is_empty() {
-                    tracing::warn!(
-                        error = failures,
-                        "cannot follow the store's active plugin versions"
-                    );
-                }
-                reported = failures;
-            }
-        })
-    }
-
-    fn follow(&self) -> Result<Followed, crate::store::StoreError> {
-        let store = &self.inner.store;
+    pub(crate) fn follow(&self) -> Result<Followed, StoreError> {
+        let store = &self.store;
         let mut followed = Followed::default();
-        let behind = |recorded: &std::collections::BTreeMap<String, String>| {
+        let behind = |recorded: &BTreeMap<String, String>| {
             let stale = recorded
                 .iter()
                 .any(|(name, digest)| !self.is_active(name, digest));
             let unrecorded = self
-                .plugins()
+                .all()
                 .iter()
                 .any(|version| !recorded.contains_key(version.name()));
             stale || unrecorded
@@ -197,7 +235,7 @@ impl Host {
         }
         // The first version of a plugin loaded below is active at once.
         let before: Vec<String> = self
-            .plugins()
+            .all()
             .iter()
             .map(|version| version.name().to_owned())
             .collect();
@@ -209,20 +247,20 @@ impl Host {
                 followed.failed.push(err);
             }
         }
-        let _activation = self.inner.versions.activating();
+        let _activation = self.sync.activating();
         let recorded = store.active_plugins()?;
         for (name, digest) in &recorded {
-            let Some(version) = self.inner.plugins.version(name, digest) else {
+            let Some(version) = self.registry.version(name, digest) else {
                 continue;
             };
             let changed = self.switch(&version);
             if changed || !before.contains(name) {
-                self.inner.metrics.swap(name, "follow");
+                self.metrics.swap(name, "follow");
                 tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, "plugin version active, as the store records");
                 followed.activated.push(version);
             }
         }
-        for version in self.plugins() {
+        for version in self.all() {
             if !recorded.contains_key(version.name()) {
                 store.set_active_plugin(version.name(), &version.digest.to_string())?;
                 followed.recorded.push(version);
@@ -233,7 +271,7 @@ impl Host {
 
     /// Whether the version of `name` with digest `digest` is active here.
     fn is_active(&self, name: &str, digest: &str) -> bool {
-        self.plugin(name)
+        self.active(name)
             .is_some_and(|active| active.digest.to_string() == digest)
     }
 
@@ -244,16 +282,15 @@ impl Host {
         action: &'static str,
     ) -> Result<Arc<PluginVersion>, ActivateError> {
         let name = version.name();
-        let _activation = self.inner.versions.activating();
-        self.inner
-            .store
+        let _activation = self.sync.activating();
+        self.store
             .set_active_plugin(name, &version.digest.to_string())
             .map_err(|source| ActivateError::Store {
                 name: name.to_owned(),
                 source,
             })?;
         if self.switch(version) {
-            self.inner.metrics.swap(name, action);
+            self.metrics.swap(name, action);
             tracing::info!(plugin = name, version = version.manifest.version, digest = %version.digest, action, "plugin version active");
         }
         Ok(version.clone())
@@ -264,8 +301,7 @@ impl Host {
     fn switch(&self, version: &PluginVersion) -> bool {
         let digest = version.digest.to_string();
         let changed = !self.is_active(version.name(), &digest);
-        self.inner
-            .plugins
+        self.registry
             .activate(version.name(), &digest)
             .expect("the version is loaded");
         changed
@@ -273,17 +309,17 @@ impl Host {
 
     /// The version of plugin `name` whose digest is `digest`: loaded here,
     /// or loaded now from the bytes published in the store.
-    pub(super) fn version(
+    pub(crate) fn version(
         &self,
         name: &str,
         digest: &str,
     ) -> Result<Arc<PluginVersion>, ActivateError> {
-        if let Some(version) = self.inner.plugins.version(name, digest) {
+        if let Some(version) = self.registry.version(name, digest) {
             return Ok(version);
         }
-        let sync = &self.inner.versions;
+        let sync = &self.sync;
         let _fetching = sync.fetching.lock().expect("fetch lock poisoned");
-        if let Some(version) = self.inner.plugins.version(name, digest) {
+        if let Some(version) = self.registry.version(name, digest) {
             return Ok(version);
         }
         let refuse = |reason: String| ActivateError::Load {
@@ -295,7 +331,6 @@ impl Host {
             return Err(refuse(reason.clone()));
         }
         let bytes = self
-            .inner
             .store
             .published_plugin(digest)
             .map_err(|source| ActivateError::Store {
@@ -306,25 +341,24 @@ impl Host {
                 name: name.to_owned(),
                 digest: digest.to_owned(),
             })?;
-        let loaded = PluginVersion::load(&self.inner.engine, &self.inner.linker, &bytes, |pre| {
-            self.describe(pre)
-        })
-        .map_err(|err| err.to_string())
-        .and_then(|version| {
-            if version.digest.to_string() != digest {
-                Err(format!(
-                    "the bytes published under it have digest {}",
-                    version.digest
-                ))
-            } else if version.name() != name {
-                Err(format!("it is a version of plugin `{}`", version.name()))
-            } else {
-                Ok(version)
-            }
-        });
+        let loaded =
+            PluginVersion::load(&self.engine, &self.linker, &bytes, |pre| self.describe(pre))
+                .map_err(|err| err.to_string())
+                .and_then(|version| {
+                    if version.digest.to_string() != digest {
+                        Err(format!(
+                            "the bytes published under it have digest {}",
+                            version.digest
+                        ))
+                    } else if version.name() != name {
+                        Err(format!("it is a version of plugin `{}`", version.name()))
+                    } else {
+                        Ok(version)
+                    }
+                });
         match loaded {
             Ok(version) => {
-                let version = self.inner.plugins.add(Arc::new(version));
+                let version = self.registry.add(Arc::new(version));
                 tracing::info!(
                     plugin = name,
                     version = version.manifest.version,
@@ -348,7 +382,7 @@ impl Host {
     /// state layout differs and which the store records active; then this
     /// host has not followed the store yet, and the session stays on the
     /// version that committed it instead of being migrated back.
-    pub(super) fn catch_up(
+    pub(crate) fn catch_up(
         &self,
         record: &SessionRecord,
         active: Arc<PluginVersion>,
@@ -358,7 +392,7 @@ impl Host {
         {
             return active;
         }
-        let recorded = match self.inner.store.active_plugins() {
+        let recorded = match self.store.active_plugins() {
             Ok(recorded) => recorded,
             Err(err) => {
                 tracing::warn!(plugin = record.plugin, error = %err, "cannot read the store's active versions");

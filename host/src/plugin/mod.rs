@@ -7,16 +7,20 @@
 //! makes the version active. A version that fails any step never replaces
 //! the active one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+pub mod registry;
+pub mod tools;
+pub mod versions;
 
 use wasmtime::component::Linker;
 
-use crate::bindings::{AGENT_EXPORT, Manifest, PluginPre, WORLD_VERSION};
 use crate::engine::{Compilation, Digest, Engine};
-use crate::session::TurnCtx;
+use crate::instance::agent::AgentPre;
+use crate::instance::ctx::TurnCtx;
+use crate::instance::v0_1::{AGENT_EXPORT, WORLD_VERSION};
+use crate::instance::world::Manifest;
+use crate::names::check_plugin_name;
+use crate::plugin::tools::ToolSet;
 use crate::store::StoreError;
-use crate::tools::ToolSet;
 
 /// The WIT package every agentbox interface belongs to.
 const PACKAGE: &str = "agentbox:plugin";
@@ -47,7 +51,7 @@ pub struct PluginVersion {
     pub compilation: Compilation,
     /// Its tools, with compiled schemas.
     pub tools: ToolSet,
-    pub(crate) pre: PluginPre<TurnCtx>,
+    pub(crate) pre: AgentPre,
 }
 
 impl std::fmt::Debug for PluginVersion {
@@ -136,7 +140,7 @@ impl PluginVersion {
         engine: &Engine,
         linker: &Linker<TurnCtx>,
         bytes: &[u8],
-        describe: impl FnOnce(&PluginPre<TurnCtx>) -> Result<Manifest, String>,
+        describe: impl FnOnce(&AgentPre) -> Result<Manifest, String>,
     ) -> Result<PluginVersion, LoadError> {
         match bytes.get(0..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
@@ -148,10 +152,7 @@ impl PluginVersion {
             .component(bytes, digest)
             .map_err(|err| LoadError::Invalid(format!("{err:#}")))?;
         let world = check_world(engine, &component)?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
-        let pre = PluginPre::new(instance_pre)
+        let pre = AgentPre::new(linker, &component, &world)
             .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
         let manifest = describe(&pre).map_err(LoadError::Describe)?;
         check_manifest(&manifest)?;
@@ -236,27 +237,8 @@ fn check_world(
     Ok(world.to_owned())
 }
 
-/// Checks a plugin or tool name: 1 to 64 characters of `a-z`, `0-9` and
-/// `separator`, starting with a letter and not ending with the separator.
-pub(crate) fn check_name(name: &str, separator: char) -> Result<(), String> {
-    let valid = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with(separator)
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator);
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a valid name: use 1 to 64 characters of a-z, 0-9 and `{separator}`, starting with a letter and not ending with `{separator}`",
-            name.escape_debug()
-        ))
-    }
-}
-
 fn check_manifest(manifest: &Manifest) -> Result<(), LoadError> {
-    check_name(&manifest.name, '-')
+    check_plugin_name(&manifest.name)
         .map_err(|reason| LoadError::Manifest(format!("plugin name {reason}")))?;
     semver::Version::parse(&manifest.version).map_err(|err| {
         LoadError::Manifest(format!(
@@ -266,125 +248,6 @@ fn check_manifest(manifest: &Manifest) -> Result<(), LoadError> {
         ))
     })?;
     Ok(())
-}
-
-/// The versions of each plugin loaded in this host, by name: which one is
-/// active here, and which one was before it, for a roll-back.
-///
-/// Every loaded version stays loaded: a session whose state a newer version
-/// cannot migrate keeps running on the version that last committed it.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    plugins: RwLock<HashMap<String, Versions>>,
-}
-
-#[derive(Debug)]
-struct Versions {
-    loaded: Vec<Arc<PluginVersion>>,
-    active: Arc<PluginVersion>,
-    previous: Option<Arc<PluginVersion>>,
-}
-
-impl Registry {
-    /// Adds `version` to the loaded versions of its plugin, or returns the
-    /// loaded version with the same digest. The first version of a plugin
-    /// becomes its active version; later ones wait for [`Registry::activate`].
-    pub(crate) fn add(&self, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
-        let mut plugins = self.plugins.write().expect("plugin registry poisoned");
-        let Some(versions) = plugins.get_mut(version.name()) else {
-            plugins.insert(
-                version.name().to_owned(),
-                Versions {
-                    loaded: vec![version.clone()],
-                    active: version.clone(),
-                    previous: None,
-                },
-            );
-            return version;
-        };
-        match versions
-            .loaded
-            .iter()
-            .find(|loaded| loaded.digest == version.digest)
-        {
-            Some(loaded) => loaded.clone(),
-            None => {
-                versions.loaded.push(version.clone());
-                version
-            }
-        }
-    }
-
-    /// Makes the loaded version of plugin `name` with digest `digest` (hex)
-    /// the active one, atomically, and returns it; `None` if no such version
-    /// is loaded. Activating the active version changes nothing.
-    pub(crate) fn activate(&self, name: &str, digest: &str) -> Option<Arc<PluginVersion>> {
-        let mut plugins = self.plugins.write().expect("plugin registry poisoned");
-        let versions = plugins.get_mut(name)?;
-        let version = versions
-            .loaded
-            .iter()
-            .find(|loaded| loaded.digest.to_string() == digest)?
-            .clone();
-        if versions.active.digest != version.digest {
-            versions.previous = Some(std::mem::replace(&mut versions.active, version.clone()));
-        }
-        Some(version)
-    }
-
-    /// The version that was active before the current one of plugin `name`.
-    pub(crate) fn previous(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        self.plugins
-            .read()
-            .expect("plugin registry poisoned")
-            .get(name)?
-            .previous
-            .clone()
-    }
-
-    /// The active version of the plugin `name`.
-    pub(crate) fn active(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        self.plugins
-            .read()
-            .expect("plugin registry poisoned")
-            .get(name)
-            .map(|versions| versions.active.clone())
-    }
-
-    /// The loaded version of the plugin `name` whose digest is `digest` (hex).
-    pub(crate) fn version(&self, name: &str, digest: &str) -> Option<Arc<PluginVersion>> {
-        self.plugins
-            .read()
-            .expect("plugin registry poisoned")
-            .get(name)?
-            .loaded
-            .iter()
-            .find(|version| version.digest.to_string() == digest)
-            .cloned()
-    }
-
-    /// Every loaded version of the plugin `name`, oldest first.
-    pub(crate) fn loaded(&self, name: &str) -> Vec<Arc<PluginVersion>> {
-        self.plugins
-            .read()
-            .expect("plugin registry poisoned")
-            .get(name)
-            .map(|versions| versions.loaded.clone())
-            .unwrap_or_default()
-    }
-
-    /// Every active version, ordered by name.
-    pub(crate) fn all(&self) -> Vec<Arc<PluginVersion>> {
-        let mut all: Vec<_> = self
-            .plugins
-            .read()
-            .expect("plugin registry poisoned")
-            .values()
-            .map(|versions| versions.active.clone())
-            .collect();
-        all.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
-        all
-    }
 }
 
 #[cfg(test)]
@@ -397,7 +260,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::bindings::ToolSpec;
+    use crate::instance::world::ToolSpec;
+    use crate::names::check_tool_name;
 
     /// JSON that looks like a schema: keywords that compile to validators,
     /// nested, with references inside the document and out of it, regular
@@ -511,11 +375,11 @@ mod tests {
                 .and_then(|()| ToolSet::compile(&manifest).map_err(LoadError::Manifest));
             match checked {
                 Ok(tools) => {
-                    prop_assert!(check_name(&manifest.name, '-').is_ok());
+                    prop_assert!(check_plugin_name(&manifest.name).is_ok());
                     prop_assert!(semver::Version::parse(&manifest.version).is_ok());
                     prop_assert_eq!(tools.iter().count(), manifest.tools.len());
                     for spec in &manifest.tools {
-                        prop_assert!(check_name(&spec.name, '_').is_ok());
+                        prop_assert!(check_tool_name(&spec.name).is_ok());
                         prop_assert!(serde_json::from_str::<Value>(&spec.parameters).is_ok());
                     }
                 }

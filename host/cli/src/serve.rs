@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
-use crate::Host;
-use crate::store::StoreSpec;
+use agentbox_host::Host;
+use agentbox_host::store::StoreSpec;
 
 /// Serve sessions and tools over HTTP and WebSocket, and plugins over an admin API.
 ///
@@ -219,9 +219,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if args.watch { "" } else { " and restart" }
         );
     }
-    crate::server::serve(
+    agentbox_host::server::serve(
         listener,
-        crate::server::router(host, args.admin_token),
+        agentbox_host::server::router(host, args.admin_token),
         shutdown(),
     )
     .await

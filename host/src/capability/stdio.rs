@@ -1,82 +1,10 @@
-//! The `output` capability, and the guest's standard output and error.
+//! The guest's standard output and error: bounded, kept for the log and
+//! for naming the cause of a trap.
 
 use std::sync::{Arc, Mutex};
 
-use tracing::instrument;
-use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-
-use crate::bindings::agentbox::plugin::output as wit;
-use crate::session::Tripped;
-
-/// Receives what a plugin says, while its turn runs.
-pub type Sink = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// A turn's `output`: passes each `say` to the caller's sink and keeps it for
-/// the history, up to the output limit.
-pub(crate) struct OutputCtx {
-    /// False while a plugin is described: there is nobody to talk to.
-    in_session: bool,
-    sink: Option<Sink>,
-    said: Vec<String>,
-    bytes: usize,
-    limit: usize,
-}
-
-impl OutputCtx {
-    /// Output going to `sink` (or nowhere), at most `limit` bytes per turn.
-    pub(crate) fn new(sink: Option<Sink>, limit: usize) -> Self {
-        OutputCtx {
-            in_session: true,
-            sink,
-            said: Vec::new(),
-            bytes: 0,
-            limit,
-        }
-    }
-
-    /// Output outside a session, for calling `describe`: `say` traps.
-    pub(crate) fn detached() -> Self {
-        OutputCtx {
-            in_session: false,
-            ..OutputCtx::new(None, 0)
-        }
-    }
-
-    /// Everything said during the turn, one entry per `say`.
-    pub(crate) fn into_said(self) -> Vec<String> {
-        self.said
-    }
-}
-
-/// Adds the `output` interface to `linker`, reaching the context through `get`.
-pub(crate) fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut OutputCtx,
-) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSelf<OutputCtx>>(linker, get)
-}
-
-impl wit::Host for OutputCtx {
-    #[instrument(skip_all)]
-    fn say(&mut self, text: String) -> wasmtime::Result<()> {
-        if !self.in_session {
-            return Err(wasmtime::format_err!(
-                "`output.say` was called outside a session (plugins must not say anything in `describe`)"
-            ));
-        }
-        self.bytes += text.len();
-        if self.bytes > self.limit {
-            return Err(Tripped::Output(self.limit).into());
-        }
-        if let Some(sink) = &self.sink {
-            sink(&text);
-        }
-        self.said.push(text);
-        Ok(())
-    }
-}
 
 /// The guest's stdout and stderr for one turn: kept in memory up to a bound,
 /// then logged with the plugin and session. Bytes past the bound are counted

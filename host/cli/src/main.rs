@@ -1,0 +1,278 @@
+//! The `agentbox` command.
+
+mod admin;
+mod inspect;
+mod run;
+mod serve;
+
+use inspect::{InspectArgs, ToolsCommand, inspect, tools_list, tools_stats};
+use run::{RunArgs, run};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use agentbox_host::engine::Compilation;
+use agentbox_host::policy::{Grants, Policy, PolicyFile};
+use agentbox_host::store::StoreSpec;
+use agentbox_host::{Host, Limits, LoadError, PluginVersion};
+
+/// Run agent plugins: WebAssembly components with per-session state, host-validated
+/// tools and persistent storage.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentbox",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+
+    /// How to write logs to stderr: `text`, or `json` with one object per line (RUST_LOG picks
+    /// what is logged; default `warn`)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text",
+        env = "AGENTBOX_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    Run(RunArgs),
+    Serve(serve::ServeArgs),
+    Plugins(admin::PluginsArgs),
+    Inspect(InspectArgs),
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+}
+
+#[derive(Debug, Args)]
+struct PluginArg {
+    /// The plugin: a .wasm component, or a plugin's cargo package directory, which is built
+    /// for wasm32-wasip2 first
+    #[arg(value_name = "PLUGIN")]
+    path: PathBuf,
+}
+
+#[derive(Debug, Args, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostArgs {
+    /// Folder for the SQLite store and compiled plugins [default: agentbox-data]
+    #[arg(long, value_name = "DIR", env = "AGENTBOX_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+
+    /// Time one turn may run, in milliseconds [default: 2000]
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
+
+    /// Memory one plugin instance may use, in MiB [default: 64]
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<usize>,
+
+    /// The operator's policy, a TOML file: turn limits for every plugin or one, session
+    /// time-to-live and bounds, KV quotas, and the named KV buckets each plugin may open (see
+    /// docs/policy.md)
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl HostArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("agentbox-data"))
+    }
+
+    fn host(&self, store: &StoreSpec) -> anyhow::Result<Host> {
+        let data_dir = self.data_dir();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+        let data = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
+            .with_context(|| format!("cannot open the data folder {}", data_dir.display()))?;
+        data.create_dir_all("artifacts")
+            .context("cannot create the artifact cache")?;
+        let artifacts = data
+            .open_dir("artifacts")
+            .context("cannot open the artifact cache")?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            deadline: self
+                .deadline_ms
+                .map_or(defaults.deadline, Duration::from_millis),
+            memory_bytes: self
+                .memory_mib
+                .map_or(defaults.memory_bytes, |mib| mib << 20),
+            ..defaults
+        };
+        let policy = match &self.policy {
+            None => Policy {
+                limits,
+                plugins: Default::default(),
+                grants: Grants::default(),
+            },
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the policy {}", path.display()))?;
+                PolicyFile::parse(&text)
+                    .and_then(|policy| policy.apply(limits))
+                    .map_err(|reason| {
+                        anyhow::anyhow!("the policy {} is invalid: {reason}", path.display())
+                    })?
+            }
+        };
+        let store = store
+            .open()
+            .with_context(|| format!("cannot open the store {store}"))?;
+        Host::builder()
+            .policy(policy)
+            .store(store)
+            .artifact_cache(artifacts)
+            .build()
+    }
+
+    fn default_store(&self) -> StoreSpec {
+        StoreSpec::Sqlite(self.data_dir().join("agentbox.db"))
+    }
+}
+
+/// How often `run` looks for expired sessions and entries.
+const REAP_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs the command line and returns the process's exit code.
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
+    let result = match cli.command {
+        Commands::Run(args) => run(args).await,
+        Commands::Serve(args) => serve::serve(args).await,
+        Commands::Plugins(args) => admin::plugins(args),
+        Commands::Inspect(args) => inspect(args),
+        Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
+        Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("agentbox: {}", one_line(&format!("{err:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_var(text: &str) -> Result<(String, Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has an empty KEY"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Reads the plugin's bytes, building its cargo package first if PLUGIN is a folder.
+fn plugin_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let wasm = if path.is_dir() {
+        build_plugin(path)?
+    } else {
+        path.to_owned()
+    };
+    std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))
+}
+
+/// Builds the cargo package in `dir` for `wasm32-wasip2` and returns its component.
+fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!(
+            "{} is a folder without a Cargo.toml: give a .wasm file or a plugin's cargo package",
+            dir.display()
+        );
+    }
+    eprintln!("agentbox: building {} for wasm32-wasip2", dir.display());
+    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "building {} failed (see cargo's messages above)",
+            dir.display()
+        );
+    }
+    let manifest = manifest.canonicalize()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["manifest_path"].as_str().map(Path::new) == Some(&manifest))
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|file| file.as_str().map(PathBuf::from))
+        .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
+        .with_context(|| {
+            format!(
+                "building {} produced no .wasm file: is it a `cdylib` crate?",
+                dir.display()
+            )
+        })
+}
+
+/// Reads the plugin at `path` and loads it with `load` (one of the `Host` methods).
+fn load(
+    path: &Path,
+    load: impl FnOnce(&[u8]) -> Result<Arc<PluginVersion>, LoadError>,
+) -> anyhow::Result<Arc<PluginVersion>> {
+    let bytes = plugin_bytes(path)?;
+    load(&bytes).with_context(|| format!("cannot load {}", path.display()))
+}
+
+fn compilation_text(compilation: Compilation) -> String {
+    match compilation {
+        Compilation::Compiled(took) => format!("compiled in {} ms and cached", took.as_millis()),
+        Compilation::Cached(took) => format!(
+            "loaded precompiled from the cache in {:.1} ms",
+            took.as_secs_f64() * 1e3
+        ),
+    }
+}

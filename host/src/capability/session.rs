@@ -1,0 +1,146 @@
+//! The `session` capability: a turn's view of its session's state.
+//!
+//! The view holds a working copy of the committed state. `set` and `delete`
+//! change only the copy, after checking every rule a single write can break;
+//! the copy is committed when the turn succeeds and dropped otherwise.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::capability::error::GuestError;
+use crate::limits::Limits;
+use crate::names::{check_state_key, check_value};
+use crate::store::{Message, SessionRecord, State, Store, StoreError};
+
+/// Most history messages one `history` call returns: the guest chooses `last`,
+/// and each message is copied into its memory.
+const MAX_HISTORY: u32 = 1000;
+
+/// A turn's view of its session.
+pub(crate) struct SessionCtx {
+    id: String,
+    user_id: Option<String>,
+    variables: Map<String, Value>,
+    turn: u64,
+    store: Arc<dyn Store>,
+    state: State,
+    /// Bytes of `state` as counted against [`Limits::state_bytes`]; measured
+    /// at the first write, since most turns never need it.
+    state_bytes: Option<usize>,
+    limits: Arc<Limits>,
+}
+
+impl SessionCtx {
+    /// The view of `record` for running turn number `turn`, starting from `state`.
+    pub(crate) fn new(
+        record: &SessionRecord,
+        turn: u64,
+        state: State,
+        store: Arc<dyn Store>,
+        limits: Arc<Limits>,
+    ) -> Self {
+        SessionCtx {
+            id: record.id.clone(),
+            user_id: record.user_id.clone(),
+            variables: record.variables.clone(),
+            turn,
+            store,
+            state,
+            state_bytes: None,
+            limits,
+        }
+    }
+
+    /// The working copy of the state, with this turn's writes.
+    pub(crate) fn into_state(self) -> State {
+        self.state
+    }
+
+    /// The session's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The user the session belongs to.
+    pub(crate) fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// The caller's variables, as JSON text.
+    pub(crate) fn initial_variables(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&self.variables)
+    }
+
+    /// The turn being run.
+    pub(crate) fn turn(&self) -> u64 {
+        self.turn
+    }
+
+    /// The newest `last` messages (at most 1,000), oldest first.
+    pub(crate) fn history(&self, last: Option<u32>) -> Result<Vec<Message>, StoreError> {
+        let last = last.unwrap_or(MAX_HISTORY).min(MAX_HISTORY);
+        self.store.history(&self.id, last as usize)
+    }
+
+    /// The value of `key` in the working copy, as JSON text.
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
+        self.state.get(key).map(Value::to_string)
+    }
+
+    /// Sets `key` to the JSON text `value` in the working copy, if the key,
+    /// the value and the state it makes keep every rule.
+    pub(crate) fn set(&mut self, key: String, value: &str) -> Result<(), GuestError> {
+        check_state_key(&key).map_err(GuestError::Invalid)?;
+        let (size, value) = serde_json::from_str::<Value>(value)
+            .map_err(|err| format!("is not valid JSON: {err}"))
+            .and_then(|value| Ok((check_value(&value, &self.limits)?, value)))
+            .map_err(|reason| GuestError::Invalid(format!("value of `{key}` {reason}")))?;
+        let added = key.len() + size;
+        let removed = self.state.get(&key).map_or(0, |old| entry_bytes(&key, old));
+        let total = self.state_bytes() - removed + added;
+        if total > self.limits.state_bytes {
+            return Err(GuestError::QuotaExceeded(format!(
+                "setting `{key}` would make the session state {total} bytes, over the limit of {} bytes",
+                self.limits.state_bytes
+            )));
+        }
+        self.state.insert(key, value);
+        self.state_bytes = Some(total);
+        Ok(())
+    }
+
+    /// Removes `key` from the working copy.
+    pub(crate) fn delete(&mut self, key: &str) {
+        if let Some(old) = self.state.remove(key) {
+            let removed = entry_bytes(key, &old);
+            if let Some(total) = &mut self.state_bytes {
+                *total -= removed;
+            }
+        }
+    }
+
+    /// The keys of the working copy that start with `prefix`.
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
+        // The state is bounded by `Limits::state_bytes`, and so is this list.
+        self.state
+            .keys()
+            .filter(|key| key.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn state_bytes(&mut self) -> usize {
+        *self.state_bytes.get_or_insert_with(|| {
+            self.state
+                .iter()
+                .map(|(key, value)| entry_bytes(key, value))
+                .sum()
+        })
+    }
+}
+
+/// Bytes an entry counts against the state-size limit: key plus compact value.
+fn entry_bytes(key: &str, value: &Value) -> usize {
+    key.len() + value.to_string().len()
+}

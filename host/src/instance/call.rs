@@ -1,0 +1,106 @@
+//! The one way to run an export: a fresh instance in a fresh store, armed
+//! with the plugin's limits before it is instantiated, dropped after the call.
+
+use std::time::Duration;
+
+use wasmtime::{CallHook, Trap};
+
+use crate::capability::stdio::GuestLog;
+use crate::engine::{EPOCH_TICK, Engine};
+use crate::instance::agent::{Agent, AgentPre, Returned, Store};
+use crate::instance::ctx::TurnCtx;
+use crate::limits::{Limits, Tripped};
+use crate::metrics::Metrics;
+
+/// Why a call of an export failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Failure {
+    /// The guest returned an error.
+    #[error("plugin returned an error: {0}")]
+    Guest(String),
+    /// The guest trapped, with the reason and its last words.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The call ran past its deadline.
+    #[error("deadline of {} ms exceeded", .0.as_millis())]
+    Deadline(Duration),
+    /// The instance tried to grow its memory past this many bytes.
+    #[error("memory limit of {0} bytes exceeded")]
+    Memory(usize),
+    /// The call said more than this many bytes.
+    #[error("output limit of {0} bytes per turn exceeded")]
+    Output(usize),
+    /// The guest called into the host more than this many times.
+    #[error("limit of {0} host calls per call of an export exceeded")]
+    HostCalls(u64),
+    /// The guest burned this much fuel.
+    #[error("fuel limit of {0} per call of an export exhausted")]
+    Fuel(u64),
+}
+
+/// Instantiates `pre` with `ctx` under `limits` and runs `export`; returns
+/// what it returned and the store's data, whatever happened.
+pub(crate) fn call<R>(
+    engine: &Engine,
+    metrics: &Metrics,
+    pre: &AgentPre,
+    ctx: TurnCtx,
+    limits: &Limits,
+    export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
+) -> (Result<R, Failure>, TurnCtx) {
+    let mut store = wasmtime::Store::new(engine.wasmtime(), ctx);
+    store.limiter(|ctx| &mut ctx.memory);
+    let host_calls = limits.host_calls;
+    store.call_hook(move |mut store, hook| {
+        if matches!(hook, CallHook::CallingHost) {
+            let calls = &mut store.data_mut().host_calls;
+            *calls += 1;
+            if *calls > host_calls {
+                return Err(Tripped::HostCalls(host_calls).into());
+            }
+        }
+        Ok(())
+    });
+    // The deadline must be armed before instantiating: it starts at 0.
+    let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    store.epoch_deadline_trap();
+    if engine.meters_fuel() {
+        store
+            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+            .expect("the engine meters fuel");
+    }
+    let _in_use = metrics.instance();
+    let result = pre
+        .instantiate(&mut store)
+        .and_then(|agent| export(&agent, &mut store));
+    let ctx = store.into_data();
+    let result = match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(Failure::Guest(message)),
+        Err(err) => Err(failure(&err, limits, &ctx.log)),
+    };
+    (result, ctx)
+}
+
+/// Names the cause of a failed call: a tripped limit, or a trap with the last
+/// line the guest wrote (a Rust panic message, for example).
+fn failure(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Failure {
+    if let Some(tripped) = err.downcast_ref::<Tripped>() {
+        return match tripped {
+            Tripped::Memory(limit) => Failure::Memory(*limit),
+            Tripped::Output(limit) => Failure::Output(*limit),
+            Tripped::HostCalls(limit) => Failure::HostCalls(*limit),
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return Failure::Deadline(limits.deadline),
+        Some(Trap::OutOfFuel) => return Failure::Fuel(limits.fuel.unwrap_or(u64::MAX)),
+        _ => {}
+    }
+    let reason = err.root_cause().to_string();
+    Failure::Trap(match log.last_words() {
+        Some(line) => format!("{reason} (the plugin's last output: {line})"),
+        None => reason,
+    })
+}

@@ -1,0 +1,181 @@
+//! The data of a wasmtime store serving one call of an export: the turn's
+//! capabilities, WASI with nothing granted, and what the host counts.
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capability::bucket::Bucket;
+use crate::capability::kv::KvCtx;
+use crate::capability::output::OutputCtx;
+use crate::capability::session::SessionCtx;
+use crate::capability::stdio::GuestLog;
+use crate::limits::{Limits, Tripped};
+
+/// What a call inside a session may use: one context per capability.
+pub(crate) struct Capabilities {
+    pub(crate) session: SessionCtx,
+    pub(crate) kv: KvCtx,
+    pub(crate) output: OutputCtx,
+}
+
+/// The data of a wasmtime store serving one call.
+pub(crate) struct TurnCtx {
+    /// `None` while a plugin is described: no capability is live then.
+    capabilities: Option<Capabilities>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) memory: MemoryLimit,
+    /// Calls from the guest into the host so far.
+    pub(super) host_calls: u64,
+    pub(super) log: GuestLog,
+}
+
+impl WasiView for TurnCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl TurnCtx {
+    /// The data of a call inside a session, under `limits`.
+    pub(crate) fn in_session(capabilities: Capabilities, limits: &Limits) -> TurnCtx {
+        TurnCtx::new(Some(capabilities), limits)
+    }
+
+    /// The data of a call of `describe`, where nothing of a session exists.
+    pub(crate) fn describing(limits: &Limits) -> TurnCtx {
+        TurnCtx::new(None, limits)
+    }
+
+    fn new(capabilities: Option<Capabilities>, limits: &Limits) -> TurnCtx {
+        let log = GuestLog::new(limits.output_bytes);
+        // No arguments, environment, preopened directories or network: the
+        // guest's stdout and stderr are its only way out besides the world.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(log.clone())
+            .stderr(log.clone())
+            .build();
+        TurnCtx {
+            capabilities,
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryLimit {
+                limit: limits.memory_bytes,
+            },
+            host_calls: 0,
+            log,
+        }
+    }
+
+    /// The capabilities after the call, if it ran in a session.
+    pub(crate) fn into_capabilities(self) -> Option<Capabilities> {
+        self.capabilities
+    }
+
+    /// Logs what the guest wrote to stdout and stderr during the call.
+    pub(crate) fn flush_log(&self, plugin: &str, session: &str) {
+        self.log.flush_to_tracing(plugin, session);
+    }
+
+    /// What the world's host functions reach.
+    pub(crate) fn world(&mut self) -> WorldView<'_> {
+        WorldView {
+            capabilities: self.capabilities.as_mut(),
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What the world's host functions reach: the turn's capabilities, if it
+/// runs in a session, and the resource table its buckets live in.
+pub(crate) struct WorldView<'a> {
+    capabilities: Option<&'a mut Capabilities>,
+    pub(crate) table: &'a mut ResourceTable,
+}
+
+impl WorldView<'_> {
+    fn live(&mut self, interface: &str, function: &str) -> wasmtime::Result<&mut Capabilities> {
+        self.capabilities
+            .as_deref_mut()
+            .ok_or_else(|| outside_a_session(interface, function))
+    }
+
+    /// The session capability, for running `function`.
+    pub(crate) fn session(&mut self, function: &str) -> wasmtime::Result<&mut SessionCtx> {
+        Ok(&mut self.live("session", function)?.session)
+    }
+
+    /// The output capability, for running `function`.
+    pub(crate) fn output(&mut self, function: &str) -> wasmtime::Result<&mut OutputCtx> {
+        Ok(&mut self.live("output", function)?.output)
+    }
+
+    /// The KV capability, after counting a call of `function`.
+    pub(crate) fn kv(&mut self, function: &'static str) -> wasmtime::Result<&mut KvCtx> {
+        let kv = &mut self.live("kv", function)?.kv;
+        kv.count(function);
+        Ok(kv)
+    }
+
+    /// The KV capability and the bucket behind `bucket`, after counting a
+    /// call of `function`.
+    pub(crate) fn bucket(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        function: &'static str,
+    ) -> wasmtime::Result<(&KvCtx, &Bucket)> {
+        let capabilities = self
+            .capabilities
+            .as_deref()
+            .ok_or_else(|| outside_a_session("kv", function))?;
+        capabilities.kv.count(function);
+        Ok((&capabilities.kv, self.table.get(bucket)?))
+    }
+
+    /// Notes that the guest dropped one of its buckets.
+    pub(crate) fn close_bucket(&mut self) {
+        if let Some(capabilities) = self.capabilities.as_deref_mut() {
+            capabilities.kv.close();
+        }
+    }
+}
+
+/// The trap of a call of `interface.function` while a plugin is described.
+fn outside_a_session(interface: &str, function: &str) -> wasmtime::Error {
+    wasmtime::format_err!(
+        "`{interface}.{function}` was called outside a session: `describe` gets no session state, KV or output"
+    )
+}
+
+/// Refuses memory growth past the plugin's limit, naming the limit.
+pub(super) struct MemoryLimit {
+    limit: usize,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(Tripped::Memory(self.limit).into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pooling allocator's slots.
+        Ok(true)
+    }
+}

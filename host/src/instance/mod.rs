@@ -1,0 +1,13 @@
+//! The instance layer: the data of the wasmtime store serving one call
+//! ([`ctx::TurnCtx`]), the linker that gives a guest its capabilities, one
+//! `bindgen!` per version of the world ([`v0_1`]), and the one way to run
+//! an export in a fresh instance under a plugin's limits ([`call`]).
+//!
+//! Everything above this layer speaks the version-independent types of
+//! [`world`]; each versioned module converts its generated types to them.
+
+pub(crate) mod agent;
+pub(crate) mod call;
+pub(crate) mod ctx;
+pub mod v0_1;
+pub mod world;

@@ -1,0 +1,154 @@
+//! What the host bounds: the [`Limits`] of a plugin's turns, and the
+//! [`Limit`] a call can trip, named the same way in errors, metrics labels
+//! and the policy file.
+
+use std::time::Duration;
+
+/// The most turns a host may run at once: the pool's slots, less those kept
+/// for loading plugins (see [`crate::engine`]).
+pub const MAX_CONCURRENT_TURNS: usize = 960;
+
+/// Checks a bound on turns running at once against what the pool holds.
+/// The error completes "concurrent turns ...".
+pub fn check_concurrent_turns(turns: usize) -> Result<(), String> {
+    if (1..=MAX_CONCURRENT_TURNS).contains(&turns) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be from 1 to {MAX_CONCURRENT_TURNS}, the instances this host can hold at once, not {turns}"
+        ))
+    }
+}
+
+/// A limit that stopped a call: the label it is counted under in
+/// `agentbox_limit_trips_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`Limits::deadline`].
+    Deadline,
+    /// [`Limits::memory_bytes`].
+    Memory,
+    /// [`Limits::output_bytes`].
+    Output,
+    /// [`Limits::host_calls`].
+    HostCalls,
+    /// [`Limits::fuel`].
+    Fuel,
+    /// [`Limits::live_sessions`].
+    LiveSessions,
+    /// [`Limits::plugin_turns`].
+    ConcurrentTurns,
+    /// [`Limits::kv_keys`] or [`Limits::kv_bytes`].
+    KvQuota,
+}
+
+impl Limit {
+    /// Every limit, in a fixed order.
+    pub const ALL: [Limit; 8] = [
+        Limit::Deadline,
+        Limit::Memory,
+        Limit::Output,
+        Limit::HostCalls,
+        Limit::Fuel,
+        Limit::LiveSessions,
+        Limit::ConcurrentTurns,
+        Limit::KvQuota,
+    ];
+
+    /// The limit's label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::Deadline => "deadline",
+            Limit::Memory => "memory",
+            Limit::Output => "output",
+            Limit::HostCalls => "host-calls",
+            Limit::Fuel => "fuel",
+            Limit::LiveSessions => "live-sessions",
+            Limit::ConcurrentTurns => "concurrent-turns",
+            Limit::KvQuota => "kv-quota",
+        }
+    }
+}
+
+/// A limit the host enforces from inside a host call, carried by the trap.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Tripped {
+    #[error("memory limit of {0} bytes exceeded")]
+    Memory(usize),
+    #[error("output limit of {0} bytes per turn exceeded")]
+    Output(usize),
+    #[error("limit of {0} host calls per call of an export exceeded")]
+    HostCalls(u64),
+}
+
+/// Resource limits for the turns of a plugin.
+///
+/// Every limit is enforced by the host outside the guest. A turn that trips
+/// one fails with [`crate::session::Cause`] naming the limit, and commits nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time one turn may run inside the guest (epoch interruption,
+    /// about 1 ms granularity).
+    pub deadline: Duration,
+    /// Linear memory one instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Bytes one turn may send with `output.say`, and bytes of guest
+    /// stdout/stderr kept for the log.
+    pub output_bytes: usize,
+    /// Size in bytes of one session-state value (compact JSON) or KV value.
+    pub value_bytes: usize,
+    /// Size in bytes of the whole session state (keys plus compact values).
+    pub state_bytes: usize,
+    /// Nesting depth of one JSON value.
+    pub json_depth: usize,
+    /// Turns running at once in this process, across all plugins; later
+    /// turns wait. Each live instance holds a few memory mappings and the
+    /// kernel caps those per process, so this stays well below the pooling
+    /// allocator's capacity (at most [`MAX_CONCURRENT_TURNS`]).
+    pub concurrent_turns: usize,
+    /// Turns of one plugin running at once; a turn past it is refused with
+    /// [`crate::session::Cause::ConcurrentTurns`]. `None`: only
+    /// `concurrent_turns` bounds them.
+    pub plugin_turns: Option<usize>,
+    /// Keys one KV owner (a plugin, or a granted bucket) may hold.
+    pub kv_keys: u64,
+    /// Bytes of keys plus values one KV owner may hold.
+    pub kv_bytes: u64,
+    /// A session without a turn for this long is ended by the reaper.
+    pub session_idle_ttl: Duration,
+    /// A session this old is ended by the reaper, however busy.
+    pub session_max_lifetime: Duration,
+    /// Calls from the guest into the host (the world's functions and WASI)
+    /// one call of an export may make.
+    pub host_calls: u64,
+    /// Active sessions one plugin may have at once; `None` for no bound.
+    pub live_sessions: Option<u64>,
+    /// Fuel one call of an export may burn (about one unit per WebAssembly
+    /// instruction); `None`: unmetered. Metering is compiled into every
+    /// plugin of a host once any plugin has this limit, at a cost to each
+    /// (`BENCHMARKS.md`).
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_secs(2),
+            memory_bytes: 64 << 20,
+            output_bytes: 1 << 20,
+            value_bytes: 64 << 10,
+            state_bytes: 1 << 20,
+            json_depth: 32,
+            concurrent_turns: 256,
+            plugin_turns: None,
+            kv_keys: 100_000,
+            kv_bytes: 256 << 20,
+            session_idle_ttl: Duration::from_secs(30 * 60),
+            session_max_lifetime: Duration::from_secs(24 * 60 * 60),
+            host_calls: 1_000_000,
+            live_sessions: None,
+            fuel: None,
+        }
+    }
+}

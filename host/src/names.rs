@@ -1,0 +1,152 @@
+//! Every rule for a name, id or key the host accepts, one function and one
+//! message per rule. Each error completes a phrase that names what was
+//! checked ("plugin name ...", "key ..."), so callers add only that.
+
+use serde_json::Value;
+
+use crate::limits::Limits;
+
+/// Longest session-state key, in bytes.
+pub const MAX_STATE_KEY_BYTES: usize = 128;
+
+/// Longest KV key, in bytes.
+pub const MAX_KV_KEY_BYTES: usize = 256;
+
+/// Longest session id or user id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Longest plugin, tool or bucket name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Checks a plugin, bucket (`separator` `-`) or tool (`_`) name: 1 to 64
+/// characters of `a-z`, `0-9` and `separator`, starting with a letter and
+/// not ending with the separator.
+pub fn check_name(name: &str, separator: char) -> Result<(), String> {
+    let valid = (1..=MAX_NAME_BYTES).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with(separator)
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid name: use 1 to {MAX_NAME_BYTES} characters of a-z, 0-9 and `{separator}`, starting with a letter and not ending with `{separator}`",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// Checks a plugin name.
+pub fn check_plugin_name(name: &str) -> Result<(), String> {
+    check_name(name, '-')
+}
+
+/// Checks a tool name.
+pub fn check_tool_name(name: &str) -> Result<(), String> {
+    check_name(name, '_')
+}
+
+/// Checks a bucket name: the rules of plugin names.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    check_name(name, '-').map_err(|reason| format!("bucket name {reason}"))
+}
+
+/// Checks a session id or user id the caller chose: 1 to 128 bytes of ASCII
+/// letters, digits and `_ . : -`. `what` names it in the message.
+pub fn check_id(what: &str, id: &str) -> Result<(), String> {
+    let valid = (1..=MAX_ID_BYTES).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} `{}` is invalid: use 1 to {MAX_ID_BYTES} characters of A-Z, a-z, 0-9 and _ . : -",
+            id.escape_debug()
+        ))
+    }
+}
+
+/// Checks a session-state key: 1 to [`MAX_STATE_KEY_BYTES`] bytes of ASCII
+/// letters, digits and `_ . : / -`.
+pub fn check_state_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("key is empty".into());
+    }
+    if key.len() > MAX_STATE_KEY_BYTES {
+        return Err(format!(
+            "key of {} bytes is longer than {MAX_STATE_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    match key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c)))
+    {
+        Some(bad) => Err(format!(
+            "key `{}` contains {bad:?}; keys use A-Z, a-z, 0-9 and _ . : / -",
+            key.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a KV key: 1 to [`MAX_KV_KEY_BYTES`] bytes of printable ASCII
+/// without spaces. The error completes "key ...".
+pub fn check_kv_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("is empty".into());
+    }
+    check_kv_prefix(key)
+}
+
+/// Checks a KV key prefix: the rules of [`check_kv_key`] but for emptiness,
+/// which a prefix may be. The error completes "prefix ...".
+pub fn check_kv_prefix(text: &str) -> Result<(), String> {
+    if text.len() > MAX_KV_KEY_BYTES {
+        return Err(format!(
+            "of {} bytes is longer than {MAX_KV_KEY_BYTES}",
+            text.len()
+        ));
+    }
+    match text.chars().find(|c| !c.is_ascii_graphic()) {
+        Some(bad) => Err(format!(
+            "`{}` contains {bad:?}; keys are printable ASCII without spaces",
+            text.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a JSON value's nesting depth and size, and returns its size: the
+/// bytes of its compact form, which is what the limits count.
+///
+/// The error completes the phrase "value ...": "is 70000 bytes, ...".
+pub fn check_value(value: &Value, limits: &Limits) -> Result<usize, String> {
+    let depth = depth(value);
+    if depth > limits.json_depth {
+        return Err(format!(
+            "is nested {depth} levels deep, over the limit of {}",
+            limits.json_depth
+        ));
+    }
+    let size = value.to_string().len();
+    if size > limits.value_bytes {
+        return Err(format!(
+            "is {size} bytes, over the limit of {} bytes",
+            limits.value_bytes
+        ));
+    }
+    Ok(size)
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(entries) => 1 + entries.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}

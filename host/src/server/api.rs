@@ -1,0 +1,59 @@
+//! What every handler shares: the host and the admin token, and the JSON
+//! errors every refusal is answered with.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::session::Host;
+use crate::session::error::{Cause, SessionError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) host: Host,
+    /// The admin API's bearer token; `None` turns the admin API off.
+    pub(crate) admin_token: Option<Arc<str>>,
+}
+
+/// A JSON error response.
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "kind": kind, "message": message.into() });
+    (status, Json(body)).into_response()
+}
+
+/// A failed session operation is answered with the status its cause
+/// deserves and the error as JSON.
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = match &self.cause {
+            Cause::NotFound | Cause::PluginNotLoaded(_) | Cause::UnknownTool { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Cause::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Cause::InvalidArguments { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Cause::Precondition { .. } => StatusCode::PRECONDITION_FAILED,
+            Cause::Ended | Cause::Exists | Cause::Conflict(_) | Cause::Busy(_) => {
+                StatusCode::CONFLICT
+            }
+            Cause::LiveSessions(_) | Cause::ConcurrentTurns(_) => StatusCode::TOO_MANY_REQUESTS,
+            Cause::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        error(status, self.cause.kind(), self.to_string())
+    }
+}
+
+/// The response for a request body that is not the JSON expected.
+pub(crate) fn rejected(rejection: &JsonRejection) -> Response {
+    let kind = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        "too-large"
+    } else {
+        "bad-request"
+    };
+    error(rejection.status(), kind, rejection.body_text())
+}

@@ -1,0 +1,112 @@
+//! `agentbox serve`: the HTTP API for sessions and tools ([`sessions`], and
+//! [`websocket`] for a conversation on one socket), and the admin API for
+//! plugins ([`admin`]), behind the `server` feature.
+//!
+//! Every error is JSON, `{"kind": "...", "message": "..."}`, with a stable
+//! `kind`: the caller's mistakes (bad JSON, unknown plugin, session or tool,
+//! invalid arguments, oversized bodies) are 4xx; a plugin that fails its turn
+//! is 502; the store failing is 503. See `docs/api.md`.
+
+mod admin;
+mod api;
+mod sessions;
+mod websocket;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
+
+use crate::server::api::{Api, error};
+use crate::session::Host;
+
+/// Largest JSON request body, in bytes.
+const MAX_JSON_BODY: usize = 1 << 20;
+
+/// Largest plugin upload, in bytes.
+const MAX_PLUGIN_BODY: usize = 64 << 20;
+
+/// Serves `router` on `listener` until `stop` resolves, then lets running
+/// requests finish. Every connection writes without delay (`TCP_NODELAY`):
+/// a streamed reply is several small writes, and Nagle's algorithm would
+/// hold each one after the first until the client's delayed ACK, some 40 ms.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|connection| {
+        if let Err(err) = connection.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The routes of `agentbox serve`, serving `host`. Without `admin_token`
+/// every admin request is refused.
+pub fn router(host: Host, admin_token: Option<String>) -> Router {
+    let api = Api {
+        host,
+        admin_token: admin_token.map(Into::into),
+    };
+    let admin = Router::new()
+        .route(
+            "/v1/admin/plugins",
+            get(admin::list_plugins).post(admin::load_plugin),
+        )
+        .route("/v1/admin/plugins/{name}/activate", post(admin::activate))
+        .route("/v1/admin/plugins/{name}/rollback", post(admin::roll_back))
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            admin::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY))
+        .layer(middleware::from_fn(|request, next| {
+            refuse_declared_over(MAX_PLUGIN_BODY, request, next)
+        }));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(sessions::metrics))
+        .route("/v1/openapi.json", get(sessions::openapi))
+        .route("/v1/tools", get(sessions::list_tools))
+        .route("/v1/sessions", post(sessions::start_session))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::show_session).delete(sessions::end_session),
+        )
+        .route("/v1/sessions/{id}/history", get(sessions::history))
+        .route("/v1/sessions/{id}/messages", post(sessions::send_message))
+        .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
+        .route("/v1/sessions/{id}/ws", get(websocket::converse))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn(|request, next| {
+            refuse_declared_over(MAX_JSON_BODY, request, next)
+        }))
+        .merge(admin)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .with_state(api)
+}
+
+/// Refuses a request whose declared body is over `limit` before reading it
+/// (a body without a declared length is cut off at the limit as it is read).
+async fn refuse_declared_over(limit: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .and_then(|length| length.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the request body is {length} bytes, over the limit of {limit} bytes"),
+        ),
+        _ => next.run(request).await,
+    }
+}

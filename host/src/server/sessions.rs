@@ -1,0 +1,223 @@
+//! The session API: start a session, send it messages with the reply
+//! streamed as it is said, call its tools, read it and its history, end it;
+//! list the tools; and the server's metrics and OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::capability::output::Sink;
+use crate::server::api::{Api, error, rejected};
+use crate::session::error::SessionError;
+use crate::session::report::{SessionStart, TurnEvent};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartRequest {
+    plugin: String,
+    id: Option<String>,
+    user_id: Option<String>,
+    #[serde(default)]
+    variables: Map<String, Value>,
+}
+
+pub(super) async fn start_session(
+    State(api): State<Api>,
+    body: Result<Json<StartRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    let start = SessionStart {
+        plugin: request.plugin,
+        id: request.id,
+        user_id: request.user_id,
+        variables: request.variables,
+    };
+    match api.host.start_session(start, None).await {
+        Ok(report) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "session": report.session,
+                "turn": report.turn,
+                "said": report.said,
+                "state": report.state,
+            })),
+        )
+            .into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MessageRequest {
+    text: String,
+}
+
+/// Streams the reply as JSON lines: one `say` event per `say` as the plugin
+/// says it, then `committed`, or `error` if the turn failed after it began
+/// to speak. A turn that fails before saying anything (an unknown session,
+/// an ended one, a trap) is answered with a plain JSON error and its status.
+pub(super) async fn send_message(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Json<MessageRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let said = events.clone();
+    let sink: Sink = Arc::new(move |text: &str| {
+        let _ = said.send(Ok(TurnEvent::Say {
+            text: text.to_owned(),
+        }));
+    });
+    tokio::spawn(async move {
+        let done = api.host.send_message(&id, &request.text, Some(sink)).await;
+        let _ = events.send(done.map(|report| TurnEvent::committed(&report)));
+    });
+    let first = match received
+        .recv()
+        .await
+        .expect("the turn always reports its end")
+    {
+        Ok(event) => event,
+        Err(err) => return err.into_response(),
+    };
+    let rest = UnboundedReceiverStream::new(received)
+        .map(|event| event.unwrap_or_else(|err: SessionError| TurnEvent::failed(&err)));
+    let lines = tokio_stream::once(first)
+        .chain(rest)
+        .map(|event| Ok::<_, std::convert::Infallible>(line(&event)));
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+/// One event as a line of JSON.
+fn line(event: &TurnEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).expect("an event is JSON");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+pub(super) async fn call_tool(
+    State(api): State<Api>,
+    Path((id, tool)): Path<(String, String)>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let Json(arguments) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    match api.host.call_tool(&id, &tool, arguments, None).await {
+        Ok(report) => Json(json!({
+            "result": report.result,
+            "cached": report.cached,
+            "turn": report.turn.turn,
+            "said": report.turn.said,
+        }))
+        .into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+pub(super) async fn show_session(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.host.session(&id).await {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("session `{id}`: no such session"),
+        ),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    last: Option<usize>,
+}
+
+pub(super) async fn history(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return error(rejection.status(), "bad-request", rejection.body_text()),
+    };
+    let last = query.last.unwrap_or(usize::MAX);
+    match api.host.history(&id, last).await {
+        Ok(messages) => Json(messages).into_response(),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+pub(super) async fn end_session(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.host.end_session(&id).await {
+        Ok(report) => Json(json!({ "turn": report.turn, "said": report.said })).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+pub(super) async fn metrics(State(api): State<Api>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        api.host.metrics_text().await,
+    )
+        .into_response()
+}
+
+pub(super) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
+pub(super) async fn list_tools(State(api): State<Api>) -> Response {
+    let tools: Vec<Value> = api
+        .host
+        .tools()
+        .iter()
+        .filter_map(|tool| {
+            let spec = tool.plugin.tools.get(&tool.name)?;
+            Some(json!({
+                "address": format!("{}/{}", tool.plugin.name(), tool.name),
+                "description": spec.description,
+                "parameters": spec.parameters,
+                "requires": spec.requires,
+            }))
+        })
+        .collect();
+    Json(tools).into_response()
+}

@@ -1,0 +1,161 @@
+//! A conversation on one WebSocket: the caller sends messages, tool calls
+//! and the end as JSON text frames, and receives each turn's events as they
+//! happen.
+
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::capability::output::Sink;
+use crate::server::api::{Api, error};
+use crate::session::Host;
+use crate::session::report::TurnEvent;
+use crate::store::Status;
+
+/// What a WebSocket client sends: one JSON object per text frame.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum Inbound {
+    /// A message from the caller: `on-message`.
+    Message { text: String },
+    /// A tool call.
+    Tool {
+        tool: String,
+        #[serde(default = "no_arguments")]
+        arguments: Value,
+    },
+    /// The caller ends the session.
+    End,
+}
+
+fn no_arguments() -> Value {
+    json!({})
+}
+
+/// Opens a WebSocket on an active session: the caller sends messages, tool
+/// calls and the end as JSON text frames, one turn at a time, and receives
+/// the events of each turn as they happen, the same events as the streamed
+/// reply of `POST /messages`, and `tool-result` for a tool call.
+pub(super) async fn converse(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                "bad-request",
+                format!("this endpoint is a WebSocket: {}", rejection.body_text()),
+            );
+        }
+    };
+    match api.host.session(&id).await {
+        Ok(Some(record)) if record.status == Status::Active => {
+            upgrade.on_upgrade(move |socket| websocket(api.host, id, socket))
+        }
+        Ok(Some(_)) => error(
+            StatusCode::CONFLICT,
+            "ended",
+            format!("session `{id}`: the session has ended"),
+        ),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("session `{id}`: no such session"),
+        ),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+/// Serves one WebSocket until the caller closes it or the session ends.
+async fn websocket(host: Host, id: String, mut socket: WebSocket) {
+    while let Some(Ok(frame)) = socket.recv().await {
+        let text = match frame {
+            Frame::Text(text) => text,
+            Frame::Binary(_) => {
+                let refusal = bad_request("send JSON text frames, not binary ones".into());
+                if send(&mut socket, &refusal).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Frame::Close(_) => return,
+            Frame::Ping(_) | Frame::Pong(_) => continue,
+        };
+        let inbound: Inbound = match serde_json::from_str(&text) {
+            Ok(inbound) => inbound,
+            Err(err) => {
+                let refusal = bad_request(format!(
+                    "a frame must be {{\"type\": \"message\", \"text\": ...}}, {{\"type\": \"tool\", \"tool\": ..., \"arguments\": {{...}}}} or {{\"type\": \"end\"}}: {err}"
+                ));
+                if send(&mut socket, &refusal).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let said = events.clone();
+        let sink: Sink = Arc::new(move |text: &str| {
+            let _ = said.send(TurnEvent::Say {
+                text: text.to_owned(),
+            });
+        });
+        let (host, id) = (host.clone(), id.clone());
+        tokio::spawn(async move {
+            let done = match inbound {
+                Inbound::Message { text } => host
+                    .send_message(&id, &text, Some(sink))
+                    .await
+                    .map(|report| TurnEvent::committed(&report)),
+                Inbound::Tool { tool, arguments } => host
+                    .call_tool(&id, &tool, arguments, Some(sink))
+                    .await
+                    .map(|report| TurnEvent::tool_result(&tool, &report)),
+                Inbound::End => host.end_session(&id).await.map(|report| {
+                    for text in &report.said {
+                        let _ = events.send(TurnEvent::Say { text: text.clone() });
+                    }
+                    TurnEvent::committed(&report)
+                }),
+            };
+            let _ = events.send(done.unwrap_or_else(|err| TurnEvent::failed(&err)));
+        });
+        let mut ended = false;
+        while let Some(event) = received.recv().await {
+            ended |= event.ends_session();
+            if send(&mut socket, &event).await.is_err() {
+                return;
+            }
+        }
+        if ended {
+            let _ = socket.send(Frame::Close(None)).await;
+            return;
+        }
+    }
+}
+
+/// The refusal of a frame the socket cannot take.
+fn bad_request(message: String) -> TurnEvent {
+    TurnEvent::Error {
+        kind: "bad-request",
+        message,
+    }
+}
+
+async fn send(socket: &mut WebSocket, event: &TurnEvent) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(event).expect("an event is JSON");
+    socket.send(Frame::Text(text.into())).await
+}

@@ -1,0 +1,244 @@
+//! Why a session operation failed: the [`Cause`], and the [`SessionError`]
+//! that names the session, plugin and turn it happened to.
+
+use std::time::Duration;
+
+use crate::instance::call::Failure;
+use crate::limits::Limit;
+use crate::plugin::tools::Violation;
+use crate::store::{SessionRecord, StoreError, ToolOutcome};
+
+/// Why a turn failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    /// No session has this id.
+    #[error("no such session")]
+    NotFound,
+    /// The session has ended and takes no more turns.
+    #[error("the session has ended")]
+    Ended,
+    /// A session with this id exists already.
+    #[error("a session with this id exists already")]
+    Exists,
+    /// The plugin is not loaded in this host.
+    #[error("plugin `{0}` is not loaded")]
+    PluginNotLoaded(String),
+    /// The caller passed something invalid (an id, variables, a message).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The plugin has no tool of this name.
+    #[error("plugin `{plugin}` has no tool `{tool}`")]
+    UnknownTool {
+        /// The plugin.
+        plugin: String,
+        /// The tool asked for.
+        tool: String,
+    },
+    /// The arguments broke the tool's parameter schema; the guest was not entered.
+    #[error("invalid arguments for tool `{tool}`: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// Every violation, with its JSON pointer.
+        violations: Vec<Violation>,
+    },
+    /// Session fields the tool requires are not set; the guest was not entered.
+    #[error("tool `{tool}` requires session state that is not set: {}", missing.join(", "))]
+    Precondition {
+        /// The tool.
+        tool: String,
+        /// The required keys that are absent, `null` or `false`.
+        missing: Vec<String>,
+    },
+    /// The tool's result is not JSON, too large, or breaks its result schema.
+    #[error("tool `{tool}` returned an invalid result: {reason}")]
+    InvalidResult {
+        /// The tool.
+        tool: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The turn ran past its deadline.
+    #[error("deadline of {} ms exceeded", .0.as_millis())]
+    Deadline(Duration),
+    /// The instance tried to grow its memory past the limit.
+    #[error("memory limit of {0} bytes exceeded")]
+    MemoryLimit(usize),
+    /// The turn said more than the output limit.
+    #[error("output limit of {0} bytes per turn exceeded")]
+    OutputLimit(usize),
+    /// The guest called into the host more often than the limit allows.
+    #[error("limit of {0} host calls per call of an export exceeded")]
+    HostCallLimit(u64),
+    /// The guest burned all the fuel one call of an export may.
+    #[error("fuel limit of {0} per call of an export exhausted")]
+    FuelLimit(u64),
+    /// The plugin has as many active sessions as its limit allows.
+    #[error("the plugin already has its limit of {0} active sessions")]
+    LiveSessions(u64),
+    /// The plugin is running as many turns at once as its limit allows.
+    #[error(
+        "the plugin is already running its limit of {0} turns at once; try again when one has finished"
+    )]
+    ConcurrentTurns(usize),
+    /// The guest trapped.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The guest returned an error.
+    #[error("plugin returned an error: {0}")]
+    Guest(String),
+    /// The state the turn would commit breaks a rule.
+    #[error("invalid session state: {0}")]
+    InvalidState(String),
+    /// Another turn committed first (another process holds the session).
+    #[error("{0}")]
+    Conflict(StoreError),
+    /// The active version could not migrate the session's state, and the
+    /// version that last committed it is not loaded.
+    #[error("cannot migrate the session state from state version {from} to {to}: {cause}")]
+    Migration {
+        /// The state version of the stored state.
+        from: u32,
+        /// The state version of the active plugin version.
+        to: u32,
+        /// Why `migrate` failed.
+        cause: Box<Cause>,
+    },
+    /// Another host process is running a turn of the session and did not
+    /// finish within the wait.
+    #[error("another host is running a turn of this session; it did not finish within {} ms", .0.as_millis())]
+    Busy(Duration),
+    /// The store failed.
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl Cause {
+    /// A short, stable name of the kind of failure, for machine-readable output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::NotFound => "not-found",
+            Cause::Ended => "ended",
+            Cause::Exists => "exists",
+            Cause::PluginNotLoaded(_) => "plugin-not-loaded",
+            Cause::BadRequest(_) => "bad-request",
+            Cause::UnknownTool { .. } => "unknown-tool",
+            Cause::InvalidArguments { .. } => "invalid-arguments",
+            Cause::Precondition { .. } => "precondition",
+            Cause::InvalidResult { .. } => "invalid-result",
+            Cause::Deadline(_) => "deadline",
+            Cause::MemoryLimit(_) => "memory-limit",
+            Cause::OutputLimit(_) => "output-limit",
+            Cause::HostCallLimit(_) => "host-call-limit",
+            Cause::FuelLimit(_) => "fuel-limit",
+            Cause::LiveSessions(_) => "live-sessions",
+            Cause::ConcurrentTurns(_) => "concurrent-turns",
+            Cause::Trap(_) => "trap",
+            Cause::Guest(_) => "guest-error",
+            Cause::InvalidState(_) => "invalid-state",
+            Cause::Conflict(_) => "conflict",
+            Cause::Busy(_) => "busy",
+            Cause::Migration { .. } => "migration",
+            Cause::Store(_) => "unavailable",
+        }
+    }
+}
+
+impl Cause {
+    /// The limit that stopped the call, if a limit did.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Cause::Deadline(_) => Some(Limit::Deadline),
+            Cause::MemoryLimit(_) => Some(Limit::Memory),
+            Cause::OutputLimit(_) => Some(Limit::Output),
+            Cause::HostCallLimit(_) => Some(Limit::HostCalls),
+            Cause::FuelLimit(_) => Some(Limit::Fuel),
+            Cause::LiveSessions(_) => Some(Limit::LiveSessions),
+            Cause::ConcurrentTurns(_) => Some(Limit::ConcurrentTurns),
+            Cause::Migration { cause, .. } => cause.limit(),
+            _ => None,
+        }
+    }
+
+    /// How a tool call that failed this way is recorded.
+    pub(crate) fn tool_outcome(&self) -> ToolOutcome {
+        match self {
+            Cause::InvalidArguments { .. } => ToolOutcome::InvalidArgs,
+            Cause::Precondition { .. } => ToolOutcome::Precondition,
+            Cause::Deadline(_) => ToolOutcome::Timeout,
+            Cause::MemoryLimit(_)
+            | Cause::OutputLimit(_)
+            | Cause::HostCallLimit(_)
+            | Cause::FuelLimit(_)
+            | Cause::Trap(_) => ToolOutcome::Trap,
+            _ => ToolOutcome::GuestError,
+        }
+    }
+}
+
+impl From<Failure> for Cause {
+    fn from(failure: Failure) -> Cause {
+        match failure {
+            Failure::Guest(message) => Cause::Guest(message),
+            Failure::Trap(reason) => Cause::Trap(reason),
+            Failure::Deadline(deadline) => Cause::Deadline(deadline),
+            Failure::Memory(limit) => Cause::MemoryLimit(limit),
+            Failure::Output(limit) => Cause::OutputLimit(limit),
+            Failure::HostCalls(limit) => Cause::HostCallLimit(limit),
+            Failure::Fuel(limit) => Cause::FuelLimit(limit),
+        }
+    }
+}
+
+impl From<StoreError> for Cause {
+    fn from(err: StoreError) -> Cause {
+        match err {
+            StoreError::NotFound(_) => Cause::NotFound,
+            StoreError::Exists(_) => Cause::Exists,
+            err @ StoreError::Conflict { .. } => Cause::Conflict(err),
+            err => Cause::Store(err),
+        }
+    }
+}
+
+/// A failed session operation: which session, plugin and turn, and why.
+/// Nothing of the failed turn was committed.
+#[derive(Debug, thiserror::Error)]
+#[error("session `{session}`{}{}: {cause}",
+    plugin.as_ref().map(|p| format!(" (plugin `{p}`)")).unwrap_or_default(),
+    turn.map(|t| format!(", turn {t}")).unwrap_or_default())]
+pub struct SessionError {
+    /// The session.
+    pub session: String,
+    /// The plugin serving it, when known.
+    pub plugin: Option<String>,
+    /// The turn that failed, when one ran.
+    pub turn: Option<u64>,
+    /// Why.
+    #[source]
+    pub cause: Cause,
+}
+
+/// The error of turn `turn` of `record` failing for a cause.
+pub(crate) fn turn_error(
+    record: &SessionRecord,
+    turn: u64,
+) -> impl Fn(Cause) -> SessionError + Copy + '_ {
+    session_error(&record.id, Some(&record.plugin), Some(turn))
+}
+
+/// The error of an operation on session `id`, served by `plugin` and
+/// running `turn` where known, failing for a cause.
+pub(crate) fn session_error<'a>(
+    id: &'a str,
+    plugin: Option<&'a str>,
+    turn: Option<u64>,
+) -> impl Fn(Cause) -> SessionError + Copy + 'a {
+    move |cause| SessionError {
+        session: id.to_owned(),
+        plugin: plugin.map(str::to_owned),
+        turn,
+        cause,
+    }
+}

@@ -1,0 +1,155 @@
+//! What the session operations return: the report of a committed turn or
+//! tool call, and how to start a session.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::session::error::SessionError;
+use crate::store::{Message, Role, State};
+
+/// How the conversation goes on after a turn.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "to")]
+pub enum Outcome {
+    /// Open for the next message.
+    Continue,
+    /// Handed to another plugin, which serves the next turn.
+    HandOff(String),
+    /// The session has ended.
+    End,
+}
+
+/// What a committed turn did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnReport {
+    /// The session.
+    pub session: String,
+    /// The plugin that ran the turn.
+    pub plugin: String,
+    /// The committed turn number.
+    pub turn: u64,
+    /// Everything the agent said, one entry per `say`.
+    pub said: Vec<String>,
+    /// The state before the turn.
+    pub before: State,
+    /// The committed state.
+    pub state: State,
+    /// How the conversation goes on.
+    pub outcome: Outcome,
+}
+
+/// What a tool call returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolReport {
+    /// The turn the call ran as; for a cached result, the session's latest
+    /// committed turn, unchanged.
+    pub turn: TurnReport,
+    /// The tool's result.
+    pub result: Value,
+    /// Whether the result came from the cache without entering the guest.
+    pub cached: bool,
+}
+
+/// How to start a session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStart {
+    /// The plugin that serves it.
+    pub plugin: String,
+    /// Its id; a random one when `None`.
+    pub id: Option<String>,
+    /// The user it belongs to, if any.
+    pub user_id: Option<String>,
+    /// Variables the plugin reads with `session.initial-variables`.
+    pub variables: Map<String, Value>,
+}
+
+/// One thing a turn tells its caller, in the order it happens. Every front
+/// end serializes this one type: the HTTP reply stream (JSON lines), the
+/// WebSocket's text frames and `agentbox run --json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum TurnEvent {
+    /// The agent said something, while the turn runs.
+    Say {
+        /// What it said.
+        text: String,
+    },
+    /// The turn committed.
+    Committed {
+        /// The session.
+        session: String,
+        /// The committed turn number.
+        turn: u64,
+        /// How the conversation goes on.
+        outcome: Outcome,
+        /// The committed state.
+        state: State,
+    },
+    /// A tool call returned.
+    ToolResult {
+        /// The tool.
+        tool: String,
+        /// What it returned.
+        result: Value,
+        /// Whether it came from the cache.
+        cached: bool,
+        /// The turn the call committed as (the latest, for a cached result).
+        turn: u64,
+    },
+    /// The turn failed, or the request was refused; nothing was committed.
+    Error {
+        /// A short, stable name of the kind of failure.
+        kind: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl TurnEvent {
+    /// The event of a committed turn.
+    pub fn committed(report: &TurnReport) -> TurnEvent {
+        TurnEvent::Committed {
+            session: report.session.clone(),
+            turn: report.turn,
+            outcome: report.outcome.clone(),
+            state: report.state.clone(),
+        }
+    }
+
+    /// The event of a tool call of `tool` that returned.
+    pub fn tool_result(tool: &str, report: &ToolReport) -> TurnEvent {
+        TurnEvent::ToolResult {
+            tool: tool.to_owned(),
+            result: report.result.clone(),
+            cached: report.cached,
+            turn: report.turn.turn,
+        }
+    }
+
+    /// The event of a failed turn.
+    pub fn failed(err: &SessionError) -> TurnEvent {
+        TurnEvent::Error {
+            kind: err.cause.kind(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Whether the session ended with this event.
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            TurnEvent::Committed {
+                outcome: Outcome::End,
+                ..
+            }
+        )
+    }
+}
+
+/// The history entry for what the agent said in a turn, if it said anything.
+pub(crate) fn assistant_message(said: &[String]) -> Option<Message> {
+    (!said.is_empty()).then(|| Message {
+        role: Role::Assistant,
+        content: said.join("\n"),
+    })
+}

@@ -1,0 +1,378 @@
+//! The turn, written once: open (load the session, or make a new one, and
+//! pick the version to run it on) → call one export in a fresh instance →
+//! validate the state it leaves → commit state, turn and history in one
+//! store transaction. The entry points (start, message, end, and tool calls
+//! in [`super::tool_call`]) differ only in the export they call and what
+//! they make of its result.
+
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use crate::capability::kv::{KvCtx, Scope};
+use crate::capability::output::{OutputCtx, Sink};
+use crate::capability::session::SessionCtx;
+use crate::instance::agent::{Agent, Returned, Store};
+use crate::instance::call::call;
+use crate::instance::ctx::{Capabilities, TurnCtx};
+use crate::instance::world::{EndReason, GuestOutcome};
+use crate::plugin::PluginVersion;
+use crate::session::Host;
+use crate::session::error::{Cause, SessionError, session_error, turn_error};
+use crate::session::report::{Outcome, SessionStart, TurnReport, assistant_message};
+use crate::session::serial::PluginSlot;
+use crate::store::{Commit, Message, Quota, Role, SessionRecord, State, Status};
+
+/// An open turn: the session as last committed (or new, for a start), the
+/// version that runs it, its number, and its place among the plugin's
+/// turns at once.
+pub(crate) struct Turn {
+    pub(crate) record: SessionRecord,
+    pub(crate) plugin: Arc<PluginVersion>,
+    pub(crate) number: u64,
+    _slot: PluginSlot,
+}
+
+impl Turn {
+    /// The error of this turn failing for a cause.
+    pub(crate) fn fail(&self) -> impl Fn(Cause) -> SessionError + Copy + '_ {
+        turn_error(&self.record, self.number)
+    }
+
+    /// The report of this turn, committed with `state` after saying `said`.
+    pub(crate) fn report(self, state: State, said: Vec<String>, outcome: Outcome) -> TurnReport {
+        TurnReport {
+            session: self.record.id,
+            plugin: self.record.plugin,
+            turn: self.number,
+            said,
+            before: self.record.state,
+            state,
+            outcome,
+        }
+    }
+}
+
+/// What one call into an instance produced.
+pub(crate) struct Call<R> {
+    pub(crate) result: Result<R, Cause>,
+    pub(crate) session: SessionCtx,
+    pub(crate) said: Vec<String>,
+}
+
+impl Host {
+    /// Opens the next turn of active session `id` on the version it runs
+    /// on (migrated if needed), taking a place among the plugin's turns at
+    /// once when `counted`.
+    pub(crate) fn open(&self, id: &str, counted: bool) -> Result<Turn, SessionError> {
+        let fail = session_error(id, None, None);
+        let record = self
+            .inner
+            .store
+            .load(id)
+            .map_err(|err| fail(err.into()))?
+            .ok_or_else(|| fail(Cause::NotFound))?;
+        let fail = session_error(id, Some(&record.plugin), None);
+        if record.status == Status::Ended {
+            return Err(fail(Cause::Ended));
+        }
+        let plugin = self
+            .inner
+            .plugins
+            .active(&record.plugin)
+            .ok_or_else(|| fail(Cause::PluginNotLoaded(record.plugin.clone())))?;
+        let slot = if counted {
+            self.enter_turn(&record.plugin).map_err(fail)?
+        } else {
+            None
+        };
+        let plugin_name = record.plugin.clone();
+        let (record, plugin) =
+            self.migrated(record, plugin)
+                .map_err(session_error(id, Some(&plugin_name), None))?;
+        record_version(&plugin);
+        Ok(Turn {
+            number: record.turn + 1,
+            record,
+            plugin,
+            _slot: slot,
+        })
+    }
+
+    /// Calls one export in a fresh instance serving `record` as turn
+    /// `turn`, starting from `state`, with what it says going to `sink`.
+    pub(crate) fn call_in_session<R>(
+        &self,
+        plugin: &PluginVersion,
+        record: &SessionRecord,
+        turn: u64,
+        state: State,
+        sink: Option<Sink>,
+        export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
+    ) -> Call<R> {
+        let inner = &self.inner;
+        let limits = self.limits_for(plugin.name());
+        let capabilities = Capabilities {
+            session: SessionCtx::new(record, turn, state, inner.store.clone(), limits.clone()),
+            kv: KvCtx::new(
+                Scope {
+                    plugin: record.plugin.clone(),
+                    session: record.id.clone(),
+                    user: record.user_id.clone(),
+                },
+                inner.store.clone(),
+                inner.clock.clone(),
+                inner.grants.clone(),
+                inner.metrics.clone(),
+                Quota {
+                    keys: limits.kv_keys,
+                    bytes: limits.kv_bytes,
+                },
+                limits.value_bytes,
+            ),
+            output: OutputCtx::new(sink, limits.output_bytes),
+        };
+        let ctx = TurnCtx::in_session(capabilities, limits);
+        let (result, ctx) = call(
+            inner.plugins.engine(),
+            &inner.metrics,
+            &plugin.pre,
+            ctx,
+            limits,
+            export,
+        );
+        ctx.flush_log(&record.plugin, &record.id);
+        let capabilities = ctx
+            .into_capabilities()
+            .expect("a call in a session has its capabilities");
+        Call {
+            result: result.map_err(Cause::from),
+            session: capabilities.session,
+            said: capabilities.output.into_said(),
+        }
+    }
+
+    /// Calls one export in `turn`, starting from the committed state.
+    fn call_turn<R>(
+        &self,
+        turn: &Turn,
+        sink: Option<Sink>,
+        export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
+    ) -> Call<R> {
+        self.call_in_session(
+            &turn.plugin,
+            &turn.record,
+            turn.number,
+            turn.record.state.clone(),
+            sink,
+            export,
+        )
+    }
+
+    /// Commits `turn` with `state` and `messages`, after checking `state`
+    /// against the plugin's state schema: the new session of a start, or
+    /// the next turn of an existing one, whose stored revision must still
+    /// be the one the turn read. The outcome decides the session's status
+    /// and, after a hand-off, its plugin.
+    pub(crate) fn commit(
+        &self,
+        turn: &Turn,
+        state: &State,
+        outcome: &Outcome,
+        messages: Vec<Message>,
+    ) -> Result<(), Cause> {
+        let Turn { record, plugin, .. } = turn;
+        check_state(plugin, state)?;
+        let store = &self.inner.store;
+        if record.revision == 0 {
+            let record = SessionRecord {
+                state: state.clone(),
+                revision: 1,
+                ..record.clone()
+            };
+            return Ok(store.create(&record, &messages)?);
+        }
+        let commit = Commit {
+            session: record.id.clone(),
+            read_revision: record.revision,
+            state: state.clone(),
+            turn: turn.number,
+            plugin: match outcome {
+                Outcome::HandOff(target) => target.clone(),
+                _ => record.plugin.clone(),
+            },
+            digest: plugin.digest.to_string(),
+            // After a hand-off the state is the target's to read as it is:
+            // nothing to migrate.
+            state_version: match outcome {
+                Outcome::HandOff(target) => self
+                    .inner
+                    .plugins
+                    .active(target)
+                    .map_or(plugin.manifest.state_version, |target| {
+                        target.manifest.state_version
+                    }),
+                _ => plugin.manifest.state_version,
+            },
+            status: if *outcome == Outcome::End {
+                Status::Ended
+            } else {
+                Status::Active
+            },
+            messages,
+            at_ms: self.inner.clock.now_ms(),
+        };
+        Ok(store.commit(&commit)?)
+    }
+
+    #[instrument(skip_all, fields(session = id, plugin = start.plugin, version))]
+    pub(crate) fn run_start(
+        &self,
+        id: &str,
+        start: SessionStart,
+        sink: Option<Sink>,
+    ) -> Result<TurnReport, SessionError> {
+        let name = start.plugin.clone();
+        let fail = session_error(id, Some(&name), Some(0));
+        let plugin = self
+            .inner
+            .plugins
+            .active(&start.plugin)
+            .ok_or_else(|| fail(Cause::PluginNotLoaded(start.plugin.clone())))?;
+        record_version(&plugin);
+        let slot = self.enter_turn(&start.plugin).map_err(fail)?;
+        let store = &self.inner.store;
+        if store.load(id).map_err(|err| fail(err.into()))?.is_some() {
+            return Err(fail(Cause::Exists));
+        }
+        // Sessions starting at once may each see room for one more: the
+        // bound can be passed by as many starts as run concurrently.
+        if let Some(most) = self.limits_for(&start.plugin).live_sessions {
+            let live = store
+                .live_sessions(&start.plugin)
+                .map_err(|err| fail(err.into()))?;
+            if live >= most {
+                return Err(fail(Cause::LiveSessions(most)));
+            }
+        }
+        let now = self.inner.clock.now_ms();
+        let turn = Turn {
+            record: SessionRecord {
+                id: id.to_owned(),
+                plugin: start.plugin,
+                digest: plugin.digest.to_string(),
+                user_id: start.user_id,
+                variables: start.variables,
+                state: State::new(),
+                state_version: plugin.manifest.state_version,
+                revision: 0,
+                turn: 0,
+                status: Status::Active,
+                created_at_ms: now,
+                updated_at_ms: now,
+            },
+            plugin,
+            number: 0,
+            _slot: slot,
+        };
+        let call = self.call_turn(&turn, sink, |agent, store| agent.on_start(store));
+        let state = call.session.into_state();
+        call.result.map_err(fail)?;
+        let messages = assistant_message(&call.said).into_iter().collect();
+        self.commit(&turn, &state, &Outcome::Continue, messages)
+            .map_err(fail)?;
+        Ok(turn.report(state, call.said, Outcome::Continue))
+    }
+
+    #[instrument(skip_all, fields(session = id, plugin, version))]
+    pub(crate) fn run_message(
+        &self,
+        id: &str,
+        text: &str,
+        sink: Option<Sink>,
+    ) -> Result<TurnReport, SessionError> {
+        let turn = self.open(id, true)?;
+        let fail = turn.fail();
+        let call = self.call_turn(&turn, sink.clone(), |agent, store| {
+            agent.on_message(store, text)
+        });
+        let mut said = call.said;
+        let mut state = call.session.into_state();
+        let outcome = match call.result.map_err(fail)? {
+            GuestOutcome::Continue => Outcome::Continue,
+            GuestOutcome::HandOff(target) => {
+                self.inner
+                    .plugins
+                    .active(&target)
+                    .ok_or_else(|| fail(Cause::PluginNotLoaded(target.clone())))?;
+                Outcome::HandOff(target)
+            }
+            GuestOutcome::End => {
+                let end = self.call_in_session(
+                    &turn.plugin,
+                    &turn.record,
+                    turn.number,
+                    state,
+                    sink,
+                    |agent, store| agent.on_end(store, EndReason::Agent),
+                );
+                end.result.map_err(fail)?;
+                said.extend(end.said);
+                state = end.session.into_state();
+                Outcome::End
+            }
+        };
+        let mut messages = vec![Message {
+            role: Role::User,
+            content: text.to_owned(),
+        }];
+        messages.extend(assistant_message(&said));
+        self.commit(&turn, &state, &outcome, messages)
+            .map_err(fail)?;
+        Ok(turn.report(state, said, outcome))
+    }
+
+    #[instrument(skip_all, fields(session = id, plugin, version))]
+    pub(crate) fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
+        // Ending is never refused for the plugin being busy.
+        let turn = self.open(id, false)?;
+        let call = self.call_turn(&turn, None, |agent, store| {
+            agent.on_end(store, EndReason::Caller)
+        });
+        // The session ends either way; on-end's writes count only if it succeeded.
+        let (state, said, failure) = match call.result {
+            Ok(()) => (call.session.into_state(), call.said, None),
+            Err(cause) => (turn.record.state.clone(), Vec::new(), Some(cause)),
+        };
+        let messages = assistant_message(&said).into_iter().collect();
+        self.commit(&turn, &state, &Outcome::End, messages)
+            .map_err(turn.fail())?;
+        if let Some(cause) = failure {
+            return Err(turn.fail()(cause));
+        }
+        Ok(turn.report(state, said, Outcome::End))
+    }
+}
+
+/// Names the plugin version serving the current turn on its tracing span.
+pub(crate) fn record_version(plugin: &PluginVersion) {
+    let span = tracing::Span::current();
+    span.record("plugin", plugin.name());
+    span.record("version", plugin.manifest.version.as_str());
+}
+
+/// Checks a state about to be committed against the plugin's state schema.
+/// (Every rule a single write can break was checked at the write.)
+pub(crate) fn check_state(plugin: &PluginVersion, state: &State) -> Result<(), Cause> {
+    plugin.tools.check_state(state).map_err(|violations| {
+        Cause::InvalidState(format!(
+            "breaks the state schema of `{}`: {}",
+            plugin.name(),
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
+}
