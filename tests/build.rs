@@ -102,20 +102,39 @@ fn main() {
     std::fs::write(out.join("plugins.rs"), generated).expect("cannot write plugins.rs");
 }
 
-/// Fails with a message that says what to do when the target is missing.
+/// Fails with a message that says what to do when the target is missing,
+/// naming the toolchain that is really building: the one `RUSTC` belongs to
+/// (rustup may lay it out as a link to another folder, whose name the
+/// sysroot would show instead).
 fn check_target() {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .expect("cannot run rustc");
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-        panic!(
-            "the Rust target {TARGET} is not installed in {}; the plugins in plugins/ need it. \
-             Run `rustup target add {TARGET}` (rustup adds it by itself from rust-toolchain.toml \
-             when the toolchain is installed through rustup).",
-            sysroot.display()
-        );
+    let rustc = PathBuf::from(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    let run = |arg: &str| {
+        let output = Command::new(&rustc)
+            .arg(arg)
+            .output()
+            .expect("cannot run rustc");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let sysroot = PathBuf::from(run("--print=sysroot"));
+    if sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return;
     }
+    // `…/toolchains/NAME/bin/rustc`: NAME is what rustup calls it.
+    let toolchain = rustc
+        .parent()
+        .and_then(|bin| bin.parent())
+        .filter(|dir| dir.parent().is_some_and(|up| up.ends_with("toolchains")))
+        .and_then(|dir| dir.file_name())
+        .map(|name| name.to_string_lossy().into_owned());
+    let add = match &toolchain {
+        Some(name) => format!("rustup target add {TARGET} --toolchain {name}"),
+        None => format!("rustup target add {TARGET}"),
+    };
+    panic!(
+        "the Rust target {TARGET} is not installed for {} ({}), which builds this workspace; \
+         the plugins in plugins/ need it. Run `{add}` (rustup adds it by itself from \
+         rust-toolchain.toml when it installs the toolchain).",
+        toolchain.as_deref().unwrap_or("the active toolchain"),
+        run("--version"),
+    );
 }
