@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use agentbox_host::store::{
-    Commit, KvWrite, Message, Namespace, Quota, Role, SessionRecord, State, Status, Store,
-    StoreError, Usage,
+    Commit, KvStoreError, KvWrite, Message, Namespace, Quota, Role, SessionRecord,
+    SessionStoreError, State, Status, Store, Usage,
 };
 use serde_json::json;
 
@@ -72,7 +72,7 @@ fn creating_an_existing_id_fails_and_changes_nothing(store: &dyn Store) {
         .create(&other, &[message(Role::Assistant, "intruder")])
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Exists(ref id) if id == "s1"),
+        matches!(err, SessionStoreError::Exists(ref id) if id == "s1"),
         "{err}"
     );
     assert_eq!(store.load("s1").unwrap(), Some(record("s1")));
@@ -117,7 +117,7 @@ fn commit_with_a_stale_revision_conflicts_and_changes_nothing(store: &dyn Store)
     assert!(
         matches!(
             err,
-            StoreError::Conflict {
+            SessionStoreError::Conflict {
                 read: 1,
                 stored: 2,
                 ..
@@ -138,7 +138,7 @@ fn commit_to_a_missing_session_is_not_found(store: &dyn Store) {
         .commit(&commit("ghost", 1, 1, State::new()))
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound(ref id) if id == "ghost"),
+        matches!(err, SessionStoreError::NotFound(ref id) if id == "ghost"),
         "{err}"
     );
     assert!(store.history("ghost", 1).unwrap().is_empty());
@@ -432,13 +432,13 @@ fn kv_increment_counts_and_refuses_non_integers(store: &dyn Store) {
     put(store, &global, "text", "hello", None);
     let err = incr("text", 1, 1_000).unwrap_err();
     assert!(
-        matches!(err, StoreError::Invalid(ref reason) if reason.contains("not an integer")),
+        matches!(err, KvStoreError::Invalid(ref reason) if reason.contains("not an integer")),
         "{err}"
     );
     assert_eq!(get(store, &global, "text", 1_000).as_deref(), Some("hello"));
     put(store, &global, "max", &i64::MAX.to_string(), None);
     let err = incr("max", 1, 1_000).unwrap_err();
-    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(matches!(err, KvStoreError::Invalid(_)), "{err}");
     assert_eq!(
         get(store, &global, "max", 1_000),
         Some(i64::MAX.to_string())
@@ -466,20 +466,20 @@ fn kv_quota_refuses_and_changes_nothing(store: &dyn Store) {
     set("b", "2", None, 1_000).unwrap();
     let err = set("c", "3", None, 1_000).unwrap_err();
     assert!(
-        matches!(err, StoreError::QuotaExceeded(ref reason) if reason.contains("3 keys") && reason.contains("quota of 2")),
+        matches!(err, KvStoreError::QuotaExceeded(ref reason) if reason.contains("3 keys") && reason.contains("quota of 2")),
         "{err}"
     );
     assert_eq!(get(store, &global, "c", 1_000), None);
     let err = set("b", &"x".repeat(19), None, 1_000).unwrap_err();
     assert!(
-        matches!(err, StoreError::QuotaExceeded(ref reason) if reason.contains("bytes")),
+        matches!(err, KvStoreError::QuotaExceeded(ref reason) if reason.contains("bytes")),
         "{err}"
     );
     assert_eq!(get(store, &global, "b", 1_000).as_deref(), Some("2"));
     let err = store
         .kv_increment(&global, "c", 1, 1_000, &quota)
         .unwrap_err();
-    assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err}");
+    assert!(matches!(err, KvStoreError::QuotaExceeded(_)), "{err}");
     assert_eq!(get(store, &global, "c", 1_000), None);
     assert_eq!(
         store.kv_usage("profile").unwrap(),
@@ -565,7 +565,7 @@ macro_rules! conformance {
         }
 
         mod sqlite {
-            use agentbox_host::store::{SqliteStore, Store as _};
+            use agentbox_host::store::{SessionStore as _, SqliteStore};
 
             fn open(dir: &tempfile::TempDir) -> SqliteStore {
                 SqliteStore::open(&dir.path().join("nested/agentbox.db")).unwrap()
@@ -607,7 +607,7 @@ macro_rules! conformance {
         }
 
         mod redis {
-            use agentbox_host::store::{RedisStore, Store as _};
+            use agentbox_host::store::{KvStore as _, RedisStore, SessionStore as _};
 
             use crate::harness::RedisServer;
 

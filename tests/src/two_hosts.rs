@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agentbox_host::store::{RedisStore, SqliteStore, Store};
+use agentbox_host::store::{PluginStore as _, RedisStore, SqliteStore, Store};
 use agentbox_host::{Host, Limits, SessionStart};
 use serde_json::json;
 

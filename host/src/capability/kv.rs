@@ -17,7 +17,7 @@ use crate::limits::Limit;
 use crate::metrics::Metrics;
 use crate::names::{check_bucket_name, check_kv_key, check_kv_prefix};
 use crate::policy::Grants;
-use crate::store::{KvWrite, Namespace, Quota, Store, StoreError};
+use crate::store::{KvStore, KvStoreError, KvWrite, Namespace, Quota};
 
 /// Most keys one `list-keys` call returns.
 pub const PAGE_SIZE: usize = 100;
@@ -46,7 +46,7 @@ pub(crate) struct KeyPage {
 /// they may hold.
 pub(crate) struct KvCtx {
     scope: Scope,
-    store: Arc<dyn Store>,
+    store: Arc<dyn KvStore>,
     clock: Clock,
     grants: Arc<Grants>,
     metrics: Arc<Metrics>,
@@ -60,7 +60,7 @@ impl KvCtx {
     /// KV for a turn acting for `scope`.
     pub(crate) fn new(
         scope: Scope,
-        store: Arc<dyn Store>,
+        store: Arc<dyn KvStore>,
         clock: Clock,
         grants: Arc<Grants>,
         metrics: Arc<Metrics>,
@@ -218,13 +218,13 @@ impl KvCtx {
     }
 
     /// What the guest gets when the store refuses or fails.
-    fn guest_error(&self, bucket: &Bucket, err: StoreError) -> GuestError {
+    fn guest_error(&self, bucket: &Bucket, err: KvStoreError) -> GuestError {
         match err {
-            StoreError::QuotaExceeded(reason) => {
+            KvStoreError::QuotaExceeded(reason) => {
                 self.metrics.limit_trip(&self.scope.plugin, Limit::KvQuota);
                 GuestError::QuotaExceeded(format!("bucket `{}`: {reason}", bucket.name))
             }
-            StoreError::Invalid(reason) => {
+            KvStoreError::Invalid(reason) => {
                 GuestError::Invalid(format!("bucket `{}`: {reason}", bucket.name))
             }
             err => {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::capability::error::GuestError;
 use crate::limits::Limits;
 use crate::names::{check_state_key, check_value};
-use crate::store::{Message, SessionRecord, State, Store, StoreError};
+use crate::store::{Message, SessionRecord, SessionStore, SessionStoreError, State};
 
 /// Most history messages one `history` call returns: the guest chooses `last`,
 /// and each message is copied into its memory.
@@ -23,7 +23,7 @@ pub(crate) struct SessionCtx {
     user_id: Option<String>,
     variables: Map<String, Value>,
     turn: u64,
-    store: Arc<dyn Store>,
+    store: Arc<dyn SessionStore>,
     state: State,
     /// Bytes of `state` as counted against [`Limits::state_bytes`]; measured
     /// at the first write, since most turns never need it.
@@ -37,7 +37,7 @@ impl SessionCtx {
         record: &SessionRecord,
         turn: u64,
         state: State,
-        store: Arc<dyn Store>,
+        store: Arc<dyn SessionStore>,
         limits: Arc<Limits>,
     ) -> Self {
         SessionCtx {
@@ -78,7 +78,7 @@ impl SessionCtx {
     }
 
     /// The newest `last` messages (at most 1,000), oldest first.
-    pub(crate) fn history(&self, last: Option<u32>) -> Result<Vec<Message>, StoreError> {
+    pub(crate) fn history(&self, last: Option<u32>) -> Result<Vec<Message>, SessionStoreError> {
         let last = last.unwrap_or(MAX_HISTORY).min(MAX_HISTORY);
         self.store.history(&self.id, last as usize)
     }

@@ -20,7 +20,7 @@ use crate::instance::v0_1::{AGENT_EXPORT, WORLD_VERSION};
 use crate::instance::world::Manifest;
 use crate::names::check_plugin_name;
 use crate::plugin::tools::ToolSet;
-use crate::store::StoreError;
+use crate::store::BackendError;
 
 /// The WIT package every agentbox interface belongs to.
 const PACKAGE: &str = "agentbox:plugin";
@@ -91,7 +91,7 @@ pub enum LoadError {
     Manifest(String),
     /// The version is valid, but the store could not keep it or record it active.
     #[error("the store failed: {0}")]
-    Store(StoreError),
+    Store(BackendError),
 }
 
 /// Why a version could not be made active. Nothing changed.
@@ -129,7 +129,7 @@ pub enum ActivateError {
         /// The plugin.
         name: String,
         /// What failed.
-        source: StoreError,
+        source: BackendError,
     },
 }
 

@@ -26,7 +26,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::plugin::registry::Registry;
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
-use crate::store::{SessionRecord, Store, StoreError};
+use crate::store::{BackendError, PluginStore, SessionRecord};
 
 /// Serializes this host's changes of its active versions against its reading
 /// of the store's record, and its loading of published versions.
@@ -68,7 +68,7 @@ pub struct Plugins {
     engine: Engine,
     linker: Linker<TurnCtx>,
     registry: Registry,
-    store: Arc<dyn Store>,
+    store: Arc<dyn PluginStore>,
     metrics: Arc<Metrics>,
     /// The limits `describe` runs under: the host's own.
     limits: Arc<Limits>,
@@ -87,7 +87,7 @@ impl Plugins {
     /// No plugins yet, on `engine`, published in and following `store`.
     pub(crate) fn new(
         engine: Engine,
-        store: Arc<dyn Store>,
+        store: Arc<dyn PluginStore>,
         metrics: Arc<Metrics>,
         limits: Arc<Limits>,
     ) -> anyhow::Result<Plugins> {
@@ -216,7 +216,7 @@ impl Plugins {
         self.make_active(&previous, "roll-back")
     }
 
-    pub(crate) fn follow(&self) -> Result<Followed, StoreError> {
+    pub(crate) fn follow(&self) -> Result<Followed, BackendError> {
         let store = &self.store;
         let mut followed = Followed::default();
         let behind = |recorded: &BTreeMap<String, String>| {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::instance::call::Failure;
 use crate::limits::Limit;
 use crate::plugin::tools::Violation;
-use crate::store::{SessionRecord, StoreError, ToolOutcome};
+use crate::store::{BackendError, SessionRecord, SessionStoreError, ToolOutcome};
 
 /// Why a turn failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ pub enum Cause {
     InvalidState(String),
     /// Another turn committed first (another process holds the session).
     #[error("{0}")]
-    Conflict(StoreError),
+    Conflict(SessionStoreError),
     /// The active version could not migrate the session's state, and the
     /// version that last committed it is not loaded.
     #[error("cannot migrate the session state from state version {from} to {to}: {cause}")]
@@ -111,7 +111,7 @@ pub enum Cause {
     Busy(Duration),
     /// The store failed.
     #[error("{0}")]
-    Store(StoreError),
+    Store(BackendError),
 }
 
 impl Cause {
@@ -191,14 +191,20 @@ impl From<Failure> for Cause {
     }
 }
 
-impl From<StoreError> for Cause {
-    fn from(err: StoreError) -> Cause {
+impl From<SessionStoreError> for Cause {
+    fn from(err: SessionStoreError) -> Cause {
         match err {
-            StoreError::NotFound(_) => Cause::NotFound,
-            StoreError::Exists(_) => Cause::Exists,
-            err @ StoreError::Conflict { .. } => Cause::Conflict(err),
-            err => Cause::Store(err),
+            SessionStoreError::NotFound(_) => Cause::NotFound,
+            SessionStoreError::Exists(_) => Cause::Exists,
+            err @ SessionStoreError::Conflict { .. } => Cause::Conflict(err),
+            SessionStoreError::Backend(err) => Cause::Store(err),
         }
+    }
+}
+
+impl From<BackendError> for Cause {
+    fn from(err: BackendError) -> Cause {
+        Cause::Store(err)
     }
 }
 

@@ -40,7 +40,7 @@ use crate::policy::{Grants, Policy};
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
 use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};
-use crate::store::{Execution, Message, SessionRecord, Store, StoreError};
+use crate::store::{BackendError, Execution, Message, SessionRecord, SessionStoreError, Store};
 
 /// How much longer than its turn may run a session lease lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -209,7 +209,7 @@ impl Host {
     }
 
     /// Session `id` as last committed, or `None` if there is no such session.
-    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
         let (store, id) = (self.inner.store.clone(), id.to_owned());
         tokio::task::spawn_blocking(move || store.load(&id))
             .await
@@ -218,7 +218,7 @@ impl Host {
 
     /// The newest `last` messages of session `id`'s history, oldest first;
     /// empty for a session that does not exist.
-    pub async fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError> {
+    pub async fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
         let (store, id) = (self.inner.store.clone(), id.to_owned());
         tokio::task::spawn_blocking(move || store.history(&id, last))
             .await
@@ -226,7 +226,7 @@ impl Host {
     }
 
     /// Every recorded tool call, oldest first.
-    pub async fn executions(&self) -> Result<Vec<Execution>, StoreError> {
+    pub async fn executions(&self) -> Result<Vec<Execution>, BackendError> {
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.executions())
             .await

@@ -9,7 +9,7 @@ use crate::plugin::versions::Followed;
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
 use crate::session::Host;
 use crate::session::tool_call::ToolRef;
-use crate::store::StoreError;
+use crate::store::BackendError;
 
 impl Host {
     /// Loads a plugin version from its bytes and makes it the active version
@@ -60,7 +60,7 @@ impl Host {
     /// active version of each plugin the store has no record of. A recorded
     /// version that cannot be loaded leaves its plugin's active version as
     /// it is, and is reported in [`Followed::failed`].
-    pub async fn follow_store(&self) -> Result<Followed, StoreError> {
+    pub async fn follow_store(&self) -> Result<Followed, BackendError> {
         let host = self.clone();
         tokio::task::spawn_blocking(move || host.inner.plugins.follow())
             .await

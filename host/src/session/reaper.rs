@@ -11,7 +11,7 @@ use crate::metrics::NO_PLUGIN;
 use crate::session::Host;
 use crate::session::error::{SessionError, session_error, turn_error};
 use crate::session::turns::record_version;
-use crate::store::{Status, StoreError, Swept};
+use crate::store::{SessionStoreError, Status, Swept};
 
 /// Most sessions one round of the background reaper ends.
 const REAP_BATCH: usize = 256;
@@ -54,7 +54,7 @@ impl Host {
     /// so the plugin can keep what it wants in KV; then its state and history
     /// are deleted, whether `on-end` succeeded or not. A session that
     /// committed a turn since it was found expired lives on.
-    pub async fn reap(&self, limit: usize) -> Result<Reaped, StoreError> {
+    pub async fn reap(&self, limit: usize) -> Result<Reaped, SessionStoreError> {
         let now = self.inner.clock.now_ms();
         let cutoff =
             |ttl: Duration| now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
@@ -82,7 +82,7 @@ impl Host {
                     break;
                 }
             }
-            Ok::<_, StoreError>(expired)
+            Ok::<_, SessionStoreError>(expired)
         })
         .await
         .expect("listing expired sessions panicked")?;

@@ -3,12 +3,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{
-    Commit, Execution, KvWrite, Message, Namespace, Quota, SessionRecord, Status, Store,
-    StoreError, Swept, Usage, entry_bytes, increment_value, is_live,
+use crate::store::error::{BackendError, KvStoreError, SessionStoreError};
+use crate::store::kv::KvStore;
+use crate::store::plugins::PluginStore;
+use crate::store::sessions::SessionStore;
+use crate::store::tool_log::ToolLog;
+use crate::store::types::{
+    Commit, Execution, KvWrite, Message, Namespace, Quota, SessionRecord, Status, Usage,
+    entry_bytes, increment_value, is_live,
 };
 
-/// A [`Store`] that keeps sessions in a map in memory.
+/// A [`crate::store::Store`] that keeps sessions in a map in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     sessions: Mutex<HashMap<String, (SessionRecord, Vec<Message>)>>,
@@ -56,7 +61,7 @@ impl Owner {
         entry: Entry,
         now_ms: u64,
         quota: &Quota,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), KvStoreError> {
         let slot = (ns.scope.clone(), key.to_owned());
         let after = |owner: &Owner| {
             let old = owner.entries.get(&slot);
@@ -91,28 +96,32 @@ impl Owner {
     }
 }
 
-impl Store for MemoryStore {
-    fn create(&self, session: &SessionRecord, messages: &[Message]) -> Result<(), StoreError> {
+impl SessionStore for MemoryStore {
+    fn create(
+        &self,
+        session: &SessionRecord,
+        messages: &[Message],
+    ) -> Result<(), SessionStoreError> {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
         if sessions.contains_key(&session.id) {
-            return Err(StoreError::Exists(session.id.clone()));
+            return Err(SessionStoreError::Exists(session.id.clone()));
         }
         sessions.insert(session.id.clone(), (session.clone(), messages.to_vec()));
         Ok(())
     }
 
-    fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions.get(id).map(|(record, _)| record.clone()))
     }
 
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+    fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError> {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
         let (record, history) = sessions
             .get_mut(&commit.session)
-            .ok_or_else(|| StoreError::NotFound(commit.session.clone()))?;
+            .ok_or_else(|| SessionStoreError::NotFound(commit.session.clone()))?;
         if record.revision != commit.read_revision {
-            return Err(StoreError::Conflict {
+            return Err(SessionStoreError::Conflict {
                 session: commit.session.clone(),
                 read: commit.read_revision,
                 stored: record.revision,
@@ -130,49 +139,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, StoreError> {
+    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions.get(id).map_or_else(Vec::new, |(_, history)| {
             history[history.len().saturating_sub(last)..].to_vec()
         }))
-    }
-
-    fn record_execution(&self, execution: &Execution) -> Result<(), StoreError> {
-        self.executions
-            .lock()
-            .expect("memory store poisoned")
-            .push(execution.clone());
-        Ok(())
-    }
-
-    fn executions(&self) -> Result<Vec<Execution>, StoreError> {
-        Ok(self
-            .executions
-            .lock()
-            .expect("memory store poisoned")
-            .clone())
-    }
-
-    fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, StoreError> {
-        let cache = self.cache.lock().expect("memory store poisoned");
-        Ok(cache
-            .get(key)
-            .filter(|(_, expires_at_ms)| *expires_at_ms > now_ms)
-            .map(|(value, _)| value.clone()))
-    }
-
-    fn cache_put(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at_ms: u64,
-        _now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.cache
-            .lock()
-            .expect("memory store poisoned")
-            .insert(key.to_owned(), (value.to_owned(), expires_at_ms));
-        Ok(())
     }
 
     fn expired_sessions(
@@ -181,7 +152,7 @@ impl Store for MemoryStore {
         idle_since_ms: u64,
         created_since_ms: u64,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<String>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
             .values()
@@ -197,7 +168,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn live_sessions(&self, plugin: &str) -> Result<u64, StoreError> {
+    fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
             .values()
@@ -205,49 +176,22 @@ impl Store for MemoryStore {
             .count() as u64)
     }
 
-    fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-        let mut plugins = self.plugins.lock().expect("memory store poisoned");
-        if plugins.published.contains_key(digest) {
-            return Ok(false);
-        }
-        plugins.published.insert(digest.to_owned(), bytes.to_vec());
-        Ok(true)
-    }
-
-    fn published_plugin(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let plugins = self.plugins.lock().expect("memory store poisoned");
-        Ok(plugins.published.get(digest).cloned())
-    }
-
-    fn set_active_plugin(&self, name: &str, digest: &str) -> Result<(), StoreError> {
-        let mut plugins = self.plugins.lock().expect("memory store poisoned");
-        plugins.active.insert(name.to_owned(), digest.to_owned());
-        Ok(())
-    }
-
-    fn active_plugins(&self) -> Result<BTreeMap<String, String>, StoreError> {
-        Ok(self
-            .plugins
-            .lock()
-            .expect("memory store poisoned")
-            .active
-            .clone())
-    }
-
-    fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+    fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
         self.sessions
             .lock()
             .expect("memory store poisoned")
             .remove(id);
         Ok(())
     }
+}
 
+impl KvStore for MemoryStore {
     fn kv_get(
         &self,
         ns: &Namespace,
         key: &str,
         now_ms: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Vec<u8>>, KvStoreError> {
         let kv = self.kv.lock().expect("memory store poisoned");
         Ok(kv
             .get(&ns.owner)
@@ -262,7 +206,7 @@ impl Store for MemoryStore {
         write: &KvWrite<'_>,
         now_ms: u64,
         quota: &Quota,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, KvStoreError> {
         let mut kv = self.kv.lock().expect("memory store poisoned");
         let owner = kv.entry(ns.owner.clone()).or_default();
         if let Some(expected) = write.only_if {
@@ -286,7 +230,7 @@ impl Store for MemoryStore {
         delta: i64,
         now_ms: u64,
         quota: &Quota,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<i64, KvStoreError> {
         let mut kv = self.kv.lock().expect("memory store poisoned");
         let owner = kv.entry(ns.owner.clone()).or_default();
         let current = owner.live(ns, key, now_ms);
@@ -299,7 +243,7 @@ impl Store for MemoryStore {
         Ok(value)
     }
 
-    fn kv_delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
+    fn kv_delete(&self, ns: &Namespace, key: &str) -> Result<(), KvStoreError> {
         let mut kv = self.kv.lock().expect("memory store poisoned");
         if let Some(owner) = kv.get_mut(&ns.owner)
             && let Some(old) = owner.entries.remove(&(ns.scope.clone(), key.to_owned()))
@@ -317,7 +261,7 @@ impl Store for MemoryStore {
         after: Option<&str>,
         limit: usize,
         now_ms: u64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<String>, KvStoreError> {
         let kv = self.kv.lock().expect("memory store poisoned");
         let Some(owner) = kv.get(&ns.owner) else {
             return Ok(Vec::new());
@@ -336,25 +280,96 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn kv_usage(&self, owner: &str) -> Result<Usage, StoreError> {
+    fn kv_usage(&self, owner: &str) -> Result<Usage, KvStoreError> {
         let kv = self.kv.lock().expect("memory store poisoned");
         Ok(kv.get(owner).map(|owner| owner.usage).unwrap_or_default())
     }
 
-    fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
-        let kv_entries = self
+    fn kv_sweep(&self, now_ms: u64) -> Result<u64, BackendError> {
+        Ok(self
             .kv
             .lock()
             .expect("memory store poisoned")
             .values_mut()
             .map(|owner| owner.sweep(now_ms))
-            .sum();
+            .sum())
+    }
+}
+
+impl PluginStore for MemoryStore {
+    fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, BackendError> {
+        let mut plugins = self.plugins.lock().expect("memory store poisoned");
+        if plugins.published.contains_key(digest) {
+            return Ok(false);
+        }
+        plugins.published.insert(digest.to_owned(), bytes.to_vec());
+        Ok(true)
+    }
+
+    fn published_plugin(&self, digest: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let plugins = self.plugins.lock().expect("memory store poisoned");
+        Ok(plugins.published.get(digest).cloned())
+    }
+
+    fn set_active_plugin(&self, name: &str, digest: &str) -> Result<(), BackendError> {
+        let mut plugins = self.plugins.lock().expect("memory store poisoned");
+        plugins.active.insert(name.to_owned(), digest.to_owned());
+        Ok(())
+    }
+
+    fn active_plugins(&self) -> Result<BTreeMap<String, String>, BackendError> {
+        Ok(self
+            .plugins
+            .lock()
+            .expect("memory store poisoned")
+            .active
+            .clone())
+    }
+}
+
+impl ToolLog for MemoryStore {
+    fn record_execution(&self, execution: &Execution) -> Result<(), BackendError> {
+        self.executions
+            .lock()
+            .expect("memory store poisoned")
+            .push(execution.clone());
+        Ok(())
+    }
+
+    fn executions(&self) -> Result<Vec<Execution>, BackendError> {
+        Ok(self
+            .executions
+            .lock()
+            .expect("memory store poisoned")
+            .clone())
+    }
+
+    fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, BackendError> {
+        let cache = self.cache.lock().expect("memory store poisoned");
+        Ok(cache
+            .get(key)
+            .filter(|(_, expires_at_ms)| *expires_at_ms > now_ms)
+            .map(|(value, _)| value.clone()))
+    }
+
+    fn cache_put(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at_ms: u64,
+        _now_ms: u64,
+    ) -> Result<(), BackendError> {
+        self.cache
+            .lock()
+            .expect("memory store poisoned")
+            .insert(key.to_owned(), (value.to_owned(), expires_at_ms));
+        Ok(())
+    }
+
+    fn cache_sweep(&self, now_ms: u64) -> Result<u64, BackendError> {
         let mut cache = self.cache.lock().expect("memory store poisoned");
         let before = cache.len();
         cache.retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
-        Ok(Swept {
-            kv_entries,
-            cache_entries: (before - cache.len()) as u64,
-        })
+        Ok((before - cache.len()) as u64)
     }
 }

@@ -8,6 +8,9 @@
 --       quota; members start with a scope, never with `#`)
 -- ARGV: 1 operation, 2 prefix of entry keys, 3 member, 4 now (host clock),
 --       then the operation's own arguments.
+--
+-- Writes answer a tagged array: {'stored', 1 | 0}, {'counter', text},
+-- {'not-integer', the value}, or {'over-quota', 'keys' | 'bytes', total}.
 local op, prefix, member, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local entry, index, expiry, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
@@ -48,15 +51,16 @@ local function totals(size)
 end
 
 -- The totals after the write if they are within quota, reclaiming expired
--- entries first if they would not be; else nil and why not.
+-- entries first if they would not be; else nil and the reply that says
+-- which quota it would break: {'over-quota', 'keys' | 'bytes', total}.
 local function admit(size, quota_keys, quota_bytes)
   local after = totals(size)
   if after[1] > quota_keys or after[2] > quota_bytes then
     reclaim()
     after = totals(size)
   end
-  if after[1] > quota_keys then return nil, 'quota keys ' .. string.format('%d', after[1]) end
-  if after[2] > quota_bytes then return nil, 'quota bytes ' .. string.format('%d', after[2]) end
+  if after[1] > quota_keys then return nil, {'over-quota', 'keys', after[1]} end
+  if after[2] > quota_bytes then return nil, {'over-quota', 'bytes', after[2]} end
   return after
 end
 
@@ -76,8 +80,8 @@ if op == 'put' then
   if mode ~= 'always' then
     local current = false
     if live(member) then current = redis.call('GET', entry) end
-    if mode == 'absent' and current then return '0' end
-    if mode == 'equals' and current ~= ARGV[12] then return '0' end
+    if mode == 'absent' and current then return {'stored', 0} end
+    if mode == 'equals' and current ~= ARGV[12] then return {'stored', 0} end
   end
   local size = tonumber(ARGV[6])
   local after, why = admit(size, tonumber(ARGV[9]), tonumber(ARGV[10]))
@@ -88,14 +92,14 @@ if op == 'put' then
     redis.call('SET', entry, ARGV[5], 'PX', ARGV[8])
   end
   record(after, size, ARGV[7])
-  return '1'
+  return {'stored', 1}
 elseif op == 'incr' then
   -- ARGV: 5 delta, 6 key length, 7 quota keys, 8 quota bytes
   if not live(member) then forget(member) end
   local before = redis.call('GET', entry)
   local ttl = redis.call('PTTL', entry)
   if not pcall(redis.call, 'INCRBY', entry, ARGV[5]) then
-    return 'invalid ' .. (before or '')
+    return {'not-integer', before or ''}
   end
   local text = redis.call('GET', entry)
   local size = tonumber(ARGV[6]) + #text
@@ -111,12 +115,13 @@ elseif op == 'incr' then
     return why
   end
   record(after, size, redis.call('ZSCORE', expiry, member) or '')
-  return '=' .. text
+  -- The counter as text: a Lua number would round it past 2^53.
+  return {'counter', text}
 elseif op == 'delete' then
   forget(member)
-  return '1'
+  return 1
 elseif op == 'sweep' then
-  return tostring(reclaim())
+  return reclaim()
 elseif op == 'list' then
   -- ARGV: 5 lowest member (ZRANGEBYLEX syntax), 6 highest, 7 page size
   local found, low, limit = {}, ARGV[5], tonumber(ARGV[7])

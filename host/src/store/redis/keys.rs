@@ -1,0 +1,65 @@
+//! Every key the Redis store writes, with the hash tag that keeps the keys
+//! of one session, or of one KV owner, in one slot of a cluster.
+
+use crate::store::error::BackendError;
+use crate::store::types::Namespace;
+
+/// Prefix of every key.
+pub(super) const PREFIX: &str = "agentbox";
+
+/// Every KV owner that ever stored an entry, for the sweep.
+pub(super) const OWNERS: &str = "agentbox:kv:owners";
+
+/// Tool-cache keys by expiry (host clock), for the sweep.
+pub(super) const CACHE_EXPIRY: &str = "agentbox:cache:expiry";
+
+/// The active version of each plugin: name → digest.
+pub(super) const ACTIVE_PLUGINS: &str = "agentbox:plugins:active";
+
+/// Tool-call records, oldest first.
+pub(super) const EXECUTIONS: &str = "agentbox:executions";
+
+/// The key prefix of one KV owner, with its hash tag.
+pub(super) fn owner_key(owner: &str) -> String {
+    format!("{PREFIX}:{{kv/{owner}}}")
+}
+
+/// The member naming `key` within `ns`: its scope, `/`, the key.
+pub(super) fn member(ns: &Namespace, key: &str) -> String {
+    format!("{}/{key}", ns.scope)
+}
+
+pub(super) fn session_key(id: &str) -> String {
+    format!("{PREFIX}:{{s/{id}}}")
+}
+
+pub(super) fn history_key(id: &str) -> String {
+    format!("{PREFIX}:{{s/{id}}}:history")
+}
+
+pub(super) fn lease_key(id: &str) -> String {
+    format!("{PREFIX}:{{s/{id}}}:lease")
+}
+
+/// One plugin's active sessions by the time of their latest commit.
+pub(super) fn by_update(plugin: &str) -> String {
+    format!("{PREFIX}:sessions:updated:{plugin}")
+}
+
+/// One plugin's active sessions by their creation time.
+pub(super) fn by_creation(plugin: &str) -> String {
+    format!("{PREFIX}:sessions:created:{plugin}")
+}
+
+/// A published plugin version's component bytes.
+pub(super) fn plugin_key(digest: &str) -> String {
+    format!("{PREFIX}:plugin:{digest}")
+}
+
+pub(super) fn cache_key(key: &str) -> String {
+    format!("{PREFIX}:cache:{key}")
+}
+
+pub(super) fn json(err: serde_json::Error) -> BackendError {
+    BackendError::caused("Redis holds a malformed record", err)
+}

@@ -1,0 +1,307 @@
+//! Sessions in Redis: one hash and one history list per session, committed
+//! by `commit.lua`, with indexes by plugin for the reaper and a lease per
+//! session.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::{Connection, RedisResult, Script};
+
+use crate::store::error::{BackendError, SessionStoreError};
+use crate::store::sessions::SessionStore;
+use crate::store::types::{Commit, Message, SessionRecord, Status};
+
+use crate::store::redis::RedisStore;
+use crate::store::redis::keys::{
+    by_creation, by_update, history_key, json, lease_key, session_key,
+};
+use crate::store::redis::reply::CommitReply;
+
+/// Messages as the history list stores them.
+fn encode_messages(messages: &[Message]) -> Result<Vec<String>, BackendError> {
+    messages
+        .iter()
+        .map(|message| serde_json::to_string(message).map_err(json))
+        .collect()
+}
+
+/// The record's fields as the session hash stores them.
+fn record_fields(record: &SessionRecord) -> Result<Vec<(&'static str, String)>, BackendError> {
+    let mut fields = vec![
+        ("id", record.id.clone()),
+        ("plugin", record.plugin.clone()),
+        ("digest", record.digest.clone()),
+        (
+            "variables",
+            serde_json::to_string(&record.variables).map_err(json)?,
+        ),
+        ("state", serde_json::to_string(&record.state).map_err(json)?),
+        ("state_version", record.state_version.to_string()),
+        ("revision", record.revision.to_string()),
+        ("turn", record.turn.to_string()),
+        ("status", record.status.as_str().to_owned()),
+        ("created_at_ms", record.created_at_ms.to_string()),
+        ("updated_at_ms", record.updated_at_ms.to_string()),
+    ];
+    if let Some(user) = &record.user_id {
+        fields.push(("user_id", user.clone()));
+    }
+    Ok(fields)
+}
+
+fn parse_record(mut fields: HashMap<String, String>) -> Result<SessionRecord, BackendError> {
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| BackendError::new(format!("a session in Redis lacks `{name}`")))
+    };
+    let number = |text: String| {
+        text.parse::<u64>()
+            .map_err(|err| BackendError::caused(format!("a session in Redis holds `{text}`"), err))
+    };
+    Ok(SessionRecord {
+        id: take("id")?,
+        plugin: take("plugin")?,
+        digest: take("digest")?,
+        variables: serde_json::from_str(&take("variables")?).map_err(json)?,
+        state: serde_json::from_str(&take("state")?).map_err(json)?,
+        state_version: u32::try_from(number(take("state_version")?)?)
+            .map_err(|err| BackendError::caused("a session in Redis holds a state version", err))?,
+        revision: number(take("revision")?)?,
+        turn: number(take("turn")?)?,
+        status: Status::parse(&take("status")?).unwrap_or(Status::Ended),
+        created_at_ms: number(take("created_at_ms")?)?,
+        updated_at_ms: number(take("updated_at_ms")?)?,
+        user_id: take("user_id").ok(),
+    })
+}
+
+/// Keeps the expiry indexes in step with a commit of a session that the
+/// plugin `served` served until now. The indexes live in other slots than
+/// the session, so they follow the commit; the reaper checks the record
+/// itself before it acts.
+fn index_commit(conn: &mut Connection, commit: &Commit, served: &str) -> RedisResult<()> {
+    let id = &commit.session;
+    let moved = served != commit.plugin;
+    let mut pipe = redis::pipe();
+    if moved || commit.status != Status::Active {
+        pipe.zrem(by_update(served), id)
+            .zrem(by_creation(served), id);
+    }
+    if commit.status == Status::Active {
+        pipe.zadd(by_update(&commit.plugin), id, commit.at_ms);
+        if moved {
+            // The session keeps its age under its new plugin.
+            let created_at_ms: u64 = redis::cmd("HGET")
+                .arg(session_key(id))
+                .arg("created_at_ms")
+                .query(conn)?;
+            pipe.zadd(by_creation(&commit.plugin), id, created_at_ms);
+        }
+    }
+    pipe.query(conn)
+}
+
+/// Runs `commit.lua` and reads its answer.
+fn run_commit(
+    conn: &mut Connection,
+    script: &Script,
+    id: &str,
+    read: &str,
+    fields: &[(&str, String)],
+    messages: &[String],
+) -> RedisResult<CommitReply> {
+    let mut call = script.prepare_invoke();
+    call.key(session_key(id))
+        .key(history_key(id))
+        .arg(read)
+        .arg(fields.len() * 2);
+    for (name, value) in fields {
+        call.arg(*name).arg(value);
+    }
+    for message in messages {
+        call.arg(message);
+    }
+    call.invoke(conn)
+}
+
+impl SessionStore for RedisStore {
+    fn create(
+        &self,
+        session: &SessionRecord,
+        messages: &[Message],
+    ) -> Result<(), SessionStoreError> {
+        let fields = record_fields(session)?;
+        let messages = encode_messages(messages)?;
+        let answer = self.with(|conn| {
+            let answer = run_commit(
+                conn,
+                &self.commit,
+                &session.id,
+                "create",
+                &fields,
+                &messages,
+            )?;
+            if matches!(answer, CommitReply::Done(_)) && session.status == Status::Active {
+                redis::pipe()
+                    .zadd(
+                        by_update(&session.plugin),
+                        &session.id,
+                        session.updated_at_ms,
+                    )
+                    .zadd(
+                        by_creation(&session.plugin),
+                        &session.id,
+                        session.created_at_ms,
+                    )
+                    .query::<()>(conn)?;
+            }
+            Ok(answer)
+        })?;
+        match answer {
+            CommitReply::Done(_) => Ok(()),
+            CommitReply::Exists => Err(SessionStoreError::Exists(session.id.clone())),
+            other => {
+                Err(BackendError::new(format!("Redis answered a create with {other:?}")).into())
+            }
+        }
+    }
+
+    fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
+        let fields: HashMap<String, String> =
+            self.with(|conn| redis::cmd("HGETALL").arg(session_key(id)).query(conn))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_record(fields).map(Some).map_err(Into::into)
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError> {
+        let fields = vec![
+            ("state", serde_json::to_string(&commit.state).map_err(json)?),
+            ("turn", commit.turn.to_string()),
+            ("plugin", commit.plugin.clone()),
+            ("digest", commit.digest.clone()),
+            ("state_version", commit.state_version.to_string()),
+            ("status", commit.status.as_str().to_owned()),
+            ("updated_at_ms", commit.at_ms.to_string()),
+        ];
+        let messages = encode_messages(&commit.messages)?;
+        let read = commit.read_revision.to_string();
+        let answer = self.with(|conn| {
+            let answer = run_commit(
+                conn,
+                &self.commit,
+                &commit.session,
+                &read,
+                &fields,
+                &messages,
+            )?;
+            if let CommitReply::Done(Some(served)) = &answer {
+                index_commit(conn, commit, served)?;
+            }
+            Ok(answer)
+        })?;
+        match answer {
+            CommitReply::Done(Some(_)) => Ok(()),
+            CommitReply::Missing => Err(SessionStoreError::NotFound(commit.session.clone())),
+            CommitReply::Conflict(stored) => Err(SessionStoreError::Conflict {
+                session: commit.session.clone(),
+                read: commit.read_revision,
+                stored,
+            }),
+            other => {
+                Err(BackendError::new(format!("Redis answered a commit with {other:?}")).into())
+            }
+        }
+    }
+
+    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
+        if last == 0 {
+            return Ok(Vec::new());
+        }
+        let start = -i64::try_from(last).unwrap_or(i64::MAX);
+        let texts: Vec<String> = self.with(|conn| {
+            redis::cmd("LRANGE")
+                .arg(history_key(id))
+                .arg(start)
+                .arg(-1)
+                .query(conn)
+        })?;
+        texts
+            .iter()
+            .map(|text| Ok(serde_json::from_str(text).map_err(json)?))
+            .collect()
+    }
+
+    fn expired_sessions(
+        &self,
+        plugin: &str,
+        idle_since_ms: u64,
+        created_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, SessionStoreError> {
+        let page = isize::try_from(limit).unwrap_or(isize::MAX);
+        let (mut idle, created): (Vec<String>, Vec<String>) = self.with(|conn| {
+            redis::pipe()
+                .zrangebyscore_limit(by_update(plugin), "-inf", idle_since_ms, 0, page)
+                .zrangebyscore_limit(by_creation(plugin), "-inf", created_since_ms, 0, page)
+                .query(conn)
+        })?;
+        for id in created {
+            if !idle.contains(&id) {
+                idle.push(id);
+            }
+        }
+        idle.truncate(limit);
+        Ok(idle)
+    }
+
+    fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError> {
+        // The idle index holds exactly the active sessions of the plugin.
+        self.with(|conn| redis::cmd("ZCARD").arg(by_update(plugin)).query(conn))
+            .map_err(Into::into)
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
+        self.with(|conn| {
+            let plugin: Option<String> = redis::cmd("HGET")
+                .arg(session_key(id))
+                .arg("plugin")
+                .query(conn)?;
+            let mut pipe = redis::pipe();
+            pipe.del(&[session_key(id), history_key(id)]);
+            if let Some(plugin) = plugin {
+                pipe.zrem(by_update(&plugin), id)
+                    .zrem(by_creation(&plugin), id);
+            }
+            pipe.query::<()>(conn)
+        })
+        .map_err(Into::into)
+    }
+
+    fn lease(&self, session: &str, holder: &str, ttl: Duration) -> Result<bool, SessionStoreError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let held: i64 = self.with(|conn| {
+            self.lease
+                .key(lease_key(session))
+                .arg(holder)
+                .arg(ttl_ms)
+                .arg("take")
+                .invoke(conn)
+        })?;
+        Ok(held == 1)
+    }
+
+    fn release(&self, session: &str, holder: &str) -> Result<(), SessionStoreError> {
+        self.with(|conn| {
+            self.lease
+                .key(lease_key(session))
+                .arg(holder)
+                .arg(0)
+                .arg("release")
+                .invoke::<()>(conn)
+        })
+        .map_err(Into::into)
+    }
+}

@@ -1,0 +1,76 @@
+//! Where sessions live: their records, commits, history and leases.
+
+use std::time::Duration;
+
+use crate::store::error::SessionStoreError;
+use crate::store::types::{Commit, Message, SessionRecord};
+
+/// Sessions, committed one turn at a time.
+///
+/// Implementations are safe to call from many threads at once. Methods block
+/// the calling thread; the host calls them from blocking worker threads.
+pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new session with its first messages, atomically.
+    ///
+    /// Fails with [`SessionStoreError::Exists`] if the id is taken; nothing
+    /// changes then.
+    fn create(
+        &self,
+        session: &SessionRecord,
+        messages: &[Message],
+    ) -> Result<(), SessionStoreError>;
+
+    /// The session with this id, as last committed, or `None`.
+    fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError>;
+
+    /// Commits one turn atomically: state, revision + 1, turn, status,
+    /// digest, state version, updated time and the appended messages, or
+    /// nothing at all.
+    ///
+    /// Fails with [`SessionStoreError::Conflict`] if the stored revision is
+    /// not `commit.read_revision`, and with [`SessionStoreError::NotFound`]
+    /// if the session does not exist. Once this returns `Ok`, the commit
+    /// survives a crash of the process.
+    fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError>;
+
+    /// The newest `last` messages of the session's history, oldest first;
+    /// empty for a session that does not exist.
+    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError>;
+
+    /// Up to `limit` active sessions of `plugin` last committed at or before
+    /// `idle_since_ms` or created at or before `created_since_ms`: the ones
+    /// the reaper ends. (A host reaps the sessions of the plugins it has
+    /// loaded, since their `on-end` must run first.)
+    fn expired_sessions(
+        &self,
+        plugin: &str,
+        idle_since_ms: u64,
+        created_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, SessionStoreError>;
+
+    /// How many sessions of `plugin` are active (not ended, not deleted).
+    fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError>;
+
+    /// Deletes a session's record and history; deleting an absent one does nothing.
+    fn delete_session(&self, id: &str) -> Result<(), SessionStoreError>;
+
+    /// Takes or renews the lease on running turns of `session` for `holder`
+    /// (one host process) for `ttl`, unless another holder's lease is live.
+    /// Returns whether `holder` holds it now.
+    ///
+    /// A backend that only one process can use needs no lease: the host's
+    /// per-session lock serializes turns, and the revision check at commit
+    /// guards the rest. Such a backend keeps this default, which grants every
+    /// lease.
+    fn lease(&self, session: &str, holder: &str, ttl: Duration) -> Result<bool, SessionStoreError> {
+        let _ = (session, holder, ttl);
+        Ok(true)
+    }
+
+    /// Gives up `holder`'s lease on `session`, if it holds it.
+    fn release(&self, session: &str, holder: &str) -> Result<(), SessionStoreError> {
+        let _ = (session, holder);
+        Ok(())
+    }
+}

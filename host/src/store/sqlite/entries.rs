@@ -1,0 +1,122 @@
+//! The SQL of KV entries: reading a live value, storing an entry within
+//! its owner's quota, and reclaiming expired entries, with each owner's
+//! usage kept beside its entries.
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::store::sqlite::sql::{Failed, backend, ms};
+use crate::store::types::{Namespace, Quota, Usage, entry_bytes};
+
+/// Every key of a `kv` scope sorts below its prefix followed by this: keys
+/// are printable ASCII, below DEL.
+pub(super) const KEY_END: char = '\u{7f}';
+
+pub(super) fn live_value(
+    conn: &Connection,
+    ns: &Namespace,
+    key: &str,
+    now_ms: u64,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(
+        "SELECT value FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3
+           AND (expires_at_ms IS NULL OR expires_at_ms > ?4)",
+    )?
+    .query_row(params![ns.owner, ns.scope, key, ms(now_ms)], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+pub(super) fn usage(conn: &Connection, owner: &str) -> rusqlite::Result<Usage> {
+    Ok(conn
+        .prepare_cached("SELECT keys, bytes FROM kv_usage WHERE owner = ?1")?
+        .query_row([owner], |row| {
+            Ok(Usage {
+                keys: row.get(0)?,
+                bytes: row.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+pub(super) fn set_usage(conn: &Connection, owner: &str, usage: Usage) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO kv_usage (owner, keys, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (owner) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+    )?
+    .execute(params![owner, usage.keys, usage.bytes])
+    .map(drop)
+}
+
+/// Stores one KV entry and keeps its owner's usage, within `quota`: an owner
+/// that would go over it first loses its expired entries, then is refused.
+pub(super) fn kv_store(
+    conn: &Connection,
+    ns: &Namespace,
+    key: &str,
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    now_ms: u64,
+    quota: &Quota,
+) -> Result<(), Failed> {
+    let old: Option<u64> = conn
+        .prepare_cached(
+            "SELECT octet_length(value) FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![ns.owner, ns.scope, key], |row| row.get(0))
+                .optional()
+        })
+        .map_err(backend)?;
+    let after = |usage: Usage| Usage {
+        keys: usage.keys + u64::from(old.is_none()),
+        bytes: usage.bytes + entry_bytes(key, value) - old.map_or(0, |len| key.len() as u64 + len),
+    };
+    let mut current = usage(conn, &ns.owner).map_err(backend)?;
+    if quota.check(&ns.owner, after(current)).is_err() {
+        reclaim(conn, &ns.owner, now_ms)?;
+        current = usage(conn, &ns.owner).map_err(backend)?;
+    }
+    let current = after(current);
+    quota.check(&ns.owner, current)?;
+    conn.prepare_cached(
+        "INSERT INTO kv (owner, scope, key, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (owner, scope, key) DO UPDATE
+         SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            ns.owner,
+            ns.scope,
+            key,
+            value,
+            expires_at_ms.map(ms)
+        ])
+    })
+    .map_err(backend)?;
+    set_usage(conn, &ns.owner, current).map_err(backend)
+}
+
+/// Deletes `owner`'s entries expired at `now_ms` and returns how many.
+pub(super) fn reclaim(conn: &Connection, owner: &str, now_ms: u64) -> Result<u64, Failed> {
+    let freed: Vec<u64> = conn
+        .prepare_cached(
+            "DELETE FROM kv WHERE owner = ?1 AND expires_at_ms <= ?2
+             RETURNING octet_length(key) + octet_length(value)",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![owner, ms(now_ms)], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(backend)?;
+    if !freed.is_empty() {
+        let mut current = usage(conn, owner).map_err(backend)?;
+        current.keys -= freed.len() as u64;
+        current.bytes -= freed.iter().sum::<u64>();
+        set_usage(conn, owner, current).map_err(backend)?;
+    }
+    Ok(freed.len() as u64)
+}

@@ -1,0 +1,133 @@
+//! Sessions in SQLite: reads from the reader pool, writes through the
+//! writer thread.
+
+use rusqlite::{OptionalExtension as _, params};
+
+use crate::store::error::SessionStoreError;
+use crate::store::sessions::SessionStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::sql::{backend, ms};
+use crate::store::sqlite::writer::{CommitRow, Write};
+use crate::store::types::{Commit, Message, Role, SessionRecord, Status};
+
+impl SessionStore for SqliteStore {
+    fn create(
+        &self,
+        session: &SessionRecord,
+        messages: &[Message],
+    ) -> Result<(), SessionStoreError> {
+        self.write(Write::Create(session.clone(), messages.to_vec()))
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
+        let row = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id, plugin, digest, user_id, variables, state, state_version, revision, turn,
+                        status, created_at_ms, updated_at_ms
+                 FROM sessions WHERE id = ?1",
+            )?
+            .query_row([id], |row| {
+                Ok((
+                    SessionRecord {
+                        id: row.get(0)?,
+                        plugin: row.get(1)?,
+                        digest: row.get(2)?,
+                        user_id: row.get(3)?,
+                        variables: Default::default(),
+                        state: Default::default(),
+                        state_version: row.get(6)?,
+                        revision: row.get(7)?,
+                        turn: row.get(8)?,
+                        status: Status::parse(row.get_ref(9)?.as_str()?).unwrap_or(Status::Ended),
+                        created_at_ms: row.get(10)?,
+                        updated_at_ms: row.get(11)?,
+                    },
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })
+            .optional()
+        })?;
+        let Some((mut record, variables, state)) = row else {
+            return Ok(None);
+        };
+        record.variables = serde_json::from_str(&variables).map_err(backend)?;
+        record.state = serde_json::from_str(&state).map_err(backend)?;
+        Ok(Some(record))
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError> {
+        self.write(Write::Commit(CommitRow {
+            session: commit.session.clone(),
+            read_revision: commit.read_revision,
+            state: serde_json::to_string(&commit.state).map_err(backend)?,
+            turn: commit.turn,
+            plugin: commit.plugin.clone(),
+            digest: commit.digest.clone(),
+            state_version: commit.state_version,
+            status: commit.status,
+            messages: commit.messages.clone(),
+            at_ms: commit.at_ms,
+        }))
+        .map(drop)
+        .map_err(Into::into)
+    }
+
+    fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
+        let limit = i64::try_from(last).unwrap_or(i64::MAX);
+        let mut messages = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT role, content FROM history WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?
+            .query_map(params![id, limit], |row| {
+                let role = row.get_ref(0)?.as_str()?;
+                Ok(Message { role: Role::parse(role).unwrap_or(Role::System), content: row.get(1)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    fn expired_sessions(
+        &self,
+        plugin: &str,
+        idle_since_ms: u64,
+        created_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, SessionStoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id FROM sessions WHERE plugin = ?1 AND updated_at_ms <= ?2 AND status = 'active'
+                 UNION
+                 SELECT id FROM sessions WHERE plugin = ?1 AND created_at_ms <= ?3 AND status = 'active'
+                 LIMIT ?4",
+            )?
+            .query_map(
+                params![plugin, ms(idle_since_ms), ms(created_since_ms), limit],
+                |row| row.get(0),
+            )?
+            .collect()
+        })
+            .map_err(Into::into)
+    }
+
+    fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM sessions WHERE plugin = ?1 AND status = 'active'",
+            )?
+            .query_row(params![plugin], |row| row.get(0))
+        })
+        .map_err(Into::into)
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
+        self.write(Write::DeleteSession(id.to_owned()))
+            .map(drop)
+            .map_err(Into::into)
+    }
+}
