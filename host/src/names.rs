@@ -21,7 +21,7 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// Checks a plugin, bucket (`separator` `-`) or tool (`_`) name: 1 to 64
 /// characters of `a-z`, `0-9` and `separator`, starting with a letter and
 /// not ending with the separator.
-pub fn check_name(name: &str, separator: char) -> Result<(), String> {
+fn check_name(name: &str, separator: char) -> Result<(), String> {
     let valid = (1..=MAX_NAME_BYTES).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with(separator)
