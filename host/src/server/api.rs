@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
+use crate::store::SessionRecord;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -56,4 +57,22 @@ pub(crate) fn rejected(rejection: &JsonRejection) -> Response {
         "bad-request"
     };
     error(rejection.status(), kind, rejection.body_text())
+}
+
+/// Session `id` as last committed, or the answer for a caller who asked
+/// for one that does not exist (404) or cannot be read now (503).
+pub(crate) async fn stored_session(host: &Host, id: &str) -> Result<SessionRecord, Response> {
+    match host.session(id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("session `{id}`: no such session"),
+        )),
+        Err(err) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        )),
+    }
 }

@@ -16,7 +16,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
-use crate::server::api::{Api, error, rejected};
+use crate::server::api::{Api, error, rejected, stored_session};
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 
@@ -138,18 +138,9 @@ pub(super) async fn call_tool(
 }
 
 pub(super) async fn show_session(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    match api.host.session(&id).await {
-        Ok(Some(record)) => Json(record).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("session `{id}`: no such session"),
-        ),
-        Err(err) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            err.to_string(),
-        ),
+    match stored_session(&api.host, &id).await {
+        Ok(record) => Json(record).into_response(),
+        Err(refusal) => refusal,
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::capability::output::Sink;
-use crate::server::api::{Api, error};
+use crate::server::api::{Api, error, stored_session};
 use crate::session::Host;
 use crate::session::report::TurnEvent;
 use crate::store::Status;
@@ -57,25 +57,16 @@ pub(super) async fn converse(
             );
         }
     };
-    match api.host.session(&id).await {
-        Ok(Some(record)) if record.status == Status::Active => {
+    match stored_session(&api.host, &id).await {
+        Ok(record) if record.status == Status::Active => {
             upgrade.on_upgrade(move |socket| websocket(api.host, id, socket))
         }
-        Ok(Some(_)) => error(
+        Ok(_) => error(
             StatusCode::CONFLICT,
             "ended",
             format!("session `{id}`: the session has ended"),
         ),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("session `{id}`: no such session"),
-        ),
-        Err(err) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            err.to_string(),
-        ),
+        Err(refusal) => refusal,
     }
 }
 
