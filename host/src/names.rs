@@ -12,8 +12,11 @@ pub const MAX_STATE_KEY_BYTES: usize = 128;
 /// Longest KV key, in bytes.
 pub const MAX_KV_KEY_BYTES: usize = 256;
 
-/// Longest session id or user id, in bytes.
+/// Longest session id, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
+
+/// Longest user id, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 256;
 
 /// Longest plugin, tool or bucket name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -53,21 +56,37 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
     check_name(name, '-').map_err(|reason| format!("bucket name {reason}"))
 }
 
-/// Checks a session id or user id the caller chose: 1 to 128 bytes of ASCII
-/// letters, digits and `_ . : -`. `what` names it in the message.
-pub fn check_id(what: &str, id: &str) -> Result<(), String> {
-    let valid = (1..=MAX_ID_BYTES).contains(&id.len())
+/// Checks an id of 1 to `max` bytes of ASCII letters, digits and the
+/// characters of `punctuation`; the message names it as `what`.
+fn check_ascii_id(what: &str, id: &str, max: usize, punctuation: &str) -> Result<(), String> {
+    let valid = (1..=max).contains(&id.len())
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || punctuation.contains(c));
     if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} `{}` is invalid: use 1 to {MAX_ID_BYTES} characters of A-Z, a-z, 0-9 and _ . : -",
-            id.escape_debug()
-        ))
+        return Ok(());
     }
+    let listed: Vec<String> = punctuation.chars().map(String::from).collect();
+    Err(format!(
+        "{what} `{}` is invalid: use 1 to {max} characters of A-Z, a-z, 0-9 and {}",
+        id.escape_debug(),
+        listed.join(" ")
+    ))
+}
+
+/// Checks a session id the caller chose: 1 to 128 bytes of ASCII letters,
+/// digits and `_ . : -`.
+pub fn check_session_id(id: &str) -> Result<(), String> {
+    check_ascii_id("session id", id, MAX_ID_BYTES, "_.:-")
+}
+
+/// Checks a user id: 1 to 256 bytes of ASCII letters, digits and
+/// `_ . : - + @`, so that an E.164 phone number (`+15551234567`) or an
+/// e-mail address (`ada@example.com`) is a user id as it is.
+pub fn check_user_id(id: &str) -> Result<(), String> {
+    check_ascii_id("user id", id, MAX_USER_ID_BYTES, "_.:-+@").map_err(|reason| {
+        format!("{reason} (a phone number in E.164 form or an e-mail address is one)")
+    })
 }
 
 /// Checks a session-state key: 1 to [`MAX_STATE_KEY_BYTES`] bytes of ASCII

@@ -176,6 +176,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
             plugin: "counter".into(),
             digest: String::new(),
             user_id: None,
+            owner: None,
             variables: Default::default(),
             state: Default::default(),
             state_version: 1,

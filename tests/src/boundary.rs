@@ -169,7 +169,11 @@ fn any_request_body_gets_an_answer_below_500() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = agentbox_host::server::router(host.clone(), Some("token".into()));
+    let router = agentbox_host::server::router(
+        host.clone(),
+        Some("token".into()),
+        std::sync::Arc::new(agentbox_host::server::auth::Callers::open()),
+    );
     runtime.spawn(agentbox_host::server::serve(
         listener,
         router,

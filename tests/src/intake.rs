@@ -260,6 +260,7 @@ async fn bad_session_starts_and_unknown_sessions_are_refused_with_reasons() {
             id: id.map(Into::into),
             user_id: user.map(Into::into),
             variables: state(variables),
+            ..Default::default()
         }
     };
     let cases = [
@@ -269,7 +270,15 @@ async fn bad_session_starts_and_unknown_sessions_are_refused_with_reasons() {
         ),
         (
             start(None, Some(""), json!({})),
-            "user id `` is invalid: use 1 to 128 characters of A-Z, a-z, 0-9 and _ . : -",
+            "user id `` is invalid: use 1 to 256 characters of A-Z, a-z, 0-9 and _ . : - + @ (a phone number in E.164 form or an e-mail address is one)",
+        ),
+        (
+            start(None, Some("ada lovelace"), json!({})),
+            "user id `ada lovelace` is invalid: use 1 to 256 characters of A-Z, a-z, 0-9 and _ . : - + @ (a phone number in E.164 form or an e-mail address is one)",
+        ),
+        (
+            start(None, Some(&"9".repeat(257)), json!({})),
+            "is invalid: use 1 to 256 characters of A-Z, a-z, 0-9 and _ . : - + @ (a phone number in E.164 form or an e-mail address is one)",
         ),
         (
             start(

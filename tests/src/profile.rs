@@ -81,6 +81,36 @@ async fn a_caller_is_remembered_across_sessions_and_host_restarts() {
     }
 }
 
+/// Voice agents key a caller by phone number, chat agents by e-mail
+/// address: both are user ids as they are, kept apart on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_number_and_an_e_mail_address_are_user_ids_on_every_store() {
+    for store in every_store() {
+        let host = profile_host(store.store.clone(), Limits::default(), Clock::system());
+        for (user, name) in [
+            ("+15551234567", "ada"),
+            ("grace.hopper+cobol@example.com", "grace"),
+        ] {
+            let (id, _) = call(&host, Some(user)).await;
+            send(&host, &id, &format!("my name is {name}")).await;
+            host.end_session(&id).await.unwrap();
+        }
+        for (user, greeting) in [
+            ("+15551234567", "Welcome back, Ada!"),
+            ("grace.hopper+cobol@example.com", "Welcome back, Grace!"),
+        ] {
+            let (_, said) = call(&host, Some(user)).await;
+            assert!(said.starts_with(greeting), "{}: {said}", store.name);
+            assert_eq!(
+                stored_profile(&*store.store, user).unwrap()["name"],
+                json!(greeting[14..greeting.len() - 1]),
+                "{}",
+                store.name
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_caller_is_greeted_and_nothing_is_stored() {
     let store = every_store().remove(0);

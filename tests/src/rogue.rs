@@ -186,6 +186,7 @@ fn stored_under_state_version_1(
         plugin: "rogue".into(),
         digest: "00".repeat(32),
         user_id: None,
+        owner: None,
         variables: Default::default(),
         state,
         state_version: 1,

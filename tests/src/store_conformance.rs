@@ -16,6 +16,7 @@ fn record(id: &str) -> SessionRecord {
         plugin: "intake".to_owned(),
         digest: "00".repeat(32),
         user_id: Some("user-1".to_owned()),
+        owner: Some("key/shop-backend".to_owned()),
         variables: state(json!({ "name": "Ada" })),
         state: state(json!({ "turns": 0 })),
         state_version: 1,

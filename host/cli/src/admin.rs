@@ -84,7 +84,7 @@ pub(super) fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin {
         server: args.server.trim_end_matches('/').to_owned(),
         token: args.admin_token.context(
-            "the admin API needs its token: pass --admin-token or set AGENTBOX_ADMIN_TOKEN",
+            "the admin API needs its token: set AGENTBOX_ADMIN_TOKEN (or pass --admin-token)",
         )?,
     };
     match args.command {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod inspect;
+mod keys;
 mod run;
 mod serve;
 
@@ -62,6 +63,8 @@ enum Commands {
     Inspect(InspectArgs),
     #[command(subcommand)]
     Tools(ToolsCommand),
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +179,7 @@ async fn main() -> ExitCode {
         Commands::Inspect(args) => inspect(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,
+        Commands::Keys(command) => keys::keys(command),
     };
     match result {
         Ok(code) => code,

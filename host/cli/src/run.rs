@@ -193,6 +193,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 plugin: name.clone(),
                 id: args.session.clone(),
                 user_id: args.user.clone(),
+                owner: None,
                 variables: args.vars.iter().cloned().collect::<Map<_, _>>(),
             };
             let report = host

@@ -5,13 +5,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
 
+use super::keys::{callers, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
 use agentbox_host::Host;
+use agentbox_host::server::auth::jwt::JwtSettings;
 use agentbox_host::store::StoreSpec;
 
 /// Serve sessions and tools over HTTP and WebSocket, and plugins over an admin API.
@@ -28,11 +31,19 @@ use agentbox_host::store::StoreSpec;
 /// when it stopped. A file whose bytes the store has seen before therefore does not replace the
 /// active version at startup; a file it has never seen is a new deployment and does.
 ///
-/// Settings come from flags, then environment variables (AGENTBOX_LISTEN, AGENTBOX_STORE,
-/// AGENTBOX_PLUGIN_DIR, AGENTBOX_DATA_DIR, AGENTBOX_ADMIN_TOKEN), then the --config file, then
-/// the defaults. The API is described in docs/api.md and served at /v1/openapi.json. Example:
+/// Callers of the session API authenticate with an API key (see `agentbox keys`) or a JWT
+/// ([jwt] in the --config file) once either is set up, and each reaches only the sessions it
+/// started. Without either, the API is open to anyone who can connect: served on loopback only,
+/// unless --insecure says otherwise.
 ///
-///   agentbox serve --plugin plugins/intake --admin-token secret
+/// Settings come from flags, then environment variables (AGENTBOX_LISTEN, AGENTBOX_STORE,
+/// AGENTBOX_PLUGIN_DIR, AGENTBOX_DATA_DIR, AGENTBOX_ADMIN_TOKEN, AGENTBOX_KEYS), then the
+/// --config file, then the defaults. Keep tokens out of the command line, where other users of
+/// the machine can read them. The API is described in docs/api.md and served at
+/// /v1/openapi.json. Example:
+///
+///   export AGENTBOX_ADMIN_TOKEN=$(head -c 32 /dev/urandom | base64)
+///   agentbox serve --plugin plugins/intake
 ///   curl localhost:8080/v1/sessions -H 'content-type: application/json' -d '{"plugin": "intake"}'
 ///   curl localhost:8080/v1/sessions/ID/messages -H 'content-type: application/json' \
 ///     -d '{"text": "my name is Ada"}'
@@ -40,7 +51,8 @@ use agentbox_host::store::StoreSpec;
 #[command(verbatim_doc_comment)]
 pub(super) struct ServeArgs {
     /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
-    /// data_dir, deadline_ms, memory_mib and policy (see docs/api.md)
+    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy and a [jwt] table (see
+    /// docs/api.md)
     #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
     config: Option<PathBuf>,
 
@@ -75,6 +87,19 @@ pub(super) struct ServeArgs {
     )]
     admin_token: Option<String>,
 
+    /// The API keys file callers authenticate against (see `agentbox keys`)
+    /// [default: DATA_DIR/keys.toml, if it exists]
+    #[arg(long, value_name = "FILE", env = "AGENTBOX_KEYS")]
+    keys: Option<PathBuf>,
+
+    /// Serve the session API without authentication on an address other than loopback
+    #[arg(long)]
+    insecure: bool,
+
+    /// How JWT bearer tokens are verified: the --config file's [jwt] table
+    #[arg(skip)]
+    jwt: Option<Box<JwtSettings>>,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -91,6 +116,10 @@ struct ServeConfig {
     watch: bool,
     store: Option<String>,
     admin_token: Option<String>,
+    keys: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    jwt: Option<JwtSettings>,
     data_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
@@ -124,6 +153,9 @@ impl ServeArgs {
         self.watch |= config.watch;
         self.store = self.store.or(store);
         self.admin_token = self.admin_token.or(config.admin_token);
+        self.keys = self.keys.or(config.keys);
+        self.insecure |= config.insecure;
+        self.jwt = config.jwt.map(Box::new);
         let host = &mut self.host;
         host.data_dir = host.data_dir.take().or(config.data_dir);
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
@@ -145,6 +177,28 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let args = args.with_config()?;
+    if args
+        .admin_token
+        .as_deref()
+        .is_some_and(|token| token.trim().is_empty())
+    {
+        bail!(
+            "the admin token is empty; give a long random one in AGENTBOX_ADMIN_TOKEN, or none to turn the admin API off"
+        );
+    }
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let keys = args.keys.clone().or_else(|| {
+        let default = args.host.data_dir().join("keys.toml");
+        default.exists().then_some(default)
+    });
+    let callers = Arc::new(callers(keys.as_deref(), args.jwt.as_deref())?);
+    if callers.is_open() && !listen.ip().is_loopback() && !args.insecure {
+        bail!(
+            "refusing to serve the session API on {listen} without authentication: create an API key with `agentbox keys create`, set up [jwt] in the --config file, or pass --insecure to serve it open"
+        );
+    }
     let spec = args
         .store
         .clone()
@@ -191,19 +245,30 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let watcher = args
         .watch
         .then(|| tokio::spawn(watch(host.clone(), plugin_dir.clone(), watched)));
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let _keys_follower = keys
+        .clone()
+        .map(|path| tokio::spawn(follow_keys(callers.clone(), path)));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     if args.admin_token.is_none() {
         eprintln!(
-            "agentbox: no admin token (--admin-token or AGENTBOX_ADMIN_TOKEN): the admin API refuses every request"
+            "agentbox: no admin token (AGENTBOX_ADMIN_TOKEN, or admin_token in the --config file): the admin API refuses every request"
         );
     }
     let address = listener.local_addr()?;
     eprintln!("agentbox: listening on http://{address} (store {spec})");
+    match (&keys, &args.jwt) {
+        (None, None) => eprintln!(
+            "agentbox: the session API is open: any caller that reaches {address} reaches every session; create an API key with `agentbox keys create` to require one"
+        ),
+        (Some(path), _) => eprintln!(
+            "agentbox: callers authenticate with an API key from {}{}",
+            path.display(),
+            if args.jwt.is_some() { " or a JWT" } else { "" }
+        ),
+        (None, Some(_)) => eprintln!("agentbox: callers authenticate with a JWT"),
+    }
     if let Some(plugin) = host.plugins().first() {
         eprintln!(
             "agentbox: try: curl http://{address}/v1/sessions -H 'content-type: application/json' -d '{{\"plugin\": \"{}\"}}'",
@@ -221,7 +286,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     agentbox_host::server::serve(
         listener,
-        agentbox_host::server::router(host, args.admin_token),
+        agentbox_host::server::router(host, args.admin_token, callers),
         shutdown(),
     )
     .await

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
 use crate::server::api::{Api, error, rejected};
+use crate::server::auth::{bearer_token, constant_time_eq};
 
 /// Lets an admin request through only with the server's admin token as
 /// its bearer token, before anything of the request is read, and refuses
@@ -24,12 +25,7 @@ pub(super) async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match (&api.admin_token, presented) {
+    match (&api.admin_token, bearer_token(request.headers())) {
         (Some(token), Some(presented))
             if constant_time_eq(token.as_bytes(), presented.as_bytes()) =>
         {
@@ -41,11 +37,6 @@ pub(super) async fn require_token(
             "the admin API needs `Authorization: Bearer TOKEN` with the server's admin token",
         ),
     }
-}
-
-/// Compares two byte strings in time that depends on their lengths only.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn describe(version: &PluginVersion) -> Value {

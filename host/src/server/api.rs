@@ -1,5 +1,5 @@
-//! What every handler shares: the host and the admin token, and the JSON
-//! errors every refusal is answered with.
+//! What every handler shares: the host, the admin token and the callers'
+//! authentication, and the JSON errors every refusal is answered with.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::server::auth::{Caller, Callers};
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
 use crate::store::SessionRecord;
@@ -19,6 +20,8 @@ pub(crate) struct Api {
     pub(crate) host: Host,
     /// The admin API's bearer token; `None` turns the admin API off.
     pub(crate) admin_token: Option<Arc<str>>,
+    /// How callers of the session API authenticate.
+    pub(crate) callers: Arc<Callers>,
 }
 
 /// A JSON error response.
@@ -60,11 +63,16 @@ pub(crate) fn rejected(rejection: &JsonRejection) -> Response {
 }
 
 /// Session `id` as last committed, or the answer for a caller who asked
-/// for one that does not exist (404) or cannot be read now (503).
-pub(crate) async fn stored_session(host: &Host, id: &str) -> Result<SessionRecord, Response> {
+/// for one that does not exist or is not its own (404, the same answer for
+/// both) or cannot be read now (503).
+pub(crate) async fn owned_session(
+    host: &Host,
+    caller: &Caller,
+    id: &str,
+) -> Result<SessionRecord, Response> {
     match host.session(id).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(error(
+        Ok(Some(record)) if caller.reaches(&record) => Ok(record),
+        Ok(_) => Err(error(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("session `{id}`: no such session"),

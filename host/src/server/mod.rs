@@ -9,8 +9,11 @@
 
 mod admin;
 mod api;
+pub mod auth;
 mod sessions;
 mod websocket;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -21,9 +24,10 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 
 use crate::server::api::{Api, error};
+use crate::server::auth::Callers;
 use crate::session::Host;
 
-/// Largest JSON request body, in bytes.
+/// Largest JSON request body, and WebSocket frame and message, in bytes.
 const MAX_JSON_BODY: usize = 1 << 20;
 
 /// Largest plugin upload, in bytes.
@@ -48,12 +52,13 @@ pub async fn serve(
         .await
 }
 
-/// The routes of `agentbox serve`, serving `host`. Without `admin_token`
-/// every admin request is refused.
-pub fn router(host: Host, admin_token: Option<String>) -> Router {
+/// The routes of `agentbox serve`, serving `host` to `callers`. Without
+/// `admin_token` every admin request is refused.
+pub fn router(host: Host, admin_token: Option<String>, callers: Arc<Callers>) -> Router {
     let api = Api {
         host,
         admin_token: admin_token.map(Into::into),
+        callers,
     };
     let admin = Router::new()
         .route(
@@ -70,10 +75,11 @@ pub fn router(host: Host, admin_token: Option<String>) -> Router {
         .layer(middleware::from_fn(|request, next| {
             refuse_declared_over(MAX_PLUGIN_BODY, request, next)
         }));
-    Router::new()
+    let open = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(sessions::metrics))
-        .route("/v1/openapi.json", get(sessions::openapi))
+        .route("/v1/openapi.json", get(sessions::openapi));
+    Router::new()
         .route("/v1/tools", get(sessions::list_tools))
         .route("/v1/sessions", post(sessions::start_session))
         .route(
@@ -84,10 +90,15 @@ pub fn router(host: Host, admin_token: Option<String>) -> Router {
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(middleware::from_fn(|request, next| {
             refuse_declared_over(MAX_JSON_BODY, request, next)
         }))
+        .merge(open)
         .merge(admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .with_state(api)

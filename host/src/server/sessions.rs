@@ -1,13 +1,15 @@
 //! The session API: start a session, send it messages with the reply
 //! streamed as it is said, call its tools, read it and its history, end it;
-//! list the tools; and the server's metrics and OpenAPI document.
+//! list the tools; and the server's metrics and OpenAPI document. Every
+//! handler of a session acts for the [`Caller`] that authenticated, on the
+//! sessions it reaches only.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,7 +18,8 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
-use crate::server::api::{Api, error, rejected, stored_session};
+use crate::server::api::{Api, error, owned_session, rejected};
+use crate::server::auth::{Caller, forbidden};
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 
@@ -32,6 +35,7 @@ pub(super) struct StartRequest {
 
 pub(super) async fn start_session(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<StartRequest>, JsonRejection>,
 ) -> Response {
     let Json(request) = match body {
@@ -42,7 +46,12 @@ pub(super) async fn start_session(
         plugin: request.plugin,
         id: request.id,
         user_id: request.user_id,
+        owner: None,
         variables: request.variables,
+    };
+    let start = match caller.session_start(start) {
+        Ok(start) => start,
+        Err(reason) => return forbidden(reason),
     };
     match api.host.start_session(start, None).await {
         Ok(report) => (
@@ -71,6 +80,7 @@ pub(super) struct MessageRequest {
 /// an ended one, a trap) is answered with a plain JSON error and its status.
 pub(super) async fn send_message(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<MessageRequest>, JsonRejection>,
 ) -> Response {
@@ -78,6 +88,9 @@ pub(super) async fn send_message(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
+    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let said = events.clone();
     let sink: Sink = Arc::new(move |text: &str| {
@@ -118,6 +131,7 @@ fn line(event: &TurnEvent) -> Bytes {
 
 pub(super) async fn call_tool(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path((id, tool)): Path<(String, String)>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
@@ -125,6 +139,16 @@ pub(super) async fn call_tool(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
+    match owned_session(&api.host, &caller, &id).await {
+        Ok(record) if !caller.may_use(&record.plugin) => {
+            return forbidden(format!(
+                "this caller may not use plugin `{}`",
+                record.plugin
+            ));
+        }
+        Ok(_) => {}
+        Err(refusal) => return refusal,
+    }
     match api.host.call_tool(&id, &tool, arguments, None).await {
         Ok(report) => Json(json!({
             "result": report.result,
@@ -137,20 +161,33 @@ pub(super) async fn call_tool(
     }
 }
 
-pub(super) async fn show_session(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    match stored_session(&api.host, &id).await {
+pub(super) async fn show_session(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match owned_session(&api.host, &caller, &id).await {
         Ok(record) => Json(record).into_response(),
         Err(refusal) => refusal,
     }
 }
 
+/// Messages of history a reader gets unless it asks for fewer.
+const HISTORY_PAGE: usize = 100;
+
+/// Most messages of history one read returns.
+const MAX_HISTORY_PAGE: usize = 1000;
+
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
     last: Option<usize>,
 }
 
+/// The session's latest messages: the last 100, or `?last=N` up to 1000.
 pub(super) async fn history(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
@@ -158,7 +195,17 @@ pub(super) async fn history(
         Ok(query) => query,
         Err(rejection) => return error(rejection.status(), "bad-request", rejection.body_text()),
     };
-    let last = query.last.unwrap_or(usize::MAX);
+    let last = query.last.unwrap_or(HISTORY_PAGE);
+    if last > MAX_HISTORY_PAGE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("`last` is {last}, over the most one read returns, {MAX_HISTORY_PAGE}"),
+        );
+    }
+    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
     match api.host.history(&id, last).await {
         Ok(messages) => Json(messages).into_response(),
         Err(err) => error(
@@ -169,7 +216,14 @@ pub(super) async fn history(
     }
 }
 
-pub(super) async fn end_session(State(api): State<Api>, Path(id): Path<String>) -> Response {
+pub(super) async fn end_session(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
     match api.host.end_session(&id).await {
         Ok(report) => Json(json!({ "turn": report.turn, "said": report.said })).into_response(),
         Err(err) => err.into_response(),
@@ -195,11 +249,16 @@ pub(super) async fn openapi() -> Response {
         .into_response()
 }
 
-pub(super) async fn list_tools(State(api): State<Api>) -> Response {
+/// The tools of the plugins the caller may use.
+pub(super) async fn list_tools(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     let tools: Vec<Value> = api
         .host
         .tools()
         .iter()
+        .filter(|tool| caller.may_use(tool.plugin.name()))
         .filter_map(|tool| {
             let spec = tool.plugin.tools.get(&tool.name)?;
             Some(json!({

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::capability::output::Sink;
-use crate::server::api::{Api, error, stored_session};
+use crate::server::MAX_JSON_BODY;
+use crate::server::api::{Api, error, owned_session};
+use crate::server::auth::Caller;
 use crate::session::Host;
 use crate::session::report::TurnEvent;
 use crate::store::Status;
@@ -44,9 +46,14 @@ fn no_arguments() -> Value {
 /// reply of `POST /messages`, and `tool-result` for a tool call.
 pub(super) async fn converse(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let record = match owned_session(&api.host, &caller, &id).await {
+        Ok(record) => record,
+        Err(refusal) => return refusal,
+    };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
@@ -57,17 +64,17 @@ pub(super) async fn converse(
             );
         }
     };
-    match stored_session(&api.host, &id).await {
-        Ok(record) if record.status == Status::Active => {
-            upgrade.on_upgrade(move |socket| websocket(api.host, id, socket))
-        }
-        Ok(_) => error(
+    if record.status != Status::Active {
+        return error(
             StatusCode::CONFLICT,
             "ended",
             format!("session `{id}`: the session has ended"),
-        ),
-        Err(refusal) => refusal,
+        );
     }
+    upgrade
+        .max_frame_size(MAX_JSON_BODY)
+        .max_message_size(MAX_JSON_BODY)
+        .on_upgrade(move |socket| websocket(api.host, id, socket))
 }
 
 /// Serves one WebSocket until the caller closes it or the session ends.

@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::{Metrics, NO_PLUGIN};
-use crate::names::{check_id, check_value};
+use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
 use crate::policy::{Grants, Policy};
 use crate::session::error::{Cause, SessionError, session_error};
@@ -317,9 +317,9 @@ impl Host {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let fail = session_error(&id, Some(&start.plugin), None);
-        check_id("session id", &id).map_err(|reason| fail(Cause::BadRequest(reason)))?;
+        check_session_id(&id).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         if let Some(user) = &start.user_id {
-            check_id("user id", user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
+            check_user_id(user).map_err(|reason| fail(Cause::BadRequest(reason)))?;
         }
         for (name, value) in &start.variables {
             check_value(value, self.limits_for(&start.plugin)).map_err(|reason| {

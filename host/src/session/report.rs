@@ -59,6 +59,9 @@ pub struct SessionStart {
     pub id: Option<String>,
     /// The user it belongs to, if any.
     pub user_id: Option<String>,
+    /// The caller that starts it, who alone may reach it when callers
+    /// authenticate (see [`SessionRecord::owner`](crate::store::SessionRecord::owner)).
+    pub owner: Option<String>,
     /// Variables the plugin reads with `session.initial-variables`.
     pub variables: Map<String, Value>,
 }

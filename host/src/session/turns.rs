@@ -262,6 +262,7 @@ impl Host {
                 plugin: start.plugin,
                 digest: plugin.digest.to_string(),
                 user_id: start.user_id,
+                owner: start.owner,
                 variables: start.variables,
                 state: State::new(),
                 state_version: plugin.manifest.state_version,

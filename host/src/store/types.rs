@@ -87,6 +87,10 @@ pub struct SessionRecord {
     pub digest: String,
     /// The user the caller named at the start, if any.
     pub user_id: Option<String>,
+    /// The caller that started the session, who alone may reach it when
+    /// callers authenticate; `None` for a session started without
+    /// authentication.
+    pub owner: Option<String>,
     /// Variables the caller passed at the start.
     pub variables: Map<String, Value>,
     /// The committed state.

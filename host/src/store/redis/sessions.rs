@@ -46,6 +46,9 @@ fn record_fields(record: &SessionRecord) -> Result<Vec<(&'static str, String)>, 
     if let Some(user) = &record.user_id {
         fields.push(("user_id", user.clone()));
     }
+    if let Some(owner) = &record.owner {
+        fields.push(("owner", owner.clone()));
+    }
     Ok(fields)
 }
 
@@ -73,6 +76,7 @@ fn parse_record(mut fields: HashMap<String, String>) -> Result<SessionRecord, Ba
         created_at_ms: number(take("created_at_ms")?)?,
         updated_at_ms: number(take("updated_at_ms")?)?,
         user_id: take("user_id").ok(),
+        owner: take("owner").ok(),
     })
 }
 

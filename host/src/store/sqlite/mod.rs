@@ -95,6 +95,26 @@ CREATE TABLE IF NOT EXISTS active_plugins (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// The changes made to [`SCHEMA`] since it was first laid out, in order: a
+/// database whose `user_version` is N has had the first N applied.
+const MIGRATIONS: &[&str] = &["ALTER TABLE sessions ADD COLUMN owner TEXT"];
+
+/// Brings a database laid out by [`SCHEMA`] up to date, each migration in
+/// its own transaction with the version it reaches.
+fn migrate(conn: &mut Connection) -> Result<(), Failed> {
+    let applied: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(backend)?;
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(migration).map_err(backend)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
 /// A [`crate::store::Store`] in a SQLite database file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -120,6 +140,7 @@ impl SqliteStore {
         ensure_parent(path)?;
         let mut conn = connect(path)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        migrate(&mut conn)?;
         let (writer, requests) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()
             .name("agentbox-sqlite-writer".into())
@@ -169,5 +190,49 @@ impl Drop for SqliteStore {
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sessions::SessionStore as _;
+
+    /// A database written before sessions had owners opens with its
+    /// sessions intact and ownerless, and new sessions keep their owner.
+    #[test]
+    fn a_database_from_before_owners_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute(
+            "INSERT INTO sessions VALUES ('s1', 'intake', 'aa', 'ada', '{}', '{\"n\":1}', 1, 1, 0,
+                                          'active', 5, 5, 0)",
+            [],
+        )
+        .unwrap();
+        drop(old);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let kept = store.load("s1").unwrap().unwrap();
+        assert_eq!(
+            (kept.user_id.as_deref(), kept.owner.as_deref()),
+            (Some("ada"), None)
+        );
+        assert_eq!(kept.state["n"], 1);
+        let mut owned = kept.clone();
+        owned.id = "s2".into();
+        owned.owner = Some("key/app".into());
+        store.create(&owned, &[]).unwrap();
+        drop(store);
+
+        let reopened = SqliteStore::open(&path).unwrap();
+        assert_eq!(reopened.load("s2").unwrap(), Some(owned));
+        let version: usize = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
     }
 }

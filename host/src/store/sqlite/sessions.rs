@@ -25,7 +25,7 @@ impl SessionStore for SqliteStore {
         let row = self.read(|conn| {
             conn.prepare_cached(
                 "SELECT id, plugin, digest, user_id, variables, state, state_version, revision, turn,
-                        status, created_at_ms, updated_at_ms
+                        status, created_at_ms, updated_at_ms, owner
                  FROM sessions WHERE id = ?1",
             )?
             .query_row([id], |row| {
@@ -35,6 +35,7 @@ impl SessionStore for SqliteStore {
                         plugin: row.get(1)?,
                         digest: row.get(2)?,
                         user_id: row.get(3)?,
+                        owner: row.get(12)?,
                         variables: Default::default(),
                         state: Default::default(),
                         state_version: row.get(6)?,

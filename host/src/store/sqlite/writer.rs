@@ -153,8 +153,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO sessions (id, plugin, digest, user_id, variables, state, state_version,
-                        revision, turn, status, created_at_ms, updated_at_ms, history_len)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)
+                        revision, turn, status, created_at_ms, updated_at_ms, history_len, owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .and_then(|mut statement| {
@@ -171,6 +171,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                         session.status.as_str(),
                         session.created_at_ms,
                         session.updated_at_ms,
+                        session.owner,
                     ])
                 })
                 .map_err(backend)?;

@@ -1,0 +1,491 @@
+//! Callers of the session API, served in process on loopback: API keys and
+//! JWTs authenticate them, each reaches only the sessions it started, user
+//! ids come from the token or a key allowed to name them, and token times
+//! are read off the host's clock. The ES256 key pair in `tests/fixtures`
+//! exists for these tests only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentbox_host::server::auth::jwt::{JwtSettings, JwtVerifier};
+use agentbox_host::server::auth::keys::KeyFile;
+use agentbox_host::server::auth::{Callers, Grant};
+use agentbox_host::store::MemoryStore;
+use agentbox_host::{Clock, Host, Limits};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::harness::{host_with_clock, load};
+use crate::plugins::{INTAKE, PROFILE, SHOP};
+
+const ADMIN: &str = "admin-token-of-the-callers-tests";
+
+/// Seconds since the epoch on the test clock when each test begins.
+const NOW_S: u64 = 1_800_000_000;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A server of intake, shop and profile for `callers`, on a free loopback
+/// port, with its host's clock.
+struct Served {
+    _runtime: tokio::runtime::Runtime,
+    base: String,
+    clock: Clock,
+    callers: Arc<Callers>,
+    _host: Host,
+}
+
+fn serve(callers: Callers) -> Served {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = Clock::manual(NOW_S * 1000);
+    let host = host_with_clock(
+        Limits::default(),
+        Arc::new(MemoryStore::default()),
+        clock.clone(),
+    );
+    for plugin in [INTAKE, SHOP, PROFILE] {
+        load(&host, plugin);
+    }
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let callers = Arc::new(callers);
+    let router = agentbox_host::server::router(host.clone(), Some(ADMIN.into()), callers.clone());
+    runtime.spawn(agentbox_host::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    Served {
+        _runtime: runtime,
+        base,
+        clock,
+        callers,
+        _host: host,
+    }
+}
+
+impl Served {
+    /// Status, JSON body and `WWW-Authenticate` header of a request sent
+    /// with `authorization` as is.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        authorization: Option<&str>,
+    ) -> (u16, Value, Option<String>) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        let mut response = agent.run(request.body(body).unwrap()).unwrap();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let json = text
+            .lines()
+            .last()
+            .map_or(Value::Null, |line| serde_json::from_str(line).unwrap());
+        (status, json, challenge)
+    }
+
+    /// [`Served::call`] with `token` as the bearer token.
+    fn as_caller(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, json, _) = self.call(method, path, body, Some(&format!("Bearer {token}")));
+        (status, json)
+    }
+}
+
+/// Asserts that `token` reaches session `id` through none of the session
+/// routes, each answering as for a session that does not exist.
+fn reaches_nothing_of(served: &Served, token: &str, id: &str) {
+    let nothing = format!("session `{id}`: no such session");
+    for (method, path, body) in [
+        ("GET", format!("/v1/sessions/{id}"), None),
+        ("GET", format!("/v1/sessions/{id}/history"), None),
+        (
+            "POST",
+            format!("/v1/sessions/{id}/messages"),
+            Some(json!({ "text": "hello" })),
+        ),
+        (
+            "POST",
+            format!("/v1/sessions/{id}/tools/add_to_cart"),
+            Some(json!({ "book": "Dune", "quantity": 99 })),
+        ),
+        ("GET", format!("/v1/sessions/{id}/ws"), None),
+        ("DELETE", format!("/v1/sessions/{id}"), None),
+    ] {
+        let (status, body) = served.as_caller(token, method, &path, body);
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(body["kind"], "not-found", "{method} {path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().ends_with(&nothing),
+            "{method} {path}: {body}"
+        );
+    }
+}
+
+fn keys() -> (KeyFile, [String; 3]) {
+    let mut file = KeyFile::default();
+    let grant = |plugins: &[&str], act_for_users, choose_ids| Grant {
+        plugins: plugins.iter().map(|plugin| (*plugin).to_owned()).collect(),
+        act_for_users,
+        choose_ids,
+    };
+    let backend = file
+        .create(
+            "backend",
+            "shop-backend",
+            grant(&["shop", "profile"], true, false),
+        )
+        .unwrap();
+    let app = file
+        .create("app", "app", grant(&["intake"], false, false))
+        .unwrap();
+    let chooser = file
+        .create("chooser", "chooser", grant(&["*"], false, true))
+        .unwrap();
+    (file, [backend, app, chooser])
+}
+
+#[test]
+fn api_keys_own_their_sessions_and_name_users_only_when_allowed() {
+    let (file, [backend, app, chooser]) = keys();
+    let text = toml_of(&file);
+    assert!(!text.contains(&backend) && !text.contains(&app), "{text}");
+    let served = serve(Callers::new(Some(&file), None));
+
+    for (authorization, reason) in [
+        (None, "the session API needs `Authorization: Bearer ...`"),
+        (
+            Some("Bearer abk_0000".to_owned()),
+            "the API key is unknown or revoked",
+        ),
+        (Some(format!("Basic {backend}")), "the session API needs"),
+        (
+            Some("Bearer not.a.jwt".to_owned()),
+            "this server takes API keys only",
+        ),
+    ] {
+        let (status, body, challenge) = served.call(
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": "shop" })),
+            authorization.as_deref(),
+        );
+        assert_eq!(
+            (status, challenge.as_deref()),
+            (401, Some("Bearer")),
+            "{body}"
+        );
+        assert_eq!(body["kind"], "unauthorized");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(reason),
+            "{body}"
+        );
+    }
+
+    // A backend that authenticated its users names them; the scheme is
+    // matched in any case.
+    let (status, body, _) = served.call(
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "profile", "user_id": "+15551234567" })),
+        Some(&format!("bearer {backend}")),
+    );
+    assert_eq!(status, 201, "{body}");
+    let profile = body["session"].as_str().unwrap().to_owned();
+    assert!(uuid_like(&profile), "a minted id, not `{profile}`");
+    let (status, record) =
+        served.as_caller(&backend, "GET", &format!("/v1/sessions/{profile}"), None);
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(
+        (&record["user_id"], &record["owner"]),
+        (&json!("+15551234567"), &json!("key:shop-backend"))
+    );
+
+    // Another principal reaches nothing of it, and is told nothing of it.
+    reaches_nothing_of(&served, &app, &profile);
+    reaches_nothing_of(&served, &chooser, &profile);
+    let (status, _) = served.as_caller(ADMIN, "GET", &format!("/v1/sessions/{profile}"), None);
+    assert_eq!(status, 200, "the admin reaches every session");
+
+    for (token, start, reason) in [
+        (
+            &app,
+            json!({ "plugin": "intake", "user_id": "ada" }),
+            "this API key may not act for users; leave `user_id` out",
+        ),
+        (
+            &app,
+            json!({ "plugin": "shop" }),
+            "this caller may not use plugin `shop`",
+        ),
+        (
+            &app,
+            json!({ "plugin": "intake", "id": "1" }),
+            "this caller may not choose session ids",
+        ),
+    ] {
+        let (status, body) = served.as_caller(token, "POST", "/v1/sessions", Some(start.clone()));
+        assert_eq!(
+            (status, &body["kind"]),
+            (403, &json!("forbidden")),
+            "{start}: {body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().starts_with(reason),
+            "{body}"
+        );
+    }
+
+    // A chosen id is kept under the principal's name, out of others' way.
+    let (status, body) = served.as_caller(
+        &chooser,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "intake", "id": "1" })),
+    );
+    assert_eq!(
+        (status, &body["session"]),
+        (201, &json!("chooser:1")),
+        "{body}"
+    );
+    reaches_nothing_of(&served, &app, "chooser:1");
+
+    // The tools listed are those of the plugins the key may use.
+    let (_, tools) = served.as_caller(&app, "GET", "/v1/tools", None);
+    let addresses: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["address"].as_str().unwrap())
+        .collect();
+    assert!(!addresses.is_empty());
+    assert!(
+        addresses
+            .iter()
+            .all(|address| address.starts_with("intake/")),
+        "{addresses:?}"
+    );
+
+    // A revoked key is refused from the next request on.
+    let mut revoked = file.clone();
+    assert!(revoked.revoke("backend"));
+    served.callers.reload_keys(&revoked);
+    let (status, body) =
+        served.as_caller(&backend, "GET", &format!("/v1/sessions/{profile}"), None);
+    assert_eq!(
+        (status, &body["message"]),
+        (401, &json!("the API key is unknown or revoked"))
+    );
+    let (status, _) = served.as_caller(&app, "GET", "/v1/tools", None);
+    assert_eq!(status, 200, "the other keys stay");
+}
+
+/// Whether `id` is a minted random id (a UUID's 122 random bits).
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().filter(|c| *c == '-').count() == 4
+}
+
+fn toml_of(file: &KeyFile) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    file.write(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        KeyFile::parse(&text).unwrap(),
+        *file,
+        "the file reads back as written"
+    );
+    text
+}
+
+fn es256_settings() -> JwtSettings {
+    JwtSettings {
+        algorithm: Algorithm::ES256,
+        secret_env: None,
+        public_key: Some(fixture("jwt-es256-public.pem")),
+        jwks: None,
+        issuer: "https://auth.example.com".into(),
+        audience: "agentbox".into(),
+        user_claim: "sub".into(),
+        plugins: vec!["profile".into(), "intake".into()],
+        leeway_s: 30,
+    }
+}
+
+/// A token for `user` signed with the fixture's ES256 key, valid for an
+/// hour from the test clock's start, with `changes` made to its claims.
+fn token(user: &str, changes: Value) -> String {
+    let mut claims = json!({
+        "sub": user,
+        "iss": "https://auth.example.com",
+        "aud": "agentbox",
+        "iat": NOW_S,
+        "exp": NOW_S + 3600,
+    });
+    for (claim, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(claim);
+        } else {
+            claims[claim] = value.clone();
+        }
+    }
+    let key = EncodingKey::from_ec_pem(&std::fs::read(fixture("jwt-es256-private.pem")).unwrap())
+        .unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap()
+}
+
+#[test]
+fn a_jwt_caller_is_its_tokens_user_and_its_times_follow_the_host_clock() {
+    let (file, [backend, ..]) = keys();
+    let verifier = JwtVerifier::new(&es256_settings()).unwrap();
+    let served = serve(Callers::new(Some(&file), Some(verifier)));
+    let ada = token("ada@example.com", json!({}));
+
+    let (status, body) = served.as_caller(
+        &ada,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "profile" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["session"].as_str().unwrap().to_owned();
+    let (_, record) = served.as_caller(&ada, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(
+        (&record["user_id"], &record["owner"]),
+        (&json!("ada@example.com"), &json!("jwt:ada@example.com"))
+    );
+    let (status, body) = served.as_caller(
+        &ada,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "profile", "user_id": "ada@example.com" })),
+    );
+    assert_eq!(status, 201, "naming its own user is no claim: {body}");
+    let (status, body) = served.as_caller(
+        &ada,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "profile", "user_id": "grace@example.com" })),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "user id `grace@example.com` is not the user the token was issued to"
+    );
+    let (status, _) = served.as_caller(
+        &ada,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "shop" })),
+    );
+    assert_eq!(status, 403, "shop is not among the token holders' plugins");
+
+    // Another user's token and an API key reach nothing of Ada's session,
+    // and her token nothing of the key's.
+    reaches_nothing_of(&served, &token("grace@example.com", json!({})), &id);
+    reaches_nothing_of(&served, &backend, &id);
+    let (_, body) = served.as_caller(
+        &backend,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "shop" })),
+    );
+    reaches_nothing_of(&served, &ada, body["session"].as_str().unwrap());
+
+    let refused = |token: &str| {
+        let (status, body) = served.as_caller(token, "GET", "/v1/tools", None);
+        assert_eq!(
+            (status, &body["kind"]),
+            (401, &json!("unauthorized")),
+            "{body}"
+        );
+        body["message"].as_str().unwrap().to_owned()
+    };
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": "ada", "iss": "https://auth.example.com", "aud": "agentbox", "exp": NOW_S + 60 }),
+        &EncodingKey::from_secret(&std::fs::read(fixture("jwt-es256-public.pem")).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    // Grace's claims under the signature of Ada's token.
+    let grace = token("grace@example.com", json!({}));
+    let [header, _, signature]: [&str; 3] = ada.split('.').collect::<Vec<_>>().try_into().unwrap();
+    let tampered = format!("{header}.{}.{signature}", grace.split('.').nth(1).unwrap());
+    for (token, reason) in [
+        (
+            token("ada", json!({ "aud": "another-service" })),
+            "its audience is not this server",
+        ),
+        (
+            token("ada", json!({ "iss": "https://evil.example.com" })),
+            "its issuer is not the one the server trusts",
+        ),
+        (
+            token("ada", json!({ "exp": null })),
+            "it has no `exp` claim",
+        ),
+        (
+            token("ada", json!({ "sub": null })),
+            "it has no `sub` claim naming its user",
+        ),
+        (
+            token("ada", json!({ "sub": "ada lovelace" })),
+            "its `sub` claim: user id `ada lovelace` is invalid",
+        ),
+        (
+            token("ada", json!({ "nbf": NOW_S + 120 })),
+            "it is not valid yet",
+        ),
+        (
+            hs256,
+            "it is signed with another algorithm than the server's",
+        ),
+        (tampered, "its signature does not verify"),
+        ("a.b.c".to_owned(), "it is not a well-formed JWT"),
+    ] {
+        let message = refused(&token);
+        assert!(
+            message.starts_with(&format!("the token is refused: {reason}")),
+            "{message}"
+        );
+    }
+
+    // Expiry is read off the host's clock, with the leeway allowed.
+    served.clock.advance(Duration::from_secs(3600 + 29));
+    let (status, _) = served.as_caller(&ada, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(status, 200, "within the leeway");
+    served.clock.advance(Duration::from_secs(1));
+    assert_eq!(refused(&ada), "the token is refused: it has expired");
+}
