@@ -8,6 +8,10 @@ use std::time::Duration;
 /// for loading plugins (see [`crate::engine`]).
 pub const MAX_CONCURRENT_TURNS: usize = 960;
 
+/// The largest component the host takes, in bytes: an upload to the admin
+/// API or a file in the plugin folder.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
 /// Checks a bound on turns running at once against what the pool holds.
 /// The error completes "concurrent turns ...".
 pub fn check_concurrent_turns(turns: usize) -> Result<(), String> {

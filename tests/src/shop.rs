@@ -193,6 +193,26 @@ async fn cached_results_hit_within_the_ttl_and_miss_after_it_or_a_new_version() 
     assert!(product.p50_us <= product.p95_us);
 }
 
+/// A tool that reads session or user state may declare a TTL: its cached
+/// result is never another session's, whoever asks with the same arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_result_is_never_served_to_another_session() {
+    let host = host();
+    load(&host, SHOP);
+    let lamp = json!({ "product_id": "lamp" });
+    let ada = start(&host, "shop", json!({})).await.session;
+    let grace = start(&host, "shop", json!({})).await.session;
+    assert!(!call(&host, &ada, "get_product", lamp.clone()).await.cached);
+    assert!(call(&host, &ada, "get_product", lamp.clone()).await.cached);
+    assert!(
+        !call(&host, &grace, "get_product", lamp.clone())
+            .await
+            .cached,
+        "Ada's cached result reached Grace's session"
+    );
+    assert!(call(&host, &grace, "get_product", lamp).await.cached);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_every_outcome_per_tool() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());

@@ -13,9 +13,10 @@ use clap::Args;
 
 use super::keys::{callers, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
-use agentbox_host::Host;
+use agentbox_host::limits::MAX_COMPONENT_BYTES;
 use agentbox_host::server::auth::jwt::JwtSettings;
 use agentbox_host::store::StoreSpec;
+use agentbox_host::{Host, LoadError, PluginVersion};
 
 /// Serve sessions and tools over HTTP and WebSocket, and plugins over an admin API.
 ///
@@ -213,8 +214,15 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let watched = components(&plugin_dir)?;
     let mut in_dir: Vec<&PathBuf> = watched.keys().collect();
     in_dir.sort();
-    for path in args.plugins.iter().chain(in_dir) {
-        let plugin = load(path, |bytes| host.deploy_plugin(bytes))?;
+    let given = args
+        .plugins
+        .iter()
+        .map(|path| load(path, |bytes| host.deploy_plugin(bytes)));
+    let found = in_dir
+        .into_iter()
+        .map(|path| load_from_folder(path, |bytes| host.deploy_plugin(bytes)));
+    for plugin in given.chain(found) {
+        let plugin = plugin?;
         eprintln!(
             "agentbox: plugin {} {} (sha256:{:.12}, {})",
             plugin.name(),
@@ -301,7 +309,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// When a file was last seen changed, and how.
 type Stamp = (SystemTime, u64);
 
-/// The `.wasm` files in `dir` and their stamps, by path.
+/// The `.wasm` files in `dir` and their stamps, by path: regular files
+/// only, never a symlink (which may lead out of the folder), a FIFO or a
+/// device.
 fn components(dir: &Path) -> anyhow::Result<HashMap<PathBuf, Stamp>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
@@ -311,10 +321,59 @@ fn components(dir: &Path) -> anyhow::Result<HashMap<PathBuf, Stamp>> {
             if path.extension().is_none_or(|ext| ext != "wasm") {
                 return None;
             }
-            let metadata = std::fs::metadata(&path).ok()?;
+            let metadata = std::fs::symlink_metadata(&path).ok()?;
+            if !metadata.is_file() {
+                tracing::warn!(path = %path.display(), "not a regular file: the plugin folder loads regular files only");
+                return None;
+            }
             Some((path, (metadata.modified().ok()?, metadata.len())))
         })
         .collect())
+}
+
+/// Reads the component at `path` in the plugin folder: a regular file
+/// opened without following a symlink and without waiting on a FIFO, of at
+/// most [`MAX_COMPONENT_BYTES`], as an upload.
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {} (a symlink is not followed)", path.display()))?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    if metadata.len() > MAX_COMPONENT_BYTES as u64 {
+        bail!(
+            "{} is {} bytes, over the limit of {MAX_COMPONENT_BYTES} bytes",
+            path.display(),
+            metadata.len()
+        );
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_COMPONENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() > MAX_COMPONENT_BYTES {
+        bail!(
+            "{} grew over the limit of {MAX_COMPONENT_BYTES} bytes while read",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Loads the component at `path` of the plugin folder with `load`.
+fn load_from_folder(
+    path: &Path,
+    load: impl FnOnce(&[u8]) -> Result<Arc<PluginVersion>, LoadError>,
+) -> anyhow::Result<Arc<PluginVersion>> {
+    let bytes = read_component(path)?;
+    load(&bytes).with_context(|| format!("cannot load {}", path.display()))
 }
 
 /// Loads and activates each `.wasm` in `dir` that changed since `seen`, once
@@ -350,7 +409,7 @@ async fn watch(host: Host, dir: PathBuf, mut seen: HashMap<PathBuf, Stamp>) {
             let loading = host.clone();
             let file = path.clone();
             let loaded = tokio::task::spawn_blocking(move || {
-                load(&file, |bytes| loading.load_plugin(bytes))
+                load_from_folder(&file, |bytes| loading.load_plugin(bytes))
             })
             .await
             .expect("loading a plugin panicked");

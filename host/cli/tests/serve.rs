@@ -1019,6 +1019,49 @@ fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
     );
 }
 
+/// The plugin folder is written by others than the operator: it loads
+/// regular files only, no bigger than an upload, and a FIFO never holds the
+/// watcher or the stop.
+#[test]
+fn the_plugin_folder_loads_regular_files_only_and_never_blocks_the_stop() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    build(&plugin_dir("counter"), data.path());
+    let outside = data.path().join("outside.wasm");
+    std::fs::copy(built_component("counter"), &outside).unwrap();
+    let plugins = data.path().join("watched");
+    std::fs::create_dir(&plugins).unwrap();
+    std::os::unix::fs::symlink(&outside, plugins.join("linked.wasm")).unwrap();
+    let mkfifo = |name: &str| {
+        let made = std::process::Command::new("mkfifo")
+            .arg(plugins.join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    mkfifo("fifo.wasm");
+    let server = Server::start_with_env(
+        data.path(),
+        &["--plugin-dir", plugins.to_str().unwrap(), "--watch"],
+        &[("AGENTBOX_ADMIN_TOKEN", "admin")],
+    );
+    server.wait_for("no plugins loaded");
+
+    mkfifo("late.wasm");
+    let big = std::fs::File::create(plugins.join("big.wasm")).unwrap();
+    big.set_len((64 << 20) + 1).unwrap();
+    let refused = server.wait_for("big.wasm changed");
+    assert!(
+        refused.contains("does not load") && refused.contains("over the limit of 67108864 bytes"),
+        "{refused}"
+    );
+    let (status, body) = request("GET", &server.url("/v1/admin/plugins"), None, Some("admin"));
+    assert_eq!((status, json_of(&body)), (200, json!([])), "nothing loaded");
+
+    let (status, stderr) = server.terminate();
+    assert!(status.success(), "{stderr:?}");
+}
+
 /// Waits until `server` runs version `version` of `plugin`, and returns how
 /// many times the admin API had to be asked.
 fn wait_for_version(server: &Server, plugin: &str, version: &str) -> u32 {

@@ -152,11 +152,11 @@ impl Tool {
     }
 
     /// The result-cache key of a call of this tool of plugin version
-    /// `digest` with `arguments`: a hash of all three, the arguments in
-    /// canonical JSON (keys sorted, no whitespace).
-    pub fn cache_key(&self, digest: &str, arguments: &Value) -> String {
+    /// `digest` in `session` with `arguments`: a hash of all four, the
+    /// arguments in canonical JSON (keys sorted, no whitespace).
+    pub fn cache_key(&self, digest: &str, session: &str, arguments: &Value) -> String {
         let mut hasher = Sha256::new();
-        for part in [digest, self.name.as_str(), &arguments.to_string()] {
+        for part in [digest, self.name.as_str(), session, &arguments.to_string()] {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }

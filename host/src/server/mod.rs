@@ -23,6 +23,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 
+use crate::limits::MAX_COMPONENT_BYTES;
 use crate::server::api::{Api, error};
 use crate::server::auth::Callers;
 use crate::session::Host;
@@ -31,7 +32,7 @@ use crate::session::Host;
 const MAX_JSON_BODY: usize = 1 << 20;
 
 /// Largest plugin upload, in bytes.
-const MAX_PLUGIN_BODY: usize = 64 << 20;
+const MAX_PLUGIN_BODY: usize = MAX_COMPONENT_BYTES;
 
 /// Serves `router` on `listener` until `stop` resolves, then lets running
 /// requests finish. Every connection writes without delay (`TCP_NODELAY`):

@@ -96,7 +96,7 @@ impl Host {
         }
         let cache = tool
             .cache_ttl
-            .map(|ttl| (tool.cache_key(&digest, &arguments), ttl));
+            .map(|ttl| (tool.cache_key(&digest, id, &arguments), ttl));
         if let Some((key, _)) = &cache {
             let hit = self
                 .inner

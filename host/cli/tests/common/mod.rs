@@ -104,14 +104,25 @@ impl Server {
     }
 
     /// Sends the server `signal` (`TERM`, `KILL`) and returns its exit
-    /// status and the rest of its stderr.
+    /// status and the rest of its stderr; fails if it has not exited a
+    /// minute later (and is then killed).
     pub fn signal(mut self, signal: &str) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap();
-        let status = self.child.wait().unwrap();
+        let given_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < given_up,
+                "agentbox serve did not exit within a minute of SIG{signal}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         (status, self.stderr.try_iter().collect())
     }
 }
