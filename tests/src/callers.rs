@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use agentbox_host::server::auth::jwt::{JwtSettings, JwtVerifier};
 use agentbox_host::server::auth::keys::KeyFile;
+use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::server::auth::{Callers, Grant};
 use agentbox_host::store::MemoryStore;
 use agentbox_host::{Clock, Host, Limits};
@@ -75,15 +76,15 @@ fn serve(callers: Callers) -> Served {
 }
 
 impl Served {
-    /// Status, JSON body and `WWW-Authenticate` header of a request sent
-    /// with `authorization` as is.
+    /// Status, JSON body and headers of a request sent with `authorization`
+    /// as is.
     fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<Value>,
         authorization: Option<&str>,
-    ) -> (u16, Value, Option<String>) {
+    ) -> (u16, Value, ureq::http::HeaderMap) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -97,17 +98,14 @@ impl Served {
         }
         let body = body.map(|body| body.to_string()).unwrap_or_default();
         let mut response = agent.run(request.body(body).unwrap()).unwrap();
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|value| value.to_str().unwrap().to_owned());
+        let headers = response.headers().clone();
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap();
         let json = text
             .lines()
             .last()
             .map_or(Value::Null, |line| serde_json::from_str(line).unwrap());
-        (status, json, challenge)
+        (status, json, headers)
     }
 
     /// [`Served::call`] with `token` as the bearer token.
@@ -195,14 +193,19 @@ fn api_keys_own_their_sessions_and_name_users_only_when_allowed() {
             "this server takes API keys only",
         ),
     ] {
-        let (status, body, challenge) = served.call(
+        let (status, body, headers) = served.call(
             "POST",
             "/v1/sessions",
             Some(json!({ "plugin": "shop" })),
             authorization.as_deref(),
         );
         assert_eq!(
-            (status, challenge.as_deref()),
+            (
+                status,
+                headers
+                    .get("www-authenticate")
+                    .map(|value| value.to_str().unwrap())
+            ),
             (401, Some("Bearer")),
             "{body}"
         );
@@ -488,4 +491,71 @@ fn a_jwt_caller_is_its_tokens_user_and_its_times_follow_the_host_clock() {
     assert_eq!(status, 200, "within the leeway");
     served.clock.advance(Duration::from_secs(1));
     assert_eq!(refused(&ada), "the token is refused: it has expired");
+}
+
+#[test]
+fn each_principal_is_held_to_its_rates_by_the_host_clock() {
+    let (file, [backend, app, _]) = keys();
+    let rates = Rates {
+        session_starts_per_minute: Some(2),
+        turns_per_second: Some(3),
+    };
+    let served = serve(Callers::new(Some(&file), None).with_rates(rates));
+    let start = |token: &str| {
+        served.call(
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": "intake" })),
+            Some(&format!("Bearer {token}")),
+        )
+    };
+    let (status, first, _) = start(&app);
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(start(&app).0, 201);
+    let (status, body, _) = start(&app);
+    assert_eq!(
+        (status, &body["kind"]),
+        (429, &json!("rate-limited")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"],
+        "this caller is over its rate of 2 session starts a minute; retry in 30000 ms"
+    );
+    assert_eq!(start(ADMIN).0, 201, "the admin is not held");
+    served.clock.advance(Duration::from_secs(30));
+    assert_eq!(start(&app).0, 201, "a token came back after 30 s");
+
+    let id = first["session"].as_str().unwrap().to_owned();
+    let message = || {
+        served.as_caller(
+            &app,
+            "POST",
+            &format!("/v1/sessions/{id}/messages"),
+            Some(json!({ "text": "my name is Ada" })),
+        )
+    };
+    for _ in 0..3 {
+        let (status, body) = message();
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = message();
+    assert_eq!(
+        (status, &body["kind"]),
+        (429, &json!("rate-limited")),
+        "{body}"
+    );
+    let (status, _) = served.as_caller(
+        &backend,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "shop" })),
+    );
+    assert_eq!(status, 201, "another principal has buckets of its own");
+    served.clock.advance(Duration::from_millis(334));
+    assert_eq!(
+        message().0,
+        200,
+        "a turn's token comes back in a third of a second"
+    );
 }

@@ -15,6 +15,7 @@ use super::keys::{callers, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
 use agentbox_host::limits::MAX_COMPONENT_BYTES;
 use agentbox_host::server::auth::jwt::JwtSettings;
+use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::store::StoreSpec;
 use agentbox_host::{Host, LoadError, PluginVersion};
 
@@ -52,8 +53,8 @@ use agentbox_host::{Host, LoadError, PluginVersion};
 #[command(verbatim_doc_comment)]
 pub(super) struct ServeArgs {
     /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
-    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy and a [jwt] table (see
-    /// docs/api.md)
+    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt] and [rates] tables
+    /// (see docs/api.md)
     #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
     config: Option<PathBuf>,
 
@@ -101,6 +102,10 @@ pub(super) struct ServeArgs {
     #[arg(skip)]
     jwt: Option<Box<JwtSettings>>,
 
+    /// How fast each principal may start sessions and run turns: the --config file's [rates]
+    #[arg(skip)]
+    rates: Rates,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -121,6 +126,8 @@ struct ServeConfig {
     #[serde(default)]
     insecure: bool,
     jwt: Option<JwtSettings>,
+    #[serde(default)]
+    rates: Rates,
     data_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
@@ -157,6 +164,7 @@ impl ServeArgs {
         self.keys = self.keys.or(config.keys);
         self.insecure |= config.insecure;
         self.jwt = config.jwt.map(Box::new);
+        self.rates = config.rates;
         let host = &mut self.host;
         host.data_dir = host.data_dir.take().or(config.data_dir);
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
@@ -194,7 +202,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let default = args.host.data_dir().join("keys.toml");
         default.exists().then_some(default)
     });
-    let callers = Arc::new(callers(keys.as_deref(), args.jwt.as_deref())?);
+    let callers = Arc::new(callers(keys.as_deref(), args.jwt.as_deref())?.with_rates(args.rates));
     if callers.is_open() && !listen.ip().is_loopback() && !args.insecure {
         bail!(
             "refusing to serve the session API on {listen} without authentication: create an API key with `agentbox keys create`, set up [jwt] in the --config file, or pass --insecure to serve it open"

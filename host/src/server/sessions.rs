@@ -19,7 +19,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
 use crate::server::api::{Api, error, owned_session, rejected};
-use crate::server::auth::{Caller, forbidden};
+use crate::server::auth::rates::Action;
+use crate::server::auth::{Caller, forbidden, too_fast};
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 
@@ -53,6 +54,9 @@ pub(super) async fn start_session(
         Ok(start) => start,
         Err(reason) => return forbidden(reason),
     };
+    if let Some(refusal) = held_back(&api, &caller, Action::Start) {
+        return refusal;
+    }
     match api.host.start_session(start, None).await {
         Ok(report) => (
             StatusCode::CREATED,
@@ -91,6 +95,9 @@ pub(super) async fn send_message(
     if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
         return refusal;
     }
+    if let Some(refusal) = held_back(&api, &caller, Action::Turn) {
+        return refusal;
+    }
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let said = events.clone();
     let sink: Sink = Arc::new(move |text: &str| {
@@ -122,6 +129,14 @@ pub(super) async fn send_message(
         .into_response()
 }
 
+/// Counts `action` by `caller`; the 429 answer if it is going too fast.
+fn held_back(api: &Api, caller: &Caller, action: Action) -> Option<Response> {
+    api.callers
+        .admit(caller, action, api.host.clock().now_ms())
+        .err()
+        .map(|slow| too_fast(&slow))
+}
+
 /// One event as a line of JSON.
 fn line(event: &TurnEvent) -> Bytes {
     let mut line = serde_json::to_vec(event).expect("an event is JSON");
@@ -148,6 +163,9 @@ pub(super) async fn call_tool(
         }
         Ok(_) => {}
         Err(refusal) => return refusal,
+    }
+    if let Some(refusal) = held_back(&api, &caller, Action::Turn) {
+        return refusal;
     }
     match api.host.call_tool(&id, &tool, arguments, None).await {
         Ok(report) => Json(json!({
@@ -222,6 +240,9 @@ pub(super) async fn end_session(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
+    if let Some(refusal) = held_back(&api, &caller, Action::Turn) {
         return refusal;
     }
     match api.host.end_session(&id).await {

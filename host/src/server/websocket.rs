@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use crate::capability::output::Sink;
 use crate::server::MAX_JSON_BODY;
 use crate::server::api::{Api, error, owned_session};
-use crate::server::auth::Caller;
-use crate::session::Host;
+use crate::server::auth::rates::Action;
+use crate::server::auth::{Caller, slow_message};
 use crate::session::report::TurnEvent;
 use crate::store::Status;
 
@@ -74,11 +74,12 @@ pub(super) async fn converse(
     upgrade
         .max_frame_size(MAX_JSON_BODY)
         .max_message_size(MAX_JSON_BODY)
-        .on_upgrade(move |socket| websocket(api.host, id, socket))
+        .on_upgrade(move |socket| websocket(api, caller, id, socket))
 }
 
-/// Serves one WebSocket until the caller closes it or the session ends.
-async fn websocket(host: Host, id: String, mut socket: WebSocket) {
+/// Serves one WebSocket for `caller` until it closes it or the session
+/// ends; each message, tool call and end counts as a turn of its rate.
+async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) {
     while let Some(Ok(frame)) = socket.recv().await {
         let text = match frame {
             Frame::Text(text) => text,
@@ -104,6 +105,19 @@ async fn websocket(host: Host, id: String, mut socket: WebSocket) {
                 continue;
             }
         };
+        if let Err(slow) = api
+            .callers
+            .admit(&caller, Action::Turn, api.host.clock().now_ms())
+        {
+            let refusal = TurnEvent::Error {
+                kind: "rate-limited",
+                message: slow_message(&slow),
+            };
+            if send(&mut socket, &refusal).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
         let said = events.clone();
         let sink: Sink = Arc::new(move |text: &str| {
@@ -111,7 +125,7 @@ async fn websocket(host: Host, id: String, mut socket: WebSocket) {
                 text: text.to_owned(),
             });
         });
-        let (host, id) = (host.clone(), id.clone());
+        let (host, id) = (api.host.clone(), id.clone());
         tokio::spawn(async move {
             let done = match inbound {
                 Inbound::Message { text } => host

@@ -6,6 +6,7 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod rates;
 
 use std::sync::{Arc, RwLock};
 
@@ -19,6 +20,7 @@ use crate::names::check_plugin_name;
 use crate::server::api::{Api, error};
 use crate::server::auth::jwt::JwtVerifier;
 use crate::server::auth::keys::{KEY_PREFIX, KeyFile, KeyRing};
+use crate::server::auth::rates::{Action, Limiter, Rates, Slow};
 use crate::session::report::SessionStart;
 use crate::store::SessionRecord;
 
@@ -88,6 +90,28 @@ pub(crate) fn forbidden(message: String) -> Response {
     error(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
+/// A caller going faster than its rate, answered 429 with `Retry-After`.
+pub(crate) fn too_fast(slow: &Slow) -> Response {
+    let seconds = slow.retry_after_ms.div_ceil(1000).max(1);
+    let mut refusal = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        slow_message(slow),
+    );
+    refusal
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    refusal
+}
+
+/// What a caller going faster than its rate is told.
+pub(crate) fn slow_message(slow: &Slow) -> String {
+    format!(
+        "this caller is over its rate of {}; retry in {} ms",
+        slow.rate, slow.retry_after_ms
+    )
+}
+
 impl Caller {
     /// Whether it may start sessions of `plugin` and call its tools.
     pub(crate) fn may_use(&self, plugin: &str) -> bool {
@@ -151,6 +175,7 @@ impl Caller {
 pub struct Callers {
     keys: Option<RwLock<Arc<KeyRing>>>,
     jwt: Option<JwtVerifier>,
+    limiter: Limiter,
 }
 
 impl Callers {
@@ -159,6 +184,7 @@ impl Callers {
         Callers {
             keys: None,
             jwt: None,
+            limiter: Limiter::default(),
         }
     }
 
@@ -167,6 +193,23 @@ impl Callers {
         Callers {
             keys: keys.map(|file| RwLock::new(Arc::new(KeyRing::new(file)))),
             jwt,
+            limiter: Limiter::default(),
+        }
+    }
+
+    /// Bounds how fast each principal starts sessions and runs turns; the
+    /// admin and the callers of an open server are not bounded.
+    pub fn with_rates(mut self, rates: Rates) -> Callers {
+        self.limiter = Limiter::new(rates);
+        self
+    }
+
+    /// Counts `action` by `caller` at `now_ms`, or says how long it must
+    /// wait.
+    pub(crate) fn admit(&self, caller: &Caller, action: Action, now_ms: u64) -> Result<(), Slow> {
+        match caller {
+            Caller::Anyone | Caller::Admin => Ok(()),
+            Caller::Principal(principal) => self.limiter.admit(&principal.owner, action, now_ms),
         }
     }
 
