@@ -140,11 +140,7 @@ impl Server {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = agentbox_host::server::router(
-            host.clone(),
-            None,
-            std::sync::Arc::new(agentbox_host::server::auth::Callers::open()),
-        );
+        let router = agentbox_host::server::router(host.clone(), Default::default());
         let serving = runtime.spawn(async move {
             agentbox_host::server::serve(listener, router, std::future::pending())
                 .await

@@ -11,6 +11,7 @@ use agentbox_host::server::auth::jwt::{JwtSettings, JwtVerifier};
 use agentbox_host::server::auth::keys::KeyFile;
 use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::server::auth::{Callers, Grant};
+use agentbox_host::server::websocket::WebSocketSettings;
 use agentbox_host::store::MemoryStore;
 use agentbox_host::{Clock, Host, Limits};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -41,6 +42,11 @@ struct Served {
 }
 
 fn serve(callers: Callers) -> Served {
+    serve_with(callers, WebSocketSettings::default())
+}
+
+/// [`serve`] with WebSockets held to `websocket`.
+fn serve_with(callers: Callers, websocket: WebSocketSettings) -> Served {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,7 +66,12 @@ fn serve(callers: Callers) -> Served {
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let callers = Arc::new(callers);
-    let router = agentbox_host::server::router(host.clone(), Some(ADMIN.into()), callers.clone());
+    let access = agentbox_host::server::Access {
+        admin_token: Some(ADMIN.into()),
+        callers: callers.clone(),
+        websocket,
+    };
+    let router = agentbox_host::server::router(host.clone(), access);
     runtime.spawn(agentbox_host::server::serve(
         listener,
         router,
@@ -558,4 +569,71 @@ fn each_principal_is_held_to_its_rates_by_the_host_clock() {
         200,
         "a turn's token comes back in a third of a second"
     );
+}
+
+/// Opens a WebSocket on session `id`, sending `origin` as a browser would;
+/// the status of a refused upgrade.
+fn open_socket(
+    served: &Served,
+    id: &str,
+    origin: Option<&str>,
+) -> Result<tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>, u16> {
+    use tungstenite::client::IntoClientRequest as _;
+
+    let url = format!(
+        "{}/v1/sessions/{id}/ws",
+        served.base.replace("http://", "ws://")
+    );
+    let mut request = url.into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    match tungstenite::connect(request) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(err) => panic!("{err}"),
+    }
+}
+
+#[test]
+fn a_socket_opens_only_from_allowed_pages_and_a_session_has_few_at_once() {
+    let served = serve_with(
+        Callers::default(),
+        WebSocketSettings {
+            origins: vec!["https://app.example.com".into()],
+            max_per_session: 2,
+        },
+    );
+    let (status, body) = served.as_caller(
+        ADMIN,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "intake" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["session"].as_str().unwrap().to_owned();
+
+    assert_eq!(
+        open_socket(&served, &id, Some("https://evil.example.com")).err(),
+        Some(403),
+        "a page of another origin is refused"
+    );
+    let mut from_app = open_socket(&served, &id, Some("https://app.example.com")).unwrap();
+    let _from_backend = open_socket(&served, &id, None).unwrap();
+    assert_eq!(
+        open_socket(&served, &id, None).err(),
+        Some(429),
+        "a third socket"
+    );
+
+    from_app.close(None).unwrap();
+    while from_app.read().is_ok() {}
+    // The server counts the socket closed once its side has seen the close.
+    let reopened = (0..500).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        open_socket(&served, &id, None).ok()
+    });
+    assert!(reopened.is_some(), "a closed socket makes room for another");
 }

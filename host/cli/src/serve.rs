@@ -14,8 +14,10 @@ use clap::Args;
 use super::keys::{callers, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
 use agentbox_host::limits::MAX_COMPONENT_BYTES;
+use agentbox_host::server::Access;
 use agentbox_host::server::auth::jwt::JwtSettings;
 use agentbox_host::server::auth::rates::Rates;
+use agentbox_host::server::websocket::WebSocketSettings;
 use agentbox_host::store::StoreSpec;
 use agentbox_host::{Host, LoadError, PluginVersion};
 
@@ -53,8 +55,8 @@ use agentbox_host::{Host, LoadError, PluginVersion};
 #[command(verbatim_doc_comment)]
 pub(super) struct ServeArgs {
     /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
-    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt] and [rates] tables
-    /// (see docs/api.md)
+    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt], [rates] and
+    /// [websocket] tables (see docs/api.md)
     #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
     config: Option<PathBuf>,
 
@@ -106,6 +108,11 @@ pub(super) struct ServeArgs {
     #[arg(skip)]
     rates: Rates,
 
+    /// Which pages may open WebSockets, and how many per session: the --config file's
+    /// [websocket]
+    #[arg(skip)]
+    websocket: WebSocketSettings,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -128,6 +135,8 @@ struct ServeConfig {
     jwt: Option<JwtSettings>,
     #[serde(default)]
     rates: Rates,
+    #[serde(default)]
+    websocket: WebSocketSettings,
     data_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
@@ -165,6 +174,7 @@ impl ServeArgs {
         self.insecure |= config.insecure;
         self.jwt = config.jwt.map(Box::new);
         self.rates = config.rates;
+        self.websocket = config.websocket;
         let host = &mut self.host;
         host.data_dir = host.data_dir.take().or(config.data_dir);
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
@@ -302,7 +312,14 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     agentbox_host::server::serve(
         listener,
-        agentbox_host::server::router(host, args.admin_token, callers),
+        agentbox_host::server::router(
+            host,
+            Access {
+                admin_token: args.admin_token,
+                callers,
+                websocket: args.websocket,
+            },
+        ),
         shutdown(),
     )
     .await

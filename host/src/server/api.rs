@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::server::auth::{Caller, Callers};
+use crate::server::websocket::Sockets;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
 use crate::store::SessionRecord;
@@ -22,6 +23,8 @@ pub(crate) struct Api {
     pub(crate) admin_token: Option<Arc<str>>,
     /// How callers of the session API authenticate.
     pub(crate) callers: Arc<Callers>,
+    /// The WebSockets open on each session.
+    pub(crate) sockets: Arc<Sockets>,
 }
 
 /// A JSON error response.

@@ -11,7 +11,7 @@ mod admin;
 mod api;
 pub mod auth;
 mod sessions;
-mod websocket;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -26,6 +26,7 @@ use axum::serve::ListenerExt as _;
 use crate::limits::MAX_COMPONENT_BYTES;
 use crate::server::api::{Api, error};
 use crate::server::auth::Callers;
+use crate::server::websocket::{Sockets, WebSocketSettings};
 use crate::session::Host;
 
 /// Largest JSON request body, and WebSocket frame and message, in bytes.
@@ -53,13 +54,25 @@ pub async fn serve(
         .await
 }
 
-/// The routes of `agentbox serve`, serving `host` to `callers`. Without
-/// `admin_token` every admin request is refused.
-pub fn router(host: Host, admin_token: Option<String>, callers: Arc<Callers>) -> Router {
+/// Who may reach a server, and how.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// The admin API's bearer token; without one every admin request is
+    /// refused.
+    pub admin_token: Option<String>,
+    /// How callers of the session API authenticate, and their rates.
+    pub callers: Arc<Callers>,
+    /// Which pages may open WebSockets, and how many per session.
+    pub websocket: WebSocketSettings,
+}
+
+/// The routes of `agentbox serve`, serving `host` as `access` says.
+pub fn router(host: Host, access: Access) -> Router {
     let api = Api {
         host,
-        admin_token: admin_token.map(Into::into),
-        callers,
+        admin_token: access.admin_token.map(Into::into),
+        callers: access.callers,
+        sockets: Arc::new(Sockets::new(access.websocket)),
     };
     let admin = Router::new()
         .route(

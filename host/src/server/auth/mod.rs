@@ -170,8 +170,9 @@ impl Caller {
     }
 }
 
-/// How the server authenticates callers of the session API.
-#[derive(Debug)]
+/// How the server authenticates callers of the session API; by default,
+/// not at all: every caller reaches every session.
+#[derive(Debug, Default)]
 pub struct Callers {
     keys: Option<RwLock<Arc<KeyRing>>>,
     jwt: Option<JwtVerifier>,
@@ -179,15 +180,6 @@ pub struct Callers {
 }
 
 impl Callers {
-    /// No authentication: every caller reaches every session.
-    pub fn open() -> Callers {
-        Callers {
-            keys: None,
-            jwt: None,
-            limiter: Limiter::default(),
-        }
-    }
-
     /// Callers authenticate with a key of `keys` or a token `jwt` verifies.
     pub fn new(keys: Option<&KeyFile>, jwt: Option<JwtVerifier>) -> Callers {
         Callers {
