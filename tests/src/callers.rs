@@ -11,7 +11,7 @@ use agentbox_host::server::auth::jwt::{JwtSettings, JwtVerifier};
 use agentbox_host::server::auth::keys::KeyFile;
 use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::server::auth::{Callers, Grant};
-use agentbox_host::server::websocket::WebSocketSettings;
+use agentbox_host::server::sockets::WebSocketSettings;
 use agentbox_host::store::MemoryStore;
 use agentbox_host::{Clock, Host, Limits};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

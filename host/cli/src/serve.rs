@@ -17,7 +17,7 @@ use agentbox_host::limits::MAX_COMPONENT_BYTES;
 use agentbox_host::server::Access;
 use agentbox_host::server::auth::jwt::JwtSettings;
 use agentbox_host::server::auth::rates::Rates;
-use agentbox_host::server::websocket::WebSocketSettings;
+use agentbox_host::server::sockets::WebSocketSettings;
 use agentbox_host::store::StoreSpec;
 use agentbox_host::{Host, LoadError, PluginVersion};
 

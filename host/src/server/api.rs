@@ -10,10 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::server::auth::{Caller, Callers};
-use crate::server::websocket::Sockets;
+use crate::server::sockets::Sockets;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
 use crate::store::SessionRecord;
+
+/// Largest JSON request body, and WebSocket frame and message, in bytes.
+pub(crate) const MAX_JSON_BODY: usize = 1 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -7,11 +7,13 @@
 //! invalid arguments, oversized bodies) are 4xx; a plugin that fails its turn
 //! is 502; the store failing is 503. See `docs/api.md`.
 
+mod access;
 mod admin;
 mod api;
 pub mod auth;
 mod sessions;
-pub mod websocket;
+pub mod sockets;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -24,13 +26,10 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 
 use crate::limits::MAX_COMPONENT_BYTES;
-use crate::server::api::{Api, error};
+use crate::server::api::{Api, MAX_JSON_BODY, error};
 use crate::server::auth::Callers;
-use crate::server::websocket::{Sockets, WebSocketSettings};
+use crate::server::sockets::{Sockets, WebSocketSettings};
 use crate::session::Host;
-
-/// Largest JSON request body, and WebSocket frame and message, in bytes.
-const MAX_JSON_BODY: usize = 1 << 20;
 
 /// Largest plugin upload, in bytes.
 const MAX_PLUGIN_BODY: usize = MAX_COMPONENT_BYTES;
@@ -106,7 +105,7 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/sessions/{id}/ws", get(websocket::converse))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
-            auth::authenticate,
+            access::authenticate,
         ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(middleware::from_fn(|request, next| {

@@ -18,9 +18,10 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
+use crate::server::access::{forbidden, too_fast};
 use crate::server::api::{Api, error, owned_session, rejected};
+use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
-use crate::server::auth::{Caller, forbidden, too_fast};
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 

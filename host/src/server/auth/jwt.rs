@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::names::check_user_id;
-use crate::server::auth::{Grant, Principal};
+use crate::server::auth::principal::{Grant, Principal};
 
 /// The `[jwt]` settings of `agentbox serve`.
 #[derive(Debug, Clone, Deserialize)]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::names::check_plugin_name;
-use crate::server::auth::{Grant, Principal};
+use crate::server::auth::principal::{Grant, Principal};
 
 /// What every API key starts with, so that one is recognized in a header,
 /// a log or a secret scanner.

@@ -6,73 +6,21 @@
 
 pub mod jwt;
 pub mod keys;
+mod principal;
 pub mod rates;
+
+pub use principal::Grant;
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use axum::http::{HeaderMap, header};
 
-use crate::names::check_plugin_name;
-use crate::server::api::{Api, error};
 use crate::server::auth::jwt::JwtVerifier;
 use crate::server::auth::keys::{KEY_PREFIX, KeyFile, KeyRing};
+use crate::server::auth::principal::Principal;
 use crate::server::auth::rates::{Action, Limiter, Rates, Slow};
 use crate::session::report::SessionStart;
 use crate::store::SessionRecord;
-
-/// What a principal may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grant {
-    /// The plugins it may start sessions of and call: names, or `*` for
-    /// every plugin.
-    pub plugins: Vec<String>,
-    /// Whether it may name the user of a session it starts: a trusted
-    /// backend that has authenticated its users itself.
-    #[serde(default)]
-    pub act_for_users: bool,
-    /// Whether it may choose the ids of the sessions it starts; they are
-    /// kept under its name, `PRINCIPAL:ID`.
-    #[serde(default)]
-    pub choose_ids: bool,
-}
-
-impl Grant {
-    /// Checks that every plugin named is `*` or a valid plugin name.
-    pub fn check(&self) -> Result<(), String> {
-        if self.plugins.is_empty() {
-            return Err("`plugins` is empty: name the plugins it may use, or `*`".into());
-        }
-        self.plugins
-            .iter()
-            .filter(|plugin| *plugin != "*")
-            .try_for_each(|plugin| check_plugin_name(plugin))
-    }
-
-    fn allows(&self, plugin: &str) -> bool {
-        self.plugins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == plugin)
-    }
-}
-
-/// An authenticated caller: the holder of an API key, or of a token for
-/// one user.
-#[derive(Debug)]
-pub(crate) struct Principal {
-    /// What its sessions record as their owner: `key:PRINCIPAL` or
-    /// `jwt:USER`.
-    owner: String,
-    /// The name its chosen session ids are kept under.
-    name: String,
-    grant: Grant,
-    /// The user a token was issued to; that user's sessions only.
-    user: Option<String>,
-}
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
@@ -83,33 +31,6 @@ pub(crate) enum Caller {
     Admin,
     /// A principal, who reaches the sessions it started.
     Principal(Arc<Principal>),
-}
-
-/// Why a caller may not do what it asked, answered 403.
-pub(crate) fn forbidden(message: String) -> Response {
-    error(StatusCode::FORBIDDEN, "forbidden", message)
-}
-
-/// A caller going faster than its rate, answered 429 with `Retry-After`.
-pub(crate) fn too_fast(slow: &Slow) -> Response {
-    let seconds = slow.retry_after_ms.div_ceil(1000).max(1);
-    let mut refusal = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        slow_message(slow),
-    );
-    refusal
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    refusal
-}
-
-/// What a caller going faster than its rate is told.
-pub(crate) fn slow_message(slow: &Slow) -> String {
-    format!(
-        "this caller is over its rate of {}; retry in {} ms",
-        slow.rate, slow.retry_after_ms
-    )
 }
 
 impl Caller {
@@ -219,7 +140,7 @@ impl Callers {
     }
 
     /// The caller presenting `bearer` at `now_ms`, or why it is refused.
-    fn authenticate(&self, bearer: Option<&str>, now_ms: u64) -> Result<Caller, String> {
+    pub(crate) fn authenticate(&self, bearer: Option<&str>, now_ms: u64) -> Result<Caller, String> {
         if self.is_open() {
             return Ok(Caller::Anyone);
         }
@@ -259,37 +180,4 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Compares two byte strings in time that depends on their lengths only.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-/// Authenticates a request of the session API before anything of it is
-/// read, and hands the handlers its [`Caller`]; refuses it with 401
-/// otherwise.
-pub(crate) async fn authenticate(
-    State(api): State<Api>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let bearer = bearer_token(request.headers());
-    let is_admin = matches!(
-        (&api.admin_token, bearer),
-        (Some(token), Some(bearer)) if constant_time_eq(token.as_bytes(), bearer.as_bytes())
-    );
-    let caller = if is_admin {
-        Ok(Caller::Admin)
-    } else {
-        api.callers.authenticate(bearer, api.host.clock().now_ms())
-    };
-    match caller {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        Err(reason) => {
-            let mut refusal = error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
-            refusal
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            refusal
-        }
-    }
 }
