@@ -637,3 +637,137 @@ fn a_socket_opens_only_from_allowed_pages_and_a_session_has_few_at_once() {
     });
     assert!(reopened.is_some(), "a closed socket makes room for another");
 }
+
+/// A keys file or `[jwt]` setting with a mistake is refused, naming it.
+#[test]
+fn a_bad_keys_file_or_jwt_setting_is_refused_saying_what_is_wrong() {
+    let entry = |name: &str, fields: &str| format!("[keys.{name}]\n{fields}\n");
+    let digest = format!("sha256 = \"{}\"", "ab".repeat(32));
+    for (text, reason) in [
+        (
+            entry(
+                "Backend",
+                &format!("{digest}\nprincipal = \"shop\"\nplugins = [\"shop\"]"),
+            ),
+            "key `Backend`: key name `Backend` is not a valid name",
+        ),
+        (
+            entry(
+                "backend",
+                "sha256 = \"abc\"\nprincipal = \"shop\"\nplugins = [\"shop\"]",
+            ),
+            "key `backend`: `sha256` must be 64 lowercase hex digits",
+        ),
+        (
+            entry(
+                "backend",
+                &format!("{digest}\nprincipal = \"shop:1\"\nplugins = [\"shop\"]"),
+            ),
+            "key `backend`: principal `shop:1` is not a valid name",
+        ),
+        (
+            entry(
+                "backend",
+                &format!("{digest}\nprincipal = \"shop\"\nplugins = []"),
+            ),
+            "key `backend`: `plugins` is empty: name the plugins it may use, or `*`",
+        ),
+        (
+            entry(
+                "backend",
+                &format!("{digest}\nprincipal = \"shop\"\nplugins = [\"shop\"]\nadmin = true"),
+            ),
+            "unknown field `admin`",
+        ),
+    ] {
+        let err = KeyFile::parse(&text).unwrap_err();
+        assert!(err.starts_with(reason), "{text}: {err}");
+    }
+
+    let mut file = KeyFile::default();
+    let grant = Grant {
+        plugins: vec!["*".into()],
+        act_for_users: false,
+        choose_ids: false,
+    };
+    file.create("app", "app", grant.clone()).unwrap();
+    assert_eq!(
+        file.create("app", "app", grant.clone()).unwrap_err(),
+        "a key named `app` exists; revoke it first or choose another name"
+    );
+    assert!(
+        file.create("App", "app", grant)
+            .unwrap_err()
+            .starts_with("key name `App`")
+    );
+    assert!(!file.revoke("nobody"));
+
+    let with = |change: fn(&mut JwtSettings)| {
+        let mut settings = es256_settings();
+        change(&mut settings);
+        JwtVerifier::new(&settings).unwrap_err()
+    };
+    assert_eq!(
+        with(|settings| settings.jwks = Some(fixture("jwt-es256-public.pem"))),
+        "ES256 needs one of `public_key` and `jwks`, and no `secret_env`"
+    );
+    assert_eq!(
+        with(|settings| settings.algorithm = Algorithm::HS256),
+        "HS256 needs `secret_env` and neither `public_key` nor `jwks`"
+    );
+    assert!(
+        with(|settings| settings.public_key = Some(fixture("missing.pem")))
+            .starts_with("cannot read "),
+    );
+    let rsa = with(|settings| settings.algorithm = Algorithm::RS256);
+    assert!(
+        rsa.contains("jwt-es256-public.pem is not a RS256 public key in PEM"),
+        "{rsa}"
+    );
+    assert_eq!(
+        with(|settings| settings.plugins = vec!["Shop".into()]),
+        "`Shop` is not a valid name: use 1 to 64 characters of a-z, 0-9 and `-`, starting with a letter and not ending with `-`"
+    );
+}
+
+/// With a JWKS, the token's `kid` picks the key; a token naming no key, or
+/// one the set lacks, is refused.
+#[test]
+fn a_jwks_picks_the_key_by_the_tokens_kid() {
+    let dir = tempfile::tempdir().unwrap();
+    let private =
+        EncodingKey::from_ec_pem(&std::fs::read(fixture("jwt-es256-private.pem")).unwrap())
+            .unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&private, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
+    let settings = JwtSettings {
+        public_key: None,
+        jwks: Some(jwks),
+        ..es256_settings()
+    };
+    let verifier = JwtVerifier::new(&settings).unwrap();
+    let served = serve(Callers::new(None, Some(verifier)));
+    let claims = json!({ "sub": "ada", "iss": "https://auth.example.com", "aud": "agentbox", "exp": NOW_S + 60 });
+    let signed = |kid: Option<&str>| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &private).unwrap()
+    };
+    let (status, body) = served.as_caller(&signed(Some("k1")), "GET", "/v1/tools", None);
+    assert_eq!(status, 200, "{body}");
+    for (token, reason) in [
+        (
+            signed(Some("k2")),
+            "the token is refused: it names key `k2`, which the JWKS lacks",
+        ),
+        (
+            signed(None),
+            "the token is refused: it names no `kid` to pick a key by",
+        ),
+    ] {
+        let (status, body) = served.as_caller(&token, "GET", "/v1/tools", None);
+        assert_eq!((status, &body["message"]), (401, &json!(reason)));
+    }
+}

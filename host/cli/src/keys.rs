@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
+use super::DATA_DIR;
 use agentbox_host::server::auth::jwt::{JwtSettings, JwtVerifier};
 use agentbox_host::server::auth::keys::KeyFile;
 use agentbox_host::server::auth::{Callers, Grant};
@@ -50,12 +51,19 @@ pub(super) struct FileArgs {
 impl FileArgs {
     fn path(&self) -> PathBuf {
         self.keys.clone().unwrap_or_else(|| {
-            self.data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("agentbox-data"))
-                .join("keys.toml")
+            default_keys(
+                &self
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DATA_DIR)),
+            )
         })
     }
+}
+
+/// The keys file in the data folder `data_dir`.
+pub(super) fn default_keys(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys.toml")
 }
 
 /// Create a key and print it on stdout, once: only its digest is kept.

@@ -97,11 +97,14 @@ struct HostArgs {
     policy: Option<PathBuf>,
 }
 
+/// The data folder when none is given.
+const DATA_DIR: &str = "agentbox-data";
+
 impl HostArgs {
     fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from("agentbox-data"))
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR))
     }
 
     fn host(&self, store: &StoreSpec) -> anyhow::Result<Host> {

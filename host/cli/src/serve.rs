@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::keys::{callers, follow_keys};
+use super::keys::{callers, default_keys, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
 use agentbox_host::limits::MAX_COMPONENT_BYTES;
 use agentbox_host::server::Access;
@@ -209,7 +209,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let keys = args.keys.clone().or_else(|| {
-        let default = args.host.data_dir().join("keys.toml");
+        let default = default_keys(&args.host.data_dir());
         default.exists().then_some(default)
     });
     let callers = Arc::new(callers(keys.as_deref(), args.jwt.as_deref())?.with_rates(args.rates));

@@ -214,3 +214,52 @@ fn serve_will_not_open_its_api_beyond_loopback_nor_take_an_empty_or_missing_secr
         "the [jwt] settings are invalid: the secret in `AGENTBOX_TEST_JWT_SECRET` is 5 bytes; an HMAC secret needs at least 32",
     );
 }
+
+#[test]
+fn keys_refuses_a_taken_name_an_unknown_one_and_a_bad_file_saying_which() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let create = [
+        "keys",
+        "create",
+        "app",
+        "--plugin",
+        "intake",
+        "--data-dir",
+        dir,
+    ];
+    let (ok, _, stderr) = agentbox(&create, &[]);
+    assert!(ok, "{stderr}");
+    for (args, reason) in [
+        (
+            &create[..],
+            "a key named `app` exists; revoke it first or choose another name",
+        ),
+        (
+            &["keys", "revoke", "nobody", "--data-dir", dir][..],
+            "no key named `nobody` in",
+        ),
+        (
+            &[
+                "keys",
+                "create",
+                "other",
+                "--plugin",
+                "Intake",
+                "--data-dir",
+                dir,
+            ][..],
+            "`Intake` is not a valid name",
+        ),
+    ] {
+        let (ok, _, stderr) = agentbox(args, &[]);
+        assert!(!ok && stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    let file = data.path().join("keys.toml");
+    std::fs::write(&file, "[keys.app]\nprincipal = \"app\"\n").unwrap();
+    let (ok, _, stderr) = agentbox(&["keys", "list", "--data-dir", dir], &[]);
+    assert!(
+        !ok && stderr.contains(&format!("the API keys file {} is invalid", file.display())),
+        "{stderr}"
+    );
+}

@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use crate::server::api::{Api, error};
 use crate::server::auth::rates::Slow;
-use crate::server::auth::{Caller, bearer_token, constant_time_eq};
+use crate::server::auth::{Caller, bearer_token};
 
 /// Why a caller may not do what it asked, answered 403.
 pub(crate) fn forbidden(message: String) -> Response {
@@ -46,14 +46,10 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let bearer = bearer_token(request.headers());
-    let is_admin = matches!(
-        (&api.admin_token, bearer),
-        (Some(token), Some(bearer)) if constant_time_eq(token.as_bytes(), bearer.as_bytes())
-    );
-    let caller = if is_admin {
+    let caller = if api.is_admin(request.headers()) {
         Ok(Caller::Admin)
     } else {
+        let bearer = bearer_token(request.headers());
         api.callers.authenticate(bearer, api.host.clock().now_ms())
     };
     match caller {

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::server::auth::{Caller, Callers};
+use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
 use crate::server::sockets::Sockets;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
@@ -28,6 +28,17 @@ pub(crate) struct Api {
     pub(crate) callers: Arc<Callers>,
     /// The WebSockets open on each session.
     pub(crate) sockets: Arc<Sockets>,
+}
+
+impl Api {
+    /// Whether `headers` present the server's admin token as their bearer
+    /// token.
+    pub(crate) fn is_admin(&self, headers: &HeaderMap) -> bool {
+        matches!(
+            (&self.admin_token, bearer_token(headers)),
+            (Some(token), Some(bearer)) if constant_time_eq(token.as_bytes(), bearer.as_bytes())
+        )
+    }
 }
 
 /// A JSON error response.

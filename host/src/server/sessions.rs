@@ -24,6 +24,7 @@ use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
+use crate::store::SessionRecord;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,10 +94,7 @@ pub(super) async fn send_message(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
-        return refusal;
-    }
-    if let Some(refusal) = held_back(&api, &caller, Action::Turn) {
+    if let Some(refusal) = turn_refused(&api, &caller, &id, |_| Ok(())).await {
         return refusal;
     }
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
@@ -130,6 +128,30 @@ pub(super) async fn send_message(
         .into_response()
 }
 
+/// The answer to a turn `caller` may not run in session `id`: one that is
+/// not its own (404, as for none), one `also` refuses (403), or one over
+/// its rate (429). Only a principal's reach is bounded, so only for a
+/// principal is the record read; for any other caller the turn itself
+/// finds out whether the session exists.
+async fn turn_refused(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    also: impl FnOnce(&SessionRecord) -> Result<(), String>,
+) -> Option<Response> {
+    if caller.is_bounded() {
+        match owned_session(&api.host, caller, id).await {
+            Ok(record) => {
+                if let Err(reason) = also(&record) {
+                    return Some(forbidden(reason));
+                }
+            }
+            Err(refusal) => return Some(refusal),
+        }
+    }
+    held_back(api, caller, Action::Turn)
+}
+
 /// Counts `action` by `caller`; the 429 answer if it is going too fast.
 fn held_back(api: &Api, caller: &Caller, action: Action) -> Option<Response> {
     api.callers
@@ -155,17 +177,8 @@ pub(super) async fn call_tool(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    match owned_session(&api.host, &caller, &id).await {
-        Ok(record) if !caller.may_use(&record.plugin) => {
-            return forbidden(format!(
-                "this caller may not use plugin `{}`",
-                record.plugin
-            ));
-        }
-        Ok(_) => {}
-        Err(refusal) => return refusal,
-    }
-    if let Some(refusal) = held_back(&api, &caller, Action::Turn) {
+    let plugin_in_use = |record: &SessionRecord| caller.check_use(&record.plugin);
+    if let Some(refusal) = turn_refused(&api, &caller, &id, plugin_in_use).await {
         return refusal;
     }
     match api.host.call_tool(&id, &tool, arguments, None).await {
@@ -240,10 +253,7 @@ pub(super) async fn end_session(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
-        return refusal;
-    }
-    if let Some(refusal) = held_back(&api, &caller, Action::Turn) {
+    if let Some(refusal) = turn_refused(&api, &caller, &id, |_| Ok(())).await {
         return refusal;
     }
     match api.host.end_session(&id).await {

@@ -168,13 +168,15 @@ impl JwtVerifier {
             Keys::One(key) => key,
             Keys::Set(set) => {
                 let header = jsonwebtoken::decode_header(token).map_err(|err| refusal(&err))?;
-                let kid = header
-                    .kid
-                    .ok_or("the token names no `kid` to pick a key by")?;
-                let jwk = set
-                    .find(&kid)
-                    .ok_or_else(|| format!("no key `{}` in the JWKS", kid.escape_debug()))?;
-                picked = DecodingKey::from_jwk(jwk).map_err(|err| format!("key `{kid}`: {err}"))?;
+                let kid = header.kid.ok_or("it names no `kid` to pick a key by")?;
+                let jwk = set.find(&kid).ok_or_else(|| {
+                    format!(
+                        "it names key `{}`, which the JWKS lacks",
+                        kid.escape_debug()
+                    )
+                })?;
+                picked = DecodingKey::from_jwk(jwk)
+                    .map_err(|err| format!("its key `{kid}` in the JWKS is unusable: {err}"))?;
                 &picked
             }
         };

@@ -42,6 +42,24 @@ impl Caller {
         }
     }
 
+    /// Why it may not use `plugin`, if it may not (answered 403).
+    pub(crate) fn check_use(&self, plugin: &str) -> Result<(), String> {
+        if self.may_use(plugin) {
+            Ok(())
+        } else {
+            Err(format!(
+                "this caller may not use plugin `{}`",
+                plugin.escape_debug()
+            ))
+        }
+    }
+
+    /// Whether the server must read a session's record to know if this
+    /// caller reaches it: only a principal's reach is bounded.
+    pub(crate) fn is_bounded(&self) -> bool {
+        matches!(self, Caller::Principal(_))
+    }
+
     /// Whether it may reach the session `record`: one it started, unless it
     /// is the admin or the server is open.
     pub(crate) fn reaches(&self, record: &SessionRecord) -> bool {
@@ -58,12 +76,7 @@ impl Caller {
         let Caller::Principal(principal) = self else {
             return Ok(start);
         };
-        if !principal.grant.allows(&start.plugin) {
-            return Err(format!(
-                "this caller may not use plugin `{}`",
-                start.plugin.escape_debug()
-            ));
-        }
+        self.check_use(&start.plugin)?;
         if let Some(id) = start.id.take() {
             if !principal.grant.choose_ids {
                 return Err(

@@ -37,12 +37,13 @@ pub(crate) enum Action {
 }
 
 impl Action {
-    /// The bucket's size and the milliseconds in which it refills whole.
-    fn rate(self, rates: &Rates) -> Option<(u32, u64)> {
-        match self {
-            Action::Start => rates.session_starts_per_minute.map(|per| (per, 60_000)),
-            Action::Turn => rates.turns_per_second.map(|per| (per, 1_000)),
-        }
+    /// The bucket's size and the tokens it gains per millisecond.
+    fn rate(self, rates: &Rates) -> Option<(f64, f64)> {
+        let (size, refill_ms) = match self {
+            Action::Start => (rates.session_starts_per_minute?, 60_000.0),
+            Action::Turn => (rates.turns_per_second?, 1_000.0),
+        };
+        Some((f64::from(size), f64::from(size) / refill_ms))
     }
 
     fn describe(self, count: u32) -> String {
@@ -58,6 +59,14 @@ impl Action {
 struct Bucket {
     tokens: f64,
     at_ms: u64,
+}
+
+impl Bucket {
+    /// Its tokens at `now_ms`, refilled at `per_ms` up to `size`.
+    fn level(&self, now_ms: u64, size: f64, per_ms: f64) -> f64 {
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64;
+        (self.tokens + elapsed * per_ms).min(size)
+    }
 }
 
 /// Why a caller must wait: what it went over, and for how long.
@@ -87,28 +96,22 @@ impl Limiter {
     /// Takes a token for `action` by `owner` at `now_ms`, or says how long
     /// to wait for one.
     pub(crate) fn admit(&self, owner: &str, action: Action, now_ms: u64) -> Result<(), Slow> {
-        let Some((size, refill_ms)) = action.rate(&self.rates) else {
+        let Some((size, per_ms)) = action.rate(&self.rates) else {
             return Ok(());
         };
-        let size = f64::from(size);
-        let per_ms = size / refill_ms as f64;
         let mut buckets = self.buckets.lock().expect("rate buckets poisoned");
         if buckets.len() >= MAX_BUCKETS {
-            buckets.retain(|(action, _), bucket| match action.rate(&self.rates) {
-                Some((size, refill_ms)) => {
-                    let elapsed = now_ms.saturating_sub(bucket.at_ms) as f64;
-                    let refilled = elapsed * f64::from(size) / (refill_ms as f64);
-                    bucket.tokens + refilled < f64::from(size)
-                }
-                None => false,
+            buckets.retain(|(action, _), bucket| {
+                action
+                    .rate(&self.rates)
+                    .is_some_and(|(size, per_ms)| bucket.level(now_ms, size, per_ms) < size)
             });
         }
         let bucket = buckets.entry((action, owner.to_owned())).or_insert(Bucket {
             tokens: size,
             at_ms: now_ms,
         });
-        let elapsed = now_ms.saturating_sub(bucket.at_ms) as f64;
-        bucket.tokens = (bucket.tokens + elapsed * per_ms).min(size);
+        bucket.tokens = bucket.level(now_ms, size, per_ms);
         bucket.at_ms = now_ms;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
