@@ -96,6 +96,13 @@
 //!
 //! #[tools]
 //! impl Shop {
+//!     /// Logs the customer in.
+//!     #[tool]
+//!     fn login(&mut self, user: String, #[sensitive] password: String) -> Result<bool, String> {
+//!         self.authenticated = Some(user == "ada" && password == "lovelace");
+//!         Ok(self.authenticated == Some(true))
+//!     }
+//!
 //!     /// Adds items to the cart.
 //!     #[tool(requires = ["authenticated"])]
 //!     fn add_items(
@@ -114,10 +121,16 @@
 //!
 //! `#[tool]` takes `requires = ["key", ...]` (session keys that must be set,
 //! checked by the host), `cache_ttl_ms = N` (results cached by the host per
-//! plugin version and arguments; only for tools whose result depends on the
-//! arguments alone) and `result_schema` (the host checks results against the
-//! schema of `T`). Methods without `#[tool]` stay ordinary methods. An
-//! unsupported signature is a compile error at the offending argument.
+//! session, plugin version and arguments) and `result_schema` (the host
+//! checks results against the schema of `T`). Methods without `#[tool]`
+//! stay ordinary methods. An unsupported signature is a compile error at
+//! the offending argument.
+//!
+//! `#[sensitive]` on an argument (a password, a card number) marks it
+//! `"writeOnly": true` in the schema: the tool receives it as given, and the
+//! host writes `"[redacted]"` in its place in history, logs and error
+//! messages. Inside a struct argument, `#[schemars(extend("writeOnly" =
+//! true))]` on a field does the same.
 //!
 //! `#[tools]` leaves the impl block as written (minus the attributes) and adds:
 //!

@@ -123,6 +123,17 @@ pub struct Limits {
     pub session_idle_ttl: Duration,
     /// A session this old is ended by the reaper, however busy.
     pub session_max_lifetime: Duration,
+    /// An ended session, with its history, is deleted by the reaper this
+    /// long after it ended.
+    pub retain_ended: Duration,
+    /// A tool-call record is deleted by the reaper this long after the call.
+    pub retain_records: Duration,
+    /// Messages one session's history keeps; each commit drops the oldest
+    /// beyond it.
+    pub history_messages: u64,
+    /// Bytes of message content one session's history keeps; each commit
+    /// drops the oldest messages beyond it, but never the newest.
+    pub history_bytes: u64,
     /// Calls from the guest into the host (the world's functions and WASI)
     /// one call of an export may make.
     pub host_calls: u64,
@@ -150,6 +161,10 @@ impl Default for Limits {
             kv_bytes: 256 << 20,
             session_idle_ttl: Duration::from_secs(30 * 60),
             session_max_lifetime: Duration::from_secs(24 * 60 * 60),
+            retain_ended: Duration::from_secs(7 * 24 * 60 * 60),
+            retain_records: Duration::from_secs(7 * 24 * 60 * 60),
+            history_messages: 1_000,
+            history_bytes: 4 << 20,
             host_calls: 1_000_000,
             live_sessions: None,
             fuel: None,

@@ -59,6 +59,10 @@ impl Grants {
 /// idle_ttl_ms = 1800000        # end sessions idle for 30 minutes
 /// max_lifetime_ms = 86400000   # and any session 24 hours old
 /// max_live = 10000             # active sessions per plugin (no bound if left out)
+/// retain_ended_ms = 604800000  # delete ended sessions and their history 7 days after they end
+/// retain_records_ms = 604800000 # and tool-call records 7 days after the call
+/// history_messages = 1000      # messages a session's history keeps, dropping the oldest
+/// history_bytes = 4194304      # and bytes of their content
 ///
 /// [kv]
 /// max_keys = 100000            # per plugin, and per granted bucket
@@ -114,6 +118,10 @@ struct SessionsPolicy {
     idle_ttl_ms: Option<u64>,
     max_lifetime_ms: Option<u64>,
     max_live: Option<u64>,
+    retain_ended_ms: Option<u64>,
+    retain_records_ms: Option<u64>,
+    history_messages: Option<u64>,
+    history_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +205,16 @@ impl PolicyFile {
             .unwrap_or(limits.concurrent_turns);
         check_concurrent_turns(concurrent_turns)
             .map_err(|reason| format!("[turns] concurrent_total {reason}"))?;
+        for (name, value) in [
+            ("history_messages", self.sessions.history_messages),
+            ("history_bytes", self.sessions.history_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(format!(
+                    "[sessions] {name} must be at least 1: a history keeps its newest message"
+                ));
+            }
+        }
         let limits = Limits {
             session_idle_ttl: self
                 .sessions
@@ -207,6 +225,19 @@ impl PolicyFile {
                 .max_lifetime_ms
                 .map_or(limits.session_max_lifetime, ms),
             live_sessions: self.sessions.max_live.or(limits.live_sessions),
+            retain_ended: self
+                .sessions
+                .retain_ended_ms
+                .map_or(limits.retain_ended, ms),
+            retain_records: self
+                .sessions
+                .retain_records_ms
+                .map_or(limits.retain_records, ms),
+            history_messages: self
+                .sessions
+                .history_messages
+                .unwrap_or(limits.history_messages),
+            history_bytes: self.sessions.history_bytes.unwrap_or(limits.history_bytes),
             kv_keys: self.kv.max_keys.unwrap_or(limits.kv_keys),
             kv_bytes: self.kv.max_bytes.unwrap_or(limits.kv_bytes),
             concurrent_turns,

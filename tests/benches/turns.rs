@@ -210,6 +210,11 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
                     role: agentbox_host::store::Role::User,
                     content: "tick".into(),
                 }],
+                // As a host commits, with the default limits.
+                history_cap: agentbox_host::store::HistoryCap {
+                    messages: Limits::default().history_messages,
+                    bytes: Limits::default().history_bytes,
+                },
                 at_ms: 0,
             })
             .unwrap();

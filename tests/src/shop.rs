@@ -288,3 +288,86 @@ fn the_registry_addresses_tools_as_plugin_slash_tool() {
     assert!(host.tool("shop/nope").is_none());
     assert!(host.tool("nobody/login").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_deletes_ended_sessions_and_tool_records_after_their_retention() {
+    let clock = Clock::manual(1_000_000);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let limits = Limits {
+        retain_ended: Duration::from_secs(3_600),
+        retain_records: Duration::from_secs(7_200),
+        ..Limits::default()
+    };
+    let host = host_with_clock(limits, store.clone(), clock.clone());
+    load(&host, SHOP);
+    let ended = start(&host, "shop", json!({})).await.session;
+    // A refused call leaves a record as well as the one that ran.
+    host.call_tool(&ended, "login", json!({ "username": 1 }), None)
+        .await
+        .unwrap_err();
+    call(&host, &ended, "login", login()).await;
+    host.end_session(&ended).await.unwrap();
+    let active = start(&host, "shop", json!({})).await.session;
+    assert_eq!(store.executions().unwrap().len(), 2);
+
+    clock.advance(Duration::from_secs(3_599));
+    // Keep the active one from expiring by idleness meanwhile.
+    call(&host, &active, "logout", json!({})).await;
+    let reaped = host.reap(100).await.unwrap();
+    assert_eq!(
+        (reaped.swept.ended_sessions, reaped.swept.executions),
+        (0, 0)
+    );
+    assert!(
+        host.session(&ended).await.unwrap().is_some(),
+        "kept for its hour"
+    );
+
+    clock.advance(Duration::from_secs(1));
+    let reaped = host.reap(100).await.unwrap();
+    assert_eq!(reaped.swept.ended_sessions, 1);
+    assert!(
+        host.session(&ended).await.unwrap().is_none(),
+        "an hour after it ended it is gone"
+    );
+    assert!(store.history(&ended, 1_000).unwrap().is_empty());
+    assert!(host.session(&active).await.unwrap().is_some());
+    assert_eq!(
+        store.executions().unwrap().len(),
+        3,
+        "records last two hours"
+    );
+
+    clock.advance(Duration::from_secs(3_600));
+    let reaped = host.reap(100).await.unwrap();
+    assert_eq!(reaped.swept.executions, 2);
+    assert_eq!(
+        store.executions().unwrap().len(),
+        1,
+        "the logout, made later, stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_history_keeps_its_newest_messages_within_the_cap() {
+    let limits = Limits {
+        history_messages: 5,
+        ..Limits::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let host = host_with_clock(limits, store.clone(), Clock::system());
+    load(&host, SHOP);
+    let id = start(&host, "shop", json!({})).await.session;
+    for n in 0..10 {
+        host.send_message(&id, &format!("catalog {n}"), None)
+            .await
+            .unwrap();
+    }
+    let history = store.history(&id, 1_000).unwrap();
+    assert_eq!(history.len(), 5);
+    assert!(
+        history.last().unwrap().content.contains("Book"),
+        "{history:?}"
+    );
+    assert_eq!(history[history.len() - 2].content, "catalog 9");
+}

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use agentbox_host::store::{
-    Commit, KvStoreError, KvWrite, Message, Namespace, Quota, Role, SessionRecord,
-    SessionStoreError, State, Status, Store, Usage,
+    Commit, Execution, HistoryCap, KvStoreError, KvWrite, Message, Namespace, Quota, Retention,
+    Role, SessionRecord, SessionStoreError, State, Status, Store, ToolOutcome, Usage,
 };
 use serde_json::json;
 
@@ -49,9 +49,19 @@ fn commit(id: &str, read_revision: u64, turn: u64, state: State) -> Commit {
             message(Role::User, &format!("message {turn}")),
             message(Role::Assistant, &format!("reply {turn}")),
         ],
+        history_cap: HistoryCap {
+            messages: 1_000,
+            bytes: 1 << 20,
+        },
         at_ms: 2_000 + turn,
     }
 }
+
+/// A retention that deletes nothing a test made.
+const KEEP_ALL: Retention = Retention {
+    ended_before_ms: 0,
+    records_before_ms: 0,
+};
 
 fn created_session_loads_as_stored(store: &dyn Store) {
     assert_eq!(store.load("s1").unwrap(), None);
@@ -166,6 +176,111 @@ fn history_returns_the_newest_messages_oldest_first(store: &dyn Store) {
     assert_eq!(store.history("s1", 100).unwrap().len(), 7);
 }
 
+fn history_is_trimmed_to_its_cap_oldest_first_keeping_the_newest(store: &dyn Store) {
+    store
+        .create(&record("s1"), &[message(Role::Assistant, "Welcome")])
+        .unwrap();
+    let capped = |turn, cap: HistoryCap, messages: &[&str]| Commit {
+        messages: messages
+            .iter()
+            .map(|text| message(Role::User, text))
+            .collect(),
+        history_cap: cap,
+        ..commit("s1", turn, turn, State::new())
+    };
+    let three = HistoryCap {
+        messages: 3,
+        bytes: 1 << 20,
+    };
+    store.commit(&capped(1, three, &["a", "b"])).unwrap();
+    assert_eq!(store.history("s1", 10).unwrap().len(), 3, "at the cap");
+    store.commit(&capped(2, three, &["c", "d"])).unwrap();
+    let texts = |store: &dyn Store| -> Vec<String> {
+        store
+            .history("s1", 10)
+            .unwrap()
+            .into_iter()
+            .map(|message| message.content)
+            .collect()
+    };
+    assert_eq!(texts(store), ["b", "c", "d"]);
+    // Ten bytes: "d" and the next two fit, the third does not.
+    let ten_bytes = HistoryCap {
+        messages: 100,
+        bytes: 10,
+    };
+    store
+        .commit(&capped(3, ten_bytes, &["xxxx", "yyyyy"]))
+        .unwrap();
+    assert_eq!(texts(store), ["d", "xxxx", "yyyyy"]);
+    // A message over the bound alone is kept, alone.
+    store
+        .commit(&capped(4, ten_bytes, &["zzzzzzzzzzzz"]))
+        .unwrap();
+    assert_eq!(texts(store), ["zzzzzzzzzzzz"]);
+    // The bytes kept are counted: two small messages fit beside nothing else.
+    store.commit(&capped(5, ten_bytes, &["1", "2"])).unwrap();
+    assert_eq!(texts(store), ["1", "2"]);
+    assert_eq!(store.load("s1").unwrap().unwrap().turn, 5);
+}
+
+fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn Store) {
+    for id in ["ended", "active"] {
+        store
+            .create(&record(id), &[message(Role::Assistant, "Welcome")])
+            .unwrap();
+    }
+    store
+        .commit(&Commit {
+            status: Status::Ended,
+            ..commit("ended", 1, 1, State::new())
+        })
+        .unwrap();
+    let ended_at = 2_001;
+    for at_ms in [1_000, 2_000, 3_000] {
+        store
+            .record_execution(&Execution {
+                plugin: "shop".to_owned(),
+                digest: "00".repeat(32),
+                tool: "login".to_owned(),
+                session: "ended".to_owned(),
+                duration_us: 10,
+                outcome: ToolOutcome::InvalidArgs,
+                at_ms,
+            })
+            .unwrap();
+    }
+    let retention = |before_ms| Retention {
+        ended_before_ms: before_ms,
+        records_before_ms: before_ms,
+    };
+    let swept = store.sweep(1_000, retention(1_000)).unwrap();
+    assert_eq!((swept.ended_sessions, swept.executions), (0, 1));
+    let swept = store.sweep(ended_at - 1, retention(ended_at - 1)).unwrap();
+    assert_eq!((swept.ended_sessions, swept.executions), (0, 1));
+    assert!(store.load("ended").unwrap().is_some());
+    let swept = store.sweep(ended_at, retention(ended_at)).unwrap();
+    assert_eq!((swept.ended_sessions, swept.executions), (1, 0));
+    assert_eq!(store.load("ended").unwrap(), None);
+    assert!(store.history("ended", 10).unwrap().is_empty());
+    assert!(
+        store.load("active").unwrap().is_some(),
+        "an active session is the reaper's by its idle time, not retention"
+    );
+    assert_eq!(store.history("active", 10).unwrap().len(), 1);
+    let left: Vec<u64> = store
+        .executions()
+        .unwrap()
+        .iter()
+        .map(|execution| execution.at_ms)
+        .collect();
+    assert_eq!(left, [3_000]);
+    let swept = store.sweep(u64::MAX, retention(u64::MAX)).unwrap();
+    assert_eq!((swept.ended_sessions, swept.executions), (0, 1));
+    // The id of a deleted session is free again.
+    store.create(&record("ended"), &[]).unwrap();
+}
+
 fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
     let sessions = 16;
     let turns = 25;
@@ -273,7 +388,7 @@ fn cache_entries_expire_at_their_time_and_are_swept(store: &dyn Store) {
         Some("\"one\"")
     );
     assert_eq!(store.cache_get("k1", 2_000).unwrap(), None);
-    assert_eq!(store.sweep(2_000).unwrap().cache_entries, 1);
+    assert_eq!(store.sweep(2_000, KEEP_ALL).unwrap().cache_entries, 1);
     assert_eq!(
         store.cache_get("k2", 2_000).unwrap().as_deref(),
         Some("\"two\"")
@@ -337,8 +452,8 @@ fn kv_ttl_hides_at_expiry_and_the_sweep_reclaims(store: &dyn Store) {
     );
     // Invisible, but held until the sweep reclaims it.
     assert_eq!(store.kv_usage("profile").unwrap().keys, 2);
-    assert_eq!(store.sweep(1_999).unwrap().kv_entries, 0);
-    assert_eq!(store.sweep(2_000).unwrap().kv_entries, 1);
+    assert_eq!(store.sweep(1_999, KEEP_ALL).unwrap().kv_entries, 0);
+    assert_eq!(store.sweep(2_000, KEEP_ALL).unwrap().kv_entries, 1);
     assert_eq!(
         store.kv_usage("profile").unwrap(),
         Usage { keys: 1, bytes: 8 }
@@ -714,6 +829,8 @@ conformance!(
     commit_with_a_stale_revision_conflicts_and_changes_nothing,
     commit_to_a_missing_session_is_not_found,
     history_returns_the_newest_messages_oldest_first,
+    history_is_trimmed_to_its_cap_oldest_first_keeping_the_newest,
+    ended_sessions_and_tool_records_are_deleted_past_their_retention,
     sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,
     cache_entries_expire_at_their_time_and_are_swept,

@@ -246,8 +246,19 @@ fn tool_method(method: &mut ImplItemFn, options: Options) -> syn::Result<ToolMet
                         "tool arguments need an owned type that implements serde::Deserialize and schemars::JsonSchema",
                     ));
                 }
-                // Docs and schemars/serde attributes move to the arguments struct.
-                let attrs = std::mem::take(&mut argument.attrs);
+                // Docs and schemars/serde attributes move to the arguments
+                // struct; `#[sensitive]` becomes `writeOnly` in its schema.
+                let attrs = std::mem::take(&mut argument.attrs)
+                    .into_iter()
+                    .map(|attr| {
+                        if attr.path().is_ident("sensitive") {
+                            attr.meta.require_path_only()?;
+                            Ok(syn::parse_quote_spanned!(attr.span()=> #[schemars(extend("writeOnly" = true))]))
+                        } else {
+                            Ok(attr)
+                        }
+                    })
+                    .collect::<syn::Result<Vec<Attribute>>>()?;
                 arguments.push((ident.ident.clone(), (*argument.ty).clone(), attrs));
             }
         }

@@ -1,9 +1,14 @@
 //! Callers of `agentbox serve` as a separate process: keys made with
 //! `agentbox keys`, JWTs verified with an HMAC secret from the environment,
 //! each caller refused the others' sessions, a revoked key refused while
-//! the server runs, and a server that will not open its API by mistake.
+//! the server runs, a server that will not open its API by mistake, and a
+//! password that is kept nowhere.
 
 mod common;
+// Shared with the agentbox-tests crate; these tests use only part of it.
+#[allow(dead_code)]
+#[path = "../../../tests/src/redis_server.rs"]
+mod redis_server;
 
 use common::{Server, agentbox, json_of, plugin_dir, request};
 use serde_json::json;
@@ -262,4 +267,147 @@ fn keys_refuses_a_taken_name_an_unknown_one_and_a_bad_file_saying_which() {
         !ok && stderr.contains(&format!("the API keys file {} is invalid", file.display())),
         "{stderr}"
     );
+}
+
+/// Every text the store keeps, outside the components it stores (which
+/// hold the shop's demo credentials): each SQLite table's rows, or each
+/// Redis key's value whatever its type.
+fn stored_text(store: &str) -> String {
+    if let Some(path) = store.strip_prefix("sqlite:") {
+        let db = rusqlite::Connection::open(path).unwrap();
+        let tables: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(tables.contains(&"history".to_owned()), "{tables:?}");
+        let mut text = String::new();
+        for table in tables.iter().filter(|table| *table != "plugin_versions") {
+            let mut rows = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let columns = rows.column_count();
+            let mut rows = rows.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                for column in 0..columns {
+                    let value = row.get_ref(column).unwrap();
+                    text.push_str(&String::from_utf8_lossy(match value {
+                        rusqlite::types::ValueRef::Text(bytes)
+                        | rusqlite::types::ValueRef::Blob(bytes) => bytes,
+                        _ => b"",
+                    }));
+                    text.push('\n');
+                }
+            }
+        }
+        return text;
+    }
+    let mut redis = redis::Client::open(store)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).unwrap();
+    assert!(!keys.is_empty());
+    let mut text = String::new();
+    for key in keys
+        .iter()
+        .filter(|key| !key.starts_with("agentbox:plugin:"))
+    {
+        let kind: String = redis::cmd("TYPE").arg(key).query(&mut redis).unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET").arg(key).query(&mut redis).unwrap()],
+            "hash" => redis::cmd("HGETALL").arg(key).query(&mut redis).unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis)
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(key).query(&mut redis).unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis)
+                .unwrap(),
+            other => panic!("key {key} is a {other}, which this test cannot read"),
+        };
+        text.push_str(key);
+        for value in values {
+            text.push_str(&String::from_utf8_lossy(&value));
+            text.push('\n');
+        }
+    }
+    text
+}
+
+#[test]
+fn a_password_is_nowhere_after_a_login_not_in_the_store_the_log_or_any_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let database = format!("sqlite:{}", data.path().join("agentbox.db").display());
+    let redis = redis_server::RedisServer::start();
+    let mut stores = vec![database];
+    stores.extend(redis.as_ref().map(|redis| redis.url().to_owned()));
+    for store in stores {
+        let shop = plugin_dir("shop");
+        let server = Server::start_with_env(
+            data.path(),
+            &["--plugin", shop.to_str().unwrap(), "--store", &store],
+            &[("RUST_LOG", "trace")],
+        );
+        let id = server.start_session("shop");
+        let mut answers = Vec::new();
+        let mut call = |path: &str, body: serde_json::Value| {
+            let (status, answer) =
+                request("POST", &server.url(path), Some(&body.to_string()), None);
+            answers.push(answer.clone());
+            (status, answer)
+        };
+        let login = format!("/v1/sessions/{id}/tools/login");
+        // A wrong password, one that breaks the schema, then the right one.
+        let (status, answer) = call(
+            &login,
+            json!({ "username": "ada", "password": "not-Ada's-1st-guess" }),
+        );
+        assert_eq!(status, 502, "the shop refuses it: {answer}");
+        let (status, answer) = call(&login, json!({ "username": "ada", "password": 4_213_370 }));
+        assert_eq!(status, 422, "{answer}");
+        assert!(
+            answer.contains("/password") && answer.contains("[redacted]"),
+            "the refusal says where, not what: {answer}"
+        );
+        let (status, answer) = call(&login, json!({ "username": "ada", "password": "lovelace" }));
+        assert_eq!(status, 200, "{answer}");
+        for path in ["", "/history"] {
+            let (status, answer) = request(
+                "GET",
+                &server.url(&format!("/v1/sessions/{id}{path}")),
+                None,
+                None,
+            );
+            assert_eq!(status, 200, "{answer}");
+            answers.push(answer);
+        }
+        let history = answers.last().unwrap().clone();
+        assert!(
+            history.contains(r#"\"password\":\"[redacted]\""#) && history.contains("ada"),
+            "the history keeps the call, the username and not the password: {history}"
+        );
+        let (_, log) = server.terminate();
+        let log = log.join("\n");
+        assert!(
+            log.contains("login"),
+            "the log at trace names the tool call"
+        );
+        for (place, text) in [
+            ("an API answer", answers.join("\n")),
+            ("the log", log),
+            ("the store", stored_text(&store)),
+        ] {
+            for secret in ["lovelace", "not-Ada's-1st-guess", "4213370"] {
+                assert!(!text.contains(secret), "{store}: {place} holds `{secret}`");
+            }
+        }
+    }
+    drop(redis);
 }

@@ -8,6 +8,7 @@
 //! the active one.
 
 pub mod registry;
+pub mod sensitive;
 pub mod tools;
 pub mod versions;
 
@@ -388,6 +389,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_tool_with_sensitive_arguments_may_not_be_cached() {
+        let tool = |cache_ttl_ms| ToolSpec {
+            name: "login".into(),
+            description: String::new(),
+            parameters: json!({ "properties": { "password": { "writeOnly": true } } }).to_string(),
+            result_schema: None,
+            requires: Vec::new(),
+            cache_ttl_ms,
+        };
+        let manifest = |tool| Manifest {
+            name: "shop".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            state_version: 1,
+            state_schema: None,
+            tools: vec![tool],
+        };
+        let tools = ToolSet::compile(&manifest(tool(None))).unwrap();
+        assert!(tools.get("login").unwrap().sensitive);
+        let err = ToolSet::compile(&manifest(tool(Some(1_000)))).unwrap_err();
+        assert!(
+            err.starts_with("tool `login` marks arguments write-only")
+                && err.contains("cache_ttl_ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::instance::world::Manifest;
 use crate::names::{check_state_key, check_tool_name};
+use crate::plugin::sensitive;
 use crate::store::{Execution, State, ToolOutcome};
 
 /// A tool as a plugin declared it, with its schemas compiled.
@@ -27,6 +28,8 @@ pub struct Tool {
     pub requires: Vec<String>,
     /// How long its results are cached, if at all.
     pub cache_ttl: Option<Duration>,
+    /// Whether its parameter schema marks any argument write-only.
+    pub sensitive: bool,
     parameters_validator: Validator,
     result_validator: Option<Validator>,
 }
@@ -87,7 +90,14 @@ impl ToolSet {
                     format!("tool `{name}` requires an invalid session key: {reason}")
                 })?;
             }
+            let sensitive = sensitive::marks_sensitive(&parameters);
+            if sensitive && spec.cache_ttl_ms.is_some() {
+                return Err(format!(
+                    "tool `{name}` marks arguments write-only (sensitive) and declares cache_ttl_ms: the cache would keep a digest of them; drop one"
+                ));
+            }
             let tool = Tool {
+                sensitive,
                 name: name.clone(),
                 description: spec.description.clone(),
                 parameters,
@@ -167,9 +177,33 @@ impl Tool {
             .collect()
     }
 
-    /// Checks arguments against the parameter schema, listing every violation.
+    /// Checks arguments against the parameter schema, listing every
+    /// violation; a message never shows a sensitive argument.
     pub fn check_arguments(&self, arguments: &Value) -> Result<(), Vec<Violation>> {
-        violations(&self.parameters_validator, arguments)
+        let found = violations(&self.parameters_validator, arguments);
+        if !self.sensitive {
+            return found;
+        }
+        found.map_err(|violations| {
+            let redacted = sensitive::redact(&self.parameters, &mut arguments.clone());
+            violations
+                .into_iter()
+                .map(|violation| Violation {
+                    message: sensitive::scrub(&violation.message, &violation.pointer, &redacted),
+                    ..violation
+                })
+                .collect()
+        })
+    }
+
+    /// The arguments as the host keeps and shows them: every part the
+    /// parameter schema marks write-only replaced by
+    /// [`sensitive::REDACTED`].
+    pub fn redacted(&self, mut arguments: Value) -> Value {
+        if self.sensitive {
+            sensitive::redact(&self.parameters, &mut arguments);
+        }
+        arguments
     }
 
     /// Checks a result against the result schema, if one is declared.

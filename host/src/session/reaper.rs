@@ -1,5 +1,6 @@
 //! The reaper: sessions past their time-to-live get `on-end(expired)` and
-//! are deleted, and expired KV and cache entries are reclaimed.
+//! are deleted, expired KV and cache entries are reclaimed, and ended
+//! sessions and tool-call records past their retention are deleted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use crate::metrics::NO_PLUGIN;
 use crate::session::Host;
 use crate::session::error::{SessionError, session_error, turn_error};
 use crate::session::turns::record_version;
-use crate::store::{SessionStoreError, Status, Swept};
+use crate::store::{Retention, SessionStoreError, Status, Swept};
 
 /// Most sessions one round of the background reaper ends.
 const REAP_BATCH: usize = 256;
@@ -111,7 +112,11 @@ impl Host {
             }
         }
         let store = self.inner.store.clone();
-        reaped.swept = tokio::task::spawn_blocking(move || store.sweep(now))
+        let retention = Retention {
+            ended_before_ms: cutoff(self.inner.limits.retain_ended),
+            records_before_ms: cutoff(self.inner.limits.retain_records),
+        };
+        reaped.swept = tokio::task::spawn_blocking(move || store.sweep(now, retention))
             .await
             .expect("the sweep panicked")?;
         Ok(reaped)
@@ -134,7 +139,9 @@ impl Host {
                         on_end_failures = reaped.on_end_failures,
                         kv_entries = reaped.swept.kv_entries,
                         cache_entries = reaped.swept.cache_entries,
-                        "reaped expired sessions and entries"
+                        ended_sessions_deleted = reaped.swept.ended_sessions,
+                        tool_records_deleted = reaped.swept.executions,
+                        "reaped expired sessions and entries, and data past its retention"
                     ),
                     Err(err) => tracing::warn!(error = %err, "the reaper could not run"),
                 }

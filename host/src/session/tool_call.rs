@@ -142,8 +142,12 @@ impl Host {
         let (result_text, result) = result;
         let mut messages = vec![Message {
             role: Role::Tool,
-            content: serde_json::json!({ "tool": name, "arguments": arguments, "result": result })
-                .to_string(),
+            content: serde_json::json!({
+                "tool": name,
+                "arguments": tool.redacted(arguments),
+                "result": result,
+            })
+            .to_string(),
         }];
         messages.extend(assistant_message(&said));
         if let Err(cause) = self.commit(&turn, &state, &Outcome::Continue, messages) {

@@ -21,7 +21,7 @@ use crate::session::Host;
 use crate::session::error::{Cause, SessionError, session_error, turn_error};
 use crate::session::report::{Outcome, SessionStart, TurnReport, assistant_message};
 use crate::session::serial::PluginSlot;
-use crate::store::{Commit, Message, Quota, Role, SessionRecord, State, Status};
+use crate::store::{Commit, HistoryCap, Message, Quota, Role, SessionRecord, State, Status};
 
 /// An open turn: the session as last committed (or new, for a start), the
 /// version that runs it, its number, and its place among the plugin's
@@ -220,6 +220,10 @@ impl Host {
                 Status::Active
             },
             messages,
+            history_cap: HistoryCap {
+                messages: self.inner.limits.history_messages,
+                bytes: self.inner.limits.history_bytes,
+            },
             at_ms: self.inner.clock.now_ms(),
         };
         Ok(store.commit(&commit)?)

@@ -136,6 +136,13 @@ impl SessionStore for MemoryStore {
         record.status = commit.status;
         record.updated_at_ms = commit.at_ms;
         history.extend_from_slice(&commit.messages);
+        let kept = commit.history_cap.kept(
+            history
+                .iter()
+                .rev()
+                .map(|message| message.content.len() as u64),
+        );
+        history.drain(..history.len() - kept as usize);
         Ok(())
     }
 
@@ -174,6 +181,15 @@ impl SessionStore for MemoryStore {
             .values()
             .filter(|(record, _)| record.status == Status::Active && record.plugin == plugin)
             .count() as u64)
+    }
+
+    fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
+        let mut sessions = self.sessions.lock().expect("memory store poisoned");
+        let before = sessions.len();
+        sessions.retain(|_, (record, _)| {
+            record.status != Status::Ended || record.updated_at_ms > ended_before_ms
+        });
+        Ok((before - sessions.len()) as u64)
     }
 
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
@@ -334,6 +350,13 @@ impl ToolLog for MemoryStore {
             .expect("memory store poisoned")
             .push(execution.clone());
         Ok(())
+    }
+
+    fn purge_executions(&self, before_ms: u64) -> Result<u64, BackendError> {
+        let mut executions = self.executions.lock().expect("memory store poisoned");
+        let before = executions.len();
+        executions.retain(|execution| execution.at_ms > before_ms);
+        Ok((before - executions.len()) as u64)
     }
 
     fn executions(&self) -> Result<Vec<Execution>, BackendError> {

@@ -29,18 +29,21 @@ pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use tool_log::ToolLog;
 pub use types::{
-    Commit, Execution, KvWrite, Message, Namespace, Quota, Role, SessionRecord, State, Status,
-    Swept, ToolOutcome, Usage, entry_bytes, increment_value, is_live,
+    Commit, Execution, HistoryCap, KvWrite, Message, Namespace, Quota, Retention, Role,
+    SessionRecord, State, Status, Swept, ToolOutcome, Usage, entry_bytes, increment_value, is_live,
 };
 
 /// Everything a host keeps in one backend: sessions, KV, plugin records and
 /// the tool log. Every backend that implements the four is a `Store`.
 pub trait Store: SessionStore + KvStore + PluginStore + ToolLog {
-    /// Reclaims every KV and tool-cache entry expired at `now_ms`.
-    fn sweep(&self, now_ms: u64) -> Result<Swept, BackendError> {
+    /// Reclaims every KV and tool-cache entry expired at `now_ms`, and
+    /// deletes the ended sessions and tool-call records past `retention`.
+    fn sweep(&self, now_ms: u64, retention: Retention) -> Result<Swept, BackendError> {
         Ok(Swept {
             kv_entries: self.kv_sweep(now_ms)?,
             cache_entries: self.cache_sweep(now_ms)?,
+            ended_sessions: self.purge_ended(retention.ended_before_ms)?,
+            executions: self.purge_executions(retention.records_before_ms)?,
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::store::error::SessionStoreError;
+use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::types::{Commit, Message, SessionRecord};
 
 /// Sessions, committed one turn at a time.
@@ -24,8 +24,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError>;
 
     /// Commits one turn atomically: state, revision + 1, turn, status,
-    /// digest, state version, updated time and the appended messages, or
-    /// nothing at all.
+    /// digest, state version, updated time and the appended messages, the
+    /// history then trimmed to `commit.history_cap`, or nothing at all.
     ///
     /// Fails with [`SessionStoreError::Conflict`] if the stored revision is
     /// not `commit.read_revision`, and with [`SessionStoreError::NotFound`]
@@ -51,6 +51,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// How many sessions of `plugin` are active (not ended, not deleted).
     fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError>;
+
+    /// Deletes every ended session that ended (made its last commit) at or
+    /// before `ended_before_ms`, with its history; returns how many.
+    fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError>;
 
     /// Deletes a session's record and history; deleting an absent one does nothing.
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError>;

@@ -8,6 +8,10 @@ pub trait ToolLog: Send + Sync + std::fmt::Debug + 'static {
     /// Records one tool call, for statistics.
     fn record_execution(&self, execution: &Execution) -> Result<(), BackendError>;
 
+    /// Deletes the records of tool calls made at or before `before_ms`;
+    /// returns how many.
+    fn purge_executions(&self, before_ms: u64) -> Result<u64, BackendError>;
+
     /// Every recorded tool call, oldest first.
     fn executions(&self) -> Result<Vec<Execution>, BackendError>;
 

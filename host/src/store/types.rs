@@ -131,8 +131,38 @@ pub struct Commit {
     pub status: Status,
     /// Messages appended to the history.
     pub messages: Vec<Message>,
+    /// What the history is trimmed to after the messages are appended.
+    pub history_cap: HistoryCap,
     /// Time of the commit, in milliseconds of the host clock.
     pub at_ms: u64,
+}
+
+/// What a session's history is kept to: the newest `messages` messages,
+/// and of those no more than `bytes` bytes of content, dropping the oldest
+/// first. The newest message is always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCap {
+    /// Messages kept at most.
+    pub messages: u64,
+    /// Bytes of content kept at most.
+    pub bytes: u64,
+}
+
+impl HistoryCap {
+    /// How many of the newest messages are kept, given the content lengths
+    /// of a history newest first.
+    pub fn kept(&self, newest_first: impl IntoIterator<Item = u64>) -> u64 {
+        let mut total = 0u64;
+        let mut kept = 0;
+        for len in newest_first {
+            total = total.saturating_add(len);
+            if kept > 0 && (kept >= self.messages || total > self.bytes) {
+                break;
+            }
+            kept += 1;
+        }
+        kept
+    }
 }
 
 /// How one tool call ended.
@@ -313,4 +343,19 @@ pub struct Swept {
     pub kv_entries: u64,
     /// Expired tool-cache entries removed.
     pub cache_entries: u64,
+    /// Ended sessions deleted, with their history, past their retention.
+    pub ended_sessions: u64,
+    /// Tool-call records deleted past their retention.
+    pub executions: u64,
+}
+
+/// What a sweep deletes besides expired entries: ended sessions that ended
+/// at or before `ended_before_ms`, and tool-call records made at or before
+/// `records_before_ms` (host clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Ended sessions that ended at or before this time are deleted.
+    pub ended_before_ms: u64,
+    /// Tool-call records made at or before this time are deleted.
+    pub records_before_ms: u64,
 }

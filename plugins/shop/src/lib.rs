@@ -122,6 +122,7 @@ impl Shop {
         /// The customer's username.
         username: String,
         /// The customer's password.
+        #[sensitive]
         password: String,
     ) -> Result<BTreeMap<&'static str, String>, String> {
         let (_, _, user_id) = USERS

@@ -16,6 +16,9 @@ pub(super) const CACHE_EXPIRY: &str = "agentbox:cache:expiry";
 /// The active version of each plugin: name → digest.
 pub(super) const ACTIVE_PLUGINS: &str = "agentbox:plugins:active";
 
+/// Ended sessions by the time they ended (host clock), for retention.
+pub(super) const ENDED: &str = "agentbox:sessions:ended";
+
 /// Tool-call records, oldest first.
 pub(super) const EXECUTIONS: &str = "agentbox:executions";
 

@@ -56,6 +56,7 @@ pub struct RedisStore {
     commit: Script,
     kv: Script,
     lease: Script,
+    purge_records: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -79,6 +80,7 @@ impl RedisStore {
             commit: Script::new(include_str!("commit.lua")),
             kv: Script::new(include_str!("kv.lua")),
             lease: Script::new(include_str!("lease.lua")),
+            purge_records: Script::new(include_str!("purge_records.lua")),
         };
         store.with(|conn| redis::cmd("PING").query::<String>(conn))?;
         Ok(store)

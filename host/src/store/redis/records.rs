@@ -13,6 +13,9 @@ use crate::store::redis::keys::{
     ACTIVE_PLUGINS, CACHE_EXPIRY, EXECUTIONS, cache_key, json, plugin_key,
 };
 
+/// Tool-call records the retention sweep deletes per script call.
+const PURGE_BATCH: u64 = 1024;
+
 impl PluginStore for RedisStore {
     fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, BackendError> {
         self.with(|conn| {
@@ -53,6 +56,23 @@ impl ToolLog for RedisStore {
                 .arg(text)
                 .query::<()>(conn)
         })
+    }
+
+    fn purge_executions(&self, before_ms: u64) -> Result<u64, BackendError> {
+        let mut purged = 0;
+        loop {
+            let deleted: u64 = self.with(|conn| {
+                self.purge_records
+                    .key(EXECUTIONS)
+                    .arg(before_ms)
+                    .arg(PURGE_BATCH)
+                    .invoke(conn)
+            })?;
+            purged += deleted;
+            if deleted < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
     }
 
     fn executions(&self) -> Result<Vec<Execution>, BackendError> {

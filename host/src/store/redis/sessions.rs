@@ -9,13 +9,16 @@ use redis::{Connection, RedisResult, Script};
 
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
-use crate::store::types::{Commit, Message, SessionRecord, Status};
+use crate::store::types::{Commit, HistoryCap, Message, SessionRecord, Status};
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    by_creation, by_update, history_key, json, lease_key, session_key,
+    ENDED, by_creation, by_update, history_key, json, lease_key, session_key,
 };
 use crate::store::redis::reply::CommitReply;
+
+/// Ended sessions the retention sweep deletes per round trip.
+const PURGE_BATCH: usize = 256;
 
 /// Messages as the history list stores them.
 fn encode_messages(messages: &[Message]) -> Result<Vec<String>, BackendError> {
@@ -92,6 +95,9 @@ fn index_commit(conn: &mut Connection, commit: &Commit, served: &str) -> RedisRe
         pipe.zrem(by_update(served), id)
             .zrem(by_creation(served), id);
     }
+    if commit.status == Status::Ended {
+        pipe.zadd(ENDED, id, commit.at_ms);
+    }
     if commit.status == Status::Active {
         pipe.zadd(by_update(&commit.plugin), id, commit.at_ms);
         if moved {
@@ -112,6 +118,7 @@ fn run_commit(
     script: &Script,
     id: &str,
     read: &str,
+    cap: HistoryCap,
     fields: &[(&str, String)],
     messages: &[String],
 ) -> RedisResult<CommitReply> {
@@ -119,6 +126,8 @@ fn run_commit(
     call.key(session_key(id))
         .key(history_key(id))
         .arg(read)
+        .arg(cap.messages)
+        .arg(cap.bytes)
         .arg(fields.len() * 2);
     for (name, value) in fields {
         call.arg(*name).arg(value);
@@ -143,6 +152,10 @@ impl SessionStore for RedisStore {
                 &self.commit,
                 &session.id,
                 "create",
+                HistoryCap {
+                    messages: u64::MAX,
+                    bytes: u64::MAX,
+                },
                 &fields,
                 &messages,
             )?;
@@ -198,6 +211,7 @@ impl SessionStore for RedisStore {
                 &self.commit,
                 &commit.session,
                 &read,
+                commit.history_cap,
                 &fields,
                 &messages,
             )?;
@@ -267,6 +281,37 @@ impl SessionStore for RedisStore {
             .map_err(Into::into)
     }
 
+    fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
+        let mut purged = 0;
+        loop {
+            let ended: Vec<String> = self.with(|conn| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(ENDED)
+                    .arg("-inf")
+                    .arg(ended_before_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PURGE_BATCH)
+                    .query(conn)
+            })?;
+            if ended.is_empty() {
+                return Ok(purged);
+            }
+            // The index lists a session once it ended, and an ended session
+            // never changes: each is deleted with its history and lease.
+            let deleted: Vec<u64> = self.with(|conn| {
+                let mut pipe = redis::pipe();
+                for id in &ended {
+                    pipe.del(&[session_key(id), history_key(id), lease_key(id)])
+                        .zrem(ENDED, id)
+                        .ignore();
+                }
+                pipe.query(conn)
+            })?;
+            purged += deleted.iter().filter(|&&keys| keys > 0).count() as u64;
+        }
+    }
+
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
         self.with(|conn| {
             let plugin: Option<String> = redis::cmd("HGET")
@@ -274,7 +319,8 @@ impl SessionStore for RedisStore {
                 .arg("plugin")
                 .query(conn)?;
             let mut pipe = redis::pipe();
-            pipe.del(&[session_key(id), history_key(id)]);
+            pipe.del(&[session_key(id), history_key(id)])
+                .zrem(ENDED, id);
             if let Some(plugin) = plugin {
                 pipe.zrem(by_update(&plugin), id)
                     .zrem(by_creation(&plugin), id);

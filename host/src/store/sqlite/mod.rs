@@ -97,7 +97,16 @@ CREATE TABLE IF NOT EXISTS active_plugins (
 
 /// The changes made to [`SCHEMA`] since it was first laid out, in order: a
 /// database whose `user_version` is N has had the first N applied.
-const MIGRATIONS: &[&str] = &["ALTER TABLE sessions ADD COLUMN owner TEXT"];
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE sessions ADD COLUMN owner TEXT",
+    // Content bytes of the history kept, for its cap; the indexes find
+    // ended sessions and old tool records for retention.
+    "ALTER TABLE sessions ADD COLUMN history_bytes INTEGER NOT NULL DEFAULT 0;
+     UPDATE sessions SET history_bytes = (
+         SELECT COALESCE(SUM(octet_length(content)), 0) FROM history WHERE session_id = sessions.id);
+     CREATE INDEX sessions_ended ON sessions (status, updated_at_ms);
+     CREATE INDEX executions_at ON executions (at_ms);",
+];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in
 /// its own transaction with the version it reaches.

@@ -57,6 +57,10 @@ impl ToolLog for SqliteStore {
             .map_err(Into::into)
     }
 
+    fn purge_executions(&self, before_ms: u64) -> Result<u64, BackendError> {
+        self.swept(Write::PurgeExecutions { before_ms })
+    }
+
     fn executions(&self) -> Result<Vec<Execution>, BackendError> {
         self.read(|conn| {
             conn.prepare_cached(

@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension as _, params};
 
-use crate::store::error::SessionStoreError;
+use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::sql::{backend, ms};
@@ -70,6 +70,7 @@ impl SessionStore for SqliteStore {
             state_version: commit.state_version,
             status: commit.status,
             messages: commit.messages.clone(),
+            history_cap: commit.history_cap,
             at_ms: commit.at_ms,
         }))
         .map(drop)
@@ -124,6 +125,10 @@ impl SessionStore for SqliteStore {
             .query_row(params![plugin], |row| row.get(0))
         })
         .map_err(Into::into)
+    }
+
+    fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
+        self.swept(Write::PurgeEnded { ended_before_ms })
     }
 
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {

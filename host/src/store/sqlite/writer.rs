@@ -11,7 +11,7 @@ use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sqlite::entries::{kv_store, live_value, reclaim, set_usage, usage};
 use crate::store::sqlite::sql::{Failed, backend, ms, to_sql};
 use crate::store::types::{
-    Execution, Message, Namespace, Quota, SessionRecord, Status, increment_value,
+    Execution, HistoryCap, Message, Namespace, Quota, SessionRecord, Status, increment_value,
 };
 
 /// Commits gathered into one transaction at most. Bounds how long the first
@@ -29,6 +29,12 @@ pub(super) enum Write {
         expires_at_ms: u64,
     },
     DeleteSession(String),
+    PurgeEnded {
+        ended_before_ms: u64,
+    },
+    PurgeExecutions {
+        before_ms: u64,
+    },
     KvPut {
         ns: Namespace,
         key: String,
@@ -87,6 +93,7 @@ pub(super) struct CommitRow {
     pub(super) state_version: u32,
     pub(super) status: Status,
     pub(super) messages: Vec<Message>,
+    pub(super) history_cap: HistoryCap,
     pub(super) at_ms: u64,
 }
 
@@ -178,7 +185,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             if inserted == 0 {
                 return Err(SessionStoreError::Exists(session.id.clone()).into());
             }
-            append_history(conn, &session.id, messages).map(|()| Applied::Done)
+            append_history(conn, &session.id, messages, None).map(|()| Applied::Done)
         }
         Write::Commit(commit) => {
             let updated = conn
@@ -220,7 +227,13 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                 }
                 .into());
             }
-            append_history(conn, &commit.session, &commit.messages).map(|()| Applied::Done)
+            append_history(
+                conn,
+                &commit.session,
+                &commit.messages,
+                Some(commit.history_cap),
+            )
+            .map(|()| Applied::Done)
         }
         Write::Execution(execution) => conn
             .prepare_cached(
@@ -248,12 +261,29 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             .and_then(|mut statement| statement.execute(params![key, value, ms(*expires_at_ms)]))
             .map(|_| Applied::Done)
             .map_err(backend),
-        Write::DeleteSession(id) => conn
-            .prepare_cached("DELETE FROM history WHERE session_id = ?1")
-            .and_then(|mut statement| statement.execute([id]))
-            .and_then(|_| conn.prepare_cached("DELETE FROM sessions WHERE id = ?1"))
-            .and_then(|mut statement| statement.execute([id]))
-            .map(|_| Applied::Done)
+        Write::DeleteSession(id) => delete_session(conn, id)
+            .map(|()| Applied::Done)
+            .map_err(backend),
+        Write::PurgeEnded { ended_before_ms } => {
+            let ended: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM sessions WHERE status = 'ended' AND updated_at_ms <= ?1",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([ms(*ended_before_ms)], |row| row.get(0))?
+                        .collect()
+                })
+                .map_err(backend)?;
+            for id in &ended {
+                delete_session(conn, id).map_err(backend)?;
+            }
+            Ok(Applied::Swept(ended.len() as u64))
+        }
+        Write::PurgeExecutions { before_ms } => conn
+            .prepare_cached("DELETE FROM executions WHERE at_ms <= ?1")
+            .and_then(|mut statement| statement.execute([ms(*before_ms)]))
+            .map(|deleted| Applied::Swept(deleted as u64))
             .map_err(backend),
         Write::KvPut {
             ns,
@@ -354,13 +384,35 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
     }
 }
 
-fn append_history(conn: &Connection, session: &str, messages: &[Message]) -> Result<(), Failed> {
+fn delete_session(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Appends `messages` to the history of `session`, then trims it to `cap`.
+fn append_history(
+    conn: &Connection,
+    session: &str,
+    messages: &[Message],
+    cap: Option<HistoryCap>,
+) -> Result<(), Failed> {
     if messages.is_empty() {
         return Ok(());
     }
-    let end: u64 = conn
-        .prepare_cached("UPDATE sessions SET history_len = history_len + ?2 WHERE id = ?1 RETURNING history_len")
-        .and_then(|mut statement| statement.query_row(params![session, messages.len()], |row| row.get(0)))
+    let added: usize = messages.iter().map(|message| message.content.len()).sum();
+    let (end, bytes): (u64, u64) = conn
+        .prepare_cached(
+            "UPDATE sessions SET history_len = history_len + ?2, history_bytes = history_bytes + ?3
+             WHERE id = ?1 RETURNING history_len, history_bytes",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(params![session, messages.len(), added], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+        })
         .map_err(backend)?;
     let mut insert = conn
         .prepare_cached(
@@ -378,5 +430,49 @@ fn append_history(conn: &Connection, session: &str, messages: &[Message]) -> Res
             ])
             .map_err(backend)?;
     }
+    match cap {
+        Some(cap) if end > cap.messages || bytes > cap.bytes => {
+            trim_history(conn, session, end, bytes, cap).map_err(backend)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Drops the oldest messages of `session`'s history, whose last message
+/// is number `end - 1` and whose content adds up to `bytes`, beyond `cap`,
+/// and records the bytes kept.
+fn trim_history(
+    conn: &Connection,
+    session: &str,
+    end: u64,
+    bytes: u64,
+    cap: HistoryCap,
+) -> rusqlite::Result<()> {
+    // Beyond the message bound, drop by number (an index probe when
+    // nothing is); only if the bytes are still over, read the lengths of
+    // what is left.
+    let dropped: u64 = conn
+        .prepare_cached(
+            "DELETE FROM history WHERE session_id = ?1 AND seq < ?2 RETURNING octet_length(content)",
+        )?
+        .query_map(params![session, end.saturating_sub(cap.messages)], |row| {
+            row.get::<_, u64>(0)
+        })?
+        .sum::<rusqlite::Result<u64>>()?;
+    let mut bytes = bytes.saturating_sub(dropped);
+    if bytes > cap.bytes {
+        let lengths: Vec<u64> = conn
+            .prepare_cached(
+                "SELECT octet_length(content) FROM history WHERE session_id = ?1 ORDER BY seq DESC",
+            )?
+            .query_map([session], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let kept = cap.kept(lengths.iter().copied());
+        conn.prepare_cached("DELETE FROM history WHERE session_id = ?1 AND seq < ?2")?
+            .execute(params![session, end - kept])?;
+        bytes = lengths.iter().take(kept as usize).sum();
+    }
+    conn.prepare_cached("UPDATE sessions SET history_bytes = ?2 WHERE id = ?1")?
+        .execute(params![session, bytes])?;
     Ok(())
 }
