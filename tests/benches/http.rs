@@ -142,9 +142,14 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = agentbox_host::server::router(host.clone(), Default::default());
         let serving = runtime.spawn(async move {
-            agentbox_host::server::serve(listener, router, std::future::pending())
-                .await
-                .unwrap()
+            agentbox_host::server::serve(
+                listener,
+                router,
+                Default::default(),
+                std::future::pending(),
+            )
+            .await
+            .unwrap()
         });
         Server {
             host,

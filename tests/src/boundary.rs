@@ -179,6 +179,7 @@ fn any_request_body_gets_an_answer_below_500() {
     runtime.spawn(agentbox_host::server::serve(
         listener,
         router,
+        Default::default(),
         std::future::pending(),
     ));
     // A connection per request: an admin request refused before its body is

@@ -70,11 +70,13 @@ fn serve_with(callers: Callers, websocket: WebSocketSettings) -> Served {
         admin_token: Some(ADMIN.into()),
         callers: callers.clone(),
         websocket,
+        connections: Default::default(),
     };
     let router = agentbox_host::server::router(host.clone(), access);
     runtime.spawn(agentbox_host::server::serve(
         listener,
         router,
+        Default::default(),
         std::future::pending(),
     ));
     Served {

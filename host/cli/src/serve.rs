@@ -15,6 +15,7 @@ use super::keys::{callers, default_keys, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
 use agentbox_host::limits::MAX_COMPONENT_BYTES;
 use agentbox_host::server::Access;
+use agentbox_host::server::ConnectionSettings;
 use agentbox_host::server::auth::jwt::JwtSettings;
 use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::server::sockets::WebSocketSettings;
@@ -55,8 +56,8 @@ use agentbox_host::{Host, LoadError, PluginVersion};
 #[command(verbatim_doc_comment)]
 pub(super) struct ServeArgs {
     /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
-    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt], [rates] and
-    /// [websocket] tables (see docs/api.md)
+    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt], [rates],
+    /// [websocket] and [server] tables (see docs/api.md)
     #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
     config: Option<PathBuf>,
 
@@ -113,6 +114,11 @@ pub(super) struct ServeArgs {
     #[arg(skip)]
     websocket: WebSocketSettings,
 
+    /// How many connections may be open at once, and how long a client may take to send a
+    /// request: the --config file's [server]
+    #[arg(skip)]
+    connections: ConnectionSettings,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -137,6 +143,8 @@ struct ServeConfig {
     rates: Rates,
     #[serde(default)]
     websocket: WebSocketSettings,
+    #[serde(default)]
+    server: ConnectionSettings,
     data_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
@@ -175,12 +183,50 @@ impl ServeArgs {
         self.jwt = config.jwt.map(Box::new);
         self.rates = config.rates;
         self.websocket = config.websocket;
+        self.connections = config.server;
         let host = &mut self.host;
         host.data_dir = host.data_dir.take().or(config.data_dir);
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
         host.memory_mib = host.memory_mib.or(config.memory_mib);
         host.policy = host.policy.take().or(config.policy);
         Ok(self)
+    }
+}
+
+/// Files the process keeps beside its connections: the store, the plugin
+/// folder, the artifact cache, and room for `/healthz` when every
+/// connection is taken.
+const FILES_BESIDE_CONNECTIONS: u64 = 256;
+
+/// Raises the process's limit of open files to the most it may have, and
+/// lowers the connection cap of `settings` to fit under it, saying so.
+fn fit_to_open_files(settings: ConnectionSettings) -> ConnectionSettings {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+
+    let mut files = getrlimit(Resource::Nofile);
+    if files.current < files.maximum {
+        let raised = rustix::process::Rlimit {
+            current: files.maximum,
+            ..files
+        };
+        if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+            files = raised;
+        }
+    }
+    let Some(open_files) = files.current else {
+        return settings;
+    };
+    let room = open_files.saturating_sub(FILES_BESIDE_CONNECTIONS).max(1);
+    if settings.max_connections as u64 <= room {
+        return settings;
+    }
+    eprintln!(
+        "agentbox: serving at most {room} connections at once, not {}: the process may open {open_files} files (raise `ulimit -n` for more)",
+        settings.max_connections
+    );
+    ConnectionSettings {
+        max_connections: usize::try_from(room).unwrap_or(usize::MAX),
+        ..settings
     }
 }
 
@@ -205,6 +251,10 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "the admin token is empty; give a long random one in AGENTBOX_ADMIN_TOKEN, or none to turn the admin API off"
         );
     }
+    args.connections.check().map_err(|reason| {
+        anyhow::anyhow!("the config file's [server] table is invalid: {reason}")
+    })?;
+    let connections = fit_to_open_files(args.connections);
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -318,8 +368,10 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 admin_token: args.admin_token,
                 callers,
                 websocket: args.websocket,
+                connections,
             },
         ),
+        connections,
         shutdown(),
     )
     .await

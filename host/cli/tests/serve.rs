@@ -1304,3 +1304,142 @@ fn hostile_turns_leave_the_servers_memory_at_its_baseline() {
         after >> 10
     );
 }
+
+/// Lets this process open as many files as it may, for tests that hold a
+/// thousand sockets.
+fn raise_open_files() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let files = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: files.maximum,
+            ..files
+        },
+    );
+}
+
+/// A connection to `server` that has sent nothing.
+fn connect(server: &Server) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (a read ends, with nothing or an
+/// answer) rather than leaving it open; waits for at most `wait`.
+fn closed_within(stream: &mut std::net::TcpStream, wait: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => true,
+        Err(err) => !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A session-API request whose head declares a body it never sends.
+fn stall_an_upload(server: &Server) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = connect(server);
+    write!(
+        stream,
+        "POST /v1/sessions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 900000\r\n\r\n{{\"plugin\": "
+    )
+    .unwrap();
+    stream
+}
+
+#[test]
+fn a_thousand_idle_connections_and_twenty_stalled_uploads_leave_healthz_answering() {
+    let _cores = shared_cores();
+    raise_open_files();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let idle: Vec<_> = (0..1_000).map(|_| connect(&server)).collect();
+    let stalled: Vec<_> = (0..20).map(|_| stall_an_upload(&server)).collect();
+    let started = std::time::Instant::now();
+    let (status, body) = request("GET", &server.url("/healthz"), None, None);
+    let took = started.elapsed();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    eprintln!("/healthz answered in {took:?} beside 1,000 idle connections and 20 stalled uploads");
+    drop((idle, stalled));
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_connections_past_the_cap_closed_at_once() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_connections = 4\nheader_timeout_ms = 300\nbody_timeout_ms = 300\n",
+    )
+    .unwrap();
+    let server = Server::start(data.path(), &["--config", config.to_str().unwrap()]);
+    let patience = std::time::Duration::from_secs(20);
+
+    // Four connections take every place; a fifth is closed at once, long
+    // before a timeout could have closed it.
+    let held: Vec<_> = (0..4).map(|_| connect(&server)).collect();
+    let mut fifth = connect(&server);
+    assert!(
+        closed_within(&mut fifth, std::time::Duration::from_millis(200)),
+        "a connection past the cap was kept"
+    );
+    drop(held);
+    assert!(
+        (0..100).any(|_| {
+            let mut probe = connect(&server);
+            std::io::Write::write_all(
+                &mut probe,
+                b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut probe, &mut answer);
+            answer.starts_with("HTTP/1.1 200") || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                false
+            }
+        }),
+        "places free again once the held connections close"
+    );
+
+    // A client that never sends its head is let go.
+    let mut silent = connect(&server);
+    assert!(
+        closed_within(&mut silent, patience),
+        "a silent client was kept"
+    );
+
+    // A client that never finishes its body is answered 408 in JSON.
+    let mut slow = stall_an_upload(&server);
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut slow, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    assert!(body.contains(r#""kind":"timeout""#), "{answer}");
+
+    let bad = data.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nmax_connections = 0\n").unwrap();
+    let (ok, _, stderr) = agentbox(
+        &[
+            "serve",
+            "--config",
+            bad.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("[server] table is invalid: max_connections must be from 1 to"),
+        "{stderr}"
+    );
+}

@@ -11,11 +11,13 @@ mod access;
 mod admin;
 mod api;
 pub mod auth;
+pub mod connections;
 mod sessions;
 pub mod sockets;
 mod websocket;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -23,35 +25,17 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 
 use crate::limits::MAX_COMPONENT_BYTES;
 use crate::server::api::{Api, MAX_JSON_BODY, error};
 use crate::server::auth::Callers;
+use crate::server::connections::read_body_within;
+pub use crate::server::connections::{ConnectionSettings, serve};
 use crate::server::sockets::{Sockets, WebSocketSettings};
 use crate::session::Host;
 
 /// Largest plugin upload, in bytes.
 const MAX_PLUGIN_BODY: usize = MAX_COMPONENT_BYTES;
-
-/// Serves `router` on `listener` until `stop` resolves, then lets running
-/// requests finish. Every connection writes without delay (`TCP_NODELAY`):
-/// a streamed reply is several small writes, and Nagle's algorithm would
-/// hold each one after the first until the client's delayed ACK, some 40 ms.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = listener.tap_io(|connection| {
-        if let Err(err) = connection.set_nodelay(true) {
-            tracing::warn!(error = %err, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-}
 
 /// Who may reach a server, and how.
 #[derive(Debug, Default)]
@@ -63,6 +47,9 @@ pub struct Access {
     pub callers: Arc<Callers>,
     /// Which pages may open WebSockets, and how many per session.
     pub websocket: WebSocketSettings,
+    /// How long a request's body may take to arrive (the rest of these
+    /// settings are [`serve`]'s).
+    pub connections: ConnectionSettings,
 }
 
 /// The routes of `agentbox serve`, serving `host` as `access` says.
@@ -73,6 +60,7 @@ pub fn router(host: Host, access: Access) -> Router {
         callers: access.callers,
         sockets: Arc::new(Sockets::new(access.websocket)),
     };
+    let body_timeout = Duration::from_millis(access.connections.body_timeout_ms);
     let admin = Router::new()
         .route(
             "/v1/admin/plugins",
@@ -80,6 +68,10 @@ pub fn router(host: Host, access: Access) -> Router {
         )
         .route("/v1/admin/plugins/{name}/activate", post(admin::activate))
         .route("/v1/admin/plugins/{name}/rollback", post(admin::roll_back))
+        // Inside the token check: nobody's body is read before it passes.
+        .route_layer(middleware::from_fn(move |request, next| {
+            read_body_within(body_timeout, MAX_PLUGIN_BODY, request, next)
+        }))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
             admin::require_token,
@@ -103,6 +95,9 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))
+        .route_layer(middleware::from_fn(move |request, next| {
+            read_body_within(body_timeout, MAX_JSON_BODY, request, next)
+        }))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
             access::authenticate,
