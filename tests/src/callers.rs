@@ -512,6 +512,7 @@ fn each_principal_is_held_to_its_rates_by_the_host_clock() {
     let rates = Rates {
         session_starts_per_minute: Some(2),
         turns_per_second: Some(3),
+        live_sessions: None,
     };
     let served = serve(Callers::new(Some(&file), None).with_rates(rates));
     let start = |token: &str| {
@@ -570,6 +571,50 @@ fn each_principal_is_held_to_its_rates_by_the_host_clock() {
         message().0,
         200,
         "a turn's token comes back in a third of a second"
+    );
+}
+
+#[test]
+fn a_principal_holds_a_bounded_number_of_live_sessions_and_others_are_not_held_by_it() {
+    let (file, [backend, app, _]) = keys();
+    let rates = Rates {
+        live_sessions: Some(2),
+        ..Rates::default()
+    };
+    let served = serve(Callers::new(Some(&file), None).with_rates(rates));
+    let start = |token: &str, plugin: &str| {
+        served.as_caller(
+            token,
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": plugin })),
+        )
+    };
+    let (_, first) = start(&app, "intake");
+    assert_eq!(start(&app, "intake").0, 201);
+    let (status, body) = start(&app, "intake");
+    assert_eq!(
+        (status, &body["kind"]),
+        (429, &json!("live-sessions")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"],
+        "`key:app` has 2 live sessions, its limit of 2: end one first"
+    );
+    assert_eq!(
+        start(&backend, "shop").0,
+        201,
+        "another principal has room of its own"
+    );
+    assert_eq!(start(ADMIN, "intake").0, 201, "the admin is not held");
+    let id = first["session"].as_str().unwrap();
+    let (status, body) = served.as_caller(&app, "DELETE", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        start(&app, "intake").0,
+        201,
+        "an ended session frees its place"
     );
 }
 

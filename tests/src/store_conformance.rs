@@ -281,6 +281,34 @@ fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn 
     store.create(&record("ended"), &[]).unwrap();
 }
 
+fn live_sessions_are_counted_per_owner(store: &dyn Store) {
+    let owned = |id: &str, owner: Option<&str>| SessionRecord {
+        owner: owner.map(str::to_owned),
+        ..record(id)
+    };
+    for (id, owner) in [
+        ("a1", Some("key:a")),
+        ("a2", Some("key:a")),
+        ("a3", Some("key:a")),
+        ("b1", Some("key:b")),
+        ("open", None),
+    ] {
+        store.create(&owned(id, owner), &[]).unwrap();
+    }
+    assert_eq!(store.live_sessions_of("key:a").unwrap(), 3);
+    assert_eq!(store.live_sessions_of("key:b").unwrap(), 1);
+    assert_eq!(store.live_sessions_of("key:nobody").unwrap(), 0);
+    store
+        .commit(&Commit {
+            status: Status::Ended,
+            ..commit("a1", 1, 1, State::new())
+        })
+        .unwrap();
+    store.delete_session("a2").unwrap();
+    assert_eq!(store.live_sessions_of("key:a").unwrap(), 1);
+    assert_eq!(store.live_sessions_of("key:b").unwrap(), 1);
+}
+
 fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
     let sessions = 16;
     let turns = 25;
@@ -831,6 +859,7 @@ conformance!(
     history_returns_the_newest_messages_oldest_first,
     history_is_trimmed_to_its_cap_oldest_first_keeping_the_newest,
     ended_sessions_and_tool_records_are_deleted_past_their_retention,
+    live_sessions_are_counted_per_owner,
     sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,
     cache_entries_expire_at_their_time_and_are_swept,

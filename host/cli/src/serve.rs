@@ -209,7 +209,7 @@ fn fit_to_open_files(settings: ConnectionSettings) -> ConnectionSettings {
             current: files.maximum,
             ..files
         };
-        if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+        if setrlimit(Resource::Nofile, raised).is_ok() {
             files = raised;
         }
     }

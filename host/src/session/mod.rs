@@ -216,6 +216,14 @@ impl Host {
             .expect("loading a session panicked")
     }
 
+    /// How many sessions `owner` started are active, of any plugin.
+    pub async fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
+        let (store, owner) = (self.inner.store.clone(), owner.to_owned());
+        tokio::task::spawn_blocking(move || store.live_sessions_of(&owner))
+            .await
+            .expect("counting live sessions panicked")
+    }
+
     /// The newest `last` messages of session `id`'s history, oldest first;
     /// empty for a session that does not exist.
     pub async fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {

@@ -183,6 +183,16 @@ impl SessionStore for MemoryStore {
             .count() as u64)
     }
 
+    fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        Ok(sessions
+            .values()
+            .filter(|(record, _)| {
+                record.status == Status::Active && record.owner.as_deref() == Some(owner)
+            })
+            .count() as u64)
+    }
+
     fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
         let before = sessions.len();

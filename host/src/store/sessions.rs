@@ -52,6 +52,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// How many sessions of `plugin` are active (not ended, not deleted).
     fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError>;
 
+    /// How many sessions `owner` started are active, of any plugin.
+    fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError>;
+
     /// Deletes every ended session that ended (made its last commit) at or
     /// before `ended_before_ms`, with its history; returns how many.
     fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError>;

@@ -139,6 +139,18 @@ impl Callers {
         }
     }
 
+    /// The owner whose live sessions are bounded when `caller` starts one,
+    /// and the bound; `None` for callers who are not held to one.
+    pub(crate) fn live_session_bound<'c>(&self, caller: &'c Caller) -> Option<(&'c str, u64)> {
+        match caller {
+            Caller::Principal(principal) => self
+                .limiter
+                .live_sessions()
+                .map(|most| (principal.owner.as_str(), most)),
+            Caller::Anyone | Caller::Admin => None,
+        }
+    }
+
     /// Whether callers go unauthenticated.
     pub fn is_open(&self) -> bool {
         self.keys.is_none() && self.jwt.is_none()

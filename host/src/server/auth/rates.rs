@@ -1,11 +1,12 @@
-//! How fast each principal may go: a token bucket per principal for the
-//! sessions it starts and one for the turns it runs, refilled by the host's
-//! clock.
+//! How fast and how far each principal may go: a token bucket per
+//! principal for the sessions it starts and one for the turns it runs,
+//! refilled by the host's clock, and a bound on its live sessions.
 //!
 //! ```toml
 //! [rates]
 //! session_starts_per_minute = 60   # per principal; a burst of as many
 //! turns_per_second = 20            # messages, tool calls and ends; a burst of as many
+//! live_sessions = 1000             # active sessions per principal at once
 //! ```
 
 use std::collections::HashMap;
@@ -25,6 +26,8 @@ pub struct Rates {
     pub session_starts_per_minute: Option<u32>,
     /// Turns (messages, tool calls, ends) one principal may run per second.
     pub turns_per_second: Option<u32>,
+    /// Sessions one principal may have active at once, of all plugins.
+    pub live_sessions: Option<u64>,
 }
 
 /// What a caller is about to do, as counted.
@@ -91,6 +94,11 @@ impl Limiter {
             rates,
             buckets: Mutex::default(),
         }
+    }
+
+    /// The most sessions one principal may have active at once.
+    pub(crate) fn live_sessions(&self) -> Option<u64> {
+        self.rates.live_sessions
     }
 
     /// Takes a token for `action` by `owner` at `now_ms`, or says how long

@@ -54,6 +54,11 @@ pub(super) fn by_creation(plugin: &str) -> String {
     format!("{PREFIX}:sessions:created:{plugin}")
 }
 
+/// The active sessions one owner (a caller) started.
+pub(super) fn by_owner(owner: &str) -> String {
+    format!("{PREFIX}:sessions:owner:{owner}")
+}
+
 /// A published plugin version's component bytes.
 pub(super) fn plugin_key(digest: &str) -> String {
     format!("{PREFIX}:plugin:{digest}")

@@ -13,7 +13,7 @@ use crate::store::types::{Commit, HistoryCap, Message, SessionRecord, Status};
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    ENDED, by_creation, by_update, history_key, json, lease_key, session_key,
+    ENDED, by_creation, by_owner, by_update, history_key, json, lease_key, session_key,
 };
 use crate::store::redis::reply::CommitReply;
 
@@ -97,6 +97,13 @@ fn index_commit(conn: &mut Connection, commit: &Commit, served: &str) -> RedisRe
     }
     if commit.status == Status::Ended {
         pipe.zadd(ENDED, id, commit.at_ms);
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(session_key(id))
+            .arg("owner")
+            .query(conn)?;
+        if let Some(owner) = owner {
+            pipe.srem(by_owner(&owner), id);
+        }
     }
     if commit.status == Status::Active {
         pipe.zadd(by_update(&commit.plugin), id, commit.at_ms);
@@ -160,18 +167,21 @@ impl SessionStore for RedisStore {
                 &messages,
             )?;
             if matches!(answer, CommitReply::Done(_)) && session.status == Status::Active {
-                redis::pipe()
-                    .zadd(
-                        by_update(&session.plugin),
-                        &session.id,
-                        session.updated_at_ms,
-                    )
-                    .zadd(
-                        by_creation(&session.plugin),
-                        &session.id,
-                        session.created_at_ms,
-                    )
-                    .query::<()>(conn)?;
+                let mut pipe = redis::pipe();
+                pipe.zadd(
+                    by_update(&session.plugin),
+                    &session.id,
+                    session.updated_at_ms,
+                )
+                .zadd(
+                    by_creation(&session.plugin),
+                    &session.id,
+                    session.created_at_ms,
+                );
+                if let Some(owner) = &session.owner {
+                    pipe.sadd(by_owner(owner), &session.id);
+                }
+                pipe.query::<()>(conn)?;
             }
             Ok(answer)
         })?;
@@ -281,6 +291,11 @@ impl SessionStore for RedisStore {
             .map_err(Into::into)
     }
 
+    fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
+        self.with(|conn| redis::cmd("SCARD").arg(by_owner(owner)).query(conn))
+            .map_err(Into::into)
+    }
+
     fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
         let mut purged = 0;
         loop {
@@ -314,9 +329,10 @@ impl SessionStore for RedisStore {
 
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
         self.with(|conn| {
-            let plugin: Option<String> = redis::cmd("HGET")
+            let (plugin, owner): (Option<String>, Option<String>) = redis::cmd("HMGET")
                 .arg(session_key(id))
                 .arg("plugin")
+                .arg("owner")
                 .query(conn)?;
             let mut pipe = redis::pipe();
             pipe.del(&[session_key(id), history_key(id)])
@@ -324,6 +340,9 @@ impl SessionStore for RedisStore {
             if let Some(plugin) = plugin {
                 pipe.zrem(by_update(&plugin), id)
                     .zrem(by_creation(&plugin), id);
+            }
+            if let Some(owner) = owner {
+                pipe.srem(by_owner(&owner), id);
             }
             pipe.query::<()>(conn)
         })

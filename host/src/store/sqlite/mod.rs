@@ -106,6 +106,8 @@ const MIGRATIONS: &[&str] = &[
          SELECT COALESCE(SUM(octet_length(content)), 0) FROM history WHERE session_id = sessions.id);
      CREATE INDEX sessions_ended ON sessions (status, updated_at_ms);
      CREATE INDEX executions_at ON executions (at_ms);",
+    // Counts a caller's live sessions.
+    "CREATE INDEX sessions_owner ON sessions (owner, status) WHERE owner IS NOT NULL;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

@@ -127,6 +127,16 @@ impl SessionStore for SqliteStore {
         .map_err(Into::into)
     }
 
+    fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM sessions WHERE owner = ?1 AND status = 'active'",
+            )?
+            .query_row(params![owner], |row| row.get(0))
+        })
+        .map_err(Into::into)
+    }
+
     fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
         self.swept(Write::PurgeEnded { ended_before_ms })
     }
