@@ -124,7 +124,8 @@ impl Engine {
     }
 
     /// The component for `bytes`: loaded from the artifact cache when this
-    /// engine compiled the same bytes before, compiled (and cached) otherwise.
+    /// engine compiled the same bytes before, compiled otherwise (and kept
+    /// in the cache only by [`Engine::keep`], once it is accepted).
     pub fn component(
         &self,
         bytes: &[u8],
@@ -147,7 +148,17 @@ impl Engine {
             }
         }
         let component = Component::new(&self.inner, bytes)?;
-        let compiled = started.elapsed();
+        Ok((component, Compilation::Compiled(started.elapsed())))
+    }
+
+    /// Keeps the artifact of `component`, compiled now from the bytes with
+    /// `digest`, in the cache (if this engine has one), so that the next
+    /// load of the same bytes does not compile them again.
+    pub fn keep(&self, digest: Digest, component: &Component) -> anyhow::Result<()> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let name = self.artifact_name(digest);
         let artifact = component.serialize()?;
         // Write under a name of this write's own and rename, so a concurrent
         // reader never sees half an artifact and concurrent writers of the
@@ -161,8 +172,7 @@ impl Engine {
         cache
             .write(&partial, &artifact)
             .and_then(|()| cache.rename(&partial, cache, &name))
-            .with_context(|| format!("could not store compiled artifact {name}"))?;
-        Ok((component, Compilation::Compiled(compiled)))
+            .with_context(|| format!("could not store compiled artifact {name}"))
     }
 
     /// The file name of the artifact for `digest`: the digest plus a hash of

@@ -34,3 +34,48 @@ fn a_truncated_component_is_refused_as_invalid() {
         "{err}"
     );
 }
+
+#[test]
+fn a_component_for_another_world_is_refused_before_it_is_compiled() {
+    // A component holding one core module whose function returns nothing
+    // where it declares an i32: it does not compile, and it exports nothing.
+    let module: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // core module, version 1
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, // type: func () -> i32
+        0x03, 0x02, 0x01, 0x00, // one function of that type
+        0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // its body: just `end`
+    ];
+    let mut component = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+    component.extend([0x01, module.len() as u8]);
+    component.extend_from_slice(module);
+    let err = host().load_plugin(&component).unwrap_err();
+    assert!(
+        matches!(err, LoadError::WrongWorld(_)),
+        "refused for its world, not for failing to compile: {err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("it does not export `agentbox:plugin/agent@0.1.0` (its exports: none)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn only_an_accepted_version_is_kept_in_the_artifact_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = agentbox_host::Host::builder()
+        .artifact_cache(
+            cap_std::fs::Dir::open_ambient_dir(cache.path(), cap_std::ambient_authority()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let artifacts = || std::fs::read_dir(cache.path()).unwrap().count();
+    let err = host
+        .load_plugin(&crate::plugin_bytes(crate::plugins::BROKEN_SCHEMA))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Manifest(_)), "{err}");
+    assert_eq!(artifacts(), 0, "a refused version leaves no artifact");
+    host.load_plugin(&crate::plugin_bytes(crate::plugins::COUNTER))
+        .unwrap();
+    assert_eq!(artifacts(), 1);
+}

@@ -148,16 +148,25 @@ impl PluginVersion {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
+        // The world is read off the bytes before anything is compiled, so a
+        // component for another world costs a parse, not a compilation.
+        let world = check_world(bytes)?;
         let digest = Digest::of(bytes);
         let (component, compilation) = engine
             .component(bytes, digest)
             .map_err(|err| LoadError::Invalid(format!("{err:#}")))?;
-        let world = check_world(engine, &component)?;
         let pre = AgentPre::new(linker, &component, &world)
             .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
         let manifest = describe(&pre).map_err(LoadError::Describe)?;
         check_manifest(&manifest)?;
         let tools = ToolSet::compile(&manifest).map_err(LoadError::Manifest)?;
+        // Only an accepted version's artifact is kept; failing to keep it
+        // costs the next load a compilation, nothing more.
+        if matches!(compilation, Compilation::Compiled(_))
+            && let Err(err) = engine.keep(digest, &component)
+        {
+            tracing::warn!(%digest, "cannot keep the compiled artifact: {err:#}");
+        }
         Ok(PluginVersion {
             digest,
             manifest,
@@ -174,19 +183,42 @@ impl PluginVersion {
     }
 }
 
-/// Checks the component's imports and exports against the world and returns
-/// the world version it targets. An import from a package the host does not
-/// link is named here; the versions and interfaces of the WASI packages it
-/// links are checked by the linker.
-fn check_world(
-    engine: &Engine,
-    component: &wasmtime::component::Component,
-) -> Result<String, LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<&str> = ty
-        .exports(engine.wasmtime())
-        .map(|(name, _)| name)
-        .collect();
+/// The names a component's bytes import and export at its top level,
+/// read without compiling or validating it (the compiler validates).
+fn world_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), LoadError> {
+    use wasmparser::{Parser, Payload};
+
+    let malformed = |err: wasmparser::BinaryReaderError| LoadError::Invalid(err.to_string());
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    // Modules and components nested inside have names of their own.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(malformed)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => break,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    imports.push(import.map_err(malformed)?.name.full_name().into_owned());
+                }
+            }
+            Payload::ComponentExportSection(section) if depth == 0 => {
+                for export in section {
+                    exports.push(export.map_err(malformed)?.name.full_name().into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((imports, exports))
+}
+
+/// Checks the component's imports and exports against the world, before it
+/// is compiled, and returns the world version it targets. An import from a
+/// package the host does not link is named here; the versions and
+/// interfaces of the WASI packages it links are checked by the linker.
+fn check_world(bytes: &[u8]) -> Result<String, LoadError> {
+    let (imports, exports) = world_names(bytes)?;
     let agent_prefix = format!("{PACKAGE}/agent@");
     let Some(world) = exports
         .iter()
@@ -207,7 +239,7 @@ fn check_world(
             "it targets {PACKAGE}@{world}, which this host does not support"
         )));
     }
-    for (name, _) in ty.imports(engine.wasmtime()) {
+    for name in imports.iter().map(String::as_str) {
         let Some(rest) = name
             .strip_prefix(PACKAGE)
             .and_then(|rest| rest.strip_prefix('/'))
