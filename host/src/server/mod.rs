@@ -109,7 +109,28 @@ pub fn router(host: Host, access: Access) -> Router {
         .merge(open)
         .merge(admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .layer(middleware::from_fn(close_after_refusing_a_body))
         .with_state(api)
+}
+
+/// Answers a request that sent a body and was refused (4xx) with
+/// `Connection: close`: it may have been refused before its body was read
+/// (for its credentials, its declared size), and hyper then closes the
+/// connection, which a client would otherwise take for one it can reuse.
+async fn close_after_refusing_a_body(request: Request, next: Next) -> Response {
+    let sends_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+    let mut response = next.run(request).await;
+    if sends_body && response.status().is_client_error() {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Refuses a request whose declared body is over `limit` before reading it
