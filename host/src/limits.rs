@@ -43,7 +43,7 @@ pub enum Limit {
     LiveSessions,
     /// [`Limits::plugin_turns`].
     ConcurrentTurns,
-    /// [`Limits::kv_keys`] or [`Limits::kv_bytes`].
+    /// [`Limits::kv_keys`], [`Limits::kv_bytes`] or their per-user bounds.
     KvQuota,
 }
 
@@ -119,6 +119,11 @@ pub struct Limits {
     pub kv_keys: u64,
     /// Bytes of keys plus values one KV owner may hold.
     pub kv_bytes: u64,
+    /// Keys one user's scope of a KV owner may hold, so that no user (or
+    /// made-up user id) takes the owner's quota from the others.
+    pub kv_user_keys: u64,
+    /// Bytes of keys plus values one user's scope of a KV owner may hold.
+    pub kv_user_bytes: u64,
     /// A session without a turn for this long is ended by the reaper.
     pub session_idle_ttl: Duration,
     /// A session this old is ended by the reaper, however busy.
@@ -159,6 +164,8 @@ impl Default for Limits {
             plugin_turns: None,
             kv_keys: 100_000,
             kv_bytes: 256 << 20,
+            kv_user_keys: 10_000,
+            kv_user_bytes: 16 << 20,
             session_idle_ttl: Duration::from_secs(30 * 60),
             session_max_lifetime: Duration::from_secs(24 * 60 * 60),
             retain_ended: Duration::from_secs(7 * 24 * 60 * 60),

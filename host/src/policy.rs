@@ -67,11 +67,13 @@ impl Grants {
 /// [kv]
 /// max_keys = 100000            # per plugin, and per granted bucket
 /// max_bytes = 268435456
+/// max_keys_per_user = 10000    # of those, in one user's scope
+/// max_bytes_per_user = 16777216
 ///
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
 /// deadline_ms = 500            # and any [turns] limit but concurrent_total, max_live,
-///                              # max_keys or max_bytes, for it alone
+///                              # or any [kv] one, for it alone
 /// ```
 ///
 /// Every section and field is optional; what is left out keeps its default.
@@ -129,6 +131,21 @@ struct SessionsPolicy {
 struct KvPolicy {
     max_keys: Option<u64>,
     max_bytes: Option<u64>,
+    max_keys_per_user: Option<u64>,
+    max_bytes_per_user: Option<u64>,
+}
+
+impl KvPolicy {
+    /// `limits` with these values in place of theirs.
+    fn apply(&self, limits: Limits) -> Limits {
+        Limits {
+            kv_keys: self.max_keys.unwrap_or(limits.kv_keys),
+            kv_bytes: self.max_bytes.unwrap_or(limits.kv_bytes),
+            kv_user_keys: self.max_keys_per_user.unwrap_or(limits.kv_user_keys),
+            kv_user_bytes: self.max_bytes_per_user.unwrap_or(limits.kv_user_bytes),
+            ..limits
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,8 +156,8 @@ struct PluginPolicy {
     #[serde(flatten)]
     turns: TurnPolicy,
     max_live: Option<u64>,
-    max_keys: Option<u64>,
-    max_bytes: Option<u64>,
+    #[serde(flatten)]
+    kv: KvPolicy,
 }
 
 /// What a policy file sets: the limits of every plugin, those of the
@@ -238,10 +255,8 @@ impl PolicyFile {
                 .history_messages
                 .unwrap_or(limits.history_messages),
             history_bytes: self.sessions.history_bytes.unwrap_or(limits.history_bytes),
-            kv_keys: self.kv.max_keys.unwrap_or(limits.kv_keys),
-            kv_bytes: self.kv.max_bytes.unwrap_or(limits.kv_bytes),
             concurrent_turns,
-            ..limits
+            ..self.kv.apply(limits)
         };
         let mut grants = Grants::default();
         let mut plugins = BTreeMap::new();
@@ -259,9 +274,7 @@ impl PolicyFile {
                 .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
             let own = Limits {
                 live_sessions: policy.max_live.or(own.live_sessions),
-                kv_keys: policy.max_keys.unwrap_or(own.kv_keys),
-                kv_bytes: policy.max_bytes.unwrap_or(own.kv_bytes),
-                ..own
+                ..policy.kv.apply(own)
             };
             plugins.insert(plugin.clone(), own);
         }

@@ -144,6 +144,8 @@ fn store_ops(store: &Arc<dyn Store>) -> (Duration, Duration) {
     let quota = Quota {
         keys: u64::MAX,
         bytes: u64::MAX,
+        user_keys: u64::MAX,
+        user_bytes: u64::MAX,
     };
     let mut n = 0u64;
     let set = mean_of(|| {

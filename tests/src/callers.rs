@@ -618,6 +618,224 @@ fn a_principal_holds_a_bounded_number_of_live_sessions_and_others_are_not_held_b
     );
 }
 
+#[test]
+fn the_admin_exports_and_erases_one_users_data_and_no_one_elses() {
+    let (file, [backend, _, _]) = keys();
+    let served = serve(Callers::new(Some(&file), None));
+    let converse = |user: &str, name: &str| {
+        let (status, started) = served.as_caller(
+            &backend,
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": "profile", "user_id": user })),
+        );
+        assert_eq!(status, 201, "{started}");
+        let id = started["session"].as_str().unwrap().to_owned();
+        let text = format!("my name is {name}");
+        let path = format!("/v1/sessions/{id}/messages");
+        assert_eq!(
+            served
+                .as_caller(&backend, "POST", &path, Some(json!({ "text": text })))
+                .0,
+            200
+        );
+        // The profile is kept in the user's bucket as the call ends.
+        let ended = served.as_caller(&backend, "DELETE", &format!("/v1/sessions/{id}"), None);
+        assert_eq!(ended.0, 200, "{}", ended.1);
+    };
+    converse("+15551234567", "Grace");
+    converse("ada@example.com", "Ada");
+    let admin = |method: &str, path: &str| {
+        served.call(method, path, None, Some(&format!("Bearer {ADMIN}")))
+    };
+    let export = |user: &str| {
+        let (status, data, _) = admin("GET", &format!("/v1/admin/users/{user}/export"));
+        assert_eq!(status, 200, "{data}");
+        data
+    };
+
+    let grace = export("+15551234567");
+    assert_eq!(grace["user"], "+15551234567");
+    let sessions = grace["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{grace}");
+    assert_eq!(sessions[0]["session"]["user_id"], "+15551234567");
+    assert!(
+        sessions[0]["history"]
+            .to_string()
+            .contains("my name is Grace"),
+        "{grace}"
+    );
+    let kv = grace["kv"].as_array().unwrap();
+    assert_eq!(kv.len(), 1, "{grace}");
+    assert_eq!(
+        (&kv[0]["plugin"], &kv[0]["key"]),
+        (&json!("profile"), &json!("profile"))
+    );
+    assert!(
+        kv[0]["value"].as_str().unwrap().contains("Grace"),
+        "{grace}"
+    );
+
+    let (status, _) =
+        served.as_caller(&backend, "GET", "/v1/admin/users/+15551234567/export", None);
+    assert_eq!(status, 401, "a caller's key is no admin token");
+
+    let (status, erased, _) = admin("DELETE", "/v1/admin/users/+15551234567");
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["erased"], json!({ "sessions": 1, "kv_entries": 1 }));
+    let gone = export("+15551234567");
+    assert_eq!(
+        (
+            gone["sessions"].as_array().unwrap().len(),
+            gone["kv"].as_array().unwrap().len()
+        ),
+        (0, 0),
+        "{gone}"
+    );
+    let ada = export("ada@example.com");
+    assert_eq!(
+        (
+            ada["sessions"].as_array().unwrap().len(),
+            ada["kv"].as_array().unwrap().len()
+        ),
+        (1, 1),
+        "{ada}"
+    );
+
+    let (status, refused, _) = admin("GET", "/v1/admin/users/not%20a%20user/export");
+    assert_eq!(
+        (status, &refused["kind"]),
+        (400, &json!("bad-request")),
+        "{refused}"
+    );
+}
+
+#[test]
+fn the_admin_reads_writes_and_lists_a_plugins_kv_under_its_rules() {
+    let (file, [backend, _, _]) = keys();
+    let served = serve(Callers::new(Some(&file), None));
+    let admin = |method: &str, path: &str, body: Option<Value>| {
+        served.call(method, path, body, Some(&format!("Bearer {ADMIN}")))
+    };
+    // The operator preloads a returning caller's profile; the plugin greets her.
+    let profile = json!({ "name": "Grace", "calls": 3 });
+    let (status, stored, _) = admin(
+        "PUT",
+        "/v1/admin/plugins/profile/kv/user/profile?user=%2B15551234567",
+        Some(profile.clone()),
+    );
+    assert_eq!(status, 200, "{stored}");
+    let (status, started) = served.as_caller(
+        &backend,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "profile", "user_id": "+15551234567" })),
+    );
+    assert_eq!(status, 201, "{started}");
+    assert!(
+        started["said"]
+            .to_string()
+            .contains("Welcome back, Grace! This is call number 4."),
+        "{started}"
+    );
+    let (status, read, _) = admin(
+        "GET",
+        "/v1/admin/plugins/profile/kv/user/profile?user=%2B15551234567",
+        None,
+    );
+    assert_eq!(
+        (status, &read["value"]),
+        (200, &json!(profile.to_string())),
+        "{read}"
+    );
+
+    for key in ["customer:1", "customer:2", "customer:3", "order:1"] {
+        let (status, body, _) = admin(
+            "PUT",
+            &format!("/v1/admin/plugins/profile/kv/crm/{key}"),
+            Some(json!({ "key": key })),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, page, _) = admin(
+        "GET",
+        "/v1/admin/plugins/profile/kv/crm?prefix=customer:&limit=2",
+        None,
+    );
+    assert_eq!(
+        page,
+        json!({ "keys": ["customer:1", "customer:2"], "next": "customer:2" })
+    );
+    let (_, page, _) = admin(
+        "GET",
+        "/v1/admin/plugins/profile/kv/crm?prefix=customer:&limit=2&after=customer:2",
+        None,
+    );
+    assert_eq!(page, json!({ "keys": ["customer:3"], "next": null }));
+    let (status, _, _) = admin("DELETE", "/v1/admin/plugins/profile/kv/crm/order:1", None);
+    assert_eq!(status, 200);
+    let (status, gone, _) = admin("GET", "/v1/admin/plugins/profile/kv/crm/order:1", None);
+    assert_eq!(
+        (status, &gone["kind"]),
+        (404, &json!("not-found")),
+        "{gone}"
+    );
+
+    // A TTL is read off the host clock.
+    let (status, _, _) = admin(
+        "PUT",
+        "/v1/admin/plugins/profile/kv/global/brief?ttl_ms=1000",
+        Some(json!(1)),
+    );
+    assert_eq!(status, 200);
+    served.clock.advance(Duration::from_millis(1000));
+    assert_eq!(
+        admin("GET", "/v1/admin/plugins/profile/kv/global/brief", None).0,
+        404
+    );
+
+    for (path, body, expected) in [
+        (
+            "/v1/admin/plugins/profile/kv/user/k",
+            json!(1),
+            "bucket `user` needs the user: add `?user=ID`",
+        ),
+        (
+            "/v1/admin/plugins/profile/kv/global/k?user=ada",
+            json!(1),
+            "only bucket `user` takes a user, not `global`",
+        ),
+        (
+            "/v1/admin/plugins/Profile/kv/global/k",
+            json!(1),
+            "the plugin name `Profile` is not a valid name",
+        ),
+        (
+            "/v1/admin/plugins/profile/kv/global/k?ttl_ms=0",
+            json!(1),
+            "ttl_ms must be at least 1",
+        ),
+        (
+            "/v1/admin/plugins/profile/kv/global/big",
+            json!("x".repeat(70_000)),
+            "over the limit of 65536 bytes",
+        ),
+    ] {
+        let (status, refused, _) = admin("PUT", path, Some(body));
+        assert_eq!(
+            (status, &refused["kind"]),
+            (400, &json!("bad-request")),
+            "{path}: {refused}"
+        );
+        assert!(
+            refused["message"].as_str().unwrap().contains(expected),
+            "{path}: {refused}"
+        );
+    }
+    let (status, _) = served.as_caller(&backend, "GET", "/v1/admin/plugins/profile/kv/crm", None);
+    assert_eq!(status, 401, "a caller's key is no admin token");
+}
+
 /// Opens a WebSocket on session `id`, sending `origin` as a browser would;
 /// the status of a refused upgrade.
 fn open_socket(

@@ -22,6 +22,12 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
 
         [sessions]
         max_live = 100
+        retain_ended_ms = 3600000
+        history_messages = 50
+
+        [kv]
+        max_keys_per_user = 500
+        max_bytes_per_user = 65536
 
         [plugins.rogue]
         deadline_ms = 100
@@ -33,6 +39,7 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
         fuel = 5000000
         max_keys = 10
         max_bytes = 4096
+        max_keys_per_user = 3
         buckets = ["crm"]
         "#,
     )
@@ -59,6 +66,13 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
     assert_eq!((rogue.fuel, policy.limits.fuel), (Some(5_000_000), None));
     assert_eq!((rogue.kv_keys, rogue.kv_bytes), (10, 4096));
     assert_eq!(policy.limits.kv_keys, defaults.kv_keys);
+    assert_eq!(
+        (policy.limits.kv_user_keys, policy.limits.kv_user_bytes),
+        (500, 65536)
+    );
+    assert_eq!((rogue.kv_user_keys, rogue.kv_user_bytes), (3, 65536));
+    assert_eq!(policy.limits.retain_ended, Duration::from_secs(3600));
+    assert_eq!(policy.limits.history_messages, 50);
     // What the plugin's section leaves out follows [turns].
     assert_eq!(rogue.host_calls, 5000);
     assert!(policy.grants.allows("rogue", "crm"));
@@ -94,6 +108,14 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.rogue] concurrent must be at least 1",
         ),
         ("[turns]\nfuel = 0\n", "[turns] fuel must be at least 1"),
+        (
+            "[sessions]\nhistory_messages = 0\n",
+            "[sessions] history_messages must be at least 1",
+        ),
+        (
+            "[plugins.rogue]\nmax_keys_per_usr = 3\n",
+            "unknown field `max_keys_per_usr`",
+        ),
         (
             "[turns]\nconcurrent_total = 5000\n",
             "[turns] concurrent_total must be from 1 to 960",

@@ -309,6 +309,59 @@ fn live_sessions_are_counted_per_owner(store: &dyn Store) {
     assert_eq!(store.live_sessions_of("key:b").unwrap(), 1);
 }
 
+fn a_users_sessions_and_kv_owners_are_listed(store: &dyn Store) {
+    let of = |id: &str, user: &str| SessionRecord {
+        user_id: Some(user.to_owned()),
+        ..record(id)
+    };
+    for (id, user) in [
+        ("s1", "+15551234567"),
+        ("s2", "ada@example.com"),
+        ("s3", "+15551234567"),
+    ] {
+        store.create(&of(id, user), &[]).unwrap();
+    }
+    assert_eq!(
+        store.sessions_of_user("+15551234567").unwrap(),
+        ["s1", "s3"]
+    );
+    store.delete_session("s1").unwrap();
+    store
+        .commit(&Commit {
+            status: Status::Ended,
+            ..commit("s3", 1, 1, State::new())
+        })
+        .unwrap();
+    assert_eq!(
+        store.sessions_of_user("+15551234567").unwrap(),
+        ["s3"],
+        "an ended one is still the user's"
+    );
+    store
+        .sweep(
+            u64::MAX,
+            Retention {
+                ended_before_ms: u64::MAX,
+                records_before_ms: 0,
+            },
+        )
+        .unwrap();
+    assert!(store.sessions_of_user("+15551234567").unwrap().is_empty());
+    assert_eq!(store.sessions_of_user("ada@example.com").unwrap(), ["s2"]);
+
+    put(
+        store,
+        &ns("profile", "user/ada@example.com"),
+        "name",
+        "Ada",
+        None,
+    );
+    put(store, &ns("@crm", "shared"), "customer:1", "{}", None);
+    let mut owners = store.kv_owners().unwrap();
+    owners.sort();
+    assert_eq!(owners, ["@crm", "profile"]);
+}
+
 fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
     let sessions = 16;
     let turns = 25;
@@ -426,6 +479,8 @@ fn cache_entries_expire_at_their_time_and_are_swept(store: &dyn Store) {
 const QUOTA: Quota = Quota {
     keys: 1_000,
     bytes: 1 << 20,
+    user_keys: 1_000,
+    user_bytes: 1 << 20,
 };
 
 fn ns(owner: &str, scope: &str) -> Namespace {
@@ -597,7 +652,11 @@ fn kv_increment_counts_and_refuses_non_integers(store: &dyn Store) {
 
 fn kv_quota_refuses_and_changes_nothing(store: &dyn Store) {
     let global = ns("profile", "global");
-    let quota = Quota { keys: 2, bytes: 20 };
+    let quota = Quota {
+        keys: 2,
+        bytes: 20,
+        ..QUOTA
+    };
     let set = |key: &str, value: &str, expires_at_ms, now_ms| {
         let write = KvWrite {
             value: value.as_bytes(),
@@ -636,6 +695,61 @@ fn kv_quota_refuses_and_changes_nothing(store: &dyn Store) {
         Usage { keys: 2, bytes: 4 }
     );
     assert_eq!(get(store, &global, "a", 1_000), None);
+}
+
+fn kv_user_quota_holds_each_user_and_leaves_the_others_room(store: &dyn Store) {
+    let quota = Quota {
+        keys: 5,
+        bytes: 1_000,
+        user_keys: 2,
+        user_bytes: 12,
+    };
+    let set = |ns: &Namespace, key: &str, value: &str, expires_at_ms, now_ms| {
+        let write = KvWrite {
+            value: value.as_bytes(),
+            expires_at_ms,
+            only_if: None,
+        };
+        store.kv_put(ns, key, &write, now_ms, &quota)
+    };
+    let (made_up, ada) = (ns("profile", "user/made-up-1"), ns("profile", "user/ada"));
+    set(&made_up, "a", "1", Some(1_500), 1_000).unwrap();
+    set(&made_up, "b", "2", None, 1_000).unwrap();
+    let err = set(&made_up, "c", "3", None, 1_000).unwrap_err();
+    assert!(
+        matches!(err, KvStoreError::QuotaExceeded(ref reason)
+            if reason == "the write would make user `made-up-1` hold 3 keys in `profile`, over the quota of 2 per user"),
+        "{err}"
+    );
+    let err = store
+        .kv_increment(&made_up, "c", 1, 1_000, &quota)
+        .unwrap_err();
+    assert!(matches!(err, KvStoreError::QuotaExceeded(_)), "{err}");
+    let err = set(&made_up, "b", "0123456789x", None, 1_000).unwrap_err();
+    assert!(
+        matches!(err, KvStoreError::QuotaExceeded(ref reason) if reason.contains("bytes in `profile`")),
+        "{err}"
+    );
+    assert_eq!(get(store, &made_up, "b", 1_000).as_deref(), Some("2"));
+    // Another user, and the plugin's own scope, still have room.
+    set(&ada, "name", "Ada", None, 1_000).unwrap();
+    set(&ns("profile", "global"), "visits", "1", None, 1_000).unwrap();
+    // A deleted key and an expired one give their user's room back.
+    store.kv_delete(&made_up, "b").unwrap();
+    set(&made_up, "c", "3", None, 1_000).unwrap();
+    set(&made_up, "d", "4", None, 1_600).unwrap();
+    assert_eq!(get(store, &made_up, "a", 1_600), None);
+    assert_eq!(
+        store.kv_usage("profile").unwrap(),
+        Usage {
+            keys: 4,
+            bytes: 2 + 7 + 7 + 2
+        },
+        "the owner's count holds every scope's"
+    );
+    store.kv_sweep(10_000).unwrap();
+    let err = set(&made_up, "e", "5", None, 10_000).unwrap_err();
+    assert!(matches!(err, KvStoreError::QuotaExceeded(_)), "{err}");
 }
 
 fn kv_concurrent_increments_are_exact(store: Arc<dyn Store>) {
@@ -860,6 +974,8 @@ conformance!(
     history_is_trimmed_to_its_cap_oldest_first_keeping_the_newest,
     ended_sessions_and_tool_records_are_deleted_past_their_retention,
     live_sessions_are_counted_per_owner,
+    kv_user_quota_holds_each_user_and_leaves_the_others_room,
+    a_users_sessions_and_kv_owners_are_listed,
     sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,
     cache_entries_expire_at_their_time_and_are_swept,

@@ -1,5 +1,5 @@
-//! `agentbox plugins`: the operator's commands, through a running server's
-//! admin API.
+//! `agentbox plugins` and `agentbox users`: the operator's commands,
+//! through a running server's admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,46 @@ pub(super) struct PluginsArgs {
     #[command(subcommand)]
     command: PluginsCommand,
 
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Export or erase everything a running `agentbox serve` stores about one user, through its
+/// admin API: the sessions started for the user with their history, and the user's bucket in
+/// every plugin.
+///
+/// Every command needs the server's admin token (--admin-token or AGENTBOX_ADMIN_TOKEN).
+/// Examples:
+///
+///   agentbox users export +15551234567 > grace.json
+///   agentbox users erase ada@example.com
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(super) struct UsersArgs {
+    #[command(subcommand)]
+    command: UsersCommand,
+
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Print everything stored about the user, as JSON
+    Export {
+        /// The user id
+        user: String,
+    },
+    /// Delete everything stored about the user, on the server's store, and say how much
+    Erase {
+        /// The user id
+        user: String,
+    },
+}
+
+/// Which server, and its admin token.
+#[derive(Debug, Args)]
+struct ServerArgs {
     /// The server's address
     #[arg(
         long,
@@ -80,13 +120,27 @@ enum PluginsCommand {
     },
 }
 
+pub(super) fn users(args: UsersArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(args.server)?;
+    match args.command {
+        UsersCommand::Export { user } => {
+            let data = admin.call("GET", &format!("/v1/admin/users/{user}/export"), None)?;
+            println!("{data:#}");
+        }
+        UsersCommand::Erase { user } => {
+            let answer = admin.call("DELETE", &format!("/v1/admin/users/{user}"), None)?;
+            let erased = &answer["erased"];
+            println!(
+                "erased user {user}: {} sessions with their history, {} KV entries",
+                erased["sessions"], erased["kv_entries"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin {
-        server: args.server.trim_end_matches('/').to_owned(),
-        token: args.admin_token.context(
-            "the admin API needs its token: set AGENTBOX_ADMIN_TOKEN (or pass --admin-token)",
-        )?,
-    };
+    let admin = Admin::new(args.server)?;
     match args.command {
         PluginsCommand::List { json } => {
             let plugins = admin.call("GET", "/v1/admin/plugins", None)?;
@@ -131,6 +185,15 @@ struct Admin {
 }
 
 impl Admin {
+    fn new(args: ServerArgs) -> anyhow::Result<Admin> {
+        Ok(Admin {
+            server: args.server.trim_end_matches('/').to_owned(),
+            token: args.admin_token.context(
+                "the admin API needs its token: set AGENTBOX_ADMIN_TOKEN (or pass --admin-token)",
+            )?,
+        })
+    }
+
     /// Sends a request to the admin API and returns its JSON answer, or the
     /// server's error as an error.
     fn call(

@@ -60,6 +60,7 @@ enum Commands {
     Run(RunArgs),
     Serve(serve::ServeArgs),
     Plugins(admin::PluginsArgs),
+    Users(admin::UsersArgs),
     Inspect(InspectArgs),
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -179,6 +180,7 @@ async fn main() -> ExitCode {
         Commands::Run(args) => run(args).await,
         Commands::Serve(args) => serve::serve(args).await,
         Commands::Plugins(args) => admin::plugins(args),
+        Commands::Users(args) => admin::users(args),
         Commands::Inspect(args) => inspect(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,

@@ -599,7 +599,10 @@ fn metrics_count_turns_errors_limits_and_kv_and_the_openapi_document_names_real_
         let concrete = path
             .replace("{id}", &id)
             .replace("{tool}", "nope")
-            .replace("{name}", "counter");
+            .replace("{name}", "counter")
+            .replace("{user}", "ada")
+            .replace("{bucket}", "global")
+            .replace("{key}", "k");
         for method in ["get", "post", "delete"] {
             if operations.get(method).is_none() {
                 continue;
@@ -1440,6 +1443,75 @@ fn slow_clients_are_cut_off_and_connections_past_the_cap_closed_at_once() {
     );
     assert!(
         !ok && stderr.contains("[server] table is invalid: max_connections must be from 1 to"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    let profile = plugin_dir("profile");
+    let server = Server::start_with_env(
+        data.path(),
+        &["--plugin", profile.to_str().unwrap()],
+        &[("AGENTBOX_ADMIN_TOKEN", "tok")],
+    );
+    let (status, body) = request(
+        "POST",
+        &server.url("/v1/sessions"),
+        Some(&json!({ "plugin": "profile", "user_id": "+15551234567" }).to_string()),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = json_of(&body)["session"].as_str().unwrap().to_owned();
+    let said = send(&server.base, &id, "my name is Grace").unwrap();
+    assert!(!said.is_empty());
+    let (status, _) = request(
+        "DELETE",
+        &server.url(&format!("/v1/sessions/{id}")),
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
+
+    let env = [
+        ("AGENTBOX_SERVER", server.base.as_str()),
+        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+    ];
+    let (ok, exported, stderr) = agentbox(&["users", "export", "+15551234567"], &env);
+    assert!(ok, "{stderr}");
+    let exported = json_of(&exported);
+    assert_eq!(exported["sessions"][0]["session"]["id"], json!(id));
+    assert!(
+        exported["kv"][0]["value"]
+            .as_str()
+            .unwrap()
+            .contains("Grace"),
+        "{exported}"
+    );
+    let (ok, said, stderr) = agentbox(&["users", "erase", "+15551234567"], &env);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        said.trim(),
+        "erased user +15551234567: 1 sessions with their history, 1 KV entries"
+    );
+    let (status, _) = request(
+        "GET",
+        &server.url(&format!("/v1/sessions/{id}")),
+        None,
+        None,
+    );
+    assert_eq!(status, 404, "the session is gone");
+    let (ok, _, stderr) = agentbox(
+        &["users", "export", "+15551234567"],
+        &[
+            ("AGENTBOX_SERVER", server.base.as_str()),
+            ("AGENTBOX_ADMIN_TOKEN", "wrong"),
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("(401 Unauthorized, unauthorized)"),
         "{stderr}"
     );
 }

@@ -1,5 +1,6 @@
-//! The admin API: list, load, stage, activate and roll back plugin
-//! versions, for callers with the server's admin token.
+//! The admin API, for callers with the server's admin token: list, load,
+//! stage, activate and roll back plugin versions; export and erase a
+//! user's data.
 
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
-use crate::server::api::{Api, error, rejected};
+use crate::server::api::{Api, error, query_rejected, rejected};
+use crate::session::operator_kv::{BucketRef, OperatorKvError};
+use crate::session::users::{UserDataError, value_json};
 
 /// Lets an admin request through only with the server's admin token as
 /// its bearer token, before anything of the request is read, and refuses
@@ -87,7 +90,7 @@ pub(super) async fn load_plugin(
 ) -> Response {
     let Query(query) = match query {
         Ok(query) => query,
-        Err(rejection) => return error(rejection.status(), "bad-request", rejection.body_text()),
+        Err(rejection) => return query_rejected(&rejection),
     };
     let host = api.host.clone();
     let activate = query.activate.unwrap_or(true);
@@ -156,4 +159,183 @@ fn version_change(
         _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
     error(code, kind, err.to_string())
+}
+
+/// The answer to a user-data request that failed.
+fn user_data_error(err: &UserDataError) -> Response {
+    match err {
+        UserDataError::InvalidUser { .. } => {
+            error(StatusCode::BAD_REQUEST, "bad-request", err.to_string())
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+/// Everything stored about a user: its sessions with their history, and
+/// its bucket in every plugin.
+pub(super) async fn export_user(State(api): State<Api>, Path(user): Path<String>) -> Response {
+    match api.host.export_user(&user).await {
+        Ok(data) => Json(data).into_response(),
+        Err(err) => user_data_error(&err),
+    }
+}
+
+/// Erases everything stored about a user and says how much there was.
+pub(super) async fn erase_user(State(api): State<Api>, Path(user): Path<String>) -> Response {
+    match api.host.erase_user(&user).await {
+        Ok(erased) => {
+            tracing::info!(
+                sessions = erased.sessions,
+                kv_entries = erased.kv_entries,
+                "erased a user's data"
+            );
+            Json(json!({ "user": user, "erased": erased })).into_response()
+        }
+        Err(err) => user_data_error(&err),
+    }
+}
+
+/// Keys a KV listing returns unless it asks for fewer, and at most.
+const KV_PAGE: usize = 100;
+const MAX_KV_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KvQuery {
+    user: Option<String>,
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+    ttl_ms: Option<u64>,
+}
+
+impl KvQuery {
+    fn bucket(&self, plugin: String, bucket: String) -> BucketRef {
+        BucketRef {
+            plugin,
+            bucket,
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// The answer to an operator's KV request that failed.
+fn kv_error(err: &OperatorKvError) -> Response {
+    match err {
+        OperatorKvError::Invalid(_) => {
+            error(StatusCode::BAD_REQUEST, "bad-request", err.to_string())
+        }
+        OperatorKvError::QuotaExceeded(_) => {
+            error(StatusCode::CONFLICT, "quota-exceeded", err.to_string())
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+/// A page of a bucket's live keys: `?prefix=`, `?after=` (the last key of
+/// the page before), `?limit=` (100, at most 1000), and `?user=` for the
+/// `user` bucket.
+pub(super) async fn list_kv(
+    State(api): State<Api>,
+    Path((plugin, bucket)): Path<(String, String)>,
+    query: Result<Query<KvQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return query_rejected(&rejection),
+    };
+    let limit = query.limit.unwrap_or(KV_PAGE).clamp(1, MAX_KV_PAGE);
+    let keys = api
+        .host
+        .operator_kv_keys(
+            &query.bucket(plugin, bucket),
+            query.prefix.as_deref().unwrap_or(""),
+            query.after.as_deref(),
+            limit,
+        )
+        .await;
+    match keys {
+        Ok(keys) => {
+            let next = (keys.len() == limit)
+                .then(|| keys.last().cloned())
+                .flatten();
+            Json(json!({ "keys": keys, "next": next })).into_response()
+        }
+        Err(err) => kv_error(&err),
+    }
+}
+
+/// The value under a key: text when it is UTF-8, else its bytes.
+pub(super) async fn get_kv(
+    State(api): State<Api>,
+    Path((plugin, bucket, key)): Path<(String, String, String)>,
+    query: Result<Query<KvQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return query_rejected(&rejection),
+    };
+    match api
+        .host
+        .operator_kv_get(&query.bucket(plugin, bucket), &key)
+        .await
+    {
+        Ok(Some(value)) => Json(json!({ "key": key, "value": value_json(value) })).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no key `{key}` in this bucket"),
+        ),
+        Err(err) => kv_error(&err),
+    }
+}
+
+/// Stores the request's body under a key, for `?ttl_ms=` if given.
+pub(super) async fn put_kv(
+    State(api): State<Api>,
+    Path((plugin, bucket, key)): Path<(String, String, String)>,
+    query: Result<Query<KvQuery>, QueryRejection>,
+    value: Bytes,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return query_rejected(&rejection),
+    };
+    let bucket = query.bucket(plugin, bucket);
+    match api
+        .host
+        .operator_kv_put(&bucket, &key, value.to_vec(), query.ttl_ms)
+        .await
+    {
+        Ok(()) => Json(json!({ "key": key, "stored": true })).into_response(),
+        Err(err) => kv_error(&err),
+    }
+}
+
+/// Removes a key; removing an absent key does nothing.
+pub(super) async fn delete_kv(
+    State(api): State<Api>,
+    Path((plugin, bucket, key)): Path<(String, String, String)>,
+    query: Result<Query<KvQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return query_rejected(&rejection),
+    };
+    match api
+        .host
+        .operator_kv_delete(&query.bucket(plugin, bucket), &key)
+        .await
+    {
+        Ok(()) => Json(json!({ "key": key, "deleted": true })).into_response(),
+        Err(err) => kv_error(&err),
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -77,6 +77,11 @@ pub(crate) fn rejected(rejection: &JsonRejection) -> Response {
         "bad-request"
     };
     error(rejection.status(), kind, rejection.body_text())
+}
+
+/// The answer to a query string that does not parse.
+pub(crate) fn query_rejected(rejection: &QueryRejection) -> Response {
+    error(rejection.status(), "bad-request", rejection.body_text())
 }
 
 /// Session `id` as last committed, or the answer for a caller who asked

@@ -68,6 +68,18 @@ pub fn router(host: Host, access: Access) -> Router {
         )
         .route("/v1/admin/plugins/{name}/activate", post(admin::activate))
         .route("/v1/admin/plugins/{name}/rollback", post(admin::roll_back))
+        .route(
+            "/v1/admin/users/{user}",
+            axum::routing::delete(admin::erase_user),
+        )
+        .route("/v1/admin/users/{user}/export", get(admin::export_user))
+        .route("/v1/admin/plugins/{name}/kv/{bucket}", get(admin::list_kv))
+        .route(
+            "/v1/admin/plugins/{name}/kv/{bucket}/{key}",
+            get(admin::get_kv)
+                .put(admin::put_kv)
+                .delete(admin::delete_kv),
+        )
         // Inside the token check: nobody's body is read before it passes.
         .route_layer(middleware::from_fn(move |request, next| {
             read_body_within(body_timeout, MAX_PLUGIN_BODY, request, next)

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
 use crate::server::access::{forbidden, too_fast};
-use crate::server::api::{Api, error, owned_session, rejected};
+use crate::server::api::{Api, error, owned_session, query_rejected, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::session::error::SessionError;
@@ -248,7 +248,7 @@ pub(super) async fn history(
 ) -> Response {
     let Query(query) = match query {
         Ok(query) => query,
-        Err(rejection) => return error(rejection.status(), "bad-request", rejection.body_text()),
+        Err(rejection) => return query_rejected(&rejection),
     };
     let last = query.last.unwrap_or(HISTORY_PAGE);
     if last > MAX_HISTORY_PAGE {

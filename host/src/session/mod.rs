@@ -10,17 +10,20 @@
 //!
 //! The rooms: [`turns`] (the turn, once for every entry point),
 //! [`tool_call`], [`migrate`], [`serial`] (locks, leases, turns at once),
-//! [`reaper`], [`plugins`] (the host's plugin versions), [`error`] and
-//! [`report`].
+//! [`reaper`], [`plugins`] (the host's plugin versions), [`users`] (a
+//! user's data, exported or erased), [`operator_kv`] (the operator's reads
+//! and writes of KV), [`error`] and [`report`].
 
 pub mod error;
 mod migrate;
+pub mod operator_kv;
 mod plugins;
 pub mod reaper;
 pub mod report;
 mod serial;
 pub mod tool_call;
 mod turns;
+pub mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

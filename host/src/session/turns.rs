@@ -127,6 +127,8 @@ impl Host {
                 Quota {
                     keys: limits.kv_keys,
                     bytes: limits.kv_bytes,
+                    user_keys: limits.kv_user_keys,
+                    user_bytes: limits.kv_user_bytes,
                 },
                 limits.value_bytes,
             ),

@@ -55,6 +55,9 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
         now_ms: u64,
     ) -> Result<Vec<String>, KvStoreError>;
 
+    /// Every owner that holds, or has held, KV entries.
+    fn kv_owners(&self) -> Result<Vec<String>, KvStoreError>;
+
     /// What `owner` holds, expired entries not yet reclaimed included.
     fn kv_usage(&self, owner: &str) -> Result<Usage, KvStoreError>;
 

@@ -32,11 +32,13 @@ struct Plugins {
     active: BTreeMap<String, String>,
 }
 
-/// One KV owner's entries, by scope and key, and what they add up to.
+/// One KV owner's entries, by scope and key, and what they add up to, in
+/// all and in each user's scope.
 #[derive(Debug, Default)]
 struct Owner {
     entries: BTreeMap<(String, String), Entry>,
     usage: Usage,
+    users: HashMap<String, Usage>,
 }
 
 #[derive(Debug)]
@@ -63,32 +65,62 @@ impl Owner {
         quota: &Quota,
     ) -> Result<(), KvStoreError> {
         let slot = (ns.scope.clone(), key.to_owned());
+        // The owner's and the scope's usage after the write.
         let after = |owner: &Owner| {
             let old = owner.entries.get(&slot);
-            Usage {
-                keys: owner.usage.keys + u64::from(old.is_none()),
-                bytes: owner.usage.bytes + entry_bytes(key, &entry.value)
+            let grow = |usage: Usage| Usage {
+                keys: usage.keys + u64::from(old.is_none()),
+                bytes: usage.bytes + entry_bytes(key, &entry.value)
                     - old.map_or(0, |old| entry_bytes(key, &old.value)),
-            }
+            };
+            let scope = owner.users.get(&ns.scope).copied().unwrap_or_default();
+            (grow(owner.usage), grow(scope))
         };
-        if quota.check(&ns.owner, after(self)).is_err() {
+        let check = |(usage, scope)| {
+            quota
+                .check(&ns.owner, usage)
+                .and_then(|()| quota.check_user(ns, scope))
+        };
+        if check(after(self)).is_err() {
             self.sweep(now_ms);
         }
-        let usage = after(self);
-        quota.check(&ns.owner, usage)?;
+        let (usage, scope) = after(self);
+        check((usage, scope))?;
         self.usage = usage;
+        if ns.user().is_some() {
+            self.users.insert(ns.scope.clone(), scope);
+        }
         self.entries.insert(slot, entry);
         Ok(())
     }
 
+    /// Takes the entry of `key` in `scope` out of the counts.
+    fn uncount(
+        usage: &mut Usage,
+        users: &mut HashMap<String, Usage>,
+        scope: &str,
+        key: &str,
+        entry: &Entry,
+    ) {
+        let bytes = entry_bytes(key, &entry.value);
+        usage.keys -= 1;
+        usage.bytes -= bytes;
+        if let Some(user) = users.get_mut(scope) {
+            user.keys -= 1;
+            user.bytes -= bytes;
+            if user.keys == 0 {
+                users.remove(scope);
+            }
+        }
+    }
+
     fn sweep(&mut self, now_ms: u64) -> u64 {
         let before = self.entries.len();
-        let usage = &mut self.usage;
-        self.entries.retain(|(_, key), entry| {
+        let (usage, users) = (&mut self.usage, &mut self.users);
+        self.entries.retain(|(scope, key), entry| {
             let live = is_live(entry.expires_at_ms, now_ms);
             if !live {
-                usage.keys -= 1;
-                usage.bytes -= entry_bytes(key, &entry.value);
+                Owner::uncount(usage, users, scope, key, entry);
             }
             live
         });
@@ -183,6 +215,17 @@ impl SessionStore for MemoryStore {
             .count() as u64)
     }
 
+    fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        let mut ids: Vec<String> = sessions
+            .values()
+            .filter(|(record, _)| record.user_id.as_deref() == Some(user))
+            .map(|(record, _)| record.id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
@@ -274,8 +317,7 @@ impl KvStore for MemoryStore {
         if let Some(owner) = kv.get_mut(&ns.owner)
             && let Some(old) = owner.entries.remove(&(ns.scope.clone(), key.to_owned()))
         {
-            owner.usage.keys -= 1;
-            owner.usage.bytes -= entry_bytes(key, &old.value);
+            Owner::uncount(&mut owner.usage, &mut owner.users, &ns.scope, key, &old);
         }
         Ok(())
     }
@@ -304,6 +346,11 @@ impl KvStore for MemoryStore {
             .take(limit)
             .map(|((_, key), _)| key.clone())
             .collect())
+    }
+
+    fn kv_owners(&self) -> Result<Vec<String>, KvStoreError> {
+        let kv = self.kv.lock().expect("memory store poisoned");
+        Ok(kv.keys().cloned().collect())
     }
 
     fn kv_usage(&self, owner: &str) -> Result<Usage, KvStoreError> {

@@ -52,6 +52,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// How many sessions of `plugin` are active (not ended, not deleted).
     fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError>;
 
+    /// The ids of every session started for `user`, whatever its status.
+    fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError>;
+
     /// How many sessions `owner` started are active, of any plugin.
     fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError>;
 

@@ -248,6 +248,14 @@ pub struct Namespace {
     pub scope: String,
 }
 
+impl Namespace {
+    /// The user whose scope this is, held to the per-user quota as well as
+    /// its owner's.
+    pub fn user(&self) -> Option<&str> {
+        self.scope.strip_prefix("user/")
+    }
+}
+
 impl std::fmt::Display for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.owner, self.scope)
@@ -266,13 +274,18 @@ pub struct KvWrite<'a> {
     pub only_if: Option<Option<&'a [u8]>>,
 }
 
-/// How many keys and bytes (keys plus values) one KV owner may hold.
+/// How many keys and bytes (keys plus values) one KV owner may hold, and
+/// how many of them one user's scope of it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     /// Most keys.
     pub keys: u64,
     /// Most bytes of keys plus values.
     pub bytes: u64,
+    /// Most keys in one user's scope.
+    pub user_keys: u64,
+    /// Most bytes of keys plus values in one user's scope.
+    pub user_bytes: u64,
 }
 
 /// What one KV owner holds, expired entries not yet reclaimed included.
@@ -297,6 +310,28 @@ impl Quota {
             return Err(KvStoreError::QuotaExceeded(format!(
                 "the write would make `{owner}` hold {} bytes, over its quota of {} bytes",
                 after.bytes, self.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a write that would leave the user's scope `ns` (if it is
+    /// one) holding `after`.
+    pub fn check_user(&self, ns: &Namespace, after: Usage) -> Result<(), KvStoreError> {
+        let Some(user) = ns.user() else {
+            return Ok(());
+        };
+        let owner = &ns.owner;
+        if after.keys > self.user_keys {
+            return Err(KvStoreError::QuotaExceeded(format!(
+                "the write would make user `{user}` hold {} keys in `{owner}`, over the quota of {} per user",
+                after.keys, self.user_keys
+            )));
+        }
+        if after.bytes > self.user_bytes {
+            return Err(KvStoreError::QuotaExceeded(format!(
+                "the write would make user `{user}` hold {} bytes in `{owner}`, over the quota of {} bytes per user",
+                after.bytes, self.user_bytes
             )));
         }
         Ok(())

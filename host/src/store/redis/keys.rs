@@ -59,6 +59,11 @@ pub(super) fn by_owner(owner: &str) -> String {
     format!("{PREFIX}:sessions:owner:{owner}")
 }
 
+/// Every session started for one user, whatever its status.
+pub(super) fn by_user(user: &str) -> String {
+    format!("{PREFIX}:sessions:user:{user}")
+}
+
 /// A published plugin version's component bytes.
 pub(super) fn plugin_key(digest: &str) -> String {
     format!("{PREFIX}:plugin:{digest}")

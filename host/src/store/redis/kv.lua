@@ -4,13 +4,15 @@
 -- KEYS: 1 the entry (put, incr, delete), 2 the index (sorted set of members,
 --       `scope/key`, for listing by prefix), 3 expiry (sorted set: member ->
 --       expiry in host-clock milliseconds), 4 usage (hash: `#keys` and
---       `#bytes` of the owner, and each member's bytes counted against the
---       quota; members start with a scope, never with `#`)
+--       `#bytes` of the owner, `#keys:SCOPE` and `#bytes:SCOPE` of each
+--       user's scope, and each member's bytes counted against the quota;
+--       members start with a scope, never with `#`)
 -- ARGV: 1 operation, 2 prefix of entry keys, 3 member, 4 now (host clock),
 --       then the operation's own arguments.
 --
 -- Writes answer a tagged array: {'stored', 1 | 0}, {'counter', text},
--- {'not-integer', the value}, or {'over-quota', 'keys' | 'bytes', total}.
+-- {'not-integer', the value}, or {'over-quota', 'keys' | 'bytes' |
+-- 'user-keys' | 'user-bytes', total}.
 local op, prefix, member, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local entry, index, expiry, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
@@ -18,6 +20,11 @@ local entry, index, expiry, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local function live(m)
   local at = redis.call('ZSCORE', expiry, m)
   return not (at and tonumber(at) <= now)
+end
+
+-- The user's scope a member is in (`user/ID`; user ids hold no `/`), or nil.
+local function user_scope(m)
+  return string.match(m, '^(user/[^/]*)/')
 end
 
 -- Removes a member and its bookkeeping; 1 if it was counted, else 0.
@@ -30,6 +37,14 @@ local function forget(m)
   redis.call('HDEL', usage, m)
   redis.call('HINCRBY', usage, '#keys', -1)
   redis.call('HINCRBY', usage, '#bytes', -tonumber(size))
+  local scope = user_scope(m)
+  if scope then
+    if redis.call('HINCRBY', usage, '#keys:' .. scope, -1) <= 0 then
+      redis.call('HDEL', usage, '#keys:' .. scope, '#bytes:' .. scope)
+    else
+      redis.call('HINCRBY', usage, '#bytes:' .. scope, -tonumber(size))
+    end
+  end
   return 1
 end
 
@@ -41,41 +56,65 @@ local function reclaim()
   return n
 end
 
--- The owner's keys and bytes if `member` held `size` bytes, and whether
--- `member` is new.
+local scope = user_scope(member)
+
+-- The owner's keys and bytes if `member` held `size` bytes, whether
+-- `member` is new, and its user scope's keys and bytes (0 without one).
 local function totals(size)
-  local held = redis.call('HMGET', usage, '#keys', '#bytes', member)
+  local held = redis.call('HMGET', usage, '#keys', '#bytes', member,
+    '#keys:' .. (scope or ''), '#bytes:' .. (scope or ''))
   local keys, bytes = tonumber(held[1] or '0'), tonumber(held[2] or '0') + size
-  if held[3] then bytes = bytes - tonumber(held[3]) else keys = keys + 1 end
-  return {keys, bytes, not held[3]}
+  local user_keys, user_bytes = tonumber(held[4] or '0'), tonumber(held[5] or '0') + size
+  if held[3] then
+    bytes = bytes - tonumber(held[3])
+    user_bytes = user_bytes - tonumber(held[3])
+  else
+    keys = keys + 1
+    user_keys = user_keys + 1
+  end
+  return {keys, bytes, not held[3], user_keys, user_bytes}
 end
 
--- The totals after the write if they are within quota, reclaiming expired
--- entries first if they would not be; else nil and the reply that says
--- which quota it would break: {'over-quota', 'keys' | 'bytes', total}.
-local function admit(size, quota_keys, quota_bytes)
+-- Which quota `after` breaks, as the reply that says so, or nil.
+local function broken(after, quota)
+  if after[1] > quota[1] then return {'over-quota', 'keys', after[1]} end
+  if after[2] > quota[2] then return {'over-quota', 'bytes', after[2]} end
+  if scope and after[4] > quota[3] then return {'over-quota', 'user-keys', after[4]} end
+  if scope and after[5] > quota[4] then return {'over-quota', 'user-bytes', after[5]} end
+  return nil
+end
+
+-- The totals after the write if they are within `quota` (keys, bytes,
+-- keys per user, bytes per user), reclaiming expired entries first if
+-- they would not be; else nil and the reply that says which it breaks.
+local function admit(size, quota)
   local after = totals(size)
-  if after[1] > quota_keys or after[2] > quota_bytes then
+  if broken(after, quota) then
     reclaim()
     after = totals(size)
   end
-  if after[1] > quota_keys then return nil, {'over-quota', 'keys', after[1]} end
-  if after[2] > quota_bytes then return nil, {'over-quota', 'bytes', after[2]} end
+  local why = broken(after, quota)
+  if why then return nil, why end
   return after
 end
 
--- Counts `member` as holding `size` bytes with `after` the owner's totals,
+-- Counts `member` as holding `size` bytes with `after` the totals,
 -- expiring at `at` ('' for never).
 local function record(after, size, at)
   redis.call('HSET', usage, '#keys', string.format('%d', after[1]),
     '#bytes', string.format('%d', after[2]), member, size)
+  if scope then
+    redis.call('HSET', usage, '#keys:' .. scope, string.format('%d', after[4]),
+      '#bytes:' .. scope, string.format('%d', after[5]))
+  end
   if after[3] then redis.call('ZADD', index, 0, member) end
   if at == '' then redis.call('ZREM', expiry, member) else redis.call('ZADD', expiry, at, member) end
 end
 
 if op == 'put' then
   -- ARGV: 5 value, 6 bytes, 7 expires at ('' never), 8 ttl ms ('' never),
-  --       9 quota keys, 10 quota bytes, 11 'always' | 'absent' | 'equals', 12 expected
+  --       9 quota keys, 10 quota bytes, 11 'always' | 'absent' | 'equals', 12 expected,
+  --       13 quota keys per user, 14 quota bytes per user
   local mode = ARGV[11]
   if mode ~= 'always' then
     local current = false
@@ -84,7 +123,8 @@ if op == 'put' then
     if mode == 'equals' and current ~= ARGV[12] then return {'stored', 0} end
   end
   local size = tonumber(ARGV[6])
-  local after, why = admit(size, tonumber(ARGV[9]), tonumber(ARGV[10]))
+  local after, why = admit(size,
+    {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[13]), tonumber(ARGV[14])})
   if not after then return why end
   if ARGV[8] == '' then
     redis.call('SET', entry, ARGV[5])
@@ -94,7 +134,8 @@ if op == 'put' then
   record(after, size, ARGV[7])
   return {'stored', 1}
 elseif op == 'incr' then
-  -- ARGV: 5 delta, 6 key length, 7 quota keys, 8 quota bytes
+  -- ARGV: 5 delta, 6 key length, 7 quota keys, 8 quota bytes,
+  --       9 quota keys per user, 10 quota bytes per user
   if not live(member) then forget(member) end
   local before = redis.call('GET', entry)
   local ttl = redis.call('PTTL', entry)
@@ -103,7 +144,8 @@ elseif op == 'incr' then
   end
   local text = redis.call('GET', entry)
   local size = tonumber(ARGV[6]) + #text
-  local after, why = admit(size, tonumber(ARGV[7]), tonumber(ARGV[8]))
+  local after, why = admit(size,
+    {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])})
   if not after then
     if not before then
       redis.call('DEL', entry)

@@ -56,6 +56,8 @@ impl KvStore for RedisStore {
                 .arg(quota.bytes)
                 .arg(mode)
                 .arg(expected)
+                .arg(quota.user_keys)
+                .arg(quota.user_bytes)
                 .invoke(conn)
         })?;
         match answer {
@@ -80,6 +82,8 @@ impl KvStore for RedisStore {
                 .arg(key.len())
                 .arg(quota.keys)
                 .arg(quota.bytes)
+                .arg(quota.user_keys)
+                .arg(quota.user_bytes)
                 .invoke(conn)
         })?;
         match answer {
@@ -127,6 +131,11 @@ impl KvStore for RedisStore {
             .into_iter()
             .filter_map(|member| member.strip_prefix(&scope).map(str::to_owned))
             .collect())
+    }
+
+    fn kv_owners(&self) -> Result<Vec<String>, KvStoreError> {
+        self.with(|conn| redis::cmd("SMEMBERS").arg(OWNERS).query(conn))
+            .map_err(Into::into)
     }
 
     fn kv_usage(&self, owner: &str) -> Result<Usage, KvStoreError> {

@@ -29,8 +29,9 @@ pub(super) enum KvReply {
     Counter(i64),
     /// An increment of a value that is not an integer: the value.
     NotInteger(Vec<u8>),
-    /// The write would leave the owner with this many keys (`keys`) or bytes.
-    OverQuota { keys: bool, total: u64 },
+    /// The write would leave the owner, or a user's scope of it (`what`:
+    /// `keys`, `bytes`, `user-keys`, `user-bytes`), holding `total`.
+    OverQuota { what: String, total: u64 },
 }
 
 /// A script's tagged array reply: its tag and the values after it.
@@ -69,7 +70,7 @@ impl FromRedisValue for KvReply {
             "counter" => Ok(KvReply::Counter(next(&mut items)?)),
             "not-integer" => Ok(KvReply::NotInteger(next(&mut items)?)),
             "over-quota" => Ok(KvReply::OverQuota {
-                keys: next::<String>(&mut items)? == "keys",
+                what: next(&mut items)?,
                 total: next(&mut items)?,
             }),
             other => Err(format!("`{other}` is no answer of kv.lua to a write").into()),
@@ -82,24 +83,26 @@ impl KvReply {
     /// answer `asked`.
     pub(super) fn refusal(self, ns: &Namespace, quota: &Quota, asked: &str) -> KvStoreError {
         match self {
-            KvReply::OverQuota { keys, total } => {
-                let usage = if keys {
-                    Usage {
-                        keys: total,
-                        bytes: 0,
-                    }
-                } else {
-                    Usage {
-                        keys: 0,
-                        bytes: total,
-                    }
+            KvReply::OverQuota { what, total } => {
+                let keys = Usage {
+                    keys: total,
+                    bytes: 0,
                 };
-                match quota.check(&ns.owner, usage) {
+                let bytes = Usage {
+                    keys: 0,
+                    bytes: total,
+                };
+                let checked = match what.as_str() {
+                    "keys" => quota.check(&ns.owner, keys),
+                    "bytes" => quota.check(&ns.owner, bytes),
+                    "user-keys" => quota.check_user(ns, keys),
+                    "user-bytes" => quota.check_user(ns, bytes),
+                    _ => Ok(()),
+                };
+                match checked {
                     Err(err) => err,
                     Ok(()) => BackendError::new(format!(
-                        "Redis refused a write of `{}` over a quota it keeps: {total} {}",
-                        ns.owner,
-                        if keys { "keys" } else { "bytes" }
+                        "Redis refused a write of `{ns}` over a quota it keeps: {total} {what}"
                     ))
                     .into(),
                 }

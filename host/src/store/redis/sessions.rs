@@ -13,7 +13,7 @@ use crate::store::types::{Commit, HistoryCap, Message, SessionRecord, Status};
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    ENDED, by_creation, by_owner, by_update, history_key, json, lease_key, session_key,
+    ENDED, by_creation, by_owner, by_update, by_user, history_key, json, lease_key, session_key,
 };
 use crate::store::redis::reply::CommitReply;
 
@@ -166,6 +166,14 @@ impl SessionStore for RedisStore {
                 &fields,
                 &messages,
             )?;
+            if matches!(answer, CommitReply::Done(_))
+                && let Some(user) = &session.user_id
+            {
+                redis::cmd("SADD")
+                    .arg(by_user(user))
+                    .arg(&session.id)
+                    .query::<()>(conn)?;
+            }
             if matches!(answer, CommitReply::Done(_)) && session.status == Status::Active {
                 let mut pipe = redis::pipe();
                 pipe.zadd(
@@ -291,6 +299,13 @@ impl SessionStore for RedisStore {
             .map_err(Into::into)
     }
 
+    fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError> {
+        let mut ids: Vec<String> =
+            self.with(|conn| redis::cmd("SMEMBERS").arg(by_user(user)).query(conn))?;
+        ids.sort();
+        Ok(ids)
+    }
+
     fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
         self.with(|conn| redis::cmd("SCARD").arg(by_owner(owner)).query(conn))
             .map_err(Into::into)
@@ -313,13 +328,22 @@ impl SessionStore for RedisStore {
                 return Ok(purged);
             }
             // The index lists a session once it ended, and an ended session
-            // never changes: each is deleted with its history and lease.
+            // never changes: each is deleted with its history and lease, and
+            // taken out of its user's sessions.
             let deleted: Vec<u64> = self.with(|conn| {
-                let mut pipe = redis::pipe();
+                let mut users = redis::pipe();
                 for id in &ended {
+                    users.hget(session_key(id), "user_id");
+                }
+                let users: Vec<Option<String>> = users.query(conn)?;
+                let mut pipe = redis::pipe();
+                for (id, user) in ended.iter().zip(users) {
                     pipe.del(&[session_key(id), history_key(id), lease_key(id)])
                         .zrem(ENDED, id)
                         .ignore();
+                    if let Some(user) = user {
+                        pipe.srem(by_user(&user), id).ignore();
+                    }
                 }
                 pipe.query(conn)
             })?;
@@ -329,11 +353,13 @@ impl SessionStore for RedisStore {
 
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError> {
         self.with(|conn| {
-            let (plugin, owner): (Option<String>, Option<String>) = redis::cmd("HMGET")
-                .arg(session_key(id))
-                .arg("plugin")
-                .arg("owner")
-                .query(conn)?;
+            let (plugin, owner, user): (Option<String>, Option<String>, Option<String>) =
+                redis::cmd("HMGET")
+                    .arg(session_key(id))
+                    .arg("plugin")
+                    .arg("owner")
+                    .arg("user_id")
+                    .query(conn)?;
             let mut pipe = redis::pipe();
             pipe.del(&[session_key(id), history_key(id)])
                 .zrem(ENDED, id);
@@ -343,6 +369,9 @@ impl SessionStore for RedisStore {
             }
             if let Some(owner) = owner {
                 pipe.srem(by_owner(&owner), id);
+            }
+            if let Some(user) = user {
+                pipe.srem(by_user(&user), id);
             }
             pipe.query::<()>(conn)
         })

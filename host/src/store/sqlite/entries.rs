@@ -49,8 +49,72 @@ pub(super) fn set_usage(conn: &Connection, owner: &str, usage: Usage) -> rusqlit
     .map(drop)
 }
 
-/// Stores one KV entry and keeps its owner's usage, within `quota`: an owner
-/// that would go over it first loses its expired entries, then is refused.
+/// What the user's scope `ns` holds; nothing for a scope of no user.
+fn user_usage(conn: &Connection, ns: &Namespace) -> rusqlite::Result<Usage> {
+    if ns.user().is_none() {
+        return Ok(Usage::default());
+    }
+    Ok(conn
+        .prepare_cached("SELECT keys, bytes FROM kv_user_usage WHERE owner = ?1 AND scope = ?2")?
+        .query_row([&ns.owner, &ns.scope], |row| {
+            Ok(Usage {
+                keys: row.get(0)?,
+                bytes: row.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Records what the scope `scope` of `owner` holds, if it is a user's.
+fn set_user_usage(
+    conn: &Connection,
+    owner: &str,
+    scope: &str,
+    usage: Usage,
+) -> rusqlite::Result<()> {
+    if !scope.starts_with("user/") {
+        return Ok(());
+    }
+    if usage.keys == 0 {
+        conn.prepare_cached("DELETE FROM kv_user_usage WHERE owner = ?1 AND scope = ?2")?
+            .execute([owner, scope])?;
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO kv_user_usage (owner, scope, keys, bytes) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (owner, scope) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+    )?
+    .execute(params![owner, scope, usage.keys, usage.bytes])
+    .map(drop)
+}
+
+/// Takes `freed` (the sizes of entries deleted from the user's scope
+/// `scope` of `owner`) out of its usage.
+pub(super) fn uncount_user(
+    conn: &Connection,
+    owner: &str,
+    scope: &str,
+    freed: &[u64],
+) -> rusqlite::Result<()> {
+    let ns = Namespace {
+        owner: owner.to_owned(),
+        scope: scope.to_owned(),
+    };
+    if ns.user().is_none() || freed.is_empty() {
+        return Ok(());
+    }
+    let current = user_usage(conn, &ns)?;
+    let left = Usage {
+        keys: current.keys.saturating_sub(freed.len() as u64),
+        bytes: current.bytes.saturating_sub(freed.iter().sum()),
+    };
+    set_user_usage(conn, owner, scope, left)
+}
+
+/// Stores one KV entry and keeps its owner's usage (and its user scope's),
+/// within `quota`: an owner that would go over it first loses its expired
+/// entries, then is refused.
 pub(super) fn kv_store(
     conn: &Connection,
     ns: &Namespace,
@@ -74,13 +138,24 @@ pub(super) fn kv_store(
         keys: usage.keys + u64::from(old.is_none()),
         bytes: usage.bytes + entry_bytes(key, value) - old.map_or(0, |len| key.len() as u64 + len),
     };
-    let mut current = usage(conn, &ns.owner).map_err(backend)?;
-    if quota.check(&ns.owner, after(current)).is_err() {
+    let current = |conn: &Connection| -> Result<(Usage, Usage), Failed> {
+        Ok((
+            after(usage(conn, &ns.owner).map_err(backend)?),
+            after(user_usage(conn, ns).map_err(backend)?),
+        ))
+    };
+    let check = |(owner, user): (Usage, Usage)| {
+        quota
+            .check(&ns.owner, owner)
+            .and_then(|()| quota.check_user(ns, user))
+    };
+    let mut counted = current(conn)?;
+    if check(counted).is_err() {
         reclaim(conn, &ns.owner, now_ms)?;
-        current = usage(conn, &ns.owner).map_err(backend)?;
+        counted = current(conn)?;
     }
-    let current = after(current);
-    quota.check(&ns.owner, current)?;
+    check(counted)?;
+    let (current, user) = counted;
     conn.prepare_cached(
         "INSERT INTO kv (owner, scope, key, value, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (owner, scope, key) DO UPDATE
@@ -96,27 +171,37 @@ pub(super) fn kv_store(
         ])
     })
     .map_err(backend)?;
+    set_user_usage(conn, &ns.owner, &ns.scope, user).map_err(backend)?;
     set_usage(conn, &ns.owner, current).map_err(backend)
 }
 
 /// Deletes `owner`'s entries expired at `now_ms` and returns how many.
 pub(super) fn reclaim(conn: &Connection, owner: &str, now_ms: u64) -> Result<u64, Failed> {
-    let freed: Vec<u64> = conn
+    let freed: Vec<(String, u64)> = conn
         .prepare_cached(
             "DELETE FROM kv WHERE owner = ?1 AND expires_at_ms <= ?2
-             RETURNING octet_length(key) + octet_length(value)",
+             RETURNING scope, octet_length(key) + octet_length(value)",
         )
         .and_then(|mut statement| {
             statement
-                .query_map(params![owner, ms(now_ms)], |row| row.get(0))?
+                .query_map(params![owner, ms(now_ms)], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
                 .collect()
         })
         .map_err(backend)?;
     if !freed.is_empty() {
         let mut current = usage(conn, owner).map_err(backend)?;
         current.keys -= freed.len() as u64;
-        current.bytes -= freed.iter().sum::<u64>();
+        current.bytes -= freed.iter().map(|(_, size)| size).sum::<u64>();
         set_usage(conn, owner, current).map_err(backend)?;
+        let mut by_scope: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+        for (scope, size) in &freed {
+            by_scope.entry(scope).or_default().push(*size);
+        }
+        for (scope, sizes) in by_scope {
+            uncount_user(conn, owner, scope, &sizes).map_err(backend)?;
+        }
     }
     Ok(freed.len() as u64)
 }

@@ -101,6 +101,15 @@ impl KvStore for SqliteStore {
         .map_err(Into::into)
     }
 
+    fn kv_owners(&self) -> Result<Vec<String>, KvStoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT owner FROM kv_usage")?
+                .query_map([], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(Into::into)
+    }
+
     fn kv_usage(&self, owner: &str) -> Result<Usage, KvStoreError> {
         self.read(|conn| usage(conn, owner)).map_err(Into::into)
     }

@@ -108,6 +108,19 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX executions_at ON executions (at_ms);",
     // Counts a caller's live sessions.
     "CREATE INDEX sessions_owner ON sessions (owner, status) WHERE owner IS NOT NULL;",
+    // What each user's scope of a KV owner holds, for the per-user quota.
+    "CREATE TABLE kv_user_usage (
+         owner TEXT NOT NULL,
+         scope TEXT NOT NULL,
+         keys  INTEGER NOT NULL,
+         bytes INTEGER NOT NULL,
+         PRIMARY KEY (owner, scope)
+     ) STRICT, WITHOUT ROWID;
+     INSERT INTO kv_user_usage (owner, scope, keys, bytes)
+         SELECT owner, scope, COUNT(*), SUM(octet_length(key) + octet_length(value))
+         FROM kv WHERE scope LIKE 'user/%' GROUP BY owner, scope;",
+    // Finds a user's sessions, for export and erasure.
+    "CREATE INDEX sessions_user ON sessions (user_id) WHERE user_id IS NOT NULL;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

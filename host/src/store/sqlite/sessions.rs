@@ -127,6 +127,15 @@ impl SessionStore for SqliteStore {
         .map_err(Into::into)
     }
 
+    fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id FROM sessions WHERE user_id = ?1 ORDER BY id")?
+                .query_map([user], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(Into::into)
+    }
+
     fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
         self.read(|conn| {
             conn.prepare_cached(

@@ -8,7 +8,9 @@ use std::sync::mpsc;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use crate::store::error::{BackendError, SessionStoreError};
-use crate::store::sqlite::entries::{kv_store, live_value, reclaim, set_usage, usage};
+use crate::store::sqlite::entries::{
+    kv_store, live_value, reclaim, set_usage, uncount_user, usage,
+};
 use crate::store::sqlite::sql::{Failed, backend, ms, to_sql};
 use crate::store::types::{
     Execution, HistoryCap, Message, Namespace, Quota, SessionRecord, Status, increment_value,
@@ -346,6 +348,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                 current.keys -= 1;
                 current.bytes -= freed;
                 set_usage(conn, &ns.owner, current).map_err(backend)?;
+                uncount_user(conn, &ns.owner, &ns.scope, &[freed]).map_err(backend)?;
             }
             Ok(Applied::Done)
         }
