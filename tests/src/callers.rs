@@ -834,6 +834,32 @@ fn the_admin_reads_writes_and_lists_a_plugins_kv_under_its_rules() {
     }
     let (status, _) = served.as_caller(&backend, "GET", "/v1/admin/plugins/profile/kv/crm", None);
     assert_eq!(status, 401, "a caller's key is no admin token");
+
+    // Every caller's sessions, listed for the operator without their state.
+    let id = started["session"].as_str().unwrap();
+    let (status, page, _) = admin(
+        "GET",
+        "/v1/admin/sessions?plugin=profile&user=%2B15551234567&status=active",
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["sessions"][0]["id"], json!(id), "{page}");
+    assert_eq!(page["sessions"][0]["owner"], json!("key:shop-backend"));
+    assert!(page["sessions"][0].get("state").is_none(), "{page}");
+    let (status, page, _) = admin("GET", "/v1/admin/sessions?status=ended", None);
+    assert_eq!(
+        (status, page["sessions"].as_array().unwrap().len()),
+        (200, 0),
+        "{page}"
+    );
+    let (status, refused, _) = admin("GET", "/v1/admin/sessions?status=gone", None);
+    assert_eq!(
+        (status, &refused["kind"]),
+        (400, &json!("bad-request")),
+        "{refused}"
+    );
+    let (status, _) = served.as_caller(&backend, "GET", "/v1/admin/sessions", None);
+    assert_eq!(status, 401);
 }
 
 /// Opens a WebSocket on session `id`, sending `origin` as a browser would;

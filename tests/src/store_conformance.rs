@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use agentbox_host::store::{
     Commit, Execution, HistoryCap, KvStoreError, KvWrite, Message, Namespace, Quota, Retention,
-    Role, SessionRecord, SessionStoreError, State, Status, Store, ToolOutcome, Usage,
+    Role, SessionFilter, SessionRecord, SessionStoreError, State, Status, Store, ToolOutcome,
+    Usage,
 };
 use serde_json::json;
 
@@ -360,6 +361,67 @@ fn a_users_sessions_and_kv_owners_are_listed(store: &dyn Store) {
     let mut owners = store.kv_owners().unwrap();
     owners.sort();
     assert_eq!(owners, ["@crm", "profile"]);
+}
+
+fn sessions_are_listed_a_page_at_a_time_by_filter(store: &dyn Store) {
+    let of = |id: &str, plugin: &str, user: &str| SessionRecord {
+        plugin: plugin.to_owned(),
+        user_id: Some(user.to_owned()),
+        ..record(id)
+    };
+    for (id, plugin, user) in [
+        ("a", "intake", "ada"),
+        ("b", "shop", "ada"),
+        ("c", "intake", "grace"),
+        ("d", "intake", "ada"),
+        ("e", "intake", "ada"),
+    ] {
+        store.create(&of(id, plugin, user), &[]).unwrap();
+    }
+    store
+        .commit(&Commit {
+            status: Status::Ended,
+            ..commit("d", 1, 1, State::new())
+        })
+        .unwrap();
+    // Every page, two at a time, until there is no next one.
+    let all = |filter: SessionFilter| {
+        let (mut ids, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = store.list_sessions(&filter, cursor.as_deref(), 2).unwrap();
+            assert!(page.sessions.len() <= 2);
+            ids.extend(page.sessions.into_iter().map(|record| record.id));
+            pages += 1;
+            assert!(pages < 100, "the listing never ends");
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        ids.sort();
+        ids
+    };
+    assert_eq!(all(SessionFilter::default()), ["a", "b", "c", "d", "e"]);
+    let intake_ada = SessionFilter {
+        plugin: Some("intake".to_owned()),
+        user: Some("ada".to_owned()),
+        ..SessionFilter::default()
+    };
+    assert_eq!(all(intake_ada.clone()), ["a", "d", "e"]);
+    assert_eq!(
+        all(SessionFilter {
+            status: Some(Status::Active),
+            ..intake_ada
+        }),
+        ["a", "e"]
+    );
+    assert_eq!(
+        all(SessionFilter {
+            status: Some(Status::Ended),
+            ..SessionFilter::default()
+        }),
+        ["d"]
+    );
 }
 
 fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
@@ -976,6 +1038,7 @@ conformance!(
     live_sessions_are_counted_per_owner,
     kv_user_quota_holds_each_user_and_leaves_the_others_room,
     a_users_sessions_and_kv_owners_are_listed,
+    sessions_are_listed_a_page_at_a_time_by_filter,
     sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,
     cache_entries_expire_at_their_time_and_are_swept,

@@ -18,6 +18,7 @@ use crate::plugin::{ActivateError, LoadError, PluginVersion};
 use crate::server::api::{Api, error, query_rejected, rejected};
 use crate::session::operator_kv::{BucketRef, OperatorKvError};
 use crate::session::users::{UserDataError, value_json};
+use crate::store::{SessionFilter, Status};
 
 /// Lets an admin request through only with the server's admin token as
 /// its bearer token, before anything of the request is read, and refuses
@@ -337,5 +338,82 @@ pub(super) async fn delete_kv(
     {
         Ok(()) => Json(json!({ "key": key, "deleted": true })).into_response(),
         Err(err) => kv_error(&err),
+    }
+}
+
+/// Sessions a listing returns unless it asks for fewer, and at most.
+const SESSIONS_PAGE: usize = 100;
+const MAX_SESSIONS_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SessionsQuery {
+    plugin: Option<String>,
+    user: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A page of every caller's sessions, filtered by `?plugin=`, `?user=` and
+/// `?status=` (`active`, `ended`), from `?cursor=` (the `next` of the page
+/// before), without their state.
+pub(super) async fn list_sessions(
+    State(api): State<Api>,
+    query: Result<Query<SessionsQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return query_rejected(&rejection),
+    };
+    let status = match query
+        .status
+        .as_deref()
+        .map(|name| Status::parse(name).ok_or(name))
+    {
+        None => None,
+        Some(Ok(status)) => Some(status),
+        Some(Err(name)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("`{name}` is not a status: use `active` or `ended`"),
+            );
+        }
+    };
+    let filter = SessionFilter {
+        plugin: query.plugin,
+        user: query.user,
+        status,
+    };
+    let limit = query
+        .limit
+        .unwrap_or(SESSIONS_PAGE)
+        .clamp(1, MAX_SESSIONS_PAGE);
+    match api.host.list_sessions(filter, query.cursor, limit).await {
+        Ok(page) => {
+            let sessions: Vec<Value> = page
+                .sessions
+                .iter()
+                .map(|record| {
+                    json!({
+                        "id": record.id,
+                        "plugin": record.plugin,
+                        "user_id": record.user_id,
+                        "owner": record.owner,
+                        "status": record.status,
+                        "turn": record.turn,
+                        "created_at_ms": record.created_at_ms,
+                        "updated_at_ms": record.updated_at_ms,
+                    })
+                })
+                .collect();
+            Json(json!({ "sessions": sessions, "next": page.next })).into_response()
+        }
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
     }
 }

@@ -43,7 +43,10 @@ use crate::policy::{Grants, Policy};
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
 use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};
-use crate::store::{BackendError, Execution, Message, SessionRecord, SessionStoreError, Store};
+use crate::store::{
+    BackendError, Execution, Message, SessionFilter, SessionPage, SessionRecord, SessionStoreError,
+    Store,
+};
 
 /// How much longer than its turn may run a session lease lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -217,6 +220,19 @@ impl Host {
         tokio::task::spawn_blocking(move || store.load(&id))
             .await
             .expect("loading a session panicked")
+    }
+
+    /// A page of the sessions `filter` admits, from `cursor`, about `limit`.
+    pub async fn list_sessions(
+        &self,
+        filter: SessionFilter,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionStoreError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.list_sessions(&filter, cursor.as_deref(), limit))
+            .await
+            .expect("listing sessions panicked")
     }
 
     /// How many sessions `owner` started are active, of any plugin.

@@ -9,8 +9,8 @@ use crate::store::plugins::PluginStore;
 use crate::store::sessions::SessionStore;
 use crate::store::tool_log::ToolLog;
 use crate::store::types::{
-    Commit, Execution, KvWrite, Message, Namespace, Quota, SessionRecord, Status, Usage,
-    entry_bytes, increment_value, is_live,
+    Commit, Execution, KvWrite, Message, Namespace, Quota, SessionFilter, SessionPage,
+    SessionRecord, Status, Usage, entry_bytes, increment_value, is_live,
 };
 
 /// A [`crate::store::Store`] that keeps sessions in a map in memory.
@@ -213,6 +213,29 @@ impl SessionStore for MemoryStore {
             .values()
             .filter(|(record, _)| record.status == Status::Active && record.plugin == plugin)
             .count() as u64)
+    }
+
+    fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionStoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        let mut admitted: Vec<&SessionRecord> = sessions
+            .values()
+            .map(|(record, _)| record)
+            .filter(|record| cursor.is_none_or(|cursor| record.id.as_str() > cursor))
+            .filter(|record| filter.admits(record))
+            .collect();
+        admitted.sort_by(|a, b| a.id.cmp(&b.id));
+        admitted.truncate(limit);
+        Ok(SessionPage {
+            next: (admitted.len() == limit)
+                .then(|| admitted.last().map(|record| record.id.clone()))
+                .flatten(),
+            sessions: admitted.into_iter().cloned().collect(),
+        })
     }
 
     fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError> {

@@ -30,7 +30,8 @@ pub use sqlite::SqliteStore;
 pub use tool_log::ToolLog;
 pub use types::{
     Commit, Execution, HistoryCap, KvWrite, Message, Namespace, Quota, Retention, Role,
-    SessionRecord, State, Status, Swept, ToolOutcome, Usage, entry_bytes, increment_value, is_live,
+    SessionFilter, SessionPage, SessionRecord, State, Status, Swept, ToolOutcome, Usage,
+    entry_bytes, increment_value, is_live,
 };
 
 /// Everything a host keeps in one backend: sessions, KV, plugin records and

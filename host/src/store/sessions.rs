@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::store::error::{BackendError, SessionStoreError};
-use crate::store::types::{Commit, Message, SessionRecord};
+use crate::store::types::{Commit, Message, SessionFilter, SessionPage, SessionRecord};
 
 /// Sessions, committed one turn at a time.
 ///
@@ -51,6 +51,16 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// How many sessions of `plugin` are active (not ended, not deleted).
     fn live_sessions(&self, plugin: &str) -> Result<u64, SessionStoreError>;
+
+    /// A page of the sessions `filter` admits, from `cursor` (`None` for
+    /// the first page; else the `next` of the page before), about `limit`
+    /// of them.
+    fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionStoreError>;
 
     /// The ids of every session started for `user`, whatever its status.
     fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError>;

@@ -69,7 +69,8 @@ impl Status {
         }
     }
 
-    pub(crate) fn parse(name: &str) -> Option<Status> {
+    /// The status named `name` (`active`, `ended`).
+    pub fn parse(name: &str) -> Option<Status> {
         [Status::Active, Status::Ended]
             .into_iter()
             .find(|status| status.as_str() == name)
@@ -163,6 +164,42 @@ impl HistoryCap {
         }
         kept
     }
+}
+
+/// Which sessions a listing returns: those matching every filter given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Only sessions served by this plugin.
+    pub plugin: Option<String>,
+    /// Only sessions started for this user.
+    pub user: Option<String>,
+    /// Only sessions in this status.
+    pub status: Option<Status>,
+}
+
+impl SessionFilter {
+    /// Whether `record` matches.
+    pub fn admits(&self, record: &SessionRecord) -> bool {
+        self.plugin
+            .as_ref()
+            .is_none_or(|plugin| *plugin == record.plugin)
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|user| record.user_id.as_ref() == Some(user))
+            && self.status.is_none_or(|status| status == record.status)
+    }
+}
+
+/// One page of a listing of sessions, and where the next one starts
+/// (`None` after the last). A page may hold fewer sessions than asked for
+/// before the last one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionPage {
+    /// The sessions.
+    pub sessions: Vec<SessionRecord>,
+    /// The cursor of the next page.
+    pub next: Option<String>,
 }
 
 /// How one tool call ended.

@@ -9,7 +9,9 @@ use redis::{Connection, RedisResult, Script};
 
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
-use crate::store::types::{Commit, HistoryCap, Message, SessionRecord, Status};
+use crate::store::types::{
+    Commit, HistoryCap, Message, SessionFilter, SessionPage, SessionRecord, Status,
+};
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
@@ -297,6 +299,48 @@ impl SessionStore for RedisStore {
         // The idle index holds exactly the active sessions of the plugin.
         self.with(|conn| redis::cmd("ZCARD").arg(by_update(plugin)).query(conn))
             .map_err(Into::into)
+    }
+
+    fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionStoreError> {
+        // A SCAN over the session records: its cursor is the listing's, and
+        // a page holds what the scanned keys admit.
+        let (next, keys): (String, Vec<String>) = self.with(|conn| {
+            redis::cmd("SCAN")
+                .arg(cursor.unwrap_or("0"))
+                .arg("MATCH")
+                .arg(session_key("*"))
+                .arg("COUNT")
+                .arg(limit.max(1))
+                .query(conn)
+        })?;
+        let records: Vec<HashMap<String, String>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.with(|conn| {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.hgetall(key);
+                }
+                pipe.query(conn)
+            })?
+        };
+        let mut sessions = Vec::new();
+        for fields in records.into_iter().filter(|fields| !fields.is_empty()) {
+            let record = parse_record(fields)?;
+            if filter.admits(&record) {
+                sessions.push(record);
+            }
+        }
+        sessions.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(SessionPage {
+            sessions,
+            next: (next != "0").then_some(next),
+        })
     }
 
     fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError> {

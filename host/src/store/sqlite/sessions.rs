@@ -8,7 +8,9 @@ use crate::store::sessions::SessionStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::sql::{backend, ms};
 use crate::store::sqlite::writer::{CommitRow, Write};
-use crate::store::types::{Commit, Message, Role, SessionRecord, Status};
+use crate::store::types::{
+    Commit, Message, Role, SessionFilter, SessionPage, SessionRecord, Status,
+};
 
 impl SessionStore for SqliteStore {
     fn create(
@@ -125,6 +127,40 @@ impl SessionStore for SqliteStore {
             .query_row(params![plugin], |row| row.get(0))
         })
         .map_err(Into::into)
+    }
+
+    fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionStoreError> {
+        let ids: Vec<String> = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT id FROM sessions WHERE id > ?1
+                   AND (?2 IS NULL OR plugin = ?2) AND (?3 IS NULL OR user_id = ?3)
+                   AND (?4 IS NULL OR status = ?4)
+                 ORDER BY id LIMIT ?5",
+            )?
+            .query_map(
+                params![
+                    cursor.unwrap_or(""),
+                    filter.plugin,
+                    filter.user,
+                    filter.status.map(Status::as_str),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| row.get(0),
+            )?
+            .collect()
+        })?;
+        let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+        let mut sessions = Vec::with_capacity(ids.len());
+        for id in ids {
+            // One deleted since it was listed is left out.
+            sessions.extend(self.load(&id)?);
+        }
+        Ok(SessionPage { sessions, next })
     }
 
     fn sessions_of_user(&self, user: &str) -> Result<Vec<String>, SessionStoreError> {
