@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
-use crate::server::api::{Api, error, query_rejected, rejected};
+use crate::server::api::{Api, QueryOf, error, rejected};
 use crate::session::operator_kv::{BucketRef, OperatorKvError};
 use crate::session::users::{UserDataError, value_json};
 use crate::store::{SessionFilter, Status};
@@ -86,13 +86,9 @@ pub(super) struct LoadQuery {
 /// active; a version that fails to load changes nothing.
 pub(super) async fn load_plugin(
     State(api): State<Api>,
-    query: Result<Query<LoadQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<LoadQuery>,
     body: Bytes,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     let host = api.host.clone();
     let activate = query.activate.unwrap_or(true);
     match tokio::task::spawn_blocking(move || {
@@ -247,12 +243,8 @@ fn kv_error(err: &OperatorKvError) -> Response {
 pub(super) async fn list_kv(
     State(api): State<Api>,
     Path((plugin, bucket)): Path<(String, String)>,
-    query: Result<Query<KvQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<KvQuery>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     let limit = query.limit.unwrap_or(KV_PAGE).clamp(1, MAX_KV_PAGE);
     let keys = api
         .host
@@ -278,12 +270,8 @@ pub(super) async fn list_kv(
 pub(super) async fn get_kv(
     State(api): State<Api>,
     Path((plugin, bucket, key)): Path<(String, String, String)>,
-    query: Result<Query<KvQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<KvQuery>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     match api
         .host
         .operator_kv_get(&query.bucket(plugin, bucket), &key)
@@ -303,13 +291,9 @@ pub(super) async fn get_kv(
 pub(super) async fn put_kv(
     State(api): State<Api>,
     Path((plugin, bucket, key)): Path<(String, String, String)>,
-    query: Result<Query<KvQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<KvQuery>,
     value: Bytes,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     let bucket = query.bucket(plugin, bucket);
     match api
         .host
@@ -325,12 +309,8 @@ pub(super) async fn put_kv(
 pub(super) async fn delete_kv(
     State(api): State<Api>,
     Path((plugin, bucket, key)): Path<(String, String, String)>,
-    query: Result<Query<KvQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<KvQuery>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     match api
         .host
         .operator_kv_delete(&query.bucket(plugin, bucket), &key)
@@ -360,12 +340,8 @@ pub(super) struct SessionsQuery {
 /// before), without their state.
 pub(super) async fn list_sessions(
     State(api): State<Api>,
-    query: Result<Query<SessionsQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<SessionsQuery>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     let status = match query
         .status
         .as_deref()

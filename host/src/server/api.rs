@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
@@ -79,9 +82,19 @@ pub(crate) fn rejected(rejection: &JsonRejection) -> Response {
     error(rejection.status(), kind, rejection.body_text())
 }
 
-/// The answer to a query string that does not parse.
-pub(crate) fn query_rejected(rejection: &QueryRejection) -> Response {
-    error(rejection.status(), "bad-request", rejection.body_text())
+/// A query string, parsed; one that does not parse is answered 400
+/// `bad-request` in JSON like every other refusal.
+pub(crate) struct QueryOf<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(query)| QueryOf(query))
+            .map_err(|rejection| error(rejection.status(), "bad-request", rejection.body_text()))
+    }
 }
 
 /// Session `id` as last committed, or the answer for a caller who asked

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
 use crate::server::access::{forbidden, too_fast};
-use crate::server::api::{Api, error, owned_session, query_rejected, rejected};
+use crate::server::api::{Api, QueryOf, error, owned_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::session::error::SessionError;
@@ -244,12 +244,8 @@ pub(super) async fn history(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, QueryRejection>,
+    QueryOf(query): QueryOf<HistoryQuery>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return query_rejected(&rejection),
-    };
     let last = query.last.unwrap_or(HISTORY_PAGE);
     if last > MAX_HISTORY_PAGE {
         return error(
