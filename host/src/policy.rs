@@ -126,6 +126,33 @@ struct SessionsPolicy {
     history_bytes: Option<u64>,
 }
 
+impl SessionsPolicy {
+    /// `limits` with these values in place of theirs.
+    fn apply(&self, limits: Limits) -> Result<Limits, String> {
+        for (name, value) in [
+            ("history_messages", self.history_messages),
+            ("history_bytes", self.history_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(format!(
+                    "{name} must be at least 1: a history keeps its newest message"
+                ));
+            }
+        }
+        let ms = Duration::from_millis;
+        Ok(Limits {
+            session_idle_ttl: self.idle_ttl_ms.map_or(limits.session_idle_ttl, ms),
+            session_max_lifetime: self.max_lifetime_ms.map_or(limits.session_max_lifetime, ms),
+            live_sessions: self.max_live.or(limits.live_sessions),
+            retain_ended: self.retain_ended_ms.map_or(limits.retain_ended, ms),
+            retain_records: self.retain_records_ms.map_or(limits.retain_records, ms),
+            history_messages: self.history_messages.unwrap_or(limits.history_messages),
+            history_bytes: self.history_bytes.unwrap_or(limits.history_bytes),
+            ..limits
+        })
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KvPolicy {
@@ -210,7 +237,6 @@ impl PolicyFile {
 
     /// The policy, starting from `limits` for whatever it leaves out.
     pub fn apply(&self, limits: Limits) -> Result<Policy, String> {
-        let ms = Duration::from_millis;
         let limits = self
             .turns
             .turns
@@ -222,39 +248,11 @@ impl PolicyFile {
             .unwrap_or(limits.concurrent_turns);
         check_concurrent_turns(concurrent_turns)
             .map_err(|reason| format!("[turns] concurrent_total {reason}"))?;
-        for (name, value) in [
-            ("history_messages", self.sessions.history_messages),
-            ("history_bytes", self.sessions.history_bytes),
-        ] {
-            if value == Some(0) {
-                return Err(format!(
-                    "[sessions] {name} must be at least 1: a history keeps its newest message"
-                ));
-            }
-        }
+        let limits = self
+            .sessions
+            .apply(limits)
+            .map_err(|reason| format!("[sessions] {reason}"))?;
         let limits = Limits {
-            session_idle_ttl: self
-                .sessions
-                .idle_ttl_ms
-                .map_or(limits.session_idle_ttl, ms),
-            session_max_lifetime: self
-                .sessions
-                .max_lifetime_ms
-                .map_or(limits.session_max_lifetime, ms),
-            live_sessions: self.sessions.max_live.or(limits.live_sessions),
-            retain_ended: self
-                .sessions
-                .retain_ended_ms
-                .map_or(limits.retain_ended, ms),
-            retain_records: self
-                .sessions
-                .retain_records_ms
-                .map_or(limits.retain_records, ms),
-            history_messages: self
-                .sessions
-                .history_messages
-                .unwrap_or(limits.history_messages),
-            history_bytes: self.sessions.history_bytes.unwrap_or(limits.history_bytes),
             concurrent_turns,
             ..self.kv.apply(limits)
         };

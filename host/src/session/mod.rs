@@ -214,12 +214,22 @@ impl Host {
         }
     }
 
+    /// Runs `f` with the store on a blocking thread, where store calls are
+    /// made: they block.
+    pub(crate) async fn on_store<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> R + Send + 'static,
+    ) -> R {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .expect("a call of the store panicked")
+    }
+
     /// Session `id` as last committed, or `None` if there is no such session.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
-        let (store, id) = (self.inner.store.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.load(&id))
-            .await
-            .expect("loading a session panicked")
+        let id = id.to_owned();
+        self.on_store(move |store| store.load(&id)).await
     }
 
     /// A page of the sessions `filter` admits, from `cursor`, about `limit`.
@@ -229,35 +239,27 @@ impl Host {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<SessionPage, SessionStoreError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.list_sessions(&filter, cursor.as_deref(), limit))
+        self.on_store(move |store| store.list_sessions(&filter, cursor.as_deref(), limit))
             .await
-            .expect("listing sessions panicked")
     }
 
     /// How many sessions `owner` started are active, of any plugin.
     pub async fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
-        let (store, owner) = (self.inner.store.clone(), owner.to_owned());
-        tokio::task::spawn_blocking(move || store.live_sessions_of(&owner))
+        let owner = owner.to_owned();
+        self.on_store(move |store| store.live_sessions_of(&owner))
             .await
-            .expect("counting live sessions panicked")
     }
 
     /// The newest `last` messages of session `id`'s history, oldest first;
     /// empty for a session that does not exist.
     pub async fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
-        let (store, id) = (self.inner.store.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.history(&id, last))
-            .await
-            .expect("reading a history panicked")
+        let id = id.to_owned();
+        self.on_store(move |store| store.history(&id, last)).await
     }
 
     /// Every recorded tool call, oldest first.
     pub async fn executions(&self) -> Result<Vec<Execution>, BackendError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.executions())
-            .await
-            .expect("reading tool records panicked")
+        self.on_store(|store| store.executions()).await
     }
 
     /// The limits the turns of plugins without limits of their own run under.

@@ -5,7 +5,7 @@
 
 use crate::names::{check_bucket_name, check_kv_key, check_plugin_name, check_user_id};
 use crate::session::Host;
-use crate::store::{KvStoreError, KvWrite, Namespace, Quota, Store};
+use crate::store::{KvStoreError, KvWrite, Namespace, Quota};
 
 /// Why the operator's KV request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -161,16 +161,6 @@ impl Host {
             Ok(store.kv_keys(&ns, &prefix, after.as_deref(), limit, now_ms)?)
         })
         .await
-    }
-
-    async fn on_store<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn Store) -> Result<T, OperatorKvError> + Send + 'static,
-    ) -> Result<T, OperatorKvError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .expect("an operator's KV request panicked")
     }
 }
 

@@ -140,14 +140,8 @@ impl Host {
             user: user.to_owned(),
             reason,
         })?;
-        let (store, user, now_ms) = (
-            self.inner.store.clone(),
-            user.to_owned(),
-            self.inner.clock.now_ms(),
-        );
-        tokio::task::spawn_blocking(move || f(store.as_ref(), &user, now_ms))
-            .await
-            .expect("reaching a user's data panicked")
+        let (user, now_ms) = (user.to_owned(), self.inner.clock.now_ms());
+        self.on_store(move |store| f(store, &user, now_ms)).await
     }
 }
 
