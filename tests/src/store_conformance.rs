@@ -363,6 +363,161 @@ fn a_users_sessions_and_kv_owners_are_listed(store: &dyn Store) {
     assert_eq!(owners, ["@crm", "profile"]);
 }
 
+fn a_users_data_is_erased_whole_and_no_one_elses(store: &dyn Store) {
+    let ada = "+15551234567";
+    let of = |id: &str, user: &str| SessionRecord {
+        user_id: Some(user.to_owned()),
+        owner: Some("key:app".to_owned()),
+        ..record(id)
+    };
+    for (id, user) in [("s1", ada), ("s2", ada), ("s3", "bob@example.com")] {
+        store.create(&of(id, user), &[]).unwrap();
+        store
+            .commit(&commit(id, 1, 1, state(json!({ "turns": 1 }))))
+            .unwrap();
+    }
+    store
+        .commit(&Commit {
+            status: Status::Ended,
+            ..commit("s2", 2, 2, state(json!({ "turns": 2 })))
+        })
+        .unwrap();
+    let (profile, shop) = (
+        ns("profile", &format!("user/{ada}")),
+        ns("shop", &format!("user/{ada}")),
+    );
+    put(store, &profile, "name", "Ada", None);
+    put(store, &profile, "pin", "4321", Some(1_500));
+    put(store, &shop, "cart", "[\"book\"]", None);
+    put(
+        store,
+        &ns("profile", "user/bob@example.com"),
+        "name",
+        "Bob",
+        None,
+    );
+    put(store, &ns("profile", "global"), "visits", "3", None);
+    put(
+        store,
+        &ns("@crm", "shared"),
+        &format!("customer:{ada}"),
+        "{}",
+        None,
+    );
+    let bob_and_global = store.kv_usage("profile").unwrap().keys - 2;
+
+    let erased = store.erase_user(ada).unwrap();
+    assert_eq!(
+        (erased.sessions, erased.kv_entries),
+        (2, 3),
+        "both sessions (one ended) and every entry, the expired one too"
+    );
+    for id in ["s1", "s2"] {
+        assert_eq!(store.load(id).unwrap(), None);
+        assert!(store.history(id, 10).unwrap().is_empty());
+    }
+    assert!(store.sessions_of_user(ada).unwrap().is_empty());
+    assert_eq!(store.live_sessions_of("key:app").unwrap(), 1);
+    assert_eq!(
+        store
+            .expired_sessions("intake", u64::MAX, u64::MAX, 10)
+            .unwrap(),
+        ["s3"],
+        "the reaper's indexes forget the erased sessions"
+    );
+    for (ns, key) in [(&profile, "name"), (&profile, "pin"), (&shop, "cart")] {
+        assert_eq!(get(store, ns, key, 1_000), None, "{key}");
+    }
+    assert!(
+        store
+            .kv_keys(&profile, "", None, 10, 1_000)
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        store.load("s3").unwrap().unwrap().turn,
+        1,
+        "Bob's session stays"
+    );
+    assert_eq!(store.history("s3", 10).unwrap().len(), 2);
+    assert_eq!(
+        get(store, &ns("profile", "user/bob@example.com"), "name", 1_000).as_deref(),
+        Some("Bob")
+    );
+    assert_eq!(
+        get(
+            store,
+            &ns("@crm", "shared"),
+            &format!("customer:{ada}"),
+            1_000
+        )
+        .as_deref(),
+        Some("{}"),
+        "a shared bucket is not the user's"
+    );
+    assert_eq!(store.kv_usage("profile").unwrap().keys, bob_and_global);
+    assert_eq!(store.kv_usage("shop").unwrap(), Usage::default());
+    // The user's quota is whole again.
+    let tight = Quota {
+        user_keys: 1,
+        ..QUOTA
+    };
+    let write = KvWrite {
+        value: b"Ada",
+        expires_at_ms: None,
+        only_if: None,
+    };
+    assert!(
+        store
+            .kv_put(&profile, "name", &write, 1_000, &tight)
+            .unwrap()
+    );
+
+    let again = store.erase_user(ada).unwrap();
+    assert_eq!((again.sessions, again.kv_entries), (0, 1));
+    assert_eq!(
+        store.erase_user("nobody@example.com").unwrap(),
+        Default::default()
+    );
+}
+
+/// Erasure races a writer that stores keys for the user and starts
+/// sessions for it: every key and session is erased exactly once, and the
+/// owner's count ends at what is left, nothing.
+fn erasure_and_concurrent_writes_leave_nothing_half_counted(store: Arc<dyn Store>) {
+    let user = "ada@example.com";
+    let scope = ns("profile", &format!("user/{user}"));
+    let writer = {
+        let (store, scope) = (store.clone(), scope.clone());
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                put(&*store, &scope, &format!("k{i}"), "value", None);
+                if i % 20 == 0 {
+                    let session = SessionRecord {
+                        user_id: Some(user.to_owned()),
+                        ..record(&format!("s{i}"))
+                    };
+                    store.create(&session, &[]).unwrap();
+                }
+            }
+        })
+    };
+    let (mut entries, mut sessions) = (0, 0);
+    while !writer.is_finished() {
+        let erased = store.erase_user(user).unwrap();
+        (entries, sessions) = (entries + erased.kv_entries, sessions + erased.sessions);
+    }
+    writer.join().unwrap();
+    let erased = store.erase_user(user).unwrap();
+    assert_eq!(
+        (entries + erased.kv_entries, sessions + erased.sessions),
+        (200, 10)
+    );
+    assert_eq!(store.kv_usage("profile").unwrap(), Usage::default());
+    assert!(store.sessions_of_user(user).unwrap().is_empty());
+}
+
 fn sessions_are_listed_a_page_at_a_time_by_filter(store: &dyn Store) {
     let of = |id: &str, plugin: &str, user: &str| SessionRecord {
         plugin: plugin.to_owned(),
@@ -882,6 +1037,11 @@ macro_rules! conformance {
             fn kv_concurrent_increments_are_exact() {
                 super::kv_concurrent_increments_are_exact(std::sync::Arc::new(agentbox_host::store::MemoryStore::default()));
             }
+
+            #[test]
+            fn erasure_and_concurrent_writes_leave_nothing_half_counted() {
+                super::erasure_and_concurrent_writes_leave_nothing_half_counted(std::sync::Arc::new(agentbox_host::store::MemoryStore::default()));
+            }
         }
 
         mod sqlite {
@@ -909,6 +1069,12 @@ macro_rules! conformance {
             fn kv_concurrent_increments_are_exact() {
                 let dir = tempfile::tempdir().unwrap();
                 super::kv_concurrent_increments_are_exact(std::sync::Arc::new(open(&dir)));
+            }
+
+            #[test]
+            fn erasure_and_concurrent_writes_leave_nothing_half_counted() {
+                let dir = tempfile::tempdir().unwrap();
+                super::erasure_and_concurrent_writes_leave_nothing_half_counted(std::sync::Arc::new(open(&dir)));
             }
 
             #[test]
@@ -949,6 +1115,12 @@ macro_rules! conformance {
             fn kv_concurrent_increments_are_exact() {
                 let Some(server) = RedisServer::start() else { return };
                 super::kv_concurrent_increments_are_exact(std::sync::Arc::new(RedisStore::open(server.url()).unwrap()));
+            }
+
+            #[test]
+            fn erasure_and_concurrent_writes_leave_nothing_half_counted() {
+                let Some(server) = RedisServer::start() else { return };
+                super::erasure_and_concurrent_writes_leave_nothing_half_counted(std::sync::Arc::new(RedisStore::open(server.url()).unwrap()));
             }
 
             #[test]
@@ -1038,6 +1210,7 @@ conformance!(
     live_sessions_are_counted_per_owner,
     kv_user_quota_holds_each_user_and_leaves_the_others_room,
     a_users_sessions_and_kv_owners_are_listed,
+    a_users_data_is_erased_whole_and_no_one_elses,
     sessions_are_listed_a_page_at_a_time_by_filter,
     sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,

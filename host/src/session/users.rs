@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::names::check_user_id;
 use crate::session::Host;
-use crate::store::{KvStoreError, Message, Namespace, SessionRecord, SessionStoreError, Store};
+use crate::store::{
+    Erased, KvStoreError, Message, Namespace, SessionRecord, SessionStoreError, Store,
+};
 
 /// Keys read per page when a user's bucket is walked.
 const PAGE: usize = 1000;
@@ -45,15 +47,6 @@ pub struct UserEntry {
     /// Its value: text when it is UTF-8 (JSON, for the SDK's values), else
     /// its bytes as numbers.
     pub value: Value,
-}
-
-/// What erasing a user deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Erased {
-    /// Sessions deleted, with their history.
-    pub sessions: u64,
-    /// KV entries deleted.
-    pub kv_entries: u64,
 }
 
 /// Why a user's data could not be reached.
@@ -107,24 +100,14 @@ impl Host {
         .await
     }
 
-    /// Deletes everything stored about `user`: its sessions with their
-    /// history, and its bucket in every plugin (expired entries too).
+    /// Deletes everything stored about `user`, in one atomic step of the
+    /// store: its sessions with their history, and its bucket in every
+    /// plugin (expired entries too).
     pub async fn erase_user(&self, user: &str) -> Result<Erased, UserDataError> {
-        self.with_user(user, |store, user, now_ms| {
-            let mut erased = Erased::default();
-            for id in store.sessions_of_user(user)? {
-                store.delete_session(&id)?;
-                erased.sessions += 1;
-            }
-            // Expired entries are reclaimed first, so none is left behind.
+        self.with_user(user, |store, user, _| {
             store
-                .kv_sweep(now_ms)
-                .map_err(|err| UserDataError::Kv(err.into()))?;
-            for (ns, key) in user_keys(store, user, now_ms)? {
-                store.kv_delete(&ns, &key)?;
-                erased.kv_entries += 1;
-            }
-            Ok(erased)
+                .erase_user(user)
+                .map_err(|err| UserDataError::Kv(err.into()))
         })
         .await
     }

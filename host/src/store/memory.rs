@@ -12,6 +12,7 @@ use crate::store::types::{
     Commit, Execution, KvWrite, Message, Namespace, Quota, SessionFilter, SessionPage,
     SessionRecord, Status, Usage, entry_bytes, increment_value, is_live,
 };
+use crate::store::users::{Erased, UserStore};
 
 /// A [`crate::store::Store`] that keeps sessions in a map in memory.
 #[derive(Debug, Default)]
@@ -474,5 +475,33 @@ impl ToolLog for MemoryStore {
         let before = cache.len();
         cache.retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
         Ok((before - cache.len()) as u64)
+    }
+}
+
+impl UserStore for MemoryStore {
+    fn erase_user(&self, user: &str) -> Result<Erased, BackendError> {
+        // Both locks at once, sessions first (no other method takes two),
+        // so nobody sees the user half erased.
+        let mut sessions = self.sessions.lock().expect("memory store poisoned");
+        let mut kv = self.kv.lock().expect("memory store poisoned");
+        let before = sessions.len();
+        sessions.retain(|_, (record, _)| record.user_id.as_deref() != Some(user));
+        let mut erased = Erased {
+            sessions: (before - sessions.len()) as u64,
+            kv_entries: 0,
+        };
+        let scope = format!("user/{user}");
+        for owner in kv.values_mut() {
+            let (usage, users) = (&mut owner.usage, &mut owner.users);
+            owner.entries.retain(|(entry_scope, key), entry| {
+                let theirs = *entry_scope == scope;
+                if theirs {
+                    Owner::uncount(usage, users, entry_scope, key, entry);
+                    erased.kv_entries += 1;
+                }
+                !theirs
+            });
+        }
+        Ok(erased)
     }
 }

@@ -1,6 +1,6 @@
 //! Where sessions live: one trait per concern ([`SessionStore`],
-//! [`KvStore`], [`PluginStore`], [`ToolLog`]), each with its own error
-//! type, and the backends that implement all four: [`MemoryStore`],
+//! [`KvStore`], [`PluginStore`], [`ToolLog`], [`UserStore`]), each with its
+//! own error type, and the backends that implement all five: [`MemoryStore`],
 //! [`SqliteStore`] (the default) and [`RedisStore`]. One conformance suite
 //! runs against every backend.
 //!
@@ -16,6 +16,7 @@ pub mod sessions;
 mod sqlite;
 pub mod tool_log;
 pub mod types;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,10 +34,12 @@ pub use types::{
     SessionFilter, SessionPage, SessionRecord, State, Status, Swept, ToolOutcome, Usage,
     entry_bytes, increment_value, is_live,
 };
+pub use users::{Erased, UserStore};
 
 /// Everything a host keeps in one backend: sessions, KV, plugin records and
-/// the tool log. Every backend that implements the four is a `Store`.
-pub trait Store: SessionStore + KvStore + PluginStore + ToolLog {
+/// the tool log, and a user's data across them. Every backend that
+/// implements the five is a `Store`.
+pub trait Store: SessionStore + KvStore + PluginStore + ToolLog + UserStore {
     /// Reclaims every KV and tool-cache entry expired at `now_ms`, and
     /// deletes the ended sessions and tool-call records past `retention`.
     fn sweep(&self, now_ms: u64, retention: Retention) -> Result<Swept, BackendError> {
@@ -49,7 +52,7 @@ pub trait Store: SessionStore + KvStore + PluginStore + ToolLog {
     }
 }
 
-impl<T: SessionStore + KvStore + PluginStore + ToolLog> Store for T {}
+impl<T: SessionStore + KvStore + PluginStore + ToolLog + UserStore> Store for T {}
 
 /// Which backend to use and where, as written on the command line:
 /// `memory`, `sqlite:PATH` or `redis://HOST:PORT`.

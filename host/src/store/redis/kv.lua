@@ -164,6 +164,12 @@ elseif op == 'delete' then
   return 1
 elseif op == 'sweep' then
   return reclaim()
+elseif op == 'forget-scope' then
+  -- Every member that starts with `member` (a scope and `/`), expired or
+  -- not; answers how many.
+  local members = redis.call('ZRANGEBYLEX', index, '[' .. member, '(' .. member .. '\127')
+  for _, m in ipairs(members) do forget(m) end
+  return #members
 elseif op == 'list' then
   -- ARGV: 5 lowest member (ZRANGEBYLEX syntax), 6 highest, 7 page size
   local found, low, limit = {}, ARGV[5], tonumber(ARGV[7])

@@ -22,13 +22,15 @@
 //!
 //! The rooms: [`keys`] (every key and its hash tag), [`reply`] (the typed
 //! answers of the Lua scripts), and each concern's trait on this store:
-//! [`sessions`], [`kv`], [`records`] (plugin records and the tool log).
+//! [`sessions`], [`kv`], [`records`] (plugin records and the tool log),
+//! [`users`] (a user's data).
 
 mod keys;
 mod kv;
 mod records;
 mod reply;
 mod sessions;
+mod users;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

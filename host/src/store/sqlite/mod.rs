@@ -8,15 +8,19 @@
 //! Reads use a small pool of reader connections, which WAL lets run
 //! alongside the writer.
 //!
-//! The rooms: [`writer`] (the one writer thread and every write it applies),
-//! [`sessions`], [`kv`] and [`records`] (plugin records and the tool log):
-//! each concern's trait, implemented on this store.
+//! The rooms: [`writer`] (the one writer thread and every write it applies,
+//! with [`entries`] and [`removal`], the SQL of KV entries and of deletion),
+//! [`sessions`], [`kv`], [`records`] (plugin records and the tool log) and
+//! [`users`] (a user's data): each concern's trait, implemented on this
+//! store.
 
 mod entries;
 mod kv;
 mod records;
+mod removal;
 mod sessions;
 mod sql;
+mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -11,10 +11,12 @@ use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sqlite::entries::{
     kv_store, live_value, reclaim, set_usage, uncount_user, usage,
 };
+use crate::store::sqlite::removal::{delete_session, erase_user};
 use crate::store::sqlite::sql::{Failed, backend, ms, to_sql};
 use crate::store::types::{
     Execution, HistoryCap, Message, Namespace, Quota, SessionRecord, Status, increment_value,
 };
+use crate::store::users::Erased;
 
 /// Commits gathered into one transaction at most. Bounds how long the first
 /// commit of a batch waits for the last one.
@@ -31,6 +33,7 @@ pub(super) enum Write {
         expires_at_ms: u64,
     },
     DeleteSession(String),
+    EraseUser(String),
     PurgeEnded {
         ended_before_ms: u64,
     },
@@ -80,6 +83,7 @@ pub(super) enum Applied {
     Stored(bool),
     Counter(i64),
     Swept(u64),
+    Erased(Erased),
 }
 
 /// A [`Commit`] as the writer stores it, its state serialized by the caller
@@ -266,6 +270,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
         Write::DeleteSession(id) => delete_session(conn, id)
             .map(|()| Applied::Done)
             .map_err(backend),
+        Write::EraseUser(user) => erase_user(conn, user).map(Applied::Erased),
         Write::PurgeEnded { ended_before_ms } => {
             let ended: Vec<String> = conn
                 .prepare_cached(
@@ -385,14 +390,6 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             .map(|deleted| Applied::Swept(deleted as u64))
             .map_err(backend),
     }
-}
-
-fn delete_session(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
-        .execute([id])?;
-    conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
-        .execute([id])?;
-    Ok(())
 }
 
 /// Appends `messages` to the history of `session`, then trims it to `cap`.
