@@ -1458,6 +1458,114 @@ fn slow_clients_are_cut_off_and_connections_past_the_cap_closed_at_once() {
     );
 }
 
+/// Sends `head` on a new connection and reads the answer to the end:
+/// its status and its body as JSON.
+fn raw_answer(server: &Server, head: &[u8]) -> (String, Value) {
+    let mut stream = connect(server);
+    std::io::Write::write_all(&mut stream, head).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("content-type: application/json"), "{answer}");
+    (head.lines().next().unwrap().to_owned(), json_of(body))
+}
+
+#[test]
+fn hypers_own_answers_to_unreadable_requests_are_json_too() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+
+    let (status, body) = raw_answer(&server, b"NOT HTTP AT ALL\r\n\r\n");
+    assert_eq!(
+        (status.as_str(), &body["kind"]),
+        ("HTTP/1.1 400 Bad Request", &json!("bad-request")),
+        "{body}"
+    );
+    let many: String = (0..200).map(|i| format!("x-header-{i}: v\r\n")).collect();
+    let (status, body) = raw_answer(
+        &server,
+        format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
+    );
+    assert_eq!(
+        (status.as_str(), &body["kind"]),
+        (
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            &json!("too-large")
+        ),
+        "{body}"
+    );
+    let long = "a".repeat(70_000);
+    let (status, body) = raw_answer(
+        &server,
+        format!("GET /{long} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(
+        (status.as_str(), &body["kind"]),
+        ("HTTP/1.1 414 URI Too Long", &json!("too-large")),
+        "{body}"
+    );
+    // A handler's own 400 is left as it wrote it.
+    let (status, body) = raw_answer(
+        &server,
+        b"POST /v1/sessions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3\r\nconnection: close\r\n\r\n{x}",
+    );
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    assert_eq!(body["kind"], "bad-request", "{body}");
+    assert!(
+        !body["message"]
+            .as_str()
+            .unwrap()
+            .contains("well-formed HTTP"),
+        "{body}"
+    );
+}
+
+#[test]
+fn an_open_websocket_keeps_its_place_under_the_connection_cap() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("serve.toml");
+    std::fs::write(&config, "[server]\nmax_connections = 2\n").unwrap();
+    let intake = plugin_dir("intake");
+    let server = Server::start(
+        data.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--plugin",
+            intake.to_str().unwrap(),
+        ],
+    );
+    let id = server.start_session("intake");
+    let ws = server.base.replace("http://", "ws://");
+    let (socket, _) = tungstenite::connect(format!("{ws}/v1/sessions/{id}/ws")).unwrap();
+    let _idle = connect(&server);
+    let mut third = connect(&server);
+    assert!(
+        closed_within(&mut third, std::time::Duration::from_millis(500)),
+        "the WebSocket gave up its place when it upgraded"
+    );
+    drop(socket);
+    assert!(
+        (0..100).any(|_| {
+            let mut probe = connect(&server);
+            std::io::Write::write_all(
+                &mut probe,
+                b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut probe, &mut answer);
+            answer.starts_with("HTTP/1.1 200") || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                false
+            }
+        }),
+        "the WebSocket's place is free once it closes"
+    );
+}
+
 #[test]
 fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
     let _cores = shared_cores();

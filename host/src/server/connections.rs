@@ -6,7 +6,8 @@
 //! A connection past the cap is closed as soon as it is accepted, so that
 //! idle or stalled clients cannot take the process's file descriptors and
 //! memory from everyone else; the cap is kept below the process's limit of
-//! open files, so `/healthz` and the store keep answering.
+//! open files, so `/healthz` and the store keep answering. A WebSocket
+//! keeps its connection's place for as long as it is open.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
 
 use crate::server::api::error;
+use crate::server::held::Held;
 
 /// How many connections a server holds open and how long it waits for a
 /// client, as the `[server]` table of the settings file says.
@@ -118,9 +120,10 @@ pub async fn serve(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::warn!(error = %err, "cannot set TCP_NODELAY on a connection");
         }
+        // The socket holds the place, so a WebSocket keeps it once upgraded.
         let connection = builder
             .serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(Held::new(stream, place)),
                 TowerToHyperService::new(router.clone()),
             )
             .with_upgrades();
@@ -137,15 +140,16 @@ pub async fn serve(
             if let Err(err) = ended {
                 tracing::debug!(error = %err, "a connection ended in an error");
             }
-            drop(place);
+            drop(stopped);
         });
     }
     drop(listener);
-    // Each connection finishes its request under way and closes; when
-    // every place is free again, all have.
+    // Each connection finishes its request under way and closes; when the
+    // last one lets go of its receiver, all have. (An upgraded WebSocket
+    // no longer is one: it ends with the process.)
+    drop(stopped);
     let _ = stopping.send(());
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    let _ = open.acquire_many(all).await;
+    stopping.closed().await;
     Ok(())
 }
 

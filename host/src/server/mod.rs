@@ -3,7 +3,8 @@
 //! plugins ([`admin`]), behind the `server` feature.
 //!
 //! Every error is JSON, `{"kind": "...", "message": "..."}`, with a stable
-//! `kind`: the caller's mistakes (bad JSON, unknown plugin, session or tool,
+//! `kind`, hyper's own answers to unreadable requests included ([`held`]):
+//! the caller's mistakes (bad JSON, unknown plugin, session or tool,
 //! invalid arguments, oversized bodies) are 4xx; a plugin that fails its turn
 //! is 502; the store failing is 503. See `docs/api.md`.
 
@@ -12,6 +13,7 @@ mod admin;
 mod api;
 pub mod auth;
 pub mod connections;
+mod held;
 mod sessions;
 pub mod sockets;
 mod websocket;
