@@ -1347,6 +1347,25 @@ fn closed_within(stream: &mut std::net::TcpStream, wait: std::time::Duration) ->
     }
 }
 
+/// Whether `/healthz` answers on a new connection within some 100 tries,
+/// as it does once a place under the connection cap is free.
+fn healthz_answers_soon(server: &Server) -> bool {
+    (0..100).any(|_| {
+        let mut probe = connect(server);
+        std::io::Write::write_all(
+            &mut probe,
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut probe, &mut answer);
+        answer.starts_with("HTTP/1.1 200") || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            false
+        }
+    })
+}
+
 /// A session-API request whose head declares a body it never sends.
 fn stall_an_upload(server: &Server) -> std::net::TcpStream {
     use std::io::Write;
@@ -1408,20 +1427,7 @@ fn slow_clients_are_cut_off_and_connections_past_the_cap_closed_at_once() {
     );
     drop(held);
     assert!(
-        (0..100).any(|_| {
-            let mut probe = connect(&server);
-            std::io::Write::write_all(
-                &mut probe,
-                b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-            )
-            .unwrap();
-            let mut answer = String::new();
-            let _ = std::io::Read::read_to_string(&mut probe, &mut answer);
-            answer.starts_with("HTTP/1.1 200") || {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                false
-            }
-        }),
+        healthz_answers_soon(&server),
         "places free again once the held connections close"
     );
 
@@ -1548,20 +1554,7 @@ fn an_open_websocket_keeps_its_place_under_the_connection_cap() {
     );
     drop(socket);
     assert!(
-        (0..100).any(|_| {
-            let mut probe = connect(&server);
-            std::io::Write::write_all(
-                &mut probe,
-                b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-            )
-            .unwrap();
-            let mut answer = String::new();
-            let _ = std::io::Read::read_to_string(&mut probe, &mut answer);
-            answer.starts_with("HTTP/1.1 200") || {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                false
-            }
-        }),
+        healthz_answers_soon(&server),
         "the WebSocket's place is free once it closes"
     );
 }
