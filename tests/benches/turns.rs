@@ -136,7 +136,7 @@ fn mean_of(mut op: impl FnMut()) -> Duration {
 /// Instantiation alone, and instantiation plus one call of `on-start`, with
 /// the host's engine; the imports are stubs, which instantiation never calls.
 fn instantiation(bytes: &[u8]) -> (Duration, Duration) {
-    let engine = Engine::new(&Limits::default(), None).unwrap();
+    let engine = Engine::new(&Limits::default(), None, None).unwrap();
     let (component, _) = engine.component(bytes, Digest::of(bytes)).unwrap();
     let mut linker = wasmtime::component::Linker::<()>::new(engine.wasmtime());
     linker.define_unknown_imports_as_traps(&component).unwrap();

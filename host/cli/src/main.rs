@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use agentbox_host::engine::Compilation;
+use agentbox_host::engine::{Compilation, CompilerProcess, compile_from_stdin};
 use agentbox_host::policy::{Grants, Policy, PolicyFile};
 use agentbox_host::store::StoreSpec;
 use agentbox_host::{Host, Limits, LoadError, PluginVersion};
@@ -66,6 +66,20 @@ enum Commands {
     Tools(ToolsCommand),
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Compile the component on stdin for the host that started this process, writing the
+    /// artifact to stdout (run by agentbox itself)
+    #[command(hide = true)]
+    CompileComponent(CompileArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompileArgs {
+    /// Linear memory of one instance of the host's engine
+    #[arg(long)]
+    memory_bytes: usize,
+    /// Whether the host's engine meters fuel
+    #[arg(long)]
+    fuel: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +105,11 @@ struct HostArgs {
     #[arg(long, value_name = "MIB")]
     memory_mib: Option<usize>,
 
+    /// Time compiling one plugin may take, in milliseconds; a component that takes longer is
+    /// refused, and its compiler (a child process) stopped [default: 120000]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    compile_timeout_ms: Option<u64>,
+
     /// The operator's policy, a TOML file: turn limits for every plugin or one, session
     /// time-to-live and bounds, KV quotas, and the named KV buckets each plugin may open (see
     /// docs/policy.md)
@@ -100,6 +119,9 @@ struct HostArgs {
 
 /// The data folder when none is given.
 const DATA_DIR: &str = "agentbox-data";
+
+/// How long compiling one plugin may take when no one says.
+const COMPILE_TIMEOUT_MS: u64 = 120_000;
 
 impl HostArgs {
     fn data_dir(&self) -> PathBuf {
@@ -148,10 +170,17 @@ impl HostArgs {
         let store = store
             .open()
             .with_context(|| format!("cannot open the store {store}"))?;
+        let compiler = CompilerProcess {
+            program: std::env::current_exe()
+                .context("cannot find this program, to compile plugins with")?,
+            args: vec!["compile-component".into()],
+            budget: Duration::from_millis(self.compile_timeout_ms.unwrap_or(COMPILE_TIMEOUT_MS)),
+        };
         Host::builder()
             .policy(policy)
             .store(store)
             .artifact_cache(artifacts)
+            .compiler(compiler)
             .build()
     }
 
@@ -185,6 +214,10 @@ async fn main() -> ExitCode {
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,
         Commands::Keys(command) => keys::keys(command),
+        Commands::CompileComponent(args) => {
+            let code = compile_from_stdin(args.memory_bytes, args.fuel);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
     };
     match result {
         Ok(code) => code,

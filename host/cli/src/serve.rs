@@ -148,6 +148,7 @@ struct ServeConfig {
     data_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
+    compile_timeout_ms: Option<u64>,
     policy: Option<PathBuf>,
 }
 
@@ -172,6 +173,12 @@ impl ServeArgs {
                     path.display()
                 )
             })?;
+        if config.compile_timeout_ms == Some(0) {
+            bail!(
+                "the config file {} is invalid: compile_timeout_ms must be at least 1",
+                path.display()
+            );
+        }
         self.listen = self.listen.or(config.listen);
         self.plugins.extend(config.plugins);
         self.plugin_dir = self.plugin_dir.or(config.plugin_dir);
@@ -188,6 +195,7 @@ impl ServeArgs {
         host.data_dir = host.data_dir.take().or(config.data_dir);
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
         host.memory_mib = host.memory_mib.or(config.memory_mib);
+        host.compile_timeout_ms = host.compile_timeout_ms.or(config.compile_timeout_ms);
         host.policy = host.policy.take().or(config.policy);
         Ok(self)
     }

@@ -289,6 +289,74 @@ fn inspect_refuses_what_is_not_an_agentbox_plugin_in_one_line() {
     }
 }
 
+/// A component that passes the world check, since it exports the agent
+/// interface by name, but exports an instance it does not have: only
+/// compiling it finds that.
+fn a_component_that_does_not_compile() -> Vec<u8> {
+    let name = b"agentbox:plugin/agent@0.1.0";
+    let mut export = vec![0x01, 0x00, name.len() as u8];
+    export.extend_from_slice(name);
+    export.extend([0x05, 0x00, 0x00]); // instance 0, no type ascribed
+    let mut component = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+    component.extend([0x0b, export.len() as u8]);
+    component.extend(export);
+    component
+}
+
+#[test]
+fn compiling_runs_in_a_child_process_under_a_time_budget() {
+    let data = tempfile::tempdir().unwrap();
+    let artifacts = data.path().join("artifacts");
+    let cached = || std::fs::read_dir(&artifacts).map_or(0, |dir| dir.count());
+
+    let over = run_output(
+        agentbox("inspect", data.path())
+            .args(["--compile-timeout-ms", "1"])
+            .arg(plugin_dir("intake")),
+    );
+    assert!(!over.status.success());
+    assert!(
+        last_stderr_line(&over).ends_with(
+            "the component was refused: compiling it took longer than the budget of 1 ms"
+        ),
+        "{}",
+        last_stderr_line(&over)
+    );
+    assert_eq!(cached(), 0, "a refused component is not cached");
+
+    let broken = data.path().join("broken.wasm");
+    std::fs::write(&broken, a_component_that_does_not_compile()).unwrap();
+    let invalid = run_output(agentbox("inspect", data.path()).arg(&broken));
+    let line = last_stderr_line(&invalid);
+    assert!(
+        line.starts_with(&format!(
+            "agentbox: cannot load {}: invalid WebAssembly component: ",
+            broken.display()
+        )) && line.contains("instance index out of bounds"),
+        "the compiler process says why: {line}"
+    );
+
+    let within = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
+    assert!(
+        within.status.success(),
+        "{}",
+        String::from_utf8_lossy(&within.stderr)
+    );
+    assert_eq!(cached(), 1, "the accepted one is");
+
+    let zero = run_output(
+        agentbox("inspect", data.path())
+            .args(["--compile-timeout-ms", "0"])
+            .arg(plugin_dir("intake")),
+    );
+    assert!(!zero.status.success());
+    assert!(
+        String::from_utf8_lossy(&zero.stderr).contains("'--compile-timeout-ms <MS>'"),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
+}
+
 #[test]
 fn run_refuses_a_bad_store_and_a_bad_variable_with_usage_errors() {
     let data = tempfile::tempdir().unwrap();

@@ -1559,6 +1559,44 @@ fn an_open_websocket_keeps_its_place_under_the_connection_cap() {
     );
 }
 
+/// The processes `pid` started that are still there.
+fn children_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
+}
+
+#[test]
+fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped() {
+    let _cores = shared_cores();
+    // Built beside, so that the server's artifact cache does not hold it.
+    let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let counter = build(&plugin_dir("counter"), elsewhere.path());
+    let server = Server::start_with_env(
+        data.path(),
+        &["--compile-timeout-ms", "1"],
+        &[("AGENTBOX_ADMIN_TOKEN", "tok")],
+    );
+    let env = [
+        ("AGENTBOX_SERVER", server.base.as_str()),
+        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+    ];
+    let (ok, _, stderr) = agentbox(&["plugins", "load", counter.to_str().unwrap()], &env);
+    assert!(!ok);
+    assert!(
+        stderr.contains("invalid-plugin")
+            && stderr.contains("compiling it took longer than the budget of 1 ms"),
+        "{stderr}"
+    );
+    assert_eq!(
+        children_of(server.child.id()).trim(),
+        "",
+        "the compiler process was stopped and reaped"
+    );
+    let (status, body) = request("GET", &server.url("/v1/admin/plugins"), None, Some("tok"));
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _) = request("GET", &server.url("/healthz"), None, None);
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
     let _cores = shared_cores();

@@ -14,7 +14,7 @@ pub mod versions;
 
 use wasmtime::component::Linker;
 
-use crate::engine::{Compilation, Digest, Engine};
+use crate::engine::{Compilation, CompileError, Digest, Engine};
 use crate::instance::agent::AgentPre;
 use crate::instance::ctx::TurnCtx;
 use crate::instance::v0_1::{AGENT_EXPORT, WORLD_VERSION};
@@ -81,6 +81,15 @@ pub enum LoadError {
     /// The component does not compile or validate.
     #[error("invalid WebAssembly component: {0}")]
     Invalid(String),
+    /// Compiling the component took longer than the host's budget.
+    #[error(
+        "the component was refused: compiling it took longer than the budget of {} ms",
+        .0.as_millis()
+    )]
+    CompileBudget(std::time::Duration),
+    /// The host's compiler process failed; the component may be fine.
+    #[error("the component could not be compiled: {0}")]
+    Compiler(String),
     /// The component targets another world than `agentbox:plugin@0.1.0`.
     #[error("not an agentbox plugin for world {PACKAGE}@{WORLD_VERSION}: {0}")]
     WrongWorld(String),
@@ -152,9 +161,12 @@ impl PluginVersion {
         // component for another world costs a parse, not a compilation.
         let world = check_world(bytes)?;
         let digest = Digest::of(bytes);
-        let (component, compilation) = engine
-            .component(bytes, digest)
-            .map_err(|err| LoadError::Invalid(format!("{err:#}")))?;
+        let (component, compilation) =
+            engine.component(bytes, digest).map_err(|err| match err {
+                CompileError::Invalid(reason) => LoadError::Invalid(reason),
+                CompileError::OverBudget(budget) => LoadError::CompileBudget(budget),
+                err @ CompileError::Process(_) => LoadError::Compiler(err.to_string()),
+            })?;
         let pre = AgentPre::new(linker, &component, &world)
             .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
         let manifest = describe(&pre).map_err(LoadError::Describe)?;

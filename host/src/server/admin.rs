@@ -102,7 +102,7 @@ pub(super) async fn load_plugin(
     .expect("loading a plugin panicked")
     {
         Ok(version) => (StatusCode::CREATED, Json(describe(&version))).into_response(),
-        Err(err @ LoadError::Store(_)) => error(
+        Err(err @ (LoadError::Store(_) | LoadError::Compiler(_))) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             err.to_string(),

@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::capability::output::Sink;
 use crate::clock::Clock;
-use crate::engine::Engine;
+use crate::engine::{CompilerProcess, Engine};
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
@@ -94,6 +94,7 @@ pub struct HostBuilder {
     grants: Grants,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
+    compiler: Option<CompilerProcess>,
     clock: Clock,
 }
 
@@ -143,6 +144,13 @@ impl HostBuilder {
         self
     }
 
+    /// Compiles components in a child process under a time budget
+    /// (default: in this process, with no budget).
+    pub fn compiler(mut self, compiler: CompilerProcess) -> Self {
+        self.compiler = Some(compiler);
+        self
+    }
+
     /// The clock for timestamps and time-to-live (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -167,7 +175,7 @@ impl HostBuilder {
                 .or_else(|| self.plugin_limits.values().find_map(|limits| limits.fuel)),
             ..self.limits.clone()
         };
-        let engine = Engine::new(&largest, self.cache)?;
+        let engine = Engine::new(&largest, self.cache, self.compiler)?;
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(crate::store::MemoryStore::default()));
@@ -210,6 +218,7 @@ impl Host {
             grants: Grants::default(),
             store: None,
             cache: None,
+            compiler: None,
             clock: Clock::system(),
         }
     }

@@ -1,4 +1,9 @@
-//! The wasmtime engine every plugin runs on, and its compiled-artifact cache.
+//! The wasmtime engine every plugin runs on, its compiled-artifact cache,
+//! and where components are compiled ([`compiler`]).
+
+mod compiler;
+
+pub use compiler::{CompileError, CompilerProcess, compile_from_stdin};
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -33,8 +38,10 @@ const DECOMMIT_BATCH: usize = 32;
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    memory_bytes: usize,
     fuel: bool,
     cache: Option<Arc<Dir>>,
+    compiler: Option<Arc<CompilerProcess>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -42,6 +49,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("cache", &self.cache.is_some())
+            .field("compiler", &self.compiler)
             .finish()
     }
 }
@@ -81,34 +89,22 @@ pub enum Compilation {
 impl Engine {
     /// An engine whose instances may use up to `limits.memory_bytes` of linear
     /// memory, metering fuel if `limits.fuel` is set, caching compiled
-    /// components in `cache` when given.
-    pub fn new(limits: &Limits, cache: Option<Dir>) -> anyhow::Result<Engine> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            // A Rust component holds its module plus a few adapter shims.
-            .total_core_instances(POOL_INSTANCES * 4)
-            .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES * 4)
-            .max_memory_size(limits.memory_bytes)
-            // Keep freed slots warm so the next turn reuses their mappings.
-            .max_unused_warm_slots(POOL_INSTANCES / 4)
-            // Decommit freed slots in batches: each madvise round costs a TLB
-            // shootdown on every core.
-            .decommit_batch_size(DECOMMIT_BATCH);
-        let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            .concurrency_support(false)
-            .consume_fuel(limits.fuel.is_some())
-            .wasm_component_model(true);
-        let inner = wasmtime::Engine::new(&config)?;
+    /// components in `cache` when given, and compiling them in `compiler`
+    /// when given (else in this process, with no time budget).
+    pub fn new(
+        limits: &Limits,
+        cache: Option<Dir>,
+        compiler: Option<CompilerProcess>,
+    ) -> anyhow::Result<Engine> {
+        let fuel = limits.fuel.is_some();
+        let inner = wasmtime::Engine::new(&config(limits.memory_bytes, fuel))?;
         let ticker = Ticker::start(inner.clone());
         Ok(Engine {
             inner,
-            fuel: limits.fuel.is_some(),
+            memory_bytes: limits.memory_bytes,
+            fuel,
             cache: cache.map(Arc::new),
+            compiler: compiler.map(Arc::new),
             _ticker: ticker,
         })
     }
@@ -130,10 +126,10 @@ impl Engine {
         &self,
         bytes: &[u8],
         digest: Digest,
-    ) -> anyhow::Result<(Component, Compilation)> {
+    ) -> Result<(Component, Compilation), CompileError> {
         let started = Instant::now();
         let Some(cache) = &self.cache else {
-            let component = Component::new(&self.inner, bytes)?;
+            let component = self.compile(bytes)?;
             return Ok((component, Compilation::Compiled(started.elapsed())));
         };
         let name = self.artifact_name(digest);
@@ -147,8 +143,17 @@ impl Engine {
                 Err(err) => tracing::warn!(%digest, "discarding unusable cached artifact: {err:#}"),
             }
         }
-        let component = Component::new(&self.inner, bytes)?;
+        let component = self.compile(bytes)?;
         Ok((component, Compilation::Compiled(started.elapsed())))
+    }
+
+    /// Compiles `bytes`, in the compiler process if this engine has one.
+    fn compile(&self, bytes: &[u8]) -> Result<Component, CompileError> {
+        match &self.compiler {
+            Some(compiler) => compiler.compile(&self.inner, self.memory_bytes, self.fuel, bytes),
+            None => Component::new(&self.inner, bytes)
+                .map_err(|err| CompileError::Invalid(format!("{err:#}"))),
+        }
     }
 
     /// Keeps the artifact of `component`, compiled now from the bytes with
@@ -182,6 +187,33 @@ impl Engine {
         self.inner.precompile_compatibility_hash().hash(&mut hasher);
         format!("{digest}-{:016x}.cwasm", hasher.finish())
     }
+}
+
+/// The configuration of every engine with `memory_bytes` of linear memory
+/// per instance, metering fuel if `fuel`: the host's, and its compiler
+/// process's, whose artifacts must match it.
+fn config(memory_bytes: usize, fuel: bool) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_INSTANCES)
+        // A Rust component holds its module plus a few adapter shims.
+        .total_core_instances(POOL_INSTANCES * 4)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(POOL_INSTANCES * 4)
+        .max_memory_size(memory_bytes)
+        // Keep freed slots warm so the next turn reuses their mappings.
+        .max_unused_warm_slots(POOL_INSTANCES / 4)
+        // Decommit freed slots in batches: each madvise round costs a TLB
+        // shootdown on every core.
+        .decommit_batch_size(DECOMMIT_BATCH);
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .concurrency_support(false)
+        .consume_fuel(fuel)
+        .wasm_component_model(true);
+    config
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

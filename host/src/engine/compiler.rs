@@ -1,0 +1,170 @@
+//! Compiling a component in a child process, under a time budget.
+//!
+//! Cranelift cannot be interrupted: a component built to compile slowly
+//! would hold a thread, and the request that brought it, for as long as it
+//! likes. So a host may compile in a child process instead
+//! ([`CompilerProcess`]), which writes the compiled artifact back and is
+//! killed once the budget is spent. The child is the host's own program
+//! run with arguments that make it call [`compile_from_stdin`]; it compiles
+//! for an engine configured exactly as the host's, and the host checks the
+//! artifact against its own engine when it deserializes it.
+
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wasmtime::component::Component;
+
+use crate::engine::config;
+
+/// The most a compiler process may say about why it failed.
+const MAX_MESSAGE: u64 = 64 * 1024;
+
+/// A program that compiles components when run with `args` (by calling
+/// [`compile_from_stdin`]), and how long one compilation may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompilerProcess {
+    /// The program, usually the host's own executable.
+    pub program: PathBuf,
+    /// The arguments that make it compile; the engine's settings follow.
+    pub args: Vec<OsString>,
+    /// How long one compilation may take, from starting the process to
+    /// its last byte of output.
+    pub budget: Duration,
+}
+
+/// Why a component could not be compiled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompileError {
+    /// The bytes are not a valid component.
+    #[error("{0}")]
+    Invalid(String),
+    /// Compiling took longer than the budget; the compiler was killed.
+    #[error(
+        "compiling it took longer than the budget of {} ms, so it was stopped",
+        .0.as_millis()
+    )]
+    OverBudget(Duration),
+    /// The compiler process could not run, or died without a word.
+    #[error("the compiler process failed: {0}")]
+    Process(String),
+}
+
+impl CompilerProcess {
+    /// Compiles `bytes` in a new process for `engine`, whose settings are
+    /// `memory_bytes` and `fuel`, within the budget.
+    pub(super) fn compile(
+        &self,
+        engine: &wasmtime::Engine,
+        memory_bytes: usize,
+        fuel: bool,
+        bytes: &[u8],
+    ) -> Result<Component, CompileError> {
+        let failed = |what: &str, err: std::io::Error| {
+            CompileError::Process(format!("{what} {}: {err}", self.program.display()))
+        };
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .arg("--memory-bytes")
+            .arg(memory_bytes.to_string());
+        if fuel {
+            command.arg("--fuel");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| failed("cannot start", err))?;
+        let (mut stdin, mut stdout, mut stderr) = (
+            child.stdin.take().expect("piped"),
+            child.stdout.take().expect("piped"),
+            child.stderr.take().expect("piped"),
+        );
+        // The pipes are served on threads of their own, so the budget is
+        // waited for here whatever the child does with them; once the
+        // child is gone, each ends.
+        let (artifact, message) = std::thread::scope(|threads| {
+            threads.spawn(move || {
+                // A child that died first closed the pipe; its message
+                // says why.
+                let _ = stdin.write_all(bytes);
+            });
+            let message = threads.spawn(move || {
+                let mut message = String::new();
+                let _ = (&mut stderr).take(MAX_MESSAGE).read_to_string(&mut message);
+                message
+            });
+            let (done, output) = mpsc::channel();
+            threads.spawn(move || {
+                let mut artifact = Vec::new();
+                let read = stdout.read_to_end(&mut artifact).map(|_| artifact);
+                let _ = done.send(read);
+            });
+            let artifact = match output.recv_timeout(self.budget) {
+                Ok(read) => read.map_err(|err| failed("cannot read from", err)),
+                Err(_) => {
+                    let _ = child.kill();
+                    Err(CompileError::OverBudget(self.budget))
+                }
+            };
+            (artifact, message.join().unwrap_or_default())
+        });
+        let status = child.wait().map_err(|err| failed("cannot wait for", err))?;
+        let artifact = artifact?;
+        if !status.success() {
+            let message = message.trim();
+            return Err(if status.code() == Some(INVALID) && !message.is_empty() {
+                CompileError::Invalid(message.to_owned())
+            } else {
+                CompileError::Process(format!("it ended with {status}: {message}"))
+            });
+        }
+        // SAFETY: the artifact was just written by the compiler this host
+        // started for this engine's settings; `deserialize` still checks it
+        // against this engine and refuses one that does not match.
+        unsafe { Component::deserialize(engine, &artifact) }
+            .map_err(|err| CompileError::Process(format!("its artifact is unusable: {err:#}")))
+    }
+}
+
+/// The exit code of a compiler process refusing the component it was given.
+const INVALID: i32 = 2;
+
+/// The compiler process's side: reads a component's bytes from stdin,
+/// compiles them for an engine with `memory_bytes` of memory per instance
+/// and fuel metering if `fuel`, and writes the artifact to stdout. A
+/// component that does not compile is reported on stderr, and the process
+/// should exit with the returned code.
+pub fn compile_from_stdin(memory_bytes: usize, fuel: bool) -> i32 {
+    let compiled = (|| -> anyhow::Result<Result<Vec<u8>, String>> {
+        let engine = wasmtime::Engine::new(&config(memory_bytes, fuel))?;
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        Ok(engine
+            .precompile_component(&bytes)
+            .map_err(|err| format!("{err:#}")))
+    })();
+    match compiled {
+        Ok(Ok(artifact)) => match std::io::stdout().write_all(&artifact) {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("cannot write the artifact: {err}");
+                1
+            }
+        },
+        Ok(Err(invalid)) => {
+            eprintln!("{invalid}");
+            INVALID
+        }
+        Err(err) => {
+            eprintln!("{err:#}");
+            1
+        }
+    }
+}
