@@ -196,6 +196,12 @@ const REAP_EVERY: Duration = Duration::from_secs(60);
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A compiler process's stderr is the message it answers with, and
+    // nothing else: it logs nothing.
+    if let Commands::CompileComponent(args) = &cli.command {
+        let code = compile_from_stdin(args.memory_bytes, args.fuel);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -214,10 +220,7 @@ async fn main() -> ExitCode {
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,
         Commands::Keys(command) => keys::keys(command),
-        Commands::CompileComponent(args) => {
-            let code = compile_from_stdin(args.memory_bytes, args.fuel);
-            return ExitCode::from(u8::try_from(code).unwrap_or(1));
-        }
+        Commands::CompileComponent(_) => unreachable!("answered before logging starts"),
     };
     match result {
         Ok(code) => code,

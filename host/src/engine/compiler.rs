@@ -96,9 +96,12 @@ impl CompilerProcess {
                 let _ = stdin.write_all(bytes);
             });
             let message = threads.spawn(move || {
-                let mut message = String::new();
-                let _ = (&mut stderr).take(MAX_MESSAGE).read_to_string(&mut message);
-                message
+                // Kept up to a bound, and drained to the end, so the child
+                // never waits on a full pipe.
+                let mut message = Vec::new();
+                let _ = (&mut stderr).take(MAX_MESSAGE).read_to_end(&mut message);
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+                String::from_utf8_lossy(&message).into_owned()
             });
             let (done, output) = mpsc::channel();
             threads.spawn(move || {
