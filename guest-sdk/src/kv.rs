@@ -77,7 +77,8 @@ impl Bucket {
             .transpose()
     }
 
-    /// Stores `value` as JSON under `key`, with no expiry.
+    /// Stores `value` as JSON under `key`. A key that expires keeps its
+    /// expiry; a new key has none.
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
         self.set_bytes(key, &encode(value)?, None)
     }
@@ -97,7 +98,8 @@ impl Bucket {
         self.bucket.get(key)
     }
 
-    /// Stores `value` under `key`; with `ttl`, the key expires after it.
+    /// Stores `value` under `key`; with `ttl`, the key expires after it,
+    /// and without, the key keeps the expiry it had, if any.
     pub fn set_bytes(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
         self.bucket.set(key, value, ttl.map(millis))
     }
@@ -133,7 +135,8 @@ impl Bucket {
     }
 
     /// Stores `new` under `key` only if the bytes there are `expected` (`None`:
-    /// only if absent); returns whether it stored.
+    /// only if absent); returns whether it stored. `ttl` works as in
+    /// [`Bucket::set_bytes`].
     pub fn compare_and_swap_bytes(
         &self,
         key: &str,
@@ -148,6 +151,7 @@ impl Bucket {
     /// Replaces the JSON value under `key` with `change` of it, atomically
     /// even when other sessions update it at the same time: a lost race
     /// runs `change` again on the newer value. Returns the value stored.
+    /// The key keeps its expiry, if it has one.
     pub fn update<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,

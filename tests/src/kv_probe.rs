@@ -124,6 +124,67 @@ async fn a_key_with_a_ttl_vanishes_when_the_host_clock_passes_it_on_every_store(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_a_ttl_keeps_the_keys_expiry_on_every_store() {
+    for store in every_store() {
+        let clock = Clock::manual(1_000_000);
+        let host = probe_host(
+            store.store.clone(),
+            Limits::default(),
+            clock.clone(),
+            Grants::default(),
+        );
+        let id = session(&host, None).await;
+        let key = |key: &str| json!({ "bucket": "global", "key": key });
+        let put = |key: &str, value: &str, ttl_ms: Option<u64>| json!({ "bucket": "global", "key": key, "value": value, "ttl_ms": ttl_ms });
+        for name in ["set", "swapped", "updated"] {
+            call(&host, &id, "put", put(name, "\"a\"", Some(60_000))).await;
+        }
+        clock.advance(Duration::from_millis(30_000));
+        call(&host, &id, "put", put("set", "\"b\"", None)).await;
+        let swap =
+            json!({ "bucket": "global", "key": "swapped", "expected": "\"a\"", "value": "\"b\"" });
+        assert_eq!(
+            call(&host, &id, "compare_and_swap", swap).await,
+            json!(true)
+        );
+        let append = json!({ "bucket": "global", "key": "updated", "suffix": "b" });
+        assert_eq!(call(&host, &id, "append", append).await, json!("ab"));
+
+        clock.advance(Duration::from_millis(29_999));
+        for (name, value) in [
+            ("set", "\"b\""),
+            ("swapped", "\"b\""),
+            ("updated", "\"ab\""),
+        ] {
+            assert_eq!(
+                call(&host, &id, "get", key(name)).await,
+                json!(value),
+                "{} {name}",
+                store.name
+            );
+        }
+        clock.advance(Duration::from_millis(1));
+        for name in ["set", "swapped", "updated"] {
+            assert_eq!(
+                call(&host, &id, "get", key(name)).await,
+                Value::Null,
+                "{}: a write without a TTL made `{name}` permanent",
+                store.name
+            );
+        }
+        // A key written again after it expired, without a TTL, is permanent.
+        call(&host, &id, "put", put("set", "\"c\"", None)).await;
+        clock.advance(Duration::from_millis(1_000_000_000));
+        assert_eq!(
+            call(&host, &id, "get", key("set")).await,
+            json!("\"c\""),
+            "{}",
+            store.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_buckets_are_per_user_and_global_buckets_per_plugin() {
     for store in every_store() {
         let host = probe_host(

@@ -302,15 +302,17 @@ impl KvStore for MemoryStore {
     ) -> Result<bool, KvStoreError> {
         let mut kv = self.kv.lock().expect("memory store poisoned");
         let owner = kv.entry(ns.owner.clone()).or_default();
-        if let Some(expected) = write.only_if {
-            let current = owner.live(ns, key, now_ms).map(|entry| &entry.value[..]);
-            if current != expected {
-                return Ok(false);
-            }
+        let live = owner.live(ns, key, now_ms);
+        if let Some(expected) = write.only_if
+            && live.map(|entry| &entry.value[..]) != expected
+        {
+            return Ok(false);
         }
         let entry = Entry {
             value: write.value.to_vec(),
-            expires_at_ms: write.expires_at_ms,
+            expires_at_ms: write
+                .expires_at_ms
+                .or_else(|| live.and_then(|entry| entry.expires_at_ms)),
         };
         owner.store(ns, key, entry, now_ms, quota)?;
         Ok(true)

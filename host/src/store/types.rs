@@ -304,7 +304,10 @@ impl std::fmt::Display for Namespace {
 pub struct KvWrite<'a> {
     /// The new value.
     pub value: &'a [u8],
-    /// When the key expires, in milliseconds of the host clock; `None` for never.
+    /// When the key expires, in milliseconds of the host clock. `None`
+    /// keeps the expiry of a live key as it was (an expiry is never dropped
+    /// by a write that does not name one); a key that is absent or expired
+    /// then never expires.
     pub expires_at_ms: Option<u64>,
     /// `Some(expected)`: store only if the live value is `expected`, where
     /// `None` means the key must be absent (compare-and-swap). `None`: always.

@@ -104,6 +104,19 @@ impl KvProbe {
             .map_err(refused)
     }
 
+    /// Appends `suffix` to the JSON string under `key` (absent: empty)
+    /// through the SDK's `update`, and returns the string stored.
+    #[tool]
+    fn append(&mut self, bucket: String, key: String, suffix: String) -> Result<String, String> {
+        Bucket::open(&bucket)
+            .and_then(|bucket| {
+                bucket.update(&key, |value: Option<String>| {
+                    value.unwrap_or_default() + &suffix
+                })
+            })
+            .map_err(refused)
+    }
+
     /// Adds 1 to the counter under `key`, `times` times over, and returns
     /// the last value.
     #[tool]

@@ -112,26 +112,33 @@ local function record(after, size, at)
 end
 
 if op == 'put' then
-  -- ARGV: 5 value, 6 bytes, 7 expires at ('' never), 8 ttl ms ('' never),
-  --       9 quota keys, 10 quota bytes, 11 'always' | 'absent' | 'equals', 12 expected,
+  -- ARGV: 5 value, 6 bytes, 7 expires at ('' to keep a live key's expiry,
+  --       else never), 8 ttl ms (likewise), 9 quota keys, 10 quota bytes,
+  --       11 'always' | 'absent' | 'equals', 12 expected,
   --       13 quota keys per user, 14 quota bytes per user
-  local mode = ARGV[11]
+  local mode, is_live = ARGV[11], live(member)
   if mode ~= 'always' then
     local current = false
-    if live(member) then current = redis.call('GET', entry) end
+    if is_live then current = redis.call('GET', entry) end
     if mode == 'absent' and current then return {'stored', 0} end
     if mode == 'equals' and current ~= ARGV[12] then return {'stored', 0} end
+  end
+  local at, ttl = ARGV[7], ARGV[8]
+  if at == '' and is_live then
+    -- The live key's expiry stays, by the host clock.
+    local kept = redis.call('ZSCORE', expiry, member)
+    if kept then at, ttl = kept, tostring(math.max(tonumber(kept) - now, 1)) end
   end
   local size = tonumber(ARGV[6])
   local after, why = admit(size,
     {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[13]), tonumber(ARGV[14])})
   if not after then return why end
-  if ARGV[8] == '' then
+  if ttl == '' then
     redis.call('SET', entry, ARGV[5])
   else
-    redis.call('SET', entry, ARGV[5], 'PX', ARGV[8])
+    redis.call('SET', entry, ARGV[5], 'PX', ttl)
   end
-  record(after, size, ARGV[7])
+  record(after, size, at)
   return {'stored', 1}
 elseif op == 'incr' then
   -- ARGV: 5 delta, 6 key length, 7 quota keys, 8 quota bytes,

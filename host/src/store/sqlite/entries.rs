@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::store::sqlite::sql::{Failed, backend, ms};
-use crate::store::types::{Namespace, Quota, Usage, entry_bytes};
+use crate::store::types::{Namespace, Quota, Usage, entry_bytes, is_live};
 
 /// Every key of a `kv` scope sorts below its prefix followed by this: keys
 /// are printable ASCII, below DEL.
@@ -114,7 +114,8 @@ pub(super) fn uncount_user(
 
 /// Stores one KV entry and keeps its owner's usage (and its user scope's),
 /// within `quota`: an owner that would go over it first loses its expired
-/// entries, then is refused.
+/// entries, then is refused. Without `expires_at_ms`, a live entry keeps
+/// its expiry.
 pub(super) fn kv_store(
     conn: &Connection,
     ns: &Namespace,
@@ -124,16 +125,26 @@ pub(super) fn kv_store(
     now_ms: u64,
     quota: &Quota,
 ) -> Result<(), Failed> {
-    let old: Option<u64> = conn
+    let stored: Option<(u64, Option<u64>)> = conn
         .prepare_cached(
-            "SELECT octet_length(value) FROM kv WHERE owner = ?1 AND scope = ?2 AND key = ?3",
+            "SELECT octet_length(value), expires_at_ms FROM kv
+             WHERE owner = ?1 AND scope = ?2 AND key = ?3",
         )
         .and_then(|mut statement| {
             statement
-                .query_row(params![ns.owner, ns.scope, key], |row| row.get(0))
+                .query_row(params![ns.owner, ns.scope, key], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()
         })
         .map_err(backend)?;
+    let old = stored.map(|(len, _)| len);
+    // A write that names no expiry keeps the live key's.
+    let expires_at_ms = expires_at_ms.or_else(|| {
+        stored
+            .and_then(|(_, at)| at)
+            .filter(|&at| is_live(Some(at), now_ms))
+    });
     let after = |usage: Usage| Usage {
         keys: usage.keys + u64::from(old.is_none()),
         bytes: usage.bytes + entry_bytes(key, value) - old.map_or(0, |len| key.len() as u64 + len),
