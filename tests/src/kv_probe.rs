@@ -29,6 +29,20 @@ async fn session(host: &Host, user: Option<&str>) -> String {
 }
 
 /// Calls a tool that must succeed and returns its result.
+/// The probe on `store` under default limits and a test clock, and a
+/// session of it.
+async fn on_a_test_clock(store: &Arc<dyn Store>) -> (Host, Clock, String) {
+    let clock = Clock::manual(1_000_000);
+    let host = probe_host(
+        store.clone(),
+        Limits::default(),
+        clock.clone(),
+        Grants::default(),
+    );
+    let id = session(&host, None).await;
+    (host, clock, id)
+}
+
 async fn call(host: &Host, session: &str, tool: &str, arguments: Value) -> Value {
     host.call_tool(session, tool, arguments.clone(), None)
         .await
@@ -54,14 +68,7 @@ fn global(plugin: &str) -> Namespace {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_with_a_ttl_vanishes_when_the_host_clock_passes_it_on_every_store() {
     for store in every_store() {
-        let clock = Clock::manual(1_000_000);
-        let host = probe_host(
-            store.store.clone(),
-            Limits::default(),
-            clock.clone(),
-            Grants::default(),
-        );
-        let id = session(&host, None).await;
+        let (host, clock, id) = on_a_test_clock(&store.store).await;
         let key = json!({ "bucket": "global", "key": "weather:paris" });
         call(&host, &id, "put", json!({ "bucket": "global", "key": "weather:paris", "value": "sunny", "ttl_ms": 60_000 })).await;
         call(
@@ -126,14 +133,7 @@ async fn a_key_with_a_ttl_vanishes_when_the_host_clock_passes_it_on_every_store(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_a_ttl_keeps_the_keys_expiry_on_every_store() {
     for store in every_store() {
-        let clock = Clock::manual(1_000_000);
-        let host = probe_host(
-            store.store.clone(),
-            Limits::default(),
-            clock.clone(),
-            Grants::default(),
-        );
-        let id = session(&host, None).await;
+        let (host, clock, id) = on_a_test_clock(&store.store).await;
         let key = |key: &str| json!({ "bucket": "global", "key": key });
         let put = |key: &str, value: &str, ttl_ms: Option<u64>| json!({ "bucket": "global", "key": key, "value": value, "ttl_ms": ttl_ms });
         for name in ["set", "swapped", "updated"] {
