@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use crate::CacheScope;
 use crate::runtime::Dispatch;
 pub use crate::schema_for as schema_of;
 use crate::{ToolSpec, Tools};
@@ -20,6 +21,7 @@ pub fn tool_spec(
     description: &str,
     requires: &[&str],
     cache_ttl_ms: Option<u64>,
+    cache_scope: CacheScope,
     result_schema: Option<Value>,
 ) -> ToolSpec {
     ToolSpec {
@@ -29,6 +31,7 @@ pub fn tool_spec(
         result_schema: result_schema.map(|schema| schema.to_string()),
         requires: requires.iter().map(|key| (*key).to_owned()).collect(),
         cache_ttl_ms,
+        cache_scope,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Write agentbox agent plugins in Rust.
 //!
 //! An agentbox plugin is a WebAssembly component built for `wasm32-wasip2`
-//! against the `agentbox:plugin@0.1.0` world. The host runs every turn of a
+//! against the `agentbox:plugin@0.2.0` world. The host runs every turn of a
 //! conversation in a fresh instance, so a plugin keeps nothing in memory
 //! between turns: what must last goes into session state, which the host
 //! commits when the turn succeeds and throws away when it fails.
@@ -121,7 +121,9 @@
 //!
 //! `#[tool]` takes `requires = ["key", ...]` (session keys that must be set,
 //! checked by the host), `cache_ttl_ms = N` (results cached by the host per
-//! session, plugin version and arguments) and `result_schema` (the host
+//! plugin version and arguments, for the same session unless
+//! `cache_scope = "user"` shares them among the user's sessions or
+//! `cache_scope = "global"` with everyone) and `result_schema` (the host
 //! checks results against the schema of `T`). Methods without `#[tool]`
 //! stay ordinary methods. An unsupported signature is a compile error at
 //! the offending argument.
@@ -178,7 +180,7 @@
 //! [`bindings`] is exactly what wit-bindgen generates for it.
 #![deny(missing_docs)]
 
-/// The bindings wit-bindgen generates for the `agentbox:plugin@0.1.0` world.
+/// The bindings wit-bindgen generates for the `agentbox:plugin@0.2.0` world.
 ///
 /// `session`, `kv` and `output` are the host's imports; `exports::…::agent::Guest`
 /// is the trait a plugin implements. [`bindings::export_world!`] exports an
@@ -189,7 +191,7 @@
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.1",
+        path: "../wit/v0.2",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "export_world",
@@ -207,7 +209,7 @@ pub mod __private;
 pub use agentbox_sdk_macros::{tool, tools};
 
 pub use bindings::agentbox::plugin::types::{
-    EndReason, Error, Manifest, Message, Outcome, Role, ToolSpec,
+    CacheScope, EndReason, Error, Manifest, Message, Outcome, Role, ToolSpec,
 };
 pub use serde_json::{Value, json};
 

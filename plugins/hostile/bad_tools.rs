@@ -11,6 +11,7 @@ pub fn tool(name: &str, parameters: &str) -> agentbox_sdk::ToolSpec {
         result_schema: None,
         requires: Vec::new(),
         cache_ttl_ms: None,
+        cache_scope: agentbox_sdk::CacheScope::Session,
     }
 }
 

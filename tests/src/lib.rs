@@ -29,6 +29,8 @@ mod boundary;
 #[cfg(test)]
 mod broken_schema;
 #[cfg(test)]
+mod cache_probe;
+#[cfg(test)]
 mod callers;
 #[cfg(test)]
 mod counter;

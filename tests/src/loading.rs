@@ -55,7 +55,7 @@ fn a_component_for_another_world_is_refused_before_it_is_compiled() {
     );
     assert!(
         err.to_string()
-            .ends_with("it does not export `agentbox:plugin/agent@0.1.0` (its exports: none)"),
+            .ends_with("it does not export `agentbox:plugin/agent@0.2.0` (its exports: none)"),
         "{err}"
     );
 }

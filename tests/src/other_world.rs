@@ -12,7 +12,7 @@ fn component_of_another_world_is_refused_naming_the_missing_export() {
     assert!(matches!(err, LoadError::WrongWorld(_)), "{err}");
     assert_eq!(
         err.to_string(),
-        "not an agentbox plugin for world agentbox:plugin@0.1.0: it does not export \
-         `agentbox:plugin/agent@0.1.0` (its exports: greet)"
+        "not an agentbox plugin for world agentbox:plugin@0.1.0 or @0.2.0: it does not export \
+         `agentbox:plugin/agent@0.2.0` (its exports: greet)"
     );
 }

@@ -760,8 +760,13 @@ fn kv_ttl_hides_at_expiry_and_the_sweep_reclaims(store: &dyn Store) {
     );
     // Gone for good: even the past no longer sees it.
     assert_eq!(get(store, &global, "brief", 1_000), None);
-    // A set without a TTL clears the expiry.
-    put(store, &global, "renewed", "1", Some(1_500));
+    // A set without a TTL keeps a live key's expiry, and leaves one
+    // written over an expired key without any.
+    put(store, &global, "kept", "1", Some(1_500));
+    put(store, &global, "kept", "2", None);
+    assert_eq!(get(store, &global, "kept", 1_499).as_deref(), Some("2"));
+    assert_eq!(get(store, &global, "kept", 1_500), None);
+    put(store, &global, "renewed", "1", Some(900));
     put(store, &global, "renewed", "2", None);
     assert_eq!(get(store, &global, "renewed", 9_999).as_deref(), Some("2"));
 }

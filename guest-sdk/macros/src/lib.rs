@@ -48,6 +48,8 @@ pub fn tool(_attr: TokenStream, item: TokenStream) -> TokenStream {
 struct Options {
     requires: Vec<String>,
     cache_ttl_ms: Option<u64>,
+    /// `Session`, `User` or `Global`: the variant of `CacheScope`.
+    cache_scope: Option<syn::Ident>,
     result_schema: bool,
 }
 
@@ -113,6 +115,11 @@ fn expand(mut block: ItemImpl) -> syn::Result<Tokens> {
             Some(ms) => quote!(::core::option::Option::Some(#ms)),
             None => quote!(::core::option::Option::None),
         };
+        let cache_scope = tool
+            .options
+            .cache_scope
+            .clone()
+            .unwrap_or_else(|| format_ident!("Session"));
         let ok_type = &tool.ok_type;
         let result_schema = if tool.options.result_schema {
             quote_spanned!(tool.output_span=> ::core::option::Option::Some(#private::schema_of::<#ok_type>()))
@@ -120,7 +127,7 @@ fn expand(mut block: ItemImpl) -> syn::Result<Tokens> {
             quote!(::core::option::Option::None)
         };
         specs.push(quote! {
-            #private::tool_spec(#private::schema_of::<#struct_name>(), #name_text, #description, &[#(#requires),*], #cache_ttl_ms, #result_schema)
+            #private::tool_spec(#private::schema_of::<#struct_name>(), #name_text, #description, &[#(#requires),*], #cache_ttl_ms, #private::CacheScope::#cache_scope, #result_schema)
         });
 
         let method = &tool.name;
@@ -194,13 +201,31 @@ fn parse_options(attr: &Attribute) -> syn::Result<Options> {
             let ms: syn::LitInt = meta.value()?.parse()?;
             options.cache_ttl_ms = Some(ms.base10_parse()?);
             Ok(())
+        } else if meta.path.is_ident("cache_scope") {
+            let scope: syn::LitStr = meta.value()?.parse()?;
+            let variant = match scope.value().as_str() {
+                "session" => "Session",
+                "user" => "User",
+                "global" => "Global",
+                _ => return Err(syn::Error::new_spanned(scope, "`cache_scope` is \"session\", \"user\" or \"global\"")),
+            };
+            options.cache_scope = Some(syn::Ident::new(variant, scope.span()));
+            Ok(())
         } else if meta.path.is_ident("result_schema") {
             options.result_schema = true;
             Ok(())
         } else {
-            Err(meta.error("unknown #[tool] option: use `requires = [\"key\", ...]`, `cache_ttl_ms = N` or `result_schema`"))
+            Err(meta.error("unknown #[tool] option: use `requires = [\"key\", ...]`, `cache_ttl_ms = N`, `cache_scope = \"user\"` or `result_schema`"))
         }
     })?;
+    if let Some(scope) = &options.cache_scope
+        && options.cache_ttl_ms.is_none()
+    {
+        return Err(syn::Error::new_spanned(
+            scope,
+            "`cache_scope` needs `cache_ttl_ms = N`: without it nothing is cached",
+        ));
+    }
     Ok(options)
 }
 
@@ -453,6 +478,21 @@ mod tests {
             error_of("impl A { #[tool(cache = 5)] fn f() -> Result<u32, String> { Ok(1) } }");
         assert!(message.starts_with("unknown #[tool] option"), "{message}");
         assert_eq!(at, "cache");
+        let (message, at) = error_of(
+            r#"impl A { #[tool(cache_ttl_ms = 5, cache_scope = "tenant")] fn f() -> Result<u32, String> { Ok(1) } }"#,
+        );
+        assert!(
+            message.starts_with("`cache_scope` is \"session\", \"user\" or \"global\""),
+            "{message}"
+        );
+        assert_eq!(at, "\"tenant\"");
+        let (message, _) = error_of(
+            r#"impl A { #[tool(cache_scope = "user")] fn f() -> Result<u32, String> { Ok(1) } }"#,
+        );
+        assert!(
+            message.starts_with("`cache_scope` needs `cache_ttl_ms = N`"),
+            "{message}"
+        );
         let (message, _) =
             error_of("impl Agent for A { #[tool] fn f() -> Result<u32, String> { Ok(1) } }");
         assert!(

@@ -238,14 +238,14 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
         String::from_utf8_lossy(&first.stderr)
     );
     let first: Value = serde_json::from_slice(&first.stdout).unwrap();
-    assert_eq!(first["world"], "agentbox:plugin@0.1.0");
+    assert_eq!(first["world"], "agentbox:plugin@0.2.0");
     assert_eq!(first["name"], "intake");
     assert_eq!(first["loads"], true);
     assert_eq!(first["artifact"]["cached"], false);
     let second = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(
-        text.contains("world         agentbox:plugin@0.1.0\n"),
+        text.contains("world         agentbox:plugin@0.2.0\n"),
         "{text}"
     );
     assert!(
@@ -267,7 +267,7 @@ fn inspect_refuses_what_is_not_an_agentbox_plugin_in_one_line() {
         (module, "this is a core WebAssembly module, not a component"),
         (
             plugin_dir("hostile/other-world"),
-            "not an agentbox plugin for world agentbox:plugin@0.1.0: it does not export `agentbox:plugin/agent@0.1.0`",
+            "not an agentbox plugin for world agentbox:plugin@0.1.0 or @0.2.0: it does not export `agentbox:plugin/agent@0.2.0`",
         ),
         (
             plugin_dir("hostile/bad-name"),

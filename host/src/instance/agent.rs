@@ -6,8 +6,8 @@ use wasmtime::component::{Component, Linker};
 
 use crate::engine::Engine;
 use crate::instance::ctx::TurnCtx;
-use crate::instance::v0_1;
 use crate::instance::world::{EndReason, GuestOutcome, Manifest};
+use crate::instance::{v0_1, v0_2};
 
 /// The store of one call.
 pub(crate) type Store = wasmtime::Store<TurnCtx>;
@@ -18,6 +18,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
     let mut linker: Linker<TurnCtx> = Linker::new(engine.wasmtime());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     v0_1::add_to_linker(&mut linker)?;
+    v0_2::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -25,6 +26,8 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
 pub(crate) enum AgentPre {
     /// A plugin of `agentbox:plugin@0.1.0`.
     V0_1(v0_1::PluginPre<TurnCtx>),
+    /// A plugin of `agentbox:plugin@0.2.0`.
+    V0_2(v0_2::PluginPre<TurnCtx>),
 }
 
 impl AgentPre {
@@ -37,6 +40,7 @@ impl AgentPre {
         let pre = linker.instantiate_pre(component)?;
         match world {
             v0_1::WORLD_VERSION => Ok(AgentPre::V0_1(v0_1::PluginPre::new(pre)?)),
+            v0_2::WORLD_VERSION => Ok(AgentPre::V0_2(v0_2::PluginPre::new(pre)?)),
             other => anyhow::bail!("world version {other} is not served by this host"),
         }
     }
@@ -45,6 +49,7 @@ impl AgentPre {
     pub(crate) fn instantiate(&self, store: &mut Store) -> wasmtime::Result<Agent> {
         match self {
             AgentPre::V0_1(pre) => pre.instantiate(&mut *store).map(Agent::V0_1),
+            AgentPre::V0_2(pre) => pre.instantiate(&mut *store).map(Agent::V0_2),
         }
     }
 }
@@ -53,34 +58,43 @@ impl AgentPre {
 pub(crate) enum Agent {
     /// A plugin of `agentbox:plugin@0.1.0`.
     V0_1(v0_1::Plugin),
+    /// A plugin of `agentbox:plugin@0.2.0`.
+    V0_2(v0_2::Plugin),
 }
 
 /// What an export returns: a trap, or the guest's own result.
 pub(crate) type Returned<R> = wasmtime::Result<Result<R, String>>;
 
+/// `$body` with `$plugin` bound to the bindings `$agent` holds, whatever
+/// its version: the generated types differ by version, the calls do not.
+macro_rules! on_every_version {
+    ($agent:expr, |$plugin:ident| $body:expr) => {
+        match $agent {
+            Agent::V0_1($plugin) => $body,
+            Agent::V0_2($plugin) => $body,
+        }
+    };
+}
+
 impl Agent {
     pub(crate) fn describe(&self, store: &mut Store) -> Returned<Manifest> {
-        match self {
-            Agent::V0_1(plugin) => plugin
-                .agentbox_plugin_agent()
-                .call_describe(store)
-                .map(|manifest| Ok(manifest.into())),
-        }
+        on_every_version!(self, |plugin| plugin
+            .agentbox_plugin_agent()
+            .call_describe(store)
+            .map(|manifest| Ok(manifest.into())))
     }
 
     pub(crate) fn on_start(&self, store: &mut Store) -> Returned<()> {
-        match self {
-            Agent::V0_1(plugin) => plugin.agentbox_plugin_agent().call_on_start(store),
-        }
+        on_every_version!(self, |plugin| plugin
+            .agentbox_plugin_agent()
+            .call_on_start(store))
     }
 
     pub(crate) fn on_message(&self, store: &mut Store, text: &str) -> Returned<GuestOutcome> {
-        match self {
-            Agent::V0_1(plugin) => plugin
-                .agentbox_plugin_agent()
-                .call_on_message(store, text)
-                .map(|result| result.map(Into::into)),
-        }
+        on_every_version!(self, |plugin| plugin
+            .agentbox_plugin_agent()
+            .call_on_message(store, text)
+            .map(|result| result.map(Into::into)))
     }
 
     pub(crate) fn call_tool(
@@ -89,26 +103,20 @@ impl Agent {
         name: &str,
         arguments: String,
     ) -> Returned<String> {
-        match self {
-            Agent::V0_1(plugin) => plugin
-                .agentbox_plugin_agent()
-                .call_call_tool(store, name, &arguments),
-        }
+        on_every_version!(self, |plugin| plugin
+            .agentbox_plugin_agent()
+            .call_call_tool(store, name, &arguments))
     }
 
     pub(crate) fn on_end(&self, store: &mut Store, reason: EndReason) -> Returned<()> {
-        match self {
-            Agent::V0_1(plugin) => plugin
-                .agentbox_plugin_agent()
-                .call_on_end(store, reason.into()),
-        }
+        on_every_version!(self, |plugin| plugin
+            .agentbox_plugin_agent()
+            .call_on_end(store, reason.into()))
     }
 
     pub(crate) fn migrate(&self, store: &mut Store, from: u32, state: String) -> Returned<String> {
-        match self {
-            Agent::V0_1(plugin) => plugin
-                .agentbox_plugin_agent()
-                .call_migrate(store, from, &state),
-        }
+        on_every_version!(self, |plugin| plugin
+            .agentbox_plugin_agent()
+            .call_migrate(store, from, &state))
     }
 }

@@ -1,6 +1,7 @@
 //! The instance layer: the data of the wasmtime store serving one call
 //! ([`ctx::TurnCtx`]), the linker that gives a guest its capabilities, one
-//! `bindgen!` per version of the world ([`v0_1`]), and the one way to run
+//! `bindgen!` per version of the world ([`v0_1`], [`v0_2`], sharing the
+//! imports both have through [`imports`]), and the one way to run
 //! an export in a fresh instance under a plugin's limits ([`call`]).
 //!
 //! Everything above this layer speaks the version-independent types of
@@ -9,5 +10,7 @@
 pub(crate) mod agent;
 pub(crate) mod call;
 pub(crate) mod ctx;
+mod imports;
 pub mod v0_1;
+pub mod v0_2;
 pub mod world;

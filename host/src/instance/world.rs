@@ -35,6 +35,20 @@ pub struct ToolSpec {
     pub requires: Vec<String>,
     /// How long its results may be cached, in milliseconds.
     pub cache_ttl_ms: Option<u64>,
+    /// Who may be served a cached result.
+    pub cache_scope: CacheScope,
+}
+
+/// Who may be served a tool's cached result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheScope {
+    /// Only the session whose call it answered (all a 0.1.0 plugin has).
+    #[default]
+    Session,
+    /// Every session of the same user; a session without a user id alone.
+    User,
+    /// Every caller.
+    Global,
 }
 
 /// How a plugin's `on-message` says the conversation goes on.

@@ -2,7 +2,8 @@
 //! and the registry of active versions.
 //!
 //! Loading a version compiles it (or loads it from the artifact cache),
-//! checks its imports and exports against `agentbox:plugin@0.1.0`, calls
+//! checks its imports and exports against a world this host serves
+//! (`agentbox:plugin@0.1.0` or `@0.2.0`), calls
 //! `describe()` in a trial instance, validates the manifest and only then
 //! makes the version active. A version that fails any step never replaces
 //! the active one.
@@ -17,14 +18,17 @@ use wasmtime::component::Linker;
 use crate::engine::{Compilation, CompileError, Digest, Engine};
 use crate::instance::agent::AgentPre;
 use crate::instance::ctx::TurnCtx;
-use crate::instance::v0_1::{AGENT_EXPORT, WORLD_VERSION};
 use crate::instance::world::Manifest;
+use crate::instance::{v0_1, v0_2};
 use crate::names::check_plugin_name;
 use crate::plugin::tools::ToolSet;
 use crate::store::BackendError;
 
 /// The WIT package every agentbox interface belongs to.
 const PACKAGE: &str = "agentbox:plugin";
+
+/// The versions of the world this host serves, oldest first.
+const WORLD_VERSIONS: [&str; 2] = [v0_1::WORLD_VERSION, v0_2::WORLD_VERSION];
 
 /// The imports from [`PACKAGE`] a plugin may have.
 const PACKAGE_IMPORTS: [&str; 4] = ["types", "session", "kv", "output"];
@@ -90,8 +94,11 @@ pub enum LoadError {
     /// The host's compiler process failed; the component may be fine.
     #[error("the component could not be compiled: {0}")]
     Compiler(String),
-    /// The component targets another world than `agentbox:plugin@0.1.0`.
-    #[error("not an agentbox plugin for world {PACKAGE}@{WORLD_VERSION}: {0}")]
+    /// The component targets no world this host serves.
+    #[error(
+        "not an agentbox plugin for world {PACKAGE}@{served}: {0}",
+        served = WORLD_VERSIONS.join(" or @")
+    )]
     WrongWorld(String),
     /// `describe()` trapped or ran out of time or memory.
     #[error("`describe()` failed: {0}")]
@@ -238,7 +245,8 @@ fn check_world(bytes: &[u8]) -> Result<String, LoadError> {
     else {
         let names = &exports;
         return Err(LoadError::WrongWorld(format!(
-            "it does not export `{AGENT_EXPORT}` (its exports: {})",
+            "it does not export `{}` (its exports: {})",
+            v0_2::AGENT_EXPORT,
             if names.is_empty() {
                 "none".to_owned()
             } else {
@@ -246,9 +254,9 @@ fn check_world(bytes: &[u8]) -> Result<String, LoadError> {
             }
         )));
     };
-    if world != WORLD_VERSION {
+    if !WORLD_VERSIONS.contains(&world) {
         return Err(LoadError::WrongWorld(format!(
-            "it targets {PACKAGE}@{world}, which this host does not support"
+            "it targets {PACKAGE}@{world}, which this host does not serve",
         )));
     }
     for name in imports.iter().map(String::as_str) {
@@ -271,7 +279,7 @@ fn check_world(bytes: &[u8]) -> Result<String, LoadError> {
             continue;
         };
         let known = rest.split_once('@').is_some_and(|(interface, version)| {
-            version == WORLD_VERSION && PACKAGE_IMPORTS.contains(&interface)
+            version == world && PACKAGE_IMPORTS.contains(&interface)
         });
         if !known {
             return Err(LoadError::WrongWorld(format!(
@@ -393,6 +401,7 @@ mod tests {
                 result_schema,
                 requires,
                 cache_ttl_ms: None,
+                cache_scope: Default::default(),
             })
     }
 
@@ -444,6 +453,7 @@ mod tests {
             result_schema: None,
             requires: Vec::new(),
             cache_ttl_ms,
+            cache_scope: Default::default(),
         };
         let manifest = |tool| Manifest {
             name: "shop".into(),

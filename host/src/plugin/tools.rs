@@ -8,7 +8,7 @@ use jsonschema::Validator;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::instance::world::Manifest;
+use crate::instance::world::{CacheScope, Manifest};
 use crate::names::{check_state_key, check_tool_name};
 use crate::plugin::sensitive;
 use crate::store::{Execution, State, ToolOutcome};
@@ -28,6 +28,8 @@ pub struct Tool {
     pub requires: Vec<String>,
     /// How long its results are cached, if at all.
     pub cache_ttl: Option<Duration>,
+    /// Who may be served a cached result.
+    pub cache_scope: CacheScope,
     /// Whether its parameter schema marks any argument write-only.
     pub sensitive: bool,
     parameters_validator: Validator,
@@ -104,6 +106,7 @@ impl ToolSet {
                 result_schema,
                 requires: spec.requires.clone(),
                 cache_ttl: spec.cache_ttl_ms.map(Duration::from_millis),
+                cache_scope: spec.cache_scope,
                 parameters_validator,
                 result_validator,
             };
@@ -162,11 +165,24 @@ impl Tool {
     }
 
     /// The result-cache key of a call of this tool of plugin version
-    /// `digest` in `session` with `arguments`: a hash of all four, the
-    /// arguments in canonical JSON (keys sorted, no whitespace).
-    pub fn cache_key(&self, digest: &str, session: &str, arguments: &Value) -> String {
+    /// `digest` with `arguments`, made in `session` for `user`: a hash of
+    /// the version, the tool, who may share the result (the session, the
+    /// user, or anyone, as the tool's scope says) and the arguments in
+    /// canonical JSON (keys sorted, no whitespace).
+    pub fn cache_key(
+        &self,
+        digest: &str,
+        session: &str,
+        user: Option<&str>,
+        arguments: &Value,
+    ) -> String {
+        let sharer = match (self.cache_scope, user) {
+            (CacheScope::Global, _) => "global".to_owned(),
+            (CacheScope::User, Some(user)) => format!("user/{user}"),
+            (CacheScope::User, None) | (CacheScope::Session, _) => format!("session/{session}"),
+        };
         let mut hasher = Sha256::new();
-        for part in [digest, self.name.as_str(), session, &arguments.to_string()] {
+        for part in [digest, self.name.as_str(), &sharer, &arguments.to_string()] {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }

@@ -94,9 +94,10 @@ impl Host {
                 missing,
             });
         }
-        let cache = tool
-            .cache_ttl
-            .map(|ttl| (tool.cache_key(&digest, id, &arguments), ttl));
+        let cache = tool.cache_ttl.map(|ttl| {
+            let key = tool.cache_key(&digest, id, record.user_id.as_deref(), &arguments);
+            (key, ttl)
+        });
         if let Some((key, _)) = &cache {
             let hit = self
                 .inner

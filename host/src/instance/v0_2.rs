@@ -1,0 +1,44 @@
+//! Host bindings of `agentbox:plugin@0.2.0` (`wit/v0.2`): the generated
+//! traits implemented on the turn's capabilities, and conversions between
+//! its types and the host's ([`super::world`]).
+#![expect(
+    missing_docs,
+    reason = "generated items; the WIT documents each of them"
+)]
+
+use crate::instance::world;
+
+wasmtime::component::bindgen!({
+    path: "../wit/v0.2",
+    world: "plugin",
+    imports: { default: trappable },
+    with: { "agentbox:plugin/kv.bucket": crate::capability::bucket::Bucket },
+});
+
+use agentbox::plugin::types::{CacheScope, ToolSpec};
+
+/// The version of the WIT package these bindings implement.
+pub const WORLD_VERSION: &str = "0.2.0";
+
+/// The name of the agent export as it appears in a component's exports.
+pub const AGENT_EXPORT: &str = "agentbox:plugin/agent@0.2.0";
+
+crate::instance::imports::serve_shared_imports!();
+
+impl From<ToolSpec> for world::ToolSpec {
+    fn from(spec: ToolSpec) -> world::ToolSpec {
+        world::ToolSpec {
+            name: spec.name,
+            description: spec.description,
+            parameters: spec.parameters,
+            result_schema: spec.result_schema,
+            requires: spec.requires,
+            cache_ttl_ms: spec.cache_ttl_ms,
+            cache_scope: match spec.cache_scope {
+                CacheScope::Session => world::CacheScope::Session,
+                CacheScope::User => world::CacheScope::User,
+                CacheScope::Global => world::CacheScope::Global,
+            },
+        }
+    }
+}
