@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use agentbox_host::Host;
 use agentbox_host::engine::Compilation;
+use agentbox_host::instance::world::CacheScope;
 use agentbox_host::plugin::tools::Tool;
 use agentbox_host::store::StoreSpec;
 use anyhow::Context as _;
@@ -132,6 +133,7 @@ fn tool_json(tool: &Tool) -> Value {
         "result": tool.result_schema,
         "requires": tool.requires,
         "cache_ttl_ms": tool.cache_ttl.map(|ttl| ttl.as_millis() as u64),
+        "cache_scope": tool.cache_ttl.map(|_| tool.cache_scope.as_str()),
     })
 }
 
@@ -145,7 +147,15 @@ fn print_tool(heading: &str, tool: &Tool) {
         println!("    requires    {}", tool.requires.join(", "));
     }
     if let Some(ttl) = tool.cache_ttl {
-        println!("    cached for  {} ms", ttl.as_millis());
+        println!(
+            "    cached for  {} ms, {}",
+            ttl.as_millis(),
+            match tool.cache_scope {
+                CacheScope::Session => "per session",
+                CacheScope::User => "per user",
+                CacheScope::Global => "for everyone",
+            }
+        );
     }
 }
 

@@ -51,6 +51,17 @@ pub enum CacheScope {
     Global,
 }
 
+impl CacheScope {
+    /// Its name in the WIT: `session`, `user` or `global`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheScope::Session => "session",
+            CacheScope::User => "user",
+            CacheScope::Global => "global",
+        }
+    }
+}
+
 /// How a plugin's `on-message` says the conversation goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestOutcome {
