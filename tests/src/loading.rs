@@ -1,8 +1,11 @@
 //! Files that are not agentbox plugins are refused with a reason.
 
-use agentbox_host::LoadError;
+use agentbox_host::engine::CompilerProcess;
+use agentbox_host::{Clock, Limits, LoadError};
 
-use crate::harness::host;
+use crate::harness::{host, host_builder};
+use crate::plugin_bytes;
+use crate::plugins::{COUNTER, INTAKE};
 
 #[test]
 fn a_file_that_is_not_wasm_is_refused() {
@@ -78,4 +81,65 @@ fn only_an_accepted_version_is_kept_in_the_artifact_cache() {
     host.load_plugin(&crate::plugin_bytes(crate::plugins::COUNTER))
         .unwrap();
     assert_eq!(artifacts(), 1);
+}
+
+/// A component that needs more memory at start than a limit allows is
+/// refused when it loads, saying what it needs and what the limit is: the
+/// host's before anything is compiled, a plugin's own once its manifest
+/// names it. No turn is left to fail on it.
+#[test]
+fn a_component_that_needs_more_memory_at_start_than_its_limit_is_refused_at_load() {
+    let intake = plugin_bytes(INTAKE);
+    let needs = host().load_plugin(&intake).unwrap().initial_memory;
+    assert!(
+        needs > 1 << 20,
+        "a Rust guest starts with its 1 MiB stack: {needs}"
+    );
+    let tight = Limits {
+        memory_bytes: 1 << 20,
+        ..Limits::default()
+    };
+
+    // The host's own limit, checked before compiling: this host's compiler
+    // cannot run, so getting that far would fail otherwise.
+    let host_limited = host_builder(Clock::system())
+        .limits(tight.clone())
+        .compiler(CompilerProcess {
+            program: "/nonexistent/compiler".into(),
+            args: Vec::new(),
+            budget: std::time::Duration::from_secs(1),
+        })
+        .build()
+        .unwrap();
+    let err = host_limited.load_plugin(&intake).unwrap_err();
+    assert!(
+        matches!(err, LoadError::Memory { plugin: None, needs: n, limit } if n == needs && limit == 1 << 20),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with("the component needs at least ")
+            && message.ends_with(
+                " MiB of memory at start; the host's limit is 1 MiB (--memory-mib, or memory_mib in the policy's [turns])"
+            ),
+        "{message}"
+    );
+
+    // A plugin's own limit, checked once its manifest names it; the
+    // host's other plugins load as before.
+    let plugin_limited = host_builder(Clock::system())
+        .plugin_limits("intake", tight)
+        .build()
+        .unwrap();
+    let err = plugin_limited.load_plugin(&intake).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("plugin `intake` needs at least ")
+            && message.ends_with(" MiB of memory at start; the limit for `intake` is 1 MiB"),
+        "{message}"
+    );
+    assert!(plugin_limited.plugins().is_empty());
+    plugin_limited
+        .load_plugin(&plugin_bytes(COUNTER))
+        .expect("another plugin is held to the host's limit");
 }

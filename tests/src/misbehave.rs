@@ -121,6 +121,17 @@ async fn memory_hog_fails_with_the_memory_limit() {
             .ends_with("memory limit of 16777216 bytes exceeded"),
         "{err}"
     );
+    // Printed with its whole chain of causes, as `agentbox run` does, the
+    // limit is said once.
+    let chain: Vec<String> =
+        std::iter::successors(Some(&err as &dyn std::error::Error), |err| err.source())
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(
+        chain.join(": ").matches("memory limit of").count(),
+        1,
+        "{chain:?}"
+    );
     assert_eq!(committed(&host, &id).await, (0, json!({})));
 }
 

@@ -94,6 +94,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "state_schema": manifest.state_schema.as_deref().map(schema),
             "tools": tools,
             "artifact": { "cached": cached, "ms": took.as_secs_f64() * 1e3 },
+            "initial_memory_bytes": plugin.initial_memory,
             "loads": true,
         });
         println!("{description}");
@@ -106,6 +107,10 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     println!("world         agentbox:plugin@{}", plugin.world);
     println!("digest        sha256:{}", plugin.digest);
     println!("artifact      {}", compilation_text(plugin.compilation));
+    println!(
+        "memory        {:.1} MiB at start",
+        plugin.initial_memory as f64 / f64::from(1 << 20)
+    );
     println!("state         version {}", manifest.state_version);
     if let Some(state_schema) = manifest.state_schema.as_deref() {
         println!("state schema  {}", schema(state_schema));

@@ -242,6 +242,10 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
     assert_eq!(first["name"], "intake");
     assert_eq!(first["loads"], true);
     assert_eq!(first["artifact"]["cached"], false);
+    assert!(
+        first["initial_memory_bytes"].as_u64().unwrap() > 1 << 20,
+        "a Rust guest starts with its 1 MiB stack: {first}"
+    );
     let second = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(

@@ -114,6 +114,12 @@ impl Engine {
         &self.inner
     }
 
+    /// The linear memory one instance may have: the largest limit of any
+    /// plugin of the host, the size of a pool slot.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
     /// Whether calls burn fuel; each store then needs some.
     pub fn meters_fuel(&self) -> bool {
         self.fuel

@@ -14,3 +14,9 @@ mod imports;
 pub mod v0_1;
 pub mod v0_2;
 pub mod world;
+
+/// The WIT package every agentbox interface belongs to.
+pub const PACKAGE: &str = "agentbox:plugin";
+
+/// The versions of the world this host serves, oldest first.
+pub const WORLD_VERSIONS: [&str; 2] = [v0_1::WORLD_VERSION, v0_2::WORLD_VERSION];

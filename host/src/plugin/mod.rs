@@ -1,15 +1,17 @@
 //! Loading plugins: checking a component against the world, its manifest,
 //! and the registry of active versions.
 //!
-//! Loading a version compiles it (or loads it from the artifact cache),
-//! checks its imports and exports against a world this host serves
-//! (`agentbox:plugin@0.1.0` or `@0.2.0`), calls
-//! `describe()` in a trial instance, validates the manifest and only then
-//! makes the version active. A version that fails any step never replaces
-//! the active one.
+//! Loading a version reads its world, imports and memory at start off its
+//! bytes ([`shape`]) against a world this host serves
+//! (`agentbox:plugin@0.1.0` or `@0.2.0`) and its limits, compiles it (or
+//! loads it from the artifact cache), calls `describe()` in a trial
+//! instance, validates the manifest and only then makes the version
+//! active. A version that fails any step never replaces the active one.
 
+mod error;
 pub mod registry;
 pub mod sensitive;
+mod shape;
 pub mod tools;
 pub mod versions;
 
@@ -19,30 +21,10 @@ use crate::engine::{Compilation, CompileError, Digest, Engine};
 use crate::instance::agent::AgentPre;
 use crate::instance::ctx::TurnCtx;
 use crate::instance::world::Manifest;
-use crate::instance::{v0_1, v0_2};
 use crate::names::check_plugin_name;
+pub use crate::plugin::error::{ActivateError, LoadError};
+use crate::plugin::shape::{Shape, shape};
 use crate::plugin::tools::ToolSet;
-use crate::store::BackendError;
-
-/// The WIT package every agentbox interface belongs to.
-const PACKAGE: &str = "agentbox:plugin";
-
-/// The versions of the world this host serves, oldest first.
-const WORLD_VERSIONS: [&str; 2] = [v0_1::WORLD_VERSION, v0_2::WORLD_VERSION];
-
-/// The imports from [`PACKAGE`] a plugin may have.
-const PACKAGE_IMPORTS: [&str; 4] = ["types", "session", "kv", "output"];
-
-/// The WASI 0.2 packages the host links, with nothing granted; the linker
-/// checks their versions and interfaces.
-const WASI_PACKAGES: [&str; 6] = [
-    "wasi:cli",
-    "wasi:clocks",
-    "wasi:filesystem",
-    "wasi:io",
-    "wasi:random",
-    "wasi:sockets",
-];
 
 /// One loaded, checked version of a plugin.
 pub struct PluginVersion {
@@ -52,6 +34,8 @@ pub struct PluginVersion {
     pub manifest: Manifest,
     /// The version of the `agentbox:plugin` world it targets.
     pub world: String,
+    /// The memory an instance of it needs at start, in bytes.
+    pub initial_memory: u64,
     /// Whether it was compiled now or loaded from the artifact cache.
     pub compilation: Compilation,
     /// Its tools, with compiled schemas.
@@ -69,87 +53,6 @@ impl std::fmt::Debug for PluginVersion {
     }
 }
 
-/// Why a plugin could not be loaded. Each message says what was wrong.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// The bytes are not WebAssembly at all.
-    #[error("not a WebAssembly file: it does not start with the `\\0asm` magic number")]
-    NotWasm,
-    /// A core module was given where a component is needed.
-    #[error(
-        "this is a core WebAssembly module, not a component: build the plugin for the `wasm32-wasip2` target \
-         (or wrap the module with `wasm-tools component new`)"
-    )]
-    CoreModule,
-    /// The component does not compile or validate.
-    #[error("invalid WebAssembly component: {0}")]
-    Invalid(String),
-    /// Compiling the component took longer than the host's budget.
-    #[error(
-        "the component was refused: compiling it took longer than the budget of {} ms",
-        .0.as_millis()
-    )]
-    CompileBudget(std::time::Duration),
-    /// The host's compiler process failed; the component may be fine.
-    #[error("the component could not be compiled: {0}")]
-    Compiler(String),
-    /// The component targets no world this host serves.
-    #[error(
-        "not an agentbox plugin for world {PACKAGE}@{served}: {0}",
-        served = WORLD_VERSIONS.join(" or @")
-    )]
-    WrongWorld(String),
-    /// `describe()` trapped or ran out of time or memory.
-    #[error("`describe()` failed: {0}")]
-    Describe(String),
-    /// The manifest breaks a rule.
-    #[error("invalid manifest: {0}")]
-    Manifest(String),
-    /// The version is valid, but the store could not keep it or record it active.
-    #[error("the store failed: {0}")]
-    Store(BackendError),
-}
-
-/// Why a version could not be made active. Nothing changed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ActivateError {
-    /// No version with this digest is loaded here or published in the store.
-    #[error(
-        "plugin `{name}` has no version with digest `{digest}`, loaded here or published in the store"
-    )]
-    Unknown {
-        /// The plugin.
-        name: String,
-        /// The digest asked for.
-        digest: String,
-    },
-    /// The plugin has had no other active version.
-    #[error("plugin `{0}` has no previous version to roll back to")]
-    NoPrevious(String),
-    /// The version published in the store does not load on this host.
-    #[error(
-        "version `{digest}` of plugin `{name}`, published in the store, does not load here: {reason}"
-    )]
-    Load {
-        /// The plugin.
-        name: String,
-        /// The version's digest.
-        digest: String,
-        /// Why it does not load.
-        reason: String,
-    },
-    /// The store failed.
-    #[error("plugin `{name}`: {source}")]
-    Store {
-        /// The plugin.
-        name: String,
-        /// What failed.
-        source: BackendError,
-    },
-}
-
 impl PluginVersion {
     /// Loads and checks `bytes`, calling `describe()` in a trial instance of
     /// `linker`, which provides the world's imports.
@@ -164,9 +67,20 @@ impl PluginVersion {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
-        // The world is read off the bytes before anything is compiled, so a
-        // component for another world costs a parse, not a compilation.
-        let world = check_world(bytes)?;
+        // The world and the memory it needs are read off the bytes before
+        // anything is compiled, so a component this host cannot run costs a
+        // parse, not a compilation.
+        let Shape {
+            world,
+            initial_memory,
+        } = shape(bytes)?;
+        if initial_memory > engine.memory_bytes() as u64 {
+            return Err(LoadError::Memory {
+                plugin: None,
+                needs: initial_memory,
+                limit: engine.memory_bytes(),
+            });
+        }
         let digest = Digest::of(bytes);
         let (component, compilation) =
             engine.component(bytes, digest).map_err(|err| match err {
@@ -190,6 +104,7 @@ impl PluginVersion {
             digest,
             manifest,
             world,
+            initial_memory,
             compilation,
             tools,
             pre,
@@ -200,94 +115,6 @@ impl PluginVersion {
     pub fn name(&self) -> &str {
         &self.manifest.name
     }
-}
-
-/// The names a component's bytes import and export at its top level,
-/// read without compiling or validating it (the compiler validates).
-fn world_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), LoadError> {
-    use wasmparser::{Parser, Payload};
-
-    let malformed = |err: wasmparser::BinaryReaderError| LoadError::Invalid(err.to_string());
-    let (mut imports, mut exports) = (Vec::new(), Vec::new());
-    // Modules and components nested inside have names of their own.
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(malformed)? {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) if depth == 0 => break,
-            Payload::End(_) => depth -= 1,
-            Payload::ComponentImportSection(section) if depth == 0 => {
-                for import in section {
-                    imports.push(import.map_err(malformed)?.name.full_name().into_owned());
-                }
-            }
-            Payload::ComponentExportSection(section) if depth == 0 => {
-                for export in section {
-                    exports.push(export.map_err(malformed)?.name.full_name().into_owned());
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok((imports, exports))
-}
-
-/// Checks the component's imports and exports against the world, before it
-/// is compiled, and returns the world version it targets. An import from a
-/// package the host does not link is named here; the versions and
-/// interfaces of the WASI packages it links are checked by the linker.
-fn check_world(bytes: &[u8]) -> Result<String, LoadError> {
-    let (imports, exports) = world_names(bytes)?;
-    let agent_prefix = format!("{PACKAGE}/agent@");
-    let Some(world) = exports
-        .iter()
-        .find_map(|name| name.strip_prefix(&agent_prefix))
-    else {
-        let names = &exports;
-        return Err(LoadError::WrongWorld(format!(
-            "it does not export `{}` (its exports: {})",
-            v0_2::AGENT_EXPORT,
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
-        )));
-    };
-    if !WORLD_VERSIONS.contains(&world) {
-        return Err(LoadError::WrongWorld(format!(
-            "it targets {PACKAGE}@{world}, which this host does not serve",
-        )));
-    }
-    for name in imports.iter().map(String::as_str) {
-        let Some(rest) = name
-            .strip_prefix(PACKAGE)
-            .and_then(|rest| rest.strip_prefix('/'))
-        else {
-            let package = name.split_once('/').map_or(name, |(package, _)| package);
-            if !WASI_PACKAGES.contains(&package) {
-                // `types` holds only types; the rest are what a plugin calls.
-                return Err(LoadError::WrongWorld(format!(
-                    "it imports `{name}`, which this host does not provide; a plugin may import \
-                     {PACKAGE}'s {} and WASI 0.2's {} (with nothing granted)",
-                    PACKAGE_IMPORTS[1..].join(", "),
-                    WASI_PACKAGES
-                        .map(|package| package.trim_start_matches("wasi:"))
-                        .join(", "),
-                )));
-            }
-            continue;
-        };
-        let known = rest.split_once('@').is_some_and(|(interface, version)| {
-            version == world && PACKAGE_IMPORTS.contains(&interface)
-        });
-        if !known {
-            return Err(LoadError::WrongWorld(format!(
-                "it imports `{name}`, which the world does not provide"
-            )));
-        }
-    }
-    Ok(world.to_owned())
 }
 
 fn check_manifest(manifest: &Manifest) -> Result<(), LoadError> {

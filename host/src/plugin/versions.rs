@@ -72,6 +72,8 @@ pub struct Plugins {
     metrics: Arc<Metrics>,
     /// The limits `describe` runs under: the host's own.
     limits: Arc<Limits>,
+    /// The memory limit of each plugin that has its own.
+    memory_limits: BTreeMap<String, usize>,
     sync: VersionSync,
 }
 
@@ -84,12 +86,15 @@ impl std::fmt::Debug for Plugins {
 }
 
 impl Plugins {
-    /// No plugins yet, on `engine`, published in and following `store`.
+    /// No plugins yet, on `engine`, published in and following `store`,
+    /// under the host's `limits` and the memory limits of the plugins that
+    /// have their own.
     pub(crate) fn new(
         engine: Engine,
         store: Arc<dyn PluginStore>,
         metrics: Arc<Metrics>,
         limits: Arc<Limits>,
+        memory_limits: BTreeMap<String, usize>,
     ) -> anyhow::Result<Plugins> {
         Ok(Plugins {
             linker: linker(&engine)?,
@@ -98,6 +103,7 @@ impl Plugins {
             store,
             metrics,
             limits,
+            memory_limits,
             sync: VersionSync::default(),
         })
     }
@@ -120,6 +126,26 @@ impl Plugins {
     /// Every loaded version of the plugin `name`, active or not, oldest first.
     pub fn loaded(&self, name: &str) -> Vec<Arc<PluginVersion>> {
         self.registry.loaded(name)
+    }
+
+    /// Loads and checks a version from its bytes: against the world, its
+    /// manifest, and the memory limit of the plugin it names.
+    fn load(&self, bytes: &[u8]) -> Result<PluginVersion, LoadError> {
+        let version =
+            PluginVersion::load(&self.engine, &self.linker, bytes, |pre| self.describe(pre))?;
+        let limit = self
+            .memory_limits
+            .get(version.name())
+            .copied()
+            .unwrap_or(self.limits.memory_bytes);
+        if version.initial_memory > limit as u64 {
+            return Err(LoadError::Memory {
+                plugin: Some(version.name().to_owned()),
+                needs: version.initial_memory,
+                limit,
+            });
+        }
+        Ok(version)
     }
 
     /// Calls `describe` of a plugin being loaded, in a trial instance in
@@ -185,8 +211,7 @@ impl Plugins {
     /// Loads, checks and publishes a version; returns it and whether the
     /// store had not seen its bytes.
     fn stage(&self, bytes: &[u8]) -> Result<(Arc<PluginVersion>, bool), LoadError> {
-        let version =
-            PluginVersion::load(&self.engine, &self.linker, bytes, |pre| self.describe(pre))?;
+        let version = self.load(bytes)?;
         let new = self
             .store
             .publish_plugin(&version.digest.to_string(), bytes)
@@ -341,21 +366,21 @@ impl Plugins {
                 name: name.to_owned(),
                 digest: digest.to_owned(),
             })?;
-        let loaded =
-            PluginVersion::load(&self.engine, &self.linker, &bytes, |pre| self.describe(pre))
-                .map_err(|err| err.to_string())
-                .and_then(|version| {
-                    if version.digest.to_string() != digest {
-                        Err(format!(
-                            "the bytes published under it have digest {}",
-                            version.digest
-                        ))
-                    } else if version.name() != name {
-                        Err(format!("it is a version of plugin `{}`", version.name()))
-                    } else {
-                        Ok(version)
-                    }
-                });
+        let loaded = self
+            .load(&bytes)
+            .map_err(|err| err.to_string())
+            .and_then(|version| {
+                if version.digest.to_string() != digest {
+                    Err(format!(
+                        "the bytes published under it have digest {}",
+                        version.digest
+                    ))
+                } else if version.name() != name {
+                    Err(format!("it is a version of plugin `{}`", version.name()))
+                } else {
+                    Ok(version)
+                }
+            });
         match loaded {
             Ok(version) => {
                 let version = self.registry.add(Arc::new(version));

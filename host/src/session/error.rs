@@ -221,8 +221,8 @@ pub struct SessionError {
     pub plugin: Option<String>,
     /// The turn that failed, when one ran.
     pub turn: Option<u64>,
-    /// Why.
-    #[source]
+    /// Why. Said in the message, and so not a `source` as well: a chain
+    /// printed whole would say it twice.
     pub cause: Cause,
 }
 

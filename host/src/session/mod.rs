@@ -188,7 +188,16 @@ impl HostBuilder {
         let limits = Arc::new(self.limits);
         Ok(Host {
             inner: Arc::new(Inner {
-                plugins: Plugins::new(engine, store.clone(), metrics.clone(), limits.clone())?,
+                plugins: Plugins::new(
+                    engine,
+                    store.clone(),
+                    metrics.clone(),
+                    limits.clone(),
+                    self.plugin_limits
+                        .iter()
+                        .map(|(plugin, limits)| (plugin.clone(), limits.memory_bytes))
+                        .collect(),
+                )?,
                 store,
                 turns: Arc::new(Semaphore::new(limits.concurrent_turns)),
                 plugin_turns: PluginTurns::default(),

@@ -1,0 +1,132 @@
+//! What a component's bytes say before it is compiled: the world it
+//! targets, what it imports, and how much memory it needs at start. Read
+//! with `wasmparser` (the parser wasmtime itself uses) without validating
+//! anything, so a component this host cannot run costs a parse, not a
+//! compilation.
+
+use crate::instance::{PACKAGE, WORLD_VERSIONS, v0_2};
+use crate::plugin::error::LoadError;
+
+/// The imports from [`PACKAGE`] a plugin may have.
+const PACKAGE_IMPORTS: [&str; 4] = ["types", "session", "kv", "output"];
+
+/// The WASI 0.2 packages the host links, with nothing granted; the linker
+/// checks their versions and interfaces.
+const WASI_PACKAGES: [&str; 6] = [
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:io",
+    "wasi:random",
+    "wasi:sockets",
+];
+
+/// What a component's bytes say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Shape {
+    /// The version of the world it targets.
+    pub(super) world: String,
+    /// The largest initial size of a memory its core modules define, in
+    /// bytes: what an instance needs before it runs a single instruction.
+    pub(super) initial_memory: u64,
+}
+
+/// What the component's bytes declare: the names it imports and exports at
+/// its top level, and the largest initial size of a memory any of its core
+/// modules defines, read without compiling or validating it (the compiler
+/// validates).
+fn declared(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>, u64), LoadError> {
+    use wasmparser::{Parser, Payload};
+
+    let malformed = |err: wasmparser::BinaryReaderError| LoadError::Invalid(err.to_string());
+    let (mut imports, mut exports, mut initial_memory) = (Vec::new(), Vec::new(), 0u64);
+    // Modules and components nested inside have names of their own.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(malformed)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => break,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    imports.push(import.map_err(malformed)?.name.full_name().into_owned());
+                }
+            }
+            Payload::ComponentExportSection(section) if depth == 0 => {
+                for export in section {
+                    exports.push(export.map_err(malformed)?.name.full_name().into_owned());
+                }
+            }
+            Payload::MemorySection(section) => {
+                for memory in section {
+                    let memory = memory.map_err(malformed)?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    initial_memory = initial_memory.max(memory.initial.saturating_mul(page));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((imports, exports, initial_memory))
+}
+
+/// Reads the component's shape, checking its imports and exports against
+/// the world before it is compiled. An import from a package the host does
+/// not link is named here; the versions and interfaces of the WASI packages
+/// it links are checked by the linker.
+pub(super) fn shape(bytes: &[u8]) -> Result<Shape, LoadError> {
+    let (imports, exports, initial_memory) = declared(bytes)?;
+    let agent_prefix = format!("{PACKAGE}/agent@");
+    let Some(world) = exports
+        .iter()
+        .find_map(|name| name.strip_prefix(&agent_prefix))
+    else {
+        let names = &exports;
+        return Err(LoadError::WrongWorld(format!(
+            "it does not export `{}` (its exports: {})",
+            v0_2::AGENT_EXPORT,
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    if !WORLD_VERSIONS.contains(&world) {
+        return Err(LoadError::WrongWorld(format!(
+            "it targets {PACKAGE}@{world}, which this host does not serve",
+        )));
+    }
+    for name in imports.iter().map(String::as_str) {
+        let Some(rest) = name
+            .strip_prefix(PACKAGE)
+            .and_then(|rest| rest.strip_prefix('/'))
+        else {
+            let package = name.split_once('/').map_or(name, |(package, _)| package);
+            if !WASI_PACKAGES.contains(&package) {
+                // `types` holds only types; the rest are what a plugin calls.
+                return Err(LoadError::WrongWorld(format!(
+                    "it imports `{name}`, which this host does not provide; a plugin may import \
+                     {PACKAGE}'s {} and WASI 0.2's {} (with nothing granted)",
+                    PACKAGE_IMPORTS[1..].join(", "),
+                    WASI_PACKAGES
+                        .map(|package| package.trim_start_matches("wasi:"))
+                        .join(", "),
+                )));
+            }
+            continue;
+        };
+        let known = rest.split_once('@').is_some_and(|(interface, version)| {
+            version == world && PACKAGE_IMPORTS.contains(&interface)
+        });
+        if !known {
+            return Err(LoadError::WrongWorld(format!(
+                "it imports `{name}`, which the world does not provide"
+            )));
+        }
+    }
+    Ok(Shape {
+        world: world.to_owned(),
+        initial_memory,
+    })
+}
