@@ -386,6 +386,7 @@ async fn ending_a_session_runs_on_end_and_commits_its_writes_with_the_end() {
         (2, agentbox_host::Outcome::End)
     );
     assert_eq!(ended.state, state(json!({ "entries": 1, "ended": true })));
+    assert_eq!(ended.said, ["goodbye after 1 entries"]);
     let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.status, agentbox_host::store::Status::Ended);
     let again = host.end_session(&id).await.unwrap_err();

@@ -287,7 +287,13 @@ async fn converse(
                 );
                 continue;
             }
-            "/end" => host.end_session(session).await.map(Some),
+            "/end" => host.end_session(session).await.map(|report| {
+                // What `on-end` said, as a message turn's replies are shown.
+                if let Some(sink) = &sink {
+                    report.said.iter().for_each(|text| sink(text));
+                }
+                Some(report)
+            }),
             _ if line.starts_with("/tool") => match parse_tool_line(line) {
                 Ok((name, arguments)) => {
                     host.call_tool(session, &name, arguments, sink)

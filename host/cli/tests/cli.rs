@@ -149,7 +149,7 @@ fn a_killed_run_loses_no_committed_turn() {
 fn run_prints_say_committed_and_error_events_as_json() {
     let data = tempfile::tempdir().unwrap();
     let script = data.path().join("script.txt");
-    std::fs::write(&script, "note\ntrap\n\nnote\n").unwrap();
+    std::fs::write(&script, "note\ntrap\n\nnote\n/end\n").unwrap();
     let output = run_output(
         agentbox("run", data.path())
             .args(["--store", "memory", "--json", "--script"])
@@ -174,6 +174,8 @@ fn run_prints_say_committed_and_error_events_as_json() {
             "committed",
             "error",
             "say",
+            "committed",
+            "say",
             "committed"
         ]
     );
@@ -191,6 +193,12 @@ fn run_prints_say_committed_and_error_events_as_json() {
     );
     assert_eq!(events[6]["turn"], 2);
     assert_eq!(events[6]["state"], json!({ "entries": 2 }));
+    assert_eq!(
+        events[7],
+        json!({ "event": "say", "text": "goodbye after 2 entries" }),
+        "what on-end said is shown"
+    );
+    assert_eq!(events[8]["state"], json!({ "entries": 2, "ended": true }));
 }
 
 #[test]

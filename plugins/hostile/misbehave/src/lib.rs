@@ -17,7 +17,8 @@
 //! call reached the guest; `score` returns whatever it is given against a
 //! result schema that allows at most 10 points, and `repeat` returns as long
 //! a result as it is asked for. Its state schema allows `mood` to be only
-//! `calm` or `cross`. `on-end` sets `ended`, or fails when `refuse_end` is set.
+//! `calm` or `cross`. `on-end` says goodbye with the count of entries and
+//! sets `ended`, or fails when `refuse_end` is set.
 
 use agentbox_sdk::{Agent, Outcome, Value, json, say, session, tools};
 use schemars::JsonSchema;
@@ -46,6 +47,10 @@ impl Agent for Misbehave {
         if session::get::<bool>("refuse_end") == Some(true) {
             return Err("refusing to end".into());
         }
+        say(&format!(
+            "goodbye after {} entries",
+            session::get::<u64>("entries").unwrap_or(0)
+        ));
         session::set("ended", &true).map_err(|err| err.to_string())
     }
 
