@@ -170,9 +170,17 @@ impl HostArgs {
         let store = store
             .open()
             .with_context(|| format!("cannot open the store {store}"))?;
+        // `/proc/self/exe` is this very program even once its file is
+        // replaced by an upgrade, whose compiler would build for another
+        // engine; elsewhere, the path it was started from.
+        let this_program = Path::new("/proc/self/exe");
+        let program = if this_program.exists() {
+            this_program.to_owned()
+        } else {
+            std::env::current_exe().context("cannot find this program, to compile plugins with")?
+        };
         let compiler = CompilerProcess {
-            program: std::env::current_exe()
-                .context("cannot find this program, to compile plugins with")?,
+            program,
             args: vec!["compile-component".into()],
             budget: Duration::from_millis(self.compile_timeout_ms.unwrap_or(COMPILE_TIMEOUT_MS)),
         };

@@ -1598,6 +1598,43 @@ fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped()
 }
 
 #[test]
+fn a_server_whose_program_file_an_upgrade_replaced_compiles_with_its_own_engine() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let _cores = shared_cores();
+    let (data, bin, elsewhere) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let program = bin.path().join("agentbox");
+    std::fs::copy(env!("CARGO_BIN_EXE_agentbox"), &program).unwrap();
+    let server = Server::start_program(
+        &program,
+        data.path(),
+        &[],
+        &[("AGENTBOX_ADMIN_TOKEN", "tok")],
+    );
+    // An upgrade puts another program where the running one was started from.
+    let upgrade = bin.path().join("agentbox.new");
+    std::fs::write(&upgrade, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&upgrade, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&upgrade, &program).unwrap();
+
+    let counter = build(&plugin_dir("counter"), elsewhere.path());
+    let env = [
+        ("AGENTBOX_SERVER", server.base.as_str()),
+        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+    ];
+    let (ok, stdout, stderr) = agentbox(&["plugins", "load", counter.to_str().unwrap()], &env);
+    assert!(
+        ok,
+        "the running server compiled with its own program: {stdout}{stderr}"
+    );
+    assert!(stdout.starts_with("counter 0.1.0 (sha256:"), "{stdout}");
+}
+
+#[test]
 fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
     let _cores = shared_cores();
     let data = tempfile::tempdir().unwrap();

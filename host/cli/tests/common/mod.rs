@@ -31,7 +31,17 @@ impl Server {
 
     /// [`Server::start`] with the environment variables `env` set.
     pub fn start_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agentbox"))
+        Server::start_program(Path::new(env!("CARGO_BIN_EXE_agentbox")), data, args, env)
+    }
+
+    /// [`Server::start_with_env`] running the `agentbox` at `program`.
+    pub fn start_program(
+        program: &Path,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut child = Command::new(program)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(args)
