@@ -120,7 +120,7 @@ fn a_component_that_needs_more_memory_at_start_than_its_limit_is_refused_at_load
     assert!(
         message.starts_with("the component needs at least ")
             && message.ends_with(
-                " MiB of memory at start; the host's limit is 1 MiB (--memory-mib, or memory_mib in the policy's [turns])"
+                " MiB of memory at start; the most any plugin of this host may have is 1 MiB (--memory-mib, or memory_mib in the policy)"
             ),
         "{message}"
     );

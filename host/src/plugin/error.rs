@@ -46,13 +46,13 @@ pub enum LoadError {
         plugin.as_ref().map_or("the component".to_owned(), |name| format!("plugin `{name}`")),
         mib(*needs),
         plugin.as_ref().map_or(
-            format!("the host's limit is {} (--memory-mib, or memory_mib in the policy's [turns])", mib(*limit as u64)),
+            format!("the most any plugin of this host may have is {} (--memory-mib, or memory_mib in the policy)", mib(*limit as u64)),
             |name| format!("the limit for `{name}` is {}", mib(*limit as u64)),
         )
     )]
     Memory {
-        /// The plugin, once its manifest named it; `None` for the host's
-        /// own limit, checked before compiling.
+        /// The plugin, once its manifest named it; `None` for the most any
+        /// plugin may have (a pool slot), checked before compiling.
         plugin: Option<String>,
         /// Bytes of memory it needs at start.
         needs: u64,
