@@ -95,6 +95,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "tools": tools,
             "artifact": { "cached": cached, "ms": took.as_secs_f64() * 1e3 },
             "initial_memory_bytes": plugin.initial_memory,
+            "extra_exports": plugin.extra_exports,
             "loads": true,
         });
         println!("{description}");
@@ -111,6 +112,12 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         "memory        {:.1} MiB at start",
         plugin.initial_memory as f64 / f64::from(1 << 20)
     );
+    if !plugin.extra_exports.is_empty() {
+        println!(
+            "also exports  {} (never called)",
+            plugin.extra_exports.join(", ")
+        );
+    }
     println!("state         version {}", manifest.state_version);
     if let Some(state_schema) = manifest.state_schema.as_deref() {
         println!("state schema  {}", schema(state_schema));

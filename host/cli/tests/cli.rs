@@ -254,6 +254,7 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
         first["initial_memory_bytes"].as_u64().unwrap() > 1 << 20,
         "a Rust guest starts with its 1 MiB stack: {first}"
     );
+    assert_eq!(first["extra_exports"], json!([]));
     let second = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(

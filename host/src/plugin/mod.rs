@@ -36,6 +36,8 @@ pub struct PluginVersion {
     pub world: String,
     /// The memory an instance of it needs at start, in bytes.
     pub initial_memory: u64,
+    /// What it exports besides the agent interface.
+    pub extra_exports: Vec<String>,
     /// Whether it was compiled now or loaded from the artifact cache.
     pub compilation: Compilation,
     /// Its tools, with compiled schemas.
@@ -73,6 +75,7 @@ impl PluginVersion {
         let Shape {
             world,
             initial_memory,
+            extra_exports,
         } = shape(bytes)?;
         if initial_memory > engine.memory_bytes() as u64 {
             return Err(LoadError::Memory {
@@ -100,11 +103,19 @@ impl PluginVersion {
         {
             tracing::warn!(%digest, "cannot keep the compiled artifact: {err:#}");
         }
+        if !extra_exports.is_empty() {
+            tracing::warn!(
+                plugin = manifest.name,
+                exports = extra_exports.join(", "),
+                "the component exports more than the agent interface; the host never calls the rest"
+            );
+        }
         Ok(PluginVersion {
             digest,
             manifest,
             world,
             initial_memory,
+            extra_exports,
             compilation,
             tools,
             pre,

@@ -29,6 +29,9 @@ pub(super) struct Shape {
     /// The largest initial size of a memory its core modules define, in
     /// bytes: what an instance needs before it runs a single instruction.
     pub(super) initial_memory: u64,
+    /// What it exports besides the agent interface, which the host never
+    /// calls (componentize-py's `init`, for one).
+    pub(super) extra_exports: Vec<String>,
 }
 
 /// What the component's bytes declare: the names it imports and exports at
@@ -125,8 +128,41 @@ pub(super) fn shape(bytes: &[u8]) -> Result<Shape, LoadError> {
             )));
         }
     }
+    let agent = format!("{agent_prefix}{world}");
     Ok(Shape {
         world: world.to_owned(),
         initial_memory,
+        extra_exports: exports.into_iter().filter(|name| *name != agent).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component's top level exporting `names`, each an instance it does
+    /// not have: enough to read, not to compile.
+    fn exporting(names: &[&str]) -> Vec<u8> {
+        let mut section = vec![names.len() as u8];
+        for name in names {
+            section.extend([0x00, name.len() as u8]);
+            section.extend_from_slice(name.as_bytes());
+            section.extend([0x05, 0x00, 0x00]);
+        }
+        let mut component = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+        component.extend([0x0b, section.len() as u8]);
+        component.extend(section);
+        component
+    }
+
+    #[test]
+    fn exports_besides_the_agent_are_listed() {
+        let read = shape(&exporting(&["agentbox:plugin/agent@0.2.0", "init"])).unwrap();
+        assert_eq!(
+            (read.world.as_str(), read.extra_exports),
+            ("0.2.0", vec!["init".to_owned()])
+        );
+        let read = shape(&exporting(&["agentbox:plugin/agent@0.1.0"])).unwrap();
+        assert!(read.extra_exports.is_empty());
+    }
 }
