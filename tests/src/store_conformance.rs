@@ -518,6 +518,34 @@ fn erasure_and_concurrent_writes_leave_nothing_half_counted(store: Arc<dyn Store
     assert!(store.sessions_of_user(user).unwrap().is_empty());
 }
 
+/// A page never holds more than asked for, whatever the backend's
+/// iteration hands back at once, and the pages hold every session once.
+fn many_sessions_are_listed_one_per_page_each_once(store: &dyn Store) {
+    let ids: Vec<String> = (0..100).map(|n| format!("s{n:03}")).collect();
+    for id in &ids {
+        store.create(&record(id), &[]).unwrap();
+    }
+    let (mut listed, mut cursor) = (Vec::new(), None);
+    for _ in 0..1_000 {
+        let page = store
+            .list_sessions(&SessionFilter::default(), cursor.as_deref(), 1)
+            .unwrap();
+        assert!(
+            page.sessions.len() <= 1,
+            "{} on a page of 1",
+            page.sessions.len()
+        );
+        listed.extend(page.sessions.into_iter().map(|record| record.id));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the listing never ends");
+    listed.sort();
+    assert_eq!(listed, ids);
+}
+
 fn sessions_are_listed_a_page_at_a_time_by_filter(store: &dyn Store) {
     let of = |id: &str, plugin: &str, user: &str| SessionRecord {
         plugin: plugin.to_owned(),
@@ -1217,6 +1245,7 @@ conformance!(
     a_users_sessions_and_kv_owners_are_listed,
     a_users_data_is_erased_whole_and_no_one_elses,
     sessions_are_listed_a_page_at_a_time_by_filter,
+    many_sessions_are_listed_one_per_page_each_once,
     sessions_expire_by_idle_time_and_by_age_per_plugin,
     deleted_session_is_gone_with_its_history,
     cache_entries_expire_at_their_time_and_are_swept,

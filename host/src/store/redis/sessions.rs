@@ -307,15 +307,23 @@ impl SessionStore for RedisStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<SessionPage, SessionStoreError> {
-        // A SCAN over the session records: its cursor is the listing's, and
-        // a page holds what the scanned keys admit.
+        // A SCAN over the session records. SCAN may answer more keys than
+        // asked for; a page past `limit` ends at its last id, and its
+        // cursor reads the same batch again after that id:
+        // `SCAN-CURSOR` or `SCAN-CURSOR-LAST-ID` (a SCAN cursor is digits).
+        let limit = limit.max(1);
+        let (scan, after) = match cursor.map(|cursor| cursor.split_once('-')) {
+            None => ("0", None),
+            Some(None) => (cursor.unwrap_or("0"), None),
+            Some(Some((scan, after))) => (scan, Some(after)),
+        };
         let (next, keys): (String, Vec<String>) = self.with(|conn| {
             redis::cmd("SCAN")
-                .arg(cursor.unwrap_or("0"))
+                .arg(scan)
                 .arg("MATCH")
                 .arg(session_key("*"))
                 .arg("COUNT")
-                .arg(limit.max(1))
+                .arg(limit)
                 .query(conn)
         })?;
         let records: Vec<HashMap<String, String>> = if keys.is_empty() {
@@ -332,11 +340,19 @@ impl SessionStore for RedisStore {
         let mut sessions = Vec::new();
         for fields in records.into_iter().filter(|fields| !fields.is_empty()) {
             let record = parse_record(fields)?;
-            if filter.admits(&record) {
+            if filter.admits(&record) && after.is_none_or(|after| record.id.as_str() > after) {
                 sessions.push(record);
             }
         }
         sessions.sort_by(|a, b| a.id.cmp(&b.id));
+        if sessions.len() > limit {
+            sessions.truncate(limit);
+            let last = &sessions[sessions.len() - 1].id;
+            return Ok(SessionPage {
+                next: Some(format!("{scan}-{last}")),
+                sessions,
+            });
+        }
         Ok(SessionPage {
             sessions,
             next: (next != "0").then_some(next),
