@@ -149,7 +149,15 @@ pub struct Limits {
     /// plugin of a host once any plugin has this limit, at a cost to each
     /// (`BENCHMARKS.md`).
     pub fuel: Option<u64>,
+    /// Whether a failed call's error carries the tail of what the guest
+    /// wrote ([`GUEST_OUTPUT_BYTES`] at most): a traceback or panic message
+    /// for the plugin's author. Off unless asked for, since a plugin may
+    /// write what its callers should not read.
+    pub guest_output: bool,
 }
+
+/// The most of a guest's output a failed call's error carries.
+pub const GUEST_OUTPUT_BYTES: usize = 4 << 10;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -175,6 +183,7 @@ impl Default for Limits {
             host_calls: 1_000_000,
             live_sessions: None,
             fuel: None,
+            guest_output: false,
         }
     }
 }

@@ -112,6 +112,7 @@ struct TurnPolicy {
     state_bytes: Option<usize>,
     concurrent: Option<usize>,
     fuel: Option<u64>,
+    guest_output: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +225,7 @@ impl TurnPolicy {
             state_bytes: self.state_bytes.unwrap_or(limits.state_bytes),
             plugin_turns: self.concurrent.or(limits.plugin_turns),
             fuel: self.fuel.or(limits.fuel),
+            guest_output: self.guest_output.unwrap_or(limits.guest_output),
             ..limits
         })
     }

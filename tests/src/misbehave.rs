@@ -22,6 +22,31 @@ async fn committed(host: &Host, id: &str) -> (u64, serde_json::Value) {
     (record.turn, serde_json::Value::Object(record.state))
 }
 
+/// With `guest_output` on, a failed call's error carries the tail of what
+/// the guest wrote: its panic message, whole, for the plugin's author.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_turn_carries_the_guests_output_when_the_limits_say_so() {
+    let limits = Limits {
+        guest_output: true,
+        ..Limits::default()
+    };
+    let host = host_with(limits, Arc::new(MemoryStore::default()));
+    let id = session(&host).await;
+    let err = host.send_message(&id, "trap", None).await.unwrap_err();
+    let output = err.guest_output.clone().expect("the guest's output");
+    assert!(
+        output.contains("panicked at hostile/misbehave/src/lib.rs:")
+            && output.contains("deliberate trap after a set"),
+        "{output}"
+    );
+    assert!(output.len() <= agentbox_host::limits::GUEST_OUTPUT_BYTES);
+    let event =
+        serde_json::to_value(agentbox_host::session::report::TurnEvent::failed(&err)).unwrap();
+    assert_eq!(event["guest_output"], json!(output));
+    // A turn that succeeds carries nothing.
+    assert!(host.send_message(&id, "note", None).await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_after_set_commits_nothing_and_the_next_turn_works() {
     let host = host();
@@ -43,6 +68,7 @@ async fn trap_after_set_commits_nothing_and_the_next_turn_works() {
             && message.ends_with(": deliberate trap after a set)"),
         "the guest's panic message is named: {message}"
     );
+    assert_eq!(err.guest_output, None, "unless the limits say so");
     assert_eq!(
         committed(&host, &id).await,
         before,

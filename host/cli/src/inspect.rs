@@ -74,7 +74,7 @@ pub(crate) struct InspectArgs {
 }
 
 pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let host = args.host.host(&StoreSpec::Memory)?;
+    let host = args.host.host(&StoreSpec::Memory, false)?;
     let plugin = load(&args.plugin.path, |bytes| host.stage_plugin(bytes))?;
     let manifest = &plugin.manifest;
     let schema = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
@@ -172,7 +172,7 @@ fn print_tool(heading: &str, tool: &Tool) {
 }
 
 pub(crate) fn tools_list(args: ToolsListArgs) -> anyhow::Result<ExitCode> {
-    let host = args.host.host(&StoreSpec::Memory)?;
+    let host = args.host.host(&StoreSpec::Memory, false)?;
     for path in &args.plugins {
         load(path, |bytes| host.stage_plugin(bytes))?;
     }

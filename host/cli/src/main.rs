@@ -130,7 +130,9 @@ impl HostArgs {
             .unwrap_or_else(|| PathBuf::from(DATA_DIR))
     }
 
-    fn host(&self, store: &StoreSpec) -> anyhow::Result<Host> {
+    /// The host these arguments describe, on `store`; failed calls carry
+    /// the guest's output when `guest_output`, unless the policy says.
+    fn host(&self, store: &StoreSpec, guest_output: bool) -> anyhow::Result<Host> {
         let data_dir = self.data_dir();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
@@ -149,6 +151,7 @@ impl HostArgs {
             memory_bytes: self
                 .memory_mib
                 .map_or(defaults.memory_bytes, |mib| mib << 20),
+            guest_output,
             ..defaults
         };
         let policy = match &self.policy {

@@ -118,7 +118,15 @@ impl Printer {
 
     fn error(&self, err: &SessionError) {
         self.event(&TurnEvent::failed(err), || {
-            format!("  [error: {err}; nothing was committed]")
+            let mut text = format!("  [error: {err}; nothing was committed]");
+            if let Some(output) = &err.guest_output {
+                text.push_str("\n  [the plugin's output before it failed:]");
+                for line in output.lines() {
+                    text.push_str("\n    ");
+                    text.push_str(line);
+                }
+            }
+            text
         });
     }
 }
@@ -147,7 +155,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| args.host.default_store());
-    let host = args.host.host(&spec)?;
+    let host = args.host.host(&spec, true)?;
     let plugin = load(&args.plugin.path, |bytes| host.stage_plugin(bytes))?;
     let name = plugin.name().to_owned();
     let printer = Printer { json: args.json };
@@ -311,10 +319,7 @@ async fn converse(
                 }
                 Err(usage) => {
                     failed = true;
-                    let refusal = TurnEvent::Error {
-                        kind: "bad-request",
-                        message: usage.clone(),
-                    };
+                    let refusal = TurnEvent::refused("bad-request", usage.clone());
                     printer.event(&refusal, || format!("  [error: {usage}]"));
                     continue;
                 }

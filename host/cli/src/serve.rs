@@ -280,7 +280,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| args.host.default_store());
-    let host = args.host.host(&spec)?;
+    let host = args.host.host(&spec, false)?;
     let plugin_dir = args
         .plugin_dir
         .clone()

@@ -191,6 +191,13 @@ fn run_prints_say_committed_and_error_events_as_json() {
         "{}",
         events[4]
     );
+    assert!(
+        events[4]["guest_output"]
+            .as_str()
+            .is_some_and(|output| output.contains("deliberate trap after a set")),
+        "run shows what the plugin wrote before it failed: {}",
+        events[4]
+    );
     assert_eq!(events[6]["turn"], 2);
     assert_eq!(events[6]["state"], json!({ "entries": 2 }));
     assert_eq!(

@@ -1634,6 +1634,57 @@ fn a_server_whose_program_file_an_upgrade_replaced_compiles_with_its_own_engine(
     assert!(stdout.starts_with("counter 0.1.0 (sha256:"), "{stdout}");
 }
 
+/// The error of a message turn that failed in the plugin, whether the
+/// server answered with it or streamed it last.
+fn turn_error(server: &Server, id: &str, text: &str) -> Value {
+    let (status, body) = request(
+        "POST",
+        &server.url(&format!("/v1/sessions/{id}/messages")),
+        Some(&json!({ "text": text }).to_string()),
+        None,
+    );
+    let error = json_of(body.lines().last().unwrap());
+    assert!(
+        status == 502 || error["event"] == "error",
+        "{status} {body}"
+    );
+    error
+}
+
+#[test]
+fn a_failed_turn_carries_the_plugins_output_only_when_the_policy_says() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "[plugins.misbehave]\nguest_output = true\n").unwrap();
+    let misbehave = plugin_dir("hostile/misbehave");
+    let server = Server::start(
+        data.path(),
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--plugin",
+            misbehave.to_str().unwrap(),
+        ],
+    );
+    let id = server.start_session("misbehave");
+    let error = turn_error(&server, &id, "trap");
+    assert_eq!(error["kind"], "trap", "{error}");
+    assert!(
+        error["guest_output"]
+            .as_str()
+            .is_some_and(|output| output.contains("deliberate trap after a set")),
+        "{error}"
+    );
+    // Without the policy, the same failure answers without the output.
+    let plain = tempfile::tempdir().unwrap();
+    let server = Server::start(plain.path(), &["--plugin", misbehave.to_str().unwrap()]);
+    let id = server.start_session("misbehave");
+    let error = turn_error(&server, &id, "trap");
+    assert_eq!(error["kind"], "trap", "{error}");
+    assert!(error.get("guest_output").is_none(), "{error}");
+}
+
 #[test]
 fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
     let _cores = shared_cores();

@@ -58,6 +58,19 @@ impl GuestLog {
         }
     }
 
+    /// The last `max` bytes (or fewer, to start on a character) of what the
+    /// guest wrote; `None` if it wrote nothing.
+    pub(crate) fn tail(&self, max: usize) -> Option<String> {
+        let buffer = self.inner.lock().expect("guest log poisoned");
+        let text = String::from_utf8_lossy(&buffer.bytes);
+        let mut start = text.len().saturating_sub(max);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        let tail = text[start..].trim();
+        (!tail.is_empty()).then(|| tail.to_owned())
+    }
+
     /// Logs what the guest wrote, one event per line.
     pub(crate) fn flush_to_tracing(&self, plugin: &str, session: &str) {
         let buffer = self.inner.lock().expect("guest log poisoned");

@@ -81,6 +81,11 @@ impl TurnCtx {
         self.log.flush_to_tracing(plugin, session);
     }
 
+    /// The last `max` bytes of what the guest wrote, if anything.
+    pub(crate) fn guest_output(&self, max: usize) -> Option<String> {
+        self.log.tail(max)
+    }
+
     /// What the world's host functions reach.
     pub(crate) fn world(&mut self) -> WorldView<'_> {
         WorldView {

@@ -68,7 +68,11 @@ impl IntoResponse for SessionError {
             Cause::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
-        error(status, self.cause.kind(), self.to_string())
+        let mut body = json!({ "kind": self.cause.kind(), "message": self.to_string() });
+        if let Some(output) = self.guest_output {
+            body["guest_output"] = output.as_ref().into();
+        }
+        (status, Json(body)).into_response()
     }
 }
 

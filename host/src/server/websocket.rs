@@ -127,10 +127,7 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
             .callers
             .admit(&caller, Action::Turn, api.host.clock().now_ms())
         {
-            let refusal = TurnEvent::Error {
-                kind: "rate-limited",
-                message: slow_message(&slow),
-            };
+            let refusal = TurnEvent::refused("rate-limited", slow_message(&slow));
             if send(&mut socket, &refusal).await.is_err() {
                 return;
             }
@@ -179,10 +176,7 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
 
 /// The refusal of a frame the socket cannot take.
 fn bad_request(message: String) -> TurnEvent {
-    TurnEvent::Error {
-        kind: "bad-request",
-        message,
-    }
+    TurnEvent::refused("bad-request", message)
 }
 
 async fn send(socket: &mut WebSocket, event: &TurnEvent) -> Result<(), axum::Error> {

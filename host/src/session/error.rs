@@ -215,15 +215,30 @@ impl From<BackendError> for Cause {
     plugin.as_ref().map(|p| format!(" (plugin `{p}`)")).unwrap_or_default(),
     turn.map(|t| format!(", turn {t}")).unwrap_or_default())]
 pub struct SessionError {
-    /// The session.
-    pub session: String,
+    /// The session. (This and `plugin` are boxed strings, and so is the
+    /// guest's output, to keep every `Result` carrying this error small.)
+    pub session: Box<str>,
     /// The plugin serving it, when known.
-    pub plugin: Option<String>,
+    pub plugin: Option<Box<str>>,
     /// The turn that failed, when one ran.
     pub turn: Option<u64>,
     /// Why. Said in the message, and so not a `source` as well: a chain
     /// printed whole would say it twice.
     pub cause: Cause,
+    /// The tail of what the guest wrote during the failed call, at most
+    /// [`crate::limits::GUEST_OUTPUT_BYTES`], when its limits say so
+    /// ([`crate::Limits::guest_output`]).
+    pub guest_output: Option<Box<str>>,
+}
+
+impl SessionError {
+    /// This error, carrying the guest's `output`.
+    pub(crate) fn with_guest_output(self, output: Option<String>) -> SessionError {
+        SessionError {
+            guest_output: output.map(String::into_boxed_str),
+            ..self
+        }
+    }
 }
 
 /// The error of turn `turn` of `record` failing for a cause.
@@ -242,9 +257,10 @@ pub(crate) fn session_error<'a>(
     turn: Option<u64>,
 ) -> impl Fn(Cause) -> SessionError + Copy + 'a {
     move |cause| SessionError {
-        session: id.to_owned(),
-        plugin: plugin.map(str::to_owned),
+        session: id.into(),
+        plugin: plugin.map(Box::from),
         turn,
         cause,
+        guest_output: None,
     }
 }

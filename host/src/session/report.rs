@@ -105,6 +105,10 @@ pub enum TurnEvent {
         kind: &'static str,
         /// What went wrong.
         message: String,
+        /// The tail of what the plugin wrote in the failed call, when its
+        /// limits say so.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        guest_output: Option<String>,
     },
 }
 
@@ -129,11 +133,21 @@ impl TurnEvent {
         }
     }
 
-    /// The event of a failed turn.
+    /// The event of a request refused before any turn ran.
+    pub fn refused(kind: &'static str, message: String) -> TurnEvent {
+        TurnEvent::Error {
+            kind,
+            message,
+            guest_output: None,
+        }
+    }
+
+    /// The event of a failed turn or call.
     pub fn failed(err: &SessionError) -> TurnEvent {
         TurnEvent::Error {
             kind: err.cause.kind(),
             message: err.to_string(),
+            guest_output: err.guest_output.as_deref().map(str::to_owned),
         }
     }
 

@@ -138,7 +138,9 @@ impl Host {
             check_result(tool, &text, self.limits_for(plugin.name())).map(|value| (text, value))
         }) {
             Ok(result) => result,
-            Err(cause) => return refuse(cause),
+            Err(cause) => {
+                return refuse(cause).map_err(|err| err.with_guest_output(call.guest_output));
+            }
         };
         let (result_text, result) = result;
         let mut messages = vec![Message {

@@ -16,6 +16,7 @@ use crate::instance::agent::{Agent, Returned, Store};
 use crate::instance::call::call;
 use crate::instance::ctx::{Capabilities, TurnCtx};
 use crate::instance::world::{EndReason, GuestOutcome};
+use crate::limits::GUEST_OUTPUT_BYTES;
 use crate::plugin::PluginVersion;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError, session_error, turn_error};
@@ -58,6 +59,9 @@ pub(crate) struct Call<R> {
     pub(crate) result: Result<R, Cause>,
     pub(crate) session: SessionCtx,
     pub(crate) said: Vec<String>,
+    /// When the call failed and the plugin's limits say so, the tail of
+    /// what the guest wrote.
+    pub(crate) guest_output: Option<String>,
 }
 
 impl Host {
@@ -144,6 +148,9 @@ impl Host {
             export,
         );
         ctx.flush_log(&record.plugin, &record.id);
+        let guest_output = (result.is_err() && limits.guest_output)
+            .then(|| ctx.guest_output(GUEST_OUTPUT_BYTES))
+            .flatten();
         let capabilities = ctx
             .into_capabilities()
             .expect("a call in a session has its capabilities");
@@ -151,6 +158,7 @@ impl Host {
             result: result.map_err(Cause::from),
             session: capabilities.session,
             said: capabilities.output.into_said(),
+            guest_output,
         }
     }
 
@@ -284,7 +292,8 @@ impl Host {
         };
         let call = self.call_turn(&turn, sink, |agent, store| agent.on_start(store));
         let state = call.session.into_state();
-        call.result.map_err(fail)?;
+        call.result
+            .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?;
         let messages = assistant_message(&call.said).into_iter().collect();
         self.commit(&turn, &state, &Outcome::Continue, messages)
             .map_err(fail)?;
@@ -305,7 +314,10 @@ impl Host {
         });
         let mut said = call.said;
         let mut state = call.session.into_state();
-        let outcome = match call.result.map_err(fail)? {
+        let outcome = match call
+            .result
+            .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?
+        {
             GuestOutcome::Continue => Outcome::Continue,
             GuestOutcome::HandOff(target) => {
                 self.inner
@@ -323,7 +335,8 @@ impl Host {
                     sink,
                     |agent, store| agent.on_end(store, EndReason::Agent),
                 );
-                end.result.map_err(fail)?;
+                end.result
+                    .map_err(|cause| fail(cause).with_guest_output(end.guest_output))?;
                 said.extend(end.said);
                 state = end.session.into_state();
                 Outcome::End
@@ -351,11 +364,12 @@ impl Host {
             Ok(()) => (call.session.into_state(), call.said, None),
             Err(cause) => (turn.record.state.clone(), Vec::new(), Some(cause)),
         };
+        let guest_output = call.guest_output;
         let messages = assistant_message(&said).into_iter().collect();
         self.commit(&turn, &state, &Outcome::End, messages)
             .map_err(turn.fail())?;
         if let Some(cause) = failure {
-            return Err(turn.fail()(cause));
+            return Err(turn.fail()(cause).with_guest_output(guest_output));
         }
         Ok(turn.report(state, said, Outcome::End))
     }
