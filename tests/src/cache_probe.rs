@@ -1,19 +1,14 @@
 //! The cache-probe plugin: who a cached tool result is served to, by the
 //! tool's cache scope (`agentbox:plugin@0.2.0`).
 
-use agentbox_host::{Host, SessionStart};
+use agentbox_host::Host;
 use serde_json::{Value, json};
 
-use crate::harness::{host, load};
+use crate::harness::{host, load, start_for};
 use crate::plugins::CACHE_PROBE;
 
 async fn session(host: &Host, user: Option<&str>) -> String {
-    let start = SessionStart {
-        plugin: "cache-probe".into(),
-        user_id: user.map(str::to_owned),
-        ..Default::default()
-    };
-    host.start_session(start, None).await.unwrap().session
+    start_for(host, "cache-probe", user).await.session
 }
 
 /// Calls `tool` in `session`: whether the answer was cached, and the

@@ -72,6 +72,19 @@ pub async fn start(host: &Host, plugin: &str, variables: Value) -> TurnReport {
         .unwrap_or_else(|err| panic!("cannot start a session of {plugin}: {err}"))
 }
 
+/// Starts a session of `plugin` for `user` (or for no user), without
+/// initial variables.
+pub async fn start_for(host: &Host, plugin: &str, user: Option<&str>) -> TurnReport {
+    let start = SessionStart {
+        plugin: plugin.to_owned(),
+        user_id: user.map(str::to_owned),
+        ..Default::default()
+    };
+    host.start_session(start, None)
+        .await
+        .unwrap_or_else(|err| panic!("cannot start a session of {plugin}: {err}"))
+}
+
 /// Starts a session of the counter plugin and sends it `ticks` ticks; returns its id.
 pub async fn counter_session(host: &Host, ticks: u64) -> String {
     let start = SessionStart {

@@ -10,7 +10,7 @@ use agentbox_host::store::{Namespace, Store};
 use agentbox_host::{Clock, Host, Limits, SessionStart};
 use serde_json::{Value, json};
 
-use crate::harness::{every_store, host_with_grants, load};
+use crate::harness::{every_store, host_with_grants, load, start_for};
 use crate::plugins::{KV_PROBE, PROFILE};
 
 fn probe_host(store: Arc<dyn Store>, limits: Limits, clock: Clock, grants: Grants) -> Host {
@@ -20,12 +20,7 @@ fn probe_host(store: Arc<dyn Store>, limits: Limits, clock: Clock, grants: Grant
 }
 
 async fn session(host: &Host, user: Option<&str>) -> String {
-    let start = SessionStart {
-        plugin: "kv-probe".into(),
-        user_id: user.map(str::to_owned),
-        ..Default::default()
-    };
-    host.start_session(start, None).await.unwrap().session
+    start_for(host, "kv-probe", user).await.session
 }
 
 /// Calls a tool that must succeed and returns its result.

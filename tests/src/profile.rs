@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentbox_host::store::{Namespace, Store};
-use agentbox_host::{Clock, Host, Limits, SessionStart};
+use agentbox_host::{Clock, Host, Limits};
 use serde_json::{Value, json};
 
-use crate::harness::{durable_stores, every_store, host_with_clock, load, said, send};
+use crate::harness::{durable_stores, every_store, host_with_clock, load, said, send, start_for};
 use crate::plugins::PROFILE;
 
 fn profile_host(store: Arc<dyn Store>, limits: Limits, clock: Clock) -> Host {
@@ -18,12 +18,7 @@ fn profile_host(store: Arc<dyn Store>, limits: Limits, clock: Clock) -> Host {
 }
 
 async fn call(host: &Host, user: Option<&str>) -> (String, String) {
-    let start = SessionStart {
-        plugin: "profile".into(),
-        user_id: user.map(str::to_owned),
-        ..Default::default()
-    };
-    let report = host.start_session(start, None).await.unwrap();
+    let report = start_for(host, "profile", user).await;
     (report.session.clone(), said(&report))
 }
 

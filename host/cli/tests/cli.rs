@@ -378,6 +378,22 @@ fn compiling_runs_in_a_child_process_under_a_time_budget() {
 }
 
 #[test]
+fn a_zero_compile_budget_in_the_serve_settings_file_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("serve.toml");
+    std::fs::write(&config, "compile_timeout_ms = 0\n").unwrap();
+    let output = run_output(agentbox("serve", data.path()).arg("--config").arg(&config));
+    assert!(!output.status.success());
+    assert_eq!(
+        last_stderr_line(&output),
+        format!(
+            "agentbox: the config file {} is invalid: compile_timeout_ms must be at least 1",
+            config.display()
+        )
+    );
+}
+
+#[test]
 fn run_refuses_a_bad_store_and_a_bad_variable_with_usage_errors() {
     let data = tempfile::tempdir().unwrap();
     let bad_store =
