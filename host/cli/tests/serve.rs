@@ -701,6 +701,20 @@ fn admin_entry(server: &Server, token: &str, plugin: &str) -> Value {
         .unwrap_or_else(|| panic!("no {plugin} in {body}"))
 }
 
+/// The whole history of `session` on `server`: the most one read returns,
+/// and asserted to be less, so that no message was left out of it.
+fn whole_history(server: &Server, session: &str) -> Vec<Value> {
+    let (_, body) = request(
+        "GET",
+        &server.url(&format!("/v1/sessions/{session}/history?last=1000")),
+        None,
+        None,
+    );
+    let history = json_of(&body).as_array().unwrap().clone();
+    assert!(history.len() < 1000, "{session}: the history fills a page");
+    history
+}
+
 /// Checks what `clients` saw through a swap from counter 0.1.0 to 0.2.0 and
 /// back: no failed turn; each reply from the version active when it ran,
 /// never back to an earlier phase; every committed turn in the history
@@ -742,15 +756,7 @@ fn check_swapped_clients(seen: &[Seen], server: &Server) -> (usize, usize) {
             }
         }
         // Every committed turn is in the history.
-        let (_, body) = request(
-            "GET",
-            &server.url(&format!("/v1/sessions/{}/history", client.session)),
-            None,
-            None,
-        );
-        let asked = json_of(&body)
-            .as_array()
-            .unwrap()
+        let asked = whole_history(server, &client.session)
             .iter()
             .filter(|message| message["role"] == "user")
             .count();
@@ -946,13 +952,7 @@ fn stopped_under_load(
             client.committed
         );
         assert_eq!(record["state"]["count"], turn, "{record}");
-        let (_, body) = request(
-            "GET",
-            &server.url(&format!("/v1/sessions/{}/history", client.session)),
-            None,
-            None,
-        );
-        let asked = json_of(&body).as_array().unwrap().len() as u64;
+        let asked = whole_history(&server, &client.session).len() as u64;
         assert_eq!(asked, turn, "no half-applied turn in {}", client.session);
     }
     stopped
