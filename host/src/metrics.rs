@@ -62,6 +62,14 @@ plugin_and!(KvLabels, function);
 plugin_and!(SwapLabels, action);
 plugin_and!(MigrationLabels, outcome);
 plugin_and!(LimitLabels, limit);
+plugin_and!(RefusalLabels, rule);
+
+/// A plugin and an allow entry of its outbound grant, as the policy names it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    plugin: String,
+    origin: String,
+}
 
 /// The host's counters. One per host; cheap to update from any thread.
 pub struct Metrics {
@@ -75,6 +83,9 @@ pub struct Metrics {
     swaps: Family<SwapLabels, Counter>,
     migrations: Family<MigrationLabels, Counter>,
     limit_trips: Family<LimitLabels, Counter>,
+    outbound_requests: Family<OriginLabels, Counter>,
+    outbound_bytes: Family<OriginLabels, Counter>,
+    outbound_refused: Family<RefusalLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,6 +154,24 @@ impl Default for Metrics {
             "Turns or calls stopped by a limit, by limit",
             limit_trips.clone(),
         );
+        let outbound_requests = Family::<OriginLabels, Counter>::default();
+        registry.register(
+            "outbound_requests",
+            "Outbound HTTP requests answered, by plugin and the allow entry they matched",
+            outbound_requests.clone(),
+        );
+        let outbound_bytes = Family::<OriginLabels, Counter>::default();
+        registry.register(
+            "outbound_response_bytes",
+            "Bytes of outbound responses' bodies read, by plugin and allow entry",
+            outbound_bytes.clone(),
+        );
+        let outbound_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "outbound_refused",
+            "Outbound HTTP requests refused by the host, by plugin and the rule that refused them",
+            outbound_refused.clone(),
+        );
         Metrics {
             registry,
             turns,
@@ -154,6 +183,9 @@ impl Default for Metrics {
             swaps,
             migrations,
             limit_trips,
+            outbound_requests,
+            outbound_bytes,
+            outbound_refused,
         }
     }
 }
@@ -237,6 +269,33 @@ impl Metrics {
     pub(crate) fn limit_trip(&self, plugin: &str, limit: Limit) {
         self.limit_trips
             .get_or_create(&LimitLabels::new(plugin, limit.label()))
+            .inc();
+    }
+
+    /// Counts an outbound request of `plugin` answered through `origin`.
+    pub(crate) fn outbound_request(&self, plugin: &str, origin: &str) {
+        self.outbound_requests
+            .get_or_create(&OriginLabels {
+                plugin: plugin.to_owned(),
+                origin: origin.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts `bytes` of an outbound response `plugin` read through `origin`.
+    pub(crate) fn outbound_bytes(&self, plugin: &str, origin: &str, bytes: u64) {
+        self.outbound_bytes
+            .get_or_create(&OriginLabels {
+                plugin: plugin.to_owned(),
+                origin: origin.to_owned(),
+            })
+            .inc_by(bytes);
+    }
+
+    /// Counts an outbound request of `plugin` refused by `rule`.
+    pub(crate) fn outbound_refused(&self, plugin: &str, rule: &'static str) {
+        self.outbound_refused
+            .get_or_create(&RefusalLabels::new(plugin, rule))
             .inc();
     }
 

@@ -7,6 +7,7 @@
 
 pub mod bucket;
 pub mod error;
+pub(crate) mod http;
 pub mod kv;
 pub mod output;
 pub mod session;

@@ -13,10 +13,15 @@ use crate::instance::{v0_1, v0_2};
 pub(crate) type Store = wasmtime::Store<TurnCtx>;
 
 /// The linker every plugin is instantiated with: WASI with an empty
-/// context, plus the imports of every version of the world.
+/// context, `wasi:http`'s outgoing handler and `wasi:config/store` (which
+/// [`TurnCtx`] serves under the plugin's policy; shape checks that only a
+/// plugin of world 0.2.0 or later imports them), plus the imports of every
+/// version of the world.
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
     let mut linker: Linker<TurnCtx> = Linker::new(engine.wasmtime());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+    wasmtime_wasi_config::add_to_linker(&mut linker, TurnCtx::config)?;
     v0_1::add_to_linker(&mut linker)?;
     v0_2::add_to_linker(&mut linker)?;
     Ok(linker)

@@ -1,11 +1,14 @@
 //! The data of a wasmtime store serving one call of an export: the turn's
-//! capabilities, WASI with nothing granted, and what the host counts.
+//! capabilities, WASI with nothing granted but the outbound HTTP and
+//! configuration of the plugin's policy, and what the host counts.
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::capability::bucket::Bucket;
+use crate::capability::http::HttpCtx;
 use crate::capability::kv::KvCtx;
 use crate::capability::output::OutputCtx;
 use crate::capability::session::SessionCtx;
@@ -24,6 +27,7 @@ pub(crate) struct TurnCtx {
     /// `None` while a plugin is described: no capability is live then.
     capabilities: Option<Capabilities>,
     wasi: WasiCtx,
+    http: HttpCtx,
     table: ResourceTable,
     pub(super) memory: MemoryLimit,
     /// Calls from the guest into the host so far.
@@ -40,18 +44,30 @@ impl WasiView for TurnCtx {
     }
 }
 
+impl WasiHttpView for TurnCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
+    }
+}
+
 impl TurnCtx {
-    /// The data of a call inside a session, under `limits`.
-    pub(crate) fn in_session(capabilities: Capabilities, limits: &Limits) -> TurnCtx {
-        TurnCtx::new(Some(capabilities), limits)
+    /// The data of a call inside a session, under `limits`, sending
+    /// requests through `http`.
+    pub(crate) fn in_session(
+        capabilities: Capabilities,
+        http: HttpCtx,
+        limits: &Limits,
+    ) -> TurnCtx {
+        TurnCtx::new(Some(capabilities), http, limits)
     }
 
-    /// The data of a call of `describe`, where nothing of a session exists.
-    pub(crate) fn describing(limits: &Limits) -> TurnCtx {
-        TurnCtx::new(None, limits)
+    /// The data of a call of `describe`, where nothing of a session exists
+    /// (`http` grants nothing).
+    pub(crate) fn describing(http: HttpCtx, limits: &Limits) -> TurnCtx {
+        TurnCtx::new(None, http, limits)
     }
 
-    fn new(capabilities: Option<Capabilities>, limits: &Limits) -> TurnCtx {
+    fn new(capabilities: Option<Capabilities>, http: HttpCtx, limits: &Limits) -> TurnCtx {
         let log = GuestLog::new(limits.output_bytes);
         // No arguments, environment, preopened directories or network: the
         // guest's stdout and stderr are its only way out besides the world.
@@ -62,6 +78,7 @@ impl TurnCtx {
         TurnCtx {
             capabilities,
             wasi,
+            http,
             table: ResourceTable::new(),
             memory: MemoryLimit {
                 limit: limits.memory_bytes,
@@ -84,6 +101,11 @@ impl TurnCtx {
     /// The last `max` bytes of what the guest wrote, if anything.
     pub(crate) fn guest_output(&self, max: usize) -> Option<String> {
         self.log.tail(max)
+    }
+
+    /// The configuration `wasi:config/store` serves the plugin.
+    pub(crate) fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
+        wasmtime_wasi_config::WasiConfig::new(self.http.config())
     }
 
     /// What the world's host functions reach.

@@ -4,7 +4,7 @@
 //! anything, so a component this host cannot run costs a parse, not a
 //! compilation.
 
-use crate::instance::{PACKAGE, WORLD_VERSIONS, v0_2};
+use crate::instance::{PACKAGE, WORLD_VERSIONS, v0_1, v0_2};
 use crate::plugin::error::LoadError;
 
 /// The imports from [`PACKAGE`] a plugin may have.
@@ -20,6 +20,10 @@ const WASI_PACKAGES: [&str; 6] = [
     "wasi:random",
     "wasi:sockets",
 ];
+
+/// The packages a plugin may import from world 0.2.0 on, which reach
+/// outside the host under its policy: outbound HTTP and configuration.
+const OUTBOUND_PACKAGES: [&str; 2] = ["wasi:http", "wasi:config"];
 
 /// What a component's bytes say about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,15 +110,28 @@ pub(super) fn shape(bytes: &[u8]) -> Result<Shape, LoadError> {
             .and_then(|rest| rest.strip_prefix('/'))
         else {
             let package = name.split_once('/').map_or(name, |(package, _)| package);
+            if OUTBOUND_PACKAGES.contains(&package) {
+                if world == v0_1::WORLD_VERSION {
+                    return Err(LoadError::WrongWorld(format!(
+                        "it imports `{name}` but targets {PACKAGE}@{world}: outbound HTTP and \
+                         configuration come with world {}",
+                        v0_2::WORLD_VERSION
+                    )));
+                }
+                continue;
+            }
             if !WASI_PACKAGES.contains(&package) {
                 // `types` holds only types; the rest are what a plugin calls.
                 return Err(LoadError::WrongWorld(format!(
                     "it imports `{name}`, which this host does not provide; a plugin may import \
-                     {PACKAGE}'s {} and WASI 0.2's {} (with nothing granted)",
+                     {PACKAGE}'s {}, WASI 0.2's {} (with nothing granted) and, from world {}, \
+                     {} (under its policy)",
                     PACKAGE_IMPORTS[1..].join(", "),
                     WASI_PACKAGES
                         .map(|package| package.trim_start_matches("wasi:"))
                         .join(", "),
+                    v0_2::WORLD_VERSION,
+                    OUTBOUND_PACKAGES.join(" and "),
                 )));
             }
             continue;
@@ -153,6 +170,48 @@ mod tests {
         component.extend([0x0b, section.len() as u8]);
         component.extend(section);
         component
+    }
+
+    /// `exporting(exports)` importing `imports` too, each an instance type
+    /// it does not have.
+    fn importing(imports: &[&str], exports: &[&str]) -> Vec<u8> {
+        let mut section = vec![imports.len() as u8];
+        for name in imports {
+            section.extend([0x00, name.len() as u8]);
+            section.extend_from_slice(name.as_bytes());
+            section.extend([0x05, 0x00]);
+        }
+        let mut component = exporting(exports);
+        component.extend([0x0a, section.len() as u8]);
+        component.extend(section);
+        component
+    }
+
+    #[test]
+    fn outbound_imports_come_with_world_0_2_only() {
+        let imports = [
+            "wasi:http/outgoing-handler@0.2.12",
+            "wasi:config/store@0.2.0-rc.1",
+        ];
+        shape(&importing(&imports, &["agentbox:plugin/agent@0.2.0"])).unwrap();
+        for import in imports {
+            let err = shape(&importing(&[import], &["agentbox:plugin/agent@0.1.0"])).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(
+                    "it imports `{import}` but targets agentbox:plugin@0.1.0"
+                )),
+                "{err}"
+            );
+        }
+        let err = shape(&importing(
+            &["wasi:keyvalue/store@0.2.0-draft"],
+            &["agentbox:plugin/agent@0.2.0"],
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("wasi:http and wasi:config"),
+            "{err}"
+        );
     }
 
     #[test]

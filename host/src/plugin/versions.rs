@@ -14,16 +14,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use wasmtime::component::Linker;
 
+use crate::capability::http::HttpCtx;
 use crate::engine::Engine;
 use crate::instance::agent::{AgentPre, linker};
 use crate::instance::call::call;
 use crate::instance::ctx::TurnCtx;
 use crate::instance::world::Manifest;
 use crate::limits::Limits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::plugin::registry::Registry;
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
 use crate::store::{BackendError, PluginStore, SessionRecord};
@@ -151,7 +153,14 @@ impl Plugins {
     /// Calls `describe` of a plugin being loaded, in a trial instance in
     /// which no capability is live.
     fn describe(&self, pre: &AgentPre) -> Result<Manifest, String> {
-        let ctx = TurnCtx::describing(&self.limits);
+        let nothing = HttpCtx::new(
+            Arc::default(),
+            NO_PLUGIN,
+            "-",
+            self.metrics.clone(),
+            Instant::now() + self.limits.deadline,
+        );
+        let ctx = TurnCtx::describing(nothing, &self.limits);
         let (result, _) = call(
             &self.engine,
             &self.metrics,

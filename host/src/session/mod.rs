@@ -39,7 +39,7 @@ use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, Policy};
+use crate::policy::{Grants, Outbound, Policy};
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
 use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};
@@ -68,6 +68,8 @@ struct Inner {
     /// on-end, each under the longest deadline, plus a margin.
     lease_ttl: Duration,
     grants: Arc<Grants>,
+    /// What each plugin the policy names may reach outside the host.
+    outbound: BTreeMap<String, Arc<Outbound>>,
     clock: Clock,
     locks: SessionLocks,
     turns: Arc<Semaphore>,
@@ -92,6 +94,7 @@ pub struct HostBuilder {
     limits: Limits,
     plugin_limits: BTreeMap<String, Limits>,
     grants: Grants,
+    outbound: BTreeMap<String, Arc<Outbound>>,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
     compiler: Option<CompilerProcess>,
@@ -111,6 +114,13 @@ impl HostBuilder {
         self
     }
 
+    /// What plugin `plugin` may reach outside the host: outbound HTTP and
+    /// configuration (default: nothing).
+    pub fn outbound(mut self, plugin: &str, outbound: Arc<Outbound>) -> Self {
+        self.outbound.insert(plugin.to_owned(), outbound);
+        self
+    }
+
     /// Limits for the turns of plugin `plugin` alone, in place of the
     /// host's [`HostBuilder::limits`] (its session time-to-live and KV
     /// quotas stay the host's).
@@ -119,10 +129,16 @@ impl HostBuilder {
         self
     }
 
-    /// Everything an operator's policy sets: limits, per-plugin limits and
-    /// bucket grants.
+    /// Everything an operator's policy sets: limits, per-plugin limits,
+    /// bucket grants and what each plugin may reach outside the host.
     pub fn policy(self, policy: Policy) -> Self {
         let builder = self.limits(policy.limits).grants(policy.grants);
+        let builder = policy
+            .outbound
+            .into_iter()
+            .fold(builder, |builder, (plugin, outbound)| {
+                builder.outbound(&plugin, outbound)
+            });
         policy
             .plugins
             .into_iter()
@@ -209,6 +225,7 @@ impl HostBuilder {
                 lease_ttl: longest_deadline * 2 + LEASE_MARGIN,
                 limits,
                 grants: Arc::new(self.grants),
+                outbound: self.outbound,
                 clock: self.clock,
                 locks: SessionLocks::default(),
                 metrics,
@@ -225,6 +242,7 @@ impl Host {
             limits: Limits::default(),
             plugin_limits: BTreeMap::new(),
             grants: Grants::default(),
+            outbound: BTreeMap::new(),
             store: None,
             cache: None,
             compiler: None,

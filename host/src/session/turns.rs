@@ -6,9 +6,11 @@
 //! they make of its result.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::instrument;
 
+use crate::capability::http::HttpCtx;
 use crate::capability::kv::{KvCtx, Scope};
 use crate::capability::output::{OutputCtx, Sink};
 use crate::capability::session::SessionCtx;
@@ -138,7 +140,19 @@ impl Host {
             ),
             output: OutputCtx::new(sink, limits.output_bytes),
         };
-        let ctx = TurnCtx::in_session(capabilities, limits);
+        let outbound = inner
+            .outbound
+            .get(&record.plugin)
+            .cloned()
+            .unwrap_or_default();
+        let http = HttpCtx::new(
+            outbound,
+            &record.plugin,
+            &record.id,
+            inner.metrics.clone(),
+            Instant::now() + limits.deadline,
+        );
+        let ctx = TurnCtx::in_session(capabilities, http, limits);
         let (result, ctx) = call(
             inner.plugins.engine(),
             &inner.metrics,

@@ -1,13 +1,19 @@
-//! The operator's policy: the limits of every plugin and of each one, and
-//! the KV buckets each plugin is granted, as read from a policy file.
+//! The operator's policy: the limits of every plugin and of each one, the
+//! KV buckets each plugin is granted, and what each may reach outside the
+//! host ([`outbound`]), as read from a policy file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::names::{check_bucket_name, check_plugin_name};
+
+pub mod outbound;
+
+pub use outbound::Outbound;
 
 /// Which named buckets the operator granted to which plugins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,6 +80,21 @@ impl Grants {
 /// buckets = ["crm"]            # named buckets this plugin may open
 /// deadline_ms = 500            # and any [turns] limit but concurrent_total, max_live,
 ///                              # or any [kv] one, for it alone
+///
+/// [plugins.assistant.http]     # outbound HTTP, from WIT 0.2.0; nothing by default
+/// allow = ["https://api.openai.com", "http://127.0.0.1:11434", "https://*.example.com"]
+/// timeout_ms = 30000           # each wait: connect, first byte, between reads
+/// max_response_bytes = 8388608
+/// max_requests_per_turn = 16
+///
+/// [[plugins.assistant.http.inject]]   # a header the host sets, out of the guest's sight
+/// url = "https://api.openai.com"
+/// header = "authorization"
+/// value = "Bearer {secret:api_key}"
+///
+/// [plugins.assistant.config]   # what `wasi:config/store` serves
+/// model = "gpt-4o-mini"
+/// api_key = { env = "OPENAI_API_KEY" }   # or { file = "/run/secrets/openai" }
 /// ```
 ///
 /// Every section and field is optional; what is left out keeps its default.
@@ -186,6 +207,9 @@ struct PluginPolicy {
     max_live: Option<u64>,
     #[serde(flatten)]
     kv: KvPolicy,
+    http: Option<outbound::HttpSection>,
+    #[serde(default)]
+    config: BTreeMap<String, outbound::ConfigEntry>,
 }
 
 /// What a policy file sets: the limits of every plugin, those of the
@@ -198,6 +222,8 @@ pub struct Policy {
     pub plugins: BTreeMap<String, Limits>,
     /// The named KV buckets each plugin may open.
     pub grants: Grants,
+    /// What each plugin the policy names may reach outside the host.
+    pub outbound: BTreeMap<String, Arc<Outbound>>,
 }
 
 impl TurnPolicy {
@@ -260,6 +286,7 @@ impl PolicyFile {
         };
         let mut grants = Grants::default();
         let mut plugins = BTreeMap::new();
+        let mut outbound = BTreeMap::new();
         for (plugin, policy) in &self.plugins {
             check_plugin_name(plugin)
                 .map_err(|reason| format!("[plugins.{plugin}]: the plugin name {reason}"))?;
@@ -277,11 +304,15 @@ impl PolicyFile {
                 ..policy.kv.apply(own)
             };
             plugins.insert(plugin.clone(), own);
+            let reach = outbound::outbound(policy.http.as_ref(), &policy.config)
+                .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
+            outbound.insert(plugin.clone(), Arc::new(reach));
         }
         Ok(Policy {
             limits,
             plugins,
             grants,
+            outbound,
         })
     }
 }

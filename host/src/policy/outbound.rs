@@ -1,0 +1,605 @@
+//! What a plugin may reach outside the host, from WIT 0.2.0: the
+//! `[plugins.NAME.http]` and `[plugins.NAME.config]` sections of the
+//! policy, checked and resolved when the policy is read. Secrets are read
+//! from the environment or from files then, and never printed after.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+/// How long one wait of a request may last unless the policy says.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest response body unless the policy says: 8 MiB.
+const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 << 20;
+/// Requests per call of an export unless the policy says.
+const DEFAULT_MAX_REQUESTS_PER_TURN: u32 = 16;
+
+/// The `[plugins.NAME.http]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpSection {
+    #[serde(default)]
+    allow: Vec<String>,
+    timeout_ms: Option<u64>,
+    max_response_bytes: Option<u64>,
+    max_requests_per_turn: Option<u32>,
+    #[serde(default)]
+    inject: Vec<InjectSection>,
+}
+
+/// One `[[plugins.NAME.http.inject]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectSection {
+    url: String,
+    header: String,
+    value: String,
+}
+
+/// One value of `[plugins.NAME.config]` as written: text, or where to read
+/// a secret from.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ConfigEntry {
+    Text(String),
+    Secret(SecretSource),
+}
+
+/// `{ env = "NAME" }` or `{ file = "/path" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SecretSource {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+/// What one plugin may reach: the hosts it may send requests to, the
+/// headers the host adds to them, and the configuration it may read.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    /// Its outbound HTTP grant; nothing allowed by default.
+    pub http: HttpGrant,
+    /// Its configuration, as `wasi:config/store` serves it.
+    pub config: Config,
+}
+
+/// A plugin's outbound HTTP grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// The origins it may send requests to.
+    pub allow: Vec<Origin>,
+    /// Headers the host sets on requests to matching origins.
+    pub inject: Vec<Injection>,
+    /// The longest each wait may last: connecting, the first byte of the
+    /// response, and between two reads of its body.
+    pub timeout: Duration,
+    /// The largest response body it may read.
+    pub max_response_bytes: u64,
+    /// How many requests one call of an export may send.
+    pub max_requests_per_turn: u32,
+}
+
+impl Default for HttpGrant {
+    fn default() -> Self {
+        HttpGrant {
+            allow: Vec::new(),
+            inject: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_requests_per_turn: DEFAULT_MAX_REQUESTS_PER_TURN,
+        }
+    }
+}
+
+impl HttpGrant {
+    /// The allow entry `target` matches, if any.
+    pub fn allowed(&self, target: &Target) -> Option<&Origin> {
+        self.allow.iter().find(|origin| origin.matches(target))
+    }
+
+    /// The headers to set on a request to `target`.
+    pub fn injections<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+        self.inject
+            .iter()
+            .filter(|injection| injection.origin.matches(target))
+            .map(|injection| (&injection.header, &injection.value))
+    }
+}
+
+/// A header the host sets on requests to an origin; its value is marked
+/// sensitive and never printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injection {
+    origin: Origin,
+    header: HeaderName,
+    value: HeaderValue,
+}
+
+/// What a plugin reads through `wasi:config/store`: every configured value
+/// but those bound to an injected header.
+#[derive(Default)]
+pub struct Config {
+    visible: wasmtime_wasi_config::WasiConfigVariables,
+    /// The names of the values read from the environment or a file.
+    secrets: Vec<String>,
+    /// The names of every value, sorted.
+    names: Vec<String>,
+    /// The names of the values bound to an injected header, which the
+    /// plugin cannot read.
+    hidden: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("names", &self.names)
+            .field("secrets", &self.secrets)
+            .field("hidden", &self.hidden)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The values as `wasi:config/store` serves them.
+    pub fn variables(&self) -> &wasmtime_wasi_config::WasiConfigVariables {
+        &self.visible
+    }
+}
+
+/// Where a request goes: its scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `https`.
+    pub secure: bool,
+    /// The host as the request names it.
+    pub host: Host,
+    /// The port, the scheme's own when the request names none.
+    pub port: u16,
+}
+
+impl Target {
+    /// The target of a request URI, if it names an `http` or `https` host.
+    pub fn of(uri: &http::Uri) -> Option<Target> {
+        let secure = match uri.scheme_str()? {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        Some(Target {
+            secure,
+            host: Host::parse(authority.host())?,
+            port: authority
+                .port_u16()
+                .unwrap_or(if secure { 443 } else { 80 }),
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.secure { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// A host: a name (lowercase) or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A DNS name.
+    Name(String),
+    /// An IP address, written literally.
+    Address(IpAddr),
+}
+
+impl Host {
+    fn parse(text: &str) -> Option<Host> {
+        let bare = text
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .unwrap_or(text);
+        if let Ok(address) = bare.parse() {
+            return Some(Host::Address(address));
+        }
+        let name = text.to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        valid.then_some(Host::Name(name))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(name) => f.write_str(name),
+            Host::Address(IpAddr::V6(address)) => write!(f, "[{address}]"),
+            Host::Address(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+/// An allow-list entry: scheme, host (or `*.` and a domain, for every
+/// name under it) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    secure: bool,
+    host: HostPattern,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(Host),
+    /// Every name ending in `.` and this domain.
+    Under(String),
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]`, where host may be `*.domain`.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let bad = |why: &str| {
+            format!("`{text}` is not an origin ({why}); write `https://host` or `http://host:port`")
+        };
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let secure = match scheme {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(bad("an origin has no path, query or user"));
+        }
+        let wildcard = rest.strip_prefix("*.");
+        let uri: http::Uri = format!("{scheme}://{}", wildcard.unwrap_or(rest))
+            .parse()
+            .map_err(|_| bad("it does not parse"))?;
+        let target = Target::of(&uri).ok_or_else(|| bad("no host"))?;
+        let host = match (wildcard, target.host) {
+            (None, host) => HostPattern::Exact(host),
+            (Some(_), Host::Name(domain)) if domain.contains('.') => HostPattern::Under(domain),
+            (Some(_), _) => return Err(bad("`*.` goes before a domain of two labels or more")),
+        };
+        Ok(Origin {
+            secure,
+            host,
+            port: target.port,
+        })
+    }
+
+    /// Whether a request to `target` matches this entry.
+    pub fn matches(&self, target: &Target) -> bool {
+        self.secure == target.secure
+            && self.port == target.port
+            && match (&self.host, &target.host) {
+                (HostPattern::Exact(host), target) => host == target,
+                (HostPattern::Under(domain), Host::Name(name)) => name
+                    .strip_suffix(domain.as_str())
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                (HostPattern::Under(_), Host::Address(_)) => false,
+            }
+    }
+
+    /// Whether this entry names an address literally: only such an entry
+    /// lets a request reach a loopback, private or link-local address.
+    pub fn names_address(&self) -> bool {
+        matches!(self.host, HostPattern::Exact(Host::Address(_)))
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.secure { "https" } else { "http" };
+        match &self.host {
+            HostPattern::Exact(host) => write!(f, "{scheme}://{host}:{}", self.port),
+            HostPattern::Under(domain) => write!(f, "{scheme}://*.{domain}:{}", self.port),
+        }
+    }
+}
+
+/// Whether `address` is one a request reaches only through an allow entry
+/// that names it: loopback, private, link-local (cloud metadata services
+/// among them), shared, unspecified, broadcast or multicast.
+pub fn is_internal(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+impl HttpSection {
+    /// The grant this section describes, with `{secret:NAME}` in injected
+    /// values replaced by the configuration's values. Returns the grant and
+    /// the names of the values bound to headers.
+    fn grant(&self, values: &BTreeMap<String, String>) -> Result<(HttpGrant, Vec<String>), String> {
+        let allow = self
+            .allow
+            .iter()
+            .map(|text| Origin::parse(text).map_err(|reason| format!("http.allow: {reason}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (name, value) in [
+            ("timeout_ms", self.timeout_ms),
+            ("max_response_bytes", self.max_response_bytes),
+            (
+                "max_requests_per_turn",
+                self.max_requests_per_turn.map(u64::from),
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(format!("http.{name} must be at least 1"));
+            }
+        }
+        let mut bound = Vec::new();
+        let mut inject = Vec::new();
+        for entry in &self.inject {
+            let origin =
+                Origin::parse(&entry.url).map_err(|reason| format!("http.inject url: {reason}"))?;
+            if !allow.iter().any(|allowed| allowed == &origin) {
+                return Err(format!(
+                    "http.inject url `{}` is not in http.allow: a header is injected only into requests the plugin may send",
+                    entry.url
+                ));
+            }
+            let header = HeaderName::try_from(entry.header.as_str()).map_err(|_| {
+                format!("http.inject header `{}` is not a header name", entry.header)
+            })?;
+            let text = substitute(&entry.value, values, &mut bound)?;
+            let mut value = HeaderValue::try_from(text).map_err(|_| {
+                format!(
+                    "http.inject value for `{header}` is not a header value once its secrets are in place (a line break or control character?)"
+                )
+            })?;
+            value.set_sensitive(true);
+            inject.push(Injection {
+                origin,
+                header,
+                value,
+            });
+        }
+        let defaults = HttpGrant::default();
+        Ok((
+            HttpGrant {
+                allow,
+                inject,
+                timeout: self
+                    .timeout_ms
+                    .map_or(defaults.timeout, Duration::from_millis),
+                max_response_bytes: self
+                    .max_response_bytes
+                    .unwrap_or(defaults.max_response_bytes),
+                max_requests_per_turn: self
+                    .max_requests_per_turn
+                    .unwrap_or(defaults.max_requests_per_turn),
+            },
+            bound,
+        ))
+    }
+}
+
+/// `template` with each `{secret:NAME}` replaced by the value of `NAME`,
+/// whose name is added to `bound`.
+fn substitute(
+    template: &str,
+    values: &BTreeMap<String, String>,
+    bound: &mut Vec<String>,
+) -> Result<String, String> {
+    const OPEN: &str = "{secret:";
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find(OPEN) {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let end = after.find('}').ok_or_else(|| {
+            format!("http.inject value `{template}` opens `{{secret:` without closing it")
+        })?;
+        let name = &after[..end];
+        let value = values.get(name).ok_or_else(|| {
+            format!("http.inject value refers to `{{secret:{name}}}`, which is not in this plugin's config")
+        })?;
+        text.push_str(value);
+        bound.push(name.to_owned());
+        rest = &after[end + 1..];
+    }
+    text.push_str(rest);
+    Ok(text)
+}
+
+impl SecretSource {
+    /// The secret, read from the environment or a file (through cap-std,
+    /// opening only the file's folder); a file's final line break is not
+    /// part of it.
+    fn read(&self, name: &str) -> Result<String, String> {
+        match (&self.env, &self.file) {
+            (Some(variable), None) => std::env::var(variable).map_err(|_| {
+                format!("config `{name}`: the environment variable `{variable}` is not set")
+            }),
+            (None, Some(path)) => read_secret_file(path)
+                .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_owned())
+                .map_err(|err| format!("config `{name}`: {}: {err}", path.display())),
+            _ => Err(format!(
+                "config `{name}` must be text, {{ env = \"VARIABLE\" }} or {{ file = \"/path\" }}"
+            )),
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let file = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("it names no file"))?;
+    cap_std::fs::Dir::open_ambient_dir(folder, cap_std::ambient_authority())?.read_to_string(file)
+}
+
+/// What `http` and `config` give one plugin.
+pub(super) fn outbound(
+    http: Option<&HttpSection>,
+    config: &BTreeMap<String, ConfigEntry>,
+) -> Result<Outbound, String> {
+    let mut values = BTreeMap::new();
+    let mut secrets = Vec::new();
+    for (name, entry) in config {
+        let value = match entry {
+            ConfigEntry::Text(text) => text.clone(),
+            ConfigEntry::Secret(source) => {
+                secrets.push(name.clone());
+                source.read(name)?
+            }
+        };
+        values.insert(name.clone(), value);
+    }
+    let (http, bound) = match http {
+        Some(section) => section.grant(&values)?,
+        None => (HttpGrant::default(), Vec::new()),
+    };
+    let names = values.keys().cloned().collect();
+    let mut hidden: Vec<String> = values
+        .keys()
+        .filter(|name| bound.contains(name))
+        .cloned()
+        .collect();
+    hidden.dedup();
+    let visible = values
+        .into_iter()
+        .filter(|(name, _)| !hidden.contains(name))
+        .collect();
+    Ok(Outbound {
+        http,
+        config: Config {
+            visible,
+            secrets,
+            names,
+            hidden,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Target {
+        Target::of(&url.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn origins_match_scheme_host_and_port_exactly_or_under_a_domain() {
+        let api = Origin::parse("https://api.example.com").unwrap();
+        assert!(api.matches(&target("https://api.example.com/v1/chat")));
+        assert!(api.matches(&target("https://API.example.com:443/")));
+        assert!(!api.matches(&target("http://api.example.com/")));
+        assert!(!api.matches(&target("https://api.example.com:8443/")));
+        assert!(!api.matches(&target("https://api.example.com.evil.net/")));
+
+        let under = Origin::parse("https://*.example.com").unwrap();
+        assert!(under.matches(&target("https://a.b.example.com/")));
+        assert!(!under.matches(&target("https://example.com/")));
+        assert!(!under.matches(&target("https://badexample.com/")));
+
+        let local = Origin::parse("http://127.0.0.1:11434").unwrap();
+        assert!(local.names_address());
+        assert!(local.matches(&target("http://127.0.0.1:11434/api")));
+        assert!(!local.matches(&target("http://localhost:11434/api")));
+        let v6 = Origin::parse("http://[::1]:8080").unwrap();
+        assert!(v6.matches(&target("http://[::1]:8080/")));
+    }
+
+    #[test]
+    fn malformed_origins_are_refused_with_the_reason() {
+        for (text, why) in [
+            ("api.example.com", "no scheme"),
+            ("ftp://example.com", "http or https"),
+            ("https://example.com/v1", "no path"),
+            ("https://user@example.com", "no path, query or user"),
+            ("https://*.com", "two labels"),
+            ("https://*.127.0.0.1", "two labels"),
+        ] {
+            let err = Origin::parse(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn internal_addresses_are_recognized() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["93.184.216.34", "172.32.0.1", "2606:4700::1111"] {
+            assert!(!is_internal(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn injected_secrets_come_from_config_and_are_hidden_from_the_guest() {
+        let section: HttpSection = toml::from_str(
+            r#"
+            allow = ["https://api.example.com"]
+            [[inject]]
+            url = "https://api.example.com"
+            header = "authorization"
+            value = "Bearer {secret:key}"
+            "#,
+        )
+        .unwrap();
+        let config: BTreeMap<String, ConfigEntry> =
+            toml::from_str("key = \"sk-1\"\nmodel = \"m\"").unwrap();
+        let outbound = outbound(Some(&section), &config).unwrap();
+        let api = target("https://api.example.com/v1");
+        let injected: Vec<_> = outbound.http.injections(&api).collect();
+        assert_eq!(injected.len(), 1);
+        assert_eq!(injected[0].1, "Bearer sk-1");
+        assert!(injected[0].1.is_sensitive());
+        assert!(!format!("{outbound:?}").contains("sk-1"));
+        assert_eq!(outbound.config.names, ["key", "model"]);
+        assert_eq!(outbound.config.hidden, ["key"]);
+
+        let config: BTreeMap<String, ConfigEntry> = toml::from_str("model = \"m\"").unwrap();
+        let err = super::outbound(Some(&section), &config).unwrap_err();
+        assert!(err.contains("`{secret:key}`"), "{err}");
+    }
+}
