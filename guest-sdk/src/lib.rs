@@ -196,9 +196,15 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "agentbox_sdk::bindings",
+        // The WASI interfaces the world imports (`wasi:http`, `wasi:config`
+        // and what they use) are generated here too; `http` and `config`
+        // wrap them.
+        generate_all,
     });
 }
 
+pub mod config;
+pub mod http;
 pub mod kv;
 pub mod runtime;
 pub mod session;

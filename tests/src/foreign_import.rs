@@ -16,8 +16,9 @@ fn an_import_the_host_does_not_provide_is_refused_at_load_and_named() {
         err.to_string(),
         "not an agentbox plugin for world agentbox:plugin@0.1.0 or @0.2.0: it imports \
          `wasi:keyvalue/store@0.2.0-draft`, which this host does not provide; a plugin may \
-         import agentbox:plugin's session, kv, output and WASI 0.2's cli, clocks, filesystem, \
-         io, random, sockets (with nothing granted)"
+         import agentbox:plugin's session, kv, output, WASI 0.2's cli, clocks, filesystem, io, \
+         random, sockets (with nothing granted) and, from world 0.2.0, wasi:http and \
+         wasi:config (under its policy)"
     );
     assert!(host.plugins().is_empty());
 }

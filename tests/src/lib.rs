@@ -45,6 +45,8 @@ mod duplicate_tools;
 #[cfg(test)]
 mod faults;
 #[cfg(test)]
+mod fetcher;
+#[cfg(test)]
 mod foreign_import;
 #[cfg(test)]
 mod intake;

@@ -124,6 +124,46 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.rogue]\nconcurrent_total = 4\n",
             "unknown field `concurrent_total`",
         ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"api.example.com\"]\n",
+            "[plugins.fetcher] http.allow: `api.example.com` is not an origin (no scheme)",
+        ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"https://example.com/v1\"]\n",
+            "`https://example.com/v1` is not an origin (an origin has no path, query or user)",
+        ),
+        (
+            "[plugins.fetcher.http]\nalow = []\n",
+            "unknown field `alow`",
+        ),
+        (
+            "[plugins.fetcher.http]\nmax_requests_per_turn = 0\n",
+            "[plugins.fetcher] http.max_requests_per_turn must be at least 1",
+        ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"https://a.example\"]\n\
+             [[plugins.fetcher.http.inject]]\nurl = \"https://a.example\"\n\
+             header = \"authorization\"\nvalue = \"Bearer {secret:api_key}\"\n",
+            "[plugins.fetcher] http.inject value refers to `{secret:api_key}`, which is not in this plugin's config",
+        ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"https://a.example\"]\n\
+             [[plugins.fetcher.http.inject]]\nurl = \"https://b.example\"\n\
+             header = \"authorization\"\nvalue = \"x\"\n",
+            "http.inject url `https://b.example` is not in http.allow",
+        ),
+        (
+            "[plugins.fetcher.config]\nkey = { env = \"AGENTBOX_TEST_NEVER_SET\" }\n",
+            "[plugins.fetcher] config `key`: the environment variable `AGENTBOX_TEST_NEVER_SET` is not set",
+        ),
+        (
+            "[plugins.fetcher.config]\nkey = { file = \"/nonexistent/agentbox/secret\" }\n",
+            "[plugins.fetcher] config `key`: /nonexistent/agentbox/secret:",
+        ),
+        (
+            "[plugins.fetcher.config]\nkey = {}\n",
+            "config `key` must be text, { env = \"VARIABLE\" } or { file = \"/path\" }",
+        ),
     ] {
         let err = apply(text).unwrap_err();
         assert!(err.contains(expected), "{text}: {err}");

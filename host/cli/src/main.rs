@@ -159,6 +159,7 @@ impl HostArgs {
                 limits,
                 plugins: Default::default(),
                 grants: Grants::default(),
+                outbound: Default::default(),
             },
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ struct Outgoing {
     meter: Meter,
     deadline: Instant,
     sent: u32,
+    /// Set when the call's deadline, not a timeout, ended a wait.
+    cut: Arc<AtomicBool>,
 }
 
 /// Where the call's requests are counted and logged.
@@ -116,8 +119,15 @@ impl HttpCtx {
                 },
                 deadline,
                 sent: 0,
+                cut: Arc::default(),
             },
         }
+    }
+
+    /// Whether the call's deadline ended one of its requests' waits: the
+    /// call is then past its deadline, whatever the guest did after.
+    pub(crate) fn cut_by_deadline(&self) -> bool {
+        self.hooks.cut.load(Ordering::Relaxed)
     }
 
     /// The configuration the plugin reads through `wasi:config/store`.
@@ -184,23 +194,48 @@ impl WasiHttpHooks for Outgoing {
             timeout: grant.timeout,
             deadline: tokio::time::Instant::from_std(self.deadline),
             max_response_bytes: grant.max_response_bytes,
+            cut: self.cut.clone(),
         };
         Box::new(send(request, target, origin, waits, self.meter.clone()))
     }
 }
 
 /// How long a request may wait and how much it may read.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Waits {
     timeout: Duration,
     deadline: tokio::time::Instant,
     max_response_bytes: u64,
+    cut: Arc<AtomicBool>,
 }
 
 impl Waits {
-    /// When the next wait ends: after the timeout, never past the deadline.
-    fn next(&self) -> tokio::time::Instant {
-        (tokio::time::Instant::now() + self.timeout).min(self.deadline)
+    /// When the next wait ends: after the timeout, never past the deadline;
+    /// and whether the deadline is what ends it.
+    fn next(&self) -> (tokio::time::Instant, bool) {
+        let timeout = tokio::time::Instant::now() + self.timeout;
+        if self.deadline <= timeout {
+            (self.deadline, true)
+        } else {
+            (timeout, false)
+        }
+    }
+
+    /// Waits for `future` until the next wait ends, then fails with
+    /// `timed_out`.
+    async fn wait<F: Future>(&self, future: F, timed_out: Error) -> Result<F::Output, Error> {
+        let (until, deadline) = self.next();
+        tokio::time::timeout_at(until, future).await.map_err(|_| {
+            self.timed_out(deadline);
+            timed_out
+        })
+    }
+
+    /// Notes that a wait ended, by the deadline or not.
+    fn timed_out(&self, by_deadline: bool) {
+        if by_deadline {
+            self.cut.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -219,10 +254,10 @@ async fn send(
     Error,
 > {
     let shown = target.to_string();
-    let address = address(&target, &origin, waits, &meter, &shown).await?;
-    let tcp = tokio::time::timeout_at(waits.next(), TcpStream::connect(address))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
+    let address = address(&target, &origin, &waits, &meter, &shown).await?;
+    let tcp = waits
+        .wait(TcpStream::connect(address), Error::ConnectionTimeout)
+        .await?
         .map_err(Error::Connect)?;
     let stream: Box<dyn Stream> = if target.secure {
         let name = match &target.host {
@@ -230,21 +265,21 @@ async fn send(
                 .map_err(|_| Error::HttpRequestUriInvalid)?,
             Host::Address(address) => rustls::pki_types::ServerName::IpAddress((*address).into()),
         };
-        let tls = tokio::time::timeout_at(waits.next(), TLS.connect(name, tcp))
-            .await
-            .map_err(|_| Error::ConnectionTimeout)?
+        let tls = waits
+            .wait(TLS.connect(name, tcp), Error::ConnectionTimeout)
+            .await?
             .map_err(Error::Tls)?;
         Box::new(tls)
     } else {
         Box::new(tcp)
     };
-    let (mut sender, connection) = tokio::time::timeout_at(
-        waits.next(),
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)?
-    .map_err(Error::from)?;
+    let (mut sender, connection) = waits
+        .wait(
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+            Error::ConnectionTimeout,
+        )
+        .await?
+        .map_err(Error::from)?;
     // The connection is driven by its own task, which ends when the
     // response (or the call's resources) are dropped.
     let connection = wasmtime_wasi::runtime::spawn(connection);
@@ -255,9 +290,9 @@ async fn send(
         .map_or("/", |path| path.as_str())
         .to_owned();
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
-    let response = tokio::time::timeout_at(waits.next(), sender.send_request(request))
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)?
+    let response = waits
+        .wait(sender.send_request(request), Error::ConnectionReadTimeout)
+        .await?
         .map_err(Error::from)?;
     let declared = response
         .headers()
@@ -282,12 +317,14 @@ async fn send(
         label: origin.to_string(),
         shown,
     };
+    let (until, by_deadline) = waits.next();
     let response = response.map(|incoming| {
         Bounded {
             incoming,
             read: 0,
             waits,
-            idle: Box::pin(tokio::time::sleep_until(waits.next())),
+            idle: Box::pin(tokio::time::sleep_until(until)),
+            idle_is_deadline: by_deadline,
             meter: body_meter,
         }
         .boxed_unsync()
@@ -302,20 +339,20 @@ async fn send(
 async fn address(
     target: &Target,
     origin: &Origin,
-    waits: Waits,
+    waits: &Waits,
     meter: &Meter,
     shown: &str,
 ) -> Result<SocketAddr, Error> {
     let candidates: Vec<SocketAddr> = match &target.host {
         Host::Address(address) => vec![SocketAddr::new(*address, target.port)],
-        Host::Name(name) => tokio::time::timeout_at(
-            waits.next(),
-            tokio::net::lookup_host((name.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| Error::DnsTimeout)?
-        .map_err(|_| Error::DestinationNotFound)?
-        .collect(),
+        Host::Name(name) => waits
+            .wait(
+                tokio::net::lookup_host((name.as_str(), target.port)),
+                Error::DnsTimeout,
+            )
+            .await?
+            .map_err(|_| Error::DestinationNotFound)?
+            .collect(),
     };
     if let Some(address) = candidates
         .iter()
@@ -368,6 +405,8 @@ struct Bounded {
     read: u64,
     waits: Waits,
     idle: Pin<Box<Sleep>>,
+    /// Whether `idle` ends at the call's deadline.
+    idle_is_deadline: bool,
     meter: BodyMeter,
 }
 
@@ -404,14 +443,18 @@ impl Body for Bounded {
                         )))));
                     }
                 }
-                let next = this.waits.next();
-                this.idle.as_mut().reset(next);
+                let (until, by_deadline) = this.waits.next();
+                this.idle.as_mut().reset(until);
+                this.idle_is_deadline = by_deadline;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Error::from(err)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Ready(()) => {
+                    this.waits.timed_out(this.idle_is_deadline);
+                    Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

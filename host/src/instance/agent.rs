@@ -32,7 +32,7 @@ pub(crate) enum AgentPre {
     /// A plugin of `agentbox:plugin@0.1.0`.
     V0_1(v0_1::PluginPre<TurnCtx>),
     /// A plugin of `agentbox:plugin@0.2.0`.
-    V0_2(v0_2::PluginPre<TurnCtx>),
+    V0_2(v0_2::CorePre<TurnCtx>),
 }
 
 impl AgentPre {
@@ -45,7 +45,7 @@ impl AgentPre {
         let pre = linker.instantiate_pre(component)?;
         match world {
             v0_1::WORLD_VERSION => Ok(AgentPre::V0_1(v0_1::PluginPre::new(pre)?)),
-            v0_2::WORLD_VERSION => Ok(AgentPre::V0_2(v0_2::PluginPre::new(pre)?)),
+            v0_2::WORLD_VERSION => Ok(AgentPre::V0_2(v0_2::CorePre::new(pre)?)),
             other => anyhow::bail!("world version {other} is not served by this host"),
         }
     }
@@ -64,7 +64,7 @@ pub(crate) enum Agent {
     /// A plugin of `agentbox:plugin@0.1.0`.
     V0_1(v0_1::Plugin),
     /// A plugin of `agentbox:plugin@0.2.0`.
-    V0_2(v0_2::Plugin),
+    V0_2(v0_2::Core),
 }
 
 /// What an export returns: a trap, or the guest's own result.

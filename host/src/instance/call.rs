@@ -76,6 +76,9 @@ pub(crate) fn call<R>(
         .and_then(|agent| export(&agent, &mut store));
     let ctx = store.into_data();
     let result = match result {
+        // The deadline ended a wait for an outbound request: the call is
+        // past it, whatever the guest made of the error it was handed.
+        _ if ctx.cut_by_deadline() => Err(Failure::Deadline(limits.deadline)),
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(Failure::Guest(message)),
         Err(err) => Err(failure(&err, limits, &ctx.log)),

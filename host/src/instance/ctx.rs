@@ -103,6 +103,11 @@ impl TurnCtx {
         self.log.tail(max)
     }
 
+    /// Whether the call's deadline ended a wait of an outbound request.
+    pub(crate) fn cut_by_deadline(&self) -> bool {
+        self.http.cut_by_deadline()
+    }
+
     /// The configuration `wasi:config/store` serves the plugin.
     pub(crate) fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
         wasmtime_wasi_config::WasiConfig::new(self.http.config())

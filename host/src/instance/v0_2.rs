@@ -10,7 +10,9 @@ use crate::instance::world;
 
 wasmtime::component::bindgen!({
     path: "../wit/v0.2",
-    world: "plugin",
+    // The host binds the core; it links `wasi:http` and `wasi:config`,
+    // which the `plugin` world adds, from their own crates.
+    world: "core",
     imports: { default: trappable },
     with: { "agentbox:plugin/kv.bucket": crate::capability::bucket::Bucket },
 });
