@@ -21,6 +21,8 @@ mod redis_server;
 pub use redis_server::RedisServer;
 
 #[cfg(test)]
+mod assistant;
+#[cfg(test)]
 mod bad_name;
 #[cfg(test)]
 mod bad_tool_name;

@@ -1,0 +1,314 @@
+//! The assistant plugin, an LLM agent, against an OpenAI-compatible server
+//! and a booking service started on loopback: streamed answers, a tool call
+//! round trip through a header the host injects, the bound on tool rounds,
+//! and a conversation kept bounded in state.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use agentbox_host::policy::PolicyFile;
+use agentbox_host::{Clock, Host, Limits};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::harness::{host_builder, load, start_for};
+use crate::plugins::ASSISTANT;
+
+const LLM_KEY: &str = "sk-llm-7d2e9";
+const BOOKING_KEY: &str = "bk-4410c";
+
+/// What the fake services saw and what the model will answer next.
+#[derive(Default)]
+struct Fake {
+    /// Each answer of the model: the deltas it streams.
+    script: Mutex<VecDeque<Vec<Value>>>,
+    /// Each chat completions request: its headers and body.
+    completions: Mutex<Vec<(HeaderMap, Value)>>,
+    /// Each booking request: its headers and body.
+    bookings: Mutex<Vec<(HeaderMap, Value)>>,
+}
+
+impl Fake {
+    fn answer(&self, deltas: Vec<Value>) {
+        self.script.lock().unwrap().push_back(deltas);
+    }
+
+    fn completions(&self) -> Vec<(HeaderMap, Value)> {
+        self.completions.lock().unwrap().clone()
+    }
+}
+
+/// `POST /v1/chat/completions` streams the next scripted answer as
+/// server-sent events, in the API's chunk format; `POST /book` confirms.
+async fn services() -> (SocketAddr, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(
+                |State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                    fake.completions.lock().unwrap().push((headers, body));
+                    let deltas = fake
+                        .script
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .expect("the model was asked more often than the test scripted");
+                    let events = deltas
+                        .into_iter()
+                        .map(|delta| {
+                            let chunk = json!({
+                                "object": "chat.completion.chunk",
+                                "choices": [{ "index": 0, "delta": delta }],
+                            });
+                            format!("data: {chunk}\n\n")
+                        })
+                        .chain(["data: [DONE]\n\n".to_owned()])
+                        .map(|event| Ok::<_, std::io::Error>(event.into_bytes()));
+                    (
+                        [(header::CONTENT_TYPE, "text/event-stream")],
+                        Body::from_stream(tokio_stream::iter(events.collect::<Vec<_>>())),
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .route(
+            "/book",
+            post(
+                |State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                    fake.bookings.lock().unwrap().push((headers, body.clone()));
+                    Json(json!({ "confirmed": true, "reference": "B-1", "day": body["day"] }))
+                },
+            ),
+        )
+        .with_state(fake.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (address, fake)
+}
+
+/// A host running the assistant against the fake services, with both keys
+/// injected by the host.
+fn host(address: SocketAddr) -> Host {
+    let text = format!(
+        r#"
+        [plugins.assistant.http]
+        allow = ["http://{address}"]
+        [[plugins.assistant.http.inject]]
+        url = "http://{address}"
+        header = "authorization"
+        value = "Bearer {{secret:api_key}}"
+        [[plugins.assistant.http.inject]]
+        url = "http://{address}"
+        header = "x-booking-key"
+        value = "{{secret:booking_key}}"
+        [plugins.assistant.config]
+        base_url = "http://{address}/v1"
+        model = "test-model"
+        booking_url = "http://{address}/book"
+        api_key = "{LLM_KEY}"
+        booking_key = "{BOOKING_KEY}"
+        "#
+    );
+    let policy = PolicyFile::parse(&text)
+        .and_then(|file| file.apply(Limits::default()))
+        .unwrap();
+    let host = host_builder(Clock::system())
+        .policy(policy)
+        .build()
+        .expect("cannot build a host");
+    load(&host, ASSISTANT);
+    host
+}
+
+fn text(delta: &str) -> Value {
+    json!({ "content": delta })
+}
+
+fn header_of<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|value| value.to_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_streams_as_it_arrives_and_the_conversation_is_kept() {
+    let (address, fake) = services().await;
+    let host = host(address);
+    let session = start_for(&host, "assistant", Some("ada@example.com"))
+        .await
+        .session;
+    fake.answer(vec![
+        json!({ "role": "assistant", "content": "" }),
+        text("Hel"),
+        text("lo, "),
+        text("Ada!"),
+    ]);
+    let report = host
+        .send_message(&session, "Hi, I'm Ada", None)
+        .await
+        .unwrap();
+    assert_eq!(report.said, ["Hel", "lo, ", "Ada!"]);
+    assert_eq!(
+        report.state["messages"],
+        json!([
+            { "role": "user", "content": "Hi, I'm Ada" },
+            { "role": "assistant", "content": "Hello, Ada!" },
+        ])
+    );
+
+    // The model got the configured model, the conversation after a system
+    // message, the agent's tools, and the key the host injected.
+    let completions = fake.completions();
+    let (headers, body) = &completions[0];
+    assert_eq!(
+        header_of(headers, "authorization"),
+        Some(&*format!("Bearer {LLM_KEY}"))
+    );
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert_eq!(
+        body["messages"][1],
+        json!({ "role": "user", "content": "Hi, I'm Ada" })
+    );
+    let tools: Vec<&str> = body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["remember", "look_up", "book_appointment"]);
+
+    // The next message carries the conversation so far.
+    fake.answer(vec![text("Still here.")]);
+    host.send_message(&session, "Are you there?", None)
+        .await
+        .unwrap();
+    let (_, body) = &fake.completions()[1];
+    assert_eq!(body["messages"].as_array().unwrap().len(), 4, "{body}");
+    assert_eq!(body["messages"][2]["content"], "Hello, Ada!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_books_through_a_key_the_plugin_never_sees_and_the_model_gets_the_result() {
+    let (address, fake) = services().await;
+    let host = host(address);
+    let session = start_for(&host, "assistant", None).await.session;
+    // The call's arguments arrive in two pieces, as the API streams them.
+    fake.answer(vec![
+        json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+            "function": { "name": "book_appointment", "arguments": "{\"day\": \"monday\", " } }] }),
+        json!({ "tool_calls": [{ "index": 0,
+            "function": { "arguments": "\"time\": \"10:00\", \"name\": \"Ada\"}" } }] }),
+    ]);
+    fake.answer(vec![text("Booked: monday at 10:00, reference B-1.")]);
+    let report = host
+        .send_message(&session, "Book me monday at ten, I'm Ada", None)
+        .await
+        .unwrap();
+    assert_eq!(report.said, ["Booked: monday at 10:00, reference B-1."]);
+
+    let bookings = fake.bookings.lock().unwrap().clone();
+    assert_eq!(bookings.len(), 1);
+    let (headers, body) = &bookings[0];
+    assert_eq!(
+        body,
+        &json!({ "day": "monday", "time": "10:00", "name": "Ada" })
+    );
+    assert_eq!(header_of(headers, "x-booking-key"), Some(BOOKING_KEY));
+
+    // The second request hands the model the call and its result.
+    let (_, body) = &fake.completions()[1];
+    let messages = body["messages"].as_array().unwrap();
+    let asked = &messages[messages.len() - 2];
+    assert_eq!(
+        asked["tool_calls"][0]["function"]["name"],
+        "book_appointment"
+    );
+    let answered = &messages[messages.len() - 1];
+    assert_eq!(answered["role"], "tool");
+    assert_eq!(answered["tool_call_id"], "call_1");
+    let result: Value = serde_json::from_str(answered["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["reference"], "B-1");
+
+    // Neither key is in anything the host keeps of the session.
+    let history = host.history(&session, 1000).await.unwrap();
+    let record = host.session(&session).await.unwrap().unwrap();
+    let kept = format!("{history:?}{record:?}{}", host.metrics().encode());
+    for key in [LLM_KEY, BOOKING_KEY] {
+        assert!(!kept.contains(key), "{key} is kept: {kept}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_only_asks_for_tools_is_stopped_and_the_message_commits_nothing() {
+    let (address, fake) = services().await;
+    let host = host(address);
+    let session = start_for(&host, "assistant", None).await.session;
+    host.call_tool(
+        &session,
+        "remember",
+        json!({ "topic": "opening hours", "text": "9 to 5" }),
+        None,
+    )
+    .await
+    .unwrap();
+    let before = host.session(&session).await.unwrap().unwrap();
+    for round in 0..4 {
+        fake.answer(vec![json!({ "tool_calls": [{ "index": 0, "id": format!("call_{round}"),
+            "type": "function", "function": { "name": "look_up", "arguments": "{\"topic\": \"Opening Hours\"}" } }] })]);
+    }
+    let err = host
+        .send_message(&session, "When are you open?", None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the model asked for tools 4 times without answering"),
+        "{err}"
+    );
+    let completions = fake.completions();
+    assert_eq!(completions.len(), 4);
+    // Each round handed the model what the knowledge base says.
+    let (_, last) = &completions[3];
+    let messages = last["messages"].as_array().unwrap();
+    assert_eq!(messages[messages.len() - 1]["content"], "\"9 to 5\"");
+    let after = host.session(&session).await.unwrap().unwrap();
+    assert_eq!((after.turn, after.state), (before.turn, before.state));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_conversation_keeps_its_latest_messages_and_a_summary_of_the_rest() {
+    let (address, fake) = services().await;
+    let host = host(address);
+    let session = start_for(&host, "assistant", None).await.session;
+    for message in 0..20 {
+        fake.answer(vec![text(&format!("answer {message}"))]);
+        host.send_message(&session, &format!("message {message}"), None)
+            .await
+            .unwrap();
+    }
+    let state = host.session(&session).await.unwrap().unwrap().state;
+    let messages = state["messages"].as_array().unwrap();
+    assert!(messages.len() <= 24, "{} messages kept", messages.len());
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(messages.last().unwrap()["content"], "answer 19");
+    let summary = state["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("user: message 0\nassistant: answer 0\n"),
+        "{summary}"
+    );
+    // The model is told the summary.
+    let (_, body) = fake.completions().pop().unwrap();
+    let system = body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("user: message 0"), "{system}");
+}
