@@ -1753,3 +1753,132 @@ fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
         "{stderr}"
     );
 }
+
+/// An HTTP server on a free loopback port answering every request `hello`;
+/// the receiver gets each request's head as it arrived.
+fn hello_server() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (heads, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut socket in listener.incoming().map_while(Result::ok) {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = socket.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    (address, received)
+}
+
+#[test]
+fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
+    let _cores = shared_cores();
+    const SECRET: &str = "sk-serve-9c1f77e2";
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = build(&plugin_dir("fetcher"), data.path());
+    let (address, heads) = hello_server();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+            [plugins.fetcher.http]
+            allow = ["http://{address}"]
+            [[plugins.fetcher.http.inject]]
+            url = "http://{address}"
+            header = "authorization"
+            value = "Bearer {{secret:key}}"
+            [plugins.fetcher.config]
+            key = {{ env = "AGENTBOX_TEST_KEY" }}
+            "#
+        ),
+    )
+    .unwrap();
+    // Everything the host logs, at every level.
+    let server = Server::start_with_env(
+        data.path(),
+        &[
+            "--plugin",
+            fetcher.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--admin-token",
+            "tok",
+        ],
+        &[
+            ("AGENTBOX_TEST_KEY", SECRET),
+            ("RUST_LOG", "agentbox=trace,agentbox_host=trace,info"),
+        ],
+    );
+    let id = server.start_session("fetcher");
+    let mut answers = Vec::new();
+    for (path, body) in [
+        ("fetch", json!({ "url": format!("http://{address}/hello") })),
+        ("fetch", json!({ "url": "http://127.0.0.2:9/denied" })),
+        ("config", json!({ "key": "key" })),
+        ("config_keys", json!({})),
+    ] {
+        let (status, answer) = request(
+            "POST",
+            &server.url(&format!("/v1/sessions/{id}/tools/{path}")),
+            Some(&body.to_string()),
+            None,
+        );
+        answers.push(format!("{status} {answer}"));
+    }
+    assert!(
+        answers[0].starts_with("200 ") && answers[0].contains("hello"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1].contains("not on the plugin's allow-list"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        json_of(answers[2].trim_start_matches("200 "))["result"],
+        Value::Null
+    );
+    assert_eq!(
+        json_of(answers[3].trim_start_matches("200 "))["result"],
+        json!([])
+    );
+    // The server it was meant for got it.
+    let head = heads
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        head.contains(&format!("authorization: Bearer {SECRET}")),
+        "{head}"
+    );
+
+    for path in [
+        format!("/v1/sessions/{id}"),
+        format!("/v1/sessions/{id}/history"),
+        "/v1/tools".to_owned(),
+        "/metrics".to_owned(),
+        "/v1/admin/plugins".to_owned(),
+    ] {
+        let (_, body) = request("GET", &server.url(&path), None, Some("tok"));
+        answers.push(body);
+    }
+    let (_, log) = server.terminate();
+    let refusal = log
+        .iter()
+        .find(|line| line.contains("outbound request refused"))
+        .unwrap_or_else(|| panic!("the refusal is not logged: {log:?}"));
+    assert!(
+        refusal.contains("fetcher") && refusal.contains("allow_list"),
+        "{refusal}"
+    );
+    for text in answers.iter().chain(&log) {
+        assert!(!text.contains(SECRET), "the secret is out: {text}");
+    }
+}
