@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use agentbox_host::store::{RedisStore, SqliteStore, Store};
 use agentbox_host::{Host, SessionStart};
+use agentbox_tests::measure::{ms, percentile};
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 
 /// How long each measurement runs.
@@ -286,18 +287,4 @@ fn swap(runtime: &tokio::runtime::Runtime, dir: &tempfile::TempDir) {
             p50.as_secs_f64() / base.as_secs_f64()
         );
     }
-}
-
-fn percentile(latencies: &[Duration], p: f64) -> Duration {
-    if latencies.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut sorted = latencies.to_vec();
-    sorted.sort();
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn ms(latency: Duration) -> String {
-    format!("{:.2} ms", latency.as_secs_f64() * 1e3)
 }

@@ -14,6 +14,27 @@ pub fn plugin_bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|err| panic!("cannot read the plugin {path}: {err}"))
 }
 
+/// What the benchmarks share: latency percentiles, printed.
+pub mod measure {
+    use std::time::Duration;
+
+    /// The latency at percentile `p` (0 to 1) of `latencies`; zero if none.
+    pub fn percentile(latencies: &[Duration], p: f64) -> Duration {
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut sorted = latencies.to_vec();
+        sorted.sort();
+        let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// `latency` in milliseconds, two decimals.
+    pub fn ms(latency: Duration) -> String {
+        format!("{:.2} ms", latency.as_secs_f64() * 1e3)
+    }
+}
+
 #[cfg(test)]
 mod harness;
 mod redis_server;
