@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use agentbox_host::policy::PolicyFile;
+use agentbox_host::store::OutboundUse;
 use agentbox_host::{Clock, Host, Limits};
 use axum::Router;
 use axum::body::Body;
@@ -190,6 +191,23 @@ async fn only_allowed_origins_are_reached_and_a_refusal_names_the_host_and_the_r
         "agentbox_outbound_requests_total{{plugin=\"fetcher\",origin=\"http://{address}\"}}"
     );
     assert_eq!(metric(&host, &series), 1.0);
+    // Each call's record says what it sent: the answered one read 5 bytes.
+    let records: Vec<OutboundUse> = host
+        .executions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|execution| execution.outbound)
+        .collect();
+    let sent = |requests, refused, response_bytes| OutboundUse {
+        requests,
+        refused,
+        response_bytes,
+    };
+    assert_eq!(
+        records,
+        [sent(1, 0, 5), sent(0, 1, 0), sent(0, 1, 0), sent(0, 1, 0)]
+    );
     still_counts(&host, &counter).await;
 }
 

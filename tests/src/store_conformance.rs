@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use agentbox_host::store::{
-    Commit, Execution, HistoryCap, KvStoreError, KvWrite, Message, Namespace, Quota, Retention,
-    Role, SessionFilter, SessionRecord, SessionStoreError, State, Status, Store, ToolOutcome,
-    Usage,
+    Commit, Execution, HistoryCap, KvStoreError, KvWrite, Message, Namespace, OutboundUse, Quota,
+    Retention, Role, SessionFilter, SessionRecord, SessionStoreError, State, Status, Store,
+    ToolOutcome, Usage,
 };
 use serde_json::json;
 
@@ -238,18 +238,22 @@ fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn 
         })
         .unwrap();
     let ended_at = 2_001;
+    let execution = |at_ms: u64| Execution {
+        plugin: "shop".to_owned(),
+        digest: "00".repeat(32),
+        tool: "login".to_owned(),
+        session: "ended".to_owned(),
+        duration_us: 10,
+        outcome: ToolOutcome::InvalidArgs,
+        at_ms,
+        outbound: OutboundUse {
+            requests: at_ms / 1_000,
+            refused: 1,
+            response_bytes: at_ms * 3,
+        },
+    };
     for at_ms in [1_000, 2_000, 3_000] {
-        store
-            .record_execution(&Execution {
-                plugin: "shop".to_owned(),
-                digest: "00".repeat(32),
-                tool: "login".to_owned(),
-                session: "ended".to_owned(),
-                duration_us: 10,
-                outcome: ToolOutcome::InvalidArgs,
-                at_ms,
-            })
-            .unwrap();
+        store.record_execution(&execution(at_ms)).unwrap();
     }
     let retention = |before_ms| Retention {
         ended_before_ms: before_ms,
@@ -269,13 +273,8 @@ fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn 
         "an active session is the reaper's by its idle time, not retention"
     );
     assert_eq!(store.history("active", 10).unwrap().len(), 1);
-    let left: Vec<u64> = store
-        .executions()
-        .unwrap()
-        .iter()
-        .map(|execution| execution.at_ms)
-        .collect();
-    assert_eq!(left, [3_000]);
+    // What is left is the newest record, whole.
+    assert_eq!(store.executions().unwrap(), [execution(3_000)]);
     let swept = store.sweep(u64::MAX, retention(u64::MAX)).unwrap();
     assert_eq!((swept.ended_sessions, swept.executions), (0, 1));
     // The id of a deleted session is free again.

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ use wasmtime_wasi_http::{
 use crate::metrics::Metrics;
 use crate::policy::Outbound;
 use crate::policy::outbound::{Host, Origin, Target, is_internal};
+use crate::store::OutboundUse;
 
 /// What a call may send, and what it sent so far.
 pub(crate) struct HttpCtx {
@@ -57,6 +58,15 @@ struct Meter {
     plugin: Arc<str>,
     session: Arc<str>,
     metrics: Arc<Metrics>,
+    usage: Arc<Usage>,
+}
+
+/// What the call sent, for its tool execution record.
+#[derive(Default)]
+struct Usage {
+    requests: AtomicU64,
+    refused: AtomicU64,
+    response_bytes: AtomicU64,
 }
 
 /// Why the host refused a request.
@@ -95,6 +105,14 @@ impl Meter {
             "outbound request refused: {detail}"
         );
         self.metrics.outbound_refused(&self.plugin, rule.as_str());
+        self.usage.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self, bytes: u64, origin: &str) {
+        self.metrics.outbound_bytes(&self.plugin, origin, bytes);
+        self.usage
+            .response_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -116,6 +134,7 @@ impl HttpCtx {
                     plugin: plugin.into(),
                     session: session.into(),
                     metrics,
+                    usage: Arc::default(),
                 },
                 deadline,
                 sent: 0,
@@ -128,6 +147,16 @@ impl HttpCtx {
     /// call is then past its deadline, whatever the guest did after.
     pub(crate) fn cut_by_deadline(&self) -> bool {
         self.hooks.cut.load(Ordering::Relaxed)
+    }
+
+    /// What the call sent so far.
+    pub(crate) fn usage(&self) -> OutboundUse {
+        let usage = &self.hooks.meter.usage;
+        OutboundUse {
+            requests: usage.requests.load(Ordering::Relaxed),
+            refused: usage.refused.load(Ordering::Relaxed),
+            response_bytes: usage.response_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The configuration the plugin reads through `wasi:config/store`.
@@ -187,6 +216,7 @@ impl WasiHttpHooks for Outgoing {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
         self.sent += 1;
+        self.meter.usage.requests.fetch_add(1, Ordering::Relaxed);
         for (header, value) in grant.injections(&target) {
             request.headers_mut().insert(header.clone(), value.clone());
         }
@@ -425,10 +455,7 @@ impl Body for Bounded {
                     let length = data.len() as u64;
                     this.read += length;
                     let meter = &this.meter;
-                    meter
-                        .meter
-                        .metrics
-                        .outbound_bytes(&meter.meter.plugin, &meter.label, length);
+                    meter.meter.read(length, &meter.label);
                     if this.read > this.waits.max_response_bytes {
                         meter.meter.refuse(
                             &meter.shown,

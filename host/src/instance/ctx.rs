@@ -14,6 +14,7 @@ use crate::capability::output::OutputCtx;
 use crate::capability::session::SessionCtx;
 use crate::capability::stdio::GuestLog;
 use crate::limits::{Limits, Tripped};
+use crate::store::OutboundUse;
 
 /// What a call inside a session may use: one context per capability.
 pub(crate) struct Capabilities {
@@ -101,6 +102,11 @@ impl TurnCtx {
     /// The last `max` bytes of what the guest wrote, if anything.
     pub(crate) fn guest_output(&self, max: usize) -> Option<String> {
         self.log.tail(max)
+    }
+
+    /// What the call sent through outbound HTTP.
+    pub(crate) fn outbound_use(&self) -> OutboundUse {
+        self.http.usage()
     }
 
     /// Whether the call's deadline ended a wait of an outbound request.

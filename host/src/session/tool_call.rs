@@ -15,7 +15,7 @@ use crate::plugin::tools::Tool;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
 use crate::session::report::{Outcome, ToolReport, TurnReport, assistant_message};
-use crate::store::{Execution, Message, Role, ToolOutcome};
+use crate::store::{Execution, Message, OutboundUse, Role, ToolOutcome};
 
 /// A tool of a loaded plugin, addressed as `plugin/tool`.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl Host {
             })
         })?;
         let digest = plugin.digest.to_string();
-        let record_execution = |outcome| {
+        let record_execution = |outcome, outbound| {
             let execution = Execution {
                 plugin: record.plugin.clone(),
                 digest: digest.clone(),
@@ -70,29 +70,36 @@ impl Host {
                 duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 outcome,
                 at_ms: self.inner.clock.now_ms(),
+                outbound,
             };
             self.inner
                 .store
                 .record_execution(&execution)
                 .map_err(|err| fail(err.into()))
         };
-        let refuse = |cause: Cause| {
-            record_execution(cause.tool_outcome())?;
+        let refuse = |cause: Cause, outbound| {
+            record_execution(cause.tool_outcome(), outbound)?;
             Err(fail(cause))
         };
 
         if let Err(violations) = tool.check_arguments(&arguments) {
-            return refuse(Cause::InvalidArguments {
-                tool: name.to_owned(),
-                violations,
-            });
+            return refuse(
+                Cause::InvalidArguments {
+                    tool: name.to_owned(),
+                    violations,
+                },
+                OutboundUse::default(),
+            );
         }
         let missing = tool.missing_requirements(&record.state);
         if !missing.is_empty() {
-            return refuse(Cause::Precondition {
-                tool: name.to_owned(),
-                missing,
-            });
+            return refuse(
+                Cause::Precondition {
+                    tool: name.to_owned(),
+                    missing,
+                },
+                OutboundUse::default(),
+            );
         }
         let cache = tool.cache_ttl.map(|ttl| {
             let key = tool.cache_key(&digest, id, record.user_id.as_deref(), &arguments);
@@ -105,7 +112,7 @@ impl Host {
                 .cache_get(key, self.inner.clock.now_ms())
                 .map_err(|err| fail(err.into()))?;
             if let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) {
-                record_execution(ToolOutcome::CacheHit)?;
+                record_execution(ToolOutcome::CacheHit, OutboundUse::default())?;
                 let unchanged = TurnReport {
                     session: id.to_owned(),
                     plugin: record.plugin.clone(),
@@ -132,14 +139,15 @@ impl Host {
             sink,
             |agent, store| agent.call_tool(store, name, arguments_text),
         );
-        let said = call.said;
+        let (said, outbound) = (call.said, call.outbound);
         let state = call.session.into_state();
         let result = match call.result.and_then(|text| {
             check_result(tool, &text, self.limits_for(plugin.name())).map(|value| (text, value))
         }) {
             Ok(result) => result,
             Err(cause) => {
-                return refuse(cause).map_err(|err| err.with_guest_output(call.guest_output));
+                return refuse(cause, outbound)
+                    .map_err(|err| err.with_guest_output(call.guest_output));
             }
         };
         let (result_text, result) = result;
@@ -155,7 +163,7 @@ impl Host {
         messages.extend(assistant_message(&said));
         if let Err(cause) = self.commit(&turn, &state, &Outcome::Continue, messages) {
             return match cause {
-                Cause::InvalidState(_) => refuse(cause),
+                Cause::InvalidState(_) => refuse(cause, outbound),
                 cause => Err(fail(cause)),
             };
         }
@@ -168,7 +176,7 @@ impl Host {
                 .cache_put(key, &result_text, expires_at_ms, now_ms)
                 .map_err(|err| fail(err.into()))?;
         }
-        record_execution(ToolOutcome::Ok)?;
+        record_execution(ToolOutcome::Ok, outbound)?;
         Ok(ToolReport {
             turn: turn.report(state, said, Outcome::Continue),
             result,

@@ -24,7 +24,9 @@ use crate::session::Host;
 use crate::session::error::{Cause, SessionError, session_error, turn_error};
 use crate::session::report::{Outcome, SessionStart, TurnReport, assistant_message};
 use crate::session::serial::PluginSlot;
-use crate::store::{Commit, HistoryCap, Message, Quota, Role, SessionRecord, State, Status};
+use crate::store::{
+    Commit, HistoryCap, Message, OutboundUse, Quota, Role, SessionRecord, State, Status,
+};
 
 /// An open turn: the session as last committed (or new, for a start), the
 /// version that runs it, its number, and its place among the plugin's
@@ -64,6 +66,8 @@ pub(crate) struct Call<R> {
     /// When the call failed and the plugin's limits say so, the tail of
     /// what the guest wrote.
     pub(crate) guest_output: Option<String>,
+    /// What the call sent through outbound HTTP.
+    pub(crate) outbound: OutboundUse,
 }
 
 impl Host {
@@ -165,6 +169,7 @@ impl Host {
         let guest_output = (result.is_err() && limits.guest_output)
             .then(|| ctx.guest_output(GUEST_OUTPUT_BYTES))
             .flatten();
+        let outbound = ctx.outbound_use();
         let capabilities = ctx
             .into_capabilities()
             .expect("a call in a session has its capabilities");
@@ -173,6 +178,7 @@ impl Host {
             session: capabilities.session,
             said: capabilities.output.into_said(),
             guest_output,
+            outbound,
         }
     }
 

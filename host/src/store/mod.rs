@@ -30,8 +30,8 @@ pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
 pub use tool_log::ToolLog;
 pub use types::{
-    Commit, Execution, HistoryCap, KvWrite, Message, Namespace, Quota, Retention, Role,
-    SessionFilter, SessionPage, SessionRecord, State, Status, Swept, ToolOutcome, Usage,
+    Commit, Execution, HistoryCap, KvWrite, Message, Namespace, OutboundUse, Quota, Retention,
+    Role, SessionFilter, SessionPage, SessionRecord, State, Status, Swept, ToolOutcome, Usage,
     entry_bytes, increment_value, is_live,
 };
 pub use users::{Erased, UserStore};

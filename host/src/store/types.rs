@@ -271,6 +271,20 @@ pub struct Execution {
     pub outcome: ToolOutcome,
     /// When it ended, in milliseconds of the host clock.
     pub at_ms: u64,
+    /// The outbound HTTP requests the call made.
+    #[serde(default)]
+    pub outbound: OutboundUse,
+}
+
+/// What one call sent through outbound HTTP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundUse {
+    /// Requests the host sent for it.
+    pub requests: u64,
+    /// Requests the host refused.
+    pub refused: u64,
+    /// Bytes of response bodies it read.
+    pub response_bytes: u64,
 }
 
 /// Where a KV key lives: the owner its quota is charged to, and the scope

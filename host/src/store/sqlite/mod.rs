@@ -125,6 +125,10 @@ const MIGRATIONS: &[&str] = &[
          FROM kv WHERE scope LIKE 'user/%' GROUP BY owner, scope;",
     // Finds a user's sessions, for export and erasure.
     "CREATE INDEX sessions_user ON sessions (user_id) WHERE user_id IS NOT NULL;",
+    // What each tool call sent through outbound HTTP.
+    "ALTER TABLE executions ADD COLUMN outbound_requests INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE executions ADD COLUMN outbound_refused INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE executions ADD COLUMN outbound_bytes INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

@@ -11,7 +11,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::sql::ms;
 use crate::store::sqlite::writer::{Applied, Write};
 use crate::store::tool_log::ToolLog;
-use crate::store::types::{Execution, ToolOutcome};
+use crate::store::types::{Execution, OutboundUse, ToolOutcome};
 
 impl PluginStore for SqliteStore {
     fn publish_plugin(&self, digest: &str, bytes: &[u8]) -> Result<bool, BackendError> {
@@ -64,7 +64,9 @@ impl ToolLog for SqliteStore {
     fn executions(&self) -> Result<Vec<Execution>, BackendError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT plugin, digest, tool, session_id, duration_us, outcome, at_ms FROM executions ORDER BY rowid",
+                "SELECT plugin, digest, tool, session_id, duration_us, outcome, at_ms,
+                        outbound_requests, outbound_refused, outbound_bytes
+                 FROM executions ORDER BY rowid",
             )?
             .query_map([], |row| {
                 Ok(Execution {
@@ -73,13 +75,19 @@ impl ToolLog for SqliteStore {
                     tool: row.get(2)?,
                     session: row.get(3)?,
                     duration_us: row.get(4)?,
-                    outcome: ToolOutcome::parse(row.get_ref(5)?.as_str()?).unwrap_or(ToolOutcome::GuestError),
+                    outcome: ToolOutcome::parse(row.get_ref(5)?.as_str()?)
+                        .unwrap_or(ToolOutcome::GuestError),
                     at_ms: row.get(6)?,
+                    outbound: OutboundUse {
+                        requests: row.get(7)?,
+                        refused: row.get(8)?,
+                        response_bytes: row.get(9)?,
+                    },
                 })
             })?
             .collect()
         })
-            .map_err(Into::into)
+        .map_err(Into::into)
     }
 
     fn cache_get(&self, key: &str, now_ms: u64) -> Result<Option<String>, BackendError> {

@@ -243,8 +243,9 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
         }
         Write::Execution(execution) => conn
             .prepare_cached(
-                "INSERT INTO executions (plugin, digest, tool, session_id, duration_us, outcome, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO executions (plugin, digest, tool, session_id, duration_us, outcome, at_ms,
+                                         outbound_requests, outbound_refused, outbound_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -255,6 +256,9 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                     execution.duration_us,
                     execution.outcome.as_str(),
                     execution.at_ms,
+                    execution.outbound.requests,
+                    execution.outbound.refused,
+                    execution.outbound.response_bytes,
                 ])
             })
             .map(|_| Applied::Done)
