@@ -1869,6 +1869,15 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
         let (_, body) = request("GET", &server.url(&path), None, Some("tok"));
         answers.push(body);
     }
+    // The operator's listing shows what the plugin may reach, not the secret.
+    let listing = json_of(answers.last().unwrap());
+    let outbound = &listing[0]["outbound"];
+    assert_eq!(
+        outbound["http"]["allow"],
+        json!([format!("http://{address}")])
+    );
+    assert_eq!(outbound["http"]["inject"][0]["value"], "[secret]");
+    assert_eq!(outbound["config"], json!({ "key": "[secret]" }));
     let (_, log) = server.terminate();
     let refusal = log
         .iter()

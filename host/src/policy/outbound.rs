@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// How long one wait of a request may last unless the policy says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,6 +59,9 @@ pub(super) struct SecretSource {
     file: Option<PathBuf>,
 }
 
+/// How a secret is shown wherever the host lists what a plugin may reach.
+pub const SECRET_SHOWN: &str = "[secret]";
+
 /// What one plugin may reach: the hosts it may send requests to, the
 /// headers the host adds to them, and the configuration it may read.
 #[derive(Debug, Default)]
@@ -66,6 +70,29 @@ pub struct Outbound {
     pub http: HttpGrant,
     /// Its configuration, as `wasi:config/store` serves it.
     pub config: Config,
+}
+
+impl Outbound {
+    /// What an operator's listing shows: the grant, and the configuration
+    /// with every secret and every value bound to a header as
+    /// [`SECRET_SHOWN`].
+    pub fn describe(&self) -> Value {
+        let http = &self.http;
+        json!({
+            "http": {
+                "allow": http.allow.iter().map(Origin::to_string).collect::<Vec<_>>(),
+                "timeout_ms": u64::try_from(http.timeout.as_millis()).unwrap_or(u64::MAX),
+                "max_response_bytes": http.max_response_bytes,
+                "max_requests_per_turn": http.max_requests_per_turn,
+                "inject": http.inject.iter().map(|injection| json!({
+                    "url": injection.origin.to_string(),
+                    "header": injection.header.as_str(),
+                    "value": SECRET_SHOWN,
+                })).collect::<Vec<_>>(),
+            },
+            "config": self.config.shown,
+        })
+    }
 }
 
 /// A plugin's outbound HTTP grant.
@@ -128,20 +155,18 @@ pub struct Injection {
 #[derive(Default)]
 pub struct Config {
     visible: wasmtime_wasi_config::WasiConfigVariables,
-    /// The names of the values read from the environment or a file.
-    secrets: Vec<String>,
-    /// The names of every value, sorted.
-    names: Vec<String>,
     /// The names of the values bound to an injected header, which the
     /// plugin cannot read.
     hidden: Vec<String>,
+    /// Every value as a listing shows it: text as it is, secrets and
+    /// values bound to a header as [`SECRET_SHOWN`].
+    shown: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("names", &self.names)
-            .field("secrets", &self.secrets)
+            .field("shown", &self.shown)
             .field("hidden", &self.hidden)
             .finish_non_exhaustive()
     }
@@ -485,13 +510,20 @@ pub(super) fn outbound(
         Some(section) => section.grant(&values)?,
         None => (HttpGrant::default(), Vec::new()),
     };
-    let names = values.keys().cloned().collect();
     let mut hidden: Vec<String> = values
         .keys()
         .filter(|name| bound.contains(name))
         .cloned()
         .collect();
     hidden.dedup();
+    let shown = values
+        .iter()
+        .map(|(name, value)| {
+            let secret = secrets.contains(name) || hidden.contains(name);
+            let shown = if secret { SECRET_SHOWN } else { value.as_str() };
+            (name.clone(), shown.to_owned())
+        })
+        .collect();
     let visible = values
         .into_iter()
         .filter(|(name, _)| !hidden.contains(name))
@@ -500,9 +532,8 @@ pub(super) fn outbound(
         http,
         config: Config {
             visible,
-            secrets,
-            names,
             hidden,
+            shown,
         },
     })
 }
@@ -595,8 +626,11 @@ mod tests {
         assert_eq!(injected[0].1, "Bearer sk-1");
         assert!(injected[0].1.is_sensitive());
         assert!(!format!("{outbound:?}").contains("sk-1"));
-        assert_eq!(outbound.config.names, ["key", "model"]);
         assert_eq!(outbound.config.hidden, ["key"]);
+        let listed = outbound.describe();
+        assert_eq!(listed["config"], json!({ "key": "[secret]", "model": "m" }));
+        assert_eq!(listed["http"]["inject"][0]["value"], "[secret]");
+        assert!(!listed.to_string().contains("sk-1"));
 
         let config: BTreeMap<String, ConfigEntry> = toml::from_str("model = \"m\"").unwrap();
         let err = super::outbound(Some(&section), &config).unwrap_err();

@@ -65,11 +65,17 @@ pub(super) async fn list_plugins(State(api): State<Api>) -> Response {
                     described
                 })
                 .collect();
+            let outbound = api
+                .host
+                .outbound(active.name())
+                .cloned()
+                .unwrap_or_default();
             json!({
                 "name": active.name(),
                 "active": describe(active),
                 "versions": versions,
                 "stats": api.host.metrics().stats(active.name()),
+                "outbound": outbound.describe(),
             })
         })
         .collect();

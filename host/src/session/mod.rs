@@ -298,6 +298,12 @@ impl Host {
         self.on_store(|store| store.executions()).await
     }
 
+    /// What plugin `plugin` may reach outside the host, as the policy says;
+    /// `None` if the policy does not name it (it may reach nothing).
+    pub fn outbound(&self, plugin: &str) -> Option<&Arc<Outbound>> {
+        self.inner.outbound.get(plugin)
+    }
+
     /// The limits the turns of plugins without limits of their own run under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
