@@ -33,7 +33,7 @@ use wasmtime_wasi_http::{
 
 use crate::metrics::Metrics;
 use crate::policy::Outbound;
-use crate::policy::outbound::{Host, Origin, Target, is_internal};
+use crate::policy::origin::{Host, Origin, Target, is_internal};
 use crate::store::OutboundUse;
 
 /// What a call may send, and what it sent so far.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::names::{check_bucket_name, check_plugin_name};
 
+pub mod origin;
 pub mod outbound;
 
 pub use outbound::Outbound;
