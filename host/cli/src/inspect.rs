@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use agentbox_host::Host;
 use agentbox_host::engine::Compilation;
+use agentbox_host::instance::v0_1;
 use agentbox_host::instance::world::CacheScope;
 use agentbox_host::plugin::tools::Tool;
 use agentbox_host::store::StoreSpec;
@@ -79,6 +80,11 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let manifest = &plugin.manifest;
     let schema = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let tools: Vec<Value> = plugin.tools.iter().map(tool_json).collect();
+    // What the policy lets it reach; a plugin of world 0.1.0 cannot import it.
+    let outbound = host
+        .outbound(&manifest.name)
+        .filter(|_| plugin.world != v0_1::WORLD_VERSION)
+        .map(|outbound| outbound.describe());
     if args.json {
         let (cached, took) = match plugin.compilation {
             Compilation::Compiled(took) => (false, took),
@@ -96,6 +102,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "artifact": { "cached": cached, "ms": took.as_secs_f64() * 1e3 },
             "initial_memory_bytes": plugin.initial_memory,
             "extra_exports": plugin.extra_exports,
+            "outbound": outbound,
             "loads": true,
         });
         println!("{description}");
@@ -133,8 +140,49 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     for tool in plugin.tools.iter() {
         print_tool(&tool.name, tool);
     }
+    println!(
+        "reaches       {}",
+        reach_text(outbound.as_ref(), &plugin.world)
+    );
     println!("loads         yes");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the policy lets a plugin reach, in one line: its allow-list, then
+/// its configuration (secrets shown as `[secret]`).
+fn reach_text(outbound: Option<&Value>, world: &str) -> String {
+    let Some(outbound) = outbound else {
+        return if world == v0_1::WORLD_VERSION {
+            format!("nothing (world {world} has no outbound HTTP or configuration)")
+        } else {
+            "nothing (the policy names no [plugins.NAME.http] or config for it)".to_owned()
+        };
+    };
+    let allow: Vec<&str> = outbound["http"]["allow"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let config: Vec<String> = outbound["config"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| format!("{name}={}", value.as_str().unwrap_or_default()))
+        .collect();
+    format!(
+        "{}; config: {}",
+        if allow.is_empty() {
+            "no host".to_owned()
+        } else {
+            allow.join(", ")
+        },
+        if config.is_empty() {
+            "none".to_owned()
+        } else {
+            config.join(", ")
+        }
+    )
 }
 
 fn tool_json(tool: &Tool) -> Value {

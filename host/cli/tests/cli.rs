@@ -273,6 +273,65 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
         "a second start does not recompile: {text}"
     );
     assert!(text.ends_with("loads         yes\n"), "{text}");
+    assert!(
+        text.contains(
+            "reaches       nothing (the policy names no [plugins.NAME.http] or config for it)\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn inspect_shows_what_the_policy_lets_a_plugin_reach_without_its_secrets() {
+    let data = tempfile::tempdir().unwrap();
+    let policy = data.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+        [plugins.assistant.http]
+        allow = ["https://api.example.com"]
+        [[plugins.assistant.http.inject]]
+        url = "https://api.example.com"
+        header = "authorization"
+        value = "Bearer {secret:api_key}"
+        [plugins.assistant.config]
+        model = "small"
+        api_key = { env = "AGENTBOX_TEST_INSPECT_KEY" }
+        "#,
+    )
+    .unwrap();
+    let output = run_output(
+        agentbox("inspect", data.path())
+            .env("AGENTBOX_TEST_INSPECT_KEY", "sk-inspect-31")
+            .arg("--policy")
+            .arg(&policy)
+            .arg(plugin_dir("assistant")),
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(
+            "reaches       https://api.example.com:443; config: api_key=[secret], model=small\n"
+        ),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!text.contains("sk-inspect-31"), "{text}");
+    // A missing secret refuses the policy, naming it.
+    let output = run_output(
+        agentbox("inspect", data.path())
+            .env_remove("AGENTBOX_TEST_INSPECT_KEY")
+            .arg("--policy")
+            .arg(&policy)
+            .arg(plugin_dir("assistant")),
+    );
+    assert!(!output.status.success());
+    assert!(
+        last_stderr_line(&output).contains(
+            "[plugins.assistant] config `api_key`: the environment variable `AGENTBOX_TEST_INSPECT_KEY` is not set"
+        ),
+        "{}",
+        last_stderr_line(&output)
+    );
 }
 
 #[test]
