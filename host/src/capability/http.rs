@@ -47,9 +47,6 @@ struct Outgoing {
     outbound: Arc<Outbound>,
     meter: Meter,
     deadline: Instant,
-    sent: u32,
-    /// Set when the call's deadline, not a timeout, ended a wait.
-    cut: Arc<AtomicBool>,
 }
 
 /// Where the call's requests are counted and logged.
@@ -61,17 +58,19 @@ struct Meter {
     usage: Arc<Usage>,
 }
 
-/// What the call sent, for its tool execution record.
+/// What the call sent, for its tool execution record, and whether its
+/// deadline ended a wait.
 #[derive(Default)]
 struct Usage {
     requests: AtomicU64,
     refused: AtomicU64,
     response_bytes: AtomicU64,
+    cut_by_deadline: AtomicBool,
 }
 
 /// Why the host refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rule {
+enum Rule {
     /// Its origin is not on the plugin's allow-list.
     AllowList,
     /// Its host resolves only to internal addresses the allow entry does
@@ -85,7 +84,7 @@ pub(crate) enum Rule {
 
 impl Rule {
     /// Its name in logs and metrics.
-    pub(crate) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Rule::AllowList => "allow_list",
             Rule::Address => "address",
@@ -137,8 +136,6 @@ impl HttpCtx {
                     usage: Arc::default(),
                 },
                 deadline,
-                sent: 0,
-                cut: Arc::default(),
             },
         }
     }
@@ -146,7 +143,11 @@ impl HttpCtx {
     /// Whether the call's deadline ended one of its requests' waits: the
     /// call is then past its deadline, whatever the guest did after.
     pub(crate) fn cut_by_deadline(&self) -> bool {
-        self.hooks.cut.load(Ordering::Relaxed)
+        self.hooks
+            .meter
+            .usage
+            .cut_by_deadline
+            .load(Ordering::Relaxed)
     }
 
     /// What the call sent so far.
@@ -199,11 +200,12 @@ impl WasiHttpHooks for Outgoing {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
         let shown = target.to_string();
-        if self.sent >= grant.max_requests_per_turn {
+        let sent = self.meter.usage.requests.load(Ordering::Relaxed);
+        if sent >= u64::from(grant.max_requests_per_turn) {
             self.meter.refuse(
                 &shown,
                 Rule::RequestsPerTurn,
-                &format!("the call already sent {} requests", self.sent),
+                &format!("the call already sent {sent} requests"),
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
@@ -215,7 +217,6 @@ impl WasiHttpHooks for Outgoing {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
-        self.sent += 1;
         self.meter.usage.requests.fetch_add(1, Ordering::Relaxed);
         for (header, value) in grant.injections(&target) {
             request.headers_mut().insert(header.clone(), value.clone());
@@ -224,7 +225,7 @@ impl WasiHttpHooks for Outgoing {
             timeout: grant.timeout,
             deadline: tokio::time::Instant::from_std(self.deadline),
             max_response_bytes: grant.max_response_bytes,
-            cut: self.cut.clone(),
+            usage: self.meter.usage.clone(),
         };
         Box::new(send(request, target, origin, waits, self.meter.clone()))
     }
@@ -236,7 +237,7 @@ struct Waits {
     timeout: Duration,
     deadline: tokio::time::Instant,
     max_response_bytes: u64,
-    cut: Arc<AtomicBool>,
+    usage: Arc<Usage>,
 }
 
 impl Waits {
@@ -264,7 +265,7 @@ impl Waits {
     /// Notes that a wait ended, by the deadline or not.
     fn timed_out(&self, by_deadline: bool) {
         if by_deadline {
-            self.cut.store(true, Ordering::Relaxed);
+            self.usage.cut_by_deadline.store(true, Ordering::Relaxed);
         }
     }
 }
