@@ -1050,6 +1050,35 @@ fn plugin_versions_are_published_once_and_recorded_active(store: &dyn Store) {
     );
 }
 
+fn plugin_configuration_is_replaced_whole_and_removed_when_empty(store: &dyn Store) {
+    use std::collections::BTreeMap;
+
+    let config = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    };
+    assert!(store.plugin_configs().unwrap().is_empty());
+    store
+        .set_plugin_config("assistant", &config(&[("model", "small"), ("tone", "dry")]))
+        .unwrap();
+    store
+        .set_plugin_config("shop", &config(&[("currency", "EUR")]))
+        .unwrap();
+    store
+        .set_plugin_config("assistant", &config(&[("model", "large")]))
+        .unwrap();
+    let configs = store.plugin_configs().unwrap();
+    assert_eq!(configs["assistant"], config(&[("model", "large")]));
+    assert_eq!(configs["shop"], config(&[("currency", "EUR")]));
+    store.set_plugin_config("shop", &config(&[])).unwrap();
+    assert_eq!(
+        store.plugin_configs().unwrap().keys().collect::<Vec<_>>(),
+        ["assistant"]
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1256,4 +1285,5 @@ conformance!(
     kv_increment_counts_and_refuses_non_integers,
     kv_quota_refuses_and_changes_nothing,
     plugin_versions_are_published_once_and_recorded_active,
+    plugin_configuration_is_replaced_whole_and_removed_when_empty,
 );

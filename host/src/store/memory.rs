@@ -31,6 +31,7 @@ pub struct MemoryStore {
 struct Plugins {
     published: HashMap<String, Vec<u8>>,
     active: BTreeMap<String, String>,
+    config: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// One KV owner's entries, by scope and key, and what they add up to, in
@@ -422,6 +423,29 @@ impl PluginStore for MemoryStore {
             .lock()
             .expect("memory store poisoned")
             .active
+            .clone())
+    }
+
+    fn set_plugin_config(
+        &self,
+        name: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let mut plugins = self.plugins.lock().expect("memory store poisoned");
+        if config.is_empty() {
+            plugins.config.remove(name);
+        } else {
+            plugins.config.insert(name.to_owned(), config.clone());
+        }
+        Ok(())
+    }
+
+    fn plugin_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, BackendError> {
+        Ok(self
+            .plugins
+            .lock()
+            .expect("memory store poisoned")
+            .config
             .clone())
     }
 }

@@ -1,5 +1,6 @@
-//! Where plugin versions are published, and which one of each plugin is
-//! active, for every host on the store.
+//! Where plugin versions are published, which one of each plugin is
+//! active, and the configuration operators set for each, for every host on
+//! the store.
 
 use std::collections::BTreeMap;
 
@@ -21,4 +22,15 @@ pub trait PluginStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The active version of each plugin the store has a record of: name → digest.
     fn active_plugins(&self) -> Result<BTreeMap<String, String>, BackendError>;
+
+    /// Replaces the configuration an operator set for plugin `name` (key →
+    /// value), for every host on this store; an empty one removes it.
+    fn set_plugin_config(
+        &self,
+        name: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError>;
+
+    /// The configuration operators set, of each plugin that has one.
+    fn plugin_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, BackendError>;
 }

@@ -16,6 +16,9 @@ pub(super) const CACHE_EXPIRY: &str = "agentbox:cache:expiry";
 /// The active version of each plugin: name → digest.
 pub(super) const ACTIVE_PLUGINS: &str = "agentbox:plugins:active";
 
+/// The configuration operators set for each plugin: name → JSON object.
+pub(super) const PLUGIN_CONFIG: &str = "agentbox:plugins:config";
+
 /// Ended sessions by the time they ended (host clock), for retention.
 pub(super) const ENDED: &str = "agentbox:sessions:ended";
 

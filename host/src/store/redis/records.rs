@@ -10,7 +10,7 @@ use crate::store::types::Execution;
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    ACTIVE_PLUGINS, CACHE_EXPIRY, EXECUTIONS, cache_key, json, plugin_key,
+    ACTIVE_PLUGINS, CACHE_EXPIRY, EXECUTIONS, PLUGIN_CONFIG, cache_key, json, plugin_key,
 };
 
 /// Tool-call records the retention sweep deletes per script call.
@@ -44,6 +44,38 @@ impl PluginStore for RedisStore {
 
     fn active_plugins(&self) -> Result<BTreeMap<String, String>, BackendError> {
         self.with(|conn| redis::cmd("HGETALL").arg(ACTIVE_PLUGINS).query(conn))
+    }
+
+    fn set_plugin_config(
+        &self,
+        name: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        if config.is_empty() {
+            return self.with(|conn| {
+                redis::cmd("HDEL")
+                    .arg(PLUGIN_CONFIG)
+                    .arg(name)
+                    .query::<()>(conn)
+            });
+        }
+        let text = serde_json::to_string(config).map_err(json)?;
+        self.with(|conn| {
+            redis::cmd("HSET")
+                .arg(PLUGIN_CONFIG)
+                .arg(name)
+                .arg(text)
+                .query::<()>(conn)
+        })
+    }
+
+    fn plugin_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, BackendError> {
+        let texts: BTreeMap<String, String> =
+            self.with(|conn| redis::cmd("HGETALL").arg(PLUGIN_CONFIG).query(conn))?;
+        texts
+            .into_iter()
+            .map(|(name, text)| Ok((name, serde_json::from_str(&text).map_err(json)?)))
+            .collect()
     }
 }
 

@@ -129,6 +129,11 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE executions ADD COLUMN outbound_requests INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE executions ADD COLUMN outbound_refused INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE executions ADD COLUMN outbound_bytes INTEGER NOT NULL DEFAULT 0;",
+    // The configuration operators set for each plugin, as a JSON object.
+    "CREATE TABLE plugin_config (
+         name   TEXT PRIMARY KEY,
+         config TEXT NOT NULL
+     ) STRICT, WITHOUT ROWID;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

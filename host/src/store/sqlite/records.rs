@@ -48,6 +48,38 @@ impl PluginStore for SqliteStore {
         })
         .map_err(Into::into)
     }
+
+    fn set_plugin_config(
+        &self,
+        name: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let config = (!config.is_empty())
+            .then(|| serde_json::to_string(config).expect("a map of strings is JSON"));
+        self.write(Write::PluginConfig {
+            name: name.to_owned(),
+            config,
+        })
+        .map(drop)
+        .map_err(Into::into)
+    }
+
+    fn plugin_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, BackendError> {
+        let rows: Vec<(String, String)> = self.read(|conn| {
+            conn.prepare_cached("SELECT name, config FROM plugin_config")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })?;
+        rows.into_iter()
+            .map(|(name, config)| {
+                serde_json::from_str(&config)
+                    .map(|config| (name, config))
+                    .map_err(|err| {
+                        BackendError::caused("a plugin's configuration is malformed", err)
+                    })
+            })
+            .collect()
+    }
 }
 
 impl ToolLog for SqliteStore {

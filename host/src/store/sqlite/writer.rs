@@ -74,6 +74,11 @@ pub(super) enum Write {
         name: String,
         digest: String,
     },
+    /// An operator's configuration of a plugin, as JSON; `None` removes it.
+    PluginConfig {
+        name: String,
+        config: Option<String>,
+    },
 }
 
 /// What a write produced, besides succeeding.
@@ -375,6 +380,19 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                  ON CONFLICT (name) DO UPDATE SET digest = excluded.digest",
             )
             .and_then(|mut statement| statement.execute([name, digest]))
+            .map(|_| Applied::Done)
+            .map_err(backend),
+        Write::PluginConfig { name, config: Some(config) } => conn
+            .prepare_cached(
+                "INSERT INTO plugin_config (name, config) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+            )
+            .and_then(|mut statement| statement.execute([name, config]))
+            .map(|_| Applied::Done)
+            .map_err(backend),
+        Write::PluginConfig { name, config: None } => conn
+            .prepare_cached("DELETE FROM plugin_config WHERE name = ?1")
+            .and_then(|mut statement| statement.execute([name]))
             .map(|_| Applied::Done)
             .map_err(backend),
         Write::KvSweep { now_ms } => {
