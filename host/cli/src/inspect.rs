@@ -81,10 +81,8 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let schema = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let tools: Vec<Value> = plugin.tools.iter().map(tool_json).collect();
     // What the policy lets it reach; a plugin of world 0.1.0 cannot import it.
-    let outbound = host
-        .outbound(&manifest.name)
-        .filter(|_| plugin.world != v0_1::WORLD_VERSION)
-        .map(|outbound| outbound.describe());
+    let outbound =
+        (plugin.world != v0_1::WORLD_VERSION).then(|| host.outbound(&manifest.name).describe());
     if args.json {
         let (cached, took) = match plugin.compilation {
             Compilation::Compiled(took) => (false, took),
@@ -152,11 +150,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 /// its configuration (secrets shown as `[secret]`).
 fn reach_text(outbound: Option<&Value>, world: &str) -> String {
     let Some(outbound) = outbound else {
-        return if world == v0_1::WORLD_VERSION {
-            format!("nothing (world {world} has no outbound HTTP or configuration)")
-        } else {
-            "nothing (the policy names no [plugins.NAME.http] or config for it)".to_owned()
-        };
+        return format!("nothing (world {world} has no outbound HTTP or configuration)");
     };
     let allow: Vec<&str> = outbound["http"]["allow"]
         .as_array()
@@ -170,6 +164,9 @@ fn reach_text(outbound: Option<&Value>, world: &str) -> String {
         .flatten()
         .map(|(name, value)| format!("{name}={}", value.as_str().unwrap_or_default()))
         .collect();
+    if allow.is_empty() && config.is_empty() {
+        return "nothing (the policy names no [plugins.NAME.http] or config for it)".to_owned();
+    }
     format!(
         "{}; config: {}",
         if allow.is_empty() {

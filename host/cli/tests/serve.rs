@@ -1891,3 +1891,124 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
         assert!(!text.contains(SECRET), "the secret is out: {text}");
     }
 }
+
+#[test]
+fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
+    let _cores = shared_cores();
+    let Some(redis) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fetcher = build(&plugin_dir("fetcher"), data_a.path());
+    let policy = data_a.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[plugins.fetcher.config]\nmodel = \"small\"\ntoken = { env = \"AGENTBOX_TEST_TOKEN\" }\n",
+    )
+    .unwrap();
+    let args = [
+        "--store",
+        redis.url(),
+        "--admin-token",
+        "tok",
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    let env = [("AGENTBOX_TEST_TOKEN", "t0k3n-secret")];
+    let a = Server::start_with_env(
+        data_a.path(),
+        &[&args[..], &["--plugin", fetcher.to_str().unwrap()]].concat(),
+        &env,
+    );
+    let b = Server::start_with_env(data_b.path(), &args, &env);
+    let config_of = |server: &Server| {
+        let (status, body) = request(
+            "GET",
+            &server.url("/v1/admin/plugins/fetcher/config"),
+            None,
+            Some("tok"),
+        );
+        assert_eq!(status, 200, "{body}");
+        json_of(&body)["config"].clone()
+    };
+    assert_eq!(
+        config_of(&a),
+        json!({ "model": "small", "token": "[secret]" })
+    );
+    let read = |server: &Server, key: &str| {
+        let id = server.start_session("fetcher");
+        let (status, body) = request(
+            "POST",
+            &server.url(&format!("/v1/sessions/{id}/tools/config")),
+            Some(&json!({ "key": key }).to_string()),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        json_of(&body)["result"].clone()
+    };
+
+    // Set through `a`: `a` serves it at once, `b` once it follows the store.
+    let put = |body: &str| {
+        request(
+            "PUT",
+            &a.url("/v1/admin/plugins/fetcher/config"),
+            Some(body),
+            Some("tok"),
+        )
+    };
+    let (status, body) = put(r#"{"model": "large", "tone": "dry"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["config"],
+        json!({ "model": "large", "token": "[secret]", "tone": "dry" })
+    );
+    assert_eq!(read(&a, "model"), "large");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while read(&b, "tone") != "dry" {
+        assert!(std::time::Instant::now() < deadline, "b never followed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(config_of(&b), config_of(&a));
+
+    // Mistakes change nothing.
+    for (body, status, said) in [
+        (
+            r#"{"token": "mine"}"#,
+            422,
+            "config `token` is a secret the policy file sets",
+        ),
+        (
+            r#"{"bad key": "x"}"#,
+            422,
+            "config key `bad key` contains ' '",
+        ),
+        (
+            r#"{"model": 5}"#,
+            422,
+            "invalid type: integer `5`, expected a string",
+        ),
+        ("[]", 422, "invalid type: sequence"),
+        ("{", 400, "EOF while parsing"),
+    ] {
+        let (got, answer) = put(body);
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer.contains(said), "{body}: {answer}");
+    }
+    let (status, answer) = request(
+        "PUT",
+        &a.url("/v1/admin/plugins/fetcher/config"),
+        Some("{}"),
+        None,
+    );
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(read(&a, "model"), "large");
+
+    // `{}` takes it back to the policy's, everywhere.
+    let (status, body) = put("{}");
+    assert_eq!(status, 200, "{body}");
+    while read(&b, "tone") != Value::Null {
+        assert!(std::time::Instant::now() < deadline, "b never followed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(read(&b, "model"), "small");
+}

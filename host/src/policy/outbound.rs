@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::names::check_state_key;
 use crate::policy::origin::{Origin, Target};
 
 /// How long one wait of a request may last unless the policy says.
@@ -59,6 +60,11 @@ pub(super) struct SecretSource {
     env: Option<String>,
     file: Option<PathBuf>,
 }
+
+/// The most values an operator may set for one plugin through the admin API.
+pub const MAX_OPERATOR_VALUES: usize = 256;
+/// The longest value an operator may set, in bytes.
+pub const MAX_OPERATOR_VALUE_BYTES: usize = 64 << 10;
 
 /// How a secret is shown wherever the host lists what a plugin may reach.
 pub const SECRET_SHOWN: &str = "[secret]";
@@ -155,7 +161,12 @@ pub struct Injection {
 /// but those bound to an injected header.
 #[derive(Default)]
 pub struct Config {
+    /// The values the plugin reads, by name.
+    values: BTreeMap<String, String>,
+    /// The same, as `wasi:config/store` serves them.
     visible: wasmtime_wasi_config::WasiConfigVariables,
+    /// The names of the values read from the environment or a file.
+    secrets: Vec<String>,
     /// The names of the values bound to an injected header, which the
     /// plugin cannot read.
     hidden: Vec<String>,
@@ -177,6 +188,55 @@ impl Config {
     /// The values as `wasi:config/store` serves them.
     pub fn variables(&self) -> &wasmtime_wasi_config::WasiConfigVariables {
         &self.visible
+    }
+}
+
+impl Outbound {
+    /// This with the values an operator set through the admin API over the
+    /// policy's text values. A secret of the policy, or a value bound to a
+    /// header, is not the operator's to replace there.
+    pub fn with_operator_config(&self, set: &BTreeMap<String, String>) -> Result<Outbound, String> {
+        if set.len() > MAX_OPERATOR_VALUES {
+            return Err(format!(
+                "{} values are more than the {MAX_OPERATOR_VALUES} a plugin's configuration may have",
+                set.len()
+            ));
+        }
+        for (name, value) in set {
+            check_state_key(name).map_err(|reason| format!("config {reason}"))?;
+            if value.len() > MAX_OPERATOR_VALUE_BYTES {
+                return Err(format!(
+                    "config `{name}` is {} bytes, over the {MAX_OPERATOR_VALUE_BYTES} a value may have",
+                    value.len()
+                ));
+            }
+            let config = &self.config;
+            if config.secrets.contains(name) || config.hidden.contains(name) {
+                return Err(format!(
+                    "config `{name}` is a secret the policy file sets; it is changed there"
+                ));
+            }
+        }
+        let mut values = self.config.values.clone();
+        values.extend(
+            set.iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        let mut shown = self.config.shown.clone();
+        shown.extend(
+            set.iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        Ok(Outbound {
+            http: self.http.clone(),
+            config: Config {
+                visible: values.iter().collect(),
+                values,
+                secrets: self.config.secrets.clone(),
+                hidden: self.config.hidden.clone(),
+                shown,
+            },
+        })
     }
 }
 
@@ -312,6 +372,7 @@ pub(super) fn outbound(
     let mut values = BTreeMap::new();
     let mut secrets = Vec::new();
     for (name, entry) in config {
+        check_state_key(name).map_err(|reason| format!("config {reason}"))?;
         let value = match entry {
             ConfigEntry::Text(text) => text.clone(),
             ConfigEntry::Secret(source) => {
@@ -339,14 +400,16 @@ pub(super) fn outbound(
             (name.clone(), shown.to_owned())
         })
         .collect();
-    let visible = values
+    let values: BTreeMap<String, String> = values
         .into_iter()
         .filter(|(name, _)| !hidden.contains(name))
         .collect();
     Ok(Outbound {
         http,
         config: Config {
-            visible,
+            visible: values.iter().collect(),
+            values,
+            secrets,
             hidden,
             shown,
         },
@@ -383,6 +446,31 @@ mod tests {
         assert_eq!(listed["config"], json!({ "key": "[secret]", "model": "m" }));
         assert_eq!(listed["http"]["inject"][0]["value"], "[secret]");
         assert!(!listed.to_string().contains("sk-1"));
+
+        // An operator's value goes over the policy's text, never its secret.
+        let set = |name: &str, value: &str| BTreeMap::from([(name.to_owned(), value.to_owned())]);
+        let changed = outbound
+            .with_operator_config(&set("model", "large"))
+            .unwrap();
+        assert_eq!(changed.config.values, set("model", "large"));
+        assert_eq!(
+            changed.describe()["config"],
+            json!({ "key": "[secret]", "model": "large" })
+        );
+        let err = outbound
+            .with_operator_config(&set("key", "mine"))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "config `key` is a secret the policy file sets; it is changed there"
+        );
+        let err = outbound
+            .with_operator_config(&set("bad key", "x"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("config key `bad key` contains ' '"),
+            "{err}"
+        );
 
         let config: BTreeMap<String, ConfigEntry> = toml::from_str("model = \"m\"").unwrap();
         let err = super::outbound(Some(&section), &config).unwrap_err();

@@ -2,6 +2,7 @@
 //! stage, activate and roll back plugin versions; export and erase a
 //! user's data.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
 use crate::server::api::{Api, QueryOf, error, rejected};
+use crate::session::config::ConfigError;
 use crate::session::operator_kv::{BucketRef, OperatorKvError};
 use crate::session::users::{UserDataError, value_json};
 use crate::store::{SessionFilter, Status};
@@ -65,11 +67,7 @@ pub(super) async fn list_plugins(State(api): State<Api>) -> Response {
                     described
                 })
                 .collect();
-            let outbound = api
-                .host
-                .outbound(active.name())
-                .cloned()
-                .unwrap_or_default();
+            let outbound = api.host.outbound(active.name());
             json!({
                 "name": active.name(),
                 "active": describe(active),
@@ -223,6 +221,39 @@ impl KvQuery {
             bucket,
             user: self.user.clone(),
         }
+    }
+}
+
+/// What plugin `name` reaches: its allow-list and configuration, with the
+/// policy's secrets shown as `[secret]`.
+pub(super) async fn get_config(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    Json(api.host.outbound(&name).describe()).into_response()
+}
+
+/// Sets the configuration operators give plugin `name` over its policy's
+/// (a JSON object of strings, replacing what was set before; `{}` removes
+/// it), here and on every server of the store; answers what it reaches now.
+pub(super) async fn put_config(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Result<Json<BTreeMap<String, String>>, JsonRejection>,
+) -> Response {
+    let Json(config) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    match api.host.set_plugin_config(&name, config).await {
+        Ok(outbound) => Json(outbound.describe()).into_response(),
+        Err(err @ ConfigError::Invalid(_)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-config",
+            err.to_string(),
+        ),
+        Err(err @ ConfigError::Store(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
     }
 }
 

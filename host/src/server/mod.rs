@@ -71,6 +71,10 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/admin/plugins/{name}/activate", post(admin::activate))
         .route("/v1/admin/plugins/{name}/rollback", post(admin::roll_back))
         .route(
+            "/v1/admin/plugins/{name}/config",
+            get(admin::get_config).put(admin::put_config),
+        )
+        .route(
             "/v1/admin/users/{user}",
             axum::routing::delete(admin::erase_user),
         )

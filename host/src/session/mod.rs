@@ -14,6 +14,7 @@
 //! user's data, exported or erased), [`operator_kv`] (the operator's reads
 //! and writes of KV), [`error`] and [`report`].
 
+pub mod config;
 pub mod error;
 mod migrate;
 pub mod operator_kv;
@@ -68,8 +69,9 @@ struct Inner {
     /// on-end, each under the longest deadline, plus a margin.
     lease_ttl: Duration,
     grants: Arc<Grants>,
-    /// What each plugin the policy names may reach outside the host.
-    outbound: BTreeMap<String, Arc<Outbound>>,
+    /// What each plugin may reach outside the host, as the policy file
+    /// says and the operators' configuration adds ([`config`]).
+    outbound: config::Reach,
     clock: Clock,
     locks: SessionLocks,
     turns: Arc<Semaphore>,
@@ -225,7 +227,7 @@ impl HostBuilder {
                 lease_ttl: longest_deadline * 2 + LEASE_MARGIN,
                 limits,
                 grants: Arc::new(self.grants),
-                outbound: self.outbound,
+                outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
                 metrics,
@@ -296,12 +298,6 @@ impl Host {
     /// Every recorded tool call, oldest first.
     pub async fn executions(&self) -> Result<Vec<Execution>, BackendError> {
         self.on_store(|store| store.executions()).await
-    }
-
-    /// What plugin `plugin` may reach outside the host, as the policy says;
-    /// `None` if the policy does not name it (it may reach nothing).
-    pub fn outbound(&self, plugin: &str) -> Option<&Arc<Outbound>> {
-        self.inner.outbound.get(plugin)
     }
 
     /// The limits the turns of plugins without limits of their own run under.

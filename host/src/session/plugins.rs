@@ -57,14 +57,19 @@ impl Host {
 
     /// Makes this host's active versions the ones the store records,
     /// loading versions other hosts published, and records this host's
-    /// active version of each plugin the store has no record of. A recorded
+    /// active version of each plugin the store has no record of; takes the
+    /// configuration operators set for plugins from it too. A recorded
     /// version that cannot be loaded leaves its plugin's active version as
     /// it is, and is reported in [`Followed::failed`].
     pub async fn follow_store(&self) -> Result<Followed, BackendError> {
         let host = self.clone();
-        tokio::task::spawn_blocking(move || host.inner.plugins.follow())
-            .await
-            .expect("following the store panicked")
+        tokio::task::spawn_blocking(move || {
+            let followed = host.inner.plugins.follow()?;
+            host.follow_config()?;
+            Ok(followed)
+        })
+        .await
+        .expect("following the store panicked")
     }
 
     /// Runs [`Host::follow_store`] every `every` until the host is dropped

@@ -144,13 +144,8 @@ impl Host {
             ),
             output: OutputCtx::new(sink, limits.output_bytes),
         };
-        let outbound = inner
-            .outbound
-            .get(&record.plugin)
-            .cloned()
-            .unwrap_or_default();
         let http = HttpCtx::new(
-            outbound,
+            inner.outbound.of(&record.plugin),
             &record.plugin,
             &record.id,
             inner.metrics.clone(),
