@@ -1890,6 +1890,33 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
     for text in answers.iter().chain(&log) {
         assert!(!text.contains(SECRET), "the secret is out: {text}");
     }
+    // Nor is it in any file the server keeps: the SQLite store (its
+    // database and write-ahead log) and compiled artifacts.
+    let mut folders = vec![data.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            files += 1;
+            assert!(
+                !bytes
+                    .windows(SECRET.len())
+                    .any(|window| window == SECRET.as_bytes()),
+                "the secret is in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        files > 1,
+        "the server kept no files in {}",
+        data.path().display()
+    );
 }
 
 #[test]
