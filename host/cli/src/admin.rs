@@ -118,6 +118,21 @@ enum PluginsCommand {
         /// The plugin's name
         name: String,
     },
+    /// Show what a plugin reaches (its HTTP allow-list and the configuration
+    /// it reads, secrets as [secret]), or set configuration over the policy
+    /// file's on every server of the store: `KEY=VALUE`s replace all that
+    /// operators set before, `--clear` removes it. Secrets come from the
+    /// policy file only.
+    Config {
+        /// The plugin's name
+        name: String,
+        /// Values to set, replacing what operators set before
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove what operators set, leaving the policy file's
+        #[arg(long, conflicts_with = "set")]
+        clear: bool,
+    },
 }
 
 pub(super) fn users(args: UsersArgs) -> anyhow::Result<ExitCode> {
@@ -175,8 +190,47 @@ pub(super) fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
                 admin.call("POST", &format!("/v1/admin/plugins/{name}/rollback"), None)?;
             println!("{} active again", described(&version));
         }
+        PluginsCommand::Config { name, set, clear } => {
+            let path = format!("/v1/admin/plugins/{name}/config");
+            let reach = if set.is_empty() && !clear {
+                admin.call("GET", &path, None)?
+            } else {
+                let mut values = serde_json::Map::new();
+                for pair in &set {
+                    let (key, value) = pair
+                        .split_once('=')
+                        .with_context(|| format!("`{pair}` is not KEY=VALUE"))?;
+                    values.insert(key.to_owned(), Value::String(value.to_owned()));
+                }
+                let body = Value::Object(values).to_string().into_bytes();
+                admin.call("PUT", &path, Some(("application/json", body)))?
+            };
+            print_reach(&name, &reach);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `plugins config` shows: the allow-list, then a line per value.
+fn print_reach(name: &str, reach: &Value) {
+    let allow: Vec<&str> = reach["http"]["allow"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if allow.is_empty() {
+        println!("{name} sends no HTTP request");
+    } else {
+        println!("{name} may send requests to {}", allow.join(", "));
+    }
+    let config = reach["config"].as_object().cloned().unwrap_or_default();
+    if config.is_empty() {
+        println!("{name} has no configuration");
+    }
+    for (key, value) in config {
+        println!("  {key} = {}", value.as_str().unwrap_or_default());
+    }
 }
 
 struct Admin {

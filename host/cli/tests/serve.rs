@@ -1996,6 +1996,30 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(config_of(&b), config_of(&a));
+    // The command line shows the same, from either server.
+    let (ok, stdout, stderr) = agentbox(
+        &["plugins", "config", "fetcher"],
+        &[
+            ("AGENTBOX_SERVER", &b.base),
+            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout,
+        "fetcher sends no HTTP request\n  model = large\n  token = [secret]\n  tone = dry\n"
+    );
+    let (ok, _, stderr) = agentbox(
+        &["plugins", "config", "fetcher", "model"],
+        &[
+            ("AGENTBOX_SERVER", &b.base),
+            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("`model` is not KEY=VALUE"),
+        "{stderr}"
+    );
 
     // Mistakes change nothing.
     for (body, status, said) in [
@@ -2030,9 +2054,16 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
     assert_eq!(status, 401, "{answer}");
     assert_eq!(read(&a, "model"), "large");
 
-    // `{}` takes it back to the policy's, everywhere.
-    let (status, body) = put("{}");
-    assert_eq!(status, 200, "{body}");
+    // `--clear` takes it back to the policy's, everywhere.
+    let (ok, stdout, stderr) = agentbox(
+        &["plugins", "config", "fetcher", "--clear"],
+        &[
+            ("AGENTBOX_SERVER", &a.base),
+            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("  model = small\n"), "{stdout}");
     while read(&b, "tone") != Value::Null {
         assert!(std::time::Instant::now() < deadline, "b never followed");
         std::thread::sleep(std::time::Duration::from_millis(50));
