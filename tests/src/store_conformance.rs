@@ -1203,6 +1203,23 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn a_listing_refuses_a_cursor_it_did_not_hand_out() {
+                use agentbox_host::store::{SessionFilter, SessionStoreError};
+
+                let Some(server) = RedisServer::start() else { return };
+                let store = RedisStore::open(server.url()).unwrap();
+                store.create(&super::record("s1"), &[]).unwrap();
+                for cursor in ["abc", "-s1", "12x-s1", ""] {
+                    match store.list_sessions(&SessionFilter::default(), Some(cursor), 10) {
+                        Err(SessionStoreError::BadCursor(shown)) => assert_eq!(shown, cursor),
+                        other => panic!("{cursor:?}: {other:?}"),
+                    }
+                }
+                let first = store.list_sessions(&SessionFilter::default(), None, 10).unwrap();
+                assert_eq!(first.sessions.len(), 1);
+            }
+
+            #[test]
             fn a_lease_has_one_holder_until_released_or_expired() {
                 let Some(server) = RedisServer::start() else { return };
                 let store = RedisStore::open(server.url()).unwrap();

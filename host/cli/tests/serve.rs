@@ -2064,6 +2064,16 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
     );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("  model = small\n"), "{stdout}");
+
+    // A listing cursor the store never handed out is the caller's mistake.
+    let (status, answer) = request(
+        "GET",
+        &a.url("/v1/admin/sessions?cursor=abc"),
+        None,
+        Some("tok"),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(json_of(&answer)["kind"], "bad-request", "{answer}");
     while read(&b, "tone") != Value::Null {
         assert!(std::time::Instant::now() < deadline, "b never followed");
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -20,7 +20,7 @@ use crate::server::api::{Api, QueryOf, error, rejected};
 use crate::session::config::ConfigError;
 use crate::session::operator_kv::{BucketRef, OperatorKvError};
 use crate::session::users::{UserDataError, value_json};
-use crate::store::{SessionFilter, Status};
+use crate::store::{SessionFilter, SessionStoreError, Status};
 
 /// Lets an admin request through only with the server's admin token as
 /// its bearer token, before anything of the request is read, and refuses
@@ -422,6 +422,9 @@ pub(super) async fn list_sessions(
                 })
                 .collect();
             Json(json!({ "sessions": sessions, "next": page.next })).into_response()
+        }
+        Err(err @ SessionStoreError::BadCursor(_)) => {
+            error(StatusCode::BAD_REQUEST, "bad-request", err.to_string())
         }
         Err(err) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -197,6 +197,7 @@ impl From<SessionStoreError> for Cause {
             SessionStoreError::NotFound(_) => Cause::NotFound,
             SessionStoreError::Exists(_) => Cause::Exists,
             err @ SessionStoreError::Conflict { .. } => Cause::Conflict(err),
+            err @ SessionStoreError::BadCursor(_) => Cause::BadRequest(err.to_string()),
             SessionStoreError::Backend(err) => Cause::Store(err),
         }
     }

@@ -60,6 +60,9 @@ pub enum SessionStoreError {
         /// The revision in the store.
         stored: u64,
     },
+    /// A listing's cursor is not one this store hands out.
+    #[error("`{0}` is not a cursor of this listing; pass the `next` of the page before")]
+    BadCursor(String),
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),

@@ -317,6 +317,11 @@ impl SessionStore for RedisStore {
             Some(None) => (cursor.unwrap_or("0"), None),
             Some(Some((scan, after))) => (scan, Some(after)),
         };
+        if scan.is_empty() || !scan.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SessionStoreError::BadCursor(
+                cursor.unwrap_or_default().to_owned(),
+            ));
+        }
         let (next, keys): (String, Vec<String>) = self.with(|conn| {
             redis::cmd("SCAN")
                 .arg(scan)
