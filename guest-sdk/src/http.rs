@@ -221,9 +221,8 @@ impl Request {
             host: host.clone(),
             code: format!("invalid {what}"),
         };
-        let entries: Vec<(String, Vec<u8>)> = self.headers;
-        let headers =
-            Fields::from_list(&entries).map_err(|err| invalid(&format!("header ({err:?})")))?;
+        let headers = Fields::from_list(&self.headers)
+            .map_err(|err| invalid(&format!("header ({err:?})")))?;
         let request = OutgoingRequest::new(headers);
         request
             .set_method(&method(&self.method))

@@ -7,8 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use agentbox_host::policy::PolicyFile;
-use agentbox_host::{Clock, Host, Limits};
+use agentbox_host::Host;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -19,7 +18,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::harness::{host_builder, load, start_for};
+use crate::harness::{host_with_policy, start_for};
 use crate::plugins::ASSISTANT;
 
 const LLM_KEY: &str = "sk-llm-7d2e9";
@@ -120,15 +119,7 @@ fn host(address: SocketAddr) -> Host {
         booking_key = "{BOOKING_KEY}"
         "#
     );
-    let policy = PolicyFile::parse(&text)
-        .and_then(|file| file.apply(Limits::default()))
-        .unwrap();
-    let host = host_builder(Clock::system())
-        .policy(policy)
-        .build()
-        .expect("cannot build a host");
-    load(&host, ASSISTANT);
-    host
+    host_with_policy(&text, &[ASSISTANT])
 }
 
 fn text(delta: &str) -> Value {

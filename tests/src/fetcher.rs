@@ -6,9 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use agentbox_host::policy::PolicyFile;
+use agentbox_host::Host;
 use agentbox_host::store::OutboundUse;
-use agentbox_host::{Clock, Host, Limits};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-use crate::harness::{counter_session, host_builder, load, send, start_for};
+use crate::harness::{counter_session, host_with_policy, send, start_for};
 use crate::plugins::{COUNTER, FETCHER};
 
 /// What the test server saw: the headers of each request, in order.
@@ -103,16 +102,7 @@ async fn stalling_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<
 
 /// A host with the counter and fetcher plugins under `policy`.
 fn host(policy: &str) -> Host {
-    let policy = PolicyFile::parse(policy)
-        .and_then(|file| file.apply(Limits::default()))
-        .unwrap_or_else(|err| panic!("the test policy is invalid: {err}"));
-    let host = host_builder(Clock::system())
-        .policy(policy)
-        .build()
-        .expect("cannot build a host");
-    load(&host, COUNTER);
-    load(&host, FETCHER);
-    host
+    host_with_policy(policy, &[COUNTER, FETCHER])
 }
 
 /// Calls `tool` of the fetcher in `session`.

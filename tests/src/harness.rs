@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agentbox_host::policy::Grants;
+use agentbox_host::policy::{Grants, PolicyFile};
 use agentbox_host::store::{MemoryStore, Store};
 use agentbox_host::{Clock, Host, HostBuilder, Limits, PluginVersion, SessionStart, TurnReport};
 use serde_json::{Map, Value};
@@ -49,6 +49,21 @@ pub fn host_builder(clock: Clock) -> HostBuilder {
     let cache = cap_std::fs::Dir::open_ambient_dir(&cache, cap_std::ambient_authority())
         .expect("cannot open the test artifact cache");
     Host::builder().clock(clock).artifact_cache(cache)
+}
+
+/// A host under the policy file `text`, with the plugins built at `paths`.
+pub fn host_with_policy(text: &str, paths: &[&str]) -> Host {
+    let policy = PolicyFile::parse(text)
+        .and_then(|file| file.apply(Limits::default()))
+        .unwrap_or_else(|err| panic!("the test policy is invalid: {err}"));
+    let host = host_builder(Clock::system())
+        .policy(policy)
+        .build()
+        .expect("cannot build a host");
+    for path in paths {
+        load(&host, path);
+    }
+    host
 }
 
 /// Loads the plugin built at `path`.

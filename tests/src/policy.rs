@@ -161,6 +161,29 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.fetcher] config `key`: /nonexistent/agentbox/secret:",
         ),
         (
+            "[plugins.fetcher.config]\n\"api key\" = \"x\"\n",
+            "[plugins.fetcher] config key `api key` contains ' '",
+        ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"https://a.example\"]\n\
+             [[plugins.fetcher.http.inject]]\nurl = \"https://a.example\"\n\
+             header = \"bad header\"\nvalue = \"x\"\n",
+            "http.inject header `bad header` is not a header name",
+        ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"https://a.example\"]\n\
+             [[plugins.fetcher.http.inject]]\nurl = \"https://a.example\"\n\
+             header = \"authorization\"\nvalue = \"Bearer {secret:key}\"\n\
+             [plugins.fetcher.config]\nkey = \"line\\nbreak\"\n",
+            "http.inject value for `authorization` is not a header value once its secrets are in place",
+        ),
+        (
+            "[plugins.fetcher.http]\nallow = [\"https://a.example\"]\n\
+             [[plugins.fetcher.http.inject]]\nurl = \"https://a.example\"\n\
+             header = \"authorization\"\nvalue = \"Bearer {secret:key\"\n",
+            "opens `{secret:` without closing it",
+        ),
+        (
             "[plugins.fetcher.config]\nkey = {}\n",
             "config `key` must be text, { env = \"VARIABLE\" } or { file = \"/path\" }",
         ),

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::plugin_bytes;
+use super::{plugin_bytes, reach_parts};
 
 /// Manage the plugins of a running `agentbox serve` through its admin API.
 ///
@@ -213,23 +213,17 @@ pub(super) fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
 
 /// What `plugins config` shows: the allow-list, then a line per value.
 fn print_reach(name: &str, reach: &Value) {
-    let allow: Vec<&str> = reach["http"]["allow"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let (allow, config) = reach_parts(reach);
     if allow.is_empty() {
         println!("{name} sends no HTTP request");
     } else {
         println!("{name} may send requests to {}", allow.join(", "));
     }
-    let config = reach["config"].as_object().cloned().unwrap_or_default();
     if config.is_empty() {
         println!("{name} has no configuration");
     }
     for (key, value) in config {
-        println!("  {key} = {}", value.as_str().unwrap_or_default());
+        println!("  {key} = {value}");
     }
 }
 

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::{HostArgs, PluginArg, compilation_text, load};
+use crate::{HostArgs, PluginArg, compilation_text, load, reach_parts};
 
 /// List the tools of plugins, or show how the tools in a store have been doing.
 #[derive(Debug, Subcommand)]
@@ -152,17 +152,10 @@ fn reach_text(outbound: Option<&Value>, world: &str) -> String {
     let Some(outbound) = outbound else {
         return format!("nothing (world {world} has no outbound HTTP or configuration)");
     };
-    let allow: Vec<&str> = outbound["http"]["allow"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let config: Vec<String> = outbound["config"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(name, value)| format!("{name}={}", value.as_str().unwrap_or_default()))
+    let (allow, config) = reach_parts(outbound);
+    let config: Vec<String> = config
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
         .collect();
     if allow.is_empty() && config.is_empty() {
         return "nothing (the policy names no [plugins.NAME.http] or config for it)".to_owned();

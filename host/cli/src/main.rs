@@ -254,6 +254,25 @@ fn parse_var(text: &str) -> Result<(String, Value), String> {
     Ok((key.to_owned(), value))
 }
 
+/// What a plugin reaches, from the host's description of it (an admin
+/// answer or `Outbound::describe`): its allow-list, and each configuration
+/// value as shown (secrets as `[secret]`).
+fn reach_parts(reach: &Value) -> (Vec<&str>, Vec<(&str, &str)>) {
+    let allow = reach["http"]["allow"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let config = reach["config"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| (key.as_str(), value.as_str().unwrap_or_default()))
+        .collect();
+    (allow, config)
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

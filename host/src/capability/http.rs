@@ -340,12 +340,11 @@ async fn send(
         );
         return Err(Error::HttpResponseBodySize(Some(waits.max_response_bytes)));
     }
-    meter
-        .metrics
-        .outbound_request(&meter.plugin, &origin.to_string());
+    let label = origin.to_string();
+    meter.metrics.outbound_request(&meter.plugin, &label);
     let body_meter = BodyMeter {
         meter,
-        label: origin.to_string(),
+        label,
         shown,
     };
     let (until, by_deadline) = waits.next();
