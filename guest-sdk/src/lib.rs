@@ -206,6 +206,7 @@ pub mod bindings {
 pub mod config;
 pub mod http;
 pub mod kv;
+pub mod registry;
 pub mod runtime;
 pub mod session;
 

@@ -43,6 +43,7 @@ pub use clock::Clock;
 pub use limits::{Limit, Limits};
 pub use plugin::versions::{Followed, Plugins};
 pub use plugin::{ActivateError, LoadError, PluginVersion};
+pub use session::calls::child_session_id;
 pub use session::error::{Cause, SessionError};
 pub use session::reaper::Reaped;
 pub use session::report::{Outcome, SessionStart, ToolReport, TurnReport};

@@ -84,6 +84,10 @@ pub(crate) enum Tripped {
     Output(usize),
     #[error("limit of {0} host calls per call of an export exceeded")]
     HostCalls(u64),
+    /// A registry call's callee was stopped by the caller's deadline, which
+    /// has therefore passed.
+    #[error("the deadline passed during a registry call")]
+    Deadline,
 }
 
 /// Resource limits for the turns of a plugin.
@@ -142,6 +146,10 @@ pub struct Limits {
     /// Calls from the guest into the host (the world's functions and WASI)
     /// one call of an export may make.
     pub host_calls: u64,
+    /// Registry calls nested in one turn: a turn's call of a tool is at
+    /// depth 1, a call that tool makes at depth 2, and so on. Each level
+    /// holds one more instance while it runs.
+    pub call_depth: usize,
     /// Active sessions one plugin may have at once; `None` for no bound.
     pub live_sessions: Option<u64>,
     /// Fuel one call of an export may burn (about one unit per WebAssembly
@@ -181,6 +189,7 @@ impl Default for Limits {
             history_messages: 1_000,
             history_bytes: 4 << 20,
             host_calls: 1_000_000,
+            call_depth: 4,
             live_sessions: None,
             fuel: None,
             guest_output: false,

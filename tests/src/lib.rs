@@ -56,6 +56,8 @@ mod cache_probe;
 #[cfg(test)]
 mod callers;
 #[cfg(test)]
+mod concierge;
+#[cfg(test)]
 mod counter;
 #[cfg(test)]
 mod counter_v2;
@@ -85,6 +87,8 @@ mod other_world;
 mod policy;
 #[cfg(test)]
 mod profile;
+#[cfg(test)]
+mod relay;
 #[cfg(test)]
 mod rogue;
 #[cfg(test)]

@@ -109,6 +109,26 @@ fn mistakes_in_a_policy_are_refused_by_name() {
         ),
         ("[turns]\nfuel = 0\n", "[turns] fuel must be at least 1"),
         (
+            "[turns]\ncall_depth = 0\n",
+            "[turns] call_depth must be at least 1",
+        ),
+        (
+            "[plugins.concierge]\ncall_depth = 2\n",
+            "unknown field `call_depth`",
+        ),
+        (
+            "[plugins.concierge]\nmay_call = [\"shop\"]\n",
+            "[plugins.concierge] may_call `shop`: an entry is `plugin/tool` or `plugin/*`",
+        ),
+        (
+            "[plugins.concierge]\nmay_call = [\"shop/Login\"]\n",
+            "[plugins.concierge] may_call `shop/Login`: the tool `Login` is not a valid name",
+        ),
+        (
+            "[plugins.concierge]\nmay_call = [\"mcp:weather/*\"]\n",
+            "this host declares no MCP servers",
+        ),
+        (
             "[sessions]\nhistory_messages = 0\n",
             "[sessions] history_messages must be at least 1",
         ),

@@ -160,6 +160,7 @@ impl HostArgs {
                 plugins: Default::default(),
                 grants: Grants::default(),
                 outbound: Default::default(),
+                calls: Default::default(),
             },
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -10,5 +10,6 @@ pub mod error;
 pub(crate) mod http;
 pub mod kv;
 pub mod output;
+pub(crate) mod registry;
 pub mod session;
 pub mod stdio;

@@ -57,6 +57,39 @@ impl SessionCtx {
         self.state
     }
 
+    /// The working copy as it is now.
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The caller's variables.
+    pub(crate) fn variables(&self) -> &Map<String, Value> {
+        &self.variables
+    }
+
+    /// A view of the same session and turn starting from this one's working
+    /// copy, for a tool of the plugin that this turn calls through the
+    /// registry.
+    pub(crate) fn fork(&self) -> SessionCtx {
+        SessionCtx {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            variables: self.variables.clone(),
+            turn: self.turn,
+            store: self.store.clone(),
+            state: self.state.clone(),
+            state_bytes: self.state_bytes,
+            limits: self.limits.clone(),
+        }
+    }
+
+    /// Takes the working copy a [`SessionCtx::fork`] of this view left: the
+    /// writes of a call that succeeded become this turn's.
+    pub(crate) fn adopt(&mut self, fork: SessionCtx) {
+        self.state = fork.state;
+        self.state_bytes = fork.state_bytes;
+    }
+
     /// The session's id.
     pub(crate) fn id(&self) -> &str {
         &self.id

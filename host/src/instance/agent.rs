@@ -24,6 +24,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<TurnCtx>> {
     wasmtime_wasi_config::add_to_linker(&mut linker, TurnCtx::config)?;
     v0_1::add_to_linker(&mut linker)?;
     v0_2::add_to_linker(&mut linker)?;
+    v0_2::add_registry_to_linker(&mut linker)?;
     Ok(linker)
 }
 

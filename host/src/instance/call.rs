@@ -94,6 +94,7 @@ fn failure(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Failure {
             Tripped::Memory(limit) => Failure::Memory(*limit),
             Tripped::Output(limit) => Failure::Output(*limit),
             Tripped::HostCalls(limit) => Failure::HostCalls(*limit),
+            Tripped::Deadline => Failure::Deadline(limits.deadline),
         };
     }
     match err.downcast_ref::<Trap>() {

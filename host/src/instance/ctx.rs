@@ -11,6 +11,7 @@ use crate::capability::bucket::Bucket;
 use crate::capability::http::HttpCtx;
 use crate::capability::kv::KvCtx;
 use crate::capability::output::OutputCtx;
+use crate::capability::registry::ToolHub;
 use crate::capability::session::SessionCtx;
 use crate::capability::stdio::GuestLog;
 use crate::limits::{Limits, Tripped};
@@ -21,6 +22,8 @@ pub(crate) struct Capabilities {
     pub(crate) session: SessionCtx,
     pub(crate) kv: KvCtx,
     pub(crate) output: OutputCtx,
+    /// Answers the guest's registry calls.
+    pub(crate) registry: Box<dyn ToolHub>,
 }
 
 /// The data of a wasmtime store serving one call.
@@ -152,6 +155,20 @@ impl WorldView<'_> {
         Ok(&mut self.live("output", function)?.output)
     }
 
+    /// The registry, with the session and output a call of the plugin's own
+    /// tool runs on, for running `function`.
+    pub(crate) fn registry(
+        &mut self,
+        function: &str,
+    ) -> wasmtime::Result<(&dyn ToolHub, &mut SessionCtx, &mut OutputCtx)> {
+        let capabilities = self.live("registry", function)?;
+        Ok((
+            capabilities.registry.as_ref(),
+            &mut capabilities.session,
+            &mut capabilities.output,
+        ))
+    }
+
     /// The KV capability, after counting a call of `function`.
     pub(crate) fn kv(&mut self, function: &'static str) -> wasmtime::Result<&mut KvCtx> {
         let kv = &mut self.live("kv", function)?.kv;
@@ -185,7 +202,7 @@ impl WorldView<'_> {
 /// The trap of a call of `interface.function` while a plugin is described.
 fn outside_a_session(interface: &str, function: &str) -> wasmtime::Error {
     wasmtime::format_err!(
-        "`{interface}.{function}` was called outside a session: `describe` gets no session state, KV or output"
+        "`{interface}.{function}` was called outside a session: `describe` gets no session state, KV, output or registry"
     )
 }
 

@@ -17,7 +17,10 @@ wasmtime::component::bindgen!({
     with: { "agentbox:plugin/kv.bucket": crate::capability::bucket::Bucket },
 });
 
+use agentbox::plugin::registry::{self, CallError, ToolInfo};
 use agentbox::plugin::types::{CacheScope, ToolSpec};
+
+use crate::capability::registry as hub;
 
 /// The version of the WIT package these bindings implement.
 pub const WORLD_VERSION: &str = "0.2.0";
@@ -42,5 +45,41 @@ impl From<ToolSpec> for world::ToolSpec {
                 CacheScope::Global => world::CacheScope::Global,
             },
         }
+    }
+}
+
+/// Adds `registry`, which only this version of the world has, to `linker`.
+pub(crate) fn add_registry_to_linker(linker: &mut Linker<TurnCtx>) -> wasmtime::Result<()> {
+    registry::add_to_linker::<TurnCtx, HasWorld>(linker, TurnCtx::world)
+}
+
+impl registry::Host for WorldView<'_> {
+    fn list(&mut self, prefix: String) -> wasmtime::Result<Vec<ToolInfo>> {
+        let (tools, _, _) = self.registry("list")?;
+        Ok(tools
+            .list(&prefix)
+            .into_iter()
+            .map(|tool| ToolInfo {
+                name: tool.name,
+                description: tool.description,
+                parameters: tool.parameters,
+                result_schema: tool.result_schema,
+            })
+            .collect())
+    }
+
+    fn call(&mut self, name: String, args: String) -> wasmtime::Result<Result<String, CallError>> {
+        let (tools, session, output) = self.registry("call")?;
+        Ok(tools
+            .call(&name, &args, session, output)?
+            .map_err(|err| match err {
+                hub::CallError::NotFound(text) => CallError::NotFound(text),
+                hub::CallError::Denied(text) => CallError::Denied(text),
+                hub::CallError::InvalidArguments(text) => CallError::InvalidArguments(text),
+                hub::CallError::Precondition(text) => CallError::Precondition(text),
+                hub::CallError::Failed(text) => CallError::Failed(text),
+                hub::CallError::Limit(text) => CallError::Limit(text),
+                hub::CallError::Unavailable(text) => CallError::Unavailable(text),
+            }))
     }
 }

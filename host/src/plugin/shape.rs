@@ -7,8 +7,11 @@
 use crate::instance::{PACKAGE, WORLD_VERSIONS, v0_1, v0_2};
 use crate::plugin::error::LoadError;
 
-/// The imports from [`PACKAGE`] a plugin may have.
+/// The imports from [`PACKAGE`] a plugin of any world version may have.
 const PACKAGE_IMPORTS: [&str; 4] = ["types", "session", "kv", "output"];
+
+/// The import from [`PACKAGE`] a plugin may have from world 0.2.0 on.
+const REGISTRY_IMPORT: &str = "registry";
 
 /// The WASI 0.2 packages the host links, with nothing granted; the linker
 /// checks their versions and interfaces.
@@ -137,7 +140,9 @@ pub(super) fn shape(bytes: &[u8]) -> Result<Shape, LoadError> {
             continue;
         };
         let known = rest.split_once('@').is_some_and(|(interface, version)| {
-            version == world && PACKAGE_IMPORTS.contains(&interface)
+            version == world
+                && (PACKAGE_IMPORTS.contains(&interface)
+                    || (interface == REGISTRY_IMPORT && world != v0_1::WORLD_VERSION))
         });
         if !known {
             return Err(LoadError::WrongWorld(format!(
@@ -210,6 +215,26 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("wasi:http and wasi:config"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_registry_comes_with_world_0_2_only() {
+        shape(&importing(
+            &["agentbox:plugin/registry@0.2.0"],
+            &["agentbox:plugin/agent@0.2.0"],
+        ))
+        .unwrap();
+        let err = shape(&importing(
+            &["agentbox:plugin/registry@0.1.0"],
+            &["agentbox:plugin/agent@0.1.0"],
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "imports `agentbox:plugin/registry@0.1.0`, which the world does not provide"
+            ),
             "{err}"
         );
     }

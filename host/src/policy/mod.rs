@@ -11,9 +11,11 @@ use serde::Deserialize;
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::names::{check_bucket_name, check_plugin_name};
 
+pub mod calls;
 pub mod origin;
 pub mod outbound;
 
+pub use calls::MayCall;
 pub use outbound::Outbound;
 
 /// Which named buckets the operator granted to which plugins.
@@ -61,6 +63,7 @@ impl Grants {
 /// concurrent = 32              # turns of one plugin at once; more are refused (no bound if left out)
 /// concurrent_total = 256       # turns of all plugins at once in this process; more wait
 /// fuel = 100000000             # about one unit per instruction, per call of an export (unmetered if left out)
+/// call_depth = 4               # registry calls nested in one turn
 ///
 /// [sessions]
 /// idle_ttl_ms = 1800000        # end sessions idle for 30 minutes
@@ -79,6 +82,7 @@ impl Grants {
 ///
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
+/// may_call = ["shop/*", "intake/record_information"]   # others' tools, through the registry
 /// deadline_ms = 500            # and any [turns] limit but concurrent_total, max_live,
 ///                              # or any [kv] one, for it alone
 ///
@@ -121,6 +125,7 @@ struct TurnsSection {
     #[serde(flatten)]
     turns: TurnPolicy,
     concurrent_total: Option<usize>,
+    call_depth: Option<usize>,
 }
 
 /// Limits of each call of an export; each plugin may have its own.
@@ -203,6 +208,8 @@ impl KvPolicy {
 struct PluginPolicy {
     #[serde(default)]
     buckets: Vec<String>,
+    #[serde(default)]
+    may_call: Vec<String>,
     #[serde(flatten)]
     turns: TurnPolicy,
     max_live: Option<u64>,
@@ -225,6 +232,8 @@ pub struct Policy {
     pub grants: Grants,
     /// What each plugin the policy names may reach outside the host.
     pub outbound: BTreeMap<String, Arc<Outbound>>,
+    /// The tools of other plugins each plugin may call.
+    pub calls: BTreeMap<String, MayCall>,
 }
 
 impl TurnPolicy {
@@ -281,13 +290,18 @@ impl PolicyFile {
             .sessions
             .apply(limits)
             .map_err(|reason| format!("[sessions] {reason}"))?;
+        if self.turns.call_depth == Some(0) {
+            return Err("[turns] call_depth must be at least 1".into());
+        }
         let limits = Limits {
             concurrent_turns,
+            call_depth: self.turns.call_depth.unwrap_or(limits.call_depth),
             ..self.kv.apply(limits)
         };
         let mut grants = Grants::default();
         let mut plugins = BTreeMap::new();
         let mut outbound = BTreeMap::new();
+        let mut calls = BTreeMap::new();
         for (plugin, policy) in &self.plugins {
             check_plugin_name(plugin)
                 .map_err(|reason| format!("[plugins.{plugin}]: the plugin name {reason}"))?;
@@ -308,12 +322,18 @@ impl PolicyFile {
             let reach = outbound::outbound(policy.http.as_ref(), &policy.config)
                 .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
             outbound.insert(plugin.clone(), Arc::new(reach));
+            if !policy.may_call.is_empty() {
+                let may = MayCall::parse(&policy.may_call)
+                    .map_err(|reason| format!("[plugins.{plugin}] may_call {reason}"))?;
+                calls.insert(plugin.clone(), may);
+            }
         }
         Ok(Policy {
             limits,
             plugins,
             grants,
             outbound,
+            calls,
         })
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::names::check_value;
 use crate::plugin::PluginVersion;
 use crate::session::Host;
+use crate::session::calls::Within;
 use crate::session::error::Cause;
 use crate::session::turns::check_state;
 use crate::store::SessionRecord;
@@ -39,6 +40,7 @@ impl Host {
             record.turn + 1,
             record.state.clone(),
             None,
+            &Within::TOP,
             |agent, store| agent.migrate(store, from, state),
         );
         let migrated = call.result.and_then(|text| {

@@ -9,11 +9,12 @@
 //! sessions run concurrently.
 //!
 //! The rooms: [`turns`] (the turn, once for every entry point),
-//! [`tool_call`], [`migrate`], [`serial`] (locks, leases, turns at once),
+//! [`tool_call`], [`calls`] (a guest's registry calls), [`migrate`], [`serial`] (locks, leases, turns at once),
 //! [`reaper`], [`plugins`] (the host's plugin versions), [`users`] (a
 //! user's data, exported or erased), [`operator_kv`] (the operator's reads
 //! and writes of KV), [`error`] and [`report`].
 
+pub mod calls;
 pub mod config;
 pub mod error;
 mod migrate;
@@ -40,7 +41,8 @@ use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, Outbound, Policy};
+use crate::policy::{Grants, MayCall, Outbound, Policy};
+use crate::session::calls::Within;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
 use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};
@@ -69,6 +71,8 @@ struct Inner {
     /// on-end, each under the longest deadline, plus a margin.
     lease_ttl: Duration,
     grants: Arc<Grants>,
+    /// The tools of other plugins each plugin may call.
+    calls: HashMap<String, MayCall>,
     /// What each plugin may reach outside the host, as the policy file
     /// says and the operators' configuration adds ([`config`]).
     outbound: config::Reach,
@@ -97,6 +101,7 @@ pub struct HostBuilder {
     plugin_limits: BTreeMap<String, Limits>,
     grants: Grants,
     outbound: BTreeMap<String, Arc<Outbound>>,
+    calls: HashMap<String, MayCall>,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
     compiler: Option<CompilerProcess>,
@@ -123,6 +128,13 @@ impl HostBuilder {
         self
     }
 
+    /// The tools of other plugins that plugin `plugin` may call through
+    /// the registry (default: none; its own it may always call).
+    pub fn may_call(mut self, plugin: &str, may: MayCall) -> Self {
+        self.calls.insert(plugin.to_owned(), may);
+        self
+    }
+
     /// Limits for the turns of plugin `plugin` alone, in place of the
     /// host's [`HostBuilder::limits`] (its session time-to-live and KV
     /// quotas stay the host's).
@@ -132,9 +144,16 @@ impl HostBuilder {
     }
 
     /// Everything an operator's policy sets: limits, per-plugin limits,
-    /// bucket grants and what each plugin may reach outside the host.
+    /// bucket grants, the tools each plugin may call and what each may
+    /// reach outside the host.
     pub fn policy(self, policy: Policy) -> Self {
         let builder = self.limits(policy.limits).grants(policy.grants);
+        let builder = policy
+            .calls
+            .into_iter()
+            .fold(builder, |builder, (plugin, may)| {
+                builder.may_call(&plugin, may)
+            });
         let builder = policy
             .outbound
             .into_iter()
@@ -227,6 +246,7 @@ impl HostBuilder {
                 lease_ttl: longest_deadline * 2 + LEASE_MARGIN,
                 limits,
                 grants: Arc::new(self.grants),
+                calls: self.calls,
                 outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
@@ -245,6 +265,7 @@ impl Host {
             plugin_limits: BTreeMap::new(),
             grants: Grants::default(),
             outbound: BTreeMap::new(),
+            calls: HashMap::new(),
             store: None,
             cache: None,
             compiler: None,
@@ -398,7 +419,7 @@ impl Host {
         let host = self.clone();
         let started = Instant::now();
         let result = self
-            .serialized(&id, move |id| host.run_start(id, start, sink))
+            .serialized(&id, move |id| host.run_start(id, start, sink, &Within::TOP))
             .await;
         self.observe("start", started, &result, |report| &report.plugin);
         result
@@ -443,7 +464,9 @@ impl Host {
         let tool = tool.to_owned();
         let started = Instant::now();
         let result = self
-            .serialized(session, move |id| host.run_tool(id, &tool, arguments, sink))
+            .serialized(session, move |id| {
+                host.run_tool(id, &tool, arguments, sink, &Within::TOP)
+            })
             .await;
         self.observe("tool", started, &result, |report| &report.turn.plugin);
         result

@@ -10,6 +10,7 @@ use tracing::instrument;
 use crate::instance::world::EndReason;
 use crate::metrics::NO_PLUGIN;
 use crate::session::Host;
+use crate::session::calls::Within;
 use crate::session::error::{SessionError, session_error, turn_error};
 use crate::session::turns::record_version;
 use crate::store::{Retention, SessionStoreError, Status, Swept};
@@ -187,6 +188,7 @@ impl Host {
             turn,
             record.state.clone(),
             None,
+            &Within::TOP,
             |agent, store| agent.on_end(store, EndReason::Expired),
         );
         store.delete_session(id).map_err(|err| fail(err.into()))?;

@@ -3,7 +3,7 @@
 //! the result, commits the call as a turn, and records every call.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tracing::instrument;
@@ -13,9 +13,10 @@ use crate::limits::Limits;
 use crate::plugin::PluginVersion;
 use crate::plugin::tools::Tool;
 use crate::session::Host;
+use crate::session::calls::Within;
 use crate::session::error::{Cause, SessionError};
 use crate::session::report::{Outcome, ToolReport, TurnReport, assistant_message};
-use crate::store::{Execution, Message, OutboundUse, Role, ToolOutcome};
+use crate::store::{Execution, Message, OutboundUse, Role, State, ToolOutcome};
 
 /// A tool of a loaded plugin, addressed as `plugin/tool`.
 #[derive(Debug, Clone)]
@@ -41,6 +42,121 @@ impl ToolRef {
     }
 }
 
+/// What the host does around a tool's guest, the same for a caller's call
+/// and a plugin's call of its own tool through the registry: check the
+/// arguments and requirements, answer from the cache, check the result,
+/// cache it, and record the call.
+pub(crate) struct ToolCall<'a> {
+    host: &'a Host,
+    plugin: &'a PluginVersion,
+    pub(crate) tool: &'a Tool,
+    session: &'a str,
+    started: Instant,
+    cache: Option<(String, Duration)>,
+}
+
+impl<'a> ToolCall<'a> {
+    /// A call of `tool` of `plugin` with `arguments`, in `session` of `user`.
+    pub(crate) fn new(
+        host: &'a Host,
+        plugin: &'a PluginVersion,
+        tool: &'a Tool,
+        session: &'a str,
+        user: Option<&str>,
+        arguments: &Value,
+    ) -> Self {
+        let cache = tool.cache_ttl.map(|ttl| {
+            let digest = plugin.digest.to_string();
+            (tool.cache_key(&digest, session, user, arguments), ttl)
+        });
+        ToolCall {
+            host,
+            plugin,
+            tool,
+            session,
+            started: Instant::now(),
+            cache,
+        }
+    }
+
+    /// Checks `arguments` against the tool's schema and `state` against
+    /// its requirements: what must hold before the guest is entered.
+    pub(crate) fn check(&self, state: &State, arguments: &Value) -> Result<(), Cause> {
+        let tool = &self.tool.name;
+        self.tool
+            .check_arguments(arguments)
+            .map_err(|violations| Cause::InvalidArguments {
+                tool: tool.clone(),
+                violations,
+            })?;
+        let missing = self.tool.missing_requirements(state);
+        if !missing.is_empty() {
+            return Err(Cause::Precondition {
+                tool: tool.clone(),
+                missing,
+            });
+        }
+        Ok(())
+    }
+
+    /// The cached result of the same call, if the tool caches and one is
+    /// live; recorded as a hit.
+    pub(crate) fn cached(&self) -> Result<Option<Value>, Cause> {
+        let Some((key, _)) = &self.cache else {
+            return Ok(None);
+        };
+        let store = &self.host.inner.store;
+        let hit = store.cache_get(key, self.host.inner.clock.now_ms())?;
+        let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) else {
+            return Ok(None);
+        };
+        self.record(ToolOutcome::CacheHit, OutboundUse::default())?;
+        Ok(Some(result))
+    }
+
+    /// The guest's result `text`, checked.
+    pub(crate) fn result(&self, text: &str) -> Result<Value, Cause> {
+        check_result(self.tool, text, self.host.limits_for(self.plugin.name()))
+    }
+
+    /// Caches the result `text`, if the tool caches.
+    pub(crate) fn remember(&self, text: &str) -> Result<(), Cause> {
+        if let Some((key, ttl)) = &self.cache {
+            let now_ms = self.host.inner.clock.now_ms();
+            let expires_at_ms =
+                now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            self.host
+                .inner
+                .store
+                .cache_put(key, text, expires_at_ms, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Records the call with its outcome.
+    pub(crate) fn record(&self, outcome: ToolOutcome, outbound: OutboundUse) -> Result<(), Cause> {
+        let execution = Execution {
+            plugin: self.plugin.name().to_owned(),
+            digest: self.plugin.digest.to_string(),
+            tool: self.tool.name.clone(),
+            session: self.session.to_owned(),
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            outcome,
+            at_ms: self.host.inner.clock.now_ms(),
+            outbound,
+        };
+        Ok(self.host.inner.store.record_execution(&execution)?)
+    }
+
+    /// Records the call as refused for `cause`, and returns it.
+    pub(crate) fn refuse(&self, cause: Cause, outbound: OutboundUse) -> Cause {
+        match self.record(cause.tool_outcome(), outbound) {
+            Ok(()) => cause,
+            Err(unrecorded) => unrecorded,
+        }
+    }
+}
+
 impl Host {
     #[instrument(skip_all, fields(session = id, tool = name, plugin, version))]
     pub(crate) fn run_tool(
@@ -49,8 +165,8 @@ impl Host {
         name: &str,
         arguments: Value,
         sink: Option<Sink>,
+        within: &Within,
     ) -> Result<ToolReport, SessionError> {
-        let started = Instant::now();
         let turn = self.open(id, true)?;
         let (record, plugin) = (&turn.record, &turn.plugin);
         let fail = turn.fail();
@@ -60,97 +176,55 @@ impl Host {
                 tool: name.to_owned(),
             })
         })?;
-        let digest = plugin.digest.to_string();
-        let record_execution = |outcome, outbound| {
-            let execution = Execution {
-                plugin: record.plugin.clone(),
-                digest: digest.clone(),
-                tool: name.to_owned(),
+        let call = ToolCall::new(
+            self,
+            plugin,
+            tool,
+            id,
+            record.user_id.as_deref(),
+            &arguments,
+        );
+        if let Err(cause) = call.check(&record.state, &arguments) {
+            return Err(fail(call.refuse(cause, OutboundUse::default())));
+        }
+        if let Some(result) = call.cached().map_err(fail)? {
+            let unchanged = TurnReport {
                 session: id.to_owned(),
-                duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                outcome,
-                at_ms: self.inner.clock.now_ms(),
-                outbound,
+                plugin: record.plugin.clone(),
+                turn: record.turn,
+                said: Vec::new(),
+                before: record.state.clone(),
+                state: record.state.clone(),
+                outcome: Outcome::Continue,
             };
-            self.inner
-                .store
-                .record_execution(&execution)
-                .map_err(|err| fail(err.into()))
-        };
-        let refuse = |cause: Cause, outbound| {
-            record_execution(cause.tool_outcome(), outbound)?;
-            Err(fail(cause))
-        };
-
-        if let Err(violations) = tool.check_arguments(&arguments) {
-            return refuse(
-                Cause::InvalidArguments {
-                    tool: name.to_owned(),
-                    violations,
-                },
-                OutboundUse::default(),
-            );
-        }
-        let missing = tool.missing_requirements(&record.state);
-        if !missing.is_empty() {
-            return refuse(
-                Cause::Precondition {
-                    tool: name.to_owned(),
-                    missing,
-                },
-                OutboundUse::default(),
-            );
-        }
-        let cache = tool.cache_ttl.map(|ttl| {
-            let key = tool.cache_key(&digest, id, record.user_id.as_deref(), &arguments);
-            (key, ttl)
-        });
-        if let Some((key, _)) = &cache {
-            let hit = self
-                .inner
-                .store
-                .cache_get(key, self.inner.clock.now_ms())
-                .map_err(|err| fail(err.into()))?;
-            if let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) {
-                record_execution(ToolOutcome::CacheHit, OutboundUse::default())?;
-                let unchanged = TurnReport {
-                    session: id.to_owned(),
-                    plugin: record.plugin.clone(),
-                    turn: record.turn,
-                    said: Vec::new(),
-                    before: record.state.clone(),
-                    state: record.state.clone(),
-                    outcome: Outcome::Continue,
-                };
-                return Ok(ToolReport {
-                    turn: unchanged,
-                    result,
-                    cached: true,
-                });
-            }
+            return Ok(ToolReport {
+                turn: unchanged,
+                result,
+                cached: true,
+            });
         }
 
         let arguments_text = arguments.to_string();
-        let call = self.call_in_session(
+        let ran = self.call_in_session(
             plugin,
             record,
             turn.number,
             record.state.clone(),
             sink,
+            within,
             |agent, store| agent.call_tool(store, name, arguments_text),
         );
-        let (said, outbound) = (call.said, call.outbound);
-        let state = call.session.into_state();
-        let result = match call.result.and_then(|text| {
-            check_result(tool, &text, self.limits_for(plugin.name())).map(|value| (text, value))
-        }) {
+        let (said, outbound) = (ran.said, ran.outbound);
+        let state = ran.session.into_state();
+        let (result_text, result) = match ran
+            .result
+            .and_then(|text| call.result(&text).map(|value| (text, value)))
+        {
             Ok(result) => result,
             Err(cause) => {
-                return refuse(cause, outbound)
-                    .map_err(|err| err.with_guest_output(call.guest_output));
+                return Err(fail(call.refuse(cause, outbound)).with_guest_output(ran.guest_output));
             }
         };
-        let (result_text, result) = result;
         let mut messages = vec![Message {
             role: Role::Tool,
             content: serde_json::json!({
@@ -162,21 +236,13 @@ impl Host {
         }];
         messages.extend(assistant_message(&said));
         if let Err(cause) = self.commit(&turn, &state, &Outcome::Continue, messages) {
-            return match cause {
-                Cause::InvalidState(_) => refuse(cause, outbound),
-                cause => Err(fail(cause)),
-            };
+            return Err(fail(match cause {
+                Cause::InvalidState(_) => call.refuse(cause, outbound),
+                cause => cause,
+            }));
         }
-        if let Some((key, ttl)) = &cache {
-            let now_ms = self.inner.clock.now_ms();
-            let expires_at_ms =
-                now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-            self.inner
-                .store
-                .cache_put(key, &result_text, expires_at_ms, now_ms)
-                .map_err(|err| fail(err.into()))?;
-        }
-        record_execution(ToolOutcome::Ok, outbound)?;
+        call.remember(&result_text).map_err(fail)?;
+        call.record(ToolOutcome::Ok, outbound).map_err(fail)?;
         Ok(ToolReport {
             turn: turn.report(state, said, Outcome::Continue),
             result,

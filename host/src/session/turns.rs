@@ -6,7 +6,6 @@
 //! they make of its result.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::instrument;
 
@@ -21,6 +20,7 @@ use crate::instance::world::{EndReason, GuestOutcome};
 use crate::limits::GUEST_OUTPUT_BYTES;
 use crate::plugin::PluginVersion;
 use crate::session::Host;
+use crate::session::calls::{Caller, Within};
 use crate::session::error::{Cause, SessionError, session_error, turn_error};
 use crate::session::report::{Outcome, SessionStart, TurnReport, assistant_message};
 use crate::session::serial::PluginSlot;
@@ -110,26 +110,60 @@ impl Host {
     }
 
     /// Calls one export in a fresh instance serving `record` as turn
-    /// `turn`, starting from `state`, with what it says going to `sink`.
+    /// `turn`, starting from `state`, with what it says going to `sink`,
+    /// `within` the registry calls it answers (if any).
+    #[expect(clippy::too_many_arguments, reason = "one call's whole setting")]
     pub(crate) fn call_in_session<R>(
         &self,
-        plugin: &PluginVersion,
+        plugin: &Arc<PluginVersion>,
         record: &SessionRecord,
         turn: u64,
         state: State,
         sink: Option<Sink>,
+        within: &Within,
+        export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
+    ) -> Call<R> {
+        let limits = self.limits_for(plugin.name());
+        let session = SessionCtx::new(
+            record,
+            turn,
+            state,
+            self.inner.store.clone(),
+            limits.clone(),
+        );
+        self.call_on(plugin, session, record.owner.clone(), sink, within, export)
+    }
+
+    /// Calls one export of `plugin` in a fresh instance working on
+    /// `session`, for a session started by `owner`.
+    pub(crate) fn call_on<R>(
+        &self,
+        plugin: &Arc<PluginVersion>,
+        session: SessionCtx,
+        owner: Option<String>,
+        sink: Option<Sink>,
+        within: &Within,
         export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
     ) -> Call<R> {
         let inner = &self.inner;
-        let limits = self.limits_for(plugin.name());
+        let (limits, deadline) = within.bound(self.limits_for(plugin.name()));
+        let id = session.id().to_owned();
+        let scope = Scope {
+            plugin: plugin.name().to_owned(),
+            session: id.clone(),
+            user: session.user_id().map(str::to_owned),
+        };
+        let http = HttpCtx::new(
+            inner.outbound.of(plugin.name()),
+            plugin.name(),
+            session.id(),
+            inner.metrics.clone(),
+            deadline,
+        );
         let capabilities = Capabilities {
-            session: SessionCtx::new(record, turn, state, inner.store.clone(), limits.clone()),
+            session,
             kv: KvCtx::new(
-                Scope {
-                    plugin: record.plugin.clone(),
-                    session: record.id.clone(),
-                    user: record.user_id.clone(),
-                },
+                scope,
                 inner.store.clone(),
                 inner.clock.clone(),
                 inner.grants.clone(),
@@ -143,28 +177,28 @@ impl Host {
                 limits.value_bytes,
             ),
             output: OutputCtx::new(sink, limits.output_bytes),
+            registry: Box::new(Caller::new(
+                self.clone(),
+                plugin.clone(),
+                owner,
+                within,
+                deadline,
+            )),
         };
-        let http = HttpCtx::new(
-            inner.outbound.of(&record.plugin),
-            &record.plugin,
-            &record.id,
-            inner.metrics.clone(),
-            Instant::now() + limits.deadline,
-        );
-        let ctx = TurnCtx::in_session(capabilities, http, limits);
+        let ctx = TurnCtx::in_session(capabilities, http, &limits);
         let (result, ctx) = call(
             inner.plugins.engine(),
             &inner.metrics,
             &plugin.pre,
             ctx,
-            limits,
+            &limits,
             export,
         );
-        ctx.flush_log(&record.plugin, &record.id);
         let guest_output = (result.is_err() && limits.guest_output)
             .then(|| ctx.guest_output(GUEST_OUTPUT_BYTES))
             .flatten();
         let outbound = ctx.outbound_use();
+        ctx.flush_log(plugin.name(), &id);
         let capabilities = ctx
             .into_capabilities()
             .expect("a call in a session has its capabilities");
@@ -182,6 +216,7 @@ impl Host {
         &self,
         turn: &Turn,
         sink: Option<Sink>,
+        within: &Within,
         export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
     ) -> Call<R> {
         self.call_in_session(
@@ -190,6 +225,7 @@ impl Host {
             turn.number,
             turn.record.state.clone(),
             sink,
+            within,
             export,
         )
     }
@@ -260,6 +296,7 @@ impl Host {
         id: &str,
         start: SessionStart,
         sink: Option<Sink>,
+        within: &Within,
     ) -> Result<TurnReport, SessionError> {
         let name = start.plugin.clone();
         let fail = session_error(id, Some(&name), Some(0));
@@ -305,7 +342,7 @@ impl Host {
             number: 0,
             _slot: slot,
         };
-        let call = self.call_turn(&turn, sink, |agent, store| agent.on_start(store));
+        let call = self.call_turn(&turn, sink, within, |agent, store| agent.on_start(store));
         let state = call.session.into_state();
         call.result
             .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?;
@@ -324,7 +361,7 @@ impl Host {
     ) -> Result<TurnReport, SessionError> {
         let turn = self.open(id, true)?;
         let fail = turn.fail();
-        let call = self.call_turn(&turn, sink.clone(), |agent, store| {
+        let call = self.call_turn(&turn, sink.clone(), &Within::TOP, |agent, store| {
             agent.on_message(store, text)
         });
         let mut said = call.said;
@@ -348,6 +385,7 @@ impl Host {
                     turn.number,
                     state,
                     sink,
+                    &Within::TOP,
                     |agent, store| agent.on_end(store, EndReason::Agent),
                 );
                 end.result
@@ -364,6 +402,9 @@ impl Host {
         messages.extend(assistant_message(&said));
         self.commit(&turn, &state, &outcome, messages)
             .map_err(fail)?;
+        if outcome == Outcome::End {
+            self.end_children(id, turn.plugin.name());
+        }
         Ok(turn.report(state, said, outcome))
     }
 
@@ -371,7 +412,7 @@ impl Host {
     pub(crate) fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
         // Ending is never refused for the plugin being busy.
         let turn = self.open(id, false)?;
-        let call = self.call_turn(&turn, None, |agent, store| {
+        let call = self.call_turn(&turn, None, &Within::TOP, |agent, store| {
             agent.on_end(store, EndReason::Caller)
         });
         // The session ends either way; on-end's writes count only if it succeeded.
@@ -383,6 +424,7 @@ impl Host {
         let messages = assistant_message(&said).into_iter().collect();
         self.commit(&turn, &state, &Outcome::End, messages)
             .map_err(turn.fail())?;
+        self.end_children(id, turn.plugin.name());
         if let Some(cause) = failure {
             return Err(turn.fail()(cause).with_guest_output(guest_output));
         }

@@ -1,0 +1,67 @@
+//! The `registry` capability: a turn's way to the tools it may call.
+//!
+//! This floor knows what a call asks and what it may answer; the session
+//! floor ([`crate::session::calls`]) answers it, since a call runs a
+//! turn of its own.
+
+use crate::capability::output::OutputCtx;
+use crate::capability::session::SessionCtx;
+use crate::limits::Tripped;
+
+/// A tool a plugin may call, as `registry.list` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ToolInfo {
+    /// Its address: `plugin/tool`.
+    pub(crate) name: String,
+    /// What it does.
+    pub(crate) description: String,
+    /// JSON Schema of its arguments, as text.
+    pub(crate) parameters: String,
+    /// JSON Schema of its result, as text, when it declares one.
+    pub(crate) result_schema: Option<String>,
+}
+
+/// Why a registry call returned no result; each names the tool and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CallError {
+    /// No loaded plugin offers the tool.
+    #[error("{0}")]
+    NotFound(String),
+    /// The policy does not grant the call, or it would close a cycle.
+    #[error("{0}")]
+    Denied(String),
+    /// The arguments break the tool's schema: a JSON array of violations.
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// Session state the tool requires is not set.
+    #[error("{0}")]
+    Precondition(String),
+    /// The callee failed; nothing of it was committed.
+    #[error("{0}")]
+    Failed(String),
+    /// A limit stopped the call.
+    #[error("{0}")]
+    Limit(String),
+    /// The callee's plugin or store cannot serve the call now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Answers a turn's registry calls: built by the session floor for each
+/// call of an export, knowing the calling plugin and how deep it runs.
+pub(crate) trait ToolHub: Send + Sync {
+    /// The tools the calling plugin may call whose address starts with `prefix`.
+    fn list(&self, prefix: &str) -> Vec<ToolInfo>;
+
+    /// Calls the tool at `name` with the JSON text `args`. A tool of the
+    /// calling plugin runs on `session`'s working state and says what it
+    /// says through `output`; the error is the output limit that saying it
+    /// tripped.
+    fn call(
+        &self,
+        name: &str,
+        args: &str,
+        session: &mut SessionCtx,
+        output: &mut OutputCtx,
+    ) -> Result<Result<String, CallError>, Tripped>;
+}

@@ -1,0 +1,393 @@
+//! The registry's calls, answered: a plugin lists and calls the tools it
+//! may, its own and those the policy grants it (`may_call`).
+//!
+//! A call of the plugin's own tool runs nested in the calling turn, on its
+//! working state. A call of another plugin's tool runs a tool turn of a
+//! child session: the caller's session's own session of that plugin, with
+//! the same user, started at the first call and ended with its parent, and
+//! committed when the call succeeds. Either way the callee is checked as a
+//! caller's call is ([`ToolCall`]), runs in a fresh instance under its own
+//! limits and at most until the caller's deadline, and may itself call
+//! tools, as deep as [`Limits::call_depth`] allows and never back into a
+//! plugin the chain is already inside.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::capability::output::OutputCtx;
+use crate::capability::registry::{CallError, ToolHub, ToolInfo};
+use crate::capability::session::SessionCtx;
+use crate::limits::{Limits, Tripped};
+use crate::plugin::PluginVersion;
+use crate::session::Host;
+use crate::session::error::{Cause, SessionError, session_error};
+use crate::session::report::SessionStart;
+use crate::session::serial::leased;
+use crate::session::tool_call::ToolCall;
+use crate::store::{OutboundUse, Status, ToolOutcome};
+
+/// The registry calls a call of an export runs inside: the plugins of the
+/// calls above it, outermost first, and the deadline they leave it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Within {
+    above: Vec<String>,
+    deadline: Option<Instant>,
+}
+
+impl Within {
+    /// A call no registry call made: a caller's turn, an expiry, a migration.
+    pub(crate) const TOP: Within = Within {
+        above: Vec::new(),
+        deadline: None,
+    };
+
+    /// `limits` with the deadline cut to what is left of this chain's, and
+    /// the instant the call must end by.
+    pub(crate) fn bound(&self, limits: &Arc<Limits>) -> (Arc<Limits>, Instant) {
+        let now = Instant::now();
+        let own = now + limits.deadline;
+        match self.deadline {
+            Some(deadline) if deadline < own => (
+                Arc::new(Limits {
+                    deadline: deadline.saturating_duration_since(now),
+                    ..Limits::clone(limits)
+                }),
+                deadline,
+            ),
+            _ => (limits.clone(), own),
+        }
+    }
+
+    /// The chain of a call that `plugin`, running inside this one until
+    /// `deadline`, makes.
+    fn below(&self, plugin: &str, deadline: Instant) -> Within {
+        let mut above = self.above.clone();
+        above.push(plugin.to_owned());
+        Within {
+            above,
+            deadline: Some(deadline),
+        }
+    }
+}
+
+/// The id of `parent`'s child session of `plugin`: derived, so that every
+/// host finds the same one, and as hard to guess as its parent's id.
+pub fn child_session_id(parent: &str, plugin: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [parent, plugin] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("child-{hex}")
+}
+
+/// The registry of one call of an export: who calls, where in a chain of
+/// calls, until when.
+pub(crate) struct Caller {
+    host: Host,
+    plugin: Arc<PluginVersion>,
+    /// Who started the caller's session: its children are theirs too.
+    owner: Option<String>,
+    within: Within,
+    deadline: Instant,
+}
+
+impl Caller {
+    /// The registry of a call of `plugin`'s export in a session `owner`
+    /// started, running `within` a chain of calls until `deadline`.
+    pub(crate) fn new(
+        host: Host,
+        plugin: Arc<PluginVersion>,
+        owner: Option<String>,
+        within: &Within,
+        deadline: Instant,
+    ) -> Caller {
+        Caller {
+            host,
+            plugin,
+            owner,
+            within: within.clone(),
+            deadline,
+        }
+    }
+
+    /// Whether the policy lets this plugin call `plugin`'s tool `tool`.
+    fn may_call(&self, plugin: &str, tool: &str) -> bool {
+        plugin == self.plugin.name()
+            || self
+                .host
+                .inner
+                .calls
+                .get(self.plugin.name())
+                .is_some_and(|may| may.allows(plugin, tool))
+    }
+
+    /// Refuses a call of `plugin` that would go deeper than the limit or
+    /// back into a plugin the chain is inside.
+    fn check_chain(&self, address: &str, plugin: &str) -> Result<(), CallError> {
+        let depth = self.within.above.len() + 1;
+        let most = self.host.limits_for(self.plugin.name()).call_depth;
+        if depth > most {
+            return Err(CallError::Limit(format!(
+                "calling `{address}` would nest registry calls {depth} deep, over the limit of {most}"
+            )));
+        }
+        if plugin != self.plugin.name() && self.within.above.iter().any(|above| above == plugin) {
+            let chain: Vec<&str> = self
+                .within
+                .above
+                .iter()
+                .map(String::as_str)
+                .chain([self.plugin.name(), plugin])
+                .collect();
+            return Err(CallError::Denied(format!(
+                "calling `{address}` would close a cycle: {}",
+                chain.join(" → ")
+            )));
+        }
+        if self.deadline <= Instant::now() {
+            return Err(CallError::Limit(format!(
+                "calling `{address}`: the caller's deadline has passed"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs this plugin's own tool nested in the calling turn, on its
+    /// working `session`; what it says is said through `output`.
+    fn call_own(
+        &self,
+        address: &str,
+        name: &str,
+        arguments: Value,
+        session: &mut SessionCtx,
+        output: &mut OutputCtx,
+    ) -> Result<Result<String, CallError>, Tripped> {
+        let plugin = &self.plugin;
+        let Some(tool) = plugin.tools.get(name) else {
+            return Ok(Err(not_found(address)));
+        };
+        let call = ToolCall::new(
+            &self.host,
+            plugin,
+            tool,
+            session.id(),
+            session.user_id(),
+            &arguments,
+        );
+        let outcome = (|| {
+            call.check(session.state(), &arguments)
+                .map_err(|cause| call.refuse(cause, OutboundUse::default()))?;
+            if let Some(result) = call.cached()? {
+                return Ok((result.to_string(), Vec::new(), None));
+            }
+            let within = self.within.below(plugin.name(), self.deadline);
+            let ran = self.host.call_on(
+                plugin,
+                session.fork(),
+                self.owner.clone(),
+                None,
+                &within,
+                |agent, store| agent.call_tool(store, name, arguments.to_string()),
+            );
+            let text = ran
+                .result
+                .and_then(|text| call.result(&text).map(|_| text))
+                .map_err(|cause| call.refuse(cause, ran.outbound))?;
+            call.remember(&text)?;
+            call.record(ToolOutcome::Ok, ran.outbound)?;
+            Ok((text, ran.said, Some(ran.session)))
+        })();
+        match outcome {
+            // It had what was left of this call's time, and used it up.
+            Err(Cause::Deadline(_)) => Err(Tripped::Deadline),
+            Ok((text, said, worked)) => {
+                if let Some(worked) = worked {
+                    session.adopt(worked);
+                }
+                for text in said {
+                    output.say(text)?;
+                }
+                Ok(Ok(text))
+            }
+            Err(cause) => Ok(Err(call_error(address, &cause, &cause.to_string()))),
+        }
+    }
+
+    /// Runs `plugin`'s tool `name` as a tool turn of the child session of
+    /// `session` that `plugin` keeps, starting it first if there is none.
+    fn call_other(
+        &self,
+        address: &str,
+        plugin: &str,
+        name: &str,
+        arguments: Value,
+        session: &SessionCtx,
+    ) -> Result<Result<String, CallError>, Tripped> {
+        let host = &self.host;
+        let Some(callee) = host.inner.plugins.active(plugin) else {
+            return Ok(Err(not_found(address)));
+        };
+        if callee.tools.get(name).is_none() {
+            return Ok(Err(not_found(address)));
+        }
+        // Whether what is left of this call's time bounds the callee.
+        let cut = Instant::now() + host.limits_for(plugin).deadline >= self.deadline;
+        let within = self.within.below(self.plugin.name(), self.deadline);
+        let child = child_session_id(session.id(), plugin);
+        let started = Instant::now();
+        let result = host.in_child(&child, |id| {
+            let fail = session_error(id, Some(plugin), None);
+            match host.inner.store.load(id).map_err(|err| fail(err.into()))? {
+                None => {
+                    let start = SessionStart {
+                        plugin: plugin.to_owned(),
+                        id: Some(id.to_owned()),
+                        user_id: session.user_id().map(str::to_owned),
+                        owner: self.owner.clone(),
+                        variables: session.variables().clone(),
+                    };
+                    host.run_start(id, start, None, &within)?;
+                }
+                Some(record) if record.plugin != plugin || record.status == Status::Ended => {
+                    return Err(fail(Cause::Ended));
+                }
+                Some(_) => {}
+            }
+            host.run_tool(id, name, arguments, None, &within)
+        });
+        host.observe("tool", started, &result, |report| &report.turn.plugin);
+        match result {
+            Ok(report) => Ok(Ok(report.result.to_string())),
+            Err(err) if cut && matches!(err.cause, Cause::Deadline(_)) => Err(Tripped::Deadline),
+            Err(err) => Ok(Err(call_error(address, &err.cause, &err.to_string()))),
+        }
+    }
+}
+
+impl ToolHub for Caller {
+    fn list(&self, prefix: &str) -> Vec<ToolInfo> {
+        self.host
+            .plugins()
+            .iter()
+            .flat_map(|plugin| {
+                plugin
+                    .tools
+                    .iter()
+                    .filter(|tool| self.may_call(plugin.name(), &tool.name))
+                    .map(|tool| ToolInfo {
+                        name: format!("{}/{}", plugin.name(), tool.name),
+                        description: tool.description.clone(),
+                        parameters: tool.parameters.to_string(),
+                        result_schema: tool.result_schema.as_ref().map(Value::to_string),
+                    })
+            })
+            .filter(|tool| tool.name.starts_with(prefix))
+            .collect()
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        args: &str,
+        session: &mut SessionCtx,
+        output: &mut OutputCtx,
+    ) -> Result<Result<String, CallError>, Tripped> {
+        let Some((plugin, tool)) = name.split_once('/') else {
+            return Ok(Err(CallError::NotFound(format!(
+                "`{name}` is not a tool address: tools are called as `plugin/tool`"
+            ))));
+        };
+        if !self.may_call(plugin, tool) {
+            return Ok(Err(CallError::Denied(format!(
+                "plugin `{}` may not call `{name}`: the policy's may_call for it does not grant it",
+                self.plugin.name()
+            ))));
+        }
+        if let Err(err) = self.check_chain(name, plugin) {
+            return Ok(Err(err));
+        }
+        let arguments = match serde_json::from_str::<Value>(args) {
+            Ok(arguments) => arguments,
+            Err(err) => {
+                let violations = serde_json::json!([{
+                    "pointer": "",
+                    "message": format!("the arguments are not JSON: {err}"),
+                }]);
+                return Ok(Err(CallError::InvalidArguments(violations.to_string())));
+            }
+        };
+        if plugin == self.plugin.name() {
+            return self.call_own(name, tool, arguments, session, output);
+        }
+        self.call_other(name, plugin, tool, arguments, session)
+    }
+}
+
+impl Host {
+    /// Runs `turn` of child session `id` from a turn of its parent: after
+    /// any turn of it running here, under its lease.
+    fn in_child<R>(
+        &self,
+        id: &str,
+        turn: impl FnOnce(&str) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        let lock = self.inner.locks.lock_for(id);
+        let _turn_of_session = lock.blocking_lock();
+        let inner = &self.inner;
+        leased(&*inner.store, &inner.holder, inner.lease_ttl, id, turn)
+    }
+
+    /// Ends the child sessions of `parent`, a session of `plugin` that has
+    /// just ended: those of the plugins it may call.
+    pub(crate) fn end_children(&self, parent: &str, plugin: &str) {
+        let Some(may) = self.inner.calls.get(plugin) else {
+            return;
+        };
+        for callee in may.plugins() {
+            let child = child_session_id(parent, callee);
+            let active = matches!(
+                self.inner.store.load(&child),
+                Ok(Some(record)) if record.status == Status::Active
+            );
+            if !active {
+                continue;
+            }
+            let ended = self.in_child(&child, |id| self.run_end(id));
+            if let Err(err) = ended {
+                tracing::warn!(session = parent, child = child, error = %err, "a child session's on-end failed; it ended all the same");
+            }
+        }
+    }
+}
+
+/// The answer to a call of an address no loaded plugin offers.
+fn not_found(address: &str) -> CallError {
+    CallError::NotFound(format!("no loaded plugin offers the tool `{address}`"))
+}
+
+/// The registry's error for a call of `address` that failed for `cause`,
+/// said as `message`.
+fn call_error(address: &str, cause: &Cause, message: &str) -> CallError {
+    let message = format!("`{address}`: {message}");
+    match cause {
+        Cause::InvalidArguments { violations, .. } => CallError::InvalidArguments(
+            serde_json::to_string(violations).expect("violations serialize"),
+        ),
+        Cause::Precondition { missing, .. } => CallError::Precondition(missing.join(", ")),
+        Cause::NotFound | Cause::UnknownTool { .. } | Cause::PluginNotLoaded(_) => {
+            CallError::NotFound(message)
+        }
+        Cause::Store(_) | Cause::Busy(_) | Cause::Conflict(_) => CallError::Unavailable(message),
+        cause if cause.limit().is_some() => CallError::Limit(message),
+        _ => CallError::Failed(message),
+    }
+}
