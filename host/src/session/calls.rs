@@ -20,58 +20,15 @@ use sha2::{Digest as _, Sha256};
 use crate::capability::output::OutputCtx;
 use crate::capability::registry::{CallError, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
-use crate::limits::{Limits, Tripped};
+use crate::limits::Tripped;
 use crate::plugin::PluginVersion;
 use crate::session::Host;
+use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::SessionStart;
 use crate::session::serial::leased;
 use crate::session::tool_call::ToolCall;
 use crate::store::{OutboundUse, Status, ToolOutcome};
-
-/// The registry calls a call of an export runs inside: the plugins of the
-/// calls above it, outermost first, and the deadline they leave it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Within {
-    above: Vec<String>,
-    deadline: Option<Instant>,
-}
-
-impl Within {
-    /// A call no registry call made: a caller's turn, an expiry, a migration.
-    pub(crate) const TOP: Within = Within {
-        above: Vec::new(),
-        deadline: None,
-    };
-
-    /// `limits` with the deadline cut to what is left of this chain's, and
-    /// the instant the call must end by.
-    pub(crate) fn bound(&self, limits: &Arc<Limits>) -> (Arc<Limits>, Instant) {
-        let now = Instant::now();
-        let own = now + limits.deadline;
-        match self.deadline {
-            Some(deadline) if deadline < own => (
-                Arc::new(Limits {
-                    deadline: deadline.saturating_duration_since(now),
-                    ..Limits::clone(limits)
-                }),
-                deadline,
-            ),
-            _ => (limits.clone(), own),
-        }
-    }
-
-    /// The chain of a call that `plugin`, running inside this one until
-    /// `deadline`, makes.
-    fn below(&self, plugin: &str, deadline: Instant) -> Within {
-        let mut above = self.above.clone();
-        above.push(plugin.to_owned());
-        Within {
-            above,
-            deadline: Some(deadline),
-        }
-    }
-}
 
 /// The id of `parent`'s child session of `plugin`: derived, so that every
 /// host finds the same one, and as hard to guess as its parent's id.
@@ -133,17 +90,17 @@ impl Caller {
     /// Refuses a call of `plugin` that would go deeper than the limit or
     /// back into a plugin the chain is inside.
     fn check_chain(&self, address: &str, plugin: &str) -> Result<(), CallError> {
-        let depth = self.within.above.len() + 1;
+        let depth = self.within.above().len() + 1;
         let most = self.host.limits_for(self.plugin.name()).call_depth;
         if depth > most {
             return Err(CallError::Limit(format!(
                 "calling `{address}` would nest registry calls {depth} deep, over the limit of {most}"
             )));
         }
-        if plugin != self.plugin.name() && self.within.above.iter().any(|above| above == plugin) {
+        if plugin != self.plugin.name() && self.within.above().iter().any(|above| above == plugin) {
             let chain: Vec<&str> = self
                 .within
-                .above
+                .above()
                 .iter()
                 .map(String::as_str)
                 .chain([self.plugin.name(), plugin])

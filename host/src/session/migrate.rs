@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::names::check_value;
 use crate::plugin::PluginVersion;
 use crate::session::Host;
-use crate::session::calls::Within;
+use crate::session::chain::Within;
 use crate::session::error::Cause;
 use crate::session::turns::check_state;
 use crate::store::SessionRecord;

@@ -9,12 +9,14 @@
 //! sessions run concurrently.
 //!
 //! The rooms: [`turns`] (the turn, once for every entry point),
-//! [`tool_call`], [`calls`] (a guest's registry calls), [`migrate`], [`serial`] (locks, leases, turns at once),
+//! [`tool_call`], [`calls`] (a guest's registry calls) and [`chain`]
+//! (how deep they run), [`migrate`], [`serial`] (locks, leases, turns at once),
 //! [`reaper`], [`plugins`] (the host's plugin versions), [`users`] (a
 //! user's data, exported or erased), [`operator_kv`] (the operator's reads
 //! and writes of KV), [`error`] and [`report`].
 
 pub mod calls;
+mod chain;
 pub mod config;
 pub mod error;
 mod migrate;
@@ -42,7 +44,7 @@ use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
 use crate::policy::{Grants, MayCall, Outbound, Policy};
-use crate::session::calls::Within;
+use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
 use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};

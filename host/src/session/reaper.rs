@@ -10,7 +10,7 @@ use tracing::instrument;
 use crate::instance::world::EndReason;
 use crate::metrics::NO_PLUGIN;
 use crate::session::Host;
-use crate::session::calls::Within;
+use crate::session::chain::Within;
 use crate::session::error::{SessionError, session_error, turn_error};
 use crate::session::turns::record_version;
 use crate::store::{Retention, SessionStoreError, Status, Swept};

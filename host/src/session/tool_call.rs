@@ -13,7 +13,7 @@ use crate::limits::Limits;
 use crate::plugin::PluginVersion;
 use crate::plugin::tools::Tool;
 use crate::session::Host;
-use crate::session::calls::Within;
+use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
 use crate::session::report::{Outcome, ToolReport, TurnReport, assistant_message};
 use crate::store::{Execution, Message, OutboundUse, Role, State, ToolOutcome};

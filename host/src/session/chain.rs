@@ -1,0 +1,57 @@
+//! The chain of registry calls a call of an export runs inside: how deep
+//! it is, which plugins are above it, and the deadline they leave it
+//! ([`super::calls`] answers the calls themselves).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::limits::Limits;
+
+/// The registry calls a call of an export runs inside: the plugins of the
+/// calls above it, outermost first, and the deadline they leave it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Within {
+    above: Vec<String>,
+    deadline: Option<Instant>,
+}
+
+impl Within {
+    /// A call no registry call made: a caller's turn, an expiry, a migration.
+    pub(crate) const TOP: Within = Within {
+        above: Vec::new(),
+        deadline: None,
+    };
+
+    /// The plugins of the calls above, outermost first.
+    pub(crate) fn above(&self) -> &[String] {
+        &self.above
+    }
+
+    /// `limits` with the deadline cut to what is left of this chain's, and
+    /// the instant the call must end by.
+    pub(crate) fn bound(&self, limits: &Arc<Limits>) -> (Arc<Limits>, Instant) {
+        let now = Instant::now();
+        let own = now + limits.deadline;
+        match self.deadline {
+            Some(deadline) if deadline < own => (
+                Arc::new(Limits {
+                    deadline: deadline.saturating_duration_since(now),
+                    ..Limits::clone(limits)
+                }),
+                deadline,
+            ),
+            _ => (limits.clone(), own),
+        }
+    }
+
+    /// The chain of a call that `plugin`, running inside this one until
+    /// `deadline`, makes.
+    pub(crate) fn below(&self, plugin: &str, deadline: Instant) -> Within {
+        let mut above = self.above.clone();
+        above.push(plugin.to_owned());
+        Within {
+            above,
+            deadline: Some(deadline),
+        }
+    }
+}
