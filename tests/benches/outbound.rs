@@ -11,11 +11,11 @@
 //! Prints a Markdown table of calls per second, p50 and p99, and the ratio
 //! of each p50 to the native request's; `BENCHMARKS.md` keeps the latest.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentbox_host::policy::PolicyFile;
 use agentbox_host::{Host, Limits, SessionStart};
-use agentbox_tests::measure::{ms, percentile};
+use agentbox_tests::measure::{latencies, ms, percentile};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::json;
 
@@ -37,7 +37,7 @@ fn main() {
     });
     let url = format!("http://{address}/kib");
 
-    let native = measure(|| {
+    let native = latencies(RUN, || {
         // A new agent each time: a new connection, as each guest call makes.
         let body = ureq::Agent::new_with_defaults()
             .get(&url)
@@ -69,11 +69,11 @@ fn main() {
             .unwrap()
             .result
     };
-    let guest = measure(|| {
+    let guest = latencies(RUN, || {
         let fetched = tool("fetch", json!({ "url": url }));
         assert_eq!(fetched["body"].as_str().unwrap().len(), 1024);
     });
-    let turn = measure(|| {
+    let turn = latencies(RUN, || {
         assert_eq!(tool("config", json!({ "key": "model" })), "m");
     });
 
@@ -96,20 +96,4 @@ fn main() {
             p50.as_secs_f64() / base.as_secs_f64(),
         );
     }
-}
-
-/// The latency of each run of `once`, run one after another for [`RUN`].
-fn measure(mut once: impl FnMut()) -> Vec<Duration> {
-    // Warm up: compile, connect, fill caches.
-    for _ in 0..50 {
-        once();
-    }
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    while started.elapsed() < RUN {
-        let began = Instant::now();
-        once();
-        latencies.push(began.elapsed());
-    }
-    latencies
 }

@@ -16,7 +16,23 @@ pub fn plugin_bytes(path: &str) -> Vec<u8> {
 
 /// What the benchmarks share: latency percentiles, printed.
 pub mod measure {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    /// The latency of each run of `once`, run one after another for `run`,
+    /// after 50 runs to warm up (compile, connect, fill caches).
+    pub fn latencies(run: Duration, mut once: impl FnMut()) -> Vec<Duration> {
+        for _ in 0..50 {
+            once();
+        }
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        while started.elapsed() < run {
+            let began = Instant::now();
+            once();
+            latencies.push(began.elapsed());
+        }
+        latencies
+    }
 
     /// The latency at percentile `p` (0 to 1) of `latencies`; zero if none.
     pub fn percentile(latencies: &[Duration], p: f64) -> Duration {

@@ -1,0 +1,102 @@
+//! Registry benchmark: `cargo bench -p agentbox-tests --bench registry`.
+//!
+//! Measures, in one run on a memory store, one at a time:
+//! - the baseline: misbehave's trivial `repeat` tool called from outside
+//!   (`Host::call_tool`), a whole tool turn;
+//! - the same tool called by the concierge through `registry.call`: the
+//!   concierge's `relay` tool turn, which calls `misbehave/repeat` in the
+//!   misbehave child session of its session;
+//! - the concierge's `relay` turn calling its own `discover` instead: a
+//!   turn and a nested call of its own tool, without a child session.
+//!
+//! Prints a Markdown table of calls per second, p50 and p99, and each p50
+//! against the baseline's; `BENCHMARKS.md` keeps the latest.
+
+use std::time::Duration;
+
+use agentbox_host::policy::PolicyFile;
+use agentbox_host::{Host, Limits, SessionStart};
+use agentbox_tests::measure::{latencies, ms, percentile};
+use agentbox_tests::{plugin_bytes, plugins};
+use serde_json::{Value, json};
+
+/// How long each measurement runs.
+const RUN: Duration = Duration::from_secs(3);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let policy = PolicyFile::parse("[plugins.concierge]\nmay_call = [\"misbehave/*\"]\n")
+        .and_then(|file| file.apply(Limits::default()))
+        .unwrap();
+    let host = Host::builder().policy(policy).build().unwrap();
+    for plugin in [plugins::CONCIERGE, plugins::MISBEHAVE] {
+        host.load_plugin(&plugin_bytes(plugin)).unwrap();
+    }
+    let start = |plugin: &str| {
+        let start = SessionStart {
+            plugin: plugin.into(),
+            ..Default::default()
+        };
+        runtime
+            .block_on(host.start_session(start, None))
+            .unwrap()
+            .session
+    };
+    let (misbehave, concierge) = (start("misbehave"), start("concierge"));
+    let tool = |session: &str, name: &str, args: Value| {
+        runtime
+            .block_on(host.call_tool(session, name, args, None))
+            .unwrap()
+            .result
+    };
+    let repeat = json!({ "text": "ab", "times": 2 });
+
+    let outside = latencies(RUN, || {
+        assert_eq!(tool(&misbehave, "repeat", repeat.clone()), "abab");
+    });
+    let through = json!({ "name": "misbehave/repeat", "args": repeat });
+    let registry = latencies(RUN, || {
+        assert_eq!(
+            tool(&concierge, "relay", through.clone()),
+            json!({ "ok": "abab" })
+        );
+    });
+    let own = json!({ "name": "concierge/discover", "args": { "prefix": "misbehave/r" } });
+    let nested = latencies(RUN, || {
+        let answer = tool(&concierge, "relay", own.clone());
+        assert_eq!(
+            answer,
+            json!({ "ok": ["misbehave/record", "misbehave/repeat"] })
+        );
+    });
+
+    let base = percentile(&outside, 0.50);
+    println!("| a trivial tool call, memory store | calls/s | p50 | p99 | p50 / outside p50 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, latencies) in [
+        (
+            "`misbehave/repeat` from outside (`Host::call_tool`)",
+            &outside,
+        ),
+        (
+            "the same through `registry.call` (the concierge's `relay` turn, a child session)",
+            &registry,
+        ),
+        (
+            "the concierge's `relay` turn calling its own `discover` (nested, no child)",
+            &nested,
+        ),
+    ] {
+        let p50 = percentile(latencies, 0.50);
+        println!(
+            "| {name} | {:.0} | {} | {} | {:.2} |",
+            latencies.len() as f64 / RUN.as_secs_f64(),
+            ms(p50),
+            ms(percentile(latencies, 0.99)),
+            p50.as_secs_f64() / base.as_secs_f64(),
+        );
+    }
+}
