@@ -51,6 +51,55 @@ pub fn check_tool_name(name: &str) -> Result<(), String> {
     check_name(name, '_')
 }
 
+/// The longest tool name MCP clients accept: many enforce
+/// `^[a-zA-Z0-9_-]{1,64}$` and refuse a whole server for one name past it.
+pub const MAX_MCP_NAME_BYTES: usize = 64;
+
+/// The name MCP clients see for `plugin`'s tool `tool`: `plugin_tool`. A
+/// plugin name has no `_`, so the name splits back at its first `_`.
+pub fn mcp_tool_name(plugin: &str, tool: &str) -> String {
+    format!("{plugin}_{tool}")
+}
+
+/// The name MCP clients see for a conversation with `plugin`:
+/// `plugin__chat`, which no tool's name can take (a tool name starts with
+/// a letter).
+pub fn mcp_conversation_name(plugin: &str) -> String {
+    format!("{plugin}__chat")
+}
+
+/// What an MCP tool name names: a plugin and its tool, or a plugin's
+/// conversation (`None`).
+pub fn parse_mcp_name(name: &str) -> Option<(&str, Option<&str>)> {
+    let (plugin, rest) = name.split_once('_')?;
+    match rest {
+        "_chat" => Some((plugin, None)),
+        tool if !tool.starts_with('_') => Some((plugin, Some(tool))),
+        _ => None,
+    }
+}
+
+/// Checks that `plugin`'s conversation and its tool `tool` (if any) have
+/// MCP names within [`MAX_MCP_NAME_BYTES`].
+pub fn check_mcp_name(plugin: &str, tool: Option<&str>) -> Result<(), String> {
+    let name = match tool {
+        Some(tool) => mcp_tool_name(plugin, tool),
+        None => mcp_conversation_name(plugin),
+    };
+    if name.len() > MAX_MCP_NAME_BYTES {
+        return Err(format!(
+            "its name over MCP, `{name}`, is {} characters, over the {MAX_MCP_NAME_BYTES} MCP clients accept; shorten the {}",
+            name.len(),
+            if tool.is_some() {
+                "plugin's or the tool's name"
+            } else {
+                "plugin's name"
+            }
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a bucket name: the rules of plugin names.
 pub fn check_bucket_name(name: &str) -> Result<(), String> {
     check_name(name, '-').map_err(|reason| format!("bucket name {reason}"))

@@ -3,6 +3,7 @@
 mod admin;
 mod inspect;
 mod keys;
+mod mcp;
 mod run;
 mod serve;
 
@@ -59,6 +60,7 @@ enum LogFormat {
 enum Commands {
     Run(RunArgs),
     Serve(serve::ServeArgs),
+    Mcp(mcp::McpArgs),
     Plugins(admin::PluginsArgs),
     Users(admin::UsersArgs),
     Inspect(InspectArgs),
@@ -227,6 +229,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Run(args) => run(args).await,
         Commands::Serve(args) => serve::serve(args).await,
+        Commands::Mcp(args) => mcp::mcp(args).await,
         Commands::Plugins(args) => admin::plugins(args),
         Commands::Users(args) => admin::users(args),
         Commands::Inspect(args) => inspect(args),

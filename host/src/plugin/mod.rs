@@ -270,8 +270,10 @@ mod tests {
                     prop_assert!(check_plugin_name(&manifest.name).is_ok());
                     prop_assert!(semver::Version::parse(&manifest.version).is_ok());
                     prop_assert_eq!(tools.iter().count(), manifest.tools.len());
+                    prop_assert!(crate::names::check_mcp_name(&manifest.name, None).is_ok());
                     for spec in &manifest.tools {
                         prop_assert!(check_tool_name(&spec.name).is_ok());
+                        prop_assert!(crate::names::check_mcp_name(&manifest.name, Some(&spec.name)).is_ok());
                         prop_assert!(serde_json::from_str::<Value>(&spec.parameters).is_ok());
                     }
                 }
@@ -280,6 +282,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_name_over_mcp_past_64_characters_is_refused_at_load_naming_the_tool() {
+        let manifest = |plugin: &str, tool: &str| Manifest {
+            name: plugin.into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            state_version: 1,
+            state_schema: None,
+            tools: vec![ToolSpec {
+                name: tool.into(),
+                description: String::new(),
+                parameters: json!({ "type": "object" }).to_string(),
+                result_schema: None,
+                requires: Vec::new(),
+                cache_ttl_ms: None,
+                cache_scope: Default::default(),
+            }],
+        };
+        let (plugin, tool) = ("p".repeat(32), "t".repeat(31));
+        ToolSet::compile(&manifest(&plugin, &tool)).expect("64 characters fit");
+        let err = ToolSet::compile(&manifest(&plugin, &format!("{tool}s"))).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "tool `{tool}s`: its name over MCP, `{plugin}_{tool}s`, is 65 characters"
+            )),
+            "{err}"
+        );
+        let err = ToolSet::compile(&manifest(&"p".repeat(59), "t")).unwrap_err();
+        assert!(
+            err.contains("its name over MCP") && err.contains("__chat`, is 65 characters"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use crate::plugin::PluginVersion;
 
 /// The versions of each plugin loaded in this host, by name: which one is
@@ -10,9 +12,20 @@ use crate::plugin::PluginVersion;
 ///
 /// Every loaded version stays loaded: a session whose state a newer version
 /// cannot migrate keeps running on the version that last committed it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     plugins: RwLock<HashMap<String, Versions>>,
+    /// Counts the changes of the active versions, for those who follow them.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            plugins: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -29,6 +42,7 @@ impl Registry {
     pub(crate) fn add(&self, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
         let mut plugins = self.plugins.write().expect("plugin registry poisoned");
         let Some(versions) = plugins.get_mut(version.name()) else {
+            self.changed();
             plugins.insert(
                 version.name().to_owned(),
                 Versions {
@@ -65,8 +79,19 @@ impl Registry {
             .clone();
         if versions.active.digest != version.digest {
             versions.previous = Some(std::mem::replace(&mut versions.active, version.clone()));
+            self.changed();
         }
         Some(version)
+    }
+
+    /// Follows the changes of the active versions: the receiver sees a new
+    /// value after each plugin added or version activated.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|changes| *changes += 1);
     }
 
     /// The version that was active before the current one of plugin `name`.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::instance::world::{CacheScope, Manifest};
-use crate::names::{check_state_key, check_tool_name};
+use crate::names::{check_mcp_name, check_state_key, check_tool_name};
 use crate::plugin::sensitive;
 use crate::store::{Execution, State, ToolOutcome};
 
@@ -68,9 +68,14 @@ impl ToolSet {
     /// or invalid names and schemas that do not compile.
     pub fn compile(manifest: &Manifest) -> Result<ToolSet, String> {
         let mut tools = BTreeMap::new();
+        check_mcp_name(&manifest.name, None).map_err(|reason| {
+            format!("the conversation with plugin `{}`: {reason}", manifest.name)
+        })?;
         for spec in &manifest.tools {
             check_tool_name(&spec.name).map_err(|reason| format!("tool name {reason}"))?;
             let name = &spec.name;
+            check_mcp_name(&manifest.name, Some(name))
+                .map_err(|reason| format!("tool `{name}`: {reason}"))?;
             let parameters = parse_schema(&spec.parameters)
                 .map_err(|err| format!("tool `{name}`: parameters {err}"))?;
             let parameters_validator = compile_schema(&parameters).map_err(|err| {

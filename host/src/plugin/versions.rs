@@ -130,6 +130,12 @@ impl Plugins {
         self.registry.loaded(name)
     }
 
+    /// Follows the changes of the active versions: a new value after each
+    /// plugin added or version activated, here or followed from the store.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.registry.watch()
+    }
+
     /// Loads and checks a version from its bytes: against the world, its
     /// manifest, and the memory limit of the plugin it names.
     fn load(&self, bytes: &[u8]) -> Result<PluginVersion, LoadError> {

@@ -1,6 +1,7 @@
 //! `agentbox serve`: the HTTP API for sessions and tools ([`sessions`], and
-//! [`websocket`] for a conversation on one socket), and the admin API for
-//! plugins ([`admin`]), behind the `server` feature.
+//! [`websocket`] for a conversation on one socket), every tool over MCP
+//! ([`mcp`]), and the admin API for plugins ([`admin`]), behind the
+//! `server` feature.
 //!
 //! Every error is JSON, `{"kind": "...", "message": "..."}`, with a stable
 //! `kind`, hyper's own answers to unreadable requests included ([`held`]):
@@ -14,6 +15,7 @@ mod api;
 pub mod auth;
 pub mod connections;
 mod held;
+pub mod mcp;
 mod sessions;
 pub mod sockets;
 mod websocket;
@@ -114,6 +116,7 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))
+        .route_service("/mcp", mcp::service(api.clone()))
         .route_layer(middleware::from_fn(move |request, next| {
             read_body_within(body_timeout, MAX_JSON_BODY, request, next)
         }))

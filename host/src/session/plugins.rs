@@ -113,6 +113,12 @@ impl Host {
         self.inner.plugins.active(name)
     }
 
+    /// Follows the changes of the active plugin versions: a new value after
+    /// each plugin added or version activated or rolled back.
+    pub fn watch_plugins(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.plugins.watch()
+    }
+
     /// Every active plugin version, ordered by name.
     pub fn plugins(&self) -> Vec<Arc<PluginVersion>> {
         self.inner.plugins.all()

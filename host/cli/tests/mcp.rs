@@ -1,0 +1,293 @@
+//! MCP clients (rmcp's, in Rust) against `agentbox serve`'s `/mcp` and
+//! against `agentbox mcp` on stdio: every tool listed with its schema, a
+//! login that holds for the next call of one MCP session, arguments the
+//! host refuses as a tool error with each violation, a conversation
+//! through a plugin's chat tool, and a version change announced.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, agentbox, plugin_dir, request};
+use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// A client that passes on each `notifications/tools/list_changed`.
+#[derive(Clone)]
+struct Client {
+    changed: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for Client {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.changed.send(());
+    }
+}
+
+type Connected = RunningService<RoleClient, Client>;
+
+/// Calls `name` with `arguments` (a JSON object).
+async fn call(client: &Connected, name: &str, arguments: Value) -> CallToolResult {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments are an object")
+    };
+    let request = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
+    client
+        .call_tool(request)
+        .await
+        .unwrap_or_else(|err| panic!("calling {name} failed as a protocol error: {err}"))
+}
+
+/// What a call answered as text.
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|text| text.text.clone()))
+        .collect()
+}
+
+/// The shop's basics, the same on every transport: its tools with their
+/// schemas, a login that holds for the next call, and bad arguments
+/// answered as a tool error naming each violation's pointer.
+async fn the_shop_over(client: &Connected) -> Vec<Tool> {
+    let tools = client.list_all_tools().await.unwrap();
+    let login = tools
+        .iter()
+        .find(|tool| tool.name == "shop_login")
+        .expect("shop_login is listed");
+    assert_eq!(
+        login.input_schema["required"],
+        json!(["username", "password"])
+    );
+    assert!(
+        tools.iter().any(|tool| tool.name == "shop__chat"),
+        "the shop's conversation is a tool"
+    );
+    for tool in &tools {
+        assert!(
+            tool.name.len() <= 64
+                && tool
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)),
+            "`{}` is a name every client accepts",
+            tool.name
+        );
+    }
+
+    let before = call(
+        client,
+        "shop_add_to_cart",
+        json!({ "product_id": "book", "quantity": 2 }),
+    )
+    .await;
+    assert_eq!(before.is_error, Some(true));
+    assert_eq!(
+        before.structured_content.as_ref().unwrap()["kind"],
+        "precondition"
+    );
+    let login = call(
+        client,
+        "shop_login",
+        json!({ "username": "ada", "password": "lovelace" }),
+    )
+    .await;
+    assert_eq!(login.is_error, Some(false), "{}", text(&login));
+    assert_eq!(login.structured_content.unwrap()["user_id"], "u-1001");
+    let added = call(
+        client,
+        "shop_add_to_cart",
+        json!({ "product_id": "book", "quantity": 2 }),
+    )
+    .await;
+    assert_eq!(added.is_error, Some(false), "{}", text(&added));
+    assert_eq!(added.structured_content.unwrap()["line_total_cents"], 2598);
+
+    let bad = call(
+        client,
+        "shop_add_to_cart",
+        json!({ "product_id": "car", "quantity": 0 }),
+    )
+    .await;
+    assert_eq!(bad.is_error, Some(true));
+    let error = bad.structured_content.unwrap();
+    assert_eq!(error["kind"], "invalid-arguments");
+    let pointers: Vec<&str> = error["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|violation| violation["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/product_id", "/quantity"]);
+    let unknown = call(client, "shop_refund", json!({})).await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(
+        text(&unknown).contains("has no tool `refund`"),
+        "{}",
+        text(&unknown)
+    );
+    tools
+}
+
+#[test]
+fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_version() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let (ok, key, stderr) = agentbox(
+        &[
+            "keys",
+            "create",
+            "assistant",
+            "--plugin",
+            "shop",
+            "--plugin",
+            "intake",
+            "--plugin",
+            "counter",
+            "--data-dir",
+            dir,
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let key = key.trim().to_owned();
+    let (shop, intake, counter, counter_v2) = (
+        plugin_dir("shop"),
+        plugin_dir("intake"),
+        plugin_dir("counter"),
+        plugin_dir("counter-v2"),
+    );
+    let server = Server::start_with_env(
+        data.path(),
+        &[
+            "--plugin",
+            shop.to_str().unwrap(),
+            "--plugin",
+            intake.to_str().unwrap(),
+            "--plugin",
+            counter_v2.to_str().unwrap(),
+            "--plugin",
+            counter.to_str().unwrap(),
+        ],
+        &[("AGENTBOX_ADMIN_TOKEN", "admin-token-of-the-mcp-tests")],
+    );
+    // No MCP without the caller's credentials.
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": { "name": "stranger", "version": "1" } }
+    });
+    let (status, body) = request(
+        "POST",
+        &server.url("/mcp"),
+        Some(&initialize.to_string()),
+        None,
+    );
+    assert_eq!(status, 401, "{body}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (changed, mut changes) = mpsc::unbounded_channel();
+        let transport = StreamableHttpClientTransport::from_config(
+            rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                server.url("/mcp"),
+            )
+            .auth_header(key.clone()),
+        );
+        let client = Client { changed }
+            .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+            .await
+            .unwrap();
+
+        let tools = the_shop_over(&client).await;
+        for name in ["intake_record_information", "intake__chat", "counter__chat"] {
+            assert!(
+                tools.iter().any(|tool| tool.name == name),
+                "{name} is listed"
+            );
+        }
+
+        // A conversation of three messages with intake, remembered between
+        // calls of the MCP session.
+        let first = call(
+            &client,
+            "intake__chat",
+            json!({ "text": "my name is Ada Lovelace" }),
+        )
+        .await;
+        assert!(text(&first).contains("Noted your name"), "{}", text(&first));
+        let second = call(
+            &client,
+            "intake__chat",
+            json!({ "text": "ada@example.com" }),
+        )
+        .await;
+        assert!(
+            text(&second).contains("Noted your email"),
+            "{}",
+            text(&second)
+        );
+        let third = call(
+            &client,
+            "intake__chat",
+            json!({ "text": "I need a new laptop" }),
+        )
+        .await;
+        assert!(
+            text(&third).contains("I have everything I need"),
+            "{}",
+            text(&third)
+        );
+        let wrong = call(&client, "intake__chat", json!({ "words": "hello" })).await;
+        assert_eq!(wrong.is_error, Some(true));
+
+        // An operator rolls the counter back: the client hears of it.
+        let (status, body) = request(
+            "POST",
+            &server.url("/v1/admin/plugins/counter/rollback"),
+            None,
+            Some("admin-token-of-the-mcp-tests"),
+        );
+        assert_eq!(status, 200, "{body}");
+        tokio::time::timeout(Duration::from_secs(30), changes.recv())
+            .await
+            .expect("no tools/list_changed after a version change")
+            .unwrap();
+        client.cancel().await.unwrap();
+    });
+    let (status, stderr) = server.terminate();
+    assert!(status.success(), "{stderr:?}");
+}
+
+#[test]
+fn mcp_over_stdio_serves_the_same_tools_to_a_desktop_client() {
+    let data = tempfile::tempdir().unwrap();
+    let shop = plugin_dir("shop");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentbox"));
+        command
+            .args(["mcp", "--store", "memory", "--data-dir"])
+            .arg(data.path())
+            .arg("--plugin")
+            .arg(&shop)
+            .env("RUST_LOG", "warn");
+        let (changed, _changes) = mpsc::unbounded_channel();
+        let client = Client { changed }
+            .serve_with_lifecycle(
+                TokioChildProcess::new(command).unwrap(),
+                ClientLifecycleMode::Initialize,
+            )
+            .await
+            .unwrap();
+        let info = client.peer_info().unwrap();
+        assert_eq!(info.server_info.as_ref().unwrap().name, "agentbox");
+        the_shop_over(&client).await;
+        client.cancel().await.unwrap();
+    });
+}

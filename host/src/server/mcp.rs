@@ -1,0 +1,433 @@
+//! MCP: every tool a caller may use, served to MCP clients (desktop
+//! assistants, IDEs, agent frameworks) over streamable HTTP at `/mcp` and
+//! over stdio (`agentbox mcp`), with the official SDK, rmcp.
+//!
+//! One [`McpSession`] serves one MCP session. It keeps one agentbox session
+//! per plugin, started at the first call of one of its tools and ended with
+//! the MCP session, so `requires` and state work across calls: log in, then
+//! fill the cart. Tool names are `plugin_tool` (MCP clients accept
+//! `^[a-zA-Z0-9_-]{1,64}$`), and each plugin is also a tool,
+//! `plugin__chat` with `{"text"}`, that runs a message turn and answers
+//! what the agent said. A failed call is a tool error (`isError`) that says
+//! why, never a protocol error.
+//!
+//! The sessions of an MCP session belong to the caller that opened it: a
+//! request of the same MCP session with other credentials is refused.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt as _};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::capability::output::Sink;
+use crate::names::{mcp_conversation_name, mcp_tool_name, parse_mcp_name};
+use crate::server::api::Api;
+use crate::server::auth::rates::Action;
+use crate::server::auth::{Caller, Callers};
+use crate::server::sockets::{Sockets, WebSocketSettings};
+use crate::session::Host;
+use crate::session::error::Cause;
+use crate::session::report::SessionStart;
+
+/// The streamable HTTP service of `/mcp` for `api`'s callers.
+pub(crate) fn service(api: Api) -> StreamableHttpService<McpSession, LocalSessionManager> {
+    let mut config = StreamableHttpServerConfig::default();
+    // An MCP session holds the caller's agentbox sessions between calls.
+    config.legacy_session_mode = true;
+    if !api.callers.is_open() {
+        // Callers prove who they are with a token a rebinding page lacks:
+        // any Host may reach the server.
+        config.allowed_hosts = Vec::new();
+    }
+    StreamableHttpService::new(
+        move || Ok(McpSession::new(api.clone(), Caller::Anyone)),
+        Arc::default(),
+        config,
+    )
+}
+
+/// Serves `host`'s tools to the MCP client on stdin and stdout until it
+/// leaves (`agentbox mcp`): the local user, who may use every plugin, as
+/// an open server's callers may.
+pub async fn serve_stdio(host: Host) -> anyhow::Result<()> {
+    let api = Api {
+        host,
+        admin_token: None,
+        callers: Arc::new(Callers::default()),
+        sockets: Arc::new(Sockets::new(WebSocketSettings::default())),
+    };
+    let host = api.host.clone();
+    let session = McpSession::new(api, Caller::Anyone);
+    let kept = session.kept.clone();
+    let running = session.serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    // The client left: end its sessions now, while the runtime runs.
+    let sessions = std::mem::take(&mut kept.lock().await.sessions);
+    for id in sessions.into_values() {
+        end(&host, &id).await;
+    }
+    Ok(())
+}
+
+/// Ends session `id`, which a closed MCP session kept.
+async fn end(host: &Host, id: &str) {
+    if let Err(err) = host.end_session(id).await {
+        tracing::warn!(session = id, error = %err, "ending the session of a closed MCP session failed");
+    }
+}
+
+/// One MCP session: the agentbox session it keeps for each plugin, and
+/// the caller they belong to.
+pub(crate) struct McpSession {
+    api: Api,
+    /// The caller of a request that carries none: stdio's local user.
+    local: Caller,
+    /// Shared with [`serve_stdio`], which ends the sessions itself.
+    kept: Arc<tokio::sync::Mutex<Kept>>,
+    /// The active plugin versions' changes, until a listing starts
+    /// following them for the client.
+    changes: Mutex<Option<watch::Receiver<u64>>>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Who opened the MCP session: [`identity`] of its first caller.
+    owner: Option<String>,
+    /// Each plugin's agentbox session.
+    sessions: HashMap<String, String>,
+}
+
+impl McpSession {
+    pub(crate) fn new(api: Api, local: Caller) -> McpSession {
+        let changes = api.host.watch_plugins();
+        McpSession {
+            api,
+            local,
+            kept: Arc::default(),
+            changes: Mutex::new(Some(changes)),
+        }
+    }
+
+    /// The caller of the request `context` serves, once it is known to be
+    /// the one the MCP session belongs to.
+    async fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+        let caller = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .unwrap_or(&self.local)
+            .clone();
+        let mut kept = self.kept.lock().await;
+        let who = identity(&caller);
+        match &kept.owner {
+            Some(owner) if *owner != who => Err(ErrorData::invalid_request(
+                "this MCP session belongs to another caller",
+                None,
+            )),
+            Some(_) => Ok(caller),
+            None => {
+                kept.owner = Some(who);
+                Ok(caller)
+            }
+        }
+    }
+
+    /// The agentbox session this MCP session keeps for `plugin`, started
+    /// for `caller` now if there is none. Calls of one MCP session may
+    /// come at once; one of them starts the session, the others wait.
+    async fn session_of(&self, caller: &Caller, plugin: &str) -> Result<String, String> {
+        let mut kept = self.kept.lock().await;
+        if let Some(id) = kept.sessions.get(plugin) {
+            return Ok(id.clone());
+        }
+        let start = SessionStart {
+            plugin: plugin.to_owned(),
+            ..SessionStart::default()
+        };
+        let start = caller.session_start(start)?;
+        self.admit(caller, Action::Start)?;
+        if let Some((owner, most)) = self.api.callers.live_session_bound(caller) {
+            let live = self
+                .api
+                .host
+                .live_sessions_of(owner)
+                .await
+                .map_err(|err| err.to_string())?;
+            if live >= most {
+                return Err(format!(
+                    "`{owner}` has {live} live sessions, its limit of {most}: end one first"
+                ));
+            }
+        }
+        let id = self
+            .api
+            .host
+            .start_session(start, None)
+            .await
+            .map_err(|err| err.to_string())?
+            .session;
+        kept.sessions.insert(plugin.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    /// Forgets the session kept for `plugin`, which has ended.
+    async fn forget(&self, plugin: &str) {
+        self.kept.lock().await.sessions.remove(plugin);
+    }
+
+    /// Takes one of `caller`'s tokens for `action`, or says how fast it goes.
+    fn admit(&self, caller: &Caller, action: Action) -> Result<(), String> {
+        self.api
+            .callers
+            .admit(caller, action, self.api.host.clock().now_ms())
+            .map_err(|slow| crate::server::access::slow_message(&slow))
+    }
+
+    /// Runs the call `name` with `arguments` for `caller`: a tool, or a
+    /// message to a plugin's conversation, whose said text goes to `sink`.
+    async fn run(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: JsonObject,
+        sink: Option<Sink>,
+    ) -> CallToolResult {
+        let Some((plugin, tool)) = parse_mcp_name(name) else {
+            return refusal(
+                "not-found",
+                format!("`{name}` names no tool of this server"),
+            );
+        };
+        if let Err(reason) = caller.check_use(plugin) {
+            return refusal("forbidden", reason);
+        }
+        let session = match self.session_of(caller, plugin).await {
+            Ok(session) => session,
+            Err(reason) => return refusal("refused", reason),
+        };
+        if let Err(reason) = self.admit(caller, Action::Turn) {
+            return refusal("rate-limited", reason);
+        }
+        let host = &self.api.host;
+        match tool {
+            Some(tool) => match host
+                .call_tool(&session, tool, Value::Object(arguments), None)
+                .await
+            {
+                Ok(report) => answer(report.result),
+                Err(err) => failure(&err.cause, err.to_string()),
+            },
+            None => {
+                let Some(Value::String(text)) = arguments.get("text") else {
+                    return refusal(
+                        "invalid-arguments",
+                        "the conversation takes `{\"text\": \"...\"}`".into(),
+                    );
+                };
+                match host.send_message(&session, text, sink).await {
+                    Ok(report) => {
+                        if report.outcome == crate::Outcome::End {
+                            self.forget(plugin).await;
+                        }
+                        CallToolResult::success(vec![ContentBlock::text(report.said.join(""))])
+                    }
+                    Err(err) => {
+                        if matches!(err.cause, Cause::Ended | Cause::NotFound) {
+                            self.forget(plugin).await;
+                        }
+                        failure(&err.cause, err.to_string())
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for McpSession {
+    /// Ends the agentbox sessions the MCP session kept.
+    fn drop(&mut self) {
+        let sessions = match self.kept.try_lock() {
+            Ok(mut kept) => std::mem::take(&mut kept.sessions),
+            Err(_) => return,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for id in sessions.into_values() {
+            let host = self.api.host.clone();
+            runtime.spawn(async move { end(&host, &id).await });
+        }
+    }
+}
+
+impl ServerHandler for McpSession {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("agentbox", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Each plugin's tools are `plugin_tool`; `plugin__chat` with {\"text\"} talks to the \
+             plugin's agent. Each plugin keeps one conversation per MCP session.",
+        )
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        // From 2026-07-28 MCP has no sessions, and a conversation's state
+        // lives in one.
+        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let caller = self.caller(&context).await?;
+        self.follow_changes(&context);
+        Ok(ListToolsResult::with_all_items(tools_for(
+            &self.api.host,
+            &caller,
+        )))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = self.caller(&context).await?;
+        let sink = context.meta.get_progress_token().map(|token| {
+            let (said, mut hear) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                let mut progress = 0.0;
+                while let Some(text) = hear.recv().await {
+                    progress += 1.0;
+                    let note =
+                        ProgressNotificationParam::new(token.clone(), progress).with_message(text);
+                    if peer.notify_progress(note).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Arc::new(move |text: &str| {
+                let _ = said.send(text.to_owned());
+            }) as Sink
+        });
+        let arguments = request.arguments.unwrap_or_default();
+        Ok(self
+            .run(&caller, &request.name, arguments, sink)
+            .await
+            .into())
+    }
+}
+
+impl McpSession {
+    /// Tells the client each time the tools may have changed, from its
+    /// first listing on.
+    fn follow_changes(&self, context: &RequestContext<RoleServer>) {
+        let Some(mut changes) = self.changes.lock().expect("an MCP session poisoned").take() else {
+            return;
+        };
+        changes.mark_unchanged();
+        let peer = context.peer.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if peer.notify_tool_list_changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Who `caller` is, to tell whether two requests come from the same one.
+fn identity(caller: &Caller) -> String {
+    match caller {
+        Caller::Anyone => "anyone".into(),
+        Caller::Admin => "admin".into(),
+        Caller::Principal(principal) => principal.owner.clone(),
+    }
+}
+
+/// Every tool of `host`'s active plugins `caller` may use, and each such
+/// plugin's conversation, as MCP describes them.
+pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
+    let mut tools = Vec::new();
+    for plugin in host.plugins() {
+        let name = plugin.name();
+        if !caller.may_use(name) {
+            continue;
+        }
+        for tool in plugin.tools.iter() {
+            let Value::Object(parameters) = tool.parameters.clone() else {
+                continue;
+            };
+            let mut described = Tool::new(
+                mcp_tool_name(name, &tool.name),
+                tool.description.clone(),
+                Arc::new(parameters),
+            );
+            if let Some(Value::Object(result)) = tool.result_schema.clone() {
+                described.output_schema = Some(Arc::new(result));
+            }
+            tools.push(described);
+        }
+        let Value::Object(text) = json!({
+            "type": "object",
+            "properties": { "text": { "type": "string", "description": "What the caller says" } },
+            "required": ["text"],
+            "additionalProperties": false,
+        }) else {
+            unreachable!("an object literal is an object")
+        };
+        tools.push(Tool::new(
+            mcp_conversation_name(name),
+            format!(
+                "Say something to the `{name}` agent ({}) and get its answer; it remembers the conversation",
+                plugin.manifest.description
+            ),
+            Arc::new(text),
+        ));
+    }
+    tools
+}
+
+/// A tool's result: as structured content when it is an object, as JSON
+/// text always.
+fn answer(result: Value) -> CallToolResult {
+    match result {
+        Value::Object(_) => CallToolResult::structured(result),
+        other => CallToolResult::success(vec![ContentBlock::text(other.to_string())]),
+    }
+}
+
+/// A call refused before it ran, as a tool error the model can read.
+fn refusal(kind: &str, message: String) -> CallToolResult {
+    CallToolResult::structured_error(json!({ "kind": kind, "message": message }))
+}
+
+/// A turn that failed, as a tool error: its kind, its message, and each
+/// violation of invalid arguments with its JSON pointer.
+fn failure(cause: &Cause, message: String) -> CallToolResult {
+    let mut error = json!({ "kind": cause.kind(), "message": message });
+    if let Cause::InvalidArguments { violations, .. } = cause {
+        error["violations"] = json!(violations);
+    }
+    CallToolResult::structured_error(error)
+}
