@@ -9,22 +9,47 @@ mod common;
 use std::time::Duration;
 
 use common::{Server, agentbox, plugin_dir, request};
-use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, ProgressNotificationParam, Request,
+    ServerResult, Tool,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// A client that passes on each `notifications/tools/list_changed`.
+/// A client that passes on each `notifications/tools/list_changed`, and
+/// the message of each progress notification.
 #[derive(Clone)]
 struct Client {
     changed: mpsc::UnboundedSender<()>,
+    progress: mpsc::UnboundedSender<String>,
+}
+
+impl Client {
+    fn new() -> (
+        Client,
+        mpsc::UnboundedReceiver<()>,
+        mpsc::UnboundedReceiver<String>,
+    ) {
+        let (changed, changes) = mpsc::unbounded_channel();
+        let (progress, notes) = mpsc::unbounded_channel();
+        (Client { changed, progress }, changes, notes)
+    }
 }
 
 impl ClientHandler for Client {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let _ = self.changed.send(());
+    }
+
+    async fn on_progress(
+        &self,
+        notification: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.progress.send(notification.message.unwrap_or_default());
     }
 }
 
@@ -192,14 +217,14 @@ fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_vers
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (changed, mut changes) = mpsc::unbounded_channel();
+        let (client, mut changes, mut notes) = Client::new();
         let transport = StreamableHttpClientTransport::from_config(
             rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
                 server.url("/mcp"),
             )
             .auth_header(key.clone()),
         );
-        let client = Client { changed }
+        let client = client
             .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
             .await
             .unwrap();
@@ -245,6 +270,26 @@ fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_vers
         );
         let wrong = call(&client, "intake__chat", json!({ "words": "hello" })).await;
         assert_eq!(wrong.is_error, Some(true));
+        // Asked with a progress token (rmcp's client sends one with every
+        // request), each `say` arrives as it is said, before the answer.
+        while notes.try_recv().is_ok() {}
+        let chat = ClientRequest::CallToolRequest(Request::new(
+            CallToolRequestParams::new("intake__chat")
+                .with_arguments(json!({ "text": "hello" }).as_object().unwrap().clone()),
+        ));
+        let handle = client
+            .send_cancellable_request(chat, PeerRequestOptions::no_options())
+            .await
+            .unwrap();
+        let ServerResult::CallToolResult(answer) = handle.await_response().await.unwrap() else {
+            panic!("a tool call answers a tool result")
+        };
+        let mut said = Vec::new();
+        while let Ok(note) = notes.try_recv() {
+            said.push(note);
+        }
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert_eq!(said.concat(), text(&answer));
 
         // An operator rolls the counter back: the client hears of it.
         let (status, body) = request(
@@ -277,8 +322,8 @@ fn mcp_over_stdio_serves_the_same_tools_to_a_desktop_client() {
             .arg("--plugin")
             .arg(&shop)
             .env("RUST_LOG", "warn");
-        let (changed, _changes) = mpsc::unbounded_channel();
-        let client = Client { changed }
+        let (client, _, _) = Client::new();
+        let client = client
             .serve_with_lifecycle(
                 TokioChildProcess::new(command).unwrap(),
                 ClientLifecycleMode::Initialize,

@@ -311,29 +311,37 @@ impl ServerHandler for McpSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.caller(&context).await?;
-        let sink = context.meta.get_progress_token().map(|token| {
-            let (said, mut hear) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let peer = context.peer.clone();
-            tokio::spawn(async move {
-                let mut progress = 0.0;
-                while let Some(text) = hear.recv().await {
-                    progress += 1.0;
-                    let note =
-                        ProgressNotificationParam::new(token.clone(), progress).with_message(text);
-                    if peer.notify_progress(note).await.is_err() {
-                        break;
+        // What the agent says goes to the client as progress while the
+        // turn runs, when the client asked for progress.
+        let (sink, forwarding) = match context.meta.get_progress_token() {
+            Some(token) => {
+                let (said, mut hear) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let peer = context.peer.clone();
+                let forwarding = tokio::spawn(async move {
+                    let mut progress = 0.0;
+                    while let Some(text) = hear.recv().await {
+                        progress += 1.0;
+                        let note = ProgressNotificationParam::new(token.clone(), progress)
+                            .with_message(text);
+                        if peer.notify_progress(note).await.is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-            Arc::new(move |text: &str| {
-                let _ = said.send(text.to_owned());
-            }) as Sink
-        });
+                });
+                let sink: Sink = Arc::new(move |text: &str| {
+                    let _ = said.send(text.to_owned());
+                });
+                (Some(sink), Some(forwarding))
+            }
+            None => (None, None),
+        };
         let arguments = request.arguments.unwrap_or_default();
-        Ok(self
-            .run(&caller, &request.name, arguments, sink)
-            .await
-            .into())
+        let result = self.run(&caller, &request.name, arguments, sink).await;
+        // The turn has dropped the sink: every note is sent before the answer.
+        if let Some(forwarding) = forwarding {
+            let _ = forwarding.await;
+        }
+        Ok(result.into())
     }
 }
 
