@@ -32,7 +32,10 @@ use tokio::sync::watch;
 
 use crate::capability::output::Sink;
 use crate::names::{mcp_conversation_name, mcp_tool_name, parse_mcp_name};
-use crate::server::api::Api;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+
+use crate::server::api::{Api, error};
 use crate::server::auth::rates::Action;
 use crate::server::auth::{Caller, Callers};
 use crate::server::sockets::{Sockets, WebSocketSettings};
@@ -85,6 +88,38 @@ async fn end(host: &Host, id: &str) {
     if let Err(err) = host.end_session(id).await {
         tracing::warn!(session = id, error = %err, "ending the session of a closed MCP session failed");
     }
+}
+
+/// Most bytes of an MCP transport error's text kept in its JSON answer.
+const MAX_TRANSPORT_ERROR: usize = 4 << 10;
+
+/// Answers a refusal of rmcp's transport (406 without the right `Accept`,
+/// 415 for a body that is no JSON-RPC, 400 or 404 for a missing or unknown
+/// `Mcp-Session-Id`) as every error of the server is: JSON with a `kind`.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let typed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || typed {
+        return response;
+    }
+    let kind = match status {
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::NOT_ACCEPTABLE => "not-acceptable",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::FORBIDDEN => "forbidden",
+        status if status.is_server_error() => "unavailable",
+        _ => "bad-request",
+    };
+    let text = match axum::body::to_bytes(response.into_body(), MAX_TRANSPORT_ERROR).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => format!("the MCP transport refused the request ({status})"),
+    };
+    error(status, kind, text)
 }
 
 /// One MCP session: the agentbox session it keeps for each plugin, and

@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any_service, get, post};
 
 use crate::limits::MAX_COMPONENT_BYTES;
 use crate::server::api::{Api, MAX_JSON_BODY, error};
@@ -116,7 +116,11 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))
-        .route_service("/mcp", mcp::service(api.clone()))
+        .route(
+            "/mcp",
+            any_service(mcp::service(api.clone()))
+                .layer(middleware::map_response(mcp::json_errors)),
+        )
         .route_layer(middleware::from_fn(move |request, next| {
             read_body_within(body_timeout, MAX_JSON_BODY, request, next)
         }))
