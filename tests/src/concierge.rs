@@ -272,3 +272,38 @@ async fn a_call_of_its_own_tool_works_on_the_turn_and_says_through_it() {
     let count = start_for(&host, "counter", None).await.session;
     send(&host, &count, "tick").await;
 }
+
+#[tokio::test]
+async fn a_session_made_under_a_childs_id_is_never_taken_for_the_child() {
+    let host = host_with_policy(POLICY, &[CONCIERGE, SHOP]);
+    let id = start_for(&host, "concierge", Some("ada")).await.session;
+    // Someone else makes a shop session under the id the child would have.
+    let squatted = host
+        .start_session(
+            agentbox_host::SessionStart {
+                plugin: "shop".into(),
+                id: Some(child_session_id(&id, "shop")),
+                user_id: Some("mallory".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .session;
+    let login = json!({ "username": "ada", "password": "lovelace" });
+    let answer = relay(&host, &id, "shop/login", login).await;
+    assert_eq!(answer["error"]["kind"], "failed");
+    assert!(
+        answer["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not the child of this session for `shop`"),
+        "{answer}"
+    );
+    let untouched = host.session(&squatted).await.unwrap().unwrap();
+    assert_eq!(
+        (untouched.turn, untouched.state.get("authenticated")),
+        (0, None)
+    );
+}

@@ -214,7 +214,18 @@ impl Caller {
                     };
                     host.run_start(id, start, None, &within)?;
                 }
-                Some(record) if record.plugin != plugin || record.status == Status::Ended => {
+                // Only a child this call would have made is used: a session
+                // someone else made under the id is not reached.
+                Some(record)
+                    if record.plugin != plugin
+                        || record.owner != self.owner
+                        || record.user_id.as_deref() != session.user_id() =>
+                {
+                    return Err(fail(Cause::BadRequest(format!(
+                        "the session `{id}` is not the child of this session for `{plugin}`"
+                    ))));
+                }
+                Some(record) if record.status == Status::Ended => {
                     return Err(fail(Cause::Ended));
                 }
                 Some(_) => {}
