@@ -176,13 +176,22 @@
 //! the plugin's, and keys may carry a time-to-live the host enforces. KV
 //! writes take effect at once and are not undone if the turn fails.
 //!
+//! # Calling tools
+//!
+//! [`registry`] finds and calls tools through the host: the plugin's own,
+//! and other plugins' that the operator grants it (`may_call`). The host
+//! checks each call as it checks a caller's, and another plugin's tool runs
+//! in that plugin's own session of the conversation:
+//! `registry::call::<Product>("shop/get_product", &json!({"product_id": "book"}))`.
+//!
 //! Plugins that want no SDK can use wit-bindgen on the WIT folder directly;
 //! [`bindings`] is exactly what wit-bindgen generates for it.
 #![deny(missing_docs)]
 
 /// The bindings wit-bindgen generates for the `agentbox:plugin@0.2.0` world.
 ///
-/// `session`, `kv` and `output` are the host's imports; `exports::…::agent::Guest`
+/// `session`, `kv`, `output` and `registry` are the host's imports (with
+/// `wasi:http` and `wasi:config`); `exports::…::agent::Guest`
 /// is the trait a plugin implements. [`bindings::export_world!`] exports an
 /// implementation of it; most plugins use [`export_agent!`] instead.
 #[expect(

@@ -1796,6 +1796,8 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
             url = "http://{address}"
             header = "authorization"
             value = "Bearer {{secret:key}}"
+            [plugins.fetcher]
+            may_call = ["shop/*"]
             [plugins.fetcher.config]
             key = {{ env = "AGENTBOX_TEST_KEY" }}
             "#
@@ -1878,6 +1880,7 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
     );
     assert_eq!(outbound["http"]["inject"][0]["value"], "[secret]");
     assert_eq!(outbound["config"], json!({ "key": "[secret]" }));
+    assert_eq!(listing[0]["may_call"], json!(["shop/*"]));
     let (_, log) = server.terminate();
     let refusal = log
         .iter()

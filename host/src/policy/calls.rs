@@ -49,6 +49,14 @@ impl MayCall {
         })
     }
 
+    /// The entries as the policy writes them: `plugin/tool` or `plugin/*`.
+    pub fn entries(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|(plugin, tool)| format!("{plugin}/{}", tool.as_deref().unwrap_or("*")))
+            .collect()
+    }
+
     /// The plugins the entries name, each once, by name.
     pub fn plugins(&self) -> BTreeSet<&str> {
         self.entries

@@ -74,6 +74,7 @@ pub(super) async fn list_plugins(State(api): State<Api>) -> Response {
                 "versions": versions,
                 "stats": api.host.metrics().stats(active.name()),
                 "outbound": outbound.describe(),
+                "may_call": api.host.may_call(active.name()),
             })
         })
         .collect();

@@ -22,6 +22,7 @@ use crate::capability::registry::{CallError, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
 use crate::limits::Tripped;
 use crate::plugin::PluginVersion;
+use crate::policy::MayCall;
 use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
@@ -301,6 +302,16 @@ impl ToolHub for Caller {
 }
 
 impl Host {
+    /// The tools of other plugins that plugin `plugin` may call, as the
+    /// policy's `may_call` entries (`plugin/tool`, `plugin/*`).
+    pub fn may_call(&self, plugin: &str) -> Vec<String> {
+        self.inner
+            .calls
+            .get(plugin)
+            .map(MayCall::entries)
+            .unwrap_or_default()
+    }
+
     /// Runs `turn` of child session `id` from a turn of its parent: after
     /// any turn of it running here, under its lease.
     fn in_child<R>(
