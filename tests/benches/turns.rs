@@ -185,6 +185,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
             status: Status::Active,
             created_at_ms: 0,
             updated_at_ms: 0,
+            delegate: None,
         };
         store.create(&record, &[]).unwrap();
     }
@@ -203,6 +204,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
                 state,
                 turn: record.turn + 1,
                 plugin: record.plugin,
+                delegate: None,
                 digest: record.digest,
                 state_version: 1,
                 status: Status::Active,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentbox_host::store::MemoryStore;
-use agentbox_host::{Cause, Host, Limits};
+use agentbox_host::{Cause, Host, Limits, child_session_id};
 use serde_json::json;
 
 use crate::harness::{host, host_with, load, said, send, start, state};
@@ -441,7 +441,7 @@ async fn a_failing_on_end_still_ends_the_session_with_its_committed_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hand_off_moves_the_session_and_its_state_to_the_other_plugin() {
+async fn a_hand_off_gives_the_target_its_own_session_and_the_message_until_it_ends() {
     let host = host();
     let id = session(&host).await;
     send(&host, &id, "set name \"Ada\"").await;
@@ -453,25 +453,71 @@ async fn a_hand_off_moves_the_session_and_its_state_to_the_other_plugin() {
         matches!(&refused.cause, Cause::PluginNotLoaded(name) if name == "nobody"),
         "{refused}"
     );
+    let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(
-        host.session(&id).await.unwrap().unwrap().plugin,
-        "misbehave",
+        (record.turn, record.delegate),
+        (1, None),
         "a refused hand-off commits nothing"
     );
 
+    // Intake starts in its own child session (on-start) and answers the
+    // message that handed it the conversation.
     load(&host, INTAKE);
     let handed = send(&host, &id, "handoff intake").await;
     assert_eq!(
         handed.outcome,
         agentbox_host::Outcome::HandOff("intake".into())
     );
+    assert_eq!(
+        said(&handed),
+        "Welcome! I will take down your request.\nStill needed: name, email, reason.\n\
+         I did not catch that. Try \"my name is ...\", your email address, or \"I need ...\".\n\
+         Still needed: name, email, reason."
+    );
     let record = host.session(&id).await.unwrap().unwrap();
-    assert_eq!((record.plugin.as_str(), record.turn), ("intake", 2));
+    assert_eq!(
+        (
+            record.plugin.as_str(),
+            record.delegate.as_deref(),
+            record.turn
+        ),
+        ("misbehave", Some("intake"), 2)
+    );
+    assert_eq!(record.state["name"], "Ada", "misbehave keeps its own state");
+    let child = child_session_id(&id, "intake");
+    assert_eq!(
+        host.session(&child).await.unwrap().unwrap().plugin,
+        "intake"
+    );
+
+    // The next messages go to intake, which never sees misbehave's state.
     let intake_turn = send(&host, &id, "ada@example.com").await;
-    assert_eq!(intake_turn.plugin, "intake");
     assert_eq!(
         said(&intake_turn),
-        "Noted your email.\nStill needed: reason.",
-        "intake sees the name set before the hand-off"
+        "Noted your email.\nStill needed: name, reason."
+    );
+    send(&host, &id, "my name is Grace, I need a laptop").await;
+    let submitted = send(&host, &id, "submit").await;
+    assert!(
+        said(&submitted).starts_with("Submitted. Thank you, Grace"),
+        "{}",
+        said(&submitted)
+    );
+    // Intake ended its part: the conversation is misbehave's again.
+    assert_eq!(
+        host.session(&child).await.unwrap().unwrap().status,
+        agentbox_host::store::Status::Ended
+    );
+    let back = send(&host, &id, "get name").await;
+    assert_eq!(said(&back), "name = \"Ada\"");
+    let record = host.session(&id).await.unwrap().unwrap();
+    assert_eq!((record.delegate, record.turn), (None, 6));
+    // The session's history keeps the whole conversation.
+    let history = host.history(&id, 100).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|message| message.content.contains("Noted your email")),
+        "{history:?}"
     );
 }

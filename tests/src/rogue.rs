@@ -195,6 +195,7 @@ fn stored_under_state_version_1(
         status: Status::Active,
         created_at_ms: clock.now_ms(),
         updated_at_ms: clock.now_ms(),
+        delegate: None,
     };
     store.create(&record, &[]).unwrap();
     record

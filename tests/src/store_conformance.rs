@@ -26,6 +26,7 @@ fn record(id: &str) -> SessionRecord {
         status: Status::Active,
         created_at_ms: 1_000,
         updated_at_ms: 1_000,
+        delegate: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn commit(id: &str, read_revision: u64, turn: u64, state: State) -> Commit {
         state,
         turn,
         plugin: "intake".to_owned(),
+        delegate: None,
         digest: "11".repeat(32),
         state_version: 1,
         status: Status::Active,
@@ -116,6 +118,32 @@ fn commit_replaces_state_and_appends_history(store: &dyn Store) {
             message(Role::Assistant, "reply 1")
         ]
     );
+}
+
+fn a_commit_hands_the_conversation_to_a_delegate_and_back(store: &dyn Store) {
+    store.create(&record("s1"), &[]).unwrap();
+    assert_eq!(store.load("s1").unwrap().unwrap().delegate, None);
+    let handed = Commit {
+        delegate: Some("shop".to_owned()),
+        ..commit("s1", 1, 1, state(json!({ "turns": 1 })))
+    };
+    store.commit(&handed).unwrap();
+    let loaded = store.load("s1").unwrap().unwrap();
+    assert_eq!(
+        (loaded.plugin.as_str(), loaded.delegate.as_deref()),
+        ("intake", Some("shop"))
+    );
+    store
+        .commit(&commit("s1", 2, 2, state(json!({ "turns": 2 }))))
+        .unwrap();
+    assert_eq!(store.load("s1").unwrap().unwrap().delegate, None);
+    // A session created already handed on keeps its delegate too.
+    let created = SessionRecord {
+        delegate: Some("shop".to_owned()),
+        ..record("s2")
+    };
+    store.create(&created, &[]).unwrap();
+    assert_eq!(store.load("s2").unwrap().unwrap(), created);
 }
 
 fn commit_with_a_stale_revision_conflicts_and_changes_nothing(store: &dyn Store) {
@@ -1280,6 +1308,7 @@ conformance!(
     created_session_loads_as_stored,
     creating_an_existing_id_fails_and_changes_nothing,
     commit_replaces_state_and_appends_history,
+    a_commit_hands_the_conversation_to_a_delegate_and_back,
     commit_with_a_stale_revision_conflicts_and_changes_nothing,
     commit_to_a_missing_session_is_not_found,
     history_returns_the_newest_messages_oldest_first,

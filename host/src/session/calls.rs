@@ -29,7 +29,7 @@ use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::SessionStart;
 use crate::session::serial::leased;
 use crate::session::tool_call::ToolCall;
-use crate::store::{OutboundUse, Status, ToolOutcome};
+use crate::store::{OutboundUse, SessionRecord, Status, ToolOutcome};
 
 /// The id of `parent`'s child session of `plugin`: derived, so that every
 /// host finds the same one, and as hard to guess as its parent's id.
@@ -314,7 +314,7 @@ impl Host {
 
     /// Runs `turn` of child session `id` from a turn of its parent: after
     /// any turn of it running here, under its lease.
-    fn in_child<R>(
+    pub(crate) fn in_child<R>(
         &self,
         id: &str,
         turn: impl FnOnce(&str) -> Result<R, SessionError>,
@@ -325,14 +325,18 @@ impl Host {
         leased(&*inner.store, &inner.holder, inner.lease_ttl, id, turn)
     }
 
-    /// Ends the child sessions of `parent`, a session of `plugin` that has
-    /// just ended: those of the plugins it may call.
-    pub(crate) fn end_children(&self, parent: &str, plugin: &str) {
-        let Some(may) = self.inner.calls.get(plugin) else {
-            return;
-        };
-        for callee in may.plugins() {
-            let child = child_session_id(parent, callee);
+    /// Ends the child sessions of `parent`, a session that has just ended:
+    /// those of the plugins its plugin may call, and that of the plugin it
+    /// handed the conversation to.
+    pub(crate) fn end_children(&self, parent: &SessionRecord) {
+        let granted = self.inner.calls.get(&parent.plugin).map(MayCall::plugins);
+        let callees = granted
+            .into_iter()
+            .flatten()
+            .chain(parent.delegate.as_deref())
+            .collect::<std::collections::BTreeSet<_>>();
+        for callee in callees {
+            let child = child_session_id(&parent.id, callee);
             let active = matches!(
                 self.inner.store.load(&child),
                 Ok(Some(record)) if record.status == Status::Active
@@ -342,7 +346,7 @@ impl Host {
             }
             let ended = self.in_child(&child, |id| self.run_end(id));
             if let Err(err) = ended {
-                tracing::warn!(session = parent, child = child, error = %err, "a child session's on-end failed; it ended all the same");
+                tracing::warn!(session = parent.id, child = child, error = %err, "a child session's on-end failed; it ended all the same");
             }
         }
     }

@@ -10,7 +10,7 @@
 //!
 //! The rooms: [`turns`] (the turn, once for every entry point),
 //! [`tool_call`], [`calls`] (a guest's registry calls) and [`chain`]
-//! (how deep they run), [`migrate`], [`serial`] (locks, leases, turns at once),
+//! (how deep they run), [`hand_off`], [`migrate`], [`serial`] (locks, leases, turns at once),
 //! [`reaper`], [`plugins`] (the host's plugin versions), [`users`] (a
 //! user's data, exported or erased), [`operator_kv`] (the operator's reads
 //! and writes of KV), [`error`] and [`report`].
@@ -19,6 +19,7 @@ pub mod calls;
 mod chain;
 pub mod config;
 pub mod error;
+mod hand_off;
 mod migrate;
 pub mod operator_kv;
 mod plugins;

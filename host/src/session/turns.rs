@@ -234,14 +234,27 @@ impl Host {
     /// Commits `turn` with `state` and `messages`, after checking `state`
     /// against the plugin's state schema: the new session of a start, or
     /// the next turn of an existing one, whose stored revision must still
-    /// be the one the turn read. The outcome decides the session's status
-    /// and, after a hand-off, its plugin.
+    /// be the one the turn read. An end ends the session; the plugin it
+    /// handed the conversation to, if any, stays as it was.
     pub(crate) fn commit(
         &self,
         turn: &Turn,
         state: &State,
         outcome: &Outcome,
         messages: Vec<Message>,
+    ) -> Result<(), Cause> {
+        self.commit_delegating(turn, state, outcome, messages, turn.record.delegate.clone())
+    }
+
+    /// [`Host::commit`], handing the conversation to `delegate`'s child
+    /// session from now on (or back to the session's own plugin).
+    pub(crate) fn commit_delegating(
+        &self,
+        turn: &Turn,
+        state: &State,
+        outcome: &Outcome,
+        messages: Vec<Message>,
+        delegate: Option<String>,
     ) -> Result<(), Cause> {
         let Turn { record, plugin, .. } = turn;
         check_state(plugin, state)?;
@@ -250,6 +263,7 @@ impl Host {
             let record = SessionRecord {
                 state: state.clone(),
                 revision: 1,
+                delegate,
                 ..record.clone()
             };
             return Ok(store.create(&record, &messages)?);
@@ -259,23 +273,10 @@ impl Host {
             read_revision: record.revision,
             state: state.clone(),
             turn: turn.number,
-            plugin: match outcome {
-                Outcome::HandOff(target) => target.clone(),
-                _ => record.plugin.clone(),
-            },
+            plugin: record.plugin.clone(),
+            delegate,
             digest: plugin.digest.to_string(),
-            // After a hand-off the state is the target's to read as it is:
-            // nothing to migrate.
-            state_version: match outcome {
-                Outcome::HandOff(target) => self
-                    .inner
-                    .plugins
-                    .active(target)
-                    .map_or(plugin.manifest.state_version, |target| {
-                        target.manifest.state_version
-                    }),
-                _ => plugin.manifest.state_version,
-            },
+            state_version: plugin.manifest.state_version,
             status: if *outcome == Outcome::End {
                 Status::Ended
             } else {
@@ -338,6 +339,7 @@ impl Host {
                 status: Status::Active,
                 created_at_ms: now,
                 updated_at_ms: now,
+                delegate: None,
             },
             plugin,
             number: 0,
@@ -362,7 +364,42 @@ impl Host {
     ) -> Result<TurnReport, SessionError> {
         let turn = self.open(id, true)?;
         let fail = turn.fail();
-        let call = self.call_turn(&turn, sink.clone(), &Within::TOP, |agent, store| {
+        if let Some(delegate) = turn.record.delegate.clone() {
+            return self.run_delegated(turn, delegate, text, sink);
+        }
+        let (mut said, state, outcome) = self.message_turn(&turn, text, sink.clone())?;
+        let delegate = match &outcome {
+            Outcome::HandOff(target) => {
+                let (heard, delegate) = self.hand_off(&turn.record, target, text, sink)?;
+                said.extend(heard);
+                delegate
+            }
+            _ => None,
+        };
+        let mut messages = vec![Message {
+            role: Role::User,
+            content: text.to_owned(),
+        }];
+        messages.extend(assistant_message(&said));
+        self.commit_delegating(&turn, &state, &outcome, messages, delegate)
+            .map_err(fail)?;
+        if outcome == Outcome::End {
+            self.end_children(&turn.record);
+        }
+        Ok(turn.report(state, said, outcome))
+    }
+
+    /// Runs `on-message` with `text` in `turn`, and `on-end` after it when
+    /// the agent ends the session: what it said, the state it left and how
+    /// the conversation goes on. Commits nothing.
+    pub(crate) fn message_turn(
+        &self,
+        turn: &Turn,
+        text: &str,
+        sink: Option<Sink>,
+    ) -> Result<(Vec<String>, State, Outcome), SessionError> {
+        let fail = turn.fail();
+        let call = self.call_turn(turn, sink.clone(), &Within::TOP, |agent, store| {
             agent.on_message(store, text)
         });
         let mut said = call.said;
@@ -396,17 +433,7 @@ impl Host {
                 Outcome::End
             }
         };
-        let mut messages = vec![Message {
-            role: Role::User,
-            content: text.to_owned(),
-        }];
-        messages.extend(assistant_message(&said));
-        self.commit(&turn, &state, &outcome, messages)
-            .map_err(fail)?;
-        if outcome == Outcome::End {
-            self.end_children(id, turn.plugin.name());
-        }
-        Ok(turn.report(state, said, outcome))
+        Ok((said, state, outcome))
     }
 
     #[instrument(skip_all, fields(session = id, plugin, version))]
@@ -425,7 +452,7 @@ impl Host {
         let messages = assistant_message(&said).into_iter().collect();
         self.commit(&turn, &state, &Outcome::End, messages)
             .map_err(turn.fail())?;
-        self.end_children(id, turn.plugin.name());
+        self.end_children(&turn.record);
         if let Some(cause) = failure {
             return Err(turn.fail()(cause).with_guest_output(guest_output));
         }

@@ -165,6 +165,7 @@ impl SessionStore for MemoryStore {
         record.revision += 1;
         record.turn = commit.turn;
         record.plugin = commit.plugin.clone();
+        record.delegate = commit.delegate.clone();
         record.digest = commit.digest.clone();
         record.state_version = commit.state_version;
         record.status = commit.status;

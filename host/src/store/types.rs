@@ -109,6 +109,11 @@ pub struct SessionRecord {
     pub created_at_ms: u64,
     /// Time of the latest commit, in milliseconds of the host clock.
     pub updated_at_ms: u64,
+    /// The plugin the session's plugin handed the conversation to: its
+    /// child session of this one takes the caller's messages until it hands
+    /// back or ends. `None` while the session's own plugin answers.
+    #[serde(default)]
+    pub delegate: Option<String>,
 }
 
 /// One turn's changes, committed atomically by [`SessionStore::commit`](crate::store::sessions::SessionStore::commit).
@@ -122,8 +127,11 @@ pub struct Commit {
     pub state: State,
     /// The turn number being committed.
     pub turn: u64,
-    /// The plugin that serves the session from now on (another one after a hand-off).
+    /// The plugin that serves the session.
     pub plugin: String,
+    /// The plugin whose child session takes the caller's messages from now
+    /// on, after a hand-off; `None` while the session's own plugin answers.
+    pub delegate: Option<String>,
     /// Hex sha256 of the plugin version that ran the turn.
     pub digest: String,
     /// The state layout version of `state`.

@@ -54,6 +54,7 @@ fn record_fields(record: &SessionRecord) -> Result<Vec<(&'static str, String)>, 
     if let Some(owner) = &record.owner {
         fields.push(("owner", owner.clone()));
     }
+    fields.push(("delegate", record.delegate.clone().unwrap_or_default()));
     Ok(fields)
 }
 
@@ -82,6 +83,9 @@ fn parse_record(mut fields: HashMap<String, String>) -> Result<SessionRecord, Ba
         updated_at_ms: number(take("updated_at_ms")?)?,
         user_id: take("user_id").ok(),
         owner: take("owner").ok(),
+        // Absent in sessions written before hand-offs had delegates; empty
+        // while the session's own plugin answers.
+        delegate: take("delegate").ok().filter(|plugin| !plugin.is_empty()),
     })
 }
 
@@ -218,6 +222,7 @@ impl SessionStore for RedisStore {
             ("state", serde_json::to_string(&commit.state).map_err(json)?),
             ("turn", commit.turn.to_string()),
             ("plugin", commit.plugin.clone()),
+            ("delegate", commit.delegate.clone().unwrap_or_default()),
             ("digest", commit.digest.clone()),
             ("state_version", commit.state_version.to_string()),
             ("status", commit.status.as_str().to_owned()),

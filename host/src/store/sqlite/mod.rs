@@ -134,6 +134,8 @@ const MIGRATIONS: &[&str] = &[
          name   TEXT PRIMARY KEY,
          config TEXT NOT NULL
      ) STRICT, WITHOUT ROWID;",
+    // The plugin a session handed its conversation to.
+    "ALTER TABLE sessions ADD COLUMN delegate TEXT;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

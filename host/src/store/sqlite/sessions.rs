@@ -27,7 +27,7 @@ impl SessionStore for SqliteStore {
         let row = self.read(|conn| {
             conn.prepare_cached(
                 "SELECT id, plugin, digest, user_id, variables, state, state_version, revision, turn,
-                        status, created_at_ms, updated_at_ms, owner
+                        status, created_at_ms, updated_at_ms, owner, delegate
                  FROM sessions WHERE id = ?1",
             )?
             .query_row([id], |row| {
@@ -46,6 +46,7 @@ impl SessionStore for SqliteStore {
                         status: Status::parse(row.get_ref(9)?.as_str()?).unwrap_or(Status::Ended),
                         created_at_ms: row.get(10)?,
                         updated_at_ms: row.get(11)?,
+                        delegate: row.get(13)?,
                     },
                     row.get::<_, String>(4)?,
                     row.get::<_, String>(5)?,
@@ -68,6 +69,7 @@ impl SessionStore for SqliteStore {
             state: serde_json::to_string(&commit.state).map_err(backend)?,
             turn: commit.turn,
             plugin: commit.plugin.clone(),
+            delegate: commit.delegate.clone(),
             digest: commit.digest.clone(),
             state_version: commit.state_version,
             status: commit.status,

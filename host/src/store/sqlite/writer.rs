@@ -100,6 +100,7 @@ pub(super) struct CommitRow {
     pub(super) state: String,
     pub(super) turn: u64,
     pub(super) plugin: String,
+    pub(super) delegate: Option<String>,
     pub(super) digest: String,
     pub(super) state_version: u32,
     pub(super) status: Status,
@@ -171,8 +172,9 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO sessions (id, plugin, digest, user_id, variables, state, state_version,
-                        revision, turn, status, created_at_ms, updated_at_ms, history_len, owner)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)
+                        revision, turn, status, created_at_ms, updated_at_ms, history_len, owner,
+                        delegate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?14)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .and_then(|mut statement| {
@@ -190,6 +192,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                         session.created_at_ms,
                         session.updated_at_ms,
                         session.owner,
+                        session.delegate,
                     ])
                 })
                 .map_err(backend)?;
@@ -202,7 +205,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             let updated = conn
                 .prepare_cached(
                     "UPDATE sessions SET state = ?3, revision = revision + 1, turn = ?4, digest = ?5,
-                        state_version = ?6, status = ?7, updated_at_ms = ?8, plugin = ?9
+                        state_version = ?6, status = ?7, updated_at_ms = ?8, plugin = ?9,
+                        delegate = ?10
                      WHERE id = ?1 AND revision = ?2",
                 )
                 .and_then(|mut statement| {
@@ -216,6 +220,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                         commit.status.as_str(),
                         commit.at_ms,
                         commit.plugin,
+                        commit.delegate,
                     ])
                 })
                 .map_err(backend)?;
