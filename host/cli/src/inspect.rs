@@ -83,6 +83,8 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     // What the policy lets it reach; a plugin of world 0.1.0 cannot import it.
     let outbound =
         (plugin.world != v0_1::WORLD_VERSION).then(|| host.outbound(&manifest.name).describe());
+    // Other plugins' tools it may call through the registry, from 0.2.0 on.
+    let may_call = (plugin.world != v0_1::WORLD_VERSION).then(|| host.may_call(&manifest.name));
     if args.json {
         let (cached, took) = match plugin.compilation {
             Compilation::Compiled(took) => (false, took),
@@ -101,6 +103,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "initial_memory_bytes": plugin.initial_memory,
             "extra_exports": plugin.extra_exports,
             "outbound": outbound,
+            "may_call": may_call,
             "loads": true,
         });
         println!("{description}");
@@ -141,6 +144,14 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     println!(
         "reaches       {}",
         reach_text(outbound.as_ref(), &plugin.world)
+    );
+    println!(
+        "calls         {}",
+        match may_call {
+            None => format!("nothing (world {} has no registry)", plugin.world),
+            Some(granted) if granted.is_empty() => "its own tools".to_owned(),
+            Some(granted) => format!("its own tools, and {}", granted.join(", ")),
+        }
     );
     println!("loads         yes");
     Ok(ExitCode::SUCCESS)

@@ -262,6 +262,7 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
         "a Rust guest starts with its 1 MiB stack: {first}"
     );
     assert_eq!(first["extra_exports"], json!([]));
+    assert_eq!(first["may_call"], json!([]));
     let second = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
     let text = String::from_utf8_lossy(&second.stdout);
     assert!(
@@ -279,6 +280,7 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
         ),
         "{text}"
     );
+    assert!(text.contains("calls         its own tools\n"), "{text}");
 }
 
 #[test]
@@ -288,6 +290,8 @@ fn inspect_shows_what_the_policy_lets_a_plugin_reach_without_its_secrets() {
     std::fs::write(
         &policy,
         r#"
+        [plugins.assistant]
+        may_call = ["shop/*", "intake/record_information"]
         [plugins.assistant.http]
         allow = ["https://api.example.com"]
         [[plugins.assistant.http.inject]]
@@ -314,6 +318,10 @@ fn inspect_shows_what_the_policy_lets_a_plugin_reach_without_its_secrets() {
         ),
         "{text}{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("calls         its own tools, and shop/*, intake/record_information\n"),
+        "{text}"
     );
     assert!(!text.contains("sk-inspect-31"), "{text}");
     // A missing secret refuses the policy, naming it.
