@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use agentbox_host::{Host, SessionStart};
-use agentbox_tests::measure::{latencies, ms, percentile};
+use agentbox_tests::measure::{latencies, print_table};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::{Value, json};
 
@@ -103,25 +103,16 @@ fn main() {
         );
     });
 
-    let base = percentile(&plain, 0.50);
-    println!(
-        "| a trivial tool call over loopback HTTP | calls/s | p50 | p99 | p50 / session API p50 |"
+    print_table(
+        "a trivial tool call over loopback HTTP",
+        "p50 / session API p50",
+        RUN,
+        &[
+            ("`POST /v1/sessions/ID/tools/repeat`", &plain),
+            (
+                "MCP `tools/call` of `misbehave_repeat` on `/mcp`",
+                &over_mcp,
+            ),
+        ],
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (name, latencies) in [
-        ("`POST /v1/sessions/ID/tools/repeat`", &plain),
-        (
-            "MCP `tools/call` of `misbehave_repeat` on `/mcp`",
-            &over_mcp,
-        ),
-    ] {
-        let p50 = percentile(latencies, 0.50);
-        println!(
-            "| {name} | {:.0} | {} | {} | {:.2} |",
-            latencies.len() as f64 / RUN.as_secs_f64(),
-            ms(p50),
-            ms(percentile(latencies, 0.99)),
-            p50.as_secs_f64() / base.as_secs_f64(),
-        );
-    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use agentbox_host::policy::PolicyFile;
 use agentbox_host::{Host, Limits, SessionStart};
-use agentbox_tests::measure::{latencies, ms, percentile};
+use agentbox_tests::measure::{latencies, print_table};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::json;
 
@@ -77,23 +77,14 @@ fn main() {
         assert_eq!(tool("config", json!({ "key": "model" })), "m");
     });
 
-    let base = percentile(&native, 0.50);
-    println!(
-        "| GET of 1 KiB on loopback, a new connection each | calls/s | p50 | p99 | p50 / native p50 |"
+    print_table(
+        "GET of 1 KiB on loopback, a new connection each",
+        "p50 / native p50",
+        RUN,
+        &[
+            ("native Rust (ureq)", &native),
+            ("through a guest: the `fetch` tool call", &guest),
+            ("the same tool call without the request (`config`)", &turn),
+        ],
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (name, latencies) in [
-        ("native Rust (ureq)", &native),
-        ("through a guest: the `fetch` tool call", &guest),
-        ("the same tool call without the request (`config`)", &turn),
-    ] {
-        let p50 = percentile(latencies, 0.50);
-        println!(
-            "| {name} | {:.0} | {} | {} | {:.2} |",
-            latencies.len() as f64 / RUN.as_secs_f64(),
-            ms(p50),
-            ms(percentile(latencies, 0.99)),
-            p50.as_secs_f64() / base.as_secs_f64(),
-        );
-    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use agentbox_host::policy::PolicyFile;
 use agentbox_host::{Host, Limits, SessionStart};
-use agentbox_tests::measure::{latencies, ms, percentile};
+use agentbox_tests::measure::{latencies, print_table};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::{Value, json};
 
@@ -73,30 +73,23 @@ fn main() {
         );
     });
 
-    let base = percentile(&outside, 0.50);
-    println!("| a trivial tool call, memory store | calls/s | p50 | p99 | p50 / outside p50 |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, latencies) in [
-        (
-            "`misbehave/repeat` from outside (`Host::call_tool`)",
-            &outside,
-        ),
-        (
-            "the same through `registry.call` (the concierge's `relay` turn, a child session)",
-            &registry,
-        ),
-        (
-            "the concierge's `relay` turn calling its own `discover` (nested, no child)",
-            &nested,
-        ),
-    ] {
-        let p50 = percentile(latencies, 0.50);
-        println!(
-            "| {name} | {:.0} | {} | {} | {:.2} |",
-            latencies.len() as f64 / RUN.as_secs_f64(),
-            ms(p50),
-            ms(percentile(latencies, 0.99)),
-            p50.as_secs_f64() / base.as_secs_f64(),
-        );
-    }
+    print_table(
+        "a trivial tool call, memory store",
+        "p50 / outside p50",
+        RUN,
+        &[
+            (
+                "`misbehave/repeat` from outside (`Host::call_tool`)",
+                &outside,
+            ),
+            (
+                "the same through `registry.call` (the concierge's `relay` turn, a child session)",
+                &registry,
+            ),
+            (
+                "the concierge's `relay` turn calling its own `discover` (nested, no child)",
+                &nested,
+            ),
+        ],
+    );
 }

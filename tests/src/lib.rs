@@ -45,6 +45,25 @@ pub mod measure {
         sorted[rank - 1]
     }
 
+    /// Prints a Markdown table of `rows`, each measured for `run`: calls
+    /// per second, p50, p99, and its p50 against the first row's, headed
+    /// `what` and `ratio`.
+    pub fn print_table(what: &str, ratio: &str, run: Duration, rows: &[(&str, &[Duration])]) {
+        let base = percentile(rows[0].1, 0.50);
+        println!("| {what} | calls/s | p50 | p99 | {ratio} |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, latencies) in rows {
+            let p50 = percentile(latencies, 0.50);
+            println!(
+                "| {name} | {:.0} | {} | {} | {:.2} |",
+                latencies.len() as f64 / run.as_secs_f64(),
+                ms(p50),
+                ms(percentile(latencies, 0.99)),
+                p50.as_secs_f64() / base.as_secs_f64(),
+            );
+        }
+    }
+
     /// `latency` in milliseconds, two decimals.
     pub fn ms(latency: Duration) -> String {
         format!("{:.2} ms", latency.as_secs_f64() * 1e3)
