@@ -290,8 +290,13 @@ impl McpSession {
 }
 
 impl Drop for McpSession {
-    /// Ends the agentbox sessions the MCP session kept.
+    /// Ends the agentbox sessions the MCP session kept, unless
+    /// [`serve_stdio`] holds them to end them itself. No call holds the
+    /// lock any more: each borrowed the session.
     fn drop(&mut self) {
+        if Arc::strong_count(&self.kept) > 1 {
+            return;
+        }
         let sessions = match self.kept.try_lock() {
             Ok(mut kept) => std::mem::take(&mut kept.sessions),
             Err(_) => return,
