@@ -34,6 +34,32 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// Whether `caller` may start one more session under its bound of live
+    /// sessions: else the status, kind and message of the refusal. Starts
+    /// at the same moment may each see room for one more, as with a
+    /// plugin's bound.
+    pub(crate) async fn room_for_a_session(
+        &self,
+        caller: &Caller,
+    ) -> Result<(), (StatusCode, &'static str, String)> {
+        let Some((owner, most)) = self.callers.live_session_bound(caller) else {
+            return Ok(());
+        };
+        match self.host.live_sessions_of(owner).await {
+            Ok(live) if live >= most => Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "live-sessions",
+                format!("`{owner}` has {live} live sessions, its limit of {most}: end one first"),
+            )),
+            Ok(_) => Ok(()),
+            Err(err) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                err.to_string(),
+            )),
+        }
+    }
+
     /// Whether `headers` present the server's admin token as their bearer
     /// token.
     pub(crate) fn is_admin(&self, headers: &HeaderMap) -> bool {

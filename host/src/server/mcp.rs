@@ -192,19 +192,10 @@ impl McpSession {
         };
         let start = caller.session_start(start)?;
         self.admit(caller, Action::Start)?;
-        if let Some((owner, most)) = self.api.callers.live_session_bound(caller) {
-            let live = self
-                .api
-                .host
-                .live_sessions_of(owner)
-                .await
-                .map_err(|err| err.to_string())?;
-            if live >= most {
-                return Err(format!(
-                    "`{owner}` has {live} live sessions, its limit of {most}: end one first"
-                ));
-            }
-        }
+        self.api
+            .room_for_a_session(caller)
+            .await
+            .map_err(|(_, _, message)| message)?;
         let id = self
             .api
             .host

@@ -59,28 +59,8 @@ pub(super) async fn start_session(
     if let Some(refusal) = held_back(&api, &caller, Action::Start) {
         return refusal;
     }
-    // Starts at the same moment may each see room for one more, as with a
-    // plugin's bound.
-    if let Some((owner, most)) = api.callers.live_session_bound(&caller) {
-        match api.host.live_sessions_of(owner).await {
-            Ok(live) if live >= most => {
-                return error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "live-sessions",
-                    format!(
-                        "`{owner}` has {live} live sessions, its limit of {most}: end one first"
-                    ),
-                );
-            }
-            Ok(_) => {}
-            Err(err) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    err.to_string(),
-                );
-            }
-        }
+    if let Err((status, kind, message)) = api.room_for_a_session(&caller).await {
+        return error(status, kind, message);
     }
     match api.host.start_session(start, None).await {
         Ok(report) => (

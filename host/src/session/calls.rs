@@ -203,31 +203,19 @@ impl Caller {
         let child = child_session_id(session.id(), plugin);
         let started = Instant::now();
         let result = host.in_child(&child, |id| {
-            let fail = session_error(id, Some(plugin), None);
-            match host.inner.store.load(id).map_err(|err| fail(err.into()))? {
+            let start = SessionStart {
+                plugin: plugin.to_owned(),
+                id: Some(id.to_owned()),
+                user_id: session.user_id().map(str::to_owned),
+                owner: self.owner.clone(),
+                variables: session.variables().clone(),
+            };
+            match host.child_record(&start)? {
                 None => {
-                    let start = SessionStart {
-                        plugin: plugin.to_owned(),
-                        id: Some(id.to_owned()),
-                        user_id: session.user_id().map(str::to_owned),
-                        owner: self.owner.clone(),
-                        variables: session.variables().clone(),
-                    };
                     host.run_start(id, start, None, &within)?;
                 }
-                // Only a child this call would have made is used: a session
-                // someone else made under the id is not reached.
-                Some(record)
-                    if record.plugin != plugin
-                        || record.owner != self.owner
-                        || record.user_id.as_deref() != session.user_id() =>
-                {
-                    return Err(fail(Cause::BadRequest(format!(
-                        "the session `{id}` is not the child of this session for `{plugin}`"
-                    ))));
-                }
                 Some(record) if record.status == Status::Ended => {
-                    return Err(fail(Cause::Ended));
+                    return Err(session_error(id, Some(plugin), None)(Cause::Ended));
                 }
                 Some(_) => {}
             }
@@ -302,6 +290,31 @@ impl ToolHub for Caller {
 }
 
 impl Host {
+    /// The child session `start` names (its `id`), if it exists; a session
+    /// someone else made under the id (another plugin, owner or user than
+    /// the parent's) is refused, never taken for the child.
+    pub(crate) fn child_record(
+        &self,
+        start: &SessionStart,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        let id = start.id.as_deref().expect("a child's start names its id");
+        let fail = session_error(id, Some(&start.plugin), None);
+        let found = self.inner.store.load(id).map_err(|err| fail(err.into()))?;
+        match found {
+            Some(record)
+                if record.plugin != start.plugin
+                    || record.owner != start.owner
+                    || record.user_id != start.user_id =>
+            {
+                Err(fail(Cause::BadRequest(format!(
+                    "the session `{id}` is not the child of this session for `{}`",
+                    start.plugin
+                ))))
+            }
+            found => Ok(found),
+        }
+    }
+
     /// The tools of other plugins that plugin `plugin` may call, as the
     /// policy's `may_call` entries (`plugin/tool`, `plugin/*`).
     pub fn may_call(&self, plugin: &str) -> Vec<String> {

@@ -89,35 +89,27 @@ impl Host {
         text: &str,
         sink: Option<Sink>,
     ) -> Result<(Vec<String>, Outcome), SessionError> {
-        let fail = session_error(id, Some(plugin), None);
-        let store = &self.inner.store;
+        let start = SessionStart {
+            plugin: plugin.to_owned(),
+            id: Some(id.to_owned()),
+            user_id: parent.user_id.clone(),
+            owner: parent.owner.clone(),
+            variables: parent.variables.clone(),
+        };
         let mut said = Vec::new();
-        let found = store.load(id).map_err(|err| fail(err.into()))?;
-        if let Some(record) = &found
-            && (record.plugin != plugin
-                || record.owner != parent.owner
-                || record.user_id != parent.user_id)
-        {
-            return Err(fail(Cause::BadRequest(format!(
-                "the session `{id}` is not the child of `{}` for `{plugin}`",
-                parent.id
-            ))));
-        }
+        let found = self.child_record(&start)?;
         if found
             .as_ref()
             .is_none_or(|record| record.status == Status::Ended)
         {
             if found.is_some() {
                 // It ended its part earlier: handed to again, it starts afresh.
-                store.delete_session(id).map_err(|err| fail(err.into()))?;
+                let fail = session_error(id, Some(plugin), None);
+                self.inner
+                    .store
+                    .delete_session(id)
+                    .map_err(|err| fail(err.into()))?;
             }
-            let start = SessionStart {
-                plugin: plugin.to_owned(),
-                id: Some(id.to_owned()),
-                user_id: parent.user_id.clone(),
-                owner: parent.owner.clone(),
-                variables: parent.variables.clone(),
-            };
             said.extend(self.run_start(id, start, sink.clone(), &Within::TOP)?.said);
         }
         let turn = self.open(id, true)?;
