@@ -21,7 +21,8 @@
 //! `docs/architecture.md`): [`limits`], [`names`], [`clock`], [`engine`] and
 //! [`metrics`] at the ground; [`store`]; [`policy`]; the [`capability`]
 //! contexts; the [`instance`] layer with one binding per WIT version;
-//! [`plugin`]; [`session`]; and the optional [`server`].
+//! [`plugin`] and the [`remote`] MCP servers, the two sources of tools;
+//! [`session`]; and the optional [`server`].
 #![deny(missing_docs)]
 
 pub mod capability;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod names;
 pub mod plugin;
 pub mod policy;
+pub mod remote;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod session;

@@ -100,6 +100,24 @@ pub fn check_mcp_name(plugin: &str, tool: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest tool name MCP's specification allows.
+pub const MAX_REMOTE_TOOL_BYTES: usize = 128;
+
+/// The prefix of the registry addresses of remote MCP servers' tools.
+pub const REMOTE_PREFIX: &str = "mcp:";
+
+/// Checks the name of a remote MCP server's tool as MCP's specification
+/// has it: 1 to 128 characters of `A-Z a-z 0-9 _ - .`.
+pub fn check_remote_tool_name(name: &str) -> Result<(), String> {
+    check_ascii_id("MCP tool name", name, MAX_REMOTE_TOOL_BYTES, "_-.")
+}
+
+/// The registry address of MCP server `server`'s tool `tool`:
+/// `mcp:server/tool`.
+pub fn remote_tool_address(server: &str, tool: &str) -> String {
+    format!("{REMOTE_PREFIX}{server}/{tool}")
+}
+
 /// Checks a bucket name: the rules of plugin names.
 pub fn check_bucket_name(name: &str) -> Result<(), String> {
     check_name(name, '-').map_err(|reason| format!("bucket name {reason}"))

@@ -118,7 +118,7 @@ fn mistakes_in_a_policy_are_refused_by_name() {
         ),
         (
             "[plugins.concierge]\nmay_call = [\"shop\"]\n",
-            "[plugins.concierge] may_call `shop`: an entry is `plugin/tool` or `plugin/*`",
+            "[plugins.concierge] may_call `shop`: an entry is `plugin/tool`, `plugin/*`, `mcp:server/tool` or `mcp:server/*`",
         ),
         (
             "[plugins.concierge]\nmay_call = [\"shop/Login\"]\n",
@@ -126,7 +126,11 @@ fn mistakes_in_a_policy_are_refused_by_name() {
         ),
         (
             "[plugins.concierge]\nmay_call = [\"mcp:weather/*\"]\n",
-            "this host declares no MCP servers",
+            "[plugins.concierge] may_call `mcp:weather/*`: no [mcp.weather] declares the MCP server `weather`; the policy declares none",
+        ),
+        (
+            "[mcp.weather]\nurl = \"weather.example.com\"\n",
+            "[mcp.weather] url `weather.example.com` is not an http:// or https:// URL with a host",
         ),
         (
             "[sessions]\nhistory_messages = 0\n",

@@ -410,16 +410,21 @@ trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// TLS with the web's root certificates, as wasmtime-wasi-http makes it.
-static TLS: LazyLock<tokio_rustls::TlsConnector> = LazyLock::new(|| {
+/// TLS with the web's root certificates, as wasmtime-wasi-http makes it;
+/// the host's MCP clients use the same.
+pub(crate) static TLS_CONFIG: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.into(),
     };
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 });
+
+static TLS: LazyLock<tokio_rustls::TlsConnector> =
+    LazyLock::new(|| tokio_rustls::TlsConnector::from(TLS_CONFIG.clone()));
 
 /// Where a response body's bytes are counted.
 struct BodyMeter {

@@ -240,14 +240,16 @@ fn parse_schema(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|err| format!("schema is not valid JSON: {err}"))
 }
 
-fn compile_schema(schema: &Value) -> Result<Validator, String> {
+/// A JSON Schema (draft 2020-12, formats checked) compiled for checks.
+pub(crate) fn compile_schema(schema: &Value) -> Result<Validator, String> {
     jsonschema::draft202012::options()
         .should_validate_formats(true)
         .build(schema)
         .map_err(|err| err.to_string())
 }
 
-fn violations(validator: &Validator, value: &Value) -> Result<(), Vec<Violation>> {
+/// Every way `value` breaks the schema `validator` checks.
+pub(crate) fn violations(validator: &Validator, value: &Value) -> Result<(), Vec<Violation>> {
     let found: Vec<Violation> = validator
         .iter_errors(value)
         .map(|err| Violation {

@@ -1,42 +1,67 @@
-//! `may_call`: the tools of other plugins a plugin may call through the
-//! registry. A plugin may always call its own.
+//! `may_call`: the tools of other plugins and of the operator's MCP
+//! servers a plugin may call through the registry. A plugin may always
+//! call its own.
 
 use std::collections::BTreeSet;
 
-use crate::names::{check_plugin_name, check_tool_name};
+use crate::names::{REMOTE_PREFIX, check_plugin_name, check_remote_tool_name, check_tool_name};
 
-/// The tools of other plugins one plugin may call: entries `plugin/tool`
-/// or `plugin/*`.
+/// What one entry grants: a plugin's tools or an MCP server's, one of them
+/// or (`None`) all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Plugin(String, Option<String>),
+    Remote(String, Option<String>),
+}
+
+/// The tools of other plugins and MCP servers one plugin may call: entries
+/// `plugin/tool`, `plugin/*`, `mcp:server/tool` or `mcp:server/*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MayCall {
-    entries: Vec<(String, Option<String>)>,
+    entries: Vec<Entry>,
 }
 
 impl MayCall {
-    /// Reads the policy's entries, refusing one that names no plugin's tools
-    /// in the form the registry addresses them.
-    pub fn parse(entries: &[String]) -> Result<MayCall, String> {
+    /// Reads the policy's entries, refusing one that names no tools in the
+    /// form the registry addresses them, or an MCP server not among
+    /// `servers`, those the policy declares.
+    pub fn parse(entries: &[String], servers: &BTreeSet<&str>) -> Result<MayCall, String> {
         let entries = entries
             .iter()
             .map(|entry| {
                 let mistake = |reason: String| format!("`{entry}`: {reason}");
-                if entry.starts_with("mcp:") {
-                    return Err(mistake(
-                        "tools of remote MCP servers cannot be granted: this host declares no MCP servers".into(),
-                    ));
-                }
-                let (plugin, tool) = entry.split_once('/').ok_or_else(|| {
-                    mistake("an entry is `plugin/tool` or `plugin/*`".into())
+                let (source, tool) = entry.split_once('/').ok_or_else(|| {
+                    mistake("an entry is `plugin/tool`, `plugin/*`, `mcp:server/tool` or `mcp:server/*`".into())
                 })?;
-                check_plugin_name(plugin).map_err(|reason| mistake(format!("the plugin {reason}")))?;
-                let tool = match tool {
-                    "*" => None,
-                    tool => {
-                        check_tool_name(tool).map_err(|reason| mistake(format!("the tool {reason}")))?;
-                        Some(tool.to_owned())
+                let tool = (tool != "*").then(|| tool.to_owned());
+                match source.strip_prefix(REMOTE_PREFIX) {
+                    Some(server) => {
+                        if !servers.contains(server) {
+                            let declared = if servers.is_empty() {
+                                "the policy declares none".to_owned()
+                            } else {
+                                let names: Vec<&str> = servers.iter().copied().collect();
+                                format!("it declares {}", names.join(", "))
+                            };
+                            return Err(mistake(format!(
+                                "no [mcp.{server}] declares the MCP server `{server}`; {declared}"
+                            )));
+                        }
+                        if let Some(tool) = &tool {
+                            check_remote_tool_name(tool).map_err(mistake)?;
+                        }
+                        Ok(Entry::Remote(server.to_owned(), tool))
                     }
-                };
-                Ok((plugin.to_owned(), tool))
+                    None => {
+                        check_plugin_name(source)
+                            .map_err(|reason| mistake(format!("the plugin {reason}")))?;
+                        if let Some(tool) = &tool {
+                            check_tool_name(tool)
+                                .map_err(|reason| mistake(format!("the tool {reason}")))?;
+                        }
+                        Ok(Entry::Plugin(source.to_owned(), tool))
+                    }
+                }
             })
             .collect::<Result<_, _>>()?;
         Ok(MayCall { entries })
@@ -44,16 +69,31 @@ impl MayCall {
 
     /// Whether an entry grants `plugin`'s tool `tool`.
     pub fn allows(&self, plugin: &str, tool: &str) -> bool {
-        self.entries.iter().any(|(granted, tools)| {
-            granted == plugin && tools.as_deref().is_none_or(|one| one == tool)
+        self.entries.iter().any(|entry| {
+            matches!(entry, Entry::Plugin(granted, tools)
+                if granted == plugin && tools.as_deref().is_none_or(|one| one == tool))
         })
     }
 
-    /// The entries as the policy writes them: `plugin/tool` or `plugin/*`.
+    /// Whether an entry grants MCP server `server`'s tool `tool`.
+    pub fn allows_remote(&self, server: &str, tool: &str) -> bool {
+        self.entries.iter().any(|entry| {
+            matches!(entry, Entry::Remote(granted, tools)
+                if granted == server && tools.as_deref().is_none_or(|one| one == tool))
+        })
+    }
+
+    /// The entries as the policy writes them.
     pub fn entries(&self) -> Vec<String> {
         self.entries
             .iter()
-            .map(|(plugin, tool)| format!("{plugin}/{}", tool.as_deref().unwrap_or("*")))
+            .map(|entry| {
+                let (prefix, source, tool) = match entry {
+                    Entry::Plugin(plugin, tool) => ("", plugin, tool),
+                    Entry::Remote(server, tool) => (REMOTE_PREFIX, server, tool),
+                };
+                format!("{prefix}{source}/{}", tool.as_deref().unwrap_or("*"))
+            })
             .collect()
     }
 
@@ -61,7 +101,10 @@ impl MayCall {
     pub fn plugins(&self) -> BTreeSet<&str> {
         self.entries
             .iter()
-            .map(|(plugin, _)| plugin.as_str())
+            .filter_map(|entry| match entry {
+                Entry::Plugin(plugin, _) => Some(plugin.as_str()),
+                Entry::Remote(..) => None,
+            })
             .collect()
     }
 }
@@ -71,8 +114,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_grant_one_tool_or_all_of_a_plugins() {
-        let may = MayCall::parse(&["shop/*".into(), "intake/record_information".into()]).unwrap();
+    fn entries_grant_one_tool_or_all_of_a_plugins_or_servers() {
+        let may = MayCall::parse(
+            &[
+                "shop/*".into(),
+                "intake/record_information".into(),
+                "mcp:weather/get.forecast".into(),
+                "mcp:files/*".into(),
+            ],
+            &BTreeSet::from(["weather", "files"]),
+        )
+        .unwrap();
         assert!(may.allows("shop", "login"));
         assert!(may.allows("intake", "record_information"));
         assert!(!may.allows("intake", "other"));
@@ -81,21 +133,41 @@ mod tests {
             may.plugins().into_iter().collect::<Vec<_>>(),
             ["intake", "shop"]
         );
+        assert!(may.allows_remote("weather", "get.forecast"));
+        assert!(!may.allows_remote("weather", "alerts"));
+        assert!(may.allows_remote("files", "read"));
+        assert!(!may.allows("weather", "get.forecast"), "a server is no plugin");
+        assert_eq!(
+            may.entries(),
+            [
+                "shop/*",
+                "intake/record_information",
+                "mcp:weather/get.forecast",
+                "mcp:files/*"
+            ]
+        );
         assert!(!MayCall::default().allows("shop", "login"));
     }
 
     #[test]
     fn a_malformed_entry_is_refused_by_name() {
         for (entry, expected) in [
-            ("shop", "`shop`: an entry is `plugin/tool` or `plugin/*`"),
+            ("shop", "`shop`: an entry is `plugin/tool`, `plugin/*`"),
             ("Shop/*", "`Shop/*`: the plugin `Shop` is not a valid name"),
             (
                 "shop/Login",
                 "`shop/Login`: the tool `Login` is not a valid name",
             ),
-            ("mcp:weather/*", "this host declares no MCP servers"),
+            (
+                "mcp:weather/*",
+                "no [mcp.weather] declares the MCP server `weather`; it declares files",
+            ),
+            (
+                "mcp:files/read file",
+                "`mcp:files/read file`: MCP tool name `read file` is invalid",
+            ),
         ] {
-            let err = MayCall::parse(&[entry.to_owned()]).unwrap_err();
+            let err = MayCall::parse(&[entry.to_owned()], &BTreeSet::from(["files"])).unwrap_err();
             assert!(err.contains(expected), "{entry}: {err}");
         }
     }

@@ -12,10 +12,12 @@ use crate::limits::{Limits, check_concurrent_turns};
 use crate::names::{check_bucket_name, check_plugin_name};
 
 pub mod calls;
+pub mod mcp;
 pub mod origin;
 pub mod outbound;
 
 pub use calls::MayCall;
+pub use mcp::{McpServer, McpTransport};
 pub use outbound::Outbound;
 
 /// Which named buckets the operator granted to which plugins.
@@ -82,7 +84,7 @@ impl Grants {
 ///
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
-/// may_call = ["shop/*", "intake/record_information"]   # others' tools, through the registry
+/// may_call = ["shop/*", "intake/record_information", "mcp:weather/*"]   # others' tools, through the registry
 /// deadline_ms = 500            # and any [turns] limit but concurrent_total, max_live,
 ///                              # or any [kv] one, for it alone
 ///
@@ -100,6 +102,11 @@ impl Grants {
 /// [plugins.assistant.config]   # what `wasi:config/store` serves
 /// model = "gpt-4o-mini"
 /// api_key = { env = "OPENAI_API_KEY" }   # or { file = "/run/secrets/openai" }
+///
+/// [mcp.weather]                # an MCP server whose tools join the registry as mcp:weather/TOOL
+/// url = "https://mcp.example.com/mcp"    # streamable HTTP, or: command = ["weather-mcp", "--stdio"]
+/// headers = { authorization = { env = "WEATHER_TOKEN" } }
+/// timeout_ms = 30000           # the longest one call waits; the caller's deadline bounds it too
 /// ```
 ///
 /// Every section and field is optional; what is left out keeps its default.
@@ -115,6 +122,8 @@ pub struct PolicyFile {
     kv: KvPolicy,
     #[serde(default)]
     plugins: BTreeMap<String, PluginPolicy>,
+    #[serde(default)]
+    mcp: BTreeMap<String, mcp::McpSection>,
 }
 
 /// The `[turns]` section: the limits of every plugin's turns, and the
@@ -232,8 +241,10 @@ pub struct Policy {
     pub grants: Grants,
     /// What each plugin the policy names may reach outside the host.
     pub outbound: BTreeMap<String, Arc<Outbound>>,
-    /// The tools of other plugins each plugin may call.
+    /// The tools of other plugins and MCP servers each plugin may call.
     pub calls: BTreeMap<String, MayCall>,
+    /// The MCP servers whose tools join the registry.
+    pub mcp: Vec<McpServer>,
 }
 
 impl TurnPolicy {
@@ -298,6 +309,8 @@ impl PolicyFile {
             call_depth: self.turns.call_depth.unwrap_or(limits.call_depth),
             ..self.kv.apply(limits)
         };
+        let mcp = mcp::servers(&self.mcp)?;
+        let declared: BTreeSet<&str> = mcp.iter().map(|server| server.name.as_str()).collect();
         let mut grants = Grants::default();
         let mut plugins = BTreeMap::new();
         let mut outbound = BTreeMap::new();
@@ -323,7 +336,7 @@ impl PolicyFile {
                 .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
             outbound.insert(plugin.clone(), Arc::new(reach));
             if !policy.may_call.is_empty() {
-                let may = MayCall::parse(&policy.may_call)
+                let may = MayCall::parse(&policy.may_call, &declared)
                     .map_err(|reason| format!("[plugins.{plugin}] may_call {reason}"))?;
                 calls.insert(plugin.clone(), may);
             }
@@ -334,6 +347,7 @@ impl PolicyFile {
             grants,
             outbound,
             calls,
+            mcp,
         })
     }
 }

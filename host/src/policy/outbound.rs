@@ -337,6 +337,16 @@ fn substitute(
     Ok(text)
 }
 
+impl ConfigEntry {
+    /// The value: the text, or the secret read where it says.
+    pub(super) fn value(&self, name: &str) -> Result<String, String> {
+        match self {
+            ConfigEntry::Text(text) => Ok(text.clone()),
+            ConfigEntry::Secret(source) => source.read(name),
+        }
+    }
+}
+
 impl SecretSource {
     /// The secret, read from the environment or a file (through cap-std,
     /// opening only the file's folder); a file's final line break is not
@@ -344,13 +354,13 @@ impl SecretSource {
     fn read(&self, name: &str) -> Result<String, String> {
         match (&self.env, &self.file) {
             (Some(variable), None) => std::env::var(variable).map_err(|_| {
-                format!("config `{name}`: the environment variable `{variable}` is not set")
+                format!("`{name}`: the environment variable `{variable}` is not set")
             }),
             (None, Some(path)) => read_secret_file(path)
                 .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_owned())
-                .map_err(|err| format!("config `{name}`: {}: {err}", path.display())),
+                .map_err(|err| format!("`{name}`: {}: {err}", path.display())),
             _ => Err(format!(
-                "config `{name}` must be text, {{ env = \"VARIABLE\" }} or {{ file = \"/path\" }}"
+                "`{name}` must be text, {{ env = \"VARIABLE\" }} or {{ file = \"/path\" }}"
             )),
         }
     }
@@ -373,13 +383,12 @@ pub(super) fn outbound(
     let mut secrets = Vec::new();
     for (name, entry) in config {
         check_state_key(name).map_err(|reason| format!("config {reason}"))?;
-        let value = match entry {
-            ConfigEntry::Text(text) => text.clone(),
-            ConfigEntry::Secret(source) => {
-                secrets.push(name.clone());
-                source.read(name)?
-            }
-        };
+        if matches!(entry, ConfigEntry::Secret(_)) {
+            secrets.push(name.clone());
+        }
+        let value = entry
+            .value(name)
+            .map_err(|reason| format!("config {reason}"))?;
         values.insert(name.clone(), value);
     }
     let (http, bound) = match http {

@@ -22,7 +22,9 @@ use crate::capability::registry::{CallError, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
 use crate::limits::Tripped;
 use crate::plugin::PluginVersion;
+use crate::names::{REMOTE_PREFIX, remote_tool_address};
 use crate::policy::MayCall;
+use crate::remote::RemoteError;
 use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
@@ -86,6 +88,15 @@ impl Caller {
                 .calls
                 .get(self.plugin.name())
                 .is_some_and(|may| may.allows(plugin, tool))
+    }
+
+    /// Whether the policy lets this plugin call MCP server `server`'s tool `tool`.
+    fn may_call_remote(&self, server: &str, tool: &str) -> bool {
+        self.host
+            .inner
+            .calls
+            .get(self.plugin.name())
+            .is_some_and(|may| may.allows_remote(server, tool))
     }
 
     /// Refuses a call of `plugin` that would go deeper than the limit or
@@ -230,23 +241,82 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Calls MCP server `server`'s tool `tool` at `address` with the JSON
+    /// text `args`, if the policy grants it, until the caller's deadline;
+    /// a result larger than the caller may say is refused.
+    fn call_remote(
+        &self,
+        session: &str,
+        address: &str,
+        server: &str,
+        tool: &str,
+        args: &str,
+    ) -> Result<Result<String, CallError>, Tripped> {
+        if !self.may_call_remote(server, tool) {
+            return Ok(Err(CallError::Denied(format!(
+                "plugin `{}` may not call `{address}`: the policy's may_call for it does not grant it",
+                self.plugin.name()
+            ))));
+        }
+        let checked = self
+            .check_chain(address, address)
+            .and_then(|()| parse_arguments(args));
+        let arguments = match checked {
+            Ok(arguments) => arguments,
+            Err(err) => return Ok(Err(err)),
+        };
+        let most = self.host.limits_for(self.plugin.name()).output_bytes;
+        let called = self
+            .host
+            .inner
+            .remotes
+            .call(session, server, tool, &arguments, self.deadline, most);
+        let message = |reason: String| format!("`{address}`: {reason}");
+        Ok(Err(match called {
+            Ok(result) => return Ok(Ok(result.to_string())),
+            Err(RemoteError::Deadline) => return Err(Tripped::Deadline),
+            Err(RemoteError::NotFound(reason)) => CallError::NotFound(message(reason)),
+            Err(RemoteError::InvalidArguments(violations)) => CallError::InvalidArguments(
+                serde_json::to_string(&violations).expect("violations serialize"),
+            ),
+            Err(RemoteError::Unavailable(reason)) => CallError::Unavailable(message(reason)),
+            Err(RemoteError::Failed(reason)) => CallError::Failed(message(reason)),
+            Err(RemoteError::TooLarge(reason)) => CallError::Limit(message(reason)),
+        }))
+    }
+}
+
 impl ToolHub for Caller {
     fn list(&self, prefix: &str) -> Vec<ToolInfo> {
-        self.host
-            .plugins()
-            .iter()
-            .flat_map(|plugin| {
-                plugin
-                    .tools
-                    .iter()
-                    .filter(|tool| self.may_call(plugin.name(), &tool.name))
-                    .map(|tool| ToolInfo {
-                        name: format!("{}/{}", plugin.name(), tool.name),
-                        description: tool.description.clone(),
-                        parameters: tool.parameters.to_string(),
-                        result_schema: tool.result_schema.as_ref().map(Value::to_string),
-                    })
-            })
+        let remotes = &self.host.inner.remotes;
+        remotes.connect();
+        let plugins = self.host.plugins();
+        let offered = plugins.iter().flat_map(|plugin| {
+            plugin
+                .tools
+                .iter()
+                .filter(|tool| self.may_call(plugin.name(), &tool.name))
+                .map(|tool| ToolInfo {
+                    name: format!("{}/{}", plugin.name(), tool.name),
+                    description: tool.description.clone(),
+                    parameters: tool.parameters.to_string(),
+                    result_schema: tool.result_schema.as_ref().map(Value::to_string),
+                })
+        });
+        let remote = remotes.tools().into_iter().flat_map(|(server, tools)| {
+            tools
+                .into_iter()
+                .filter(move |tool| self.may_call_remote(server, &tool.name))
+                .map(move |tool| ToolInfo {
+                    name: remote_tool_address(server, &tool.name),
+                    description: tool.description.clone(),
+                    parameters: tool.parameters.to_string(),
+                    result_schema: tool.result_schema.as_ref().map(Value::to_string),
+                })
+        });
+        offered
+            .chain(remote)
             .filter(|tool| tool.name.starts_with(prefix))
             .collect()
     }
@@ -260,9 +330,12 @@ impl ToolHub for Caller {
     ) -> Result<Result<String, CallError>, Tripped> {
         let Some((plugin, tool)) = name.split_once('/') else {
             return Ok(Err(CallError::NotFound(format!(
-                "`{name}` is not a tool address: tools are called as `plugin/tool`"
+                "`{name}` is not a tool address: tools are called as `plugin/tool` or `mcp:server/tool`"
             ))));
         };
+        if let Some(server) = plugin.strip_prefix(REMOTE_PREFIX) {
+            return self.call_remote(session.id(), name, server, tool, args);
+        }
         if !self.may_call(plugin, tool) {
             return Ok(Err(CallError::Denied(format!(
                 "plugin `{}` may not call `{name}`: the policy's may_call for it does not grant it",
@@ -272,15 +345,9 @@ impl ToolHub for Caller {
         if let Err(err) = self.check_chain(name, plugin) {
             return Ok(Err(err));
         }
-        let arguments = match serde_json::from_str::<Value>(args) {
+        let arguments = match parse_arguments(args) {
             Ok(arguments) => arguments,
-            Err(err) => {
-                let violations = serde_json::json!([{
-                    "pointer": "",
-                    "message": format!("the arguments are not JSON: {err}"),
-                }]);
-                return Ok(Err(CallError::InvalidArguments(violations.to_string())));
-            }
+            Err(err) => return Ok(Err(err)),
         };
         if plugin == self.plugin.name() {
             return self.call_own(name, tool, arguments, session, output);
@@ -340,8 +407,10 @@ impl Host {
 
     /// Ends the child sessions of `parent`, a session that has just ended:
     /// those of the plugins its plugin may call, and that of the plugin it
-    /// handed the conversation to.
+    /// handed the conversation to; and closes its connections to MCP
+    /// servers.
     pub(crate) fn end_children(&self, parent: &SessionRecord) {
+        self.inner.remotes.end_conversation(&parent.id);
         let granted = self.inner.calls.get(&parent.plugin).map(MayCall::plugins);
         let callees = granted
             .into_iter()
@@ -363,6 +432,17 @@ impl Host {
             }
         }
     }
+}
+
+/// The arguments of a registry call, read from their JSON text.
+fn parse_arguments(args: &str) -> Result<Value, CallError> {
+    serde_json::from_str(args).map_err(|err| {
+        let violations = serde_json::json!([{
+            "pointer": "",
+            "message": format!("the arguments are not JSON: {err}"),
+        }]);
+        CallError::InvalidArguments(violations.to_string())
+    })
 }
 
 /// The answer to a call of an address no loaded plugin offers.

@@ -44,7 +44,8 @@ use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, MayCall, Outbound, Policy};
+use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy};
+use crate::remote::{McpServers, ServerStatus};
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
@@ -74,8 +75,10 @@ struct Inner {
     /// on-end, each under the longest deadline, plus a margin.
     lease_ttl: Duration,
     grants: Arc<Grants>,
-    /// The tools of other plugins each plugin may call.
+    /// The tools of other plugins and MCP servers each plugin may call.
     calls: HashMap<String, MayCall>,
+    /// The operator's MCP servers, whose tools join the registry.
+    remotes: McpServers,
     /// What each plugin may reach outside the host, as the policy file
     /// says and the operators' configuration adds ([`config`]).
     outbound: config::Reach,
@@ -105,6 +108,7 @@ pub struct HostBuilder {
     grants: Grants,
     outbound: BTreeMap<String, Arc<Outbound>>,
     calls: HashMap<String, MayCall>,
+    mcp_servers: Vec<McpServer>,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
     compiler: Option<CompilerProcess>,
@@ -138,6 +142,13 @@ impl HostBuilder {
         self
     }
 
+    /// An MCP server whose tools join the registry as `mcp:NAME/tool`, for
+    /// the plugins [`HostBuilder::may_call`] grants them to (default: none).
+    pub fn mcp_server(mut self, server: McpServer) -> Self {
+        self.mcp_servers.push(server);
+        self
+    }
+
     /// Limits for the turns of plugin `plugin` alone, in place of the
     /// host's [`HostBuilder::limits`] (its session time-to-live and KV
     /// quotas stay the host's).
@@ -147,10 +158,14 @@ impl HostBuilder {
     }
 
     /// Everything an operator's policy sets: limits, per-plugin limits,
-    /// bucket grants, the tools each plugin may call and what each may
-    /// reach outside the host.
+    /// bucket grants, the MCP servers, the tools each plugin may call and
+    /// what each may reach outside the host.
     pub fn policy(self, policy: Policy) -> Self {
         let builder = self.limits(policy.limits).grants(policy.grants);
+        let builder = policy
+            .mcp
+            .into_iter()
+            .fold(builder, |builder, server| builder.mcp_server(server));
         let builder = policy
             .calls
             .into_iter()
@@ -250,6 +265,7 @@ impl HostBuilder {
                 limits,
                 grants: Arc::new(self.grants),
                 calls: self.calls,
+                remotes: McpServers::new(self.mcp_servers),
                 outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
@@ -269,6 +285,7 @@ impl Host {
             grants: Grants::default(),
             outbound: BTreeMap::new(),
             calls: HashMap::new(),
+            mcp_servers: Vec::new(),
             store: None,
             cache: None,
             compiler: None,
@@ -396,6 +413,19 @@ impl Host {
 }
 
 impl Host {
+    /// Starts connecting the policy's MCP servers, on the current tokio
+    /// runtime, if that has not begun; a registry call that needs one
+    /// starts them too.
+    pub fn connect_mcp_servers(&self) {
+        self.inner.remotes.connect();
+    }
+
+    /// How each of the policy's MCP servers is doing: connected or why not,
+    /// and its tools as last listed.
+    pub fn mcp_servers(&self) -> Vec<ServerStatus> {
+        self.inner.remotes.status()
+    }
+
     /// Starts a session: runs the plugin's `on-start` (turn 0) and stores the
     /// session with what it wrote and said, or nothing if it fails.
     pub async fn start_session(
