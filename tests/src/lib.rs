@@ -125,6 +125,8 @@ mod profile;
 #[cfg(test)]
 mod relay;
 #[cfg(test)]
+mod remote_mcp;
+#[cfg(test)]
 mod rogue;
 #[cfg(test)]
 mod shop;

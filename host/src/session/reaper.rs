@@ -192,6 +192,7 @@ impl Host {
             |agent, store| agent.on_end(store, EndReason::Expired),
         );
         store.delete_session(id).map_err(|err| fail(err.into()))?;
+        self.end_children(&record);
         Ok(match call.result {
             Ok(()) => Expired::Ended(record.plugin),
             Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),
