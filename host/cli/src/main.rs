@@ -163,6 +163,7 @@ impl HostArgs {
                 grants: Grants::default(),
                 outbound: Default::default(),
                 calls: Default::default(),
+                mcp: Vec::new(),
             },
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -201,6 +202,18 @@ impl HostArgs {
 
     fn default_store(&self) -> StoreSpec {
         StoreSpec::Sqlite(self.data_dir().join("agentbox.db"))
+    }
+}
+
+/// Starts connecting the policy's MCP servers and says which they are;
+/// whether each connects is logged as it happens.
+fn announce_mcp_servers(host: &Host) {
+    host.connect_mcp_servers();
+    for server in host.mcp_servers() {
+        eprintln!(
+            "agentbox: MCP server {} at {}: its tools join the registry as mcp:{}/TOOL",
+            server.name, server.reached, server.name
+        );
     }
 }
 

@@ -63,6 +63,7 @@ pub(crate) async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     }
     // Sessions past their time-to-live end while this serves.
     let _reaper = host.spawn_reaper(REAP_EVERY);
+    crate::announce_mcp_servers(&host);
     eprintln!("agentbox: serving MCP on stdin and stdout (store {spec})");
     agentbox_host::server::mcp::serve_stdio(host).await?;
     Ok(ExitCode::SUCCESS)

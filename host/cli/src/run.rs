@@ -161,6 +161,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let printer = Printer { json: args.json };
     // Sessions of this plugin past their time-to-live end while this runs.
     let _reaper = host.spawn_reaper(REAP_EVERY);
+    crate::announce_mcp_servers(&host);
     eprintln!(
         "agentbox: plugin {name} {} (sha256:{:.12}, {})",
         plugin.manifest.version,

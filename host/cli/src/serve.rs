@@ -326,6 +326,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let _reaper = host.spawn_reaper(REAP_EVERY);
     let _follower = host.spawn_follower(FOLLOW_EVERY);
+    crate::announce_mcp_servers(&host);
     let watcher = args
         .watch
         .then(|| tokio::spawn(watch(host.clone(), plugin_dir.clone(), watched)));

@@ -33,6 +33,9 @@ impl Client {
         mpsc::UnboundedReceiver<()>,
         mpsc::UnboundedReceiver<String>,
     ) {
+        // rmcp's HTTP client asks for the process's TLS provider; another
+        // test may have installed it already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (changed, changes) = mpsc::unbounded_channel();
         let (progress, notes) = mpsc::unbounded_channel();
         (Client { changed, progress }, changes, notes)
@@ -335,4 +338,143 @@ fn mcp_over_stdio_serves_the_same_tools_to_a_desktop_client() {
         the_shop_over(&client).await;
         client.cancel().await.unwrap();
     });
+}
+
+/// A tool call over B's session API: the concierge's `relay` of `name`.
+fn relay(server: &Server, session: &str, name: &str, args: Value) -> Value {
+    let (status, body) = request(
+        "POST",
+        &server.url(&format!("/v1/sessions/{session}/tools/relay")),
+        Some(&json!({ "name": name, "args": args }).to_string()),
+        None,
+    );
+    assert_eq!(status, 200, "B failed a turn it was not asked to: {body}");
+    common::json_of(&body)["result"].clone()
+}
+
+#[test]
+fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_absence() {
+    // A serves the shop to callers with a key; B knows the key as a secret.
+    let a_data = tempfile::tempdir().unwrap();
+    let a_dir = a_data.path().to_str().unwrap();
+    let (ok, key, stderr) = agentbox(
+        &["keys", "create", "server-b", "--plugin", "shop", "--data-dir", a_dir],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let key = key.trim().to_owned();
+    let shop = plugin_dir("shop");
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_agentbox"));
+    let a_args = ["--plugin", shop.to_str().unwrap()];
+    let a = Server::start_program(program, a_data.path(), &a_args, &[]);
+    let a_listen = a.base.trim_start_matches("http://").to_owned();
+
+    // B declares A's /mcp, and a stdio server: `agentbox mcp` with the shop.
+    let b_data = tempfile::tempdir().unwrap();
+    let local_data = tempfile::tempdir().unwrap();
+    let policy = b_data.path().join("policy.toml");
+    let command = json!([
+        program,
+        "mcp",
+        "--store",
+        "memory",
+        "--data-dir",
+        local_data.path(),
+        "--plugin",
+        shop
+    ]);
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+            [mcp.a]
+            url = "{}"
+            headers = {{ authorization = {{ env = "AGENTBOX_TEST_A_TOKEN" }} }}
+            [mcp.local]
+            command = {command}
+            [plugins.concierge]
+            may_call = ["mcp:a/*", "mcp:local/shop_get_product"]
+            "#,
+            a.url("/mcp")
+        ),
+    )
+    .unwrap();
+    let concierge = plugin_dir("concierge");
+    let b = Server::start_with_env(
+        b_data.path(),
+        &[
+            "--plugin",
+            concierge.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        &[("AGENTBOX_TEST_A_TOKEN", &format!("Bearer {key}"))],
+    );
+    let first = b.start_session("concierge");
+    let second = b.start_session("concierge");
+    let login = json!({ "username": "ada", "password": "lovelace" });
+    let cart = json!({ "product_id": "book", "quantity": 2 });
+    // The first calls may come before B has listed A's tools.
+    let mut logged_in = Value::Null;
+    for _ in 0..200 {
+        logged_in = relay(&b, &first, "mcp:a/shop_login", login.clone());
+        if logged_in.get("ok").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(logged_in["ok"]["user_id"], "u-1001", "{logged_in}");
+    let added = relay(&b, &first, "mcp:a/shop_add_to_cart", cart.clone());
+    assert_eq!(added["ok"]["line_total_cents"], 2598, "{added}");
+    // B's other conversation has its own session at A: not logged in.
+    let other = relay(&b, &second, "mcp:a/shop_add_to_cart", cart.clone());
+    assert_eq!(other["error"]["kind"], "failed", "{other}");
+    // Arguments are checked at B against A's schema.
+    let bad = relay(&b, &first, "mcp:a/shop_add_to_cart", json!({ "quantity": 0 }));
+    assert_eq!(bad["error"]["kind"], "invalid-arguments", "{bad}");
+    // The stdio server answers too, and only what is granted of it.
+    let product = relay(
+        &b,
+        &first,
+        "mcp:local/shop_get_product",
+        json!({ "product_id": "book" }),
+    );
+    assert_eq!(product["ok"]["price_cents"], 1299, "{product}");
+    let denied = relay(&b, &first, "mcp:local/shop_login", login.clone());
+    assert_eq!(denied["error"]["kind"], "denied", "{denied}");
+
+    // A stops: its tools answer unavailable, and B goes on serving.
+    let (status, stderr) = a.terminate();
+    assert!(status.success(), "{stderr:?}");
+    // B's connections to A never end on their own: A stops all the same,
+    // after its bound on draining.
+    assert!(
+        stderr.iter().any(|line| line.contains("connections still open 5 s after")),
+        "{stderr:?}"
+    );
+    let down = relay(&b, &first, "mcp:a/shop_login", login.clone());
+    assert_eq!(down["error"]["kind"], "unavailable", "{down}");
+    let (status, body) = request(
+        "POST",
+        &b.url(&format!("/v1/sessions/{first}/messages")),
+        Some(&json!({ "text": "hello" }).to_string()),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // A comes back where it was: B heals without being told.
+    let a = Server::start_at(program, &a_listen, a_data.path(), &a_args, &[]);
+    let mut healed = Value::Null;
+    for _ in 0..300 {
+        healed = relay(&b, &first, "mcp:a/shop_login", login.clone());
+        if healed.get("ok").is_some() {
+            break;
+        }
+        assert_eq!(healed["error"]["kind"], "unavailable", "{healed}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(healed["ok"]["user_id"], "u-1001", "{healed}");
+    let (status, stderr) = b.terminate();
+    assert!(status.success(), "{stderr:?}");
+    drop(a);
 }

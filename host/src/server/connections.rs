@@ -27,6 +27,9 @@ use tokio::sync::{Semaphore, watch};
 use crate::server::api::error;
 use crate::server::held::Held;
 
+/// How long a stopping server waits for the requests under way to finish.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// How many connections a server holds open and how long it waits for a
 /// client, as the `[server]` table of the settings file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -146,10 +149,17 @@ pub async fn serve(
     drop(listener);
     // Each connection finishes its request under way and closes; when the
     // last one lets go of its receiver, all have. (An upgraded WebSocket
-    // no longer is one: it ends with the process.)
+    // no longer is one: it ends with the process.) A response that never
+    // ends, such as an MCP client's event stream, is cut at the bound.
     drop(stopped);
     let _ = stopping.send(());
-    stopping.closed().await;
+    if tokio::time::timeout(DRAIN, stopping.closed()).await.is_err() {
+        tracing::warn!(
+            open = stopping.receiver_count(),
+            "connections still open {} s after the server began stopping are closed",
+            DRAIN.as_secs()
+        );
+    }
     Ok(())
 }
 

@@ -41,8 +41,19 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Server::start_at(program, "127.0.0.1:0", data, args, env)
+    }
+
+    /// [`Server::start_program`] listening at `listen`.
+    pub fn start_at(
+        program: &Path,
+        listen: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(program)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(args)
             .env("RUST_LOG", "warn")
