@@ -307,3 +307,45 @@ async fn a_session_made_under_a_childs_id_is_never_taken_for_the_child() {
         (0, None)
     );
 }
+
+#[tokio::test]
+async fn a_registry_call_is_in_both_plugins_records_linked_by_id() {
+    let host = host_with_policy(POLICY, &[CONCIERGE, SHOP]);
+    let id = start_for(&host, "concierge", None).await.session;
+    send(&host, &id, "login ada lovelace").await;
+    let refused = relay(&host, &id, "counter/tick", json!({})).await;
+    assert_eq!(refused["error"]["kind"], "denied", "{refused}");
+
+    let records = host.executions().await.unwrap();
+    let call = records
+        .iter()
+        .find(|record| record.plugin == "concierge" && record.tool == "shop/login")
+        .expect("the concierge's record of its call");
+    assert_eq!(
+        (
+            call.session.as_str(),
+            call.outcome,
+            call.called_by.as_deref()
+        ),
+        (id.as_str(), ToolOutcome::Ok, None)
+    );
+    let answered = records
+        .iter()
+        .find(|record| record.plugin == "shop" && record.tool == "login")
+        .expect("the shop's record of the login");
+    assert_eq!(answered.called_by.as_deref(), Some(call.id.as_str()));
+    assert_eq!(answered.session, child_session_id(&id, "shop"));
+    assert_ne!(answered.id, call.id);
+    // A refused call is recorded as the caller's, with its outcome; the
+    // relay tool that made it has its own record, which it answers to no one.
+    let denied = records
+        .iter()
+        .find(|record| record.tool == "counter/tick")
+        .expect("the refused call's record");
+    assert_eq!(denied.outcome, ToolOutcome::Denied);
+    let relayed = records
+        .iter()
+        .find(|record| record.tool == "relay")
+        .expect("the relay's record");
+    assert_eq!(relayed.called_by, None);
+}

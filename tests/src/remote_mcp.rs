@@ -81,11 +81,7 @@ impl Weather {
                 "Says its text back, as text",
                 schema(json!({ "type": "object", "properties": { "text": { "type": "string" } } })),
             ),
-            Tool::new(
-                "storm",
-                "Always fails",
-                schema(json!({ "type": "object" })),
-            ),
+            Tool::new("storm", "Always fails", schema(json!({ "type": "object" }))),
             Tool::new(
                 "slow",
                 "Answers after `ms` milliseconds",
@@ -123,7 +119,11 @@ impl ServerHandler for Weather {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.seen.listeners.lock().unwrap().push(context.peer.clone());
+        self.seen
+            .listeners
+            .lock()
+            .unwrap()
+            .push(context.peer.clone());
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
@@ -332,7 +332,11 @@ async fn a_granted_mcp_tool_is_listed_checked_and_called_through_the_registry() 
     assert_eq!(pointers, ["/city", "/days"]);
     let not_object = relay(&host, &id, "mcp:weather/echo.text", json!("hi")).await;
     assert_eq!(error_kind(&not_object), "invalid-arguments", "{not_object}");
-    assert_eq!(server.seen.calls.load(Ordering::SeqCst), sent, "nothing was sent");
+    assert_eq!(
+        server.seen.calls.load(Ordering::SeqCst),
+        sent,
+        "nothing was sent"
+    );
 
     let storm = relay(&host, &id, "mcp:weather/storm", json!({})).await;
     assert_eq!(error_kind(&storm), "failed");
@@ -359,6 +363,17 @@ async fn a_granted_mcp_tool_is_listed_checked_and_called_through_the_registry() 
             .contains("over the 4096 the caller may take"),
         "{large}"
     );
+
+    // Each call is in the concierge's records, as the address it called.
+    let outcomes: Vec<&str> = host
+        .executions()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|record| record.tool == "mcp:weather/forecast")
+        .map(|record| record.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["ok", "invalid-args"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +389,11 @@ async fn each_calling_session_has_its_own_mcp_session_closed_when_it_ends() {
     };
     let (a, b) = (whoami(&first).await, whoami(&second).await);
     assert_ne!(a, b, "two conversations, two MCP sessions");
-    assert_eq!(whoami(&first).await, a, "a conversation keeps its MCP session");
+    assert_eq!(
+        whoami(&first).await,
+        a,
+        "a conversation keeps its MCP session"
+    );
     // Once the session ends, its next life would need a new one.
     host.end_session(&first).await.unwrap();
     let third = start_for(&host, "concierge", Some("ada")).await.session;

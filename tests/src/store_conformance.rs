@@ -267,6 +267,8 @@ fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn 
         .unwrap();
     let ended_at = 2_001;
     let execution = |at_ms: u64| Execution {
+        id: format!("call-{at_ms}"),
+        called_by: (at_ms > 1_000).then(|| "call-1000".to_owned()),
         plugin: "shop".to_owned(),
         digest: "00".repeat(32),
         tool: "login".to_owned(),

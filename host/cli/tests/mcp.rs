@@ -358,7 +358,15 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
     let a_data = tempfile::tempdir().unwrap();
     let a_dir = a_data.path().to_str().unwrap();
     let (ok, key, stderr) = agentbox(
-        &["keys", "create", "server-b", "--plugin", "shop", "--data-dir", a_dir],
+        &[
+            "keys",
+            "create",
+            "server-b",
+            "--plugin",
+            "shop",
+            "--data-dir",
+            a_dir,
+        ],
         &[],
     );
     assert!(ok, "{stderr}");
@@ -430,7 +438,12 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
     let other = relay(&b, &second, "mcp:a/shop_add_to_cart", cart.clone());
     assert_eq!(other["error"]["kind"], "failed", "{other}");
     // Arguments are checked at B against A's schema.
-    let bad = relay(&b, &first, "mcp:a/shop_add_to_cart", json!({ "quantity": 0 }));
+    let bad = relay(
+        &b,
+        &first,
+        "mcp:a/shop_add_to_cart",
+        json!({ "quantity": 0 }),
+    );
     assert_eq!(bad["error"]["kind"], "invalid-arguments", "{bad}");
     // The stdio server answers too, and only what is granted of it.
     let product = relay(
@@ -449,7 +462,9 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
     // B's connections to A never end on their own: A stops all the same,
     // after its bound on draining.
     assert!(
-        stderr.iter().any(|line| line.contains("connections still open 5 s after")),
+        stderr
+            .iter()
+            .any(|line| line.contains("connections still open 5 s after")),
         "{stderr:?}"
     );
     let down = relay(&b, &first, "mcp:a/shop_login", login.clone());

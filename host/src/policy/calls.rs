@@ -136,7 +136,10 @@ mod tests {
         assert!(may.allows_remote("weather", "get.forecast"));
         assert!(!may.allows_remote("weather", "alerts"));
         assert!(may.allows_remote("files", "read"));
-        assert!(!may.allows("weather", "get.forecast"), "a server is no plugin");
+        assert!(
+            !may.allows("weather", "get.forecast"),
+            "a server is no plugin"
+        );
         assert_eq!(
             may.entries(),
             [

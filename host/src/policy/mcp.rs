@@ -80,12 +80,10 @@ impl McpServer {
                     .collect();
                 format!("{url} ({})", names.join(", "))
             }
-            McpTransport::Command { program, args } => {
-                std::iter::once(program.as_str())
-                    .chain(args.iter().map(String::as_str))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
+            McpTransport::Command { program, args } => std::iter::once(program.as_str())
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
@@ -222,13 +220,19 @@ mod tests {
     #[test]
     fn a_malformed_declaration_is_refused_by_name() {
         for (text, expected) in [
-            ("[Weather]\nurl = \"http://a/mcp\"", "[mcp.Weather] the server name"),
+            (
+                "[Weather]\nurl = \"http://a/mcp\"",
+                "[mcp.Weather] the server name",
+            ),
             ("[w]\n", "declares either `url`"),
             (
                 "[w]\nurl = \"http://a/mcp\"\ncommand = [\"x\"]",
                 "declares either `url`",
             ),
-            ("[w]\nurl = \"ftp://a/mcp\"", "not an http:// or https:// URL"),
+            (
+                "[w]\nurl = \"ftp://a/mcp\"",
+                "not an http:// or https:// URL",
+            ),
             ("[w]\nurl = \"/mcp\"", "not an http:// or https:// URL"),
             ("[w]\ncommand = []", "command names no program"),
             (
@@ -248,7 +252,10 @@ mod tests {
                 "cannot be sent in a header",
             ),
             ("[w]\nurl = \"http://a/mcp\"\ntimeout_ms = 0", "at least 1"),
-            ("[w]\nurl = \"http://a/mcp\"\nport = 1", "unknown field `port`"),
+            (
+                "[w]\nurl = \"http://a/mcp\"\nport = 1",
+                "unknown field `port`",
+            ),
         ] {
             let err = read(text).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");

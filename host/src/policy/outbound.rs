@@ -353,9 +353,8 @@ impl SecretSource {
     /// part of it.
     fn read(&self, name: &str) -> Result<String, String> {
         match (&self.env, &self.file) {
-            (Some(variable), None) => std::env::var(variable).map_err(|_| {
-                format!("`{name}`: the environment variable `{variable}` is not set")
-            }),
+            (Some(variable), None) => std::env::var(variable)
+                .map_err(|_| format!("`{name}`: the environment variable `{variable}` is not set")),
             (None, Some(path)) => read_secret_file(path)
                 .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_owned())
                 .map_err(|err| format!("`{name}`: {}: {err}", path.display())),

@@ -77,7 +77,9 @@ struct State {
 
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link").field("server", &self.server).finish()
+        f.debug_struct("Link")
+            .field("server", &self.server)
+            .finish()
     }
 }
 
@@ -218,13 +220,19 @@ impl Link {
         let mut cursor = None;
         for _ in 0..MAX_PAGES {
             let page = peer
-                .list_tools(cursor.map(|cursor| PaginatedRequestParams::default().with_cursor(Some(cursor))))
+                .list_tools(
+                    cursor
+                        .map(|cursor| PaginatedRequestParams::default().with_cursor(Some(cursor))),
+                )
                 .await
                 .map_err(|err| format!("listing its tools failed: {err}"))?;
             for tool in page.tools {
                 let name = tool.name.to_string();
                 if tools.len() == MAX_TOOLS {
-                    tracing::warn!(server, "the MCP server offers more than {MAX_TOOLS} tools; the rest are left out");
+                    tracing::warn!(
+                        server,
+                        "the MCP server offers more than {MAX_TOOLS} tools; the rest are left out"
+                    );
                     return Ok(tools);
                 }
                 let compiled = check_remote_tool_name(&name).and_then(|()| {
@@ -241,7 +249,11 @@ impl Link {
                         tools.insert(name, Arc::new(compiled));
                     }
                     Err(reason) => {
-                        tracing::warn!(server, tool = name, "a tool of the MCP server is left out: {reason}");
+                        tracing::warn!(
+                            server,
+                            tool = name,
+                            "a tool of the MCP server is left out: {reason}"
+                        );
                     }
                 }
             }
@@ -353,7 +365,10 @@ impl Link {
         };
         let now = Instant::now();
         let cut_by_caller = now + self.server.timeout >= until;
-        let wait = self.server.timeout.min(until.saturating_duration_since(now));
+        let wait = self
+            .server
+            .timeout
+            .min(until.saturating_duration_since(now));
         let request =
             CallToolRequestParams::new(tool.name.clone()).with_arguments(arguments.clone());
         match tokio::time::timeout(wait, peer.call_tool(request)).await {
@@ -382,7 +397,11 @@ impl Link {
     /// belongs to one conversation. Made at its first call; the least
     /// recently used is closed past [`MAX_CONVERSATIONS`], and any unused
     /// for [`CONVERSATION_IDLE`].
-    async fn conversation(&self, id: &str, until: Instant) -> Result<Peer<RoleClient>, RemoteError> {
+    async fn conversation(
+        &self,
+        id: &str,
+        until: Instant,
+    ) -> Result<Peer<RoleClient>, RemoteError> {
         let name = &self.server.name;
         {
             let mut open = self.conversations.lock().expect("conversations lock");
@@ -421,7 +440,9 @@ impl Link {
         {
             open.remove(&oldest);
         }
-        let conversation = open.entry(id.to_owned()).or_insert(Conversation { running, used: now });
+        let conversation = open
+            .entry(id.to_owned())
+            .or_insert(Conversation { running, used: now });
         Ok(conversation.running.peer().clone())
     }
 

@@ -153,7 +153,10 @@ pub async fn serve(
     // ends, such as an MCP client's event stream, is cut at the bound.
     drop(stopped);
     let _ = stopping.send(());
-    if tokio::time::timeout(DRAIN, stopping.closed()).await.is_err() {
+    if tokio::time::timeout(DRAIN, stopping.closed())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = stopping.receiver_count(),
             "connections still open {} s after the server began stopping are closed",

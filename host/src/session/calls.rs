@@ -21,8 +21,8 @@ use crate::capability::output::OutputCtx;
 use crate::capability::registry::{CallError, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
 use crate::limits::Tripped;
-use crate::plugin::PluginVersion;
 use crate::names::{REMOTE_PREFIX, remote_tool_address};
+use crate::plugin::PluginVersion;
 use crate::policy::MayCall;
 use crate::remote::RemoteError;
 use crate::session::Host;
@@ -31,7 +31,7 @@ use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::SessionStart;
 use crate::session::serial::leased;
 use crate::session::tool_call::ToolCall;
-use crate::store::{OutboundUse, SessionRecord, Status, ToolOutcome};
+use crate::store::{Execution, OutboundUse, SessionRecord, Status, ToolOutcome};
 
 /// The id of `parent`'s child session of `plugin`: derived, so that every
 /// host finds the same one, and as hard to guess as its parent's id.
@@ -139,6 +139,7 @@ impl Caller {
         arguments: Value,
         session: &mut SessionCtx,
         output: &mut OutputCtx,
+        record: &str,
     ) -> Result<Result<String, CallError>, Tripped> {
         let plugin = &self.plugin;
         let Some(tool) = plugin.tools.get(name) else {
@@ -151,6 +152,7 @@ impl Caller {
             session.id(),
             session.user_id(),
             &arguments,
+            Some(record),
         );
         let outcome = (|| {
             call.check(session.state(), &arguments)
@@ -158,7 +160,7 @@ impl Caller {
             if let Some(result) = call.cached()? {
                 return Ok((result.to_string(), Vec::new(), None));
             }
-            let within = self.within.below(plugin.name(), self.deadline);
+            let within = self.within.below(plugin.name(), self.deadline, record);
             let ran = self.host.call_on(
                 plugin,
                 session.fork(),
@@ -200,6 +202,7 @@ impl Caller {
         name: &str,
         arguments: Value,
         session: &SessionCtx,
+        record: &str,
     ) -> Result<Result<String, CallError>, Tripped> {
         let host = &self.host;
         let Some(callee) = host.inner.plugins.active(plugin) else {
@@ -210,7 +213,7 @@ impl Caller {
         }
         // Whether what is left of this call's time bounds the callee.
         let cut = Instant::now() + host.limits_for(plugin).deadline >= self.deadline;
-        let within = self.within.below(self.plugin.name(), self.deadline);
+        let within = self.within.below(self.plugin.name(), self.deadline, record);
         let child = child_session_id(session.id(), plugin);
         let started = Instant::now();
         let result = host.in_child(&child, |id| {
@@ -267,11 +270,11 @@ impl Caller {
             Err(err) => return Ok(Err(err)),
         };
         let most = self.host.limits_for(self.plugin.name()).output_bytes;
-        let called = self
-            .host
-            .inner
-            .remotes
-            .call(session, server, tool, &arguments, self.deadline, most);
+        let called =
+            self.host
+                .inner
+                .remotes
+                .call(session, server, tool, &arguments, self.deadline, most);
         let message = |reason: String| format!("`{address}`: {reason}");
         Ok(Err(match called {
             Ok(result) => return Ok(Ok(result.to_string())),
@@ -328,6 +331,44 @@ impl ToolHub for Caller {
         session: &mut SessionCtx,
         output: &mut OutputCtx,
     ) -> Result<Result<String, CallError>, Tripped> {
+        let record = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let answer = self.answer(name, args, session, output, &record);
+        let outcome = match &answer {
+            Ok(Ok(_)) => ToolOutcome::Ok,
+            Ok(Err(err)) => outcome_of(err),
+            Err(Tripped::Deadline) => ToolOutcome::Timeout,
+            Err(_) => ToolOutcome::Limit,
+        };
+        let execution = Execution {
+            id: record,
+            called_by: None,
+            plugin: self.plugin.name().to_owned(),
+            digest: self.plugin.digest.to_string(),
+            tool: name.to_owned(),
+            session: session.id().to_owned(),
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            outcome,
+            at_ms: self.host.inner.clock.now_ms(),
+            outbound: OutboundUse::default(),
+        };
+        if let Err(err) = self.host.inner.store.record_execution(&execution) {
+            tracing::warn!(plugin = execution.plugin, tool = name, error = %err, "a registry call went unrecorded");
+        }
+        answer
+    }
+}
+
+impl Caller {
+    /// Answers the registry call of `name` with `args`, recorded as `record`.
+    fn answer(
+        &self,
+        name: &str,
+        args: &str,
+        session: &mut SessionCtx,
+        output: &mut OutputCtx,
+        record: &str,
+    ) -> Result<Result<String, CallError>, Tripped> {
         let Some((plugin, tool)) = name.split_once('/') else {
             return Ok(Err(CallError::NotFound(format!(
                 "`{name}` is not a tool address: tools are called as `plugin/tool` or `mcp:server/tool`"
@@ -350,9 +391,9 @@ impl ToolHub for Caller {
             Err(err) => return Ok(Err(err)),
         };
         if plugin == self.plugin.name() {
-            return self.call_own(name, tool, arguments, session, output);
+            return self.call_own(name, tool, arguments, session, output, record);
         }
-        self.call_other(name, plugin, tool, arguments, session)
+        self.call_other(name, plugin, tool, arguments, session, record)
     }
 }
 
@@ -431,6 +472,19 @@ impl Host {
                 tracing::warn!(session = parent.id, child = child, error = %err, "a child session's on-end failed; it ended all the same");
             }
         }
+    }
+}
+
+/// How a registry call that answered `err` is recorded.
+fn outcome_of(err: &CallError) -> ToolOutcome {
+    match err {
+        CallError::NotFound(_) => ToolOutcome::NotFound,
+        CallError::Denied(_) => ToolOutcome::Denied,
+        CallError::InvalidArguments(_) => ToolOutcome::InvalidArgs,
+        CallError::Precondition(_) => ToolOutcome::Precondition,
+        CallError::Failed(_) => ToolOutcome::GuestError,
+        CallError::Limit(_) => ToolOutcome::Limit,
+        CallError::Unavailable(_) => ToolOutcome::Unavailable,
     }
 }
 

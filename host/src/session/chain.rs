@@ -8,11 +8,13 @@ use std::time::Instant;
 use crate::limits::Limits;
 
 /// The registry calls a call of an export runs inside: the plugins of the
-/// calls above it, outermost first, and the deadline they leave it.
+/// calls above it, outermost first, the deadline they leave it, and the
+/// record of the registry call it answers.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Within {
     above: Vec<String>,
     deadline: Option<Instant>,
+    call: Option<String>,
 }
 
 impl Within {
@@ -20,7 +22,13 @@ impl Within {
     pub(crate) const TOP: Within = Within {
         above: Vec::new(),
         deadline: None,
+        call: None,
     };
+
+    /// The id of the record of the registry call this call answers.
+    pub(crate) fn call(&self) -> Option<&str> {
+        self.call.as_deref()
+    }
 
     /// The plugins of the calls above, outermost first.
     pub(crate) fn above(&self) -> &[String] {
@@ -45,13 +53,14 @@ impl Within {
     }
 
     /// The chain of a call that `plugin`, running inside this one until
-    /// `deadline`, makes.
-    pub(crate) fn below(&self, plugin: &str, deadline: Instant) -> Within {
+    /// `deadline`, makes, recorded as `call`.
+    pub(crate) fn below(&self, plugin: &str, deadline: Instant, call: &str) -> Within {
         let mut above = self.above.clone();
         above.push(plugin.to_owned());
         Within {
             above,
             deadline: Some(deadline),
+            call: Some(call.to_owned()),
         }
     }
 }

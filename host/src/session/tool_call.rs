@@ -53,10 +53,15 @@ pub(crate) struct ToolCall<'a> {
     session: &'a str,
     started: Instant,
     cache: Option<(String, Duration)>,
+    /// Its record's id.
+    id: String,
+    /// The record of the registry call it answers, if one made it.
+    called_by: Option<String>,
 }
 
 impl<'a> ToolCall<'a> {
-    /// A call of `tool` of `plugin` with `arguments`, in `session` of `user`.
+    /// A call of `tool` of `plugin` with `arguments`, in `session` of `user`,
+    /// answering the registry call recorded as `called_by`, if any.
     pub(crate) fn new(
         host: &'a Host,
         plugin: &'a PluginVersion,
@@ -64,6 +69,7 @@ impl<'a> ToolCall<'a> {
         session: &'a str,
         user: Option<&str>,
         arguments: &Value,
+        called_by: Option<&str>,
     ) -> Self {
         let cache = tool.cache_ttl.map(|ttl| {
             let digest = plugin.digest.to_string();
@@ -76,6 +82,8 @@ impl<'a> ToolCall<'a> {
             session,
             started: Instant::now(),
             cache,
+            id: uuid::Uuid::new_v4().to_string(),
+            called_by: called_by.map(str::to_owned),
         }
     }
 
@@ -136,6 +144,8 @@ impl<'a> ToolCall<'a> {
     /// Records the call with its outcome.
     pub(crate) fn record(&self, outcome: ToolOutcome, outbound: OutboundUse) -> Result<(), Cause> {
         let execution = Execution {
+            id: self.id.clone(),
+            called_by: self.called_by.clone(),
             plugin: self.plugin.name().to_owned(),
             digest: self.plugin.digest.to_string(),
             tool: self.tool.name.clone(),
@@ -183,6 +193,7 @@ impl Host {
             id,
             record.user_id.as_deref(),
             &arguments,
+            within.call(),
         );
         if let Err(cause) = call.check(&record.state, &arguments) {
             return Err(fail(call.refuse(cause, OutboundUse::default())));

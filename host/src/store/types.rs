@@ -228,11 +228,19 @@ pub enum ToolOutcome {
     Timeout,
     /// The result came from the cache; the guest was not entered.
     CacheHit,
+    /// A registry call the policy does not grant, or that would close a cycle.
+    Denied,
+    /// A registry call of a tool no plugin or MCP server offers.
+    NotFound,
+    /// A registry call whose plugin, store or MCP server could not serve it.
+    Unavailable,
+    /// A registry call stopped by a limit of the calling plugin.
+    Limit,
 }
 
 impl ToolOutcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [ToolOutcome; 7] = [
+    pub const ALL: [ToolOutcome; 11] = [
         ToolOutcome::Ok,
         ToolOutcome::InvalidArgs,
         ToolOutcome::Precondition,
@@ -240,6 +248,10 @@ impl ToolOutcome {
         ToolOutcome::Trap,
         ToolOutcome::Timeout,
         ToolOutcome::CacheHit,
+        ToolOutcome::Denied,
+        ToolOutcome::NotFound,
+        ToolOutcome::Unavailable,
+        ToolOutcome::Limit,
     ];
 
     /// The outcome's name as stored.
@@ -252,6 +264,10 @@ impl ToolOutcome {
             ToolOutcome::Trap => "trap",
             ToolOutcome::Timeout => "timeout",
             ToolOutcome::CacheHit => "cache-hit",
+            ToolOutcome::Denied => "denied",
+            ToolOutcome::NotFound => "not-found",
+            ToolOutcome::Unavailable => "unavailable",
+            ToolOutcome::Limit => "limit",
         }
     }
 
@@ -262,14 +278,24 @@ impl ToolOutcome {
     }
 }
 
-/// The record of one tool call.
+/// The record of one tool call: of a plugin's tool, or of a registry call
+/// a plugin made (its `tool` is then the address it called, `plugin/tool`
+/// or `mcp:server/tool`). The callee's record of a registry call names the
+/// caller's in `called_by`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Execution {
+    /// This record's id (empty in records kept from before records had ids).
+    #[serde(default)]
+    pub id: String,
+    /// The id of the record of the registry call this call answered, if a
+    /// plugin's registry call made it.
+    #[serde(default)]
+    pub called_by: Option<String>,
     /// The plugin.
     pub plugin: String,
     /// Hex sha256 of the plugin version that was called.
     pub digest: String,
-    /// The tool.
+    /// The tool, or the address a registry call called.
     pub tool: String,
     /// The session the call ran in.
     pub session: String,

@@ -136,6 +136,9 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT, WITHOUT ROWID;",
     // The plugin a session handed its conversation to.
     "ALTER TABLE sessions ADD COLUMN delegate TEXT;",
+    // Each tool record's id, and the registry call's record it answered.
+    "ALTER TABLE executions ADD COLUMN id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE executions ADD COLUMN called_by TEXT;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

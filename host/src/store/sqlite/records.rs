@@ -97,11 +97,13 @@ impl ToolLog for SqliteStore {
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT plugin, digest, tool, session_id, duration_us, outcome, at_ms,
-                        outbound_requests, outbound_refused, outbound_bytes
+                        outbound_requests, outbound_refused, outbound_bytes, id, called_by
                  FROM executions ORDER BY rowid",
             )?
             .query_map([], |row| {
                 Ok(Execution {
+                    id: row.get(10)?,
+                    called_by: row.get(11)?,
                     plugin: row.get(0)?,
                     digest: row.get(1)?,
                     tool: row.get(2)?,

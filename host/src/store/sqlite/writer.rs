@@ -254,8 +254,9 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
         Write::Execution(execution) => conn
             .prepare_cached(
                 "INSERT INTO executions (plugin, digest, tool, session_id, duration_us, outcome, at_ms,
-                                         outbound_requests, outbound_refused, outbound_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                         outbound_requests, outbound_refused, outbound_bytes,
+                                         id, called_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -269,6 +270,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                     execution.outbound.requests,
                     execution.outbound.refused,
                     execution.outbound.response_bytes,
+                    execution.id,
+                    execution.called_by,
                 ])
             })
             .map(|_| Applied::Done)
