@@ -68,15 +68,62 @@ pub fn mcp_conversation_name(plugin: &str) -> String {
     format!("{plugin}__chat")
 }
 
-/// What an MCP tool name names: a plugin and its tool, or a plugin's
-/// conversation (`None`).
-pub fn parse_mcp_name(name: &str) -> Option<(&str, Option<&str>)> {
-    let (plugin, rest) = name.split_once('_')?;
-    match rest {
-        "_chat" => Some((plugin, None)),
-        tool if !tool.starts_with('_') => Some((plugin, Some(tool))),
-        _ => None,
+/// The name MCP clients see for re-exported MCP server `server`'s tool
+/// `tool`: `server__mcp_tool`, which no plugin's tool or conversation can
+/// take (a tool name starts with a letter).
+pub fn mcp_remote_name(server: &str, tool: &str) -> String {
+    format!("{server}__mcp_{tool}")
+}
+
+/// Whether every MCP client accepts `name` as a tool name: at most
+/// [`MAX_MCP_NAME_BYTES`] of `A-Z a-z 0-9 _ -`.
+pub fn is_strict_mcp_name(name: &str) -> bool {
+    (1..=MAX_MCP_NAME_BYTES).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// What an MCP tool name of this host names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpName<'a> {
+    /// A plugin's tool: `plugin_tool`.
+    Tool {
+        /// The plugin.
+        plugin: &'a str,
+        /// Its tool.
+        tool: &'a str,
+    },
+    /// A plugin's conversation: `plugin__chat`.
+    Conversation {
+        /// The plugin.
+        plugin: &'a str,
+    },
+    /// A re-exported MCP server's tool: `server__mcp_tool`.
+    Remote {
+        /// The server, as the policy names it.
+        server: &'a str,
+        /// Its tool.
+        tool: &'a str,
+    },
+}
+
+/// What an MCP tool name names, if it is one this host gives.
+pub fn parse_mcp_name(name: &str) -> Option<McpName<'_>> {
+    let (source, rest) = name.split_once('_')?;
+    if rest == "_chat" {
+        return Some(McpName::Conversation { plugin: source });
     }
+    if let Some(tool) = rest.strip_prefix("_mcp_") {
+        return (!tool.is_empty()).then_some(McpName::Remote {
+            server: source,
+            tool,
+        });
+    }
+    (!rest.starts_with('_')).then_some(McpName::Tool {
+        plugin: source,
+        tool: rest,
+    })
 }
 
 /// Checks that `plugin`'s conversation and its tool `tool` (if any) have
@@ -234,5 +281,49 @@ fn depth(value: &Value) -> usize {
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
         Value::Object(entries) => 1 + entries.values().map(depth).max().unwrap_or(0),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mcp_name_this_host_gives_reads_back_as_what_it_names() {
+        for (name, named) in [
+            (
+                mcp_tool_name("shop", "add_to_cart"),
+                McpName::Tool {
+                    plugin: "shop",
+                    tool: "add_to_cart",
+                },
+            ),
+            (
+                mcp_conversation_name("shop"),
+                McpName::Conversation { plugin: "shop" },
+            ),
+            (
+                mcp_remote_name("weather", "get_forecast"),
+                McpName::Remote {
+                    server: "weather",
+                    tool: "get_forecast",
+                },
+            ),
+            (
+                mcp_remote_name("weather", "chat"),
+                McpName::Remote {
+                    server: "weather",
+                    tool: "chat",
+                },
+            ),
+        ] {
+            assert_eq!(parse_mcp_name(&name), Some(named), "{name}");
+        }
+        for name in ["shop", "shop__", "shop__mcp_", "shop___x"] {
+            assert_eq!(parse_mcp_name(name), None, "{name}");
+        }
+        assert!(is_strict_mcp_name("weather__mcp_get-forecast"));
+        assert!(!is_strict_mcp_name("weather__mcp_get.forecast"));
+        assert!(!is_strict_mcp_name(&"x".repeat(65)));
     }
 }

@@ -149,12 +149,7 @@ impl ServerHandler for Weather {
                 CallToolResult::structured(json!({ "slept_ms": ms }))
             }
             "whoami" => {
-                let id = self
-                    .id
-                    .lock()
-                    .unwrap()
-                    .get_or_insert_with(|| uuid())
-                    .clone();
+                let id = self.id.lock().unwrap().get_or_insert_with(uuid).clone();
                 self.seen.sessions.lock().unwrap().insert(id.clone());
                 CallToolResult::structured(json!({ "session": id }))
             }

@@ -77,7 +77,9 @@ pub(super) struct CreateArgs {
     #[arg(long)]
     principal: Option<String>,
 
-    /// A plugin the key may use, or `*` for every plugin (repeatable; at least one)
+    /// A plugin the key may use, `mcp:NAME` for the tools of an MCP server the
+    /// policy re-exports, or `*` for every plugin and re-exported server
+    /// (repeatable; at least one)
     #[arg(long = "plugin", value_name = "PLUGIN", required = true)]
     plugins: Vec<String>,
 

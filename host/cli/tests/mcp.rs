@@ -20,18 +20,19 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 /// A client that passes on each `notifications/tools/list_changed`, and
-/// the message of each progress notification.
+/// the step and message of each progress notification (a client may
+/// handle notifications out of order; the step orders them).
 #[derive(Clone)]
 struct Client {
     changed: mpsc::UnboundedSender<()>,
-    progress: mpsc::UnboundedSender<String>,
+    progress: mpsc::UnboundedSender<(f64, String)>,
 }
 
 impl Client {
     fn new() -> (
         Client,
         mpsc::UnboundedReceiver<()>,
-        mpsc::UnboundedReceiver<String>,
+        mpsc::UnboundedReceiver<(f64, String)>,
     ) {
         // rmcp's HTTP client asks for the process's TLS provider; another
         // test may have installed it already.
@@ -52,7 +53,10 @@ impl ClientHandler for Client {
         notification: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let _ = self.progress.send(notification.message.unwrap_or_default());
+        let _ = self.progress.send((
+            notification.progress,
+            notification.message.unwrap_or_default(),
+        ));
     }
 }
 
@@ -292,6 +296,8 @@ fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_vers
             said.push(note);
         }
         assert_eq!(said.len(), 2, "{said:?}");
+        said.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let said: Vec<String> = said.into_iter().map(|(_, text)| text).collect();
         assert_eq!(said.concat(), text(&answer));
 
         // An operator rolls the counter back: the client hears of it.
@@ -398,6 +404,7 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
             [mcp.a]
             url = "{}"
             headers = {{ authorization = {{ env = "AGENTBOX_TEST_A_TOKEN" }} }}
+            reexport = true
             [mcp.local]
             command = {command}
             [plugins.concierge]
@@ -416,7 +423,10 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
             "--policy",
             policy.to_str().unwrap(),
         ],
-        &[("AGENTBOX_TEST_A_TOKEN", &format!("Bearer {key}"))],
+        &[
+            ("AGENTBOX_TEST_A_TOKEN", &format!("Bearer {key}")),
+            ("AGENTBOX_ADMIN_TOKEN", "admin-token-of-b"),
+        ],
     );
     let first = b.start_session("concierge");
     let second = b.start_session("concierge");
@@ -456,6 +466,89 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
     let denied = relay(&b, &first, "mcp:local/shop_login", login.clone());
     assert_eq!(denied["error"]["kind"], "denied", "{denied}");
 
+    // B passes A's tools on to its own MCP clients; the stdio server's,
+    // which it does not re-export, stay B's plugins' alone.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (client, _, _) = Client::new();
+        let transport = StreamableHttpClientTransport::from_uri(b.url("/mcp"));
+        let client = client
+            .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+            .await
+            .unwrap();
+        let names: Vec<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|tool| tool.name.to_string())
+            .collect();
+        assert!(
+            names.iter().any(|name| name == "a__mcp_shop_login"),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|name| name.starts_with("local__")),
+            "{names:?}"
+        );
+        let product = call(
+            &client,
+            "a__mcp_shop_get_product",
+            json!({ "product_id": "book" }),
+        )
+        .await;
+        assert_eq!(product.is_error, Some(false), "{}", text(&product));
+        assert_eq!(product.structured_content.unwrap()["price_cents"], 1299);
+        let bad = call(
+            &client,
+            "a__mcp_shop_get_product",
+            json!({ "product_id": 7 }),
+        )
+        .await;
+        assert_eq!(bad.is_error, Some(true));
+        assert_eq!(bad.structured_content.unwrap()["kind"], "invalid-arguments");
+        let hidden = call(
+            &client,
+            "local__mcp_shop_get_product",
+            json!({ "product_id": "book" }),
+        )
+        .await;
+        assert_eq!(hidden.is_error, Some(true));
+        assert_eq!(hidden.structured_content.unwrap()["kind"], "not-found");
+        client.cancel().await.unwrap();
+    });
+
+    // B's operator sees both servers, and never A's key.
+    let servers = || {
+        let (status, body) = request(
+            "GET",
+            &b.url("/v1/admin/mcp"),
+            None,
+            Some("admin-token-of-b"),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains(&key), "{body}");
+        common::json_of(&body)
+    };
+    let listed = servers();
+    assert_eq!(listed[0]["name"], "a");
+    assert_eq!(listed[0]["connected"], true, "{listed}");
+    assert!(
+        listed[0]["reached"]
+            .as_str()
+            .unwrap()
+            .ends_with("(authorization: [secret])"),
+        "{listed}"
+    );
+    assert!(
+        listed[0]["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("shop_login")),
+        "{listed}"
+    );
+    assert_eq!(listed[1]["name"], "local");
+
     // A stops: its tools answer unavailable, and B goes on serving.
     let (status, stderr) = a.terminate();
     assert!(status.success(), "{stderr:?}");
@@ -476,6 +569,16 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
         None,
     );
     assert_eq!(status, 200, "{body}");
+    let mut listed = servers();
+    for _ in 0..200 {
+        if listed[0]["connected"] == false {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        listed = servers();
+    }
+    assert_eq!(listed[0]["connected"], false, "{listed}");
+    assert!(listed[0]["reason"].is_string(), "{listed}");
 
     // A comes back where it was: B heals without being told.
     let a = Server::start_at(program, &a_listen, a_data.path(), &a_args, &[]);

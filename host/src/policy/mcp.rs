@@ -33,6 +33,8 @@ pub(super) struct McpSection {
     headers: BTreeMap<String, ConfigEntry>,
     command: Option<Vec<String>>,
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    reexport: bool,
 }
 
 /// An MCP server the operator declared. Header values are marked
@@ -45,6 +47,9 @@ pub struct McpServer {
     pub transport: McpTransport,
     /// The longest a call of one of its tools may wait.
     pub timeout: Duration,
+    /// Whether this host's own MCP clients see its tools too
+    /// (`server__mcp_tool`), as callers granted `mcp:NAME` may.
+    pub reexport: bool,
 }
 
 /// How the host reaches an MCP server.
@@ -138,6 +143,7 @@ impl McpSection {
             timeout: self
                 .timeout_ms
                 .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+            reexport: self.reexport,
         })
     }
 
@@ -196,6 +202,7 @@ mod tests {
             url = "https://mcp.example.com/mcp"
             headers = { authorization = { env = "AGENTBOX_TEST_MCP_TOKEN" }, x-team = "blue" }
             timeout_ms = 5000
+            reexport = true
             [files]
             command = ["files-mcp", "--stdio"]
             "#,
@@ -212,6 +219,7 @@ mod tests {
         assert_eq!(headers[0].1, "Bearer s3cret");
         assert!(headers[0].1.is_sensitive());
         assert_eq!(weather.timeout, Duration::from_millis(5000));
+        assert!(weather.reexport && !files.reexport);
         let shown = format!("{weather:?} {}", weather.describe());
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("authorization: [secret]"), "{shown}");

@@ -300,6 +300,11 @@ impl Link {
         }
     }
 
+    /// Whether the policy re-exports it.
+    pub(super) fn reexported(&self) -> bool {
+        self.server.reexport
+    }
+
     /// Its tools, as last listed.
     pub(super) fn tools(&self) -> Vec<Arc<RemoteTool>> {
         self.state.borrow().tools.values().cloned().collect()
@@ -316,17 +321,33 @@ impl Link {
         }
     }
 
-    /// Calls `tool` with `arguments` for the session `conversation`,
-    /// checked against the tool's schema first, waiting at most until
-    /// `until` or the server's timeout.
+    /// Calls `tool` with `arguments` for `conversation`, checked against
+    /// the tool's schema first, waiting at most until `until` and the
+    /// server's timeout.
     pub(super) async fn call(
         &self,
         conversation: &str,
         tool: &str,
         arguments: &Value,
-        until: Instant,
+        until: Option<Instant>,
     ) -> Result<Value, RemoteError> {
         let name = &self.server.name;
+        let timeout = Instant::now() + self.server.timeout;
+        let (until, cut_by_caller) = match until {
+            Some(until) if until <= timeout => (until, true),
+            _ => (timeout, false),
+        };
+        // Out of time: the caller's, or the server's.
+        let late = || {
+            if cut_by_caller {
+                RemoteError::Deadline
+            } else {
+                RemoteError::Unavailable(format!(
+                    "the MCP server `{name}` did not answer within {} ms",
+                    self.server.timeout.as_millis()
+                ))
+            }
+        };
         let mut state = self.state.subscribe();
         // The first attempt to connect may still be under way.
         tokio::time::timeout_at(
@@ -334,7 +355,7 @@ impl Link {
             state.wait_for(|state| state.attempts > 0 || state.peer.is_some()),
         )
         .await
-        .map_err(|_| RemoteError::Deadline)?
+        .map_err(|_| late())?
         .map_err(|_| RemoteError::Unavailable(format!("the MCP server `{name}` is shut down")))?;
         let (found, connection) = {
             let state = state.borrow();
@@ -358,25 +379,17 @@ impl Link {
         };
         let peer = match self.conversation(conversation, until).await {
             Ok(peer) => peer,
+            Err(RemoteError::Deadline) => return Err(late()),
             Err(err) => {
                 self.broke(connection);
                 return Err(err);
             }
         };
-        let now = Instant::now();
-        let cut_by_caller = now + self.server.timeout >= until;
-        let wait = self
-            .server
-            .timeout
-            .min(until.saturating_duration_since(now));
+        let wait = until.saturating_duration_since(Instant::now());
         let request =
             CallToolRequestParams::new(tool.name.clone()).with_arguments(arguments.clone());
         match tokio::time::timeout(wait, peer.call_tool(request)).await {
-            Err(_) if cut_by_caller => Err(RemoteError::Deadline),
-            Err(_) => Err(RemoteError::Unavailable(format!(
-                "the MCP server `{name}` did not answer within {} ms",
-                wait.as_millis()
-            ))),
+            Err(_) => Err(late()),
             Ok(Err(ServiceError::McpError(err))) => Err(RemoteError::Failed(format!(
                 "the MCP server `{name}` refused the call: {}",
                 err.message

@@ -152,18 +152,17 @@ impl McpServers {
         self.links.values().map(|link| link.status()).collect()
     }
 
-    /// Calls `server`'s tool `tool` with `arguments` for session
-    /// `conversation`, over that session's own connection, waiting at most
-    /// until `until` and refusing a result over `max_bytes` of JSON.
-    /// Blocks: it is called from a turn's thread, which a tokio runtime
-    /// runs.
-    pub fn call(
+    /// Calls `server`'s tool `tool` with `arguments` for `conversation`
+    /// (a session, or an MCP client of this host), over its own
+    /// connection, waiting at most until `until` (and the server's
+    /// timeout), and refusing a result over `max_bytes` of JSON.
+    pub async fn call(
         &self,
         conversation: &str,
         server: &str,
         tool: &str,
         arguments: &Value,
-        until: Instant,
+        until: Option<Instant>,
         max_bytes: usize,
     ) -> Result<Value, RemoteError> {
         let Some(link) = self.links.get(server) else {
@@ -172,8 +171,7 @@ impl McpServers {
             )));
         };
         self.connect();
-        let handle = tokio::runtime::Handle::current();
-        let result = handle.block_on(link.call(conversation, tool, arguments, until))?;
+        let result = link.call(conversation, tool, arguments, until).await?;
         let size = result.to_string().len();
         if size > max_bytes {
             return Err(RemoteError::TooLarge(format!(
@@ -181,6 +179,20 @@ impl McpServers {
             )));
         }
         Ok(result)
+    }
+
+    /// Each server the policy re-exports, with its tools as last listed.
+    pub fn reexported(&self) -> Vec<(&str, Vec<Arc<RemoteTool>>)> {
+        self.links
+            .iter()
+            .filter(|(_, link)| link.reexported())
+            .map(|(name, link)| (name.as_str(), link.tools()))
+            .collect()
+    }
+
+    /// Whether the policy re-exports server `server`.
+    pub fn reexports(&self, server: &str) -> bool {
+        self.links.get(server).is_some_and(|link| link.reexported())
     }
 
     /// Closes session `conversation`'s connections: it has ended.

@@ -81,6 +81,12 @@ pub(super) async fn list_plugins(State(api): State<Api>) -> Response {
     Json(plugins).into_response()
 }
 
+/// The policy's MCP servers: where each is reached (header values never
+/// shown), whether it is connected or why not, and its tools.
+pub(super) async fn list_mcp_servers(State(api): State<Api>) -> Response {
+    Json(api.host.mcp_servers()).into_response()
+}
+
 #[derive(Deserialize)]
 pub(super) struct LoadQuery {
     /// Whether the loaded version becomes active (default: yes).

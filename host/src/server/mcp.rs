@@ -31,7 +31,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::capability::output::Sink;
-use crate::names::{mcp_conversation_name, mcp_tool_name, parse_mcp_name};
+use crate::names::{
+    McpName, REMOTE_PREFIX, is_strict_mcp_name, mcp_conversation_name, mcp_remote_name,
+    mcp_tool_name, parse_mcp_name,
+};
+use crate::remote::RemoteError;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 
@@ -73,8 +77,10 @@ pub async fn serve_stdio(host: Host) -> anyhow::Result<()> {
     let host = api.host.clone();
     let session = McpSession::new(api, Caller::Anyone);
     let kept = session.kept.clone();
+    let conversation = session.conversation.clone();
     let running = session.serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
+    host.end_mcp_conversation(&conversation);
     // The client left: end its sessions now, while the runtime runs.
     let sessions = std::mem::take(&mut kept.lock().await.sessions);
     for id in sessions.into_values() {
@@ -133,6 +139,9 @@ pub(crate) struct McpSession {
     /// The active plugin versions' changes, until a listing starts
     /// following them for the client.
     changes: Mutex<Option<watch::Receiver<u64>>>,
+    /// Its name to the re-exported MCP servers, each of which it reaches
+    /// over a connection of its own.
+    conversation: String,
 }
 
 #[derive(Default)]
@@ -151,6 +160,7 @@ impl McpSession {
             local,
             kept: Arc::default(),
             changes: Mutex::new(Some(changes)),
+            conversation: format!("mcp-client-{}", uuid::Uuid::new_v4()),
         }
     }
 
@@ -229,11 +239,18 @@ impl McpSession {
         arguments: JsonObject,
         sink: Option<Sink>,
     ) -> CallToolResult {
-        let Some((plugin, tool)) = parse_mcp_name(name) else {
-            return refusal(
-                "not-found",
-                format!("`{name}` names no tool of this server"),
-            );
+        let (plugin, tool) = match parse_mcp_name(name) {
+            Some(McpName::Tool { plugin, tool }) => (plugin, Some(tool)),
+            Some(McpName::Conversation { plugin }) => (plugin, None),
+            Some(McpName::Remote { server, tool }) => {
+                return self.run_remote(caller, server, tool, arguments).await;
+            }
+            None => {
+                return refusal(
+                    "not-found",
+                    format!("`{name}` names no tool of this server"),
+                );
+            }
         };
         if let Err(reason) = caller.check_use(plugin) {
             return refusal("forbidden", reason);
@@ -280,6 +297,50 @@ impl McpSession {
     }
 }
 
+impl McpSession {
+    /// Runs re-exported MCP server `server`'s tool `tool` for `caller`,
+    /// over this MCP session's own connection to it.
+    async fn run_remote(
+        &self,
+        caller: &Caller,
+        server: &str,
+        tool: &str,
+        arguments: JsonObject,
+    ) -> CallToolResult {
+        if let Err(reason) = caller.check_use(&format!("{REMOTE_PREFIX}{server}")) {
+            return refusal("forbidden", reason);
+        }
+        if let Err(reason) = self.admit(caller, Action::Turn) {
+            return refusal("rate-limited", reason);
+        }
+        let arguments = Value::Object(arguments);
+        let called = self
+            .api
+            .host
+            .call_reexported(&self.conversation, server, tool, &arguments)
+            .await;
+        match called {
+            Ok(result) => answer(result),
+            Err(RemoteError::InvalidArguments(violations)) => {
+                CallToolResult::structured_error(json!({
+                    "kind": "invalid-arguments",
+                    "message": format!("the arguments break the schema of `{tool}`"),
+                    "violations": violations,
+                }))
+            }
+            Err(err) => {
+                let kind = match err {
+                    RemoteError::NotFound(_) => "not-found",
+                    RemoteError::Unavailable(_) | RemoteError::Deadline => "unavailable",
+                    RemoteError::TooLarge(_) => "too-large",
+                    _ => "failed",
+                };
+                refusal(kind, err.to_string())
+            }
+        }
+    }
+}
+
 impl Drop for McpSession {
     /// Ends the agentbox sessions the MCP session kept, unless
     /// [`serve_stdio`] holds them to end them itself. No call holds the
@@ -288,6 +349,7 @@ impl Drop for McpSession {
         if Arc::strong_count(&self.kept) > 1 {
             return;
         }
+        self.api.host.end_mcp_conversation(&self.conversation);
         let sessions = match self.kept.try_lock() {
             Ok(mut kept) => std::mem::take(&mut kept.sessions),
             Err(_) => return,
@@ -313,7 +375,8 @@ impl ServerHandler for McpSession {
         .with_server_info(Implementation::new("agentbox", env!("CARGO_PKG_VERSION")))
         .with_instructions(
             "Each plugin's tools are `plugin_tool`; `plugin__chat` with {\"text\"} talks to the \
-             plugin's agent. Each plugin keeps one conversation per MCP session.",
+             plugin's agent. Each plugin keeps one conversation per MCP session. \
+             `server__mcp_tool` is a tool of an MCP server this host passes on.",
         )
     }
 
@@ -404,8 +467,9 @@ fn identity(caller: &Caller) -> String {
     }
 }
 
-/// Every tool of `host`'s active plugins `caller` may use, and each such
-/// plugin's conversation, as MCP describes them.
+/// Every tool of `host`'s active plugins `caller` may use, each such
+/// plugin's conversation, and the tools of the MCP servers the host
+/// re-exports that `caller` may use, as MCP describes them.
 pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
     let mut tools = Vec::new();
     for plugin in host.plugins() {
@@ -443,6 +507,26 @@ pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
             ),
             Arc::new(text),
         ));
+    }
+    for (server, offered) in host.reexported_mcp_tools() {
+        if !caller.may_use(&format!("{REMOTE_PREFIX}{server}")) {
+            continue;
+        }
+        for tool in offered {
+            let name = mcp_remote_name(&server, &tool.name);
+            let Value::Object(parameters) = tool.parameters.clone() else {
+                continue;
+            };
+            // A name some clients refuse would cost the whole server.
+            if !is_strict_mcp_name(&name) {
+                continue;
+            }
+            let mut described = Tool::new(name, tool.description.clone(), Arc::new(parameters));
+            if let Some(Value::Object(result)) = tool.result_schema.clone() {
+                described.output_schema = Some(Arc::new(result));
+            }
+            tools.push(described);
+        }
     }
     tools
 }

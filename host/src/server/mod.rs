@@ -82,6 +82,7 @@ pub fn router(host: Host, access: Access) -> Router {
         )
         .route("/v1/admin/users/{user}/export", get(admin::export_user))
         .route("/v1/admin/sessions", get(admin::list_sessions))
+        .route("/v1/admin/mcp", get(admin::list_mcp_servers))
         .route("/v1/admin/plugins/{name}/kv/{bucket}", get(admin::list_kv))
         .route(
             "/v1/admin/plugins/{name}/kv/{bucket}/{key}",

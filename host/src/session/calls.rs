@@ -270,11 +270,11 @@ impl Caller {
             Err(err) => return Ok(Err(err)),
         };
         let most = self.host.limits_for(self.plugin.name()).output_bytes;
-        let called =
-            self.host
-                .inner
-                .remotes
-                .call(session, server, tool, &arguments, self.deadline, most);
+        let remotes = &self.host.inner.remotes;
+        let calling = remotes.call(session, server, tool, &arguments, Some(self.deadline), most);
+        // A turn runs on a blocking thread of the runtime the link's
+        // connections are driven by.
+        let called = tokio::runtime::Handle::current().block_on(calling);
         let message = |reason: String| format!("`{address}`: {reason}");
         Ok(Err(match called {
             Ok(result) => return Ok(Ok(result.to_string())),

@@ -45,7 +45,7 @@ use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
 use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy};
-use crate::remote::{McpServers, ServerStatus};
+use crate::remote::{McpServers, RemoteError, RemoteTool, ServerStatus};
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
@@ -424,6 +424,45 @@ impl Host {
     /// and its tools as last listed.
     pub fn mcp_servers(&self) -> Vec<ServerStatus> {
         self.inner.remotes.status()
+    }
+
+    /// The tools of the MCP servers the policy re-exports, by server, as
+    /// last listed.
+    pub fn reexported_mcp_tools(&self) -> Vec<(String, Vec<Arc<RemoteTool>>)> {
+        self.inner
+            .remotes
+            .reexported()
+            .into_iter()
+            .map(|(server, tools)| (server.to_owned(), tools))
+            .collect()
+    }
+
+    /// Calls re-exported MCP server `server`'s tool `tool` for one of this
+    /// host's MCP clients, `conversation`, over that client's own
+    /// connection; the result is bounded by the host's output limit.
+    pub async fn call_reexported(
+        &self,
+        conversation: &str,
+        server: &str,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<Value, RemoteError> {
+        let remotes = &self.inner.remotes;
+        if !remotes.reexports(server) {
+            return Err(RemoteError::NotFound(format!(
+                "no MCP server `{server}` is re-exported"
+            )));
+        }
+        let most = self.inner.limits.output_bytes;
+        remotes
+            .call(conversation, server, tool, arguments, None, most)
+            .await
+    }
+
+    /// Closes the connections `conversation`, one of this host's MCP
+    /// clients, had to re-exported servers: it has left.
+    pub fn end_mcp_conversation(&self, conversation: &str) {
+        self.inner.remotes.end_conversation(conversation);
     }
 
     /// Starts a session: runs the plugin's `on-start` (turn 0) and stores the

@@ -2,14 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::check_plugin_name;
+use crate::names::{REMOTE_PREFIX, check_plugin_name};
 
 /// What a principal may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
-    /// The plugins it may start sessions of and call: names, or `*` for
-    /// every plugin.
+    /// The plugins it may start sessions of and call: names, `mcp:NAME` for
+    /// the tools of an MCP server the host re-exports over `/mcp`, or `*`
+    /// for every plugin and re-exported server.
     pub plugins: Vec<String>,
     /// Whether it may name the user of a session it starts: a trusted
     /// backend that has authenticated its users itself.
@@ -22,7 +23,8 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Checks that every plugin named is `*` or a valid plugin name.
+    /// Checks that every entry is `*`, a valid plugin name, or `mcp:` and
+    /// the name of an MCP server the host may re-export.
     pub fn check(&self) -> Result<(), String> {
         if self.plugins.is_empty() {
             return Err("`plugins` is empty: name the plugins it may use, or `*`".into());
@@ -30,7 +32,9 @@ impl Grant {
         self.plugins
             .iter()
             .filter(|plugin| *plugin != "*")
-            .try_for_each(|plugin| check_plugin_name(plugin))
+            .try_for_each(|plugin| {
+                check_plugin_name(plugin.strip_prefix(REMOTE_PREFIX).unwrap_or(plugin))
+            })
     }
 
     pub(crate) fn allows(&self, plugin: &str) -> bool {
@@ -52,4 +56,29 @@ pub(crate) struct Principal {
     pub(crate) grant: Grant,
     /// The user a token was issued to; that user's sessions only.
     pub(crate) user: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(plugins: &[&str]) -> Grant {
+        Grant {
+            plugins: plugins.iter().map(|plugin| (*plugin).to_owned()).collect(),
+            act_for_users: false,
+            choose_ids: false,
+        }
+    }
+
+    #[test]
+    fn a_grant_names_plugins_reexported_servers_or_everything() {
+        let some = grant(&["shop", "mcp:weather"]);
+        assert_eq!(some.check(), Ok(()));
+        assert!(some.allows("shop") && some.allows("mcp:weather"));
+        assert!(!some.allows("weather") && !some.allows("mcp:shop"));
+        assert!(grant(&["*"]).allows("mcp:weather"));
+        for bad in [&[][..], &["mcp:"], &["mcp:Weather"], &["Shop"]] {
+            assert!(grant(bad).check().is_err(), "{bad:?}");
+        }
+    }
 }
