@@ -14,7 +14,9 @@
 //! the tool's schema, its `requires`, its result. A tool of this plugin runs
 //! on this turn's state and its writes are this turn's; a tool of another
 //! plugin runs in that plugin's own session of this conversation, which
-//! keeps what the call wrote even if this turn fails later.
+//! keeps what the call wrote even if this turn fails later. A tool of an MCP
+//! server the operator declares is `mcp:server/tool`: checked against its
+//! schema here, then sent over this conversation's own MCP session.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +27,7 @@ use crate::bindings::agentbox::plugin::registry as wit;
 /// A tool this plugin may call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolInfo {
-    /// Its address: `plugin/tool`.
+    /// Its address: `plugin/tool`, or `mcp:server/tool`.
     pub name: String,
     /// What it does.
     pub description: String,
@@ -49,7 +51,7 @@ pub struct Violation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum CallError {
-    /// No loaded plugin offers the tool.
+    /// No loaded plugin or declared MCP server offers the tool.
     NotFound(String),
     /// The policy does not grant the call, or it would close a cycle.
     Denied(String),
