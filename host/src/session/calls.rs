@@ -242,9 +242,43 @@ impl Caller {
             Err(err) => Ok(Err(call_error(address, &err.cause, &err.to_string()))),
         }
     }
-}
 
-impl Caller {
+    /// Answers the registry call of `name` with `args`, recorded as `record`.
+    fn answer(
+        &self,
+        name: &str,
+        args: &str,
+        session: &mut SessionCtx,
+        output: &mut OutputCtx,
+        record: &str,
+    ) -> Result<Result<String, CallError>, Tripped> {
+        let Some((plugin, tool)) = name.split_once('/') else {
+            return Ok(Err(CallError::NotFound(format!(
+                "`{name}` is not a tool address: tools are called as `plugin/tool` or `mcp:server/tool`"
+            ))));
+        };
+        if let Some(server) = plugin.strip_prefix(REMOTE_PREFIX) {
+            return self.call_remote(session.id(), name, server, tool, args);
+        }
+        if !self.may_call(plugin, tool) {
+            return Ok(Err(CallError::Denied(format!(
+                "plugin `{}` may not call `{name}`: the policy's may_call for it does not grant it",
+                self.plugin.name()
+            ))));
+        }
+        if let Err(err) = self.check_chain(name, plugin) {
+            return Ok(Err(err));
+        }
+        let arguments = match parse_arguments(args) {
+            Ok(arguments) => arguments,
+            Err(err) => return Ok(Err(err)),
+        };
+        if plugin == self.plugin.name() {
+            return self.call_own(name, tool, arguments, session, output, record);
+        }
+        self.call_other(name, plugin, tool, arguments, session, record)
+    }
+
     /// Calls MCP server `server`'s tool `tool` at `address` with the JSON
     /// text `args`, if the policy grants it, until the caller's deadline;
     /// a result larger than the caller may say is refused.
@@ -356,44 +390,6 @@ impl ToolHub for Caller {
             tracing::warn!(plugin = execution.plugin, tool = name, error = %err, "a registry call went unrecorded");
         }
         answer
-    }
-}
-
-impl Caller {
-    /// Answers the registry call of `name` with `args`, recorded as `record`.
-    fn answer(
-        &self,
-        name: &str,
-        args: &str,
-        session: &mut SessionCtx,
-        output: &mut OutputCtx,
-        record: &str,
-    ) -> Result<Result<String, CallError>, Tripped> {
-        let Some((plugin, tool)) = name.split_once('/') else {
-            return Ok(Err(CallError::NotFound(format!(
-                "`{name}` is not a tool address: tools are called as `plugin/tool` or `mcp:server/tool`"
-            ))));
-        };
-        if let Some(server) = plugin.strip_prefix(REMOTE_PREFIX) {
-            return self.call_remote(session.id(), name, server, tool, args);
-        }
-        if !self.may_call(plugin, tool) {
-            return Ok(Err(CallError::Denied(format!(
-                "plugin `{}` may not call `{name}`: the policy's may_call for it does not grant it",
-                self.plugin.name()
-            ))));
-        }
-        if let Err(err) = self.check_chain(name, plugin) {
-            return Ok(Err(err));
-        }
-        let arguments = match parse_arguments(args) {
-            Ok(arguments) => arguments,
-            Err(err) => return Ok(Err(err)),
-        };
-        if plugin == self.plugin.name() {
-            return self.call_own(name, tool, arguments, session, output, record);
-        }
-        self.call_other(name, plugin, tool, arguments, session, record)
     }
 }
 
