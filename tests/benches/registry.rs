@@ -7,7 +7,12 @@
 //!   concierge's `relay` tool turn, which calls `misbehave/repeat` in the
 //!   misbehave child session of its session;
 //! - the concierge's `relay` turn calling its own `discover` instead: a
-//!   turn and a nested call of its own tool, without a child session.
+//!   turn and a nested call of its own tool, without a child session;
+//! - the concierge calling `mcp:local/misbehave_repeat`: the same tool
+//!   through this host's own `/mcp` on a loopback port, declared as a
+//!   remote MCP server (a `relay` turn, an MCP round trip over the relay
+//!   session's own MCP session, and the tool's turn in that MCP session's
+//!   misbehave session).
 //!
 //! Prints a Markdown table of calls per second, p50 and p99, and each p50
 //! against the baseline's; `BENCHMARKS.md` keeps the latest.
@@ -28,13 +33,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let policy = PolicyFile::parse("[plugins.concierge]\nmay_call = [\"misbehave/*\"]\n")
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let policy = format!(
+        "[mcp.local]\nurl = \"http://{}/mcp\"\n[plugins.concierge]\nmay_call = [\"misbehave/*\", \"mcp:local/*\"]\n",
+        listener.local_addr().unwrap()
+    );
+    let policy = PolicyFile::parse(&policy)
         .and_then(|file| file.apply(Limits::default()))
         .unwrap();
     let host = Host::builder().policy(policy).build().unwrap();
     for plugin in [plugins::CONCIERGE, plugins::MISBEHAVE] {
         host.load_plugin(&plugin_bytes(plugin)).unwrap();
     }
+    let router = agentbox_host::server::router(host.clone(), Default::default());
+    runtime.spawn(async move {
+        agentbox_host::server::serve(listener, router, Default::default(), std::future::pending())
+            .await
+            .unwrap()
+    });
     let start = |plugin: &str| {
         let start = SessionStart {
             plugin: plugin.into(),
@@ -73,6 +91,13 @@ fn main() {
         );
     });
 
+    let remote = json!({ "name": "mcp:local/misbehave_repeat", "args": repeat });
+    // A result that is no object crosses MCP as its JSON text.
+    let over_mcp = latencies(RUN, || {
+        let answer = tool(&concierge, "relay", remote.clone());
+        assert_eq!(answer, json!({ "ok": "\"abab\"" }), "{answer}");
+    });
+
     print_table(
         "a trivial tool call, memory store",
         "p50 / outside p50",
@@ -89,6 +114,10 @@ fn main() {
             (
                 "the concierge's `relay` turn calling its own `discover` (nested, no child)",
                 &nested,
+            ),
+            (
+                "the same tool as `mcp:local/misbehave_repeat` (this host's `/mcp` on loopback)",
+                &over_mcp,
             ),
         ],
     );
