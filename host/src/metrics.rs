@@ -79,6 +79,7 @@ pub struct Metrics {
     turn_seconds: Family<PluginLabel, Histogram>,
     instances: Gauge,
     live_sessions: Family<PluginLabel, Gauge>,
+    pinned_sessions: Family<PluginLabel, Gauge>,
     kv_operations: Family<KvLabels, Counter>,
     swaps: Family<SwapLabels, Counter>,
     migrations: Family<MigrationLabels, Counter>,
@@ -130,6 +131,12 @@ impl Default for Metrics {
             "Sessions not ended, by plugin, as the store holds them",
             live_sessions.clone(),
         );
+        let pinned_sessions = Family::<PluginLabel, Gauge>::default();
+        registry.register(
+            "pinned_sessions",
+            "Sessions kept on an older version of their plugin because the active version could not migrate them, by plugin",
+            pinned_sessions.clone(),
+        );
         let kv_operations = Family::<KvLabels, Counter>::default();
         registry.register(
             "kv_operations",
@@ -179,6 +186,7 @@ impl Default for Metrics {
             turn_seconds,
             instances,
             live_sessions,
+            pinned_sessions,
             kv_operations,
             swaps,
             migrations,
@@ -302,6 +310,15 @@ impl Metrics {
     /// Sets the number of live sessions of `plugin`.
     pub(crate) fn set_live_sessions(&self, plugin: &str, sessions: u64) {
         self.live_sessions
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_owned(),
+            })
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of `plugin`'s sessions pinned to an older version.
+    pub(crate) fn set_pinned_sessions(&self, plugin: &str, sessions: u64) {
+        self.pinned_sessions
             .get_or_create(&PluginLabel {
                 plugin: plugin.to_owned(),
             })

@@ -156,3 +156,54 @@ async fn a_swap_under_load_fails_no_turn_and_migrates_every_session() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_is_tried_once_per_version_until_an_operator_retries_it() {
+    let host = host();
+    load(&host, COUNTER);
+    let big = counter_session(&host, 100).await;
+    let v2 = load(&host, COUNTER_V2);
+    let failed = |host: &agentbox_host::Host| host.metrics().stats("counter").migrations_failed;
+    let gauge = |host: &agentbox_host::Host| {
+        host.metrics()
+            .encode()
+            .lines()
+            .find(|line| line.starts_with("agentbox_pinned_sessions{plugin=\"counter\"}"))
+            .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+    };
+
+    for tick in 1..=4 {
+        let report = send(&host, &big, "tick").await;
+        assert_eq!(
+            report.state["count"],
+            json!(100 + tick),
+            "version 1 runs it"
+        );
+    }
+    assert_eq!(failed(&host), 1, "tried once, not on every turn");
+    let pinned = host.pinned_sessions("counter");
+    assert_eq!(pinned.len(), 1);
+    assert_eq!(
+        (pinned[0].session.as_str(), pinned[0].from, pinned[0].to),
+        (big.as_str(), 1, 2)
+    );
+    assert_eq!(pinned[0].digest, v2.digest.to_string());
+    assert!(
+        pinned[0].error.contains("cannot migrate a count of 100"),
+        "{}",
+        pinned[0].error
+    );
+    assert_eq!(gauge(&host).as_deref(), Some("1"));
+
+    // The operator asks for another try: it is made at the next turn.
+    assert_eq!(host.retry_migrations("counter"), 1);
+    assert_eq!(gauge(&host).as_deref(), Some("0"));
+    send(&host, &big, "tick").await;
+    assert_eq!(failed(&host), 2);
+    assert_eq!(host.pinned_sessions("counter").len(), 1);
+
+    // A session that ends is no longer pinned.
+    host.end_session(&big).await.unwrap();
+    assert!(host.pinned_sessions("counter").is_empty());
+    assert_eq!(gauge(&host).as_deref(), Some("0"));
+}

@@ -317,6 +317,26 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         (status, json_of(&body)["kind"].clone()),
         (409, json!("no-previous-version"))
     );
+
+    // Sessions the active version could not migrate: none here (the
+    // counter tests pin one), and a retry of none.
+    let migrations = server.url("/v1/admin/plugins/counter/migrations");
+    let (status, body) = request("GET", &migrations, None, Some("s3cret"));
+    assert_eq!((status, json_of(&body)), (200, json!({ "pinned": [] })));
+    let (status, body) = request("POST", &format!("{migrations}/retry"), None, Some("s3cret"));
+    assert_eq!((status, json_of(&body)), (200, json!({ "retried": 0 })));
+    let (status, _) = request("POST", &format!("{migrations}/retry"), None, None);
+    assert_eq!(status, 401);
+    let (status, body) = request(
+        "GET",
+        &server.url("/v1/admin/plugins/nope/migrations"),
+        None,
+        Some("s3cret"),
+    );
+    assert_eq!(
+        (status, json_of(&body)["kind"].clone()),
+        (404, json!("not-found"))
+    );
 }
 
 /// Sends `text` to session `id` and returns the reply's events, or what

@@ -152,6 +152,35 @@ pub(super) async fn roll_back(State(api): State<Api>, Path(name): Path<String>) 
     version_change(tokio::task::spawn_blocking(move || host.roll_back(&name)).await)
 }
 
+/// The sessions of plugin `name` pinned to an older version because the
+/// active version could not migrate them.
+pub(super) async fn list_pinned(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    if let Some(missing) = not_loaded(&api, &name) {
+        return missing;
+    }
+    Json(json!({ "pinned": api.host.pinned_sessions(&name) })).into_response()
+}
+
+/// Has each pinned session of plugin `name` try its migration again at its
+/// next turn, after a fixed version was loaded.
+pub(super) async fn retry_migrations(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    if let Some(missing) = not_loaded(&api, &name) {
+        return missing;
+    }
+    Json(json!({ "retried": api.host.retry_migrations(&name) })).into_response()
+}
+
+/// The 404 for a plugin this server has not loaded, if it has not.
+fn not_loaded(api: &Api, name: &str) -> Option<Response> {
+    api.host.plugin(name).is_none().then(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("plugin `{}` is not loaded", name.escape_debug()),
+        )
+    })
+}
+
 /// The response to an activation or roll-back.
 fn version_change(
     changed: Result<Result<Arc<PluginVersion>, ActivateError>, tokio::task::JoinError>,

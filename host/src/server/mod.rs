@@ -73,6 +73,14 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/admin/plugins/{name}/activate", post(admin::activate))
         .route("/v1/admin/plugins/{name}/rollback", post(admin::roll_back))
         .route(
+            "/v1/admin/plugins/{name}/migrations",
+            get(admin::list_pinned),
+        )
+        .route(
+            "/v1/admin/plugins/{name}/migrations/retry",
+            post(admin::retry_migrations),
+        )
+        .route(
             "/v1/admin/plugins/{name}/config",
             get(admin::get_config).put(admin::put_config),
         )

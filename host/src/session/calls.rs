@@ -444,10 +444,11 @@ impl Host {
 
     /// Ends the child sessions of `parent`, a session that has just ended:
     /// those of the plugins its plugin may call, and that of the plugin it
-    /// handed the conversation to; and closes its connections to MCP
-    /// servers.
+    /// handed the conversation to; closes its connections to MCP servers,
+    /// and forgets that it was pinned to an older version.
     pub(crate) fn end_children(&self, parent: &SessionRecord) {
         self.inner.remotes.end_conversation(&parent.id);
+        self.inner.pinned.forget(&parent.id, &self.inner.metrics);
         let granted = self.inner.calls.get(&parent.plugin).map(MayCall::plugins);
         let callees = granted
             .into_iter()

@@ -11,6 +11,7 @@ use crate::plugin::PluginVersion;
 use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::Cause;
+use crate::session::pinned::PinnedSession;
 use crate::session::turns::check_state;
 use crate::store::SessionRecord;
 
@@ -31,6 +32,14 @@ impl Host {
         let (from, to) = (record.state_version, active.manifest.state_version);
         if from == to {
             return Ok((record, active));
+        }
+        let digest = active.digest.to_string();
+        let pinned = &self.inner.pinned;
+        if pinned.holds(&record.id, &digest)
+            && let Some(previous) = self.previous_version(&record)
+        {
+            // This version failed to migrate it already.
+            return Ok((record, previous));
         }
         let state =
             serde_json::to_string(&record.state).map_err(|err| Cause::Trap(err.to_string()))?;
@@ -68,17 +77,25 @@ impl Host {
                     to,
                     "state migrated"
                 );
+                pinned.forget(&record.id, &self.inner.metrics);
                 record.state = state;
                 record.state_version = to;
                 Ok((record, active))
             }
             Err(cause) => {
-                let stays = self
-                    .inner
-                    .plugins
-                    .version(&record.plugin, &record.digest)
-                    .ok()
-                    .filter(|previous| previous.manifest.state_version == from);
+                let stays = self.previous_version(&record);
+                if stays.is_some() {
+                    let session = PinnedSession {
+                        session: record.id.clone(),
+                        plugin: record.plugin.clone(),
+                        digest,
+                        from,
+                        to,
+                        error: cause.to_string(),
+                        at_ms: self.inner.clock.now_ms(),
+                    };
+                    pinned.pin(session, &self.inner.metrics);
+                }
                 tracing::warn!(
                     plugin = record.plugin,
                     session = record.id,
@@ -98,5 +115,15 @@ impl Host {
                 }
             }
         }
+    }
+
+    /// The version that last committed `record`, if it is loaded here or
+    /// published in the store and its state layout is `record`'s.
+    fn previous_version(&self, record: &SessionRecord) -> Option<Arc<PluginVersion>> {
+        self.inner
+            .plugins
+            .version(&record.plugin, &record.digest)
+            .ok()
+            .filter(|previous| previous.manifest.state_version == record.state_version)
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! The rooms: [`turns`] (the turn, once for every entry point),
 //! [`tool_call`], [`calls`] (a guest's registry calls) and [`chain`]
-//! (how deep they run), [`hand_off`], [`migrate`], [`serial`] (locks, leases, turns at once),
+//! (how deep they run), [`hand_off`], [`migrate`] and [`pinned`] (sessions
+//! it could not migrate), [`serial`] (locks, leases, turns at once),
 //! [`reaper`], [`plugins`] (the host's plugin versions), [`users`] (a
 //! user's data, exported or erased), [`operator_kv`] (the operator's reads
 //! and writes of KV), [`error`] and [`report`].
@@ -22,6 +23,7 @@ pub mod error;
 mod hand_off;
 mod migrate;
 pub mod operator_kv;
+pub mod pinned;
 mod plugins;
 pub mod reaper;
 pub mod report;
@@ -79,6 +81,8 @@ struct Inner {
     calls: HashMap<String, MayCall>,
     /// The operator's MCP servers, whose tools join the registry.
     remotes: McpServers,
+    /// Sessions the active version could not migrate, not tried again.
+    pinned: pinned::Pinned,
     /// What each plugin may reach outside the host, as the policy file
     /// says and the operators' configuration adds ([`config`]).
     outbound: config::Reach,
@@ -266,6 +270,7 @@ impl HostBuilder {
                 grants: Arc::new(self.grants),
                 calls: self.calls,
                 remotes: McpServers::new(self.mcp_servers),
+                pinned: pinned::Pinned::default(),
                 outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
