@@ -469,8 +469,8 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
     // B passes A's tools on to its own MCP clients; the stdio server's,
     // which it does not re-export, stay B's plugins' alone.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let (client, _, _) = Client::new();
+    let (client, mut listings) = runtime.block_on(async {
+        let (client, listings, _) = Client::new();
         let transport = StreamableHttpClientTransport::from_uri(b.url("/mcp"));
         let client = client
             .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
@@ -515,7 +515,7 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
         .await;
         assert_eq!(hidden.is_error, Some(true));
         assert_eq!(hidden.structured_content.unwrap()["kind"], "not-found");
-        client.cancel().await.unwrap();
+        (client, listings)
     });
 
     // B's operator sees both servers, and never A's key.
@@ -550,6 +550,7 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
     assert_eq!(listed[1]["name"], "local");
 
     // A stops: its tools answer unavailable, and B goes on serving.
+    while listings.try_recv().is_ok() {}
     let (status, stderr) = a.terminate();
     assert!(status.success(), "{stderr:?}");
     // B's connections to A never end on their own: A stops all the same,
@@ -592,6 +593,14 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(healed["ok"]["user_id"], "u-1001", "{healed}");
+    // B listed A's tools again once it was back, and told its own client.
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), listings.recv())
+            .await
+            .expect("no tools/list_changed after A's tools were listed again")
+            .unwrap();
+        client.cancel().await.unwrap();
+    });
     let (status, stderr) = b.terminate();
     assert!(status.success(), "{stderr:?}");
     drop(a);

@@ -52,6 +52,8 @@ pub(super) struct Link {
     broken: Notify,
     /// Each calling session's own connection, by session id.
     conversations: Mutex<HashMap<String, Conversation>>,
+    /// Told of each listing, if the server is re-exported.
+    listed: Option<Arc<watch::Sender<u64>>>,
 }
 
 /// One session's connection to a server, and when it was last used.
@@ -105,13 +107,15 @@ impl ClientHandler for Listener {
 }
 
 impl Link {
-    pub(super) fn new(server: McpServer) -> Link {
+    /// The link to `server`, telling `listed` of each listing of its tools.
+    pub(super) fn new(server: McpServer, listed: Option<Arc<watch::Sender<u64>>>) -> Link {
         Link {
             server,
             state: watch::Sender::new(State::default()),
             changed: Arc::new(Notify::new()),
             broken: Notify::new(),
             conversations: Mutex::default(),
+            listed,
         }
     }
 
@@ -273,6 +277,9 @@ impl Link {
             state.tools = Arc::new(tools);
             state.reason = None;
         });
+        if let Some(listed) = &self.listed {
+            listed.send_modify(|listings| *listings += 1);
+        }
         tracing::info!(
             server = self.server.name,
             tools = count,

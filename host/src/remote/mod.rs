@@ -106,6 +106,8 @@ pub struct ServerStatus {
 #[derive(Debug, Default)]
 pub struct McpServers {
     links: BTreeMap<String, Arc<Link>>,
+    /// A new value each time a re-exported server's tools are listed.
+    reexported: Arc<tokio::sync::watch::Sender<u64>>,
     /// The links' tasks, once started on a runtime; aborted when the
     /// servers are dropped.
     tasks: OnceLock<Vec<tokio::task::AbortHandle>>,
@@ -114,13 +116,24 @@ pub struct McpServers {
 impl McpServers {
     /// Links for `servers`, not yet connected.
     pub fn new(servers: Vec<McpServer>) -> McpServers {
+        let reexported = Arc::new(tokio::sync::watch::Sender::new(0));
         McpServers {
             links: servers
                 .into_iter()
-                .map(|server| (server.name.clone(), Arc::new(Link::new(server))))
+                .map(|server| {
+                    let listed = server.reexport.then(|| reexported.clone());
+                    (server.name.clone(), Arc::new(Link::new(server, listed)))
+                })
                 .collect(),
+            reexported,
             tasks: OnceLock::new(),
         }
+    }
+
+    /// Follows the listings of the re-exported servers' tools: a new value
+    /// after each.
+    pub fn watch_reexported(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reexported.subscribe()
     }
 
     /// Starts connecting every server, on the current tokio runtime, unless

@@ -136,9 +136,10 @@ pub(crate) struct McpSession {
     local: Caller,
     /// Shared with [`serve_stdio`], which ends the sessions itself.
     kept: Arc<tokio::sync::Mutex<Kept>>,
-    /// The active plugin versions' changes, until a listing starts
-    /// following them for the client.
-    changes: Mutex<Option<watch::Receiver<u64>>>,
+    /// The changes of the active plugin versions and of the re-exported
+    /// MCP servers' tools, until a listing starts following them for the
+    /// client.
+    changes: Mutex<Option<(watch::Receiver<u64>, watch::Receiver<u64>)>>,
     /// Its name to the re-exported MCP servers, each of which it reaches
     /// over a connection of its own.
     conversation: String,
@@ -154,7 +155,10 @@ struct Kept {
 
 impl McpSession {
     pub(crate) fn new(api: Api, local: Caller) -> McpSession {
-        let changes = api.host.watch_plugins();
+        let changes = (
+            api.host.watch_plugins(),
+            api.host.watch_reexported_mcp_tools(),
+        );
         McpSession {
             api,
             local,
@@ -443,14 +447,21 @@ impl McpSession {
     /// Tells the client each time the tools may have changed, from its
     /// first listing on.
     fn follow_changes(&self, context: &RequestContext<RoleServer>) {
-        let Some(mut changes) = self.changes.lock().expect("an MCP session poisoned").take() else {
+        let Some((mut plugins, mut remote)) =
+            self.changes.lock().expect("an MCP session poisoned").take()
+        else {
             return;
         };
-        changes.mark_unchanged();
+        plugins.mark_unchanged();
+        remote.mark_unchanged();
         let peer = context.peer.clone();
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                if peer.notify_tool_list_changed().await.is_err() {
+            loop {
+                let changed = tokio::select! {
+                    changed = plugins.changed() => changed,
+                    changed = remote.changed() => changed,
+                };
+                if changed.is_err() || peer.notify_tool_list_changed().await.is_err() {
                     break;
                 }
             }

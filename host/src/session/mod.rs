@@ -442,6 +442,12 @@ impl Host {
             .collect()
     }
 
+    /// Follows the listings of the re-exported MCP servers' tools: a new
+    /// value after each.
+    pub fn watch_reexported_mcp_tools(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.remotes.watch_reexported()
+    }
+
     /// Calls re-exported MCP server `server`'s tool `tool` for one of this
     /// host's MCP clients, `conversation`, over that client's own
     /// connection; the result is bounded by the host's output limit.
