@@ -12,7 +12,8 @@
 //! [`tool_call`], [`calls`] (a guest's registry calls) and [`chain`]
 //! (how deep they run), [`hand_off`], [`migrate`] and [`pinned`] (sessions
 //! it could not migrate), [`serial`] (locks, leases, turns at once),
-//! [`reaper`], [`plugins`] (the host's plugin versions), [`users`] (a
+//! [`reaper`], [`plugins`] (the host's plugin versions), `remotes` (the
+//! policy's MCP servers, as the front ends see them), [`users`] (a
 //! user's data, exported or erased), [`operator_kv`] (the operator's reads
 //! and writes of KV), [`error`] and [`report`].
 
@@ -26,6 +27,7 @@ pub mod operator_kv;
 pub mod pinned;
 mod plugins;
 pub mod reaper;
+mod remotes;
 pub mod report;
 mod serial;
 pub mod tool_call;
@@ -47,7 +49,7 @@ use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
 use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy};
-use crate::remote::{McpServers, RemoteError, RemoteTool, ServerStatus};
+use crate::remote::McpServers;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
@@ -418,64 +420,6 @@ impl Host {
 }
 
 impl Host {
-    /// Starts connecting the policy's MCP servers, on the current tokio
-    /// runtime, if that has not begun; a registry call that needs one
-    /// starts them too.
-    pub fn connect_mcp_servers(&self) {
-        self.inner.remotes.connect();
-    }
-
-    /// How each of the policy's MCP servers is doing: connected or why not,
-    /// and its tools as last listed.
-    pub fn mcp_servers(&self) -> Vec<ServerStatus> {
-        self.inner.remotes.status()
-    }
-
-    /// The tools of the MCP servers the policy re-exports, by server, as
-    /// last listed.
-    pub fn reexported_mcp_tools(&self) -> Vec<(String, Vec<Arc<RemoteTool>>)> {
-        self.inner
-            .remotes
-            .reexported()
-            .into_iter()
-            .map(|(server, tools)| (server.to_owned(), tools))
-            .collect()
-    }
-
-    /// Follows the listings of the re-exported MCP servers' tools: a new
-    /// value after each.
-    pub fn watch_reexported_mcp_tools(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.remotes.watch_reexported()
-    }
-
-    /// Calls re-exported MCP server `server`'s tool `tool` for one of this
-    /// host's MCP clients, `conversation`, over that client's own
-    /// connection; the result is bounded by the host's output limit.
-    pub async fn call_reexported(
-        &self,
-        conversation: &str,
-        server: &str,
-        tool: &str,
-        arguments: &Value,
-    ) -> Result<Value, RemoteError> {
-        let remotes = &self.inner.remotes;
-        if !remotes.reexports(server) {
-            return Err(RemoteError::NotFound(format!(
-                "no MCP server `{server}` is re-exported"
-            )));
-        }
-        let most = self.inner.limits.output_bytes;
-        remotes
-            .call(conversation, server, tool, arguments, None, most)
-            .await
-    }
-
-    /// Closes the connections `conversation`, one of this host's MCP
-    /// clients, had to re-exported servers: it has left.
-    pub fn end_mcp_conversation(&self, conversation: &str) {
-        self.inner.remotes.end_conversation(conversation);
-    }
-
     /// Starts a session: runs the plugin's `on-start` (turn 0) and stores the
     /// session with what it wrote and said, or nothing if it fails.
     pub async fn start_session(
