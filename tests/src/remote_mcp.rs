@@ -92,6 +92,18 @@ impl Weather {
                 "Names the MCP session it was called in",
                 schema(json!({ "type": "object" })),
             ),
+            // Left out by the host, which counts five tools: a name MCP
+            // does not allow, and a schema that refers outside itself.
+            Tool::new(
+                "two words",
+                "Badly named",
+                schema(json!({ "type": "object" })),
+            ),
+            Tool::new(
+                "elsewhere",
+                "Its schema is elsewhere",
+                schema(json!({ "$ref": "https://schemas.example.com/args.json" })),
+            ),
         ];
         if *self.seen.alerts.lock().unwrap() {
             tools.push(Tool::new(

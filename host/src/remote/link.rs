@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
@@ -54,6 +54,9 @@ pub(super) struct Link {
     conversations: Mutex<HashMap<String, Conversation>>,
     /// Told of each listing, if the server is re-exported.
     listed: Option<Arc<watch::Sender<u64>>>,
+    /// The HTTP client of every connection to an HTTP server, built at
+    /// the first: its connections are reused across MCP sessions.
+    client: OnceLock<reqwest::Client>,
 }
 
 /// One session's connection to a server, and when it was last used.
@@ -116,6 +119,7 @@ impl Link {
             broken: Notify::new(),
             conversations: Mutex::default(),
             listed,
+            client: OnceLock::new(),
         }
     }
 
@@ -151,11 +155,17 @@ impl Link {
         };
         let running = match &self.server.transport {
             McpTransport::Http { url, headers } => {
-                let client = reqwest::Client::builder()
-                    .tls_backend_preconfigured((**TLS_CONFIG).clone())
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .build()
-                    .map_err(|err| format!("its HTTP client cannot be built: {err}"))?;
+                let client = match self.client.get() {
+                    Some(client) => client.clone(),
+                    None => {
+                        let built = reqwest::Client::builder()
+                            .tls_backend_preconfigured((**TLS_CONFIG).clone())
+                            .connect_timeout(CONNECT_TIMEOUT)
+                            .build()
+                            .map_err(|err| format!("its HTTP client cannot be built: {err}"))?;
+                        self.client.get_or_init(|| built).clone()
+                    }
+                };
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers.iter().cloned().collect());
                 let transport = StreamableHttpClientTransport::with_client(client, config);

@@ -38,8 +38,8 @@ pub struct RemoteTool {
 }
 
 impl RemoteTool {
-    /// The tool `name` as its server declared it; `None`, with the reason,
-    /// if a schema does not compile.
+    /// The tool `name` as its server declared it, or why a schema of it
+    /// does not compile.
     fn new(
         name: String,
         description: String,
@@ -145,11 +145,6 @@ impl McpServers {
                 .map(|link| tokio::spawn(link.clone().keep()).abort_handle())
                 .collect()
         });
-    }
-
-    /// Whether a server of this name is declared.
-    pub fn declares(&self, server: &str) -> bool {
-        self.links.contains_key(server)
     }
 
     /// Each declared server's name and its tools as last listed.

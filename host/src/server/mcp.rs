@@ -488,20 +488,14 @@ pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
         if !caller.may_use(name) {
             continue;
         }
-        for tool in plugin.tools.iter() {
-            let Value::Object(parameters) = tool.parameters.clone() else {
-                continue;
-            };
-            let mut described = Tool::new(
+        tools.extend(plugin.tools.iter().filter_map(|tool| {
+            described(
                 mcp_tool_name(name, &tool.name),
-                tool.description.clone(),
-                Arc::new(parameters),
-            );
-            if let Some(Value::Object(result)) = tool.result_schema.clone() {
-                described.output_schema = Some(Arc::new(result));
-            }
-            tools.push(described);
-        }
+                &tool.description,
+                &tool.parameters,
+                tool.result_schema.as_ref(),
+            )
+        }));
         let Value::Object(text) = json!({
             "type": "object",
             "properties": { "text": { "type": "string", "description": "What the caller says" } },
@@ -523,23 +517,36 @@ pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
         if !caller.may_use(&format!("{REMOTE_PREFIX}{server}")) {
             continue;
         }
-        for tool in offered {
+        tools.extend(offered.iter().filter_map(|tool| {
             let name = mcp_remote_name(&server, &tool.name);
-            let Value::Object(parameters) = tool.parameters.clone() else {
-                continue;
-            };
             // A name some clients refuse would cost the whole server.
-            if !is_strict_mcp_name(&name) {
-                continue;
-            }
-            let mut described = Tool::new(name, tool.description.clone(), Arc::new(parameters));
-            if let Some(Value::Object(result)) = tool.result_schema.clone() {
-                described.output_schema = Some(Arc::new(result));
-            }
-            tools.push(described);
-        }
+            is_strict_mcp_name(&name).then_some(())?;
+            described(
+                name,
+                &tool.description,
+                &tool.parameters,
+                tool.result_schema.as_ref(),
+            )
+        }));
     }
     tools
+}
+
+/// A tool as MCP describes it, if its parameters' schema is an object.
+fn described(
+    name: String,
+    description: &str,
+    parameters: &Value,
+    result: Option<&Value>,
+) -> Option<Tool> {
+    let Value::Object(parameters) = parameters.clone() else {
+        return None;
+    };
+    let mut tool = Tool::new(name, description.to_owned(), Arc::new(parameters));
+    if let Some(Value::Object(result)) = result.cloned() {
+        tool.output_schema = Some(Arc::new(result));
+    }
+    Some(tool)
 }
 
 /// A tool's result: as structured content when it is an object, as JSON

@@ -296,6 +296,7 @@ impl Caller {
                 self.plugin.name()
             ))));
         }
+        // No plugin is entered: the chain bounds its depth and deadline.
         let checked = self
             .check_chain(address, address)
             .and_then(|()| parse_arguments(args));
