@@ -143,6 +143,10 @@ pub struct Limits {
     /// Bytes of message content one session's history keeps; each commit
     /// drops the oldest messages beyond it, but never the newest.
     pub history_bytes: u64,
+    /// Every this many turns, a session's event holds the whole state, so
+    /// that the state of any turn is rebuilt from at most this many
+    /// events.
+    pub snapshot_turns: u64,
     /// Calls from the guest into the host (the world's functions and WASI)
     /// one call of an export may make.
     pub host_calls: u64,
@@ -188,6 +192,7 @@ impl Default for Limits {
             retain_records: Duration::from_secs(7 * 24 * 60 * 60),
             history_messages: 1_000,
             history_bytes: 4 << 20,
+            snapshot_turns: 100,
             host_calls: 1_000_000,
             call_depth: 4,
             live_sessions: None,

@@ -187,7 +187,13 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
             updated_at_ms: 0,
             delegate: None,
         };
-        store.create(&record, &[]).unwrap();
+        let start = agentbox_host::store::LogEntry {
+            turn: 0,
+            snapshot: true,
+            rewind: false,
+            body: "{}".into(),
+        };
+        store.create(&record, &[], &start).unwrap();
     }
     let turn = |store: &dyn Store, id: &str| {
         let record = store.load(id).unwrap().unwrap();
@@ -197,6 +203,14 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
             .and_then(|count| count.as_u64())
             .unwrap_or(0);
         state.insert("count".into(), json!(count + 1));
+        // An event the size of the one a host logs for the turn.
+        let event = json!({
+            "seq": record.revision + 1, "session": id, "turn": record.turn + 1,
+            "kind": "message", "input": { "text": "tick" }, "said": [], "outcome": "continue",
+            "patch": [{ "op": "replace", "path": "/count", "value": count + 1 }],
+            "plugin": "counter", "digest": "0".repeat(64), "state_version": 1,
+            "at_ms": 0, "duration_us": 0, "rewound": false,
+        });
         store
             .commit(&Commit {
                 session: id.into(),
@@ -208,6 +222,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
                 digest: record.digest,
                 state_version: 1,
                 status: Status::Active,
+                dropped_messages: 0,
                 messages: vec![agentbox_host::store::Message {
                     role: agentbox_host::store::Role::User,
                     content: "tick".into(),
@@ -218,6 +233,12 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
                     bytes: Limits::default().history_bytes,
                 },
                 at_ms: 0,
+                event: agentbox_host::store::LogEntry {
+                    turn: record.turn + 1,
+                    snapshot: false,
+                    rewind: false,
+                    body: event.to_string(),
+                },
             })
             .unwrap();
     };

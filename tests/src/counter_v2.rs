@@ -8,7 +8,7 @@ use agentbox_host::Limits;
 use agentbox_host::store::{MemoryStore, Store};
 use serde_json::json;
 
-use crate::harness::{counter_session, host, host_with, load, said, send};
+use crate::harness::{counter_session, host, host_with, load, said, send, start_event};
 use crate::plugins::{COUNTER, COUNTER_V2};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +69,7 @@ async fn a_session_the_new_version_cannot_migrate_stays_on_the_old_one() {
 
     // A host whose store never had version 1 cannot run the session, and says why.
     let bare: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    bare.create(&store.load(&big).unwrap().unwrap(), &[])
+    bare.create(&store.load(&big).unwrap().unwrap(), &[], &start_event())
         .unwrap();
     let only_v2 = host_with(Limits::default(), bare);
     load(&only_v2, COUNTER_V2);

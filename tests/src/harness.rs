@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use agentbox_host::policy::{Grants, PolicyFile};
-use agentbox_host::store::{MemoryStore, Store};
+use agentbox_host::store::{LogEntry, MemoryStore, Store};
 use agentbox_host::{Clock, Host, HostBuilder, Limits, PluginVersion, SessionStart, TurnReport};
 use serde_json::{Map, Value};
 
@@ -126,6 +126,16 @@ pub fn said(report: &TurnReport) -> String {
 }
 
 /// A JSON object as a state map.
+/// The first event of a session a test stores directly: its start.
+pub fn start_event() -> LogEntry {
+    LogEntry {
+        turn: 0,
+        snapshot: true,
+        rewind: false,
+        body: "{}".to_owned(),
+    }
+}
+
 pub fn state(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,

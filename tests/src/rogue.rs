@@ -13,7 +13,7 @@ use agentbox_host::store::{MemoryStore, SessionRecord, Status, Store};
 use agentbox_host::{Cause, Clock, Host, Limits, SessionError, SessionStart};
 use serde_json::{Value, json};
 
-use crate::harness::{counter_session, host_with_clock, load, said, send, state};
+use crate::harness::{counter_session, host_with_clock, load, said, send, start_event, state};
 use crate::plugins::{COUNTER, ROGUE};
 
 const DEADLINE: Duration = Duration::from_millis(200);
@@ -197,7 +197,7 @@ fn stored_under_state_version_1(
         updated_at_ms: clock.now_ms(),
         delegate: None,
     };
-    store.create(&record, &[]).unwrap();
+    store.create(&record, &[], &start_event()).unwrap();
     record
 }
 

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use agentbox_host::store::{
-    Commit, Execution, HistoryCap, KvStoreError, KvWrite, Message, Namespace, OutboundUse, Quota,
-    Retention, Role, SessionFilter, SessionRecord, SessionStoreError, State, Status, Store,
-    ToolOutcome, Usage,
+    Commit, Execution, HistoryCap, KvStoreError, KvWrite, LogEntry, Message, Namespace,
+    OutboundUse, Quota, Retention, Role, SessionFilter, SessionRecord, SessionStoreError, State,
+    Status, Store, ToolOutcome, Usage,
 };
 use serde_json::json;
 
-use crate::harness::state;
+use crate::harness::{start_event, state};
 
 fn record(id: &str) -> SessionRecord {
     SessionRecord {
@@ -52,11 +52,23 @@ fn commit(id: &str, read_revision: u64, turn: u64, state: State) -> Commit {
             message(Role::User, &format!("message {turn}")),
             message(Role::Assistant, &format!("reply {turn}")),
         ],
+        dropped_messages: 0,
         history_cap: HistoryCap {
             messages: 1_000,
             bytes: 1 << 20,
         },
         at_ms: 2_000 + turn,
+        event: turn_event(turn),
+    }
+}
+
+/// The event a test's commit of `turn` appends.
+fn turn_event(turn: u64) -> LogEntry {
+    LogEntry {
+        turn,
+        snapshot: false,
+        rewind: false,
+        body: format!("{{\"turn\":{turn}}}"),
     }
 }
 
@@ -69,7 +81,11 @@ const KEEP_ALL: Retention = Retention {
 fn created_session_loads_as_stored(store: &dyn Store) {
     assert_eq!(store.load("s1").unwrap(), None);
     store
-        .create(&record("s1"), &[message(Role::Assistant, "Welcome")])
+        .create(
+            &record("s1"),
+            &[message(Role::Assistant, "Welcome")],
+            &start_event(),
+        )
         .unwrap();
     assert_eq!(store.load("s1").unwrap(), Some(record("s1")));
     assert_eq!(
@@ -79,11 +95,15 @@ fn created_session_loads_as_stored(store: &dyn Store) {
 }
 
 fn creating_an_existing_id_fails_and_changes_nothing(store: &dyn Store) {
-    store.create(&record("s1"), &[]).unwrap();
+    store.create(&record("s1"), &[], &start_event()).unwrap();
     let mut other = record("s1");
     other.plugin = "shop".to_owned();
     let err = store
-        .create(&other, &[message(Role::Assistant, "intruder")])
+        .create(
+            &other,
+            &[message(Role::Assistant, "intruder")],
+            &start_event(),
+        )
         .unwrap_err();
     assert!(
         matches!(err, SessionStoreError::Exists(ref id) if id == "s1"),
@@ -94,7 +114,7 @@ fn creating_an_existing_id_fails_and_changes_nothing(store: &dyn Store) {
 }
 
 fn commit_replaces_state_and_appends_history(store: &dyn Store) {
-    store.create(&record("s1"), &[]).unwrap();
+    store.create(&record("s1"), &[], &start_event()).unwrap();
     let mut ended = commit("s1", 1, 1, state(json!({ "turns": 1, "name": "Ada" })));
     ended.status = Status::Ended;
     store.commit(&ended).unwrap();
@@ -121,7 +141,7 @@ fn commit_replaces_state_and_appends_history(store: &dyn Store) {
 }
 
 fn a_commit_hands_the_conversation_to_a_delegate_and_back(store: &dyn Store) {
-    store.create(&record("s1"), &[]).unwrap();
+    store.create(&record("s1"), &[], &start_event()).unwrap();
     assert_eq!(store.load("s1").unwrap().unwrap().delegate, None);
     let handed = Commit {
         delegate: Some("shop".to_owned()),
@@ -142,12 +162,12 @@ fn a_commit_hands_the_conversation_to_a_delegate_and_back(store: &dyn Store) {
         delegate: Some("shop".to_owned()),
         ..record("s2")
     };
-    store.create(&created, &[]).unwrap();
+    store.create(&created, &[], &start_event()).unwrap();
     assert_eq!(store.load("s2").unwrap().unwrap(), created);
 }
 
 fn commit_with_a_stale_revision_conflicts_and_changes_nothing(store: &dyn Store) {
-    store.create(&record("s1"), &[]).unwrap();
+    store.create(&record("s1"), &[], &start_event()).unwrap();
     store
         .commit(&commit("s1", 1, 1, state(json!({ "turns": 1 }))))
         .unwrap();
@@ -186,7 +206,11 @@ fn commit_to_a_missing_session_is_not_found(store: &dyn Store) {
 
 fn history_returns_the_newest_messages_oldest_first(store: &dyn Store) {
     store
-        .create(&record("s1"), &[message(Role::Assistant, "Welcome")])
+        .create(
+            &record("s1"),
+            &[message(Role::Assistant, "Welcome")],
+            &start_event(),
+        )
         .unwrap();
     for turn in 1..=3 {
         store
@@ -207,7 +231,11 @@ fn history_returns_the_newest_messages_oldest_first(store: &dyn Store) {
 
 fn history_is_trimmed_to_its_cap_oldest_first_keeping_the_newest(store: &dyn Store) {
     store
-        .create(&record("s1"), &[message(Role::Assistant, "Welcome")])
+        .create(
+            &record("s1"),
+            &[message(Role::Assistant, "Welcome")],
+            &start_event(),
+        )
         .unwrap();
     let capped = |turn, cap: HistoryCap, messages: &[&str]| Commit {
         messages: messages
@@ -256,7 +284,11 @@ fn history_is_trimmed_to_its_cap_oldest_first_keeping_the_newest(store: &dyn Sto
 fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn Store) {
     for id in ["ended", "active"] {
         store
-            .create(&record(id), &[message(Role::Assistant, "Welcome")])
+            .create(
+                &record(id),
+                &[message(Role::Assistant, "Welcome")],
+                &start_event(),
+            )
             .unwrap();
     }
     store
@@ -308,7 +340,7 @@ fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn 
     let swept = store.sweep(u64::MAX, retention(u64::MAX)).unwrap();
     assert_eq!((swept.ended_sessions, swept.executions), (0, 1));
     // The id of a deleted session is free again.
-    store.create(&record("ended"), &[]).unwrap();
+    store.create(&record("ended"), &[], &start_event()).unwrap();
 }
 
 fn live_sessions_are_counted_per_owner(store: &dyn Store) {
@@ -323,7 +355,9 @@ fn live_sessions_are_counted_per_owner(store: &dyn Store) {
         ("b1", Some("key:b")),
         ("open", None),
     ] {
-        store.create(&owned(id, owner), &[]).unwrap();
+        store
+            .create(&owned(id, owner), &[], &start_event())
+            .unwrap();
     }
     assert_eq!(store.live_sessions_of("key:a").unwrap(), 3);
     assert_eq!(store.live_sessions_of("key:b").unwrap(), 1);
@@ -349,7 +383,7 @@ fn a_users_sessions_and_kv_owners_are_listed(store: &dyn Store) {
         ("s2", "ada@example.com"),
         ("s3", "+15551234567"),
     ] {
-        store.create(&of(id, user), &[]).unwrap();
+        store.create(&of(id, user), &[], &start_event()).unwrap();
     }
     assert_eq!(
         store.sessions_of_user("+15551234567").unwrap(),
@@ -400,7 +434,7 @@ fn a_users_data_is_erased_whole_and_no_one_elses(store: &dyn Store) {
         ..record(id)
     };
     for (id, user) in [("s1", ada), ("s2", ada), ("s3", "bob@example.com")] {
-        store.create(&of(id, user), &[]).unwrap();
+        store.create(&of(id, user), &[], &start_event()).unwrap();
         store
             .commit(&commit(id, 1, 1, state(json!({ "turns": 1 }))))
             .unwrap();
@@ -527,7 +561,7 @@ fn erasure_and_concurrent_writes_leave_nothing_half_counted(store: Arc<dyn Store
                         user_id: Some(user.to_owned()),
                         ..record(&format!("s{i}"))
                     };
-                    store.create(&session, &[]).unwrap();
+                    store.create(&session, &[], &start_event()).unwrap();
                 }
             }
         })
@@ -552,7 +586,7 @@ fn erasure_and_concurrent_writes_leave_nothing_half_counted(store: Arc<dyn Store
 fn many_sessions_are_listed_one_per_page_each_once(store: &dyn Store) {
     let ids: Vec<String> = (0..100).map(|n| format!("s{n:03}")).collect();
     for id in &ids {
-        store.create(&record(id), &[]).unwrap();
+        store.create(&record(id), &[], &start_event()).unwrap();
     }
     let (mut listed, mut cursor) = (Vec::new(), None);
     for _ in 0..1_000 {
@@ -588,7 +622,9 @@ fn sessions_are_listed_a_page_at_a_time_by_filter(store: &dyn Store) {
         ("d", "intake", "ada"),
         ("e", "intake", "ada"),
     ] {
-        store.create(&of(id, plugin, user), &[]).unwrap();
+        store
+            .create(&of(id, plugin, user), &[], &start_event())
+            .unwrap();
     }
     store
         .commit(&Commit {
@@ -640,7 +676,9 @@ fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
     let sessions = 16;
     let turns = 25;
     for s in 0..sessions {
-        store.create(&record(&format!("s{s}")), &[]).unwrap();
+        store
+            .create(&record(&format!("s{s}")), &[], &start_event())
+            .unwrap();
     }
     let threads: Vec<_> = (0..sessions)
         .map(|s| {
@@ -677,11 +715,11 @@ fn concurrent_commits_to_many_sessions_all_land(store: Arc<dyn Store>) {
 
 fn sessions_expire_by_idle_time_and_by_age_per_plugin(store: &dyn Store) {
     for id in ["idle", "busy", "done", "moved"] {
-        store.create(&record(id), &[]).unwrap();
+        store.create(&record(id), &[], &start_event()).unwrap();
     }
     let mut other = record("other");
     other.plugin = "shop".to_owned();
-    store.create(&other, &[]).unwrap();
+    store.create(&other, &[], &start_event()).unwrap();
     let mut busy = commit("busy", 1, 1, State::new());
     busy.at_ms = 5_000;
     store.commit(&busy).unwrap();
@@ -719,9 +757,13 @@ fn sessions_expire_by_idle_time_and_by_age_per_plugin(store: &dyn Store) {
 
 fn deleted_session_is_gone_with_its_history(store: &dyn Store) {
     store
-        .create(&record("s1"), &[message(Role::Assistant, "Welcome")])
+        .create(
+            &record("s1"),
+            &[message(Role::Assistant, "Welcome")],
+            &start_event(),
+        )
         .unwrap();
-    store.create(&record("s2"), &[]).unwrap();
+    store.create(&record("s2"), &[], &start_event()).unwrap();
     store.delete_session("s1").unwrap();
     assert_eq!(store.load("s1").unwrap(), None);
     assert!(store.history("s1", 10).unwrap().is_empty());
@@ -731,7 +773,7 @@ fn deleted_session_is_gone_with_its_history(store: &dyn Store) {
     );
     store.delete_session("s1").unwrap();
     // The id is free again.
-    store.create(&record("s1"), &[]).unwrap();
+    store.create(&record("s1"), &[], &start_event()).unwrap();
     assert!(store.history("s1", 10).unwrap().is_empty());
 }
 
@@ -1109,6 +1151,147 @@ fn plugin_configuration_is_replaced_whole_and_removed_when_empty(store: &dyn Sto
     );
 }
 
+/// The turns and rewound marks of a page of `id`'s log, by number.
+fn logged(store: &dyn Store, id: &str, after: u64, limit: usize) -> Vec<(u64, u64, bool)> {
+    store
+        .events(id, after, limit)
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.seq, event.turn, event.rewound))
+        .collect()
+}
+
+/// The turns of `id`'s line that rebuild `turn`.
+fn line_turns(store: &dyn Store, id: &str, turn: u64) -> Vec<u64> {
+    store
+        .line(id, turn)
+        .unwrap()
+        .into_iter()
+        .map(|event| event.turn)
+        .collect()
+}
+
+fn every_commit_appends_its_event_numbered_by_its_revision(store: &dyn Store) {
+    assert!(store.events("s1", 0, 10).unwrap().is_empty());
+    store.create(&record("s1"), &[], &start_event()).unwrap();
+    for turn in 1..=3 {
+        store
+            .commit(&commit("s1", turn, turn, State::new()))
+            .unwrap();
+    }
+    let events = store.events("s1", 0, 10).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| (event.seq, event.turn, event.body.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (1, 0, "{}"),
+            (2, 1, "{\"turn\":1}"),
+            (3, 2, "{\"turn\":2}"),
+            (4, 3, "{\"turn\":3}")
+        ]
+    );
+    assert_eq!(logged(store, "s1", 2, 1), [(3, 2, false)]);
+    assert_eq!(logged(store, "s1", 4, 10), []);
+    assert_eq!(logged(store, "other", 0, 10), []);
+
+    // A commit that fails appends nothing.
+    store.commit(&commit("s1", 1, 2, State::new())).unwrap_err();
+    store
+        .commit(&commit("missing", 1, 1, State::new()))
+        .unwrap_err();
+    assert_eq!(logged(store, "s1", 0, 10).len(), 4);
+    assert_eq!(logged(store, "missing", 0, 10), []);
+}
+
+fn the_line_runs_from_the_latest_snapshot_to_the_turn(store: &dyn Store) {
+    store.create(&record("s1"), &[], &start_event()).unwrap();
+    for turn in 1..=5 {
+        let mut next = commit("s1", turn, turn, State::new());
+        next.event.snapshot = turn == 2;
+        store.commit(&next).unwrap();
+    }
+    assert_eq!(line_turns(store, "s1", 0), [0]);
+    assert_eq!(line_turns(store, "s1", 1), [0, 1]);
+    assert_eq!(line_turns(store, "s1", 2), [2]);
+    assert_eq!(line_turns(store, "s1", 4), [2, 3, 4]);
+    // Past the latest turn, the line ends at the latest.
+    assert_eq!(line_turns(store, "s1", 1_000_000), [2, 3, 4, 5]);
+    assert_eq!(line_turns(store, "missing", 3), Vec::<u64>::new());
+}
+
+fn a_rewind_takes_later_turns_off_the_line_and_the_history_back(store: &dyn Store) {
+    store
+        .create(
+            &record("s1"),
+            &[message(Role::Assistant, "Welcome")],
+            &start_event(),
+        )
+        .unwrap();
+    for turn in 1..=4 {
+        store
+            .commit(&commit("s1", turn, turn, state(json!({ "turns": turn }))))
+            .unwrap();
+    }
+    let rewind = Commit {
+        messages: vec![
+            message(Role::Assistant, "Welcome"),
+            message(Role::User, "message 1"),
+        ],
+        dropped_messages: u64::MAX,
+        event: LogEntry {
+            rewind: true,
+            ..turn_event(1)
+        },
+        ..commit("s1", 5, 1, state(json!({ "turns": 1 })))
+    };
+    store.commit(&rewind).unwrap();
+    let loaded = store.load("s1").unwrap().unwrap();
+    assert_eq!((loaded.turn, loaded.revision), (1, 6));
+    assert_eq!(loaded.state, state(json!({ "turns": 1 })));
+    assert_eq!(
+        store.history("s1", 100).unwrap(),
+        [
+            message(Role::Assistant, "Welcome"),
+            message(Role::User, "message 1")
+        ]
+    );
+    assert_eq!(
+        logged(store, "s1", 0, 10),
+        [
+            (1, 0, false),
+            (2, 1, false),
+            (3, 2, true),
+            (4, 3, true),
+            (5, 4, true),
+            (6, 1, false)
+        ]
+    );
+    // The rewind is off the line; the line leads to turn 1 again.
+    assert_eq!(line_turns(store, "s1", 10), [0, 1]);
+
+    // The next turn is 2, on a new branch.
+    store
+        .commit(&commit("s1", 6, 2, state(json!({ "turns": 2 }))))
+        .unwrap();
+    assert_eq!(line_turns(store, "s1", 10), [0, 1, 2]);
+    assert_eq!(logged(store, "s1", 6, 10), [(7, 2, false)]);
+    assert_eq!(store.history("s1", 100).unwrap().len(), 4);
+}
+
+fn a_deleted_session_takes_its_log_along(store: &dyn Store) {
+    store.create(&record("s1"), &[], &start_event()).unwrap();
+    store.commit(&commit("s1", 1, 1, State::new())).unwrap();
+    store.delete_session("s1").unwrap();
+    assert_eq!(logged(store, "s1", 0, 10), []);
+    assert_eq!(line_turns(store, "s1", 5), Vec::<u64>::new());
+    // A session made again under the id starts a log of its own.
+    store.create(&record("s1"), &[], &start_event()).unwrap();
+    assert_eq!(logged(store, "s1", 0, 10), [(1, 0, false)]);
+    assert_eq!(line_turns(store, "s1", 5), [0]);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1173,7 +1356,7 @@ macro_rules! conformance {
                 let dir = tempfile::tempdir().unwrap();
                 {
                     let store = open(&dir);
-                    store.create(&super::record("s1"), &[]).unwrap();
+                    store.create(&super::record("s1"), &[], &super::start_event()).unwrap();
                     store.commit(&super::commit("s1", 1, 1, super::state(serde_json::json!({ "turns": 1 })))).unwrap();
                 }
                 let store = open(&dir);
@@ -1219,7 +1402,7 @@ macro_rules! conformance {
                 let Some(server) = RedisServer::start() else { return };
                 {
                     let store = RedisStore::open(server.url()).unwrap();
-                    store.create(&super::record("s1"), &[]).unwrap();
+                    store.create(&super::record("s1"), &[], &super::start_event()).unwrap();
                     store.commit(&super::commit("s1", 1, 1, super::state(serde_json::json!({ "turns": 1 })))).unwrap();
                 }
                 let store = RedisStore::open(server.url()).unwrap();
@@ -1238,7 +1421,7 @@ macro_rules! conformance {
 
                 let Some(server) = RedisServer::start() else { return };
                 let store = RedisStore::open(server.url()).unwrap();
-                store.create(&super::record("s1"), &[]).unwrap();
+                store.create(&super::record("s1"), &[], &super::start_event()).unwrap();
                 for cursor in ["abc", "-s1", "12x-s1", ""] {
                     match store.list_sessions(&SessionFilter::default(), Some(cursor), 10) {
                         Err(SessionStoreError::BadCursor(shown)) => assert_eq!(shown, cursor),
@@ -1334,4 +1517,8 @@ conformance!(
     kv_quota_refuses_and_changes_nothing,
     plugin_versions_are_published_once_and_recorded_active,
     plugin_configuration_is_replaced_whole_and_removed_when_empty,
+    every_commit_appends_its_event_numbered_by_its_revision,
+    the_line_runs_from_the_latest_snapshot_to_the_turn,
+    a_rewind_takes_later_turns_off_the_line_and_the_history_back,
+    a_deleted_session_takes_its_log_along,
 );

@@ -75,6 +75,7 @@ impl Grants {
 /// retain_records_ms = 604800000 # and tool-call records 7 days after the call
 /// history_messages = 1000      # messages a session's history keeps, dropping the oldest
 /// history_bytes = 4194304      # and bytes of their content
+/// snapshot_turns = 100         # every this many turns, an event holds the whole state
 ///
 /// [kv]
 /// max_keys = 100000            # per plugin, and per granted bucket
@@ -161,6 +162,7 @@ struct SessionsPolicy {
     retain_records_ms: Option<u64>,
     history_messages: Option<u64>,
     history_bytes: Option<u64>,
+    snapshot_turns: Option<u64>,
 }
 
 impl SessionsPolicy {
@@ -176,6 +178,12 @@ impl SessionsPolicy {
                 ));
             }
         }
+        if self.snapshot_turns == Some(0) {
+            return Err(
+                "snapshot_turns must be at least 1: it is how many turns apart the state is kept whole"
+                    .into(),
+            );
+        }
         let ms = Duration::from_millis;
         Ok(Limits {
             session_idle_ttl: self.idle_ttl_ms.map_or(limits.session_idle_ttl, ms),
@@ -185,6 +193,7 @@ impl SessionsPolicy {
             retain_records: self.retain_records_ms.map_or(limits.retain_records, ms),
             history_messages: self.history_messages.unwrap_or(limits.history_messages),
             history_bytes: self.history_bytes.unwrap_or(limits.history_bytes),
+            snapshot_turns: self.snapshot_turns.unwrap_or(limits.snapshot_turns),
             ..limits
         })
     }

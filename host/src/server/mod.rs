@@ -1,4 +1,5 @@
-//! `agentbox serve`: the HTTP API for sessions and tools ([`sessions`], and
+//! `agentbox serve`: the HTTP API for sessions and tools ([`sessions`],
+//! [`timeline`] for time travel, and
 //! [`websocket`] for a conversation on one socket), every tool over MCP
 //! ([`mcp`]), and the admin API for plugins ([`admin`]), behind the
 //! `server` feature.
@@ -18,6 +19,7 @@ mod held;
 pub mod mcp;
 mod sessions;
 pub mod sockets;
+mod timeline;
 mod websocket;
 
 use std::sync::Arc;
@@ -122,6 +124,10 @@ pub fn router(host: Host, access: Access) -> Router {
             get(sessions::show_session).delete(sessions::end_session),
         )
         .route("/v1/sessions/{id}/history", get(sessions::history))
+        .route("/v1/sessions/{id}/events", get(timeline::events))
+        .route("/v1/sessions/{id}/state", get(timeline::state))
+        .route("/v1/sessions/{id}/fork", post(timeline::fork))
+        .route("/v1/sessions/{id}/rewind", post(timeline::rewind))
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))

@@ -136,7 +136,7 @@ pub(super) async fn send_message(
 /// its rate (429). Only a principal's reach is bounded, so only for a
 /// principal is the record read; for any other caller the turn itself
 /// finds out whether the session exists.
-async fn turn_refused(
+pub(super) async fn turn_refused(
     api: &Api,
     caller: &Caller,
     id: &str,
@@ -156,7 +156,7 @@ async fn turn_refused(
 }
 
 /// Counts `action` by `caller`; the 429 answer if it is going too fast.
-fn held_back(api: &Api, caller: &Caller, action: Action) -> Option<Response> {
+pub(super) fn held_back(api: &Api, caller: &Caller, action: Action) -> Option<Response> {
     api.callers
         .admit(caller, action, api.host.clock().now_ms())
         .err()

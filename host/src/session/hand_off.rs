@@ -10,9 +10,10 @@ use crate::session::Host;
 use crate::session::calls::child_session_id;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
-use crate::session::report::{Outcome, SessionStart, TurnReport, assistant_message};
+use crate::session::event::Input;
+use crate::session::report::{Outcome, SessionStart, TurnReport};
 use crate::session::turns::Turn;
-use crate::store::{Message, Role, SessionRecord, Status};
+use crate::store::{SessionRecord, Status};
 
 impl Host {
     /// Runs a message of a session whose plugin handed the conversation to
@@ -27,14 +28,17 @@ impl Host {
     ) -> Result<TurnReport, SessionError> {
         let fail = turn.fail();
         let (said, next) = self.hand_off(&turn.record, &delegate, text, sink)?;
-        let mut messages = vec![Message {
-            role: Role::User,
-            content: text.to_owned(),
-        }];
-        messages.extend(assistant_message(&said));
         let state = turn.record.state.clone();
-        self.commit_delegating(&turn, &state, &Outcome::Continue, messages, next.clone())
-            .map_err(fail)?;
+        let input = Input::Message(text.to_owned());
+        self.commit_delegating(
+            &turn,
+            &state,
+            &Outcome::Continue,
+            input,
+            &said,
+            next.clone(),
+        )
+        .map_err(fail)?;
         let outcome = match next {
             Some(next) if next == delegate => Outcome::Continue,
             Some(next) => Outcome::HandOff(next),
@@ -114,12 +118,8 @@ impl Host {
         }
         let turn = self.open(id, true)?;
         let (heard, state, outcome) = self.message_turn(&turn, text, sink)?;
-        let mut messages = vec![Message {
-            role: Role::User,
-            content: text.to_owned(),
-        }];
-        messages.extend(assistant_message(&heard));
-        self.commit(&turn, &state, &outcome, messages)
+        let input = Input::Message(text.to_owned());
+        self.commit(&turn, &state, &outcome, input, &heard)
             .map_err(turn.fail())?;
         if outcome == Outcome::End {
             self.end_children(&turn.record);

@@ -11,6 +11,7 @@ use crate::plugin::PluginVersion;
 use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::Cause;
+use crate::session::event::{Migration, diff};
 use crate::session::pinned::PinnedSession;
 use crate::session::turns::check_state;
 use crate::store::SessionRecord;
@@ -27,11 +28,11 @@ impl Host {
         &self,
         mut record: SessionRecord,
         active: Arc<PluginVersion>,
-    ) -> Result<(SessionRecord, Arc<PluginVersion>), Cause> {
+    ) -> Result<(SessionRecord, Arc<PluginVersion>, Option<Migration>), Cause> {
         let active = self.inner.plugins.catch_up(&record, active);
         let (from, to) = (record.state_version, active.manifest.state_version);
         if from == to {
-            return Ok((record, active));
+            return Ok((record, active, None));
         }
         let digest = active.digest.to_string();
         let pinned = &self.inner.pinned;
@@ -39,7 +40,7 @@ impl Host {
             && let Some(previous) = self.previous_version(&record)
         {
             // This version failed to migrate it already.
-            return Ok((record, previous));
+            return Ok((record, previous, None));
         }
         let state =
             serde_json::to_string(&record.state).map_err(|err| Cause::Trap(err.to_string()))?;
@@ -78,9 +79,14 @@ impl Host {
                     "state migrated"
                 );
                 pinned.forget(&record.id, &self.inner.metrics);
+                let migration = Migration {
+                    from,
+                    to,
+                    patch: diff(&record.state, &state),
+                };
                 record.state = state;
                 record.state_version = to;
-                Ok((record, active))
+                Ok((record, active, Some(migration)))
             }
             Err(cause) => {
                 let stays = self.previous_version(&record);
@@ -106,7 +112,7 @@ impl Host {
                     "state migration failed"
                 );
                 match stays {
-                    Some(previous) => Ok((record, previous)),
+                    Some(previous) => Ok((record, previous, None)),
                     None => Err(Cause::Migration {
                         from,
                         to,

@@ -21,6 +21,7 @@ pub mod calls;
 mod chain;
 pub mod config;
 pub mod error;
+pub mod event;
 mod hand_off;
 mod migrate;
 pub mod operator_kv;
@@ -30,6 +31,7 @@ pub mod reaper;
 mod remotes;
 pub mod report;
 mod serial;
+pub mod timeline;
 pub mod tool_call;
 mod turns;
 pub mod users;
@@ -512,7 +514,7 @@ impl Host {
 
     /// Runs `turn` for session `id` on a blocking thread, after every earlier
     /// turn of the session and within the bound on concurrent turns.
-    async fn serialized<R: Send + 'static>(
+    pub(crate) async fn serialized<R: Send + 'static>(
         &self,
         id: &str,
         turn: impl FnOnce(&str) -> Result<R, SessionError> + Send + 'static,

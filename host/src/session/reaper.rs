@@ -171,7 +171,7 @@ impl Host {
             return Ok(Expired::Lives);
         };
         let (record, plugin) = match self.migrated(record, active) {
-            Ok((record, plugin)) => {
+            Ok((record, plugin, _)) => {
                 record_version(&plugin);
                 (record, plugin)
             }

@@ -8,7 +8,7 @@ use crate::session::error::SessionError;
 use crate::store::{Message, Role, State};
 
 /// How the conversation goes on after a turn.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome", content = "to")]
 pub enum Outcome {
     /// Open for the next message.

@@ -15,8 +15,9 @@ use crate::plugin::tools::Tool;
 use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
-use crate::session::report::{Outcome, ToolReport, TurnReport, assistant_message};
-use crate::store::{Execution, Message, OutboundUse, Role, State, ToolOutcome};
+use crate::session::event::Input;
+use crate::session::report::{Outcome, ToolReport, TurnReport};
+use crate::store::{Execution, OutboundUse, State, ToolOutcome};
 
 /// A tool of a loaded plugin, addressed as `plugin/tool`.
 #[derive(Debug, Clone)]
@@ -236,17 +237,12 @@ impl Host {
                 return Err(fail(call.refuse(cause, outbound)).with_guest_output(ran.guest_output));
             }
         };
-        let mut messages = vec![Message {
-            role: Role::Tool,
-            content: serde_json::json!({
-                "tool": name,
-                "arguments": tool.redacted(arguments),
-                "result": result,
-            })
-            .to_string(),
-        }];
-        messages.extend(assistant_message(&said));
-        if let Err(cause) = self.commit(&turn, &state, &Outcome::Continue, messages) {
+        let input = Input::Tool {
+            tool: name.to_owned(),
+            arguments: tool.redacted(arguments),
+            result: result.clone(),
+        };
+        if let Err(cause) = self.commit(&turn, &state, &Outcome::Continue, input, &said) {
             return Err(fail(match cause {
                 Cause::InvalidState(_) => call.refuse(cause, outbound),
                 cause => cause,

@@ -6,6 +6,7 @@
 //! they make of its result.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::instrument;
 
@@ -23,10 +24,11 @@ use crate::session::Host;
 use crate::session::calls::Caller;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error, turn_error};
-use crate::session::report::{Outcome, SessionStart, TurnReport, assistant_message};
+use crate::session::event::{Event, EventKind, Input, Migration, diff};
+use crate::session::report::{Outcome, SessionStart, TurnReport};
 use crate::session::serial::PluginSlot;
 use crate::store::{
-    Commit, HistoryCap, Message, OutboundUse, Quota, Role, SessionRecord, State, Status,
+    BackendError, Commit, HistoryCap, LogEntry, OutboundUse, Quota, SessionRecord, State, Status,
 };
 
 /// An open turn: the session as last committed (or new, for a start), the
@@ -36,6 +38,10 @@ pub(crate) struct Turn {
     pub(crate) record: SessionRecord,
     pub(crate) plugin: Arc<PluginVersion>,
     pub(crate) number: u64,
+    /// The migration that ran as the turn opened, if one did.
+    pub(crate) migration: Option<Migration>,
+    /// When the turn opened.
+    pub(crate) opened: Instant,
     _slot: PluginSlot,
 }
 
@@ -98,7 +104,8 @@ impl Host {
             None
         };
         let plugin_name = record.plugin.clone();
-        let (record, plugin) =
+        let opened = Instant::now();
+        let (record, plugin, migration) =
             self.migrated(record, plugin)
                 .map_err(session_error(id, Some(&plugin_name), None))?;
         record_version(&plugin);
@@ -106,6 +113,8 @@ impl Host {
             number: record.turn + 1,
             record,
             plugin,
+            migration,
+            opened,
             _slot: slot,
         })
     }
@@ -231,19 +240,22 @@ impl Host {
         )
     }
 
-    /// Commits `turn` with `state` and `messages`, after checking `state`
-    /// against the plugin's state schema: the new session of a start, or
-    /// the next turn of an existing one, whose stored revision must still
-    /// be the one the turn read. An end ends the session; the plugin it
-    /// handed the conversation to, if any, stays as it was.
+    /// Commits `turn` with `state`, after checking `state` against the
+    /// plugin's state schema, with the event that records it and the
+    /// messages that event appends to the history: the new session of a
+    /// start, or the next turn of an existing one, whose stored revision
+    /// must still be the one the turn read. An end ends the session; the
+    /// plugin it handed the conversation to, if any, stays as it was.
     pub(crate) fn commit(
         &self,
         turn: &Turn,
         state: &State,
         outcome: &Outcome,
-        messages: Vec<Message>,
+        input: Input,
+        said: &[String],
     ) -> Result<(), Cause> {
-        self.commit_delegating(turn, state, outcome, messages, turn.record.delegate.clone())
+        let delegate = turn.record.delegate.clone();
+        self.commit_delegating(turn, state, outcome, input, said, delegate)
     }
 
     /// [`Host::commit`], handing the conversation to `delegate`'s child
@@ -253,11 +265,40 @@ impl Host {
         turn: &Turn,
         state: &State,
         outcome: &Outcome,
-        messages: Vec<Message>,
+        input: Input,
+        said: &[String],
         delegate: Option<String>,
     ) -> Result<(), Cause> {
         let Turn { record, plugin, .. } = turn;
         check_state(plugin, state)?;
+        let (kind, input, result) = input.into_parts();
+        let at_ms = self.inner.clock.now_ms();
+        let snapshot = (kind == EventKind::Start
+            || turn.number.is_multiple_of(self.inner.limits.snapshot_turns))
+        .then(|| state.clone());
+        let event = Event {
+            seq: record.revision + 1,
+            session: record.id.clone(),
+            turn: turn.number,
+            kind,
+            input,
+            said: said.to_vec(),
+            result,
+            history: Vec::new(),
+            outcome: outcome.clone(),
+            migration: turn.migration.clone(),
+            patch: diff(&record.state, state),
+            snapshot,
+            plugin: record.plugin.clone(),
+            delegate: delegate.clone(),
+            digest: plugin.digest.to_string(),
+            state_version: plugin.manifest.state_version,
+            at_ms,
+            duration_us: u64::try_from(turn.opened.elapsed().as_micros()).unwrap_or(u64::MAX),
+            rewound: false,
+        };
+        let messages = event.messages();
+        let event = log_entry(&event)?;
         let store = &self.inner.store;
         if record.revision == 0 {
             let record = SessionRecord {
@@ -266,7 +307,7 @@ impl Host {
                 delegate,
                 ..record.clone()
             };
-            return Ok(store.create(&record, &messages)?);
+            return Ok(store.create(&record, &messages, &event)?);
         }
         let commit = Commit {
             session: record.id.clone(),
@@ -282,14 +323,21 @@ impl Host {
             } else {
                 Status::Active
             },
+            dropped_messages: 0,
             messages,
-            history_cap: HistoryCap {
-                messages: self.inner.limits.history_messages,
-                bytes: self.inner.limits.history_bytes,
-            },
-            at_ms: self.inner.clock.now_ms(),
+            history_cap: self.history_cap(),
+            at_ms,
+            event,
         };
         Ok(store.commit(&commit)?)
+    }
+
+    /// What each commit trims a session's history to.
+    pub(crate) fn history_cap(&self) -> HistoryCap {
+        HistoryCap {
+            messages: self.inner.limits.history_messages,
+            bytes: self.inner.limits.history_bytes,
+        }
     }
 
     #[instrument(skip_all, fields(session = id, plugin = start.plugin, version))]
@@ -324,6 +372,7 @@ impl Host {
             }
         }
         let now = self.inner.clock.now_ms();
+        let opened = Instant::now();
         let turn = Turn {
             record: SessionRecord {
                 id: id.to_owned(),
@@ -343,14 +392,15 @@ impl Host {
             },
             plugin,
             number: 0,
+            migration: None,
+            opened,
             _slot: slot,
         };
         let call = self.call_turn(&turn, sink, within, |agent, store| agent.on_start(store));
         let state = call.session.into_state();
         call.result
             .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?;
-        let messages = assistant_message(&call.said).into_iter().collect();
-        self.commit(&turn, &state, &Outcome::Continue, messages)
+        self.commit(&turn, &state, &Outcome::Continue, Input::Start, &call.said)
             .map_err(fail)?;
         Ok(turn.report(state, call.said, Outcome::Continue))
     }
@@ -376,12 +426,8 @@ impl Host {
             }
             _ => None,
         };
-        let mut messages = vec![Message {
-            role: Role::User,
-            content: text.to_owned(),
-        }];
-        messages.extend(assistant_message(&said));
-        self.commit_delegating(&turn, &state, &outcome, messages, delegate)
+        let input = Input::Message(text.to_owned());
+        self.commit_delegating(&turn, &state, &outcome, input, &said, delegate)
             .map_err(fail)?;
         if outcome == Outcome::End {
             self.end_children(&turn.record);
@@ -449,8 +495,7 @@ impl Host {
             Err(cause) => (turn.record.state.clone(), Vec::new(), Some(cause)),
         };
         let guest_output = call.guest_output;
-        let messages = assistant_message(&said).into_iter().collect();
-        self.commit(&turn, &state, &Outcome::End, messages)
+        self.commit(&turn, &state, &Outcome::End, Input::End, &said)
             .map_err(turn.fail())?;
         self.end_children(&turn.record);
         if let Some(cause) = failure {
@@ -458,6 +503,17 @@ impl Host {
         }
         Ok(turn.report(state, said, Outcome::End))
     }
+}
+
+/// `event` as the store keeps it.
+pub(crate) fn log_entry(event: &Event) -> Result<LogEntry, Cause> {
+    Ok(LogEntry {
+        turn: event.turn,
+        snapshot: event.snapshot.is_some(),
+        rewind: event.kind == EventKind::Rewind,
+        body: serde_json::to_string(event)
+            .map_err(|err| Cause::Store(BackendError::caused("an event is not JSON", err)))?,
+    })
 }
 
 /// Names the plugin version serving the current turn on its tracing span.

@@ -14,6 +14,7 @@ pub mod plugins;
 mod redis;
 pub mod sessions;
 mod sqlite;
+pub mod timeline;
 pub mod tool_log;
 pub mod types;
 pub mod users;
@@ -28,6 +29,7 @@ pub use plugins::PluginStore;
 pub use redis::RedisStore;
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
+pub use timeline::{LogEntry, LoggedEvent};
 pub use tool_log::ToolLog;
 pub use types::{
     Commit, Execution, HistoryCap, KvWrite, Message, Namespace, OutboundUse, Quota, Retention,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::store::error::{BackendError, SessionStoreError};
+use crate::store::timeline::{LogEntry, LoggedEvent};
 use crate::store::types::{Commit, Message, SessionFilter, SessionPage, SessionRecord};
 
 /// Sessions, committed one turn at a time.
@@ -10,7 +11,8 @@ use crate::store::types::{Commit, Message, SessionFilter, SessionPage, SessionRe
 /// Implementations are safe to call from many threads at once. Methods block
 /// the calling thread; the host calls them from blocking worker threads.
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Stores a new session with its first messages, atomically.
+    /// Stores a new session with its first messages and the first event of
+    /// its log (sequence number `session.revision`), atomically.
     ///
     /// Fails with [`SessionStoreError::Exists`] if the id is taken; nothing
     /// changes then.
@@ -18,14 +20,18 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         &self,
         session: &SessionRecord,
         messages: &[Message],
+        event: &LogEntry,
     ) -> Result<(), SessionStoreError>;
 
     /// The session with this id, as last committed, or `None`.
     fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError>;
 
     /// Commits one turn atomically: state, revision + 1, turn, status,
-    /// digest, state version, updated time and the appended messages, the
-    /// history then trimmed to `commit.history_cap`, or nothing at all.
+    /// digest, state version, updated time, the history's newest
+    /// `commit.dropped_messages` dropped and `commit.messages` appended, the
+    /// history then trimmed to `commit.history_cap`, and `commit.event`
+    /// appended to the log as event number revision + 1 (see
+    /// [`crate::store::timeline`]), or nothing at all.
     ///
     /// Fails with [`SessionStoreError::Conflict`] if the stored revision is
     /// not `commit.read_revision`, and with [`SessionStoreError::NotFound`]
@@ -36,6 +42,21 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// The newest `last` messages of the session's history, oldest first;
     /// empty for a session that does not exist.
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError>;
+
+    /// Up to `limit` events of the session's log numbered after `after`,
+    /// oldest first; empty for a session that does not exist.
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
+
+    /// The events on the session's line from the latest one holding a
+    /// snapshot at or before `turn` through the one of `turn`, in turn
+    /// order: what rebuilds the state of `turn`. Empty when no snapshot on
+    /// the line comes at or before `turn`.
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError>;
 
     /// Up to `limit` active sessions of `plugin` last committed at or before
     /// `idle_since_ms` or created at or before `created_since_ms`: the ones
@@ -69,10 +90,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError>;
 
     /// Deletes every ended session that ended (made its last commit) at or
-    /// before `ended_before_ms`, with its history; returns how many.
+    /// before `ended_before_ms`, with its history and log; returns how many.
     fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError>;
 
-    /// Deletes a session's record and history; deleting an absent one does nothing.
+    /// Deletes a session's record, history and log; deleting an absent one
+    /// does nothing.
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError>;
 
     /// Takes or renews the lease on running turns of `session` for `holder`

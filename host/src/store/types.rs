@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::store::error::KvStoreError;
+use crate::store::timeline::LogEntry;
 
 /// The state of a session: a JSON object whose keys the plugin chose.
 pub type State = Map<String, Value>;
@@ -140,10 +141,16 @@ pub struct Commit {
     pub status: Status,
     /// Messages appended to the history.
     pub messages: Vec<Message>,
+    /// How many of the newest messages of the history are dropped before
+    /// `messages` are appended (a rewind takes back what the turns it goes
+    /// back past appended).
+    pub dropped_messages: u64,
     /// What the history is trimmed to after the messages are appended.
     pub history_cap: HistoryCap,
     /// Time of the commit, in milliseconds of the host clock.
     pub at_ms: u64,
+    /// The event the commit appends to the session's log.
+    pub event: LogEntry,
 }
 
 /// What a session's history is kept to: the newest `messages` messages,

@@ -47,6 +47,21 @@ pub(super) fn lease_key(id: &str) -> String {
     format!("{PREFIX}:{{s/{id}}}:lease")
 }
 
+/// The keys of a session's log, in one slot with its record: the log
+/// (event numbers), the events, the line, the line's snapshots and the
+/// rewound events (see `commit.lua`).
+pub(super) fn log_keys(id: &str) -> [String; 5] {
+    ["log", "events", "line", "snapshots", "rewound"]
+        .map(|part| format!("{PREFIX}:{{s/{id}}}:{part}"))
+}
+
+/// Every key of one session: its record, history, lease and log.
+pub(super) fn session_keys(id: &str) -> Vec<String> {
+    let mut keys = vec![session_key(id), history_key(id), lease_key(id)];
+    keys.extend(log_keys(id));
+    keys
+}
+
 /// One plugin's active sessions by the time of their latest commit.
 pub(super) fn by_update(plugin: &str) -> String {
     format!("{PREFIX}:sessions:updated:{plugin}")

@@ -4,12 +4,13 @@
 //! KV, tool records and cache, the plugin versions and which one of each
 //! plugin is active, and the leases that keep two processes from running
 //! turns of one session at once. Keys carry the `agentbox:` prefix
-//! and a hash tag: one per session (`{s/ID}`: record, history, lease) and one
+//! and a hash tag: one per session (`{s/ID}`: record, history, lease, log) and one
 //! per KV owner (`{kv/OWNER}`: entries and their bookkeeping), so each
 //! atomic script touches one slot of a Redis Cluster.
 //!
-//! Turn commits and KV writes are Lua scripts (`commit.lua`, `kv.lua`), each
-//! atomic. Expiry follows the host's clock: an entry is invisible once the
+//! Turn commits (with the event each appends to the session's log) and KV
+//! writes are Lua scripts (`commit.lua`, `kv.lua`), each atomic, and so are
+//! the reads of the log (`events.lua`, `line.lua`). Expiry follows the host's clock: an entry is invisible once the
 //! host clock passes its expiry, Redis reclaims it natively (`PX`) after the
 //! same time on its own clock, and [`crate::store::Store::sweep`] reclaims whatever the host
 //! clock expired first, with its bookkeeping.
@@ -21,12 +22,13 @@
 
 //!
 //! The rooms: [`keys`] (every key and its hash tag), [`reply`] (the typed
-//! answers of the Lua scripts), and each concern's trait on this store:
-//! [`sessions`], [`kv`], [`records`] (plugin records and the tool log),
+//! answers of the Lua scripts), [`log`] (the event log's reads), and each
+//! concern's trait on this store: [`sessions`], [`kv`], [`records`] (plugin records and the tool log),
 //! [`users`] (a user's data).
 
 mod keys;
 mod kv;
+mod log;
 mod records;
 mod reply;
 mod sessions;
@@ -56,6 +58,8 @@ pub struct RedisStore {
     /// KV owners this process has registered for the sweep.
     owners: Mutex<HashSet<String>>,
     commit: Script,
+    events: Script,
+    line: Script,
     kv: Script,
     lease: Script,
     purge_records: Script,
@@ -80,6 +84,8 @@ impl RedisStore {
             pool: Mutex::new(Vec::new()),
             owners: Mutex::new(HashSet::new()),
             commit: Script::new(include_str!("commit.lua")),
+            events: Script::new(include_str!("events.lua")),
+            line: Script::new(include_str!("line.lua")),
             kv: Script::new(include_str!("kv.lua")),
             lease: Script::new(include_str!("lease.lua")),
             purge_records: Script::new(include_str!("purge_records.lua")),

@@ -9,14 +9,17 @@ use redis::{Connection, RedisResult, Script};
 
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
+use crate::store::timeline::{LogEntry, LoggedEvent};
 use crate::store::types::{
     Commit, HistoryCap, Message, SessionFilter, SessionPage, SessionRecord, Status,
 };
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    ENDED, by_creation, by_owner, by_update, by_user, history_key, json, lease_key, session_key,
+    ENDED, by_creation, by_owner, by_update, by_user, history_key, json, lease_key, log_keys,
+    session_key, session_keys,
 };
+use crate::store::redis::log;
 use crate::store::redis::reply::CommitReply;
 
 /// Ended sessions the retention sweep deletes per round trip.
@@ -125,27 +128,44 @@ fn index_commit(conn: &mut Connection, commit: &Commit, served: &str) -> RedisRe
     pipe.query(conn)
 }
 
+/// What one run of `commit.lua` writes besides the record's fields.
+struct Written<'a> {
+    read: &'a str,
+    cap: HistoryCap,
+    event: &'a LogEntry,
+    dropped_messages: u64,
+    messages: &'a [String],
+}
+
 /// Runs `commit.lua` and reads its answer.
 fn run_commit(
     conn: &mut Connection,
     script: &Script,
     id: &str,
-    read: &str,
-    cap: HistoryCap,
     fields: &[(&str, String)],
-    messages: &[String],
+    written: Written<'_>,
 ) -> RedisResult<CommitReply> {
     let mut call = script.prepare_invoke();
-    call.key(session_key(id))
-        .key(history_key(id))
-        .arg(read)
-        .arg(cap.messages)
-        .arg(cap.bytes)
-        .arg(fields.len() * 2);
+    call.key(session_key(id)).key(history_key(id));
+    for key in log_keys(id) {
+        call.key(key);
+    }
+    call.arg(written.read)
+        .arg(written.cap.messages)
+        .arg(written.cap.bytes)
+        .arg(fields.len() * 2)
+        .arg(written.event.turn)
+        .arg(match written.event {
+            LogEntry { rewind: true, .. } => "rewind",
+            LogEntry { snapshot: true, .. } => "snapshot",
+            _ => "",
+        })
+        .arg(&written.event.body)
+        .arg(written.dropped_messages);
     for (name, value) in fields {
         call.arg(*name).arg(value);
     }
-    for message in messages {
+    for message in written.messages {
         call.arg(message);
     }
     call.invoke(conn)
@@ -156,22 +176,22 @@ impl SessionStore for RedisStore {
         &self,
         session: &SessionRecord,
         messages: &[Message],
+        event: &LogEntry,
     ) -> Result<(), SessionStoreError> {
         let fields = record_fields(session)?;
         let messages = encode_messages(messages)?;
         let answer = self.with(|conn| {
-            let answer = run_commit(
-                conn,
-                &self.commit,
-                &session.id,
-                "create",
-                HistoryCap {
+            let written = Written {
+                read: "create",
+                cap: HistoryCap {
                     messages: u64::MAX,
                     bytes: u64::MAX,
                 },
-                &fields,
-                &messages,
-            )?;
+                event,
+                dropped_messages: 0,
+                messages: &messages,
+            };
+            let answer = run_commit(conn, &self.commit, &session.id, &fields, written)?;
             if matches!(answer, CommitReply::Done(_))
                 && let Some(user) = &session.user_id
             {
@@ -231,15 +251,14 @@ impl SessionStore for RedisStore {
         let messages = encode_messages(&commit.messages)?;
         let read = commit.read_revision.to_string();
         let answer = self.with(|conn| {
-            let answer = run_commit(
-                conn,
-                &self.commit,
-                &commit.session,
-                &read,
-                commit.history_cap,
-                &fields,
-                &messages,
-            )?;
+            let written = Written {
+                read: &read,
+                cap: commit.history_cap,
+                event: &commit.event,
+                dropped_messages: commit.dropped_messages,
+                messages: &messages,
+            };
+            let answer = run_commit(conn, &self.commit, &commit.session, &fields, written)?;
             if let CommitReply::Done(Some(served)) = &answer {
                 index_commit(conn, commit, served)?;
             }
@@ -275,6 +294,21 @@ impl SessionStore for RedisStore {
             .iter()
             .map(|text| Ok(serde_json::from_str(text).map_err(json)?))
             .collect()
+    }
+
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let items = self.with(|conn| log::page(conn, &self.events, id, after, limit))?;
+        Ok(log::parse(items)?)
+    }
+
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let items = self.with(|conn| log::line(conn, &self.line, id, turn))?;
+        Ok(log::parse(items)?)
     }
 
     fn expired_sessions(
@@ -408,9 +442,7 @@ impl SessionStore for RedisStore {
                 let users: Vec<Option<String>> = users.query(conn)?;
                 let mut pipe = redis::pipe();
                 for (id, user) in ended.iter().zip(users) {
-                    pipe.del(&[session_key(id), history_key(id), lease_key(id)])
-                        .zrem(ENDED, id)
-                        .ignore();
+                    pipe.del(session_keys(id)).zrem(ENDED, id).ignore();
                     if let Some(user) = user {
                         pipe.srem(by_user(&user), id).ignore();
                     }
@@ -431,8 +463,7 @@ impl SessionStore for RedisStore {
                     .arg("user_id")
                     .query(conn)?;
             let mut pipe = redis::pipe();
-            pipe.del(&[session_key(id), history_key(id)])
-                .zrem(ENDED, id);
+            pipe.del(session_keys(id)).zrem(ENDED, id);
             if let Some(plugin) = plugin {
                 pipe.zrem(by_update(&plugin), id)
                     .zrem(by_creation(&plugin), id);

@@ -6,7 +6,7 @@ use redis::Connection;
 use crate::store::error::BackendError;
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    ENDED, OWNERS, by_creation, by_owner, by_update, by_user, history_key, lease_key, session_key,
+    ENDED, OWNERS, by_creation, by_owner, by_update, by_user, session_key, session_keys,
 };
 use crate::store::types::Namespace;
 use crate::store::users::{Erased, UserStore};
@@ -51,10 +51,7 @@ fn erase_in(
     };
     let mut sessions = 0;
     for (id, (plugin, owner)) in ids.iter().zip(fields) {
-        pipe.del(&[session_key(id), history_key(id), lease_key(id)])
-            .ignore()
-            .zrem(ENDED, id)
-            .ignore();
+        pipe.del(session_keys(id)).ignore().zrem(ENDED, id).ignore();
         if let Some(plugin) = plugin {
             sessions += 1;
             pipe.zrem(by_update(&plugin), id)

@@ -9,12 +9,14 @@
 //! alongside the writer.
 //!
 //! The rooms: [`writer`] (the one writer thread and every write it applies,
-//! with [`entries`] and [`removal`], the SQL of KV entries and of deletion),
+//! with [`entries`], [`events`] and [`removal`], the SQL of KV entries, of
+//! the event log and of deletion),
 //! [`sessions`], [`kv`], [`records`] (plugin records and the tool log) and
 //! [`users`] (a user's data): each concern's trait, implemented on this
 //! store.
 
 mod entries;
+mod events;
 mod kv;
 mod records;
 mod removal;
@@ -139,6 +141,19 @@ const MIGRATIONS: &[&str] = &[
     // Each tool record's id, and the registry call's record it answered.
     "ALTER TABLE executions ADD COLUMN id TEXT NOT NULL DEFAULT '';
      ALTER TABLE executions ADD COLUMN called_by TEXT;",
+    // Each session's event log, one event per commit; `on_line` marks the
+    // events that lead to the session's current state.
+    "CREATE TABLE events (
+         session_id TEXT NOT NULL,
+         seq        INTEGER NOT NULL,
+         turn       INTEGER NOT NULL,
+         on_line    INTEGER NOT NULL,
+         snapshot   INTEGER NOT NULL,
+         rewound    INTEGER NOT NULL,
+         body       TEXT NOT NULL,
+         PRIMARY KEY (session_id, seq)
+     ) STRICT;
+     CREATE INDEX events_line ON events (session_id, turn) WHERE on_line;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in
@@ -266,7 +281,13 @@ mod tests {
         let mut owned = kept.clone();
         owned.id = "s2".into();
         owned.owner = Some("key/app".into());
-        store.create(&owned, &[]).unwrap();
+        let start = crate::store::LogEntry {
+            turn: 0,
+            snapshot: true,
+            rewind: false,
+            body: "{}".into(),
+        };
+        store.create(&owned, &[], &start).unwrap();
         drop(store);
 
         let reopened = SqliteStore::open(&path).unwrap();

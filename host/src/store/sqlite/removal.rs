@@ -3,11 +3,13 @@
 use rusqlite::Connection;
 
 use crate::store::sqlite::entries::{set_usage, uncount_user, usage};
+use crate::store::sqlite::events::delete_events;
 use crate::store::sqlite::sql::{Failed, backend};
 use crate::store::users::Erased;
 
-/// Deletes a session's record and history.
+/// Deletes a session's record, history and log.
 pub(super) fn delete_session(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    delete_events(conn, id)?;
     conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
         .execute([id])?;
     conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?

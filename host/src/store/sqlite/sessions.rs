@@ -6,8 +6,10 @@ use rusqlite::{OptionalExtension as _, params};
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::events;
 use crate::store::sqlite::sql::{backend, ms};
 use crate::store::sqlite::writer::{CommitRow, Write};
+use crate::store::timeline::{LogEntry, LoggedEvent};
 use crate::store::types::{
     Commit, Message, Role, SessionFilter, SessionPage, SessionRecord, Status,
 };
@@ -17,10 +19,15 @@ impl SessionStore for SqliteStore {
         &self,
         session: &SessionRecord,
         messages: &[Message],
+        event: &LogEntry,
     ) -> Result<(), SessionStoreError> {
-        self.write(Write::Create(session.clone(), messages.to_vec()))
-            .map(drop)
-            .map_err(Into::into)
+        self.write(Write::Create(
+            session.clone(),
+            messages.to_vec(),
+            event.clone(),
+        ))
+        .map(drop)
+        .map_err(Into::into)
     }
 
     fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
@@ -73,9 +80,11 @@ impl SessionStore for SqliteStore {
             digest: commit.digest.clone(),
             state_version: commit.state_version,
             status: commit.status,
+            dropped_messages: commit.dropped_messages,
             messages: commit.messages.clone(),
             history_cap: commit.history_cap,
             at_ms: commit.at_ms,
+            event: commit.event.clone(),
         }))
         .map(drop)
         .map_err(Into::into)
@@ -95,6 +104,19 @@ impl SessionStore for SqliteStore {
         })?;
         messages.reverse();
         Ok(messages)
+    }
+
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read(|conn| events::page(conn, id, after, limit))?)
+    }
+
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read(|conn| events::line(conn, id, turn))?)
     }
 
     fn expired_sessions(

@@ -11,8 +11,10 @@ use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sqlite::entries::{
     kv_store, live_value, reclaim, set_usage, uncount_user, usage,
 };
+use crate::store::sqlite::events::{append_event, drop_newest_messages};
 use crate::store::sqlite::removal::{delete_session, erase_user};
 use crate::store::sqlite::sql::{Failed, backend, ms, to_sql};
+use crate::store::timeline::LogEntry;
 use crate::store::types::{
     Execution, HistoryCap, Message, Namespace, Quota, SessionRecord, Status, increment_value,
 };
@@ -24,7 +26,7 @@ const MAX_BATCH: usize = 512;
 
 #[derive(Debug)]
 pub(super) enum Write {
-    Create(SessionRecord, Vec<Message>),
+    Create(SessionRecord, Vec<Message>, LogEntry),
     Commit(CommitRow),
     Execution(Execution),
     CachePut {
@@ -104,9 +106,11 @@ pub(super) struct CommitRow {
     pub(super) digest: String,
     pub(super) state_version: u32,
     pub(super) status: Status,
+    pub(super) dropped_messages: u64,
     pub(super) messages: Vec<Message>,
     pub(super) history_cap: HistoryCap,
     pub(super) at_ms: u64,
+    pub(super) event: LogEntry,
 }
 
 #[derive(Debug)]
@@ -168,7 +172,7 @@ fn apply_batch(conn: &mut Connection, batch: &[Request]) -> Vec<Result<Applied, 
 
 fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
     match write {
-        Write::Create(session, messages) => {
+        Write::Create(session, messages, event) => {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO sessions (id, plugin, digest, user_id, variables, state, state_version,
@@ -199,6 +203,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
             if inserted == 0 {
                 return Err(SessionStoreError::Exists(session.id.clone()).into());
             }
+            append_event(conn, &session.id, session.revision, event).map_err(backend)?;
             append_history(conn, &session.id, messages, None).map(|()| Applied::Done)
         }
         Write::Commit(commit) => {
@@ -243,6 +248,11 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                 }
                 .into());
             }
+            append_event(conn, &commit.session, commit.read_revision + 1, &commit.event)
+                .and_then(|()| {
+                    drop_newest_messages(conn, &commit.session, commit.dropped_messages)
+                })
+                .map_err(backend)?;
             append_history(
                 conn,
                 &commit.session,

@@ -3,10 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+mod log;
+
 use crate::store::error::{BackendError, KvStoreError, SessionStoreError};
 use crate::store::kv::KvStore;
 use crate::store::plugins::PluginStore;
 use crate::store::sessions::SessionStore;
+use crate::store::timeline::{LogEntry, LoggedEvent};
 use crate::store::tool_log::ToolLog;
 use crate::store::types::{
     Commit, Execution, KvWrite, Message, Namespace, Quota, SessionFilter, SessionPage,
@@ -14,16 +17,26 @@ use crate::store::types::{
 };
 use crate::store::users::{Erased, UserStore};
 
+use self::log::Log;
+
 /// A [`crate::store::Store`] that keeps sessions in a map in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<String, (SessionRecord, Vec<Message>)>>,
+    sessions: Mutex<HashMap<String, Stored>>,
     executions: Mutex<Vec<Execution>>,
     /// Cached results by key, with their expiry time.
     cache: Mutex<HashMap<String, (String, u64)>>,
     /// KV entries by owner.
     kv: Mutex<HashMap<String, Owner>>,
     plugins: Mutex<Plugins>,
+}
+
+/// One session: its record, its history and its log.
+#[derive(Debug)]
+struct Stored {
+    record: SessionRecord,
+    history: Vec<Message>,
+    log: Log,
 }
 
 /// Published plugin versions and the active one of each plugin.
@@ -135,23 +148,35 @@ impl SessionStore for MemoryStore {
         &self,
         session: &SessionRecord,
         messages: &[Message],
+        event: &LogEntry,
     ) -> Result<(), SessionStoreError> {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
         if sessions.contains_key(&session.id) {
             return Err(SessionStoreError::Exists(session.id.clone()));
         }
-        sessions.insert(session.id.clone(), (session.clone(), messages.to_vec()));
+        let mut log = Log::default();
+        log.append(session.revision, event);
+        let stored = Stored {
+            record: session.clone(),
+            history: messages.to_vec(),
+            log,
+        };
+        sessions.insert(session.id.clone(), stored);
         Ok(())
     }
 
     fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
-        Ok(sessions.get(id).map(|(record, _)| record.clone()))
+        Ok(sessions.get(id).map(|stored| stored.record.clone()))
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError> {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
-        let (record, history) = sessions
+        let Stored {
+            record,
+            history,
+            log,
+        } = sessions
             .get_mut(&commit.session)
             .ok_or_else(|| SessionStoreError::NotFound(commit.session.clone()))?;
         if record.revision != commit.read_revision {
@@ -170,6 +195,9 @@ impl SessionStore for MemoryStore {
         record.state_version = commit.state_version;
         record.status = commit.status;
         record.updated_at_ms = commit.at_ms;
+        log.append(record.revision, &commit.event);
+        let dropped = usize::try_from(commit.dropped_messages).unwrap_or(usize::MAX);
+        history.truncate(history.len().saturating_sub(dropped));
         history.extend_from_slice(&commit.messages);
         let kept = commit.history_cap.kept(
             history
@@ -183,9 +211,28 @@ impl SessionStore for MemoryStore {
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
-        Ok(sessions.get(id).map_or_else(Vec::new, |(_, history)| {
-            history[history.len().saturating_sub(last)..].to_vec()
+        Ok(sessions.get(id).map_or_else(Vec::new, |stored| {
+            stored.history[stored.history.len().saturating_sub(last)..].to_vec()
         }))
+    }
+
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        Ok(sessions
+            .get(id)
+            .map_or_else(Vec::new, |stored| stored.log.page(after, limit)))
+    }
+
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        Ok(sessions
+            .get(id)
+            .map_or_else(Vec::new, |stored| stored.log.line(turn)))
     }
 
     fn expired_sessions(
@@ -198,7 +245,7 @@ impl SessionStore for MemoryStore {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
             .values()
-            .map(|(record, _)| record)
+            .map(|stored| &stored.record)
             .filter(|record| {
                 record.status == Status::Active
                     && record.plugin == plugin
@@ -214,7 +261,8 @@ impl SessionStore for MemoryStore {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
             .values()
-            .filter(|(record, _)| record.status == Status::Active && record.plugin == plugin)
+            .map(|stored| &stored.record)
+            .filter(|record| record.status == Status::Active && record.plugin == plugin)
             .count() as u64)
     }
 
@@ -227,7 +275,7 @@ impl SessionStore for MemoryStore {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         let mut admitted: Vec<&SessionRecord> = sessions
             .values()
-            .map(|(record, _)| record)
+            .map(|stored| &stored.record)
             .filter(|record| cursor.is_none_or(|cursor| record.id.as_str() > cursor))
             .filter(|record| filter.admits(record))
             .collect();
@@ -245,8 +293,9 @@ impl SessionStore for MemoryStore {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         let mut ids: Vec<String> = sessions
             .values()
-            .filter(|(record, _)| record.user_id.as_deref() == Some(user))
-            .map(|(record, _)| record.id.clone())
+            .map(|stored| &stored.record)
+            .filter(|record| record.user_id.as_deref() == Some(user))
+            .map(|record| record.id.clone())
             .collect();
         ids.sort();
         Ok(ids)
@@ -256,7 +305,8 @@ impl SessionStore for MemoryStore {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
             .values()
-            .filter(|(record, _)| {
+            .map(|stored| &stored.record)
+            .filter(|record| {
                 record.status == Status::Active && record.owner.as_deref() == Some(owner)
             })
             .count() as u64)
@@ -265,8 +315,8 @@ impl SessionStore for MemoryStore {
     fn purge_ended(&self, ended_before_ms: u64) -> Result<u64, BackendError> {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
         let before = sessions.len();
-        sessions.retain(|_, (record, _)| {
-            record.status != Status::Ended || record.updated_at_ms > ended_before_ms
+        sessions.retain(|_, stored| {
+            stored.record.status != Status::Ended || stored.record.updated_at_ms > ended_before_ms
         });
         Ok((before - sessions.len()) as u64)
     }
@@ -512,7 +562,7 @@ impl UserStore for MemoryStore {
         let mut sessions = self.sessions.lock().expect("memory store poisoned");
         let mut kv = self.kv.lock().expect("memory store poisoned");
         let before = sessions.len();
-        sessions.retain(|_, (record, _)| record.user_id.as_deref() != Some(user));
+        sessions.retain(|_, stored| stored.record.user_id.as_deref() != Some(user));
         let mut erased = Erased {
             sessions: (before - sessions.len()) as u64,
             kv_entries: 0,

@@ -1,0 +1,146 @@
+//! The timeline API: a session's event log a page at a time, its state as
+//! of any turn, and forks and rewinds from a turn, for the caller that
+//! reaches the session.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::server::api::{Api, QueryOf, error, owned_session, rejected};
+use crate::server::auth::Caller;
+use crate::server::auth::rates::Action;
+use crate::server::sessions::{held_back, turn_refused};
+use crate::session::timeline::EVENTS_PAGE;
+
+/// Events one page holds unless the reader asks for fewer.
+const EVENTS_DEFAULT: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The session's events numbered after `?after=N` (0: from the first),
+/// oldest first: 100, or `?limit=` up to 1000. `next` is the `after` of the
+/// next page, or null once the page is not full.
+pub(super) async fn events(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    QueryOf(query): QueryOf<EventsQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(EVENTS_DEFAULT);
+    if limit == 0 || limit > EVENTS_PAGE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("`limit` is {limit}; a page holds 1 to {EVENTS_PAGE} events"),
+        );
+    }
+    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
+    match api.host.events(&id, query.after.unwrap_or(0), limit).await {
+        Ok(events) => {
+            let next = (events.len() == limit)
+                .then(|| events.last().map(|event| event.seq))
+                .flatten();
+            Json(json!({ "events": events, "next": next })).into_response()
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StateQuery {
+    turn: Option<u64>,
+}
+
+/// The session's state as of `?turn=N`, rebuilt from its log (the latest
+/// turn without it).
+pub(super) async fn state(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    QueryOf(query): QueryOf<StateQuery>,
+) -> Response {
+    let record = match owned_session(&api.host, &caller, &id).await {
+        Ok(record) => record,
+        Err(refusal) => return refusal,
+    };
+    match api
+        .host
+        .state_at(&id, query.turn.unwrap_or(record.turn))
+        .await
+    {
+        Ok(state) => Json(state).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ForkRequest {
+    turn: u64,
+    id: Option<String>,
+}
+
+/// A new session with the session's state and history as of `turn`, owned
+/// by the same caller and user (201).
+pub(super) async fn fork(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<ForkRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
+    if let Some(refusal) = held_back(&api, &caller, Action::Start) {
+        return refusal;
+    }
+    if let Err((status, kind, message)) = api.room_for_a_session(&caller).await {
+        return error(status, kind, message);
+    }
+    match api.host.fork(&id, request.turn, request.id).await {
+        Ok(forked) => (StatusCode::CREATED, Json(forked)).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RewindRequest {
+    turn: u64,
+}
+
+/// Sets the session back to `turn`.
+pub(super) async fn rewind(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<RewindRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return rejected(&rejection),
+    };
+    if let Some(refusal) = turn_refused(&api, &caller, &id, |_| Ok(())).await {
+        return refusal;
+    }
+    match api.host.rewind(&id, request.turn).await {
+        Ok(state) => Json(state).into_response(),
+        Err(err) => err.into_response(),
+    }
+}

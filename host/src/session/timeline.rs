@@ -1,0 +1,337 @@
+//! Time travel: a session's log read a page at a time, its state as of
+//! any turn rebuilt from the log, and forks and rewinds from a turn. Each
+//! is a commit like a turn's, with the event that records it.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::session::Host;
+use crate::session::error::{Cause, SessionError, session_error};
+use crate::session::event::{Event, EventKind, diff, rebuild};
+use crate::session::report::Outcome;
+use crate::session::turns::log_entry;
+use crate::store::{Commit, Message, SessionRecord, State, Status};
+
+/// Most events one page of a session's log holds.
+pub const EVENTS_PAGE: usize = 1_000;
+
+/// A session's state as of one of its turns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateAt {
+    /// The session.
+    pub session: String,
+    /// The turn.
+    pub turn: u64,
+    /// The number of the event that committed the turn.
+    pub event: u64,
+    /// The state the turn committed.
+    pub state: State,
+    /// The state layout version it is laid out for.
+    pub state_version: u32,
+    /// Hex sha256 of the plugin version that committed it.
+    pub digest: String,
+}
+
+/// A turn as the log has it: its event, and its state rebuilt.
+struct Rebuilt {
+    event: Event,
+    state: State,
+}
+
+impl Host {
+    /// Up to `limit` (at most [`EVENTS_PAGE`]) events of session `id`'s log
+    /// numbered after `after`, oldest first.
+    pub async fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, SessionError> {
+        let fail = session_error(id, None, None);
+        let owned = id.to_owned();
+        let logged = self
+            .on_store(move |store| store.events(&owned, after, limit.min(EVENTS_PAGE)))
+            .await
+            .map_err(|err| fail(err.into()))?;
+        logged
+            .iter()
+            .map(|logged| Event::parse(logged).map_err(&fail))
+            .collect()
+    }
+
+    /// Session `id`'s state as of `turn`, rebuilt from its log.
+    pub async fn state_at(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
+        let host = self.clone();
+        let owned = id.to_owned();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let fail = session_error(&owned, None, Some(turn));
+            let record = host.load_record(&owned)?;
+            host.rebuild_turn(&record, turn).map_err(fail)
+        })
+        .await
+        .expect("rebuilding a state panicked")?;
+        Ok(StateAt {
+            session: id.to_owned(),
+            turn,
+            event: rebuilt.event.seq,
+            state: rebuilt.state,
+            state_version: rebuilt.event.state_version,
+            digest: rebuilt.event.digest,
+        })
+    }
+
+    /// Makes a new session, `new_id` (a random id if `None`), with session
+    /// `id`'s state and history as of `turn`, for the same user and owner;
+    /// its first event names where it came from. The new session's next
+    /// turn is `turn + 1`, and it migrates the state if the plugin version
+    /// has moved on since.
+    pub async fn fork(
+        &self,
+        id: &str,
+        turn: u64,
+        new_id: Option<String>,
+    ) -> Result<StateAt, SessionError> {
+        let host = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || host.run_fork(&id, turn, new_id))
+            .await
+            .expect("a fork panicked")
+    }
+
+    /// Sets active session `id` back to `turn`: its state, history and
+    /// version are those of that turn again, and its next turn is `turn +
+    /// 1`. The events of the turns it goes back past stay in the log, marked
+    /// rewound, after the rewind's own event.
+    pub async fn rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
+        let host = self.clone();
+        self.serialized(id, move |id| host.run_rewind(id, turn))
+            .await
+    }
+
+    fn load_record(&self, id: &str) -> Result<SessionRecord, SessionError> {
+        let fail = session_error(id, None, None);
+        self.inner
+            .store
+            .load(id)
+            .map_err(|err| fail(err.into()))?
+            .ok_or_else(|| fail(Cause::NotFound))
+    }
+
+    fn run_fork(
+        &self,
+        id: &str,
+        turn: u64,
+        new_id: Option<String>,
+    ) -> Result<StateAt, SessionError> {
+        let record = self.load_record(id)?;
+        let fail = session_error(id, Some(&record.plugin), Some(turn));
+        let new_id = new_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        crate::names::check_session_id(&new_id)
+            .map_err(|reason| fail(Cause::BadRequest(reason)))?;
+        let Rebuilt { event: from, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
+        let history = self.history_at(id, &from).map_err(fail)?;
+        let now = self.inner.clock.now_ms();
+        let forked = SessionRecord {
+            id: new_id.clone(),
+            digest: from.digest.clone(),
+            state: state.clone(),
+            state_version: from.state_version,
+            revision: 1,
+            turn,
+            status: Status::Active,
+            created_at_ms: now,
+            updated_at_ms: now,
+            delegate: from.delegate.clone(),
+            ..record
+        };
+        let event = Event {
+            seq: 1,
+            session: new_id.clone(),
+            turn,
+            kind: EventKind::Fork,
+            input: json!({ "from": id, "turn": turn, "event": from.seq }),
+            said: Vec::new(),
+            result: None,
+            history: history.clone(),
+            outcome: Outcome::Continue,
+            migration: None,
+            patch: diff(&State::new(), &state),
+            snapshot: Some(state),
+            plugin: forked.plugin.clone(),
+            delegate: forked.delegate.clone(),
+            digest: forked.digest.clone(),
+            state_version: forked.state_version,
+            at_ms: now,
+            duration_us: 0,
+            rewound: false,
+        };
+        let fail_new = session_error(&new_id, Some(&forked.plugin), Some(turn));
+        let entry = log_entry(&event).map_err(fail_new)?;
+        self.inner
+            .store
+            .create(&forked, &history, &entry)
+            .map_err(|err| fail_new(err.into()))?;
+        Ok(StateAt {
+            session: new_id,
+            turn,
+            event: 1,
+            state: forked.state,
+            state_version: forked.state_version,
+            digest: forked.digest,
+        })
+    }
+
+    fn run_rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
+        let opened = Instant::now();
+        let record = self.load_record(id)?;
+        let fail = session_error(id, Some(&record.plugin), Some(turn));
+        if record.status == Status::Ended {
+            return Err(fail(Cause::Ended));
+        }
+        if turn >= record.turn {
+            return Err(fail(Cause::BadRequest(format!(
+                "session `{id}` is at turn {}; a rewind goes back to an earlier one",
+                record.turn
+            ))));
+        }
+        let Rebuilt { event: to, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
+        let history = self.history_at(id, &to).map_err(fail)?;
+        let at_ms = self.inner.clock.now_ms();
+        let event = Event {
+            seq: record.revision + 1,
+            session: id.to_owned(),
+            turn,
+            kind: EventKind::Rewind,
+            input: json!({ "turn": turn, "from_turn": record.turn }),
+            said: Vec::new(),
+            result: None,
+            history: Vec::new(),
+            outcome: Outcome::Continue,
+            migration: None,
+            patch: diff(&record.state, &state),
+            snapshot: None,
+            plugin: record.plugin.clone(),
+            delegate: to.delegate.clone(),
+            digest: to.digest.clone(),
+            state_version: to.state_version,
+            at_ms,
+            duration_us: u64::try_from(opened.elapsed().as_micros()).unwrap_or(u64::MAX),
+            rewound: false,
+        };
+        let commit = Commit {
+            session: id.to_owned(),
+            read_revision: record.revision,
+            state: state.clone(),
+            turn,
+            plugin: record.plugin.clone(),
+            delegate: to.delegate.clone(),
+            digest: to.digest.clone(),
+            state_version: to.state_version,
+            status: Status::Active,
+            dropped_messages: u64::MAX,
+            messages: history,
+            history_cap: self.history_cap(),
+            at_ms,
+            event: log_entry(&event).map_err(fail)?,
+        };
+        self.inner
+            .store
+            .commit(&commit)
+            .map_err(|err| fail(err.into()))?;
+        Ok(StateAt {
+            session: id.to_owned(),
+            turn,
+            event: event.seq,
+            state,
+            state_version: to.state_version,
+            digest: to.digest,
+        })
+    }
+
+    /// `record`'s turn `turn` as its log has it.
+    fn rebuild_turn(&self, record: &SessionRecord, turn: u64) -> Result<Rebuilt, Cause> {
+        if turn > record.turn {
+            return Err(Cause::BadRequest(format!(
+                "session `{}` is at turn {}; turn {turn} has not happened",
+                record.id, record.turn
+            )));
+        }
+        let line = self.line(&record.id, turn)?;
+        let Some(event) = line.last().filter(|event| event.turn == turn).cloned() else {
+            return Err(Cause::BadRequest(format!(
+                "turn {turn} of session `{}` is not in its log: the log starts {}",
+                record.id,
+                self.log_start(&record.id)?
+            )));
+        };
+        let state = rebuild(&line)?;
+        Ok(Rebuilt { event, state })
+    }
+
+    /// The events of session `id`'s line from the latest snapshot at or
+    /// before `turn` through `turn`.
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<Event>, Cause> {
+        self.inner
+            .store
+            .line(id, turn)?
+            .iter()
+            .map(Event::parse)
+            .collect()
+    }
+
+    /// Where session `id`'s log starts, in words.
+    fn log_start(&self, id: &str) -> Result<String, Cause> {
+        let first = self.inner.store.events(id, 0, 1)?;
+        Ok(match first.first().map(Event::parse).transpose()? {
+            Some(event) if event.kind == EventKind::Fork => format!(
+                "at turn {}, where it was forked from session {} (ask that session for earlier turns)",
+                event.turn, event.input["from"]
+            ),
+            Some(event) => format!("at turn {}", event.turn),
+            None => "nowhere: the session predates event logs".to_owned(),
+        })
+    }
+
+    /// Session `id`'s history as of `event` (on its line), rebuilt from the
+    /// messages the line's events appended, newest first, to the history's
+    /// cap.
+    fn history_at(&self, id: &str, event: &Event) -> Result<Vec<Message>, Cause> {
+        let cap = self.history_cap();
+        let mut newest_first: Vec<Message> = Vec::new();
+        let mut line = vec![event.clone()];
+        'line: loop {
+            for event in line.iter().rev() {
+                newest_first.extend(event.messages().into_iter().rev());
+                let bytes: usize = newest_first
+                    .iter()
+                    .map(|message| message.content.len())
+                    .sum();
+                if event.kind == EventKind::Fork
+                    || newest_first.len() as u64 >= cap.messages
+                    || bytes as u64 >= cap.bytes
+                {
+                    break 'line;
+                }
+            }
+            match line.first() {
+                Some(first) if first.turn > 0 => {
+                    line = self.line(id, first.turn - 1)?;
+                    if line.is_empty() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let kept = cap.kept(
+            newest_first
+                .iter()
+                .map(|message| message.content.len() as u64),
+        );
+        newest_first.truncate(kept as usize);
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+}

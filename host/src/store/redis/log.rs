@@ -1,0 +1,66 @@
+//! A session's event log in Redis (see [`crate::store::timeline`]):
+//! `commit.lua` appends, `events.lua` pages and `line.lua` reads the line,
+//! each in one script so that a read sees no half of a commit.
+
+use redis::{Connection, RedisResult, Script};
+
+use crate::store::error::BackendError;
+use crate::store::timeline::LoggedEvent;
+
+use crate::store::redis::keys::{log_keys, session_key};
+
+/// Up to `limit` events of session `id` numbered after `after`.
+pub(super) fn page(
+    conn: &mut Connection,
+    script: &Script,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> RedisResult<Vec<String>> {
+    let [log, events, _, _, rewound] = log_keys(id);
+    script
+        .key(log)
+        .key(events)
+        .key(rewound)
+        .arg(after)
+        .arg(limit)
+        .invoke(conn)
+}
+
+/// Session `id`'s line from its latest snapshot at or before `turn`.
+pub(super) fn line(
+    conn: &mut Connection,
+    script: &Script,
+    id: &str,
+    turn: u64,
+) -> RedisResult<Vec<String>> {
+    let [_, events, line, snapshots, _] = log_keys(id);
+    script
+        .key(session_key(id))
+        .key(line)
+        .key(snapshots)
+        .key(events)
+        .arg(turn)
+        .invoke(conn)
+}
+
+/// The events of a script's answer: three items each, its number,
+/// `TURN BODY`, and `1` if rewound.
+pub(super) fn parse(items: Vec<String>) -> Result<Vec<LoggedEvent>, BackendError> {
+    let malformed = || BackendError::new("Redis holds a malformed event");
+    items
+        .chunks(3)
+        .map(|item| {
+            let [seq, event, rewound] = item else {
+                return Err(malformed());
+            };
+            let (turn, body) = event.split_once(' ').ok_or_else(malformed)?;
+            Ok(LoggedEvent {
+                seq: seq.parse().map_err(|_| malformed())?,
+                turn: turn.parse().map_err(|_| malformed())?,
+                rewound: rewound == "1",
+                body: body.to_owned(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,112 @@
+//! The SQL of a session's event log (see [`crate::store::timeline`]): the
+//! writer appends an event in the transaction of its commit, and a rewind
+//! drops the newest messages of the history; readers page the log and read
+//! the line.
+
+use rusqlite::{Connection, params};
+
+use crate::store::timeline::{LogEntry, LoggedEvent};
+
+/// Appends `entry` to `session`'s log as event number `seq`: on the line,
+/// or for a rewind, taking the events of later turns off it.
+pub(super) fn append_event(
+    conn: &Connection,
+    session: &str,
+    seq: u64,
+    entry: &LogEntry,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE events SET on_line = 0, rewound = 1
+         WHERE session_id = ?1 AND on_line AND turn > ?2",
+    )?
+    .execute(params![session, entry.turn])?;
+    conn.prepare_cached(
+        "INSERT INTO events (session_id, seq, turn, on_line, snapshot, rewound, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+    )?
+    .execute(params![
+        session,
+        seq,
+        entry.turn,
+        !entry.rewind,
+        entry.snapshot,
+        entry.body
+    ])?;
+    Ok(())
+}
+
+/// Drops the newest `count` messages of `session`'s history, and records
+/// what is left.
+pub(super) fn drop_newest_messages(
+    conn: &Connection,
+    session: &str,
+    count: u64,
+) -> rusqlite::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "DELETE FROM history WHERE session_id = ?1
+         AND seq >= (SELECT history_len FROM sessions WHERE id = ?1) - ?2",
+    )?
+    .execute(params![session, count])?;
+    conn.prepare_cached(
+        "UPDATE sessions SET history_len = MAX(history_len - ?2, 0),
+             history_bytes = (SELECT COALESCE(SUM(octet_length(content)), 0)
+                              FROM history WHERE session_id = ?1)
+         WHERE id = ?1",
+    )?
+    .execute(params![session, count])?;
+    Ok(())
+}
+
+/// Deletes a session's log.
+pub(super) fn delete_events(conn: &Connection, session: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM events WHERE session_id = ?1")?
+        .execute([session])?;
+    Ok(())
+}
+
+fn logged(row: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedEvent> {
+    Ok(LoggedEvent {
+        seq: row.get(0)?,
+        turn: row.get(1)?,
+        rewound: row.get(2)?,
+        body: row.get(3)?,
+    })
+}
+
+/// Up to `limit` events of `session` numbered after `after`.
+pub(super) fn page(
+    conn: &Connection,
+    session: &str,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<LoggedEvent>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "SELECT seq, turn, rewound, body FROM events
+         WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?
+    .query_map(params![session, after, limit], logged)?
+    .collect()
+}
+
+/// The line of `session` from its latest snapshot at or before `turn`
+/// through `turn`.
+pub(super) fn line(
+    conn: &Connection,
+    session: &str,
+    turn: u64,
+) -> rusqlite::Result<Vec<LoggedEvent>> {
+    conn.prepare_cached(
+        "SELECT seq, turn, rewound, body FROM events
+         WHERE session_id = ?1 AND on_line AND turn <= ?2 AND turn >= (
+             SELECT MAX(turn) FROM events
+             WHERE session_id = ?1 AND on_line AND snapshot AND turn <= ?2)
+         ORDER BY turn",
+    )?
+    .query_map(params![session, turn], logged)?
+    .collect()
+}
