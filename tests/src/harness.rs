@@ -125,7 +125,6 @@ pub fn said(report: &TurnReport) -> String {
     report.said.join("\n")
 }
 
-/// A JSON object as a state map.
 /// The first event of a session a test stores directly: its start.
 pub fn start_event() -> LogEntry {
     LogEntry {
@@ -136,6 +135,7 @@ pub fn start_event() -> LogEntry {
     }
 }
 
+/// A JSON object as a state map.
 pub fn state(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,

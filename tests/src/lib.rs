@@ -133,6 +133,8 @@ mod shop;
 #[cfg(test)]
 mod store_conformance;
 #[cfg(test)]
+mod timeline;
+#[cfg(test)]
 mod two_hosts;
 
 /// Every plugin has a test module named after it.

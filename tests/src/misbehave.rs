@@ -16,10 +16,11 @@ async fn session(host: &Host) -> String {
     start(host, "misbehave", json!({})).await.session
 }
 
-/// The committed (turn, state) of a session.
-async fn committed(host: &Host, id: &str) -> (u64, serde_json::Value) {
+/// The committed (turn, state) of a session, and how many events its log holds.
+async fn committed(host: &Host, id: &str) -> (u64, serde_json::Value, usize) {
     let record = host.session(id).await.unwrap().unwrap();
-    (record.turn, serde_json::Value::Object(record.state))
+    let events = host.events(id, 0, 1_000).await.unwrap().len();
+    (record.turn, serde_json::Value::Object(record.state), events)
 }
 
 /// With `guest_output` on, a failed call's error carries the tail of what
@@ -74,7 +75,7 @@ async fn trap_after_set_commits_nothing_and_the_next_turn_works() {
         before,
         "neither `poisoned` nor the turn number was committed"
     );
-    assert_eq!(before, (1, json!({ "entries": 1 })));
+    assert_eq!(before, (1, json!({ "entries": 1 }), 2));
 
     let next = send(&host, &id, "note").await;
     assert_eq!(next.turn, 2);
@@ -158,7 +159,7 @@ async fn memory_hog_fails_with_the_memory_limit() {
         1,
         "{chain:?}"
     );
-    assert_eq!(committed(&host, &id).await, (0, json!({})));
+    assert_eq!(committed(&host, &id).await, (0, json!({}), 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +208,7 @@ async fn refused_writes_tell_the_guest_why_and_change_nothing() {
             .contains("value of `huge` is 1048578 bytes, over the limit of 65536 bytes"),
         "{err}"
     );
-    assert_eq!(committed(&host, &id).await, (3, json!({})));
+    assert_eq!(committed(&host, &id).await, (3, json!({}), 4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +290,7 @@ async fn invalid_tool_arguments_list_every_violation_and_never_enter_the_guest()
     }
     assert_eq!(
         committed(&host, &id).await,
-        (1, json!({ "entries": 2 })),
+        (1, json!({ "entries": 2 }), 2),
         "the guest never ran for an invalid call"
     );
     let outcomes: Vec<_> = store
@@ -352,7 +353,10 @@ async fn a_state_that_breaks_the_state_schema_fails_the_turn_at_commit() {
         ),
         "{err}"
     );
-    assert_eq!(committed(&host, &id).await, (1, json!({ "mood": "calm" })));
+    assert_eq!(
+        committed(&host, &id).await,
+        (1, json!({ "mood": "calm" }), 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

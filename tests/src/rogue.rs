@@ -116,11 +116,18 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     let err = host.start_session(start, None).await.unwrap_err();
     assert_deadline(&err, "on-start");
     assert_eq!(host.session("spins-at-start").await.unwrap(), None);
+    assert!(
+        host.events("spins-at-start", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // on-message and a tool: the committed state stays.
     let id = rogue_session(&host, json!({})).await;
     send(&host, &id, "hello").await;
     let before = committed(&host, &id).await;
+    let logged = host.events(&id, 0, 100).await.unwrap();
     let err = host.send_message(&id, "spin", None).await.unwrap_err();
     assert_deadline(&err, "on-message");
     let err = host
@@ -129,6 +136,11 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
         .unwrap_err();
     assert_deadline(&err, "call-tool");
     assert_eq!(committed(&host, &id).await, before);
+    assert_eq!(
+        host.events(&id, 0, 100).await.unwrap(),
+        logged,
+        "no event for a failed turn"
+    );
     assert_eq!(send(&host, &id, "hello").await.state["seen"], json!(2));
 
     // on-end: the session ends all the same, with its committed state.
