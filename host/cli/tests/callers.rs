@@ -125,10 +125,79 @@ plugins = ["profile"]
         for path in [
             format!("/v1/sessions/{other}"),
             format!("/v1/sessions/{other}/history"),
+            format!("/v1/sessions/{other}/events"),
+            format!("/v1/sessions/{other}/state?turn=0"),
         ] {
             let (status, body) = request("GET", &server.url(&path), None, Some(token));
             assert_eq!(status, 404, "{path}: {body}");
         }
+        for path in [
+            format!("/v1/sessions/{other}/fork"),
+            format!("/v1/sessions/{other}/rewind"),
+        ] {
+            let (status, body) = request(
+                "POST",
+                &server.url(&path),
+                Some(r#"{"turn": 0}"#),
+                Some(token),
+            );
+            assert_eq!(status, 404, "{path}: {body}");
+        }
+
+        // Its own session's timeline: the start, its state, a fork of it
+        // that is its own too, and a rewind with nowhere to go back to.
+        let (status, body) = request(
+            "GET",
+            &server.url(&format!("/v1/sessions/{own}/events")),
+            None,
+            Some(token),
+        );
+        assert_eq!(status, 200, "{body}");
+        let events = json_of(&body);
+        assert_eq!(events["events"][0]["kind"], "start", "{body}");
+        assert_eq!(events["next"], serde_json::Value::Null);
+        let (status, body) = request(
+            "GET",
+            &server.url(&format!("/v1/sessions/{own}/state?turn=0")),
+            None,
+            Some(token),
+        );
+        assert_eq!(
+            (status, json_of(&body)["event"].clone()),
+            (200, json!(1)),
+            "{body}"
+        );
+        let (status, body) = request(
+            "POST",
+            &server.url(&format!("/v1/sessions/{own}/fork")),
+            Some(r#"{"turn": 0}"#),
+            Some(token),
+        );
+        assert_eq!(status, 201, "{body}");
+        let fork = json_of(&body)["session"].as_str().unwrap().to_owned();
+        for (reader, reaches) in [(token, 200), (if token == &ada { &key } else { &ada }, 404)] {
+            let (status, body) = request(
+                "GET",
+                &server.url(&format!("/v1/sessions/{fork}")),
+                None,
+                Some(reader),
+            );
+            assert_eq!(status, reaches, "{body}");
+        }
+        let (status, body) = request(
+            "POST",
+            &server.url(&format!("/v1/sessions/{own}/rewind")),
+            Some(r#"{"turn": 0}"#),
+            Some(token),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            json_of(&body)["message"]
+                .as_str()
+                .unwrap()
+                .contains("a rewind goes back to an earlier one"),
+            "{body}"
+        );
         let (status, body) = request(
             "POST",
             &server.url(&format!("/v1/sessions/{other}/messages")),
