@@ -112,6 +112,12 @@ async fn a_fork_carries_the_state_and_history_of_its_turn_and_goes_its_own_way()
         assert!(matches!(err.cause, Cause::BadRequest(_)), "{err}");
         let err = host.fork(&id, 1, Some("forked".into())).await.unwrap_err();
         assert!(matches!(err.cause, Cause::Exists), "{err}");
+        let err = host
+            .fork(&id, 1, Some("no spaces".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err.cause, Cause::BadRequest(_)), "{err}");
+        assert!(host.session("no spaces").await.unwrap().is_none());
     }
 }
 

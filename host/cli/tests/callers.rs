@@ -156,6 +156,16 @@ plugins = ["profile"]
         let events = json_of(&body);
         assert_eq!(events["events"][0]["kind"], "start", "{body}");
         assert_eq!(events["next"], serde_json::Value::Null);
+        for query in ["limit=0", "limit=1001", "after=-1", "turn=1"] {
+            let (status, body) = request(
+                "GET",
+                &server.url(&format!("/v1/sessions/{own}/events?{query}")),
+                None,
+                Some(token),
+            );
+            assert_eq!(status, 400, "{query}: {body}");
+            assert_eq!(json_of(&body)["kind"], "bad-request", "{query}: {body}");
+        }
         let (status, body) = request(
             "GET",
             &server.url(&format!("/v1/sessions/{own}/state?turn=0")),

@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 use crate::capability::output::OutputCtx;
 use crate::capability::registry::{CallError, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
+use crate::clock::micros_since;
 use crate::limits::Tripped;
 use crate::names::{REMOTE_PREFIX, remote_tool_address};
 use crate::plugin::PluginVersion;
@@ -382,7 +383,7 @@ impl ToolHub for Caller {
             digest: self.plugin.digest.to_string(),
             tool: name.to_owned(),
             session: session.id().to_owned(),
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us: micros_since(started),
             outcome,
             at_ms: self.host.inner.clock.now_ms(),
             outbound: OutboundUse::default(),

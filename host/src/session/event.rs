@@ -3,7 +3,11 @@
 //! 6902, and every so often the whole state), and which version ran it.
 //! Stores keep it as JSON text ([`crate::store::timeline`]).
 
-use json_patch::Patch;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{
+    AddOperation, CopyOperation, MoveOperation, Patch, PatchOperation, RemoveOperation,
+    ReplaceOperation, TestOperation,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -167,12 +171,48 @@ pub(crate) fn rebuild(line: &[Event]) -> Result<State, Cause> {
     }
 }
 
-/// What changed from `before` to `after`.
+/// What changed from `before` to `after`, key by key, with no copy of the
+/// keys that stayed as they were.
 pub(crate) fn diff(before: &State, after: &State) -> Patch {
-    json_patch::diff(
-        &Value::Object(before.clone()),
-        &Value::Object(after.clone()),
-    )
+    let at = |key: &str| PointerBuf::from_tokens([key]);
+    let mut operations = Vec::new();
+    for (key, value) in after {
+        match before.get(key) {
+            Some(old) => operations.extend(
+                json_patch::diff(old, value)
+                    .0
+                    .into_iter()
+                    .map(|operation| under(key, operation)),
+            ),
+            None => operations.push(PatchOperation::Add(AddOperation {
+                path: at(key),
+                value: value.clone(),
+            })),
+        }
+    }
+    operations.extend(
+        before
+            .keys()
+            .filter(|key| !after.contains_key(*key))
+            .map(|key| PatchOperation::Remove(RemoveOperation { path: at(key) })),
+    );
+    Patch(operations)
+}
+
+/// `operation`, on a value that is the state's `key`, as one on the state.
+fn under(key: &str, mut operation: PatchOperation) -> PatchOperation {
+    match &mut operation {
+        PatchOperation::Add(AddOperation { path, .. })
+        | PatchOperation::Remove(RemoveOperation { path })
+        | PatchOperation::Replace(ReplaceOperation { path, .. })
+        | PatchOperation::Test(TestOperation { path, .. }) => path.push_front(key),
+        PatchOperation::Move(MoveOperation { from, path })
+        | PatchOperation::Copy(CopyOperation { from, path }) => {
+            from.push_front(key);
+            path.push_front(key);
+        }
+    }
+    operation
 }
 
 /// What started a turn, as its event records it.
@@ -210,5 +250,49 @@ impl Input {
             ),
             Input::End => (EventKind::End, json!({}), None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> State {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    #[test]
+    fn a_diff_applied_to_the_state_before_gives_the_state_after_touching_only_what_changed() {
+        let before = object(json!({
+            "kept": { "deep": [1, 2, 3] },
+            "gone": 1,
+            "a/b": { "x": 1, "y": 2 },
+            "same": { "big": [1, 2, 3] },
+        }));
+        let after = object(json!({
+            "kept": { "deep": [1, 3] },
+            "a/b": { "x": 2 },
+            "same": { "big": [1, 2, 3] },
+            "new~": "v",
+        }));
+        let patch = diff(&before, &after);
+        let paths: Vec<String> = patch.0.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/a~1b/x",
+                "/a~1b/y",
+                "/kept/deep/1",
+                "/kept/deep/2",
+                "/new~0",
+                "/gone"
+            ]
+        );
+        let mut state = Value::Object(before);
+        json_patch::patch(&mut state, &patch).unwrap();
+        assert_eq!(state, Value::Object(after));
     }
 }

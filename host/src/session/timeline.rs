@@ -4,9 +4,11 @@
 
 use std::time::Instant;
 
+use json_patch::Patch;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use crate::clock::micros_since;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::event::{Event, EventKind, diff, rebuild};
@@ -32,6 +34,21 @@ pub struct StateAt {
     pub state_version: u32,
     /// Hex sha256 of the plugin version that committed it.
     pub digest: String,
+}
+
+impl StateAt {
+    /// `state`, the state of the turn of `event`, as session `session`'s
+    /// event number `seq` has it.
+    fn of(session: String, seq: u64, event: &Event, state: State) -> StateAt {
+        StateAt {
+            session,
+            turn: event.turn,
+            event: seq,
+            state,
+            state_version: event.state_version,
+            digest: event.digest.clone(),
+        }
+    }
 }
 
 /// A turn as the log has it: its event, and its state rebuilt.
@@ -72,14 +89,12 @@ impl Host {
         })
         .await
         .expect("rebuilding a state panicked")?;
-        Ok(StateAt {
-            session: id.to_owned(),
-            turn,
-            event: rebuilt.event.seq,
-            state: rebuilt.state,
-            state_version: rebuilt.event.state_version,
-            digest: rebuilt.event.digest,
-        })
+        Ok(StateAt::of(
+            id.to_owned(),
+            rebuilt.event.seq,
+            &rebuilt.event,
+            rebuilt.state,
+        ))
     }
 
     /// Makes a new session, `new_id` (a random id if `None`), with session
@@ -125,6 +140,7 @@ impl Host {
         turn: u64,
         new_id: Option<String>,
     ) -> Result<StateAt, SessionError> {
+        let opened = Instant::now();
         let record = self.load_record(id)?;
         let fail = session_error(id, Some(&record.plugin), Some(turn));
         let new_id = new_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -146,26 +162,16 @@ impl Host {
             delegate: from.delegate.clone(),
             ..record
         };
+        let input = json!({ "from": id, "turn": turn, "event": from.seq });
         let event = Event {
             seq: 1,
             session: new_id.clone(),
-            turn,
-            kind: EventKind::Fork,
-            input: json!({ "from": id, "turn": turn, "event": from.seq }),
-            said: Vec::new(),
-            result: None,
             history: history.clone(),
-            outcome: Outcome::Continue,
-            migration: None,
             patch: diff(&State::new(), &state),
             snapshot: Some(state),
-            plugin: forked.plugin.clone(),
-            delegate: forked.delegate.clone(),
-            digest: forked.digest.clone(),
-            state_version: forked.state_version,
             at_ms: now,
-            duration_us: 0,
-            rewound: false,
+            duration_us: micros_since(opened),
+            ..back_to(&from, EventKind::Fork, input)
         };
         let fail_new = session_error(&new_id, Some(&forked.plugin), Some(turn));
         let entry = log_entry(&event).map_err(fail_new)?;
@@ -173,14 +179,7 @@ impl Host {
             .store
             .create(&forked, &history, &entry)
             .map_err(|err| fail_new(err.into()))?;
-        Ok(StateAt {
-            session: new_id,
-            turn,
-            event: 1,
-            state: forked.state,
-            state_version: forked.state_version,
-            digest: forked.digest,
-        })
+        Ok(StateAt::of(new_id, 1, &from, forked.state))
     }
 
     fn run_rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
@@ -199,26 +198,14 @@ impl Host {
         let Rebuilt { event: to, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
         let history = self.history_at(id, &to).map_err(fail)?;
         let at_ms = self.inner.clock.now_ms();
+        let input = json!({ "turn": turn, "from_turn": record.turn });
         let event = Event {
             seq: record.revision + 1,
             session: id.to_owned(),
-            turn,
-            kind: EventKind::Rewind,
-            input: json!({ "turn": turn, "from_turn": record.turn }),
-            said: Vec::new(),
-            result: None,
-            history: Vec::new(),
-            outcome: Outcome::Continue,
-            migration: None,
             patch: diff(&record.state, &state),
-            snapshot: None,
-            plugin: record.plugin.clone(),
-            delegate: to.delegate.clone(),
-            digest: to.digest.clone(),
-            state_version: to.state_version,
             at_ms,
-            duration_us: u64::try_from(opened.elapsed().as_micros()).unwrap_or(u64::MAX),
-            rewound: false,
+            duration_us: micros_since(opened),
+            ..back_to(&to, EventKind::Rewind, input)
         };
         let commit = Commit {
             session: id.to_owned(),
@@ -240,14 +227,7 @@ impl Host {
             .store
             .commit(&commit)
             .map_err(|err| fail(err.into()))?;
-        Ok(StateAt {
-            session: id.to_owned(),
-            turn,
-            event: event.seq,
-            state,
-            state_version: to.state_version,
-            digest: to.digest,
-        })
+        Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
     }
 
     /// `record`'s turn `turn` as its log has it.
@@ -333,5 +313,32 @@ impl Host {
         newest_first.truncate(kept as usize);
         newest_first.reverse();
         Ok(newest_first)
+    }
+}
+
+/// An event that takes a session back to the turn of `to`: that turn's
+/// plugin, delegate and version, nothing said, no change; the caller names
+/// the rest.
+fn back_to(to: &Event, kind: EventKind, input: Value) -> Event {
+    Event {
+        seq: 0,
+        session: String::new(),
+        turn: to.turn,
+        kind,
+        input,
+        said: Vec::new(),
+        result: None,
+        history: Vec::new(),
+        outcome: Outcome::Continue,
+        migration: None,
+        patch: Patch::default(),
+        snapshot: None,
+        plugin: to.plugin.clone(),
+        delegate: to.delegate.clone(),
+        digest: to.digest.clone(),
+        state_version: to.state_version,
+        at_ms: 0,
+        duration_us: 0,
+        rewound: false,
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::capability::output::Sink;
+use crate::clock::micros_since;
 use crate::limits::Limits;
 use crate::plugin::PluginVersion;
 use crate::plugin::tools::Tool;
@@ -151,7 +152,7 @@ impl<'a> ToolCall<'a> {
             digest: self.plugin.digest.to_string(),
             tool: self.tool.name.clone(),
             session: self.session.to_owned(),
-            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us: micros_since(self.started),
             outcome,
             at_ms: self.host.inner.clock.now_ms(),
             outbound,

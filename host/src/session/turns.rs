@@ -14,6 +14,7 @@ use crate::capability::http::HttpCtx;
 use crate::capability::kv::{KvCtx, Scope};
 use crate::capability::output::{OutputCtx, Sink};
 use crate::capability::session::SessionCtx;
+use crate::clock::micros_since;
 use crate::instance::agent::{Agent, Returned, Store};
 use crate::instance::call::call;
 use crate::instance::ctx::{Capabilities, TurnCtx};
@@ -294,7 +295,7 @@ impl Host {
             digest: plugin.digest.to_string(),
             state_version: plugin.manifest.state_version,
             at_ms,
-            duration_us: u64::try_from(turn.opened.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us: micros_since(turn.opened),
             rewound: false,
         };
         let messages = event.messages();

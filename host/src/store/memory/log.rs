@@ -22,10 +22,11 @@ impl Log {
     /// Appends `entry` as event number `seq`: on the line, or for a rewind,
     /// taking the events of later turns off it.
     pub(super) fn append(&mut self, seq: u64, entry: &LogEntry) {
-        for index in self.line.split_off(&(entry.turn + 1)).into_values() {
-            self.events[index].event.rewound = true;
-        }
-        if !entry.rewind {
+        if entry.rewind {
+            for index in self.line.split_off(&(entry.turn + 1)).into_values() {
+                self.events[index].event.rewound = true;
+            }
+        } else {
             self.line.insert(entry.turn, self.events.len());
         }
         self.events.push(Kept {

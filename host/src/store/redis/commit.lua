@@ -37,8 +37,8 @@ if ARGV[1] ~= 'create' then redis.call('HINCRBY', KEYS[1], 'revision', 1) end
 -- rewind, taking the events of later turns off it.
 local seq = redis.call('HGET', KEYS[1], 'revision')
 local turn = tonumber(ARGV[5])
-if latest then
-  for later = turn + 1, tonumber(latest) do
+if ARGV[6] == 'rewind' then
+  for later = turn + 1, tonumber(latest or ARGV[5]) do
     local displaced = redis.call('HGET', KEYS[5], later)
     if displaced then
       redis.call('SADD', KEYS[7], displaced)
@@ -46,8 +46,7 @@ if latest then
     end
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '(' .. turn, '+inf')
-end
-if ARGV[6] ~= 'rewind' then
+else
   redis.call('HSET', KEYS[5], turn, seq)
   if ARGV[6] == 'snapshot' then redis.call('ZADD', KEYS[6], turn, turn) end
 end

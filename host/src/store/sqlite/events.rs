@@ -15,11 +15,13 @@ pub(super) fn append_event(
     seq: u64,
     entry: &LogEntry,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE events SET on_line = 0, rewound = 1
-         WHERE session_id = ?1 AND on_line AND turn > ?2",
-    )?
-    .execute(params![session, entry.turn])?;
+    if entry.rewind {
+        conn.prepare_cached(
+            "UPDATE events SET on_line = 0, rewound = 1
+             WHERE session_id = ?1 AND on_line AND turn > ?2",
+        )?
+        .execute(params![session, entry.turn])?;
+    }
     conn.prepare_cached(
         "INSERT INTO events (session_id, seq, turn, on_line, snapshot, rewound, body)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
