@@ -96,18 +96,25 @@ pub(super) fn page(
 }
 
 /// The line of `session` from its latest snapshot at or before `turn`
-/// through `turn`.
+/// through `turn`: from that snapshot on by number (the line's turns rise
+/// with its numbers), as many events as there are turns to `turn`.
 pub(super) fn line(
     conn: &Connection,
     session: &str,
     turn: u64,
 ) -> rusqlite::Result<Vec<LoggedEvent>> {
+    let turn = i64::try_from(turn).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "SELECT seq, turn, rewound, body FROM events
-         WHERE session_id = ?1 AND on_line AND turn <= ?2 AND turn >= (
-             SELECT MAX(turn) FROM events
-             WHERE session_id = ?1 AND on_line AND snapshot AND turn <= ?2)
-         ORDER BY turn",
+         WHERE session_id = ?1 AND on_line AND turn <= ?2 AND seq >= (
+             SELECT seq FROM events
+             WHERE session_id = ?1 AND on_line AND snapshot AND turn <= ?2
+             ORDER BY turn DESC LIMIT 1)
+         ORDER BY seq
+         LIMIT COALESCE(?2 + 1 - (
+             SELECT turn FROM events
+             WHERE session_id = ?1 AND on_line AND snapshot AND turn <= ?2
+             ORDER BY turn DESC LIMIT 1), 0)",
     )?
     .query_map(params![session, turn], logged)?
     .collect()
