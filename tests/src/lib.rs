@@ -107,6 +107,8 @@ mod faults;
 #[cfg(test)]
 mod fetcher;
 #[cfg(test)]
+mod follow;
+#[cfg(test)]
 mod foreign_import;
 #[cfg(test)]
 mod intake;

@@ -1,19 +1,25 @@
-//! The timeline API: a session's event log a page at a time, its state as
-//! of any turn, and forks and rewinds from a turn, for the caller that
-//! reaches the session.
+//! The timeline API: a session's event log a page at a time or followed as
+//! server-sent events, its state as of any turn, and forks and rewinds from
+//! a turn, for the caller that reaches the session.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
-use axum::http::StatusCode;
+use std::convert::Infallible;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::server::api::{Api, QueryOf, error, owned_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::server::sessions::{held_back, turn_refused};
+use crate::session::report::TurnEvent;
 use crate::session::timeline::EVENTS_PAGE;
 
 /// Events one page holds unless the reader asks for fewer.
@@ -24,17 +30,26 @@ const EVENTS_DEFAULT: usize = 100;
 pub(super) struct EventsQuery {
     after: Option<u64>,
     limit: Option<usize>,
+    #[serde(default)]
+    follow: bool,
 }
 
 /// The session's events numbered after `?after=N` (0: from the first),
 /// oldest first: 100, or `?limit=` up to 1000. `next` is the `after` of the
-/// next page, or null once the page is not full.
+/// next page, or null once the page is not full. With `?follow=true`, a
+/// stream of server-sent events instead: each event from there on as it
+/// commits, until the session ends, resumed after the `Last-Event-ID` a
+/// reconnecting reader sends.
 pub(super) async fn events(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     QueryOf(query): QueryOf<EventsQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    if query.follow {
+        return follow(&api, &caller, &id, query.after.unwrap_or(0), &headers).await;
+    }
     let limit = query.limit.unwrap_or(EVENTS_DEFAULT);
     if limit == 0 || limit > EVENTS_PAGE {
         return error(
@@ -55,6 +70,47 @@ pub(super) async fn events(
         }
         Err(err) => err.into_response(),
     }
+}
+
+/// The stream of `?follow=true`: each event as `id: SEQ`, `event: KIND`
+/// and its JSON, after `after` or the `Last-Event-ID` header, which wins.
+async fn follow(api: &Api, caller: &Caller, id: &str, after: u64, headers: &HeaderMap) -> Response {
+    let after = match headers.get("last-event-id") {
+        None => after,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+        {
+            Some(seq) => seq,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "`Last-Event-ID` is not the number of an event",
+                );
+            }
+        },
+    };
+    if let Err(refusal) = owned_session(&api.host, caller, id).await {
+        return refusal;
+    }
+    let stream = ReceiverStream::new(api.host.follow(id, after)).map(|event| {
+        Ok::<_, Infallible>(match event {
+            Ok(event) => SseEvent::default()
+                .id(event.seq.to_string())
+                .event(event.kind.as_str())
+                .json_data(&event)
+                .expect("an event is JSON"),
+            Err(err) => SseEvent::default()
+                .event("error")
+                .json_data(TurnEvent::failed(&err))
+                .expect("an error is JSON"),
+        })
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,20 @@ pub enum EventKind {
     Rewind,
 }
 
+impl EventKind {
+    /// The kind's name, as events carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::Message => "message",
+            EventKind::Tool => "tool",
+            EventKind::End => "end",
+            EventKind::Fork => "fork",
+            EventKind::Rewind => "rewind",
+        }
+    }
+}
+
 /// A state migration that ran before the turn, from the layout the state was
 /// committed in to the running version's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

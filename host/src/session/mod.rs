@@ -11,17 +11,20 @@
 //! The rooms: [`turns`] (the turn, once for every entry point),
 //! [`tool_call`], [`calls`] (a guest's registry calls) and [`chain`]
 //! (how deep they run), [`hand_off`], [`migrate`] and [`pinned`] (sessions
-//! it could not migrate), [`serial`] (locks, leases, turns at once),
-//! [`reaper`], [`plugins`] (the host's plugin versions), `remotes` (the
-//! policy's MCP servers, as the front ends see them), [`users`] (a
-//! user's data, exported or erased), [`operator_kv`] (the operator's reads
-//! and writes of KV), [`error`] and [`report`].
+//! it could not migrate), [`event`] (what each commit logs), [`timeline`]
+//! (the log read, a turn's state, fork, rewind) and `follow` (the log as it
+//! is committed), [`serial`] (locks, leases, turns at once), [`reaper`],
+//! [`plugins`] (the host's plugin versions), `remotes` (the policy's MCP
+//! servers, as the front ends see them), [`users`] (a user's data, exported
+//! or erased), [`operator_kv`] (the operator's reads and writes of KV),
+//! [`error`] and [`report`].
 
 pub mod calls;
 mod chain;
 pub mod config;
 pub mod error;
 pub mod event;
+mod follow;
 mod hand_off;
 mod migrate;
 pub mod operator_kv;
@@ -92,6 +95,8 @@ struct Inner {
     outbound: config::Reach,
     clock: Clock,
     locks: SessionLocks,
+    /// The sessions this process commits to, for their followers.
+    commits: follow::Commits,
     turns: Arc<Semaphore>,
     plugin_turns: PluginTurns,
     metrics: Arc<Metrics>,
@@ -278,6 +283,7 @@ impl HostBuilder {
                 outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
+                commits: follow::Commits::default(),
                 metrics,
                 holder: uuid::Uuid::new_v4().to_string(),
             }),

@@ -227,6 +227,7 @@ impl Host {
             .store
             .commit(&commit)
             .map_err(|err| fail(err.into()))?;
+        self.committed(id);
         Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
     }
 

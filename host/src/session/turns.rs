@@ -308,7 +308,9 @@ impl Host {
                 delegate,
                 ..record.clone()
             };
-            return Ok(store.create(&record, &messages, &event)?);
+            store.create(&record, &messages, &event)?;
+            self.committed(&record.id);
+            return Ok(());
         }
         let commit = Commit {
             session: record.id.clone(),
@@ -330,7 +332,9 @@ impl Host {
             at_ms,
             event,
         };
-        Ok(store.commit(&commit)?)
+        store.commit(&commit)?;
+        self.committed(&commit.session);
+        Ok(())
     }
 
     /// What each commit trims a session's history to.
