@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentbox_host::policy::Grants;
-use agentbox_host::store::{Namespace, Store};
+use agentbox_host::store::{MemoryStore, Namespace, Store};
 use agentbox_host::{Clock, Host, Limits, SessionStart};
 use serde_json::{Value, json};
 
@@ -691,4 +691,40 @@ async fn key_listing_pages_through_more_keys_than_a_page() {
     let keys: Vec<String> = serde_json::from_value(keys).unwrap();
     let expected: Vec<String> = (0..count).map(|n| format!("item:{n:04}")).collect();
     assert_eq!(keys, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_event_names_the_keys_it_wrote_never_their_values() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let (host, _clock, id) = on_a_test_clock(&store).await;
+    let last_event = || async {
+        let events = host.events(&id, 0, 1_000).await.unwrap();
+        serde_json::to_value(events.last().unwrap()).unwrap()
+    };
+
+    let put = json!({ "bucket": "global", "key": "secret", "value": "s3cr3t-value" });
+    call(&host, &id, "put", put).await;
+    // Bucket and key, no value (the tool's arguments are the caller's input).
+    assert_eq!(
+        last_event().await["kv_writes"],
+        json!({ "keys": [{ "bucket": "global", "key": "secret" }], "more": 0 })
+    );
+
+    // A swap that does not store writes nothing; a read writes nothing.
+    let cas = json!({ "bucket": "global", "key": "secret", "expected": "other", "value": "x" });
+    assert_eq!(
+        call(&host, &id, "compare_and_swap", cas).await,
+        json!(false)
+    );
+    assert_eq!(last_event().await.get("kv_writes"), None);
+
+    // Past the keys kept, writes are counted.
+    let fill = json!({ "bucket": "global", "prefix": "k", "count": 130, "value": "v" });
+    call(&host, &id, "fill", fill).await;
+    let writes = &last_event().await["kv_writes"];
+    assert_eq!(writes["keys"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        (writes["keys"][99]["key"].clone(), writes["more"].clone()),
+        (json!("k99"), json!(30))
+    );
 }

@@ -8,6 +8,7 @@
 //! land outside its own. Each operation is atomic on its own and reaches the
 //! store at once: KV writes are not part of the turn's transaction.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::capability::bucket::Bucket;
@@ -24,6 +25,62 @@ pub const PAGE_SIZE: usize = 100;
 
 /// Most buckets one turn may hold open at once.
 pub const MAX_OPEN_BUCKETS: usize = 64;
+
+/// Distinct keys a turn's record of its KV writes names; the writes past
+/// them are counted only.
+pub const WRITES_KEPT: usize = 100;
+
+/// A key a turn wrote (set, swapped, incremented or deleted): the bucket as
+/// the guest named it, and the key, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KvKey {
+    /// The bucket: `user`, `global` or a granted one.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+}
+
+/// The keys a turn wrote: the first [`WRITES_KEPT`] distinct ones, and how
+/// many writes of other keys there were past them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KvWrites {
+    /// The keys, in the order first written.
+    pub keys: Vec<KvKey>,
+    /// Writes past the keys kept.
+    #[serde(default)]
+    pub more: u64,
+}
+
+impl KvWrites {
+    /// Notes a write of `key` in `bucket`.
+    fn note(&mut self, bucket: &str, key: &str) {
+        let kept = |written: &KvKey| written.bucket == bucket && written.key == key;
+        if self.keys.iter().any(kept) {
+            return;
+        }
+        if self.keys.len() < WRITES_KEPT {
+            self.keys.push(KvKey {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Whether no key was written.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.more == 0
+    }
+
+    /// These writes, then `other`'s.
+    pub(crate) fn extend(&mut self, other: KvWrites) {
+        for key in other.keys {
+            self.note(&key.bucket, &key.key);
+        }
+        self.more += other.more;
+    }
+}
 
 /// Whom a turn's KV operations act for.
 #[derive(Debug, Clone)]
@@ -54,6 +111,8 @@ pub(crate) struct KvCtx {
     /// Largest value, in bytes.
     value_bytes: usize,
     open: usize,
+    /// The keys the turn wrote.
+    written: RefCell<KvWrites>,
 }
 
 impl KvCtx {
@@ -76,7 +135,13 @@ impl KvCtx {
             quota,
             value_bytes,
             open: 0,
+            written: RefCell::default(),
         }
+    }
+
+    /// The keys the turn wrote.
+    pub(crate) fn into_written(self) -> KvWrites {
+        self.written.into_inner()
     }
 
     /// Counts a call of `function`.
@@ -143,7 +208,9 @@ impl KvCtx {
         check_key(key)?;
         self.store
             .kv_delete(&bucket.ns, key)
-            .map_err(|err| self.guest_error(bucket, err))
+            .map_err(|err| self.guest_error(bucket, err))?;
+        self.written.borrow_mut().note(&bucket.name, key);
+        Ok(())
     }
 
     pub(crate) fn list_keys(
@@ -183,9 +250,12 @@ impl KvCtx {
         delta: i64,
     ) -> Result<i64, GuestError> {
         check_key(key)?;
-        self.store
+        let value = self
+            .store
             .kv_increment(&bucket.ns, key, delta, self.clock.now_ms(), &self.quota)
-            .map_err(|err| self.guest_error(bucket, err))
+            .map_err(|err| self.guest_error(bucket, err))?;
+        self.written.borrow_mut().note(&bucket.name, key);
+        Ok(value)
     }
 
     /// A checked `set` (`only_if` is `None`) or `compare-and-swap`; returns
@@ -212,9 +282,14 @@ impl KvCtx {
             expires_at_ms: expiry(now_ms, ttl_ms)?,
             only_if,
         };
-        self.store
+        let stored = self
+            .store
             .kv_put(&bucket.ns, key, &write, now_ms, &self.quota)
-            .map_err(|err| self.guest_error(bucket, err))
+            .map_err(|err| self.guest_error(bucket, err))?;
+        if stored {
+            self.written.borrow_mut().note(&bucket.name, key);
+        }
+        Ok(stored)
     }
 
     /// What the guest gets when the store refuses or fails.

@@ -11,6 +11,7 @@ use json_patch::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::capability::kv::KvWrites;
 use crate::session::error::Cause;
 use crate::session::report::{Outcome, assistant_message};
 use crate::store::{BackendError, LoggedEvent, Message, Role, State};
@@ -91,6 +92,10 @@ pub struct Event {
     /// The migration that ran before the turn, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Migration>,
+    /// The KV keys the turn wrote (KV writes are not part of the turn's
+    /// transaction: they stand even if the turn fails).
+    #[serde(default, skip_serializing_if = "KvWrites::is_empty")]
+    pub kv_writes: KvWrites,
     /// What the turn changed in the state (after the migration, if any).
     pub patch: Patch,
     /// The whole state after the turn, every so many turns and at a start,

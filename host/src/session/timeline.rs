@@ -8,6 +8,7 @@ use json_patch::Patch;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::capability::kv::KvWrites;
 use crate::clock::micros_since;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError, session_error};
@@ -332,6 +333,7 @@ fn back_to(to: &Event, kind: EventKind, input: Value) -> Event {
         history: Vec::new(),
         outcome: Outcome::Continue,
         migration: None,
+        kv_writes: KvWrites::default(),
         patch: Patch::default(),
         snapshot: None,
         plugin: to.plugin.clone(),

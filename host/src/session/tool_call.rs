@@ -218,15 +218,9 @@ impl Host {
         }
 
         let arguments_text = arguments.to_string();
-        let ran = self.call_in_session(
-            plugin,
-            record,
-            turn.number,
-            record.state.clone(),
-            sink,
-            within,
-            |agent, store| agent.call_tool(store, name, arguments_text),
-        );
+        let ran = self.call_turn(&turn, record.state.clone(), sink, within, |agent, store| {
+            agent.call_tool(store, name, arguments_text)
+        });
         let (said, outbound) = (ran.said, ran.outbound);
         let state = ran.session.into_state();
         let (result_text, result) = match ran

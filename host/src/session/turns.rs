@@ -5,13 +5,14 @@
 //! in [`super::tool_call`]) differ only in the export they call and what
 //! they make of its result.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::instrument;
 
 use crate::capability::http::HttpCtx;
-use crate::capability::kv::{KvCtx, Scope};
+use crate::capability::kv::{KvCtx, KvWrites, Scope};
 use crate::capability::output::{OutputCtx, Sink};
 use crate::capability::session::SessionCtx;
 use crate::clock::micros_since;
@@ -43,6 +44,8 @@ pub(crate) struct Turn {
     pub(crate) migration: Option<Migration>,
     /// When the turn opened.
     pub(crate) opened: Instant,
+    /// The KV keys the turn's calls wrote.
+    kv_writes: RefCell<KvWrites>,
     _slot: PluginSlot,
 }
 
@@ -76,6 +79,8 @@ pub(crate) struct Call<R> {
     pub(crate) guest_output: Option<String>,
     /// What the call sent through outbound HTTP.
     pub(crate) outbound: OutboundUse,
+    /// The KV keys the call wrote.
+    pub(crate) kv_writes: KvWrites,
 }
 
 impl Host {
@@ -116,6 +121,7 @@ impl Host {
             plugin,
             migration,
             opened,
+            kv_writes: RefCell::default(),
             _slot: slot,
         })
     }
@@ -219,26 +225,33 @@ impl Host {
             said: capabilities.output.into_said(),
             guest_output,
             outbound,
+            kv_writes: capabilities.kv.into_written(),
         }
     }
 
-    /// Calls one export in `turn`, starting from the committed state.
-    fn call_turn<R>(
+    /// Calls one export in `turn`, starting from `state`, and notes the KV
+    /// keys it wrote for the turn's event.
+    pub(crate) fn call_turn<R>(
         &self,
         turn: &Turn,
+        state: State,
         sink: Option<Sink>,
         within: &Within,
         export: impl FnOnce(&Agent, &mut Store) -> Returned<R>,
     ) -> Call<R> {
-        self.call_in_session(
+        let mut call = self.call_in_session(
             &turn.plugin,
             &turn.record,
             turn.number,
-            turn.record.state.clone(),
+            state,
             sink,
             within,
             export,
-        )
+        );
+        turn.kv_writes
+            .borrow_mut()
+            .extend(std::mem::take(&mut call.kv_writes));
+        call
     }
 
     /// Commits `turn` with `state`, after checking `state` against the
@@ -288,6 +301,7 @@ impl Host {
             history: Vec::new(),
             outcome: outcome.clone(),
             migration: turn.migration.clone(),
+            kv_writes: turn.kv_writes.take(),
             patch: diff(&record.state, state),
             snapshot,
             plugin: record.plugin.clone(),
@@ -399,9 +413,12 @@ impl Host {
             number: 0,
             migration: None,
             opened,
+            kv_writes: RefCell::default(),
             _slot: slot,
         };
-        let call = self.call_turn(&turn, sink, within, |agent, store| agent.on_start(store));
+        let call = self.call_turn(&turn, State::new(), sink, within, |agent, store| {
+            agent.on_start(store)
+        });
         let state = call.session.into_state();
         call.result
             .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?;
@@ -450,9 +467,14 @@ impl Host {
         sink: Option<Sink>,
     ) -> Result<(Vec<String>, State, Outcome), SessionError> {
         let fail = turn.fail();
-        let call = self.call_turn(turn, sink.clone(), &Within::TOP, |agent, store| {
-            agent.on_message(store, text)
-        });
+        let committed = turn.record.state.clone();
+        let call = self.call_turn(
+            turn,
+            committed,
+            sink.clone(),
+            &Within::TOP,
+            |agent, store| agent.on_message(store, text),
+        );
         let mut said = call.said;
         let mut state = call.session.into_state();
         let outcome = match call
@@ -468,15 +490,9 @@ impl Host {
                 Outcome::HandOff(target)
             }
             GuestOutcome::End => {
-                let end = self.call_in_session(
-                    &turn.plugin,
-                    &turn.record,
-                    turn.number,
-                    state,
-                    sink,
-                    &Within::TOP,
-                    |agent, store| agent.on_end(store, EndReason::Agent),
-                );
+                let end = self.call_turn(turn, state, sink, &Within::TOP, |agent, store| {
+                    agent.on_end(store, EndReason::Agent)
+                });
                 end.result
                     .map_err(|cause| fail(cause).with_guest_output(end.guest_output))?;
                 said.extend(end.said);
@@ -491,7 +507,8 @@ impl Host {
     pub(crate) fn run_end(&self, id: &str) -> Result<TurnReport, SessionError> {
         // Ending is never refused for the plugin being busy.
         let turn = self.open(id, false)?;
-        let call = self.call_turn(&turn, None, &Within::TOP, |agent, store| {
+        let committed = turn.record.state.clone();
+        let call = self.call_turn(&turn, committed, None, &Within::TOP, |agent, store| {
             agent.on_end(store, EndReason::Caller)
         });
         // The session ends either way; on-end's writes count only if it succeeded.
