@@ -348,4 +348,20 @@ async fn a_registry_call_is_in_both_plugins_records_linked_by_id() {
         .find(|record| record.tool == "relay")
         .expect("the relay's record");
     assert_eq!(relayed.called_by, None);
+
+    // Each turn's event names the registry calls it made, by record.
+    let events = host.events(&id, 0, 100).await.unwrap();
+    let calls: Vec<_> = events
+        .iter()
+        .map(|event| serde_json::to_value(event).unwrap()["calls"].clone())
+        .collect();
+    assert_eq!(
+        calls[1],
+        json!({ "calls": [{ "record": call.id, "tool": "shop/login", "outcome": "ok" }], "more": 0 })
+    );
+    assert_eq!(
+        calls[2],
+        json!({ "calls": [{ "record": denied.id, "tool": "counter/tick", "outcome": "denied" }], "more": 0 })
+    );
+    assert_eq!(calls[0], Value::Null, "the start made no call");
 }

@@ -7,6 +7,7 @@
 use crate::capability::output::OutputCtx;
 use crate::capability::session::SessionCtx;
 use crate::limits::Tripped;
+use crate::store::ToolOutcome;
 
 /// A tool a plugin may call, as `registry.list` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,58 @@ pub(crate) enum CallError {
 
 /// Answers a turn's registry calls: built by the session floor for each
 /// call of an export, knowing the calling plugin and how deep it runs.
+/// Registry calls one turn's record names, at most; the calls past them
+/// are counted only.
+pub const CALLS_KEPT: usize = 100;
+
+/// A registry call a turn made: the id of its tool record (where its
+/// duration and outcome are), and the address it called.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegistryCall {
+    /// The id of the call's tool record, which the callee's record names
+    /// as its `called_by`.
+    pub record: String,
+    /// The address called: `plugin/tool` or `mcp:server/tool`.
+    pub tool: String,
+    /// How it ended, as the tool record says.
+    pub outcome: ToolOutcome,
+}
+
+/// The registry calls a turn made: the first [`CALLS_KEPT`], and how many
+/// there were past them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegistryCalls {
+    /// The calls, in the order made.
+    pub calls: Vec<RegistryCall>,
+    /// Calls past the ones kept.
+    #[serde(default)]
+    pub more: u64,
+}
+
+impl RegistryCalls {
+    /// Notes `call`.
+    pub(crate) fn note(&mut self, call: RegistryCall) {
+        if self.calls.len() < CALLS_KEPT {
+            self.calls.push(call);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// These calls, then `other`'s.
+    pub(crate) fn extend(&mut self, other: RegistryCalls) {
+        for call in other.calls {
+            self.note(call);
+        }
+        self.more += other.more;
+    }
+
+    /// Whether no call was made.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.more == 0
+    }
+}
+
 pub(crate) trait ToolHub: Send + Sync {
     /// The tools the calling plugin may call whose address starts with `prefix`.
     fn list(&self, prefix: &str) -> Vec<ToolInfo>;
@@ -64,4 +117,7 @@ pub(crate) trait ToolHub: Send + Sync {
         session: &mut SessionCtx,
         output: &mut OutputCtx,
     ) -> Result<Result<String, CallError>, Tripped>;
+
+    /// The calls made through this registry.
+    fn into_calls(self: Box<Self>) -> RegistryCalls;
 }

@@ -11,14 +11,14 @@
 //! tools, as deep as [`Limits::call_depth`] allows and never back into a
 //! plugin the chain is already inside.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::capability::output::OutputCtx;
-use crate::capability::registry::{CallError, ToolHub, ToolInfo};
+use crate::capability::registry::{CallError, RegistryCall, RegistryCalls, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
 use crate::clock::micros_since;
 use crate::limits::Tripped;
@@ -59,6 +59,8 @@ pub(crate) struct Caller {
     owner: Option<String>,
     within: Within,
     deadline: Instant,
+    /// The calls made through it.
+    made: Mutex<RegistryCalls>,
 }
 
 impl Caller {
@@ -77,6 +79,7 @@ impl Caller {
             owner,
             within: within.clone(),
             deadline,
+            made: Mutex::default(),
         }
     }
 
@@ -376,6 +379,14 @@ impl ToolHub for Caller {
             Err(Tripped::Deadline) => ToolOutcome::Timeout,
             Err(_) => ToolOutcome::Limit,
         };
+        self.made
+            .lock()
+            .expect("a turn's registry calls poisoned")
+            .note(RegistryCall {
+                record: record.clone(),
+                tool: name.to_owned(),
+                outcome,
+            });
         let execution = Execution {
             id: record,
             called_by: None,
@@ -392,6 +403,12 @@ impl ToolHub for Caller {
             tracing::warn!(plugin = execution.plugin, tool = name, error = %err, "a registry call went unrecorded");
         }
         answer
+    }
+
+    fn into_calls(self: Box<Self>) -> RegistryCalls {
+        self.made
+            .into_inner()
+            .expect("a turn's registry calls poisoned")
     }
 }
 

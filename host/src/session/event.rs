@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::capability::kv::KvWrites;
+use crate::capability::registry::RegistryCalls;
 use crate::session::error::Cause;
 use crate::session::report::{Outcome, assistant_message};
 use crate::store::{BackendError, LoggedEvent, Message, Role, State};
@@ -96,6 +97,9 @@ pub struct Event {
     /// transaction: they stand even if the turn fails).
     #[serde(default, skip_serializing_if = "KvWrites::is_empty")]
     pub kv_writes: KvWrites,
+    /// The registry calls the turn made; their tool records hold the rest.
+    #[serde(default, skip_serializing_if = "RegistryCalls::is_empty")]
+    pub calls: RegistryCalls,
     /// What the turn changed in the state (after the migration, if any).
     pub patch: Patch,
     /// The whole state after the turn, every so many turns and at a start,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::capability::kv::KvWrites;
+use crate::capability::registry::RegistryCalls;
 use crate::clock::micros_since;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError, session_error};
@@ -334,6 +335,7 @@ fn back_to(to: &Event, kind: EventKind, input: Value) -> Event {
         outcome: Outcome::Continue,
         migration: None,
         kv_writes: KvWrites::default(),
+        calls: RegistryCalls::default(),
         patch: Patch::default(),
         snapshot: None,
         plugin: to.plugin.clone(),

@@ -14,6 +14,7 @@ use tracing::instrument;
 use crate::capability::http::HttpCtx;
 use crate::capability::kv::{KvCtx, KvWrites, Scope};
 use crate::capability::output::{OutputCtx, Sink};
+use crate::capability::registry::RegistryCalls;
 use crate::capability::session::SessionCtx;
 use crate::clock::micros_since;
 use crate::instance::agent::{Agent, Returned, Store};
@@ -46,6 +47,8 @@ pub(crate) struct Turn {
     pub(crate) opened: Instant,
     /// The KV keys the turn's calls wrote.
     kv_writes: RefCell<KvWrites>,
+    /// The registry calls the turn's calls made.
+    calls: RefCell<RegistryCalls>,
     _slot: PluginSlot,
 }
 
@@ -81,6 +84,8 @@ pub(crate) struct Call<R> {
     pub(crate) outbound: OutboundUse,
     /// The KV keys the call wrote.
     pub(crate) kv_writes: KvWrites,
+    /// The registry calls the call made.
+    pub(crate) calls: RegistryCalls,
 }
 
 impl Host {
@@ -122,6 +127,7 @@ impl Host {
             migration,
             opened,
             kv_writes: RefCell::default(),
+            calls: RefCell::default(),
             _slot: slot,
         })
     }
@@ -226,11 +232,12 @@ impl Host {
             guest_output,
             outbound,
             kv_writes: capabilities.kv.into_written(),
+            calls: capabilities.registry.into_calls(),
         }
     }
 
     /// Calls one export in `turn`, starting from `state`, and notes the KV
-    /// keys it wrote for the turn's event.
+    /// keys it wrote and the registry calls it made for the turn's event.
     pub(crate) fn call_turn<R>(
         &self,
         turn: &Turn,
@@ -251,6 +258,9 @@ impl Host {
         turn.kv_writes
             .borrow_mut()
             .extend(std::mem::take(&mut call.kv_writes));
+        turn.calls
+            .borrow_mut()
+            .extend(std::mem::take(&mut call.calls));
         call
     }
 
@@ -302,6 +312,7 @@ impl Host {
             outcome: outcome.clone(),
             migration: turn.migration.clone(),
             kv_writes: turn.kv_writes.take(),
+            calls: turn.calls.take(),
             patch: diff(&record.state, state),
             snapshot,
             plugin: record.plugin.clone(),
@@ -414,6 +425,7 @@ impl Host {
             migration: None,
             opened,
             kv_writes: RefCell::default(),
+            calls: RefCell::default(),
             _slot: slot,
         };
         let call = self.call_turn(&turn, State::new(), sink, within, |agent, store| {
