@@ -136,7 +136,7 @@ enum PluginsCommand {
 }
 
 pub(super) fn users(args: UsersArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(args.server)?;
+    let admin = Client::admin(args.server)?;
     match args.command {
         UsersCommand::Export { user } => {
             let data = admin.call("GET", &format!("/v1/admin/users/{user}/export"), None)?;
@@ -155,7 +155,7 @@ pub(super) fn users(args: UsersArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(args.server)?;
+    let admin = Client::admin(args.server)?;
     match args.command {
         PluginsCommand::List { json } => {
             let plugins = admin.call("GET", "/v1/admin/plugins", None)?;
@@ -227,34 +227,42 @@ fn print_reach(name: &str, reach: &Value) {
     }
 }
 
-struct Admin {
+/// A client of a running server's API, with the token it sends, if any.
+pub(super) struct Client {
     server: String,
-    token: String,
+    token: Option<String>,
 }
 
-impl Admin {
-    fn new(args: ServerArgs) -> anyhow::Result<Admin> {
-        Ok(Admin {
-            server: args.server.trim_end_matches('/').to_owned(),
-            token: args.admin_token.context(
-                "the admin API needs its token: set AGENTBOX_ADMIN_TOKEN (or pass --admin-token)",
-            )?,
-        })
+impl Client {
+    /// A client of the server at `server`, sending `token` as a bearer token.
+    pub(super) fn new(server: &str, token: Option<String>) -> Client {
+        Client {
+            server: server.trim_end_matches('/').to_owned(),
+            token,
+        }
     }
 
-    /// Sends a request to the admin API and returns its JSON answer, or the
+    /// A client of the admin API, which needs its token.
+    fn admin(args: ServerArgs) -> anyhow::Result<Client> {
+        let token = args.admin_token.context(
+            "the admin API needs its token: set AGENTBOX_ADMIN_TOKEN (or pass --admin-token)",
+        )?;
+        Ok(Client::new(&args.server, Some(token)))
+    }
+
+    /// Sends a request to the API and returns its JSON answer, or the
     /// server's error as an error.
-    fn call(
+    pub(super) fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server);
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("authorization", format!("Bearer {}", self.token));
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         if let Some((content_type, _)) = &body {
             request = request.header("content-type", *content_type);
         }

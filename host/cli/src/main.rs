@@ -6,6 +6,7 @@ mod keys;
 mod mcp;
 mod run;
 mod serve;
+mod sessions;
 
 use inspect::{InspectArgs, ToolsCommand, inspect, tools_list, tools_stats};
 use run::{RunArgs, run};
@@ -63,6 +64,7 @@ enum Commands {
     Mcp(mcp::McpArgs),
     Plugins(admin::PluginsArgs),
     Users(admin::UsersArgs),
+    Sessions(sessions::SessionsArgs),
     Inspect(InspectArgs),
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -245,6 +247,7 @@ async fn main() -> ExitCode {
         Commands::Mcp(args) => mcp::mcp(args).await,
         Commands::Plugins(args) => admin::plugins(args),
         Commands::Users(args) => admin::users(args),
+        Commands::Sessions(args) => sessions::sessions(args),
         Commands::Inspect(args) => inspect(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,

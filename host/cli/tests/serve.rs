@@ -2103,3 +2103,82 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
     }
     assert_eq!(read(&b, "model"), "small");
 }
+
+#[test]
+fn agentbox_sessions_reads_a_timeline_rewinds_and_forks_through_the_api() {
+    let _cores = shared_cores();
+    let data = tempfile::tempdir().unwrap();
+    let counter = plugin_dir("counter");
+    let server = Server::start(data.path(), &["--plugin", counter.to_str().unwrap()]);
+    let (_, body) = request(
+        "POST",
+        &server.url("/v1/sessions"),
+        Some(r#"{"plugin": "counter"}"#),
+        None,
+    );
+    let id = json_of(&body)["session"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let (status, body) = request(
+            "POST",
+            &server.url(&format!("/v1/sessions/{id}/messages")),
+            Some(r#"{"text": "tick"}"#),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let base = server.url("");
+    let sessions = |args: &[&str]| {
+        let mut all = vec!["sessions"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", &base]);
+        agentbox(&all, &[])
+    };
+
+    let (ok, listed, stderr) = sessions(&["events", &id]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "#1 turn 0 start",
+            "#2 turn 1 message: \"tick\"",
+            "#3 turn 2 message: \"tick\"",
+            "#4 turn 3 message: \"tick\""
+        ]
+    );
+    let (ok, state, stderr) = sessions(&["state", &id, "--turn", "1"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(json_of(&state), json!({ "count": 1 }));
+
+    let (ok, said, stderr) = sessions(&["rewind", &id, "--turn", "1"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        said.trim(),
+        format!("rewound {id} to turn 1; its next turn is 2")
+    );
+    let (_, listed, _) = sessions(&["events", &id, "--after", "2"]);
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [
+            "#3 turn 2 message (rewound): \"tick\"",
+            "#4 turn 3 message (rewound): \"tick\"",
+            "#5 turn 1 rewind"
+        ]
+    );
+    let (ok, said, stderr) = sessions(&["fork", &id, "--turn", "1", "--id", "forked"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(said.trim(), format!("forked {id} at turn 1 into forked"));
+    let (_, state, _) = sessions(&["state", "forked"]);
+    assert_eq!(json_of(&state), json!({ "count": 1 }));
+
+    // Mistakes are the server's own messages, and a failure.
+    let (ok, _, stderr) = sessions(&["state", &id, "--turn", "9"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("turn 9 has not happened") && stderr.contains("bad-request"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = sessions(&["events", "no-such-session"]);
+    assert!(!ok);
+    assert!(stderr.contains("not-found"), "{stderr}");
+}
