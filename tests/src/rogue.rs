@@ -12,6 +12,7 @@ use std::time::Duration;
 use agentbox_host::store::{MemoryStore, SessionRecord, Status, Store};
 use agentbox_host::{Cause, Clock, Host, Limits, SessionError, SessionStart};
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use crate::harness::{counter_session, host_with_clock, load, said, send, start_event, state};
 use crate::plugins::{COUNTER, ROGUE};
@@ -45,28 +46,35 @@ fn rogue_host_with(own: Limits) -> Host {
     host
 }
 
-/// A counter session that takes turns until the returned flag is set; the
-/// task returns how many turns committed, and fails on the first that does not.
-fn alongside(host: &Host) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+/// A counter session that takes turns until it is told to stop: the flag
+/// that tells it, the count of its committed turns, and the task, which
+/// returns how many turns committed and fails on the first that does not.
+type Alongside = (Arc<AtomicBool>, Arc<Notify>, tokio::task::JoinHandle<u64>);
+
+fn alongside(host: &Host) -> Alongside {
     let stop = Arc::new(AtomicBool::new(false));
+    let ticked = Arc::new(Notify::new());
     let task = {
-        let (host, stop) = (host.clone(), stop.clone());
+        let (host, stop, ticked) = (host.clone(), stop.clone(), ticked.clone());
         tokio::spawn(async move {
             let id = counter_session(&host, 0).await;
             let mut turns = 0;
             while !stop.load(Ordering::SeqCst) {
                 send(&host, &id, "tick").await;
                 turns += 1;
+                ticked.notify_one();
             }
             turns
         })
     };
-    (stop, task)
+    (stop, ticked, task)
 }
 
-/// Stops the counter session and checks that it committed turns throughout.
-async fn still_served(alongside: (Arc<AtomicBool>, tokio::task::JoinHandle<u64>)) {
-    let (stop, task) = alongside;
+/// Checks that the counter session is served: it commits a turn (on a
+/// machine under load, perhaps only once the rogue turns are over) within
+/// 30 s, then stops.
+async fn still_served((stop, ticked, task): Alongside) {
+    let _ = tokio::time::timeout(Duration::from_secs(30), ticked.notified()).await;
     stop.store(true, Ordering::SeqCst);
     assert!(task.await.unwrap() > 0, "the counter session took no turn");
 }
