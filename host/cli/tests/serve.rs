@@ -2,7 +2,8 @@
 //! HTTP client: the session API with its streamed replies and JSON errors,
 //! the admin API with its token, hot-swap and roll-back, activations that
 //! reach every server on one Redis, a clean stop on SIGTERM, no committed
-//! turn lost to SIGKILL, and memory back at its baseline after hostile turns.
+//! turn lost to SIGKILL (nor an event missing or extra in the log), memory
+//! back at its baseline after hostile turns, and `agentbox sessions`.
 
 mod common;
 
@@ -974,6 +975,38 @@ fn stopped_under_load(
         assert_eq!(record["state"]["count"], turn, "{record}");
         let asked = whole_history(&server, &client.session).len() as u64;
         assert_eq!(asked, turn, "no half-applied turn in {}", client.session);
+        // The log holds one event per commit, no more, and replaying its
+        // patches from turn 0 gives exactly the stored state.
+        let (_, body) = request(
+            "GET",
+            &server.url(&format!(
+                "/v1/sessions/{}/events?limit=1000",
+                client.session
+            )),
+            None,
+            None,
+        );
+        let events = json_of(&body)["events"].as_array().unwrap().clone();
+        let turns: Vec<u64> = events
+            .iter()
+            .map(|event| event["turn"].as_u64().unwrap())
+            .collect();
+        assert_eq!(turns, (0..=turn).collect::<Vec<_>>(), "{}", client.session);
+        let (_, body) = request(
+            "GET",
+            &server.url(&format!(
+                "/v1/sessions/{}/state?turn={turn}",
+                client.session
+            )),
+            None,
+            None,
+        );
+        assert_eq!(
+            json_of(&body)["state"],
+            record["state"],
+            "{}",
+            client.session
+        );
     }
     stopped
 }
