@@ -88,6 +88,9 @@ pub(crate) enum Tripped {
     /// has therefore passed.
     #[error("the deadline passed during a registry call")]
     Deadline,
+    /// The caller interrupted the turn.
+    #[error("the turn was interrupted")]
+    Interrupted,
 }
 
 /// Resource limits for the turns of a plugin.

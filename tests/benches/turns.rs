@@ -226,6 +226,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
                 messages: vec![agentbox_host::store::Message {
                     role: agentbox_host::store::Role::User,
                     content: "tick".into(),
+                    interrupted: false,
                 }],
                 // As a host commits, with the default limits.
                 history_cap: agentbox_host::store::HistoryCap {

@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use crate::harness::{host_with_clock, load};
-use crate::plugins::{INTAKE, PROFILE, SHOP};
+use crate::plugins::{INTAKE, MISBEHAVE, PROFILE, SHOP};
 
 const ADMIN: &str = "admin-token-of-the-callers-tests";
 
@@ -31,8 +31,9 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// A server of intake, shop and profile for `callers`, on a free loopback
-/// port, with its host's clock.
+/// A server of intake, shop, profile and misbehave for `callers`, on a
+/// free loopback port, with its host's clock. Turns have 30 s: only an
+/// interrupt stops misbehave's `ramble` in a test's time.
 struct Served {
     _runtime: tokio::runtime::Runtime,
     base: String,
@@ -53,12 +54,13 @@ fn serve_with(callers: Callers, websocket: WebSocketSettings) -> Served {
         .build()
         .unwrap();
     let clock = Clock::manual(NOW_S * 1000);
-    let host = host_with_clock(
-        Limits::default(),
-        Arc::new(MemoryStore::default()),
-        clock.clone(),
-    );
-    for plugin in [INTAKE, SHOP, PROFILE] {
+    let limits = Limits {
+        deadline: Duration::from_secs(30),
+        fuel: None,
+        ..Limits::default()
+    };
+    let host = host_with_clock(limits, Arc::new(MemoryStore::default()), clock.clone());
+    for plugin in [INTAKE, SHOP, PROFILE, MISBEHAVE] {
         load(&host, plugin);
     }
     let listener = runtime
@@ -152,6 +154,7 @@ fn reaches_nothing_of(served: &Served, token: &str, id: &str) {
             Some(json!({ "book": "Dune", "quantity": 99 })),
         ),
         ("GET", format!("/v1/sessions/{id}/ws"), None),
+        ("POST", format!("/v1/sessions/{id}/interrupt"), None),
         ("DELETE", format!("/v1/sessions/{id}"), None),
     ] {
         let (status, body) = served.as_caller(token, method, &path, body);
@@ -927,6 +930,100 @@ fn a_socket_opens_only_from_allowed_pages_and_a_session_has_few_at_once() {
         open_socket(&served, &id, None).ok()
     });
     assert!(reopened.is_some(), "a closed socket makes room for another");
+}
+
+/// The next JSON text frame of a socket.
+fn next_frame(
+    socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+) -> Value {
+    match socket.read().unwrap() {
+        tungstenite::Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("not a text frame: {other:?}"),
+    }
+}
+
+#[test]
+fn a_caller_interrupts_its_running_turn_by_socket_or_request_and_an_idle_one_is_409() {
+    let served = serve(Callers::default());
+    let (status, body) = served.as_caller(
+        ADMIN,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "misbehave" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["session"].as_str().unwrap().to_owned();
+    let interrupt = format!("/v1/sessions/{id}/interrupt");
+    let (status, body) = served.as_caller(ADMIN, "POST", &interrupt, None);
+    assert_eq!((status, &body["kind"]), (409, &json!("idle")), "{body}");
+
+    let mut socket = open_socket(&served, &id, None).unwrap();
+    let send = |socket: &mut tungstenite::WebSocket<_>, frame: Value| {
+        socket
+            .send(tungstenite::Message::Text(frame.to_string().into()))
+            .unwrap();
+    };
+    // Barge-in on the socket the turn runs on.
+    send(
+        &mut socket,
+        json!({ "type": "message", "text": "ramble hello there" }),
+    );
+    assert_eq!(
+        next_frame(&mut socket),
+        json!({ "event": "say", "text": "hello there" })
+    );
+    send(&mut socket, json!({ "type": "interrupt" }));
+    let failed = next_frame(&mut socket);
+    assert_eq!(
+        (&failed["event"], &failed["kind"]),
+        (&json!("error"), &json!("interrupted")),
+        "{failed}"
+    );
+    // And by a request while the socket waits for the turn.
+    send(
+        &mut socket,
+        json!({ "type": "message", "text": "ramble once more" }),
+    );
+    assert_eq!(next_frame(&mut socket)["text"], "once more");
+    let (status, body) = served.as_caller(ADMIN, "POST", &interrupt, None);
+    assert_eq!((status, &body), (202, &json!({ "interrupted": id })));
+    assert_eq!(next_frame(&mut socket)["kind"], "interrupted");
+    // An interrupt with no turn running answers on the socket too.
+    send(&mut socket, json!({ "type": "interrupt" }));
+    assert_eq!(next_frame(&mut socket)["kind"], "idle");
+
+    // While a turn runs, 16 frames wait their turn and a 17th is refused.
+    send(
+        &mut socket,
+        json!({ "type": "message", "text": "ramble wait" }),
+    );
+    assert_eq!(next_frame(&mut socket)["text"], "wait");
+    for _ in 0..17 {
+        send(&mut socket, json!({ "type": "message", "text": "note" }));
+    }
+    let refused = next_frame(&mut socket);
+    assert_eq!(refused["kind"], "too-many-frames", "{refused}");
+    send(&mut socket, json!({ "type": "interrupt" }));
+    assert_eq!(next_frame(&mut socket)["kind"], "interrupted");
+    let mut said = Vec::new();
+    while said.len() < 16 {
+        let frame = next_frame(&mut socket);
+        if frame["event"] == "say" {
+            said.push(frame["text"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(said.first().map(String::as_str), Some("entry 1"));
+    assert_eq!(said.last().map(String::as_str), Some("entry 16"));
+
+    let (status, body) =
+        served.as_caller(ADMIN, "GET", &format!("/v1/sessions/{id}/history"), None);
+    assert_eq!(status, 200, "{body}");
+    let messages = body.as_array().unwrap();
+    assert!(
+        messages
+            .contains(&json!({ "role": "assistant", "content": "once more", "interrupted": true })),
+        "{body}"
+    );
 }
 
 /// A keys file or `[jwt]` setting with a mistake is refused, naming it.

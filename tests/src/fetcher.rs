@@ -82,7 +82,7 @@ async fn server() -> (SocketAddr, Seen) {
 
 /// A server that reads each request and never answers; the receiver learns
 /// when a connection's client closed it.
-async fn stalling_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+pub(crate) async fn stalling_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (closed, closes) = tokio::sync::mpsc::unbounded_channel();

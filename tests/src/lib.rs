@@ -111,7 +111,11 @@ mod follow;
 #[cfg(test)]
 mod foreign_import;
 #[cfg(test)]
+mod history;
+#[cfg(test)]
 mod intake;
+#[cfg(test)]
+mod interrupt;
 #[cfg(test)]
 mod kv_probe;
 #[cfg(test)]

@@ -34,6 +34,7 @@ fn message(role: Role, content: &str) -> Message {
     Message {
         role,
         content: content.to_owned(),
+        interrupted: false,
     }
 }
 
@@ -117,6 +118,8 @@ fn commit_replaces_state_and_appends_history(store: &dyn Store) {
     store.create(&record("s1"), &[], &start_event()).unwrap();
     let mut ended = commit("s1", 1, 1, state(json!({ "turns": 1, "name": "Ada" })));
     ended.status = Status::Ended;
+    // The reply was cut off by the caller, and is kept marked so.
+    ended.messages[1].interrupted = true;
     store.commit(&ended).unwrap();
     let loaded = store.load("s1").unwrap().unwrap();
     assert_eq!(loaded.state, state(json!({ "turns": 1, "name": "Ada" })));
@@ -135,7 +138,10 @@ fn commit_replaces_state_and_appends_history(store: &dyn Store) {
         store.history("s1", 10).unwrap(),
         [
             message(Role::User, "message 1"),
-            message(Role::Assistant, "reply 1")
+            Message {
+                interrupted: true,
+                ..message(Role::Assistant, "reply 1")
+            }
         ]
     );
 }

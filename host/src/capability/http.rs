@@ -25,6 +25,7 @@ use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_rustls::rustls;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{
@@ -47,6 +48,7 @@ struct Outgoing {
     outbound: Arc<Outbound>,
     meter: Meter,
     deadline: Instant,
+    stop: CancellationToken,
 }
 
 /// Where the call's requests are counted and logged.
@@ -117,13 +119,14 @@ impl Meter {
 
 impl HttpCtx {
     /// The outbound HTTP of a call of `plugin` in `session`, under
-    /// `outbound`, ending at `deadline`.
+    /// `outbound`, ending at `deadline` or when `stop` is cancelled.
     pub(crate) fn new(
         outbound: Arc<Outbound>,
         plugin: &str,
         session: &str,
         metrics: Arc<Metrics>,
         deadline: Instant,
+        stop: CancellationToken,
     ) -> HttpCtx {
         HttpCtx {
             wasi: WasiHttpCtx::new(),
@@ -136,8 +139,14 @@ impl HttpCtx {
                     usage: Arc::default(),
                 },
                 deadline,
+                stop,
             },
         }
+    }
+
+    /// What stops the call early: the caller's interrupt.
+    pub(crate) fn stop(&self) -> &CancellationToken {
+        &self.hooks.stop
     }
 
     /// Whether the call's deadline ended one of its requests' waits: the
@@ -226,6 +235,7 @@ impl WasiHttpHooks for Outgoing {
             deadline: tokio::time::Instant::from_std(self.deadline),
             max_response_bytes: grant.max_response_bytes,
             usage: self.meter.usage.clone(),
+            stop: self.stop.clone(),
         };
         Box::new(send(request, target, origin, waits, self.meter.clone()))
     }
@@ -238,6 +248,8 @@ struct Waits {
     deadline: tokio::time::Instant,
     max_response_bytes: u64,
     usage: Arc<Usage>,
+    /// An interrupt ends every wait at once.
+    stop: CancellationToken,
 }
 
 impl Waits {
@@ -253,13 +265,16 @@ impl Waits {
     }
 
     /// Waits for `future` until the next wait ends, then fails with
-    /// `timed_out`.
+    /// `timed_out`; or until an interrupt, which fails the same way.
     async fn wait<F: Future>(&self, future: F, timed_out: Error) -> Result<F::Output, Error> {
         let (until, deadline) = self.next();
-        tokio::time::timeout_at(until, future).await.map_err(|_| {
-            self.timed_out(deadline);
-            timed_out
-        })
+        tokio::select! {
+            waited = tokio::time::timeout_at(until, future) => waited.map_err(|_| {
+                self.timed_out(deadline);
+                timed_out
+            }),
+            () = self.stop.cancelled() => Err(timed_out),
+        }
     }
 
     /// Notes that a wait ended, by the deadline or not.
@@ -352,6 +367,7 @@ async fn send(
         Bounded {
             incoming,
             read: 0,
+            stopped: Box::pin(waits.stop.clone().cancelled_owned()),
             waits,
             idle: Box::pin(tokio::time::sleep_until(until)),
             idle_is_deadline: by_deadline,
@@ -442,6 +458,8 @@ struct Bounded {
     idle: Pin<Box<Sleep>>,
     /// Whether `idle` ends at the call's deadline.
     idle_is_deadline: bool,
+    /// Ends the body at an interrupt.
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     meter: BodyMeter,
 }
 
@@ -482,6 +500,9 @@ impl Body for Bounded {
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Error::from(err)))),
             Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.stopped.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
             Poll::Pending => match this.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     this.waits.timed_out(this.idle_is_deadline);

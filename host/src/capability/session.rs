@@ -6,16 +6,77 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::capability::error::GuestError;
 use crate::limits::Limits;
 use crate::names::{check_state_key, check_value};
-use crate::store::{Message, SessionRecord, SessionStore, SessionStoreError, State};
+use crate::store::{Message, Role, SessionRecord, SessionStore, SessionStoreError, State};
 
 /// Most history messages one `history` call returns: the guest chooses `last`,
 /// and each message is copied into its memory.
 const MAX_HISTORY: u32 = 1000;
+
+/// Most bytes of one note.
+pub const NOTE_BYTES: usize = 4 << 10;
+
+/// Most notes one turn adds.
+pub const NOTES_PER_TURN: usize = 16;
+
+/// Most bytes of a prune's summary.
+pub const SUMMARY_BYTES: usize = 16 << 10;
+
+/// How a turn shapes its session's history when it commits: the notes it
+/// adds and the prune it asked for, applied to the history as committed
+/// before the turn's own messages are added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shaping {
+    /// System messages added after the caller's message.
+    pub notes: Vec<String>,
+    /// What the history is pruned to after the turn's messages.
+    pub prune: Option<Prune>,
+}
+
+impl Shaping {
+    /// Takes on what a call inside the turn asked for after this.
+    pub(crate) fn adopt(&mut self, later: Shaping) {
+        self.notes.extend(later.notes);
+        if later.prune.is_some() {
+            self.prune = later.prune;
+        }
+    }
+}
+
+/// A prune of the history: the newest `keep_last` messages, after one
+/// system message holding `summary` if there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prune {
+    /// How many of the newest messages are kept.
+    pub keep_last: u32,
+    /// What the dropped messages said, in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+impl Prune {
+    /// `history` (oldest first) pruned.
+    pub(crate) fn apply(&self, mut history: Vec<Message>) -> Vec<Message> {
+        let dropped = history.len().saturating_sub(self.keep_last as usize);
+        history.drain(..dropped);
+        if let Some(summary) = &self.summary {
+            history.insert(
+                0,
+                Message {
+                    role: Role::System,
+                    content: summary.clone(),
+                    interrupted: false,
+                },
+            );
+        }
+        history
+    }
+}
 
 /// A turn's view of its session.
 pub(crate) struct SessionCtx {
@@ -29,6 +90,7 @@ pub(crate) struct SessionCtx {
     /// at the first write, since most turns never need it.
     state_bytes: Option<usize>,
     limits: Arc<Limits>,
+    shaping: Shaping,
 }
 
 impl SessionCtx {
@@ -49,6 +111,7 @@ impl SessionCtx {
             state,
             state_bytes: None,
             limits,
+            shaping: Shaping::default(),
         }
     }
 
@@ -80,14 +143,58 @@ impl SessionCtx {
             state: self.state.clone(),
             state_bytes: self.state_bytes,
             limits: self.limits.clone(),
+            shaping: Shaping::default(),
         }
     }
 
     /// Takes the working copy a [`SessionCtx::fork`] of this view left: the
-    /// writes of a call that succeeded become this turn's.
+    /// writes (and notes and prune) of a call that succeeded become this
+    /// turn's.
     pub(crate) fn adopt(&mut self, fork: SessionCtx) {
         self.state = fork.state;
         self.state_bytes = fork.state_bytes;
+        self.shaping.adopt(fork.shaping);
+    }
+
+    /// The notes and prune the call asked for, taken out of the view.
+    pub(crate) fn take_shaping(&mut self) -> Shaping {
+        std::mem::take(&mut self.shaping)
+    }
+
+    /// Adds a note to the history when the turn commits.
+    pub(crate) fn note(&mut self, text: String) -> Result<(), GuestError> {
+        if text.is_empty() || text.len() > NOTE_BYTES {
+            return Err(GuestError::Invalid(format!(
+                "a note is 1 to {NOTE_BYTES} bytes; this one is {}",
+                text.len()
+            )));
+        }
+        if self.shaping.notes.len() >= NOTES_PER_TURN {
+            return Err(GuestError::Invalid(format!(
+                "a turn adds at most {NOTES_PER_TURN} notes"
+            )));
+        }
+        self.shaping.notes.push(text);
+        Ok(())
+    }
+
+    /// Prunes the history when the turn commits.
+    pub(crate) fn prune(
+        &mut self,
+        keep_last: u32,
+        summary: Option<String>,
+    ) -> Result<(), GuestError> {
+        if let Some(summary) = summary
+            .as_ref()
+            .filter(|summary| summary.is_empty() || summary.len() > SUMMARY_BYTES)
+        {
+            return Err(GuestError::Invalid(format!(
+                "a summary is 1 to {SUMMARY_BYTES} bytes; this one is {}",
+                summary.len()
+            )));
+        }
+        self.shaping.prune = Some(Prune { keep_last, summary });
+        Ok(())
     }
 
     /// The session's id.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{CallHook, Trap};
+use wasmtime::{CallHook, Trap, UpdateDeadline};
 
 use crate::capability::stdio::GuestLog;
 use crate::engine::{EPOCH_TICK, Engine};
@@ -36,6 +36,9 @@ pub(crate) enum Failure {
     /// The guest burned this much fuel.
     #[error("fuel limit of {0} per call of an export exhausted")]
     Fuel(u64),
+    /// The caller interrupted the call.
+    #[error("interrupted by the caller")]
+    Interrupted,
 }
 
 /// Instantiates `pre` with `ctx` under `limits` and runs `export`; returns
@@ -62,9 +65,22 @@ pub(crate) fn call<R>(
         Ok(())
     });
     // The deadline must be armed before instantiating: it starts at 0.
+    // Every tick looks at the stop as well, so an interrupt takes effect
+    // within a tick of the guest's running code.
     let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-    store.epoch_deadline_trap();
+    let mut left = u64::try_from(ticks).unwrap_or(u64::MAX);
+    let stop = store.data().stop().clone();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        left -= 1;
+        if stop.is_cancelled() {
+            Err(Tripped::Interrupted.into())
+        } else if left == 0 {
+            Err(Tripped::Deadline.into())
+        } else {
+            Ok(UpdateDeadline::Continue(1))
+        }
+    });
     if engine.meters_fuel() {
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -76,6 +92,8 @@ pub(crate) fn call<R>(
         .and_then(|agent| export(&agent, &mut store));
     let ctx = store.into_data();
     let result = match result {
+        // An interrupt stops the call whatever the guest made of it.
+        _ if ctx.stop().is_cancelled() => Err(Failure::Interrupted),
         // The deadline ended a wait for an outbound request: the call is
         // past it, whatever the guest made of the error it was handed.
         _ if ctx.cut_by_deadline() => Err(Failure::Deadline(limits.deadline)),
@@ -95,12 +113,11 @@ fn failure(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Failure {
             Tripped::Output(limit) => Failure::Output(*limit),
             Tripped::HostCalls(limit) => Failure::HostCalls(*limit),
             Tripped::Deadline => Failure::Deadline(limits.deadline),
+            Tripped::Interrupted => Failure::Interrupted,
         };
     }
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return Failure::Deadline(limits.deadline),
-        Some(Trap::OutOfFuel) => return Failure::Fuel(limits.fuel.unwrap_or(u64::MAX)),
-        _ => {}
+    if let Some(Trap::OutOfFuel) = err.downcast_ref::<Trap>() {
+        return Failure::Fuel(limits.fuel.unwrap_or(u64::MAX));
     }
     let reason = err.root_cause().to_string();
     Failure::Trap(match log.last_words() {

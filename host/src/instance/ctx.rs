@@ -2,6 +2,7 @@
 //! capabilities, WASI with nothing granted but the outbound HTTP and
 //! configuration of the plugin's policy, and what the host counts.
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -110,6 +111,11 @@ impl TurnCtx {
     /// What the call sent through outbound HTTP.
     pub(crate) fn outbound_use(&self) -> OutboundUse {
         self.http.usage()
+    }
+
+    /// What stops the call early: the caller's interrupt.
+    pub(crate) fn stop(&self) -> &CancellationToken {
+        self.http.stop()
     }
 
     /// Whether the call's deadline ended a wait of an outbound request.

@@ -6,9 +6,10 @@
 /// Implements, in the invoking bindings module, the generated `session`,
 /// `kv` and `output` host traits on [`crate::instance::ctx::WorldView`],
 /// `add_to_linker` for them, and the conversions of the shared types (the
-/// manifest's too; each version converts its own `tool-spec`).
+/// manifest's too; each version converts its own `tool-spec`). The items
+/// given are the `session` functions only the invoking version has.
 macro_rules! serve_shared_imports {
-    () => {
+    ($($session_only:item)*) => {
         use wasmtime::component::{HasData, Linker, Resource};
 
         use crate::capability::bucket::Bucket;
@@ -132,6 +133,8 @@ macro_rules! serve_shared_imports {
             fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
                 Ok(self.session("keys")?.keys(&prefix))
             }
+
+            $($session_only)*
         }
 
         impl output::Host for WorldView<'_> {

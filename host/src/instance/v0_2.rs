@@ -28,7 +28,22 @@ pub const WORLD_VERSION: &str = "0.2.0";
 /// The name of the agent export as it appears in a component's exports.
 pub const AGENT_EXPORT: &str = "agentbox:plugin/agent@0.2.0";
 
-crate::instance::imports::serve_shared_imports!();
+crate::instance::imports::serve_shared_imports! {
+    fn note(&mut self, text: String) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(self.session("note")?.note(text).map_err(Into::into))
+    }
+
+    fn prune(
+        &mut self,
+        keep_last: u32,
+        summary: Option<String>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(self
+            .session("prune")?
+            .prune(keep_last, summary)
+            .map_err(Into::into))
+    }
+}
 
 impl From<ToolSpec> for world::ToolSpec {
     fn from(spec: ToolSpec) -> world::ToolSpec {

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use wasmtime::component::Linker;
 
@@ -165,6 +166,7 @@ impl Plugins {
             "-",
             self.metrics.clone(),
             Instant::now() + self.limits.deadline,
+            CancellationToken::new(),
         );
         let ctx = TurnCtx::describing(nothing, &self.limits);
         let (result, _) = call(

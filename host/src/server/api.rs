@@ -87,9 +87,12 @@ impl IntoResponse for SessionError {
             Cause::BadRequest(_) => StatusCode::BAD_REQUEST,
             Cause::InvalidArguments { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Cause::Precondition { .. } => StatusCode::PRECONDITION_FAILED,
-            Cause::Ended | Cause::Exists | Cause::Conflict(_) | Cause::Busy(_) => {
-                StatusCode::CONFLICT
-            }
+            Cause::Ended
+            | Cause::Exists
+            | Cause::Conflict(_)
+            | Cause::Busy(_)
+            | Cause::Interrupted
+            | Cause::Idle => StatusCode::CONFLICT,
             Cause::LiveSessions(_) | Cause::ConcurrentTurns(_) => StatusCode::TOO_MANY_REQUESTS,
             Cause::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,

@@ -261,6 +261,23 @@ pub(super) async fn end_session(
     }
 }
 
+/// Stops the session's running turn: it fails as `interrupted` and
+/// commits no state; what the agent had said is recorded, marked
+/// interrupted. 409 `idle` when no turn is running.
+pub(super) async fn interrupt(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+        return refusal;
+    }
+    match api.host.interrupt(&id) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "interrupted": id }))).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
 pub(super) async fn metrics(State(api): State<Api>) -> Response {
     (
         [(

@@ -3,6 +3,7 @@
 //! happen. A browser page may open one only from an origin the operator
 //! allows, and a session has a bounded number of sockets at once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::capability::output::Sink;
 use crate::server::access::slow_message;
@@ -35,6 +37,8 @@ enum Inbound {
     },
     /// The caller ends the session.
     End,
+    /// The caller stops the running turn (barge-in).
+    Interrupt,
 }
 
 fn no_arguments() -> Value {
@@ -95,34 +99,42 @@ pub(super) async fn converse(
         })
 }
 
+/// Frames a client may send while a turn runs, taken in order after it.
+const QUEUED_FRAMES: usize = 16;
+
 /// Serves one WebSocket for `caller` until it closes it or the session
 /// ends; each message, tool call and end counts as a turn of its rate.
+/// While a turn runs, the socket keeps reading: an interrupt stops the
+/// turn, and other frames wait their turn.
 async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) {
-    while let Some(Ok(frame)) = socket.recv().await {
-        let text = match frame {
-            Frame::Text(text) => text,
-            Frame::Binary(_) => {
-                let refusal = bad_request("send JSON text frames, not binary ones".into());
-                if send(&mut socket, &refusal).await.is_err() {
-                    return;
+    let mut queued = VecDeque::new();
+    loop {
+        let inbound = match queued.pop_front() {
+            Some(inbound) => inbound,
+            None => match read(&mut socket).await {
+                Read::Frame(inbound) => inbound,
+                Read::Refused(refusal) => {
+                    if send(&mut socket, &refusal).await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Frame::Close(_) => return,
-            Frame::Ping(_) | Frame::Pong(_) => continue,
+                Read::Closed => return,
+            },
         };
-        let inbound: Inbound = match serde_json::from_str(&text) {
-            Ok(inbound) => inbound,
-            Err(err) => {
-                let refusal = bad_request(format!(
-                    "a frame must be {{\"type\": \"message\", \"text\": ...}}, {{\"type\": \"tool\", \"tool\": ..., \"arguments\": {{...}}}} or {{\"type\": \"end\"}}: {err}"
-                ));
-                if send(&mut socket, &refusal).await.is_err() {
-                    return;
-                }
-                continue;
+        if matches!(inbound, Inbound::Interrupt) {
+            let idle = api
+                .host
+                .interrupt(&id)
+                .err()
+                .map(|err| TurnEvent::failed(&err));
+            if let Some(idle) = idle
+                && send(&mut socket, &idle).await.is_err()
+            {
+                return;
             }
-        };
+            continue;
+        }
         if let Err(slow) = api
             .callers
             .admit(&caller, Action::Turn, api.host.clock().now_ms())
@@ -133,35 +145,32 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
             }
             continue;
         }
-        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let said = events.clone();
-        let sink: Sink = Arc::new(move |text: &str| {
-            let _ = said.send(TurnEvent::Say {
-                text: text.to_owned(),
-            });
-        });
-        let (host, id) = (api.host.clone(), id.clone());
-        tokio::spawn(async move {
-            let done = match inbound {
-                Inbound::Message { text } => host
-                    .send_message(&id, &text, Some(sink))
-                    .await
-                    .map(|report| TurnEvent::committed(&report)),
-                Inbound::Tool { tool, arguments } => host
-                    .call_tool(&id, &tool, arguments, Some(sink))
-                    .await
-                    .map(|report| TurnEvent::tool_result(&tool, &report)),
-                Inbound::End => host.end_session(&id).await.map(|report| {
-                    for text in &report.said {
-                        let _ = events.send(TurnEvent::Say { text: text.clone() });
-                    }
-                    TurnEvent::committed(&report)
-                }),
-            };
-            let _ = events.send(done.unwrap_or_else(|err| TurnEvent::failed(&err)));
-        });
+        let mut received = turn(&api, &id, inbound);
         let mut ended = false;
-        while let Some(event) = received.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = received.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                read = read(&mut socket) => match read {
+                    Read::Frame(Inbound::Interrupt) => {
+                        // The turn's own failure answers it.
+                        let _ = api.host.interrupt(&id);
+                        continue;
+                    }
+                    Read::Frame(inbound) if queued.len() < QUEUED_FRAMES => {
+                        queued.push_back(inbound);
+                        continue;
+                    }
+                    Read::Frame(_) => TurnEvent::refused(
+                        "too-many-frames",
+                        format!("{QUEUED_FRAMES} frames already wait for the running turn; this one was dropped"),
+                    ),
+                    Read::Refused(refusal) => refusal,
+                    Read::Closed => return,
+                },
+            };
             ended |= event.ends_session();
             if send(&mut socket, &event).await.is_err() {
                 return;
@@ -172,6 +181,68 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
             return;
         }
     }
+}
+
+/// What reading the socket gave.
+enum Read {
+    Frame(Inbound),
+    /// A frame the socket cannot take, with its refusal.
+    Refused(TurnEvent),
+    Closed,
+}
+
+/// The next frame the client sent, skipping pings.
+async fn read(socket: &mut WebSocket) -> Read {
+    loop {
+        let text = match socket.recv().await {
+            Some(Ok(Frame::Text(text))) => text,
+            Some(Ok(Frame::Binary(_))) => {
+                return Read::Refused(bad_request("send JSON text frames, not binary ones".into()));
+            }
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
+            Some(Ok(Frame::Close(_)) | Err(_)) | None => return Read::Closed,
+        };
+        return match serde_json::from_str(&text) {
+            Ok(inbound) => Read::Frame(inbound),
+            Err(err) => Read::Refused(bad_request(format!(
+                "a frame must be {{\"type\": \"message\", \"text\": ...}}, {{\"type\": \"tool\", \"tool\": ..., \"arguments\": {{...}}}}, {{\"type\": \"interrupt\"}} or {{\"type\": \"end\"}}: {err}"
+            ))),
+        };
+    }
+}
+
+/// Starts the turn `inbound` asks for: its events as they happen, the last
+/// one its outcome.
+fn turn(api: &Api, id: &str, inbound: Inbound) -> mpsc::UnboundedReceiver<TurnEvent> {
+    let (events, received) = mpsc::unbounded_channel();
+    let said = events.clone();
+    let sink: Sink = Arc::new(move |text: &str| {
+        let _ = said.send(TurnEvent::Say {
+            text: text.to_owned(),
+        });
+    });
+    let (host, id) = (api.host.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let done = match inbound {
+            Inbound::Message { text } => host
+                .send_message(&id, &text, Some(sink))
+                .await
+                .map(|report| TurnEvent::committed(&report)),
+            Inbound::Tool { tool, arguments } => host
+                .call_tool(&id, &tool, arguments, Some(sink))
+                .await
+                .map(|report| TurnEvent::tool_result(&tool, &report)),
+            Inbound::End => host.end_session(&id).await.map(|report| {
+                for text in &report.said {
+                    let _ = events.send(TurnEvent::Say { text: text.clone() });
+                }
+                TurnEvent::committed(&report)
+            }),
+            Inbound::Interrupt => unreachable!("an interrupt is no turn"),
+        };
+        let _ = events.send(done.unwrap_or_else(|err| TurnEvent::failed(&err)));
+    });
+    received
 }
 
 /// The refusal of a frame the socket cannot take.

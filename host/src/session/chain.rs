@@ -5,16 +5,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::limits::Limits;
 
 /// The registry calls a call of an export runs inside: the plugins of the
-/// calls above it, outermost first, the deadline they leave it, and the
-/// record of the registry call it answers.
+/// calls above it, outermost first, the deadline they leave it, the
+/// record of the registry call it answers, and the caller's interrupt of
+/// the turn at the top.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Within {
     above: Vec<String>,
     deadline: Option<Instant>,
     call: Option<String>,
+    stop: Option<CancellationToken>,
 }
 
 impl Within {
@@ -23,7 +27,22 @@ impl Within {
         above: Vec::new(),
         deadline: None,
         call: None,
+        stop: None,
     };
+
+    /// The chain of a caller's turn, which `stop` interrupts.
+    pub(crate) fn stopped_by(stop: CancellationToken) -> Within {
+        Within {
+            stop: Some(stop),
+            ..Within::TOP
+        }
+    }
+
+    /// What stops the calls in this chain: the interrupt of the turn at
+    /// the top (a token nothing cancels when it has none).
+    pub(crate) fn stop(&self) -> CancellationToken {
+        self.stop.clone().unwrap_or_default()
+    }
 
     /// The id of the record of the registry call this call answers.
     pub(crate) fn call(&self) -> Option<&str> {
@@ -61,6 +80,7 @@ impl Within {
             above,
             deadline: Some(deadline),
             call: Some(call.to_owned()),
+            stop: self.stop.clone(),
         }
     }
 }

@@ -105,6 +105,12 @@ pub enum Cause {
         /// Why `migrate` failed.
         cause: Box<Cause>,
     },
+    /// The caller interrupted the turn.
+    #[error("the turn was interrupted by its caller")]
+    Interrupted,
+    /// No turn of the session is running to interrupt.
+    #[error("no turn of the session is running")]
+    Idle,
     /// Another host process is running a turn of the session and did not
     /// finish within the wait.
     #[error("another host is running a turn of this session; it did not finish within {} ms", .0.as_millis())]
@@ -139,6 +145,8 @@ impl Cause {
             Cause::InvalidState(_) => "invalid-state",
             Cause::Conflict(_) => "conflict",
             Cause::Busy(_) => "busy",
+            Cause::Interrupted => "interrupted",
+            Cause::Idle => "idle",
             Cause::Migration { .. } => "migration",
             Cause::Store(_) => "unavailable",
         }
@@ -187,6 +195,7 @@ impl From<Failure> for Cause {
             Failure::Output(limit) => Cause::OutputLimit(limit),
             Failure::HostCalls(limit) => Cause::HostCallLimit(limit),
             Failure::Fuel(limit) => Cause::FuelLimit(limit),
+            Failure::Interrupted => Cause::Interrupted,
         }
     }
 }

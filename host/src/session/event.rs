@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::capability::kv::KvWrites;
 use crate::capability::registry::RegistryCalls;
+use crate::capability::session::Prune;
 use crate::session::error::Cause;
 use crate::session::report::{Outcome, assistant_message};
 use crate::store::{BackendError, LoggedEvent, Message, Role, State};
@@ -83,8 +84,15 @@ pub struct Event {
     /// What a tool call returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// The history a fork started with: the source session's as of the
-    /// turn it was forked at.
+    /// The notes the turn added to the history (`session.note`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The prune the turn asked for (`session.prune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Prune>,
+    /// The whole history after the event: the one a fork started with (the
+    /// source session's as of the turn it was forked at), or the one a
+    /// prune left.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Message>,
     /// How the conversation goes on.
@@ -131,6 +139,7 @@ impl Event {
             EventKind::Message => Some(Message {
                 role: Role::User,
                 content: self.input["text"].as_str().unwrap_or_default().to_owned(),
+                interrupted: false,
             }),
             EventKind::Tool => Some(Message {
                 role: Role::Tool,
@@ -140,13 +149,23 @@ impl Event {
                     "result": self.result,
                 })
                 .to_string(),
+                interrupted: false,
             }),
             EventKind::Fork => return self.history.clone(),
             EventKind::Start | EventKind::End | EventKind::Rewind => None,
         };
+        let notes = self.notes.iter().map(|note| Message {
+            role: Role::System,
+            content: note.clone(),
+            interrupted: false,
+        });
         asked
             .into_iter()
-            .chain(assistant_message(&self.said))
+            .chain(notes)
+            .chain(assistant_message(
+                &self.said,
+                self.outcome == Outcome::Interrupted,
+            ))
             .collect()
     }
 

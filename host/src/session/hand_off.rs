@@ -25,9 +25,10 @@ impl Host {
         delegate: String,
         text: &str,
         sink: Option<Sink>,
+        within: &Within,
     ) -> Result<TurnReport, SessionError> {
         let fail = turn.fail();
-        let (said, next) = self.hand_off(&turn.record, &delegate, text, sink)?;
+        let (said, next) = self.hand_off(&turn.record, &delegate, text, sink, within)?;
         let state = turn.record.state.clone();
         let input = Input::Message(text.to_owned());
         self.commit_delegating(
@@ -49,13 +50,15 @@ impl Host {
 
     /// Hands `text` to `target`'s child session of `parent`, and on to the
     /// plugin it hands to in turn: what they said, and the plugin that
-    /// answers the next message (`None`: the session's own).
+    /// answers the next message (`None`: the session's own). An interrupt
+    /// of a plugin handed to fails the hand-off.
     pub(crate) fn hand_off(
         &self,
         parent: &SessionRecord,
         target: &str,
         text: &str,
         sink: Option<Sink>,
+        within: &Within,
     ) -> Result<(Vec<String>, Option<String>), SessionError> {
         let mut said = Vec::new();
         let mut target = target.to_owned();
@@ -66,13 +69,18 @@ impl Host {
             }
             let child = child_session_id(&parent.id, &target);
             let (heard, outcome) = self.in_child(&child, |id| {
-                self.answer_in_child(parent, &target, id, text, sink.clone())
+                self.answer_in_child(parent, &target, id, text, sink.clone(), within)
             })?;
             said.extend(heard);
             match outcome {
                 Outcome::Continue => return Ok((said, Some(target))),
                 Outcome::End => return Ok((said, None)),
                 Outcome::HandOff(next) => target = next,
+                Outcome::Interrupted => {
+                    return Err(session_error(&parent.id, Some(&parent.plugin), None)(
+                        Cause::Interrupted,
+                    ));
+                }
             }
         }
         Err(session_error(&parent.id, Some(&parent.plugin), None)(
@@ -92,6 +100,7 @@ impl Host {
         id: &str,
         text: &str,
         sink: Option<Sink>,
+        within: &Within,
     ) -> Result<(Vec<String>, Outcome), SessionError> {
         let start = SessionStart {
             plugin: plugin.to_owned(),
@@ -114,10 +123,10 @@ impl Host {
                     .delete_session(id)
                     .map_err(|err| fail(err.into()))?;
             }
-            said.extend(self.run_start(id, start, sink.clone(), &Within::TOP)?.said);
+            said.extend(self.run_start(id, start, sink.clone(), within)?.said);
         }
         let turn = self.open(id, true)?;
-        let (heard, state, outcome) = self.message_turn(&turn, text, sink)?;
+        let (heard, state, outcome) = self.message_turn(&turn, text, sink, within)?;
         let input = Input::Message(text.to_owned());
         self.commit(&turn, &state, &outcome, input, &heard)
             .map_err(turn.fail())?;

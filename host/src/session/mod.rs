@@ -26,6 +26,8 @@ pub mod error;
 pub mod event;
 mod follow;
 mod hand_off;
+mod interrupt;
+mod message;
 mod migrate;
 pub mod operator_kv;
 pub mod pinned;
@@ -97,6 +99,8 @@ struct Inner {
     locks: SessionLocks,
     /// The sessions this process commits to, for their followers.
     commits: follow::Commits,
+    /// The turns this process runs, for their callers' interrupts.
+    running: interrupt::Running,
     turns: Arc<Semaphore>,
     plugin_turns: PluginTurns,
     metrics: Arc<Metrics>,
@@ -284,6 +288,7 @@ impl HostBuilder {
                 clock: self.clock,
                 locks: SessionLocks::default(),
                 commits: follow::Commits::default(),
+                running: interrupt::Running::default(),
                 metrics,
                 holder: uuid::Uuid::new_v4().to_string(),
             }),
@@ -454,7 +459,9 @@ impl Host {
         let host = self.clone();
         let started = Instant::now();
         let result = self
-            .serialized(&id, move |id| host.run_start(id, start, sink, &Within::TOP))
+            .serialized(&id, move |id, within| {
+                host.run_start(id, start, sink, within)
+            })
             .await;
         self.observe("start", started, &result, |report| &report.plugin);
         result
@@ -473,7 +480,9 @@ impl Host {
         let text = text.to_owned();
         let started = Instant::now();
         let result = self
-            .serialized(session, move |id| host.run_message(id, &text, sink))
+            .serialized(session, move |id, within| {
+                host.run_message(id, &text, sink, within)
+            })
             .await;
         self.observe("message", started, &result, |report| &report.plugin);
         result
@@ -499,8 +508,8 @@ impl Host {
         let tool = tool.to_owned();
         let started = Instant::now();
         let result = self
-            .serialized(session, move |id| {
-                host.run_tool(id, &tool, arguments, sink, &Within::TOP)
+            .serialized(session, move |id, within| {
+                host.run_tool(id, &tool, arguments, sink, within)
             })
             .await;
         self.observe("tool", started, &result, |report| &report.turn.plugin);
@@ -513,20 +522,25 @@ impl Host {
     pub async fn end_session(&self, session: &str) -> Result<TurnReport, SessionError> {
         let host = self.clone();
         let started = Instant::now();
-        let result = self.serialized(session, move |id| host.run_end(id)).await;
+        let result = self
+            .serialized(session, move |id, _| host.run_end(id))
+            .await;
         self.observe("end", started, &result, |report| &report.plugin);
         result
     }
 
     /// Runs `turn` for session `id` on a blocking thread, after every earlier
-    /// turn of the session and within the bound on concurrent turns.
+    /// turn of the session and within the bound on concurrent turns, in a
+    /// chain of calls its caller's interrupt stops.
     pub(crate) async fn serialized<R: Send + 'static>(
         &self,
         id: &str,
-        turn: impl FnOnce(&str) -> Result<R, SessionError> + Send + 'static,
+        turn: impl FnOnce(&str, &Within) -> Result<R, SessionError> + Send + 'static,
     ) -> Result<R, SessionError> {
         let lock = self.inner.locks.lock_for(id);
         let _turn_of_session = lock.lock().await;
+        let running = self.run(id);
+        let within = Within::stopped_by(running.stop().clone());
         let _slot = self
             .inner
             .turns
@@ -538,7 +552,9 @@ impl Host {
         let host = self.clone();
         tokio::task::spawn_blocking(move || {
             let inner = &host.inner;
-            leased(&*inner.store, &inner.holder, inner.lease_ttl, &id, turn)
+            leased(&*inner.store, &inner.holder, inner.lease_ttl, &id, |id| {
+                turn(id, &within)
+            })
         })
         .await
         .expect("a turn panicked")

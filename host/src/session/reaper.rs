@@ -93,7 +93,7 @@ impl Host {
             let host = self.clone();
             let started = Instant::now();
             let result = self
-                .serialized(&id, move |id| host.run_expire(id, expiry))
+                .serialized(&id, move |id, _| host.run_expire(id, expiry))
                 .await;
             match result {
                 Ok(Expired::Lives) => {}

@@ -17,6 +17,9 @@ pub enum Outcome {
     HandOff(String),
     /// The session has ended.
     End,
+    /// The caller interrupted the turn: no state was committed, and the
+    /// agent's words so far were recorded, marked interrupted.
+    Interrupted,
 }
 
 /// What a committed turn did.
@@ -163,10 +166,12 @@ impl TurnEvent {
     }
 }
 
-/// The history entry for what the agent said in a turn, if it said anything.
-pub(crate) fn assistant_message(said: &[String]) -> Option<Message> {
+/// The history entry for what the agent said in a turn, if it said
+/// anything, and whether its caller interrupted it.
+pub(crate) fn assistant_message(said: &[String], interrupted: bool) -> Option<Message> {
     (!said.is_empty()).then(|| Message {
         role: Role::Assistant,
         content: said.join("\n"),
+        interrupted,
     })
 }

@@ -123,7 +123,7 @@ impl Host {
     /// rewound, after the rewind's own event.
     pub async fn rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
         let host = self.clone();
-        self.serialized(id, move |id| host.run_rewind(id, turn))
+        self.serialized(id, move |id, _| host.run_rewind(id, turn))
             .await
     }
 
@@ -286,6 +286,11 @@ impl Host {
         let mut line = vec![event.clone()];
         'line: loop {
             for event in line.iter().rev() {
+                // A prune leaves the whole history on its event.
+                if event.prune.is_some() {
+                    newest_first.extend(event.history.iter().rev().cloned());
+                    break 'line;
+                }
                 newest_first.extend(event.messages().into_iter().rev());
                 let bytes: usize = newest_first
                     .iter()
@@ -331,6 +336,8 @@ fn back_to(to: &Event, kind: EventKind, input: Value) -> Event {
         input,
         said: Vec::new(),
         result: None,
+        notes: Vec::new(),
+        prune: None,
         history: Vec::new(),
         outcome: Outcome::Continue,
         migration: None,

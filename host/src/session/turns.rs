@@ -15,12 +15,12 @@ use crate::capability::http::HttpCtx;
 use crate::capability::kv::{KvCtx, KvWrites, Scope};
 use crate::capability::output::{OutputCtx, Sink};
 use crate::capability::registry::RegistryCalls;
-use crate::capability::session::SessionCtx;
+use crate::capability::session::{SessionCtx, Shaping};
 use crate::clock::micros_since;
 use crate::instance::agent::{Agent, Returned, Store};
 use crate::instance::call::call;
 use crate::instance::ctx::{Capabilities, TurnCtx};
-use crate::instance::world::{EndReason, GuestOutcome};
+use crate::instance::world::EndReason;
 use crate::limits::GUEST_OUTPUT_BYTES;
 use crate::plugin::PluginVersion;
 use crate::session::Host;
@@ -49,6 +49,8 @@ pub(crate) struct Turn {
     kv_writes: RefCell<KvWrites>,
     /// The registry calls the turn's calls made.
     calls: RefCell<RegistryCalls>,
+    /// The notes and prune of the turn's calls that succeeded.
+    shaping: RefCell<Shaping>,
     _slot: PluginSlot,
 }
 
@@ -128,6 +130,7 @@ impl Host {
             opened,
             kv_writes: RefCell::default(),
             calls: RefCell::default(),
+            shaping: RefCell::default(),
             _slot: slot,
         })
     }
@@ -182,6 +185,7 @@ impl Host {
             session.id(),
             inner.metrics.clone(),
             deadline,
+            within.stop(),
         );
         let capabilities = Capabilities {
             session,
@@ -237,7 +241,8 @@ impl Host {
     }
 
     /// Calls one export in `turn`, starting from `state`, and notes the KV
-    /// keys it wrote and the registry calls it made for the turn's event.
+    /// keys it wrote and the registry calls it made for the turn's event,
+    /// and the notes and prune it asked for if it succeeded.
     pub(crate) fn call_turn<R>(
         &self,
         turn: &Turn,
@@ -261,6 +266,9 @@ impl Host {
         turn.calls
             .borrow_mut()
             .extend(std::mem::take(&mut call.calls));
+        if call.result.is_ok() {
+            turn.shaping.borrow_mut().adopt(call.session.take_shaping());
+        }
         call
     }
 
@@ -295,12 +303,13 @@ impl Host {
     ) -> Result<(), Cause> {
         let Turn { record, plugin, .. } = turn;
         check_state(plugin, state)?;
+        let Shaping { notes, prune } = turn.shaping.take();
         let (kind, input, result) = input.into_parts();
         let at_ms = self.inner.clock.now_ms();
         let snapshot = (kind == EventKind::Start
             || turn.number.is_multiple_of(self.inner.limits.snapshot_turns))
         .then(|| state.clone());
-        let event = Event {
+        let mut event = Event {
             seq: record.revision + 1,
             session: record.id.clone(),
             turn: turn.number,
@@ -308,6 +317,8 @@ impl Host {
             input,
             said: said.to_vec(),
             result,
+            notes,
+            prune,
             history: Vec::new(),
             outcome: outcome.clone(),
             migration: turn.migration.clone(),
@@ -323,9 +334,24 @@ impl Host {
             duration_us: micros_since(turn.opened),
             rewound: false,
         };
-        let messages = event.messages();
-        let event = log_entry(&event)?;
         let store = &self.inner.store;
+        let (messages, dropped_messages) = match &event.prune {
+            None => (event.messages(), 0),
+            Some(prune) => {
+                let history = if record.revision == 0 {
+                    Vec::new()
+                } else {
+                    let cap = usize::try_from(self.history_cap().messages).unwrap_or(usize::MAX);
+                    store.history(&record.id, cap).map_err(Cause::from)?
+                };
+                let mut history = prune.apply(history);
+                history.extend(event.messages());
+                event.history = history;
+                // The pruned history replaces the stored one.
+                (event.history.clone(), u64::MAX)
+            }
+        };
+        let event = log_entry(&event)?;
         if record.revision == 0 {
             let record = SessionRecord {
                 state: state.clone(),
@@ -351,7 +377,7 @@ impl Host {
             } else {
                 Status::Active
             },
-            dropped_messages: 0,
+            dropped_messages,
             messages,
             history_cap: self.history_cap(),
             at_ms,
@@ -426,6 +452,7 @@ impl Host {
             opened,
             kv_writes: RefCell::default(),
             calls: RefCell::default(),
+            shaping: RefCell::default(),
             _slot: slot,
         };
         let call = self.call_turn(&turn, State::new(), sink, within, |agent, store| {
@@ -437,82 +464,6 @@ impl Host {
         self.commit(&turn, &state, &Outcome::Continue, Input::Start, &call.said)
             .map_err(fail)?;
         Ok(turn.report(state, call.said, Outcome::Continue))
-    }
-
-    #[instrument(skip_all, fields(session = id, plugin, version))]
-    pub(crate) fn run_message(
-        &self,
-        id: &str,
-        text: &str,
-        sink: Option<Sink>,
-    ) -> Result<TurnReport, SessionError> {
-        let turn = self.open(id, true)?;
-        let fail = turn.fail();
-        if let Some(delegate) = turn.record.delegate.clone() {
-            return self.run_delegated(turn, delegate, text, sink);
-        }
-        let (mut said, state, outcome) = self.message_turn(&turn, text, sink.clone())?;
-        let delegate = match &outcome {
-            Outcome::HandOff(target) => {
-                let (heard, delegate) = self.hand_off(&turn.record, target, text, sink)?;
-                said.extend(heard);
-                delegate
-            }
-            _ => None,
-        };
-        let input = Input::Message(text.to_owned());
-        self.commit_delegating(&turn, &state, &outcome, input, &said, delegate)
-            .map_err(fail)?;
-        if outcome == Outcome::End {
-            self.end_children(&turn.record);
-        }
-        Ok(turn.report(state, said, outcome))
-    }
-
-    /// Runs `on-message` with `text` in `turn`, and `on-end` after it when
-    /// the agent ends the session: what it said, the state it left and how
-    /// the conversation goes on. Commits nothing.
-    pub(crate) fn message_turn(
-        &self,
-        turn: &Turn,
-        text: &str,
-        sink: Option<Sink>,
-    ) -> Result<(Vec<String>, State, Outcome), SessionError> {
-        let fail = turn.fail();
-        let committed = turn.record.state.clone();
-        let call = self.call_turn(
-            turn,
-            committed,
-            sink.clone(),
-            &Within::TOP,
-            |agent, store| agent.on_message(store, text),
-        );
-        let mut said = call.said;
-        let mut state = call.session.into_state();
-        let outcome = match call
-            .result
-            .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?
-        {
-            GuestOutcome::Continue => Outcome::Continue,
-            GuestOutcome::HandOff(target) => {
-                self.inner
-                    .plugins
-                    .active(&target)
-                    .ok_or_else(|| fail(Cause::PluginNotLoaded(target.clone())))?;
-                Outcome::HandOff(target)
-            }
-            GuestOutcome::End => {
-                let end = self.call_turn(turn, state, sink, &Within::TOP, |agent, store| {
-                    agent.on_end(store, EndReason::Agent)
-                });
-                end.result
-                    .map_err(|cause| fail(cause).with_guest_output(end.guest_output))?;
-                said.extend(end.said);
-                state = end.session.into_state();
-                Outcome::End
-            }
-        };
-        Ok((said, state, outcome))
     }
 
     #[instrument(skip_all, fields(session = id, plugin, version))]

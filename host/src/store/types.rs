@@ -49,6 +49,10 @@ pub struct Message {
     pub role: Role,
     /// What was said.
     pub content: String,
+    /// Whether the caller interrupted the agent saying it: it holds what
+    /// had been said by then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Whether a session takes more turns.

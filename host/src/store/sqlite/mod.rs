@@ -157,6 +157,8 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (session_id, seq)
      ) STRICT;
      CREATE INDEX events_snapshots ON events (session_id, turn) WHERE on_line AND snapshot;",
+    // An assistant message its caller interrupted.
+    "ALTER TABLE history ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in

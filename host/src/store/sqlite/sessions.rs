@@ -94,11 +94,15 @@ impl SessionStore for SqliteStore {
         let limit = i64::try_from(last).unwrap_or(i64::MAX);
         let mut messages = self.read(|conn| {
             conn.prepare_cached(
-                "SELECT role, content FROM history WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
+                "SELECT role, content, interrupted FROM history WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
             )?
             .query_map(params![id, limit], |row| {
                 let role = row.get_ref(0)?.as_str()?;
-                Ok(Message { role: Role::parse(role).unwrap_or(Role::System), content: row.get(1)? })
+                Ok(Message {
+                    role: Role::parse(role).unwrap_or(Role::System),
+                    content: row.get(1)?,
+                    interrupted: row.get(2)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })?;

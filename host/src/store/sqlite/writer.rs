@@ -456,7 +456,7 @@ fn append_history(
         .map_err(backend)?;
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO history (session_id, seq, role, content) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO history (session_id, seq, role, content, interrupted) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(backend)?;
     let start = end - messages.len() as u64;
@@ -466,7 +466,8 @@ fn append_history(
                 session,
                 seq,
                 message.role.as_str(),
-                message.content
+                message.content,
+                message.interrupted
             ])
             .map_err(backend)?;
     }

@@ -47,7 +47,7 @@ impl Agent for Misbehave {
         if session::get::<bool>("refuse_end") == Some(true) {
             return Err("refusing to end".into());
         }
-        say(&format!(
+        say(format!(
             "goodbye after {} entries",
             session::get::<u64>("entries").unwrap_or(0)
         ));
@@ -59,6 +59,49 @@ impl Agent for Misbehave {
             ("loop", _) => loop {
                 std::hint::black_box(());
             },
+            ("ramble", words) => {
+                session::set("rambling", &true).map_err(|err| err.to_string())?;
+                say(words);
+                loop {
+                    std::hint::black_box(());
+                }
+            }
+            ("remark", text) => {
+                for part in text.split('|') {
+                    if part == "!fail" {
+                        return Err("failing after a note".into());
+                    }
+                    if let Err(err) = session::note(part) {
+                        say(format!("refused: {err:?}"));
+                        return Ok(Outcome::Continue);
+                    }
+                }
+                say("noted");
+            }
+            ("recall", _) => {
+                for message in session::history(None) {
+                    say(format!("{:?}: {}", message.role, message.content));
+                }
+            }
+            ("forget", rest) => {
+                let (keep, summary) = rest.split_once(' ').unwrap_or((rest, ""));
+                let keep = keep.parse().map_err(|_| format!("`{keep}` is no count"))?;
+                let summary = (!summary.is_empty()).then_some(summary);
+                match session::prune(keep, summary) {
+                    Ok(()) => say("pruned"),
+                    Err(err) => say(format!("refused: {err:?}")),
+                }
+            }
+            ("recap", keep) => {
+                let keep = keep.parse().map_err(|_| format!("`{keep}` is no count"))?;
+                session::keep_last(keep, |summary, dropped| {
+                    let earlier = summary.map(str::to_owned).into_iter();
+                    let lines = dropped.iter().map(|message| message.content.clone());
+                    earlier.chain(lines).collect::<Vec<_>>().join(" / ")
+                })
+                .map_err(|err| format!("{err:?}"))?;
+                say("recapped");
+            }
             ("hog", _) => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
