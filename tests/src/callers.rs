@@ -932,6 +932,75 @@ fn a_socket_opens_only_from_allowed_pages_and_a_session_has_few_at_once() {
     assert!(reopened.is_some(), "a closed socket makes room for another");
 }
 
+/// Opens the feed of `plugin` as `token`: the reader of its server-sent
+/// events, or the refusal's status.
+fn open_feed(served: &Served, token: &str, plugin: &str) -> Result<Box<dyn std::io::BufRead>, u16> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let response = agent
+        .get(format!(
+            "{}/v1/events?plugin={plugin}&follow=true",
+            served.base
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    match response.status().as_u16() {
+        200 => Ok(Box::new(std::io::BufReader::new(
+            response.into_body().into_reader(),
+        ))),
+        status => Err(status),
+    }
+}
+
+/// The session of the next event a feed carries.
+fn next_session(feed: &mut Box<dyn std::io::BufRead>) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(feed.read_line(&mut line).unwrap() > 0, "the feed ended");
+        if let Some(data) = line.strip_prefix("data:") {
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            return event["session"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+#[test]
+fn a_plugins_feed_carries_the_callers_own_sessions_and_the_admin_every_one() {
+    let (file, [backend, app, chooser]) = keys();
+    let served = serve(Callers::new(Some(&file), None));
+    let mut own = open_feed(&served, &backend, "shop").unwrap();
+    let mut every = open_feed(&served, ADMIN, "shop").unwrap();
+    assert_eq!(
+        open_feed(&served, &app, "shop").err(),
+        Some(403),
+        "app may not use shop"
+    );
+
+    let start = |token: &str| {
+        let (status, body) = served.as_caller(
+            token,
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": "shop" })),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["session"].as_str().unwrap().to_owned()
+    };
+    let others = start(&chooser);
+    let mine = start(&backend);
+    assert_eq!(
+        next_session(&mut own),
+        mine,
+        "another caller's session is not in the feed"
+    );
+    assert_eq!(next_session(&mut every), others);
+    assert_eq!(next_session(&mut every), mine);
+}
+
 /// The next JSON text frame of a socket.
 fn next_frame(
     socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,

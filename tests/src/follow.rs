@@ -1,7 +1,9 @@
 //! Following a session's log as server-sent events over HTTP: a follower
 //! that disconnects and comes back with `Last-Event-ID` gets exactly the
 //! events it missed, the stream ends with the session, and a follower on
-//! one server sees what another server of the same Redis commits.
+//! one server sees what another server of the same Redis commits. A
+//! plugin's feed carries each event of its sessions as it commits, on any
+//! server of the store.
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -11,8 +13,8 @@ use agentbox_host::store::{MemoryStore, RedisStore, Store};
 use agentbox_host::{Host, Limits};
 use serde_json::Value;
 
-use crate::harness::{RedisServer, counter_session, host_with, load, send};
-use crate::plugins::COUNTER;
+use crate::harness::{RedisServer, counter_session, host_with, load, send, start};
+use crate::plugins::{COUNTER, INTAKE};
 
 /// `host`'s API on a loopback port, served by `runtime`; its base URL.
 fn serve(runtime: &tokio::runtime::Runtime, host: &Host) -> String {
@@ -60,7 +62,22 @@ struct Follower(BufReader<Box<dyn Read + Send>>);
 impl Follower {
     /// Follows session `id` on `base`, after `last_event_id` if given.
     fn open(base: &str, id: &str, last_event_id: Option<&str>) -> Result<Follower, (u16, Value)> {
-        let mut request = agent().get(format!("{base}/v1/sessions/{id}/events?follow=true"));
+        Follower::at(
+            &format!("{base}/v1/sessions/{id}/events?follow=true"),
+            last_event_id,
+        )
+    }
+
+    /// Follows the feed of `plugin` on `base`.
+    fn feed(base: &str, plugin: &str) -> Result<Follower, (u16, Value)> {
+        Follower::at(
+            &format!("{base}/v1/events?plugin={plugin}&follow=true"),
+            None,
+        )
+    }
+
+    fn at(url: &str, last_event_id: Option<&str>) -> Result<Follower, (u16, Value)> {
+        let mut request = agent().get(url);
         if let Some(last) = last_event_id {
             request = request.header("last-event-id", last);
         }
@@ -186,6 +203,87 @@ fn a_follower_on_one_server_sees_what_another_server_of_the_same_redis_commits()
         assert_eq!(
             (sent.id, sent.data["turn"].clone()),
             (turn + 1, turn.into())
+        );
+    }
+}
+
+#[test]
+fn a_plugins_feed_carries_each_event_of_its_sessions_and_no_others_as_they_commit() {
+    let runtime = runtime();
+    let host = host_with(Limits::default(), Arc::new(MemoryStore::default()));
+    load(&host, COUNTER);
+    load(&host, INTAKE);
+    let base = serve(&runtime, &host);
+    let mut feed = Follower::feed(&base, "counter").unwrap();
+
+    let first = runtime.block_on(counter_session(&host, 0));
+    runtime.block_on(start(&host, "intake", serde_json::json!({})));
+    let second = runtime.block_on(counter_session(&host, 0));
+    runtime.block_on(send(&host, &first, "tick"));
+    runtime.block_on(send(&host, &second, "tick"));
+    let heard: Vec<_> = (0..4)
+        .map(|_| {
+            let sent = feed.next().unwrap();
+            (
+                sent.data["session"].as_str().unwrap().to_owned(),
+                sent.name,
+                sent.id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        heard,
+        [
+            (first.clone(), "start".to_owned(), 1),
+            (second.clone(), "start".to_owned(), 1),
+            (first, "message".to_owned(), 2),
+            (second, "message".to_owned(), 2),
+        ],
+        "the intake session is not the counter's"
+    );
+
+    for (url, status, kind) in [
+        ("/v1/events?plugin=counter", 400, "bad-request"),
+        (
+            "/v1/events?plugin=nothing&follow=true",
+            404,
+            "plugin-not-loaded",
+        ),
+        ("/v1/events?follow=true", 400, "bad-request"),
+    ] {
+        let Err((got, error)) = Follower::at(&format!("{base}{url}"), None) else {
+            panic!("{url} is refused");
+        };
+        assert_eq!(
+            (got, error["kind"].as_str()),
+            (status, Some(kind)),
+            "{url}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_plugins_feed_on_one_server_hears_what_another_server_of_the_same_redis_commits() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = runtime();
+    let store = || -> Arc<dyn Store> { Arc::new(RedisStore::open(server.url()).unwrap()) };
+    let (one, other) = (
+        host_with(Limits::default(), store()),
+        host_with(Limits::default(), store()),
+    );
+    load(&one, COUNTER);
+    load(&other, COUNTER);
+    let base = serve(&runtime, &other);
+    let mut feed = Follower::feed(&base, "counter").unwrap();
+    let id = runtime.block_on(counter_session(&one, 0));
+    runtime.block_on(send(&one, &id, "tick"));
+    for (seq, name) in [(1, "start"), (2, "message")] {
+        let sent = feed.next().unwrap();
+        assert_eq!(
+            (sent.id, sent.name.as_str(), sent.data["session"].as_str()),
+            (seq, name, Some(id.as_str()))
         );
     }
 }

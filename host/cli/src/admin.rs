@@ -1,6 +1,7 @@
 //! `agentbox plugins` and `agentbox users`: the operator's commands,
 //! through a running server's admin API.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -248,6 +249,57 @@ impl Client {
             "the admin API needs its token: set AGENTBOX_ADMIN_TOKEN (or pass --admin-token)",
         )?;
         Ok(Client::new(&args.server, Some(token)))
+    }
+
+    /// Follows the server-sent events of `path`, handing each event's JSON
+    /// to `each`, until the stream ends; an `error` event or a refused
+    /// request is an error.
+    pub(super) fn follow(&self, path: &str, mut each: impl FnMut(&Value)) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.server);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut response = request
+            .call()
+            .with_context(|| format!("cannot reach the server at {}", self.server))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+            bail!(
+                "the server refused: {} ({status}, {})",
+                answer["message"].as_str().unwrap_or(&text),
+                answer["kind"].as_str().unwrap_or("unknown")
+            );
+        }
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in BufReader::new(response.into_body().into_reader()).lines() {
+            let line = line.with_context(|| format!("the stream of {url} broke off"))?;
+            match line.split_once(':') {
+                Some(("event", value)) => name = value.trim().to_owned(),
+                Some(("data", value)) => data.push_str(value.trim_start()),
+                _ if line.is_empty() && !data.is_empty() => {
+                    let event: Value = serde_json::from_str(&std::mem::take(&mut data))
+                        .with_context(|| format!("{url} sent an event that is not JSON"))?;
+                    if std::mem::take(&mut name) == "error" {
+                        bail!(
+                            "{} ({})",
+                            event["message"].as_str().unwrap_or("the stream failed"),
+                            event["kind"].as_str().unwrap_or("unknown")
+                        );
+                    }
+                    each(&event);
+                }
+                // An id, or a comment that keeps the connection alive.
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Sends a request to the API and returns its JSON answer, or the

@@ -1,5 +1,6 @@
 //! `agentbox sessions`: a session's timeline through a running server's
-//! session API: its events, its state as of a turn, a fork, a rewind.
+//! session API: its events (or a plugin's, live), its state as of a turn, a
+//! fork, a rewind, and an interrupt of its running turn.
 
 use std::process::ExitCode;
 
@@ -16,9 +17,12 @@ use crate::admin::Client;
 ///
 ///   agentbox sessions events 3f1c…                 # one line per event
 ///   agentbox sessions events 3f1c… --after 20 --json
+///   agentbox sessions events 3f1c… --follow        # and each new one as it commits
+///   agentbox sessions feed --plugin intake         # every intake session's, live
 ///   agentbox sessions state 3f1c… --turn 2         # the state as of turn 2
 ///   agentbox sessions fork 3f1c… --turn 2          # a new session from turn 2
 ///   agentbox sessions rewind 3f1c… --turn 2        # back to turn 2
+///   agentbox sessions interrupt 3f1c…              # stop its running turn
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(super) struct SessionsArgs {
@@ -56,11 +60,30 @@ enum SessionsCommand {
         #[arg(long, default_value_t = 0)]
         after: u64,
         /// At most this many events (1 to 1000)
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, conflicts_with = "follow")]
         limit: usize,
+        /// Go on printing each event as it commits, until the session ends
+        #[arg(long)]
+        follow: bool,
         /// Print each event as a line of JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Print each event of a plugin's sessions as it commits (yours, or every one with the admin
+    /// token), until interrupted
+    Feed {
+        /// The plugin
+        #[arg(long)]
+        plugin: String,
+        /// Print each event as a line of JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a session's running turn: it fails as interrupted and commits no state, and what
+    /// the agent had said is kept in the history, marked interrupted
+    Interrupt {
+        /// The session id
+        session: String,
     },
     /// Print a session's state as of a turn (the latest without --turn), rebuilt from its log
     State {
@@ -102,17 +125,39 @@ pub(super) fn sessions(args: SessionsArgs) -> anyhow::Result<ExitCode> {
         SessionsCommand::Events {
             session,
             after,
+            follow: true,
+            json,
+            ..
+        } => {
+            let path = format!("/v1/sessions/{session}/events?follow=true&after={after}");
+            client.follow(&path, |event| print_event(event, json))?;
+        }
+        SessionsCommand::Feed { plugin, json } => {
+            let path = format!("/v1/events?plugin={plugin}&follow=true");
+            client.follow(&path, |event| {
+                if json {
+                    println!("{event}");
+                } else {
+                    let session = event["session"].as_str().unwrap_or("?");
+                    println!("{session} {}", event_line(event));
+                }
+            })?;
+        }
+        SessionsCommand::Interrupt { session } => {
+            post(format!("/v1/sessions/{session}/interrupt"), json!({}))?;
+            println!("interrupted the running turn of {session}");
+        }
+        SessionsCommand::Events {
+            session,
+            after,
             limit,
             json,
+            ..
         } => {
             let path = format!("/v1/sessions/{session}/events?after={after}&limit={limit}");
             let page = client.call("GET", &path, None)?;
             for event in page["events"].as_array().into_iter().flatten() {
-                if json {
-                    println!("{event}");
-                } else {
-                    println!("{}", event_line(event));
-                }
+                print_event(event, json);
             }
             if let (false, Some(next)) = (json, page["next"].as_u64()) {
                 println!("(more: --after {next})");
@@ -146,6 +191,15 @@ pub(super) fn sessions(args: SessionsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `event` as a line of JSON, or as [`event_line`] says it.
+fn print_event(event: &Value, json: bool) {
+    if json {
+        println!("{event}");
+    } else {
+        println!("{}", event_line(event));
+    }
 }
 
 /// `#SEQ turn N KIND[ (rewound)]: INPUT → SAID`.

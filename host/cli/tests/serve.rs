@@ -2204,6 +2204,23 @@ fn agentbox_sessions_reads_a_timeline_rewinds_and_forks_through_the_api() {
     let (_, state, _) = sessions(&["state", "forked"]);
     assert_eq!(json_of(&state), json!({ "count": 1 }));
 
+    // Following a session prints its events until it ends.
+    let (status, body) = request("DELETE", &server.url("/v1/sessions/forked"), None, None);
+    assert_eq!(status, 200, "{body}");
+    let (ok, followed, stderr) = sessions(&["events", "forked", "--follow"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        followed.lines().collect::<Vec<_>>(),
+        ["#1 turn 1 fork", "#2 turn 2 end"]
+    );
+    // Nothing runs to interrupt.
+    let (ok, _, stderr) = sessions(&["interrupt", &id]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no turn of the session is running") && stderr.contains("idle"),
+        "{stderr}"
+    );
+
     // Mistakes are the server's own messages, and a failure.
     let (ok, _, stderr) = sessions(&["state", &id, "--turn", "9"]);
     assert!(!ok);

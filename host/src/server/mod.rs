@@ -129,6 +129,7 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/sessions/{id}/fork", post(timeline::fork))
         .route("/v1/sessions/{id}/rewind", post(timeline::rewind))
         .route("/v1/sessions/{id}/interrupt", post(sessions::interrupt))
+        .route("/v1/events", get(timeline::feed))
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))

@@ -15,10 +15,13 @@ use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::server::access::forbidden;
 use crate::server::api::{Api, QueryOf, error, owned_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::server::sessions::{held_back, turn_refused};
+use crate::session::error::SessionError;
+use crate::session::event::Event;
 use crate::session::report::TurnEvent;
 use crate::session::timeline::EVENTS_PAGE;
 
@@ -95,7 +98,50 @@ async fn follow(api: &Api, caller: &Caller, id: &str, after: u64, headers: &Head
     if let Err(refusal) = owned_session(&api.host, caller, id).await {
         return refusal;
     }
-    let stream = ReceiverStream::new(api.host.follow(id, after)).map(|event| {
+    sse(api.host.follow(id, after))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FeedQuery {
+    plugin: String,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `GET /v1/events?plugin=NAME&follow=true`: each event of the plugin's
+/// sessions as it commits, as server-sent events; the caller's sessions
+/// only, unless it is the admin. Live only, so `follow=true` is required.
+pub(super) async fn feed(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    QueryOf(query): QueryOf<FeedQuery>,
+) -> Response {
+    if !query.follow {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "a plugin's feed is live only: ask with `follow=true`, and read a session's past events at /v1/sessions/ID/events",
+        );
+    }
+    let owner = match caller.feed_of(&query.plugin) {
+        Ok(owner) => owner,
+        Err(reason) => return forbidden(reason),
+    };
+    if api.host.plugin(&query.plugin).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "plugin-not-loaded",
+            format!("plugin `{}` is not loaded", query.plugin.escape_debug()),
+        );
+    }
+    sse(api.host.follow_plugin(&query.plugin, owner))
+}
+
+/// `events` as server-sent events: each as `id: SEQ`, `event: KIND` and
+/// its JSON, or `event: error` and the error.
+fn sse(events: tokio::sync::mpsc::Receiver<Result<Event, SessionError>>) -> Response {
+    let stream = ReceiverStream::new(events).map(|event| {
         Ok::<_, Infallible>(match event {
             Ok(event) => SseEvent::default()
                 .id(event.seq.to_string())

@@ -1,11 +1,17 @@
-//! Following a session's log: the events committed after a given one, as
-//! they are committed. A follower reads the log a page at a time from its
-//! place on, so it loses nothing and sees nothing twice; it wakes at a
-//! commit of the session through this process, and every
-//! [`FOLLOW_POLL`] in any case, for the commits other processes of a
-//! shared store make.
+//! Following the log: a session's events after a given one, as they are
+//! committed, and a plugin's feed of the events of its sessions.
+//!
+//! A session's follower reads the log a page at a time from its place on,
+//! so it loses nothing and sees nothing twice. It wakes when it hears of a
+//! commit of the session, and every [`FOLLOW_POLL`] in any case. Commits
+//! are heard of from this process, and from every process of a store that
+//! announces them (Redis publishes each one).
+//!
+//! A plugin's feed is live: each event of the plugin's sessions committed
+//! while it is open, read from the log as it is heard of. A feed that
+//! falls behind by more than [`HEARD_COMMITS`] commits skips the oldest.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
@@ -15,36 +21,65 @@ use crate::session::error::SessionError;
 use crate::session::event::Event;
 use crate::session::report::Outcome;
 use crate::session::timeline::EVENTS_PAGE;
+use crate::store::{CommitSink, Committed, SessionRecord, Store};
 
 /// How long a follower waits before it reads the log again without hearing
-/// of a commit: the most an event committed by another process waits.
+/// of a commit: the most an event waits if its announcement is lost.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 /// Events a follower holds for a reader that has not taken them yet.
 const FOLLOW_BUFFER: usize = 64;
 
-/// The sessions this process commits to, as it commits them.
-#[derive(Debug)]
-pub(crate) struct Commits(broadcast::Sender<Arc<str>>);
+/// Commits heard of that a slow follower may still catch up on.
+const HEARD_COMMITS: usize = 1024;
 
-impl Default for Commits {
-    fn default() -> Commits {
-        Commits(broadcast::channel(1024).0)
+/// The commits this process hears of, as it hears of them.
+#[derive(Debug)]
+pub(crate) struct Commits {
+    heard: Arc<broadcast::Sender<Arc<Committed>>>,
+    /// Whether the store tells of every commit, this process's included.
+    announced: bool,
+}
+
+impl Commits {
+    /// Hears of commits from this process, or from every process of
+    /// `store` if it announces them.
+    pub(crate) fn of(store: &Arc<dyn Store>) -> Commits {
+        let heard = Arc::new(broadcast::channel(HEARD_COMMITS).0);
+        let weak: Weak<_> = Arc::downgrade(&heard);
+        let sink: CommitSink = Arc::new(move |committed| match weak.upgrade() {
+            Some(heard) => {
+                // Nobody following is no failure.
+                let _ = heard.send(Arc::new(committed));
+                true
+            }
+            None => false,
+        });
+        let announced = store.announce(sink);
+        Commits { heard, announced }
     }
 }
 
 impl Host {
-    /// Tells the followers of session `id` that it committed.
-    pub(crate) fn committed(&self, id: &str) {
-        // Nobody following is no failure.
-        let _ = self.inner.commits.0.send(id.into());
+    /// Tells the followers of session `record` (as it was before the
+    /// commit) that it committed event `seq`, unless the store tells them.
+    pub(crate) fn committed(&self, record: &SessionRecord, seq: u64) {
+        let commits = &self.inner.commits;
+        if !commits.announced {
+            let _ = commits.heard.send(Arc::new(Committed {
+                session: record.id.clone(),
+                plugin: record.plugin.clone(),
+                owner: record.owner.clone(),
+                seq,
+            }));
+        }
     }
 
     /// The events of session `id` numbered after `after`, then each one as
     /// it commits, until the session ends or the receiver is dropped.
     pub fn follow(&self, id: &str, after: u64) -> mpsc::Receiver<Result<Event, SessionError>> {
         let (events, received) = mpsc::channel(FOLLOW_BUFFER);
-        let mut commits = self.inner.commits.0.subscribe();
+        let mut commits = self.inner.commits.heard.subscribe();
         let (host, id) = (self.clone(), id.to_owned());
         tokio::spawn(async move {
             let mut after = after;
@@ -69,8 +104,51 @@ impl Host {
                 }
                 tokio::select! {
                     () = events.closed() => return,
-                    () = committed_to(&mut commits, &id) => {}
+                    _ = heard(&mut commits, |committed| committed.session == id) => {}
                     () = tokio::time::sleep(FOLLOW_POLL) => {}
+                }
+            }
+        });
+        received
+    }
+
+    /// Each event of `plugin`'s sessions committed from now on (of those
+    /// `owner` started, if given), until the receiver is dropped.
+    pub fn follow_plugin(
+        &self,
+        plugin: &str,
+        owner: Option<String>,
+    ) -> mpsc::Receiver<Result<Event, SessionError>> {
+        let (events, received) = mpsc::channel(FOLLOW_BUFFER);
+        let mut commits = self.inner.commits.heard.subscribe();
+        let (host, plugin) = (self.clone(), plugin.to_owned());
+        tokio::spawn(async move {
+            let ours = |committed: &Committed| {
+                committed.plugin == plugin
+                    && owner
+                        .as_ref()
+                        .is_none_or(|owner| committed.owner.as_ref() == Some(owner))
+            };
+            loop {
+                let committed = tokio::select! {
+                    () = events.closed() => return,
+                    committed = heard(&mut commits, ours) => committed,
+                };
+                let Some(committed) = committed else {
+                    continue;
+                };
+                let event = host
+                    .events(&committed.session, committed.seq - 1, 1)
+                    .await
+                    .map(|mut page| page.pop());
+                let sent = match event {
+                    Ok(Some(event)) => events.send(Ok(event)).await,
+                    // Deleted since: there is nothing to tell.
+                    Ok(None) => Ok(()),
+                    Err(err) => events.send(Err(err)).await,
+                };
+                if sent.is_err() {
+                    return;
                 }
             }
         });
@@ -78,14 +156,17 @@ impl Host {
     }
 }
 
-/// Waits for a commit of session `id` through this process (or for having
-/// missed some, which may have been one).
-async fn committed_to(commits: &mut broadcast::Receiver<Arc<str>>, id: &str) {
+/// Waits for a commit heard of that `wanted` picks: `Some` of it, or `None`
+/// when some were missed, which may have been one.
+async fn heard(
+    commits: &mut broadcast::Receiver<Arc<Committed>>,
+    wanted: impl Fn(&Committed) -> bool,
+) -> Option<Arc<Committed>> {
     loop {
         match commits.recv().await {
-            Ok(session) if &*session == id => return,
+            Ok(committed) if wanted(&committed) => return Some(committed),
             Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Lagged(_)) => return None,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }

@@ -97,7 +97,7 @@ struct Inner {
     outbound: config::Reach,
     clock: Clock,
     locks: SessionLocks,
-    /// The sessions this process commits to, for their followers.
+    /// The commits this process hears of, for their followers.
     commits: follow::Commits,
     /// The turns this process runs, for their callers' interrupts.
     running: interrupt::Running,
@@ -270,6 +270,7 @@ impl HostBuilder {
                         .map(|(plugin, limits)| (plugin.clone(), limits.memory_bytes))
                         .collect(),
                 )?,
+                commits: follow::Commits::of(&store),
                 store,
                 turns: Arc::new(Semaphore::new(limits.concurrent_turns)),
                 plugin_turns: PluginTurns::default(),
@@ -287,7 +288,6 @@ impl HostBuilder {
                 outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
-                commits: follow::Commits::default(),
                 running: interrupt::Running::default(),
                 metrics,
                 holder: uuid::Uuid::new_v4().to_string(),

@@ -181,6 +181,7 @@ impl Host {
             .store
             .create(&forked, &history, &entry)
             .map_err(|err| fail_new(err.into()))?;
+        self.committed(&forked, 1);
         Ok(StateAt::of(new_id, 1, &from, forked.state))
     }
 
@@ -229,7 +230,7 @@ impl Host {
             .store
             .commit(&commit)
             .map_err(|err| fail(err.into()))?;
-        self.committed(id);
+        self.committed(&record, event.seq);
         Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
     }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::store::error::{BackendError, SessionStoreError};
-use crate::store::timeline::{LogEntry, LoggedEvent};
+use crate::store::timeline::{CommitSink, LogEntry, LoggedEvent};
 use crate::store::types::{Commit, Message, SessionFilter, SessionPage, SessionRecord};
 
 /// Sessions, committed one turn at a time.
@@ -38,6 +38,14 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// if the session does not exist. Once this returns `Ok`, the commit
     /// survives a crash of the process.
     fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError>;
+
+    /// Starts telling `sink` of every commit and creation that any process
+    /// serving this store makes, and answers whether it does. A store that
+    /// one process serves answers `false`: the host tells of its own.
+    fn announce(&self, sink: CommitSink) -> bool {
+        let _ = sink;
+        false
+    }
 
     /// The newest `last` messages of the session's history, oldest first;
     /// empty for a session that does not exist.

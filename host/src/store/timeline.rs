@@ -39,3 +39,21 @@ pub struct LoggedEvent {
     /// The event, as JSON.
     pub body: String,
 }
+
+/// A commit of a session, as the processes serving a store hear of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Committed {
+    /// The session.
+    pub session: String,
+    /// The plugin that serves it.
+    pub plugin: String,
+    /// Who started it, if a caller was named.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The number of the event the commit appended.
+    pub seq: u64,
+}
+
+/// Where a store tells of commits; it stops telling once this answers
+/// `false`.
+pub type CommitSink = std::sync::Arc<dyn Fn(Committed) -> bool + Send + Sync>;

@@ -54,6 +54,19 @@ impl Caller {
         }
     }
 
+    /// Whose sessions of `plugin` it may follow: its own (`Some` owner), or
+    /// every one (`None`) if it is the admin or the server is open; or why
+    /// it may not (answered 403).
+    pub(crate) fn feed_of(&self, plugin: &str) -> Result<Option<String>, String> {
+        match self {
+            Caller::Anyone | Caller::Admin => Ok(None),
+            Caller::Principal(principal) => {
+                self.check_use(plugin)?;
+                Ok(Some(principal.owner.clone()))
+            }
+        }
+    }
+
     /// Whether the server must read a session's record to know if this
     /// caller reaches it: only a principal's reach is bounded.
     pub(crate) fn is_bounded(&self) -> bool {

@@ -1,6 +1,8 @@
 -- Creates a session or commits one of its turns, with its history and the
 -- event it appends to its log, atomically, then trims the history to its cap
 -- (the newest message always stays).
+-- Publishes the commit on `agentbox:commits` as JSON ({seq, session, plugin,
+-- owner}) for the other processes of the store.
 -- Answers a tagged array: {'done'} and, for a commit, the plugin that served
 -- the session until now ({'done', PLUGIN}), {'exists'}, {'missing'} or
 -- {'conflict', REVISION}.
@@ -81,5 +83,11 @@ if #ARGV >= first_message then
     redis.call('HSET', KEYS[1], 'history_bytes', bytes)
   end
 end
+
+-- Every process of the store hears of the commit.
+local told = redis.call('HMGET', KEYS[1], 'id', 'plugin', 'owner')
+redis.call('PUBLISH', 'agentbox:commits', cjson.encode({
+  seq = tonumber(seq), session = told[1], plugin = told[2], owner = told[3] or nil
+}))
 if served then return {'done', served} end
 return {'done'}

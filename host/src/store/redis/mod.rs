@@ -21,11 +21,13 @@
 //! service resumes by itself when Redis comes back.
 
 //!
-//! The rooms: [`keys`] (every key and its hash tag), [`reply`] (the typed
+//! The rooms: [`keys`] (every key and its hash tag), [`announce`] (every
+//! process hears of each commit), [`reply`] (the typed
 //! answers of the Lua scripts), [`log`] (the event log's reads), and each
 //! concern's trait on this store: [`sessions`], [`kv`], [`records`] (plugin records and the tool log),
 //! [`users`] (a user's data).
 
+mod announce;
 mod keys;
 mod kv;
 mod log;
@@ -45,7 +47,7 @@ use crate::store::redis::keys::{OWNERS, owner_key};
 use crate::store::types::Namespace;
 
 /// How long opening a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long one command may wait for its reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -9,7 +9,7 @@ use redis::{Connection, RedisResult, Script};
 
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
-use crate::store::timeline::{LogEntry, LoggedEvent};
+use crate::store::timeline::{CommitSink, LogEntry, LoggedEvent};
 use crate::store::types::{
     Commit, HistoryCap, Message, SessionFilter, SessionPage, SessionRecord, Status,
 };
@@ -276,6 +276,11 @@ impl SessionStore for RedisStore {
                 Err(BackendError::new(format!("Redis answered a commit with {other:?}")).into())
             }
         }
+    }
+
+    fn announce(&self, sink: CommitSink) -> bool {
+        self.listen(sink);
+        true
     }
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
