@@ -21,8 +21,9 @@
 //! `docs/architecture.md`): [`limits`], [`names`], [`clock`], [`engine`] and
 //! [`metrics`] at the ground; [`store`]; [`policy`]; the [`capability`]
 //! contexts; the [`instance`] layer with one binding per WIT version;
-//! [`plugin`] and the [`remote`] MCP servers, the two sources of tools;
-//! [`session`]; and the optional [`server`].
+//! [`plugin`] and the [`remote`] MCP servers, the two sources of tools,
+//! and the [`webhook`]s events are posted to; [`session`]; and the
+//! optional [`server`].
 #![deny(missing_docs)]
 
 pub mod capability;
@@ -39,6 +40,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod webhook;
 
 pub use capability::output::Sink;
 pub use clock::Clock;

@@ -63,6 +63,7 @@ plugin_and!(SwapLabels, action);
 plugin_and!(MigrationLabels, outcome);
 plugin_and!(LimitLabels, limit);
 plugin_and!(RefusalLabels, rule);
+plugin_and!(WebhookLabels, outcome);
 
 /// A plugin and an allow entry of its outbound grant, as the policy names it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +88,7 @@ pub struct Metrics {
     outbound_requests: Family<OriginLabels, Counter>,
     outbound_bytes: Family<OriginLabels, Counter>,
     outbound_refused: Family<RefusalLabels, Counter>,
+    webhook_events: Family<WebhookLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -179,6 +181,12 @@ impl Default for Metrics {
             "Outbound HTTP requests refused by the host, by plugin and the rule that refused them",
             outbound_refused.clone(),
         );
+        let webhook_events = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Events posted to a plugin's webhook, by outcome: delivered, retried (an attempt failed and another follows), dropped (every attempt failed, or too many waited)",
+            webhook_events.clone(),
+        );
         Metrics {
             registry,
             turns,
@@ -194,6 +202,7 @@ impl Default for Metrics {
             outbound_requests,
             outbound_bytes,
             outbound_refused,
+            webhook_events,
         }
     }
 }
@@ -304,6 +313,13 @@ impl Metrics {
     pub(crate) fn outbound_refused(&self, plugin: &str, rule: &'static str) {
         self.outbound_refused
             .get_or_create(&RefusalLabels::new(plugin, rule))
+            .inc();
+    }
+
+    /// Counts an event of `plugin` posted to its webhook, by `outcome`.
+    pub(crate) fn webhook_event(&self, plugin: &str, outcome: &'static str) {
+        self.webhook_events
+            .get_or_create(&WebhookLabels::new(plugin, outcome))
             .inc();
     }
 

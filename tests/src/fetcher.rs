@@ -80,24 +80,31 @@ async fn server() -> (SocketAddr, Seen) {
     (address, seen)
 }
 
-/// A server that reads each request and never answers; the receiver learns
-/// when a connection's client closed it.
-pub(crate) async fn stalling_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+/// What a [`stalling_server`] tells: a request read, a connection closed.
+type Heard = tokio::sync::mpsc::UnboundedReceiver<()>;
+
+/// A server that reads each request and never answers; the receivers learn
+/// when it has read a request, and when a connection's client closed it.
+pub(crate) async fn stalling_server() -> (SocketAddr, Heard, Heard) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let (read, reads) = tokio::sync::mpsc::unbounded_channel();
     let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let closed = closed.clone();
+            let (read, closed) = (read.clone(), closed.clone());
             tokio::spawn(async move {
                 let mut buffer = [0u8; 4096];
-                while socket.read(&mut buffer).await.is_ok_and(|read| read > 0) {}
+                if socket.read(&mut buffer).await.is_ok_and(|bytes| bytes > 0) {
+                    let _ = read.send(());
+                    while socket.read(&mut buffer).await.is_ok_and(|bytes| bytes > 0) {}
+                }
                 let _ = closed.send(());
             });
         }
     });
-    (address, closes)
+    (address, reads, closes)
 }
 
 /// A host with the counter and fetcher plugins under `policy`.
@@ -310,7 +317,7 @@ async fn a_call_sends_no_more_requests_than_the_policy_allows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_holds_no_turn_past_its_deadline_and_its_connection_is_closed() {
-    let (address, mut closes) = stalling_server().await;
+    let (address, _, mut closes) = stalling_server().await;
     // The request's own wait would last 30 s; the turn's deadline is 300 ms.
     let host = host(&format!(
         "[plugins.fetcher]\ndeadline_ms = 300\n[plugins.fetcher.http]\nallow = [\"http://{address}\"]\ntimeout_ms = 30000"
@@ -337,7 +344,7 @@ async fn a_stalled_server_holds_no_turn_past_its_deadline_and_its_connection_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_times_out_by_the_policy_within_the_deadline() {
-    let (address, mut closes) = stalling_server().await;
+    let (address, _, mut closes) = stalling_server().await;
     let host = host(&format!(
         "[plugins.fetcher]\ndeadline_ms = 30000\n[plugins.fetcher.http]\nallow = [\"http://{address}\"]\ntimeout_ms = 100"
     ));

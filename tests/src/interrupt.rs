@@ -131,7 +131,7 @@ async fn an_idle_session_has_nothing_to_interrupt_and_a_late_interrupt_stops_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_waiting_on_a_slow_server_is_interrupted_and_its_connection_closed() {
-    let (address, mut closes) = stalling_server().await;
+    let (address, mut reads, mut closes) = stalling_server().await;
     let host = host_with_policy(
         &format!(
             "[plugins.fetcher]\ndeadline_ms = 120000\n[plugins.fetcher.http]\nallow = [\"http://{address}\"]\ntimeout_ms = 120000"
@@ -147,11 +147,9 @@ async fn a_turn_waiting_on_a_slow_server_is_interrupted_and_its_connection_close
                 .await
         })
     };
-    // Interrupt once the turn runs; until then there is nothing to stop.
-    while let Err(err) = host.interrupt(&id) {
-        assert!(matches!(err.cause, Cause::Idle), "{err}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Interrupt once the server holds the turn's request.
+    reads.recv().await.unwrap();
+    host.interrupt(&id).unwrap();
     let err = running.await.unwrap().unwrap_err();
     assert!(matches!(err.cause, Cause::Interrupted), "{err}");
     closes

@@ -142,6 +142,8 @@ mod store_conformance;
 mod timeline;
 #[cfg(test)]
 mod two_hosts;
+#[cfg(test)]
+mod webhook;
 
 /// Every plugin has a test module named after it.
 #[cfg(test)]

@@ -211,10 +211,61 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.fetcher.config]\nkey = {}\n",
             "config `key` must be text, { env = \"VARIABLE\" } or { file = \"/path\" }",
         ),
+        (
+            "[plugins.intake.webhook]\nurl = \"ftp://hooks.example\"\nsecret = { env = \"X\" }\n",
+            "[plugins.intake.webhook] url `ftp://hooks.example` must be an http:// or https:// address",
+        ),
+        (
+            "[plugins.intake.webhook]\nurl = \"https://me:pw@hooks.example/in\"\nsecret = { env = \"X\" }\n",
+            "carries credentials",
+        ),
+        (
+            "[plugins.intake.webhook]\nurl = \"https://hooks.example/in\"\nsecret = { env = \"AGENTBOX_NO_SUCH_VARIABLE\" }\n",
+            "[plugins.intake.webhook] `secret`: the environment variable `AGENTBOX_NO_SUCH_VARIABLE` is not set",
+        ),
+        (
+            "[plugins.intake.webhook]\nurl = \"https://hooks.example/in\"\n",
+            "missing field `secret`",
+        ),
     ] {
         let err = apply(text).unwrap_err();
         assert!(err.contains(expected), "{text}: {err}");
     }
+    // With a secret read from a file: its length, and each bound.
+    let dir = tempfile::tempdir().unwrap();
+    let (short, long) = (dir.path().join("short"), dir.path().join("long"));
+    std::fs::write(&short, "too short").unwrap();
+    std::fs::write(&long, "sixteen bytes or more").unwrap();
+    let webhook = |secret: &std::path::Path, settings: &str| {
+        apply(&format!(
+            "[plugins.intake.webhook]\nurl = \"https://hooks.example/in\"\nsecret = {{ file = \"{}\" }}\n{settings}",
+            secret.display()
+        ))
+    };
+    for (secret, settings, expected) in [
+        (&short, "", "secret is 9 bytes; it must be at least 16"),
+        (&long, "attempts = 0", "attempts is 0; it must be 1 to 20"),
+        (
+            &long,
+            "backoff_ms = 60001",
+            "backoff_ms is 60001; it must be 1 to 60000",
+        ),
+        (
+            &long,
+            "timeout_ms = 0",
+            "timeout_ms is 0; it must be 1 to 60000",
+        ),
+        (&long, "queue = 0", "queue is 0; it must be 1 to 100000"),
+    ] {
+        let err = webhook(secret, settings).unwrap_err();
+        assert!(err.contains(expected), "{settings}: {err}");
+    }
+    let policy = webhook(&long, "attempts = 3").unwrap();
+    let shown = format!("{:?}", policy.webhooks["intake"]);
+    assert!(
+        !shown.contains("sixteen"),
+        "the secret is never shown: {shown}"
+    );
 }
 
 #[test]

@@ -166,6 +166,7 @@ impl HostArgs {
                 outbound: Default::default(),
                 calls: Default::default(),
                 mcp: Vec::new(),
+                webhooks: Default::default(),
             },
             Some(path) => {
                 let text = std::fs::read_to_string(path)

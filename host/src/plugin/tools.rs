@@ -191,11 +191,7 @@ impl Tool {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
-        hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        crate::engine::hex(&hasher.finalize())
     }
 
     /// Checks arguments against the parameter schema, listing every

@@ -15,10 +15,12 @@ pub mod calls;
 pub mod mcp;
 pub mod origin;
 pub mod outbound;
+pub mod webhook;
 
 pub use calls::MayCall;
 pub use mcp::{McpServer, McpTransport};
 pub use outbound::Outbound;
+pub use webhook::Webhook;
 
 /// Which named buckets the operator granted to which plugins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +105,14 @@ impl Grants {
 /// [plugins.assistant.config]   # what `wasi:config/store` serves
 /// model = "gpt-4o-mini"
 /// api_key = { env = "OPENAI_API_KEY" }   # or { file = "/run/secrets/openai" }
+///
+/// [plugins.intake.webhook]     # each event of its sessions, posted as it commits
+/// url = "https://hooks.example.com/agentbox"
+/// secret = { env = "INTAKE_WEBHOOK_SECRET" }   # or { file = ... }; 16 bytes or more
+/// attempts = 5                 # tries of each event (1 to 20), then dropped and counted
+/// backoff_ms = 500             # the pause after the first failed try, doubled after each
+/// timeout_ms = 10000           # one try
+/// queue = 1024                 # events waiting; more are dropped and counted
 ///
 /// [mcp.weather]                # an MCP server whose tools join the registry as mcp:weather/TOOL
 /// url = "https://mcp.example.com/mcp"    # streamable HTTP, or: command = ["weather-mcp", "--stdio"]
@@ -236,6 +246,7 @@ struct PluginPolicy {
     http: Option<outbound::HttpSection>,
     #[serde(default)]
     config: BTreeMap<String, outbound::ConfigEntry>,
+    webhook: Option<webhook::WebhookSection>,
 }
 
 /// What a policy file sets: the limits of every plugin, those of the
@@ -254,6 +265,8 @@ pub struct Policy {
     pub calls: BTreeMap<String, MayCall>,
     /// The MCP servers whose tools join the registry.
     pub mcp: Vec<McpServer>,
+    /// Where each plugin's events are posted, for the plugins that say.
+    pub webhooks: BTreeMap<String, Webhook>,
 }
 
 impl TurnPolicy {
@@ -324,6 +337,7 @@ impl PolicyFile {
         let mut plugins = BTreeMap::new();
         let mut outbound = BTreeMap::new();
         let mut calls = BTreeMap::new();
+        let mut webhooks = BTreeMap::new();
         for (plugin, policy) in &self.plugins {
             check_plugin_name(plugin)
                 .map_err(|reason| format!("[plugins.{plugin}]: the plugin name {reason}"))?;
@@ -349,6 +363,12 @@ impl PolicyFile {
                     .map_err(|reason| format!("[plugins.{plugin}] may_call {reason}"))?;
                 calls.insert(plugin.clone(), may);
             }
+            if let Some(section) = &policy.webhook {
+                let webhook = section
+                    .webhook()
+                    .map_err(|reason| format!("[plugins.{plugin}.webhook] {reason}"))?;
+                webhooks.insert(plugin.clone(), webhook);
+            }
         }
         Ok(Policy {
             limits,
@@ -357,6 +377,7 @@ impl PolicyFile {
             outbound,
             calls,
             mcp,
+            webhooks,
         })
     }
 }

@@ -351,7 +351,7 @@ impl SecretSource {
     /// The secret, read from the environment or a file (through cap-std,
     /// opening only the file's folder); a file's final line break is not
     /// part of it.
-    fn read(&self, name: &str) -> Result<String, String> {
+    pub(super) fn read(&self, name: &str) -> Result<String, String> {
         match (&self.env, &self.file) {
             (Some(variable), None) => std::env::var(variable)
                 .map_err(|_| format!("`{name}`: the environment variable `{variable}` is not set")),

@@ -43,11 +43,7 @@ pub fn child_session_id(parent: &str, plugin: &str) -> String {
         hasher.update([0]);
     }
     let digest = hasher.finalize();
-    let hex: String = digest[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("child-{hex}")
+    format!("child-{}", crate::engine::hex(&digest[..16]))
 }
 
 /// The registry of one call of an export: who calls, where in a chain of

@@ -21,7 +21,7 @@ use crate::session::error::SessionError;
 use crate::session::event::Event;
 use crate::session::report::Outcome;
 use crate::session::timeline::EVENTS_PAGE;
-use crate::store::{CommitSink, Committed, SessionRecord, Store};
+use crate::store::{CommitSink, Committed, LogEntry, SessionRecord, Store};
 
 /// How long a follower waits before it reads the log again without hearing
 /// of a commit: the most an event waits if its announcement is lost.
@@ -62,8 +62,12 @@ impl Commits {
 
 impl Host {
     /// Tells the followers of session `record` (as it was before the
-    /// commit) that it committed event `seq`, unless the store tells them.
-    pub(crate) fn committed(&self, record: &SessionRecord, seq: u64) {
+    /// commit) that it committed event `event` (unless the store tells
+    /// them), and posts the event to its plugin's webhook, if any.
+    pub(crate) fn committed(&self, record: &SessionRecord, event: &LogEntry, seq: u64) {
+        self.inner
+            .webhooks
+            .post(&record.plugin, &record.id, seq, &event.body);
         let commits = &self.inner.commits;
         if !commits.announced {
             let _ = commits.heard.send(Arc::new(Committed {

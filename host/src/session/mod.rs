@@ -55,7 +55,7 @@ use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy};
+use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy, Webhook};
 use crate::remote::McpServers;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
@@ -65,6 +65,7 @@ use crate::store::{
     BackendError, Execution, Message, SessionFilter, SessionPage, SessionRecord, SessionStoreError,
     Store,
 };
+use crate::webhook::Webhooks;
 
 /// How much longer than its turn may run a session lease lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -97,6 +98,8 @@ struct Inner {
     outbound: config::Reach,
     clock: Clock,
     locks: SessionLocks,
+    /// Where each plugin's events are posted.
+    webhooks: Webhooks,
     /// The commits this process hears of, for their followers.
     commits: follow::Commits,
     /// The turns this process runs, for their callers' interrupts.
@@ -126,6 +129,7 @@ pub struct HostBuilder {
     outbound: BTreeMap<String, Arc<Outbound>>,
     calls: HashMap<String, MayCall>,
     mcp_servers: Vec<McpServer>,
+    webhooks: BTreeMap<String, Webhook>,
     store: Option<Arc<dyn Store>>,
     cache: Option<cap_std::fs::Dir>,
     compiler: Option<CompilerProcess>,
@@ -159,6 +163,13 @@ impl HostBuilder {
         self
     }
 
+    /// Where the events of plugin `plugin`'s sessions are posted as this
+    /// process commits them (default: nowhere).
+    pub fn webhook(mut self, plugin: &str, webhook: Webhook) -> Self {
+        self.webhooks.insert(plugin.to_owned(), webhook);
+        self
+    }
+
     /// An MCP server whose tools join the registry as `mcp:NAME/tool`, for
     /// the plugins [`HostBuilder::may_call`] grants them to (default: none).
     pub fn mcp_server(mut self, server: McpServer) -> Self {
@@ -188,6 +199,12 @@ impl HostBuilder {
             .into_iter()
             .fold(builder, |builder, (plugin, may)| {
                 builder.may_call(&plugin, may)
+            });
+        let builder = policy
+            .webhooks
+            .into_iter()
+            .fold(builder, |builder, (plugin, webhook)| {
+                builder.webhook(&plugin, webhook)
             });
         let builder = policy
             .outbound
@@ -284,6 +301,7 @@ impl HostBuilder {
                 grants: Arc::new(self.grants),
                 calls: self.calls,
                 remotes: McpServers::new(self.mcp_servers),
+                webhooks: Webhooks::new(self.webhooks, metrics.clone(), self.clock.clone()),
                 pinned: pinned::Pinned::default(),
                 outbound: config::Reach::new(self.outbound),
                 clock: self.clock,
@@ -306,6 +324,7 @@ impl Host {
             outbound: BTreeMap::new(),
             calls: HashMap::new(),
             mcp_servers: Vec::new(),
+            webhooks: BTreeMap::new(),
             store: None,
             cache: None,
             compiler: None,

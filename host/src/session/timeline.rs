@@ -181,7 +181,7 @@ impl Host {
             .store
             .create(&forked, &history, &entry)
             .map_err(|err| fail_new(err.into()))?;
-        self.committed(&forked, 1);
+        self.committed(&forked, &entry, 1);
         Ok(StateAt::of(new_id, 1, &from, forked.state))
     }
 
@@ -230,7 +230,7 @@ impl Host {
             .store
             .commit(&commit)
             .map_err(|err| fail(err.into()))?;
-        self.committed(&record, event.seq);
+        self.committed(&record, &commit.event, event.seq);
         Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
     }
 

@@ -360,7 +360,7 @@ impl Host {
                 ..record.clone()
             };
             store.create(&record, &messages, &event)?;
-            self.committed(&record, 1);
+            self.committed(&record, &event, 1);
             return Ok(());
         }
         let commit = Commit {
@@ -384,7 +384,7 @@ impl Host {
             event,
         };
         store.commit(&commit)?;
-        self.committed(record, commit.read_revision + 1);
+        self.committed(record, &commit.event, commit.read_revision + 1);
         Ok(())
     }
 

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::engine::hex;
+
 use crate::names::check_plugin_name;
 use crate::server::auth::principal::{Grant, Principal};
 
@@ -129,10 +131,6 @@ fn check_entry(name: &str, entry: &KeyEntry) -> Result<(), String> {
 /// Hex SHA-256 of `key`.
 fn digest(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The principals of a keys file, by the digest of their keys.
