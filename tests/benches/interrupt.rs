@@ -113,7 +113,7 @@ fn interrupted(
     while started.elapsed() < RUN {
         let turn = begin();
         let interrupted = Instant::now();
-        host.interrupt(id).unwrap();
+        runtime.block_on(host.interrupt(id)).unwrap();
         let err = runtime.block_on(turn).unwrap().unwrap_err();
         assert!(matches!(err.cause, Cause::Interrupted), "{err}");
         latencies.push(interrupted.elapsed());

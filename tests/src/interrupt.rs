@@ -9,13 +9,15 @@ use std::time::Duration;
 use agentbox_host::capability::output::Sink;
 use agentbox_host::session::event::EventKind;
 use agentbox_host::session::report::Outcome;
-use agentbox_host::store::{Message, Role};
+use agentbox_host::store::{Message, RedisStore, Role, Store};
 use agentbox_host::{Cause, Limits};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::fetcher::stalling_server;
-use crate::harness::{every_store, host_with, host_with_policy, load, send, start, start_for};
+use crate::harness::{
+    RedisServer, every_store, host_with, host_with_policy, load, send, start, start_for,
+};
 use crate::plugins::{FETCHER, MISBEHAVE};
 
 /// A sink that passes on what the agent says.
@@ -54,7 +56,7 @@ async fn an_interrupted_turn_commits_no_state_and_records_what_was_said_marked()
             })
         };
         assert_eq!(heard.recv().await.unwrap(), "I was about to say");
-        host.interrupt(&id).unwrap();
+        host.interrupt(&id).await.unwrap();
         let err = running.await.unwrap().unwrap_err();
         assert!(
             matches!(err.cause, Cause::Interrupted),
@@ -117,13 +119,13 @@ async fn an_idle_session_has_nothing_to_interrupt_and_a_late_interrupt_stops_not
     );
     load(&host, MISBEHAVE);
     let id = start(&host, "misbehave", json!({})).await.session;
-    let err = host.interrupt(&id).unwrap_err();
+    let err = host.interrupt(&id).await.unwrap_err();
     assert!(matches!(err.cause, Cause::Idle), "{err}");
     assert_eq!(
         err.to_string(),
         format!("session `{id}`: no turn of the session is running")
     );
-    let err = host.interrupt("no-such-session").unwrap_err();
+    let err = host.interrupt("no-such-session").await.unwrap_err();
     assert!(matches!(err.cause, Cause::Idle), "{err}");
     // The interrupt of an idle session is not held for its next turn.
     assert_eq!(send(&host, &id, "note").await.said, ["entry 1"]);
@@ -149,7 +151,7 @@ async fn a_turn_waiting_on_a_slow_server_is_interrupted_and_its_connection_close
     };
     // Interrupt once the server holds the turn's request.
     reads.recv().await.unwrap();
-    host.interrupt(&id).unwrap();
+    host.interrupt(&id).await.unwrap();
     let err = running.await.unwrap().unwrap_err();
     assert!(matches!(err.cause, Cause::Interrupted), "{err}");
     closes
@@ -158,4 +160,33 @@ async fn a_turn_waiting_on_a_slow_server_is_interrupted_and_its_connection_close
         .expect("the interrupted request's connection was never closed");
     let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.turn, 0, "an interrupted tool call commits nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_sent_to_another_server_of_the_same_redis_stops_the_turn() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = || -> Arc<dyn Store> { Arc::new(RedisStore::open(server.url()).unwrap()) };
+    let (one, other) = (host_with(patient(), store()), host_with(patient(), store()));
+    load(&one, MISBEHAVE);
+    load(&other, MISBEHAVE);
+    let id = start(&one, "misbehave", json!({})).await.session;
+    let err = other.interrupt(&id).await.unwrap_err();
+    assert!(
+        matches!(err.cause, Cause::Idle),
+        "no server runs a turn: {err}"
+    );
+
+    let (sink, mut heard) = heard();
+    let running = {
+        let (one, id) = (one.clone(), id.clone());
+        tokio::spawn(async move { one.send_message(&id, "ramble far away", Some(sink)).await })
+    };
+    heard.recv().await.unwrap();
+    other.interrupt(&id).await.unwrap();
+    let err = running.await.unwrap().unwrap_err();
+    assert!(matches!(err.cause, Cause::Interrupted), "{err}");
+    let history = other.history(&id, 1).await.unwrap();
+    assert!(history[0].interrupted, "{history:?}");
 }

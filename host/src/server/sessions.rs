@@ -272,7 +272,7 @@ pub(super) async fn interrupt(
     if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
         return refusal;
     }
-    match api.host.interrupt(&id) {
+    match api.host.interrupt(&id).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "interrupted": id }))).into_response(),
         Err(err) => err.into_response(),
     }

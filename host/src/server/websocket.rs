@@ -126,6 +126,7 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
             let idle = api
                 .host
                 .interrupt(&id)
+                .await
                 .err()
                 .map(|err| TurnEvent::failed(&err));
             if let Some(idle) = idle
@@ -154,11 +155,12 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
                     None => break,
                 },
                 read = read(&mut socket) => match read {
-                    Read::Frame(Inbound::Interrupt) => {
-                        // The turn's own failure answers it.
-                        let _ = api.host.interrupt(&id);
-                        continue;
-                    }
+                    // The turn's own failure answers an interrupt; one that
+                    // finds the turn just over is answered `idle`.
+                    Read::Frame(Inbound::Interrupt) => match api.host.interrupt(&id).await {
+                        Ok(()) => continue,
+                        Err(err) => TurnEvent::failed(&err),
+                    },
                     Read::Frame(inbound) if queued.len() < QUEUED_FRAMES => {
                         queued.push_back(inbound);
                         continue;

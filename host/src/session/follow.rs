@@ -19,9 +19,10 @@ use tokio::sync::{broadcast, mpsc};
 use crate::session::Host;
 use crate::session::error::SessionError;
 use crate::session::event::Event;
+use crate::session::interrupt::Running;
 use crate::session::report::Outcome;
 use crate::session::timeline::EVENTS_PAGE;
-use crate::store::{CommitSink, Committed, LogEntry, SessionRecord, Store};
+use crate::store::{Announcement, AnnouncementSink, Committed, LogEntry, SessionRecord, Store};
 
 /// How long a follower waits before it reads the log again without hearing
 /// of a commit: the most an event waits if its announcement is lost.
@@ -43,17 +44,22 @@ pub(crate) struct Commits {
 
 impl Commits {
     /// Hears of commits from this process, or from every process of
-    /// `store` if it announces them.
-    pub(crate) fn of(store: &Arc<dyn Store>) -> Commits {
+    /// `store` if it announces them; and stops the turns of `running` that
+    /// other processes are asked to interrupt.
+    pub(crate) fn of(store: &Arc<dyn Store>, running: &Arc<Running>) -> Commits {
         let heard = Arc::new(broadcast::channel(HEARD_COMMITS).0);
-        let weak: Weak<_> = Arc::downgrade(&heard);
-        let sink: CommitSink = Arc::new(move |committed| match weak.upgrade() {
-            Some(heard) => {
+        let (commits, running): (Weak<_>, Weak<Running>) =
+            (Arc::downgrade(&heard), Arc::downgrade(running));
+        let sink: AnnouncementSink = Arc::new(move |announced| {
+            let (Some(heard), Some(running)) = (commits.upgrade(), running.upgrade()) else {
+                return false;
+            };
+            match announced {
                 // Nobody following is no failure.
-                let _ = heard.send(Arc::new(committed));
-                true
+                Announcement::Committed(committed) => drop(heard.send(Arc::new(committed))),
+                Announcement::Interrupt(id) => drop(running.stop(&id)),
             }
-            None => false,
+            true
         });
         let announced = store.announce(sink);
         Commits { heard, announced }

@@ -4,9 +4,13 @@
 //! every wait. The turn then fails as interrupted and commits no state; a
 //! message turn records the message and what the agent had said by then,
 //! marked interrupted.
+//!
+//! An interrupt reaches the turn wherever it runs: in this process, or, on
+//! a store several processes share, in the process holding the session's
+//! lease, which the store tells ([`crate::store::SessionStore::interrupt`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -17,9 +21,22 @@ use crate::session::error::{Cause, SessionError, session_error};
 #[derive(Debug, Default)]
 pub(crate) struct Running(Mutex<HashMap<String, CancellationToken>>);
 
+impl Running {
+    /// Stops the turn of session `id` running in this process, if one is.
+    pub(crate) fn stop(&self, id: &str) -> bool {
+        match self.0.lock().expect("running turns poisoned").get(id) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A turn's place among the running ones, given up when it is dropped.
 pub(crate) struct RunningTurn {
-    host: Host,
+    running: Arc<Running>,
     id: String,
     stop: CancellationToken,
 }
@@ -35,35 +52,48 @@ impl Drop for RunningTurn {
     fn drop(&mut self) {
         // Turns of a session run one at a time in a process, so the entry
         // is this turn's.
-        self.host.running().remove(&self.id);
+        self.running
+            .0
+            .lock()
+            .expect("running turns poisoned")
+            .remove(&self.id);
     }
 }
 
 impl Host {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
-        self.inner.running.0.lock().expect("running turns poisoned")
-    }
-
     /// Notes that a turn of session `id` runs, until the guard is dropped.
     pub(crate) fn run(&self, id: &str) -> RunningTurn {
         let stop = CancellationToken::new();
-        self.running().insert(id.to_owned(), stop.clone());
+        let running = self.inner.running.clone();
+        running
+            .0
+            .lock()
+            .expect("running turns poisoned")
+            .insert(id.to_owned(), stop.clone());
         RunningTurn {
-            host: self.clone(),
+            running,
             id: id.to_owned(),
             stop,
         }
     }
 
-    /// Stops the turn of session `id` that is running in this process.
-    /// Without one, fails with [`Cause::Idle`].
-    pub fn interrupt(&self, id: &str) -> Result<(), SessionError> {
-        match self.running().get(id) {
-            Some(stop) => {
-                stop.cancel();
-                Ok(())
-            }
-            None => Err(session_error(id, None, None)(Cause::Idle)),
+    /// Stops the running turn of session `id`: here, or in the process of
+    /// the store that holds the session's lease. With no turn running,
+    /// fails with [`Cause::Idle`].
+    pub async fn interrupt(&self, id: &str) -> Result<(), SessionError> {
+        let fail = session_error(id, None, None);
+        if self.inner.running.stop(id) {
+            return Ok(());
+        }
+        let owned = id.to_owned();
+        let elsewhere = self
+            .on_store(move |store| store.interrupt(&owned))
+            .await
+            .map_err(|err| fail(err.into()))?;
+        if elsewhere {
+            Ok(())
+        } else {
+            Err(fail(Cause::Idle))
         }
     }
 }

@@ -29,7 +29,7 @@ pub use plugins::PluginStore;
 pub use redis::RedisStore;
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
-pub use timeline::{CommitSink, Committed, LogEntry, LoggedEvent};
+pub use timeline::{Announcement, AnnouncementSink, Committed, LogEntry, LoggedEvent};
 pub use tool_log::ToolLog;
 pub use types::{
     Commit, Execution, HistoryCap, KvWrite, Message, Namespace, OutboundUse, Quota, Retention,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::store::error::{BackendError, SessionStoreError};
-use crate::store::timeline::{CommitSink, LogEntry, LoggedEvent};
+use crate::store::timeline::{AnnouncementSink, LogEntry, LoggedEvent};
 use crate::store::types::{Commit, Message, SessionFilter, SessionPage, SessionRecord};
 
 /// Sessions, committed one turn at a time.
@@ -40,11 +40,20 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError>;
 
     /// Starts telling `sink` of every commit and creation that any process
-    /// serving this store makes, and answers whether it does. A store that
-    /// one process serves answers `false`: the host tells of its own.
-    fn announce(&self, sink: CommitSink) -> bool {
+    /// serving this store makes, and of every interrupt asked of it through
+    /// [`SessionStore::interrupt`], and answers whether it does. A store
+    /// that one process serves answers `false`: the host tells of its own.
+    fn announce(&self, sink: AnnouncementSink) -> bool {
         let _ = sink;
         false
+    }
+
+    /// Asks every process of the store to interrupt the turn of session
+    /// `id`, if a process holds its lease; answers whether one does. A
+    /// store that one process serves answers `false`.
+    fn interrupt(&self, id: &str) -> Result<bool, SessionStoreError> {
+        let _ = id;
+        Ok(false)
     }
 
     /// The newest `last` messages of the session's history, oldest first;

@@ -54,6 +54,15 @@ pub struct Committed {
     pub seq: u64,
 }
 
-/// Where a store tells of commits; it stops telling once this answers
+/// What the processes serving a store tell each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// A session committed.
+    Committed(Committed),
+    /// A caller asked to interrupt the running turn of this session.
+    Interrupt(String),
+}
+
+/// Where a store tells what it hears; it stops telling once this answers
 /// `false`.
-pub type CommitSink = std::sync::Arc<dyn Fn(Committed) -> bool + Send + Sync>;
+pub type AnnouncementSink = std::sync::Arc<dyn Fn(Announcement) -> bool + Send + Sync>;

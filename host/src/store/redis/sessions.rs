@@ -9,7 +9,7 @@ use redis::{Connection, RedisResult, Script};
 
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
-use crate::store::timeline::{CommitSink, LogEntry, LoggedEvent};
+use crate::store::timeline::{AnnouncementSink, LogEntry, LoggedEvent};
 use crate::store::types::{
     Commit, HistoryCap, Message, SessionFilter, SessionPage, SessionRecord, Status,
 };
@@ -278,9 +278,21 @@ impl SessionStore for RedisStore {
         }
     }
 
-    fn announce(&self, sink: CommitSink) -> bool {
+    fn announce(&self, sink: AnnouncementSink) -> bool {
         self.listen(sink);
         true
+    }
+
+    fn interrupt(&self, id: &str) -> Result<bool, SessionStoreError> {
+        let held: i64 = self.with(|conn| {
+            self.lease
+                .key(lease_key(id))
+                .arg(id)
+                .arg(0)
+                .arg("interrupt")
+                .invoke(conn)
+        })?;
+        Ok(held == 1)
     }
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
