@@ -179,12 +179,9 @@ fn a_follower_that_comes_back_gets_exactly_what_it_missed_until_the_session_ends
     assert_eq!(status, 404);
 }
 
-#[test]
-fn a_follower_on_one_server_sees_what_another_server_of_the_same_redis_commits() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let runtime = runtime();
+/// Two hosts of the counter on `server`'s Redis, the other one serving its
+/// API: both hosts, and the other's base URL.
+fn two_servers(runtime: &tokio::runtime::Runtime, server: &RedisServer) -> (Host, Host, String) {
     let store = || -> Arc<dyn Store> { Arc::new(RedisStore::open(server.url()).unwrap()) };
     let (one, other) = (
         host_with(Limits::default(), store()),
@@ -192,7 +189,17 @@ fn a_follower_on_one_server_sees_what_another_server_of_the_same_redis_commits()
     );
     load(&one, COUNTER);
     load(&other, COUNTER);
-    let base = serve(&runtime, &other);
+    let base = serve(runtime, &other);
+    (one, other, base)
+}
+
+#[test]
+fn a_follower_on_one_server_sees_what_another_server_of_the_same_redis_commits() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = runtime();
+    let (one, _other, base) = two_servers(&runtime, &server);
     let id = runtime.block_on(counter_session(&one, 0));
 
     let mut follower = Follower::open(&base, &id, None).unwrap();
@@ -268,14 +275,7 @@ fn a_plugins_feed_on_one_server_hears_what_another_server_of_the_same_redis_comm
         return;
     };
     let runtime = runtime();
-    let store = || -> Arc<dyn Store> { Arc::new(RedisStore::open(server.url()).unwrap()) };
-    let (one, other) = (
-        host_with(Limits::default(), store()),
-        host_with(Limits::default(), store()),
-    );
-    load(&one, COUNTER);
-    load(&other, COUNTER);
-    let base = serve(&runtime, &other);
+    let (one, _other, base) = two_servers(&runtime, &server);
     let mut feed = Follower::feed(&base, "counter").unwrap();
     let id = runtime.block_on(counter_session(&one, 0));
     runtime.block_on(send(&one, &id, "tick"));
