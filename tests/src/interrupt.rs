@@ -9,7 +9,7 @@ use std::time::Duration;
 use agentbox_host::capability::output::Sink;
 use agentbox_host::session::event::EventKind;
 use agentbox_host::session::report::Outcome;
-use agentbox_host::store::{Message, RedisStore, Role, Store};
+use agentbox_host::store::{Message, RedisStore, Role, Store, ToolOutcome};
 use agentbox_host::{Cause, Limits};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -160,6 +160,12 @@ async fn a_turn_waiting_on_a_slow_server_is_interrupted_and_its_connection_close
         .expect("the interrupted request's connection was never closed");
     let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(record.turn, 0, "an interrupted tool call commits nothing");
+    let executions = host.executions().await.unwrap();
+    assert_eq!(
+        executions.iter().map(|run| run.outcome).collect::<Vec<_>>(),
+        [ToolOutcome::Interrupted],
+        "its record says so"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,8 @@ pub(crate) struct ToolsListArgs {
 /// Show per-tool statistics from a store: calls, success rate, p50/p95 duration, cache hits.
 ///
 /// Every tool call is recorded with its outcome: ok, invalid-args, precondition,
-/// guest-error, trap, timeout or cache-hit.
+/// guest-error, trap, timeout, cache-hit or interrupted (and a registry call's
+/// denied, not-found, unavailable or limit).
 #[derive(Debug, Args)]
 pub(crate) struct ToolsStatsArgs {
     /// The store to read: `sqlite:PATH` or `redis://HOST:PORT` [default: sqlite:DATA_DIR/agentbox.db]

@@ -175,6 +175,7 @@ impl Cause {
             Cause::InvalidArguments { .. } => ToolOutcome::InvalidArgs,
             Cause::Precondition { .. } => ToolOutcome::Precondition,
             Cause::Deadline(_) => ToolOutcome::Timeout,
+            Cause::Interrupted => ToolOutcome::Interrupted,
             Cause::MemoryLimit(_)
             | Cause::OutputLimit(_)
             | Cause::HostCallLimit(_)

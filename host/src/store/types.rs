@@ -247,11 +247,13 @@ pub enum ToolOutcome {
     Unavailable,
     /// A registry call stopped by a limit of the calling plugin.
     Limit,
+    /// The caller interrupted the call's turn.
+    Interrupted,
 }
 
 impl ToolOutcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [ToolOutcome; 11] = [
+    pub const ALL: [ToolOutcome; 12] = [
         ToolOutcome::Ok,
         ToolOutcome::InvalidArgs,
         ToolOutcome::Precondition,
@@ -263,6 +265,7 @@ impl ToolOutcome {
         ToolOutcome::NotFound,
         ToolOutcome::Unavailable,
         ToolOutcome::Limit,
+        ToolOutcome::Interrupted,
     ];
 
     /// The outcome's name as stored.
@@ -279,6 +282,7 @@ impl ToolOutcome {
             ToolOutcome::NotFound => "not-found",
             ToolOutcome::Unavailable => "unavailable",
             ToolOutcome::Limit => "limit",
+            ToolOutcome::Interrupted => "interrupted",
         }
     }
 
