@@ -18,9 +18,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentbox_host::Host;
 use agentbox_host::store::{RedisStore, SqliteStore, Store};
-use agentbox_host::{Host, SessionStart};
-use agentbox_tests::measure::{ms, percentile};
+use agentbox_tests::measure::{ms, percentile, started};
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 
 /// How long each measurement runs.
@@ -92,11 +92,7 @@ fn host(store: Arc<dyn Store>) -> Host {
 async fn sessions(host: &Host, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..count {
-        let start = SessionStart {
-            plugin: "counter".into(),
-            ..Default::default()
-        };
-        let id = host.start_session(start, None).await.unwrap().session;
+        let id = started(host, "counter").await;
         host.send_message(&id, "tick", None).await.unwrap();
         ids.push(id);
     }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use agentbox_host::capability::output::Sink;
 use agentbox_host::policy::PolicyFile;
-use agentbox_host::{Cause, Host, Limits, SessionError, SessionStart};
-use agentbox_tests::measure::{latencies, print_table};
+use agentbox_host::{Cause, Host, Limits, SessionError};
+use agentbox_tests::measure::{latencies, print_table, started};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -44,16 +44,7 @@ fn main() {
     for plugin in [plugins::MISBEHAVE, plugins::FETCHER] {
         host.load_plugin(&plugin_bytes(plugin)).unwrap();
     }
-    let start = |plugin: &str| {
-        let start = SessionStart {
-            plugin: plugin.into(),
-            ..Default::default()
-        };
-        runtime
-            .block_on(host.start_session(start, None))
-            .unwrap()
-            .session
-    };
+    let start = |plugin: &str| runtime.block_on(started(&host, plugin));
     let (misbehave, fetcher) = (start("misbehave"), start("fetcher"));
 
     let turn = latencies(RUN, || {

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentbox_host::store::{KvWrite, Namespace, Quota, Store, StoreSpec};
-use agentbox_host::{Host, Limits, SessionStart};
+use agentbox_host::{Host, Limits};
+use agentbox_tests::measure::started;
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 use serde_json::json;
 
@@ -174,11 +175,7 @@ async fn guest_ops(store: Arc<dyn Store>) -> (Duration, Duration) {
     };
     let host = Host::builder().limits(limits).store(store).build().unwrap();
     host.load_plugin(&plugin_bytes(plugins::KV_PROBE)).unwrap();
-    let start = SessionStart {
-        plugin: "kv-probe".into(),
-        ..Default::default()
-    };
-    let id = host.start_session(start, None).await.unwrap().session;
+    let id = started(&host, "kv-probe").await;
     let fill =
         json!({ "bucket": "global", "prefix": "key", "count": OPS_PER_TURN, "value": VALUE });
     let read = json!({ "bucket": "global", "prefix": "key", "count": OPS_PER_TURN });

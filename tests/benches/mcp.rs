@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use agentbox_host::{Host, SessionStart};
-use agentbox_tests::measure::{latencies, print_table};
+use agentbox_host::Host;
+use agentbox_tests::measure::{latencies, print_table, started};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::{Value, json};
 
@@ -38,13 +38,7 @@ fn main() {
             .await
             .unwrap()
     });
-    let session = runtime.block_on(async {
-        let start = SessionStart {
-            plugin: "misbehave".into(),
-            ..Default::default()
-        };
-        host.start_session(start, None).await.unwrap().session
-    });
+    let session = runtime.block_on(started(&host, "misbehave"));
     let agent = ureq::Agent::new_with_defaults();
     let arguments = json!({ "text": "ab", "times": 2 });
 

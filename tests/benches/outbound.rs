@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use agentbox_host::policy::PolicyFile;
-use agentbox_host::{Host, Limits, SessionStart};
-use agentbox_tests::measure::{latencies, print_table};
+use agentbox_host::{Host, Limits};
+use agentbox_tests::measure::{latencies, print_table, started};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::json;
 
@@ -56,13 +56,7 @@ fn main() {
     .unwrap();
     let host = Host::builder().policy(policy).build().unwrap();
     host.load_plugin(&plugin_bytes(plugins::FETCHER)).unwrap();
-    let session = runtime.block_on(async {
-        let start = SessionStart {
-            plugin: "fetcher".into(),
-            ..Default::default()
-        };
-        host.start_session(start, None).await.unwrap().session
-    });
+    let session = runtime.block_on(started(&host, "fetcher"));
     let tool = |name: &str, args: serde_json::Value| {
         runtime
             .block_on(host.call_tool(&session, name, args, None))

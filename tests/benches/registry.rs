@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use agentbox_host::policy::PolicyFile;
-use agentbox_host::{Host, Limits, SessionStart};
-use agentbox_tests::measure::{latencies, print_table};
+use agentbox_host::{Host, Limits};
+use agentbox_tests::measure::{latencies, print_table, started};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::{Value, json};
 
@@ -53,16 +53,7 @@ fn main() {
             .await
             .unwrap()
     });
-    let start = |plugin: &str| {
-        let start = SessionStart {
-            plugin: plugin.into(),
-            ..Default::default()
-        };
-        runtime
-            .block_on(host.start_session(start, None))
-            .unwrap()
-            .session
-    };
+    let start = |plugin: &str| runtime.block_on(started(&host, plugin));
     let (misbehave, concierge) = (start("misbehave"), start("concierge"));
     let tool = |session: &str, name: &str, args: Value| {
         runtime

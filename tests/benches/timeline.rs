@@ -14,9 +14,9 @@
 
 use std::time::Duration;
 
+use agentbox_host::Host;
 use agentbox_host::store::StoreSpec;
-use agentbox_host::{Host, SessionStart};
-use agentbox_tests::measure::{latencies, print_table};
+use agentbox_tests::measure::{latencies, print_table, started};
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::json;
 
@@ -37,14 +37,7 @@ fn main() {
         .unwrap();
     let host = Host::builder().store(store).build().unwrap();
     host.load_plugin(&plugin_bytes(plugins::COUNTER)).unwrap();
-    let start = SessionStart {
-        plugin: "counter".into(),
-        ..Default::default()
-    };
-    let id = runtime
-        .block_on(host.start_session(start, None))
-        .unwrap()
-        .session;
+    let id = runtime.block_on(started(&host, "counter"));
     for _ in 0..TURNS {
         runtime
             .block_on(host.send_message(&id, "tick", None))

@@ -11,7 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use agentbox_host::{Clock, Host, SessionStart};
+use agentbox_host::{Clock, Host};
+use agentbox_tests::measure::started;
 use agentbox_tests::{plugin_bytes, plugins};
 use serde_json::json;
 
@@ -30,11 +31,7 @@ async fn run() {
     let clock = Clock::manual(0);
     let host = Host::builder().clock(clock.clone()).build().unwrap();
     host.load_plugin(&plugin_bytes(plugins::SHOP)).unwrap();
-    let start = SessionStart {
-        plugin: "shop".into(),
-        ..Default::default()
-    };
-    let id = host.start_session(start, None).await.unwrap().session;
+    let id = started(&host, "shop").await;
     host.call_tool(
         &id,
         "login",

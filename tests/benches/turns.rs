@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use agentbox_host::engine::{Digest, Engine};
 use agentbox_host::store::{Commit, MemoryStore, RedisStore, SqliteStore, Status, Store};
-use agentbox_host::{Host, Limits, SessionStart};
+use agentbox_host::{Host, Limits};
+use agentbox_tests::measure::started;
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 use serde_json::json;
 
@@ -289,11 +290,7 @@ async fn host_turns(
     host.load_plugin(bytes).unwrap();
     let mut ids = Vec::new();
     for _ in 0..sessions {
-        let start = SessionStart {
-            plugin: "counter".into(),
-            ..Default::default()
-        };
-        ids.push(host.start_session(start, None).await.unwrap().session);
+        ids.push(started(&host, "counter").await);
     }
     for id in &ids {
         host.send_message(id, "tick", None).await.unwrap();

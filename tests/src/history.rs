@@ -8,7 +8,7 @@ use agentbox_host::store::{Message, Role};
 use agentbox_host::{Cause, Host};
 use serde_json::json;
 
-use crate::harness::{every_store, host_with, load, said, send, start};
+use crate::harness::{every_store, host, host_with, load, said, send, start};
 use crate::plugins::MISBEHAVE;
 
 fn message(role: Role, content: &str) -> Message {
@@ -102,10 +102,7 @@ async fn notes_and_prunes_commit_with_the_turn_and_the_log_keeps_what_was_droppe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_summary_folds_what_it_drops_into_the_one_before() {
-    let host = host_with(
-        Default::default(),
-        std::sync::Arc::new(agentbox_host::store::MemoryStore::default()),
-    );
+    let host = host();
     load(&host, MISBEHAVE);
     let id = start(&host, "misbehave", json!({})).await.session;
     for text in ["a", "b", "c"] {
@@ -137,10 +134,7 @@ async fn the_running_summary_folds_what_it_drops_into_the_one_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_notes_and_summaries_are_refused_and_a_failed_turn_shapes_nothing() {
-    let host = host_with(
-        Default::default(),
-        std::sync::Arc::new(agentbox_host::store::MemoryStore::default()),
-    );
+    let host = host();
     load(&host, MISBEHAVE);
     let id = start(&host, "misbehave", json!({})).await.session;
     send(&host, &id, "one").await;

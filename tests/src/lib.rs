@@ -18,6 +18,16 @@ pub fn plugin_bytes(path: &str) -> Vec<u8> {
 pub mod measure {
     use std::time::{Duration, Instant};
 
+    /// A new session of `plugin` on `host`, started with nothing but its
+    /// name: its id.
+    pub async fn started(host: &agentbox_host::Host, plugin: &str) -> String {
+        let start = agentbox_host::SessionStart {
+            plugin: plugin.into(),
+            ..Default::default()
+        };
+        host.start_session(start, None).await.unwrap().session
+    }
+
     /// The latency of each run of `once`, run one after another for `run`,
     /// after 50 runs to warm up (compile, connect, fill caches).
     pub fn latencies(run: Duration, mut once: impl FnMut()) -> Vec<Duration> {

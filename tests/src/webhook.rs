@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use agentbox_host::Host;
+use agentbox_host::engine::hex;
 use agentbox_host::webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
@@ -103,12 +104,7 @@ async fn each_event_is_posted_signed_in_order() {
         let timestamp = headers[TIMESTAMP_HEADER].to_str().unwrap();
         let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
         mac.update(format!("{timestamp}.{body}").as_bytes());
-        let expected_signature: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let expected_signature = hex(&mac.finalize().into_bytes());
         assert_eq!(
             headers[SIGNATURE_HEADER],
             format!("sha256={expected_signature}").as_str()
