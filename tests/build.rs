@@ -1,7 +1,14 @@
-//! Builds every plugin in `plugins/` for `wasm32-wasip2` from source and
-//! writes `plugins.rs`: one constant per plugin holding the path of its
-//! component, and `for_each_plugin!`, which the tests use to insist that
-//! every plugin has a test module.
+//! Builds every plugin in `plugins/` from source and writes `plugins.rs`:
+//! one constant per plugin holding the path of its component, and
+//! `for_each_plugin!`, which the tests use to insist that every plugin has a
+//! test module.
+//!
+//! The Rust plugins build for `wasm32-wasip2`; those in `plugins/python/`
+//! and `plugins/js/` with componentize-py and componentize-js
+//! ([`guests`]), as `python_NAME` and `js_NAME`.
+
+#[path = "build/guests.rs"]
+mod guests;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,10 +28,25 @@ fn main() {
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", plugins.display()))
         .map(|entry| entry.expect("cannot read plugins/").path())
         .filter(|path| !path.ends_with("target"));
-    for watched in sources.chain([root.join("guest-sdk"), root.join("wit")]) {
+    // Not the tools installed under guest-sdk/, which a build never changes.
+    let sdk = [
+        "Cargo.toml",
+        "src",
+        "macros",
+        "python/agentbox",
+        "python/requirements.txt",
+        "js/agentbox.js",
+        "js/package-lock.json",
+    ]
+    .map(|part| root.join("guest-sdk").join(part));
+    for watched in sources.chain(sdk).chain([root.join("wit")]) {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
+    println!("cargo:rerun-if-env-changed={}", guests::SKIP);
+    println!("cargo::rustc-check-cfg=cfg(guest_languages)");
     check_target();
+    // The interpreters' plugins build on threads of their own meanwhile.
+    let guests = guests::build(root);
 
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
@@ -79,6 +101,7 @@ fn main() {
             Some((name, PathBuf::from(wasm)))
         })
         .collect();
+    components.extend(guests.join().expect("the guest builds panicked"));
     components.sort();
     components.dedup();
 

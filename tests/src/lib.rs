@@ -126,8 +126,12 @@ mod history;
 mod intake;
 #[cfg(test)]
 mod interrupt;
+#[cfg(all(test, guest_languages))]
+mod js_intake;
 #[cfg(test)]
 mod kv_probe;
+#[cfg(all(test, guest_languages))]
+mod languages;
 #[cfg(test)]
 mod loading;
 #[cfg(test)]
@@ -138,6 +142,8 @@ mod other_world;
 mod policy;
 #[cfg(test)]
 mod profile;
+#[cfg(all(test, guest_languages))]
+mod python_intake;
 #[cfg(test)]
 mod relay;
 #[cfg(test)]

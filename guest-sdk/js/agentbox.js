@@ -1,0 +1,331 @@
+// Write agentbox plugins in JavaScript.
+//
+// A thin layer over the `agentbox:plugin` world as componentize-js binds it:
+// an `Agent` base class whose own fields live in session state, `tool()`
+// with a small JSON Schema builder (`s`), and helpers for `say`, the
+// session, KV and the tool registry. See docs/guests/javascript.md.
+//
+//     import { Agent, exportAgent, say } from 'agentbox';
+//
+//     class Counter extends Agent {
+//       static NAME = 'counter';
+//       static VERSION = '1.0.0';
+//       count = 0;
+//       onMessage(text) {
+//         this.count += 1;
+//         say(`${this.count} messages so far`);
+//       }
+//     }
+//
+//     export const agent = exportAgent(Counter);
+
+import * as wit from 'agentbox:plugin/session@0.2.0';
+import * as witKv from 'agentbox:plugin/kv@0.2.0';
+import * as witRegistry from 'agentbox:plugin/registry@0.2.0';
+import { say as witSay } from 'agentbox:plugin/output@0.2.0';
+
+/** Throw it from a hook or tool to fail the turn with its message; the host
+ * commits nothing. Any other exception traps the guest, and its stack goes
+ * to stderr, which the host attaches to the error as `guest_output`. */
+export class Fail extends Error {}
+
+/** The host refused a session or KV operation. `kind` is `invalid`,
+ * `quota-exceeded`, `denied`, `conflict` or `unavailable`; a registry call
+ * adds `not-found`, `invalid-arguments`, `precondition`, `failed` and
+ * `limit`. */
+export class HostError extends Error {
+  constructor(kind, message) {
+    super(message === undefined ? kind : `${kind}: ${message}`);
+    this.kind = kind;
+    this.detail = message;
+  }
+}
+
+/** Calls an import whose WIT result carries an error; the binding throws a
+ * `ComponentError` whose `payload` is `{tag, val}`. */
+function host(call) {
+  try {
+    return call();
+  } catch (err) {
+    if (err && err.payload && typeof err.payload.tag === 'string') {
+      throw new HostError(err.payload.tag, err.payload.val);
+    }
+    throw err;
+  }
+}
+
+/** `onMessage` returns it (or nothing) to keep the conversation open. */
+export const CONTINUE = { tag: 'continue' };
+/** `onMessage` returns it to end the conversation. */
+export const END = { tag: 'end' };
+/** `onMessage` returns it to hand the conversation to `plugin`. */
+export const handOff = (plugin) => ({ tag: 'hand-off', val: plugin });
+
+/** Sends the parts, joined by spaces, to the caller at once. */
+export function say(...parts) {
+  witSay(parts.map(String).join(' '));
+}
+
+/** The calling session. Values are JSON-decoded; the turn is a number. */
+export const session = {
+  id: () => wit.id(),
+  userId: () => wit.userId(),
+  turn: () => Number(wit.turn()),
+  initialVariables: () => JSON.parse(wit.initialVariables()),
+  initialVariable: (name, fallback) => session.initialVariables()[name] ?? fallback,
+  /** The committed history, oldest first: `[{role, content}]`. */
+  history: (last) => wit.history(last),
+  note: (text) => host(() => wit.note(text)),
+  prune: (keepLast, summary) => host(() => wit.prune(keepLast, summary)),
+  get(key, fallback) {
+    const value = wit.get(key);
+    return value === undefined ? fallback : JSON.parse(value);
+  },
+  set: (key, value) => host(() => wit.set(key, JSON.stringify(value))),
+  delete: (key) => wit.delete(key),
+  keys: (prefix = '') => wit.keys(prefix),
+};
+
+const ttl = (ms) => (ms === undefined ? undefined : BigInt(ms));
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A KV bucket: values are JSON unless read or written as bytes. */
+class Bucket {
+  constructor(bucket) {
+    this.bucket = bucket;
+  }
+  get(key, fallback) {
+    const raw = this.getBytes(key);
+    return raw === undefined ? fallback : JSON.parse(decoder.decode(raw));
+  }
+  getBytes(key) {
+    return host(() => this.bucket.get(key));
+  }
+  /** Stores `value` as JSON; with `ttlMs` it expires that much later. */
+  set(key, value, ttlMs) {
+    this.setBytes(key, encoder.encode(JSON.stringify(value)), ttlMs);
+  }
+  setBytes(key, bytes, ttlMs) {
+    host(() => this.bucket.set(key, bytes, ttl(ttlMs)));
+  }
+  delete(key) {
+    host(() => this.bucket.delete(key));
+  }
+  exists(key) {
+    return host(() => this.bucket.exists(key));
+  }
+  increment(key, delta = 1) {
+    return Number(host(() => this.bucket.increment(key, BigInt(delta))));
+  }
+  /** Stores JSON `value` only if the current value is JSON `expected`
+   * (`undefined`: only if absent); returns whether it stored. */
+  compareAndSwap(key, expected, value, ttlMs) {
+    const old = expected === undefined ? undefined : encoder.encode(JSON.stringify(expected));
+    return host(() =>
+      this.bucket.compareAndSwap(key, old, encoder.encode(JSON.stringify(value)), ttl(ttlMs)),
+    );
+  }
+  /** Every key starting with `prefix`, page after page. */
+  *keys(prefix = '') {
+    let cursor;
+    do {
+      const page = host(() => this.bucket.listKeys(prefix, cursor));
+      yield* page.keys;
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+  }
+}
+
+/** Persistent key-value storage that outlives sessions. */
+export const kv = {
+  /** `user`, `global`, or a bucket the operator grants. */
+  open: (name) => new Bucket(host(() => witKv.open(name))),
+};
+
+/** The tools this plugin may call. */
+export const registry = {
+  list: (prefix = '') =>
+    witRegistry.list(prefix).map((info) => ({
+      name: info.name,
+      description: info.description,
+      parameters: JSON.parse(info.parameters),
+    })),
+  /** Calls `plugin/tool` or `mcp:server/tool`; returns its decoded result
+   * or throws a `HostError`. */
+  call: (name, args = {}) => JSON.parse(host(() => witRegistry.call(name, JSON.stringify(args)))),
+};
+
+// --- JSON Schema --------------------------------------------------------------
+
+class Schema {
+  constructor(schema, optional = false) {
+    this.schema = schema;
+    this.isOptional = optional;
+  }
+  /** The same schema with a description. */
+  describe(text) {
+    return new Schema({ ...this.schema, description: text }, this.isOptional);
+  }
+  /** Not required in an object; as a state field, may be `null`. */
+  optional() {
+    return new Schema(this.schema, true);
+  }
+}
+
+const kind = (type) => (options = {}) => new Schema({ type, ...options });
+
+/** A small JSON Schema builder: `s.string({maxLength: 200})`,
+ * `s.enum(['a', 'b']).describe('…')`, `s.array(s.integer()).optional()`. */
+export const s = {
+  string: kind('string'),
+  integer: kind('integer'),
+  number: kind('number'),
+  boolean: kind('boolean'),
+  enum: (values) => new Schema({ enum: values }),
+  array: (items, options = {}) => new Schema({ type: 'array', items: schemaOf(items), ...options }),
+  object: (properties) => new Schema(objectSchema(properties)),
+};
+
+const schemaOf = (value) => (value instanceof Schema ? value.schema : value);
+
+function objectSchema(properties) {
+  const required = Object.keys(properties).filter((name) => !properties[name].isOptional);
+  const props = Object.fromEntries(
+    Object.entries(properties).map(([name, value]) => [name, schemaOf(value)]),
+  );
+  return { type: 'object', properties: props, required, additionalProperties: false };
+}
+
+/** A tool: its description, its parameters (a JSON Schema object, or an
+ * object of `s` builders, one per argument), and the function that runs it
+ * on the agent (`this`) with the arguments object. Options: `requires`,
+ * `cacheTtlMs`, `cacheScope` (`session`, `user`, `global`), `resultSchema`. */
+export function tool(description, parameters, run, options = {}) {
+  const schema =
+    parameters && parameters.type === 'object' && !(parameters instanceof Schema)
+      ? parameters
+      : objectSchema(parameters ?? {});
+  return { description, parameters: schema, run, options };
+}
+
+// --- Agents -------------------------------------------------------------------
+
+/** An agent whose own fields are its session state.
+ *
+ * Declare fields with defaults (`turns = 0;`). Before each turn they are
+ * read from session state (a field not stored keeps its default); after a
+ * hook returns, each field that changed is written back, and a field set
+ * to `null` or `undefined` is deleted. A hook that throws changes nothing.
+ *
+ * Static members: `NAME`, `VERSION`, `DESCRIPTION`, `STATE_VERSION`,
+ * `stateSchema` (an object of `s` builders or a JSON Schema) and `tools`
+ * (an object of `tool(...)`s, by name). */
+export class Agent {
+  static VERSION = '0.0.0';
+  static DESCRIPTION = '';
+  static STATE_VERSION = 1;
+  static tools = {};
+  onStart() {}
+  onMessage(text) {}
+  onEnd(reason) {}
+  static migrate(fromStateVersion, state) {
+    return state;
+  }
+}
+
+/** Runs `work`; a `Fail` fails the turn with its message, and anything
+ * else is written to stderr with its stack before it traps the guest. */
+function guarded(work) {
+  try {
+    return work();
+  } catch (err) {
+    if (err instanceof Fail) throw err.message;
+    if (typeof err === 'string') throw err;
+    console.error(err && err.stack ? `${err}\n${err.stack}` : String(err));
+    throw err;
+  }
+}
+
+function stateSchemaOf(Class) {
+  const schema = Class.stateSchema;
+  if (schema === undefined || schema === null) return undefined;
+  if (schema.type === 'object' && !(schema instanceof Schema)) return schema;
+  const properties = Object.fromEntries(
+    Object.entries(schema).map(([name, field]) => {
+      const one = schemaOf(field);
+      return [name, field.isOptional && one.type ? { ...one, type: [one.type, 'null'] } : one];
+    }),
+  );
+  return { type: 'object', properties };
+}
+
+/** The `agent` interface componentize-js exports, serving the agent class
+ * `Class`: `export const agent = exportAgent(MyAgent);`. */
+export function exportAgent(Class) {
+  if (!(Class.prototype instanceof Agent)) {
+    throw new TypeError('exportAgent() takes a subclass of Agent');
+  }
+  const turn = (hook) =>
+    guarded(() => {
+      const stored = Object.fromEntries(wit.keys('').map((key) => [key, JSON.parse(wit.get(key))]));
+      const agent = new Class();
+      for (const name of Object.keys(agent)) {
+        if (name in stored) agent[name] = stored[name];
+      }
+      const result = hook(agent);
+      for (const [name, value] of Object.entries(agent)) {
+        if (value === null || value === undefined) {
+          if (name in stored) wit.delete(name);
+        } else if (!(name in stored) || JSON.stringify(stored[name]) !== JSON.stringify(value)) {
+          try {
+            wit.set(name, JSON.stringify(value));
+          } catch (err) {
+            throw new Fail(`cannot save field \`${name}\`: ${err.payload?.tag}: ${err.payload?.val}`);
+          }
+        }
+      }
+      return result;
+    });
+  return {
+    describe() {
+      const schema = stateSchemaOf(Class);
+      return {
+        name: Class.NAME,
+        version: Class.VERSION,
+        description: Class.DESCRIPTION,
+        stateVersion: Class.STATE_VERSION,
+        stateSchema: schema === undefined ? undefined : JSON.stringify(schema),
+        tools: Object.entries(Class.tools).map(([name, found]) => ({
+          name,
+          description: found.description,
+          parameters: JSON.stringify(found.parameters),
+          resultSchema:
+            found.options.resultSchema === undefined
+              ? undefined
+              : JSON.stringify(schemaOf(found.options.resultSchema)),
+          requires: found.options.requires ?? [],
+          cacheTtlMs: ttl(found.options.cacheTtlMs),
+          cacheScope: found.options.cacheScope ?? 'session',
+        })),
+      };
+    },
+    onStart() {
+      turn((agent) => agent.onStart());
+    },
+    onMessage(text) {
+      return turn((agent) => agent.onMessage(text)) ?? CONTINUE;
+    },
+    callTool(name, args) {
+      const found = Class.tools[name];
+      if (found === undefined) throw `${Class.NAME} has no tool \`${name}\``;
+      return JSON.stringify(turn((agent) => found.run.call(agent, JSON.parse(args))));
+    },
+    onEnd(reason) {
+      turn((agent) => agent.onEnd(reason));
+    },
+    migrate(fromStateVersion, state) {
+      return guarded(() => JSON.stringify(Class.migrate(fromStateVersion, JSON.parse(state))));
+    },
+  };
+}

@@ -1,0 +1,480 @@
+"""Write agentbox plugins in Python.
+
+A thin layer over the bindings `componentize-py` generates for the
+`agentbox:plugin` world (the `wit_world` package): an `Agent` base class
+whose typed fields live in session state, a `@tool` decorator that derives a
+tool's JSON Schema from its type hints and docstring, and small helpers for
+`say`, the session, KV and the tool registry.
+
+    import agentbox
+
+    class Counter(agentbox.Agent):
+        NAME = "counter"
+        VERSION = "1.0.0"
+        count: int = 0
+
+        def on_message(self, text):
+            self.count += 1
+            agentbox.say(f"{self.count} messages so far")
+
+    Agent = agentbox.export(Counter)
+
+componentize-py builds the component from the module that defines the
+module-level `Agent`; see docs/guests/python.md.
+"""
+
+import dataclasses
+import enum
+import inspect
+import json
+import re
+import typing
+
+from componentize_py_types import Err
+from wit_world.imports import agentbox_plugin_types as types
+from wit_world.imports import kv as _kv
+from wit_world.imports import output as _output
+from wit_world.imports import registry as _registry
+from wit_world.imports import session as _session
+
+__all__ = [
+    "Agent",
+    "CallError",
+    "Fail",
+    "HostError",
+    "END",
+    "CONTINUE",
+    "hand_off",
+    "export",
+    "tool",
+    "say",
+    "session",
+    "kv",
+    "registry",
+]
+
+
+class Fail(Exception):
+    """Raise it from a hook or tool to fail the turn with its message.
+
+    The host commits nothing of a failed turn and shows the message to the
+    caller. Any other exception traps the guest: the caller sees a trap, and
+    the traceback goes to the guest's stderr, which the host attaches to the
+    error as `guest_output`.
+    """
+
+
+class HostError(Exception):
+    """The host refused a session or KV operation: `kind` is `invalid`,
+    `quota-exceeded`, `denied`, `conflict` or `unavailable`."""
+
+    def __init__(self, kind, message):
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+        self.message = message
+
+
+class CallError(Exception):
+    """A registry call did not return a result: `kind` is `not-found`,
+    `denied`, `invalid-arguments`, `precondition`, `failed`, `limit` or
+    `unavailable`."""
+
+    def __init__(self, kind, message):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def _kind(value):
+    """`Error_QuotaExceeded` -> `quota-exceeded`."""
+    name = type(value).__name__.split("_", 1)[1]
+    return re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower()
+
+
+def _host(call, *args):
+    """Calls an import whose WIT result carries an `error`, raising `HostError`."""
+    try:
+        return call(*args)
+    except Err as err:
+        return _raise(HostError, err.value)
+
+
+def _raise(kind, value):
+    raise kind(_kind(value), getattr(value, "value", None)) from None
+
+
+CONTINUE = types.Outcome_Continue()
+"""`on_message` returns it (or `None`) to keep the conversation open."""
+END = types.Outcome_End()
+"""`on_message` returns it to end the conversation."""
+
+
+def hand_off(plugin):
+    """`on_message` returns it to hand the conversation to `plugin`."""
+    return types.Outcome_HandOff(plugin)
+
+
+def say(*parts):
+    """Sends the parts, joined by spaces, to the caller at once."""
+    _output.say(" ".join(str(part) for part in parts))
+
+
+class session:
+    """The calling session: its id, user, variables, turn and history."""
+
+    id = staticmethod(_session.id)
+    user_id = staticmethod(_session.user_id)
+    turn = staticmethod(_session.turn)
+
+    @staticmethod
+    def initial_variables():
+        """The variables the caller started the session with, as a dict."""
+        return json.loads(_session.initial_variables())
+
+    @staticmethod
+    def initial_variable(name, default=None):
+        """One initial variable, or `default`."""
+        return session.initial_variables().get(name, default)
+
+    @staticmethod
+    def history(last=None):
+        """The committed history, oldest first, as `(role, content)` pairs."""
+        return [
+            (message.role.name.lower(), message.content)
+            for message in _session.history(last)
+        ]
+
+    @staticmethod
+    def note(text):
+        """Adds a system message after the caller's, when the turn commits."""
+        _host(_session.note, text)
+
+    @staticmethod
+    def prune(keep_last, summary=None):
+        """Keeps the newest `keep_last` messages, after `summary` if given."""
+        _host(_session.prune, keep_last, summary)
+
+    @staticmethod
+    def get(key, default=None):
+        """A session-state value, decoded from JSON."""
+        value = _session.get(key)
+        return default if value is None else json.loads(value)
+
+    @staticmethod
+    def set(key, value):
+        """Stores a JSON-able value; committed with the turn."""
+        _host(_session.set, key, json.dumps(value))
+
+    delete = staticmethod(_session.delete)
+    keys = staticmethod(_session.keys)
+
+
+class Bucket:
+    """A KV bucket: values are JSON unless read or written as bytes."""
+
+    def __init__(self, bucket):
+        self._bucket = bucket
+
+    def get(self, key, default=None):
+        raw = self.get_bytes(key)
+        return default if raw is None else json.loads(raw)
+
+    def get_bytes(self, key):
+        return _host(self._bucket.get, key)
+
+    def set(self, key, value, ttl_ms=None):
+        """Stores `value` as JSON; with `ttl_ms` it expires that much later."""
+        self.set_bytes(key, json.dumps(value).encode(), ttl_ms)
+
+    def set_bytes(self, key, value, ttl_ms=None):
+        _host(self._bucket.set, key, bytes(value), ttl_ms)
+
+    def delete(self, key):
+        _host(self._bucket.delete, key)
+
+    def exists(self, key):
+        return _host(self._bucket.exists, key)
+
+    def increment(self, key, delta=1):
+        return _host(self._bucket.increment, key, delta)
+
+    def compare_and_swap(self, key, expected, value, ttl_ms=None):
+        """Stores JSON `value` only if the current value is JSON `expected`
+        (`None`: only if absent); returns whether it stored."""
+        old = None if expected is None else json.dumps(expected).encode()
+        new = json.dumps(value).encode()
+        return _host(self._bucket.compare_and_swap, key, old, new, ttl_ms)
+
+    def keys(self, prefix=""):
+        """Every key starting with `prefix`, page after page."""
+        cursor = None
+        while True:
+            page = _host(self._bucket.list_keys, prefix, cursor)
+            yield from page.keys
+            cursor = page.cursor
+            if cursor is None:
+                return
+
+
+class kv:
+    """Persistent key-value storage that outlives sessions."""
+
+    @staticmethod
+    def open(name):
+        """`user`, `global`, or a bucket the operator grants; see the WIT."""
+        return Bucket(_host(_kv.open, name))
+
+
+class registry:
+    """The tools this plugin may call."""
+
+    @staticmethod
+    def list(prefix=""):
+        return [
+            {"name": info.name, "description": info.description,
+             "parameters": json.loads(info.parameters)}
+            for info in _registry.list(prefix)
+        ]
+
+    @staticmethod
+    def call(name, **args):
+        """Calls `plugin/tool` or `mcp:server/tool`; returns its decoded
+        result or raises `CallError`."""
+        try:
+            return json.loads(_registry.call(name, json.dumps(args)))
+        except Err as err:
+            return _raise(CallError, err.value)
+
+
+# --- JSON Schema from type hints ---------------------------------------------
+
+_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def schema_of(hint):
+    """The JSON Schema of a type hint: `str`, `int`, `float`, `bool`,
+    `list[T]`, `dict[str, T]`, `Optional[T]`, `Literal[...]`, an `Enum`,
+    and `Annotated[T, ...]` whose dict metadata is merged into the schema
+    and whose string metadata becomes its description."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Annotated:
+        schema = dict(schema_of(args[0]))
+        for extra in args[1:]:
+            if isinstance(extra, dict):
+                schema.update(extra)
+            elif isinstance(extra, str):
+                schema["description"] = extra
+        return schema
+    if origin is typing.Union or (origin is not None and origin.__name__ == "UnionType"):
+        options = [arg for arg in args if arg is not type(None)]
+        schema = schema_of(options[0]) if len(options) == 1 else {"anyOf": [schema_of(o) for o in options]}
+        if type(None) in args and "type" in schema:
+            schema = dict(schema, type=[schema["type"], "null"])
+        return schema
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (list, tuple, set):
+        return {"type": "array", "items": schema_of(args[0])} if args else {"type": "array"}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": schema_of(args[1])} if args else {"type": "object"}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"enum": [member.value for member in hint]}
+    if hint in _SCALARS:
+        return {"type": _SCALARS[hint]}
+    if hint in (list, dict):
+        return {"type": "array" if hint is list else "object"}
+    if hint is typing.Any or hint is inspect.Parameter.empty:
+        return {}
+    raise TypeError(f"no JSON Schema for the type hint {hint!r}")
+
+
+def _docstring(function):
+    """The summary of a Google-style docstring and its `Args:` entries."""
+    doc = inspect.getdoc(function) or ""
+    summary, _, rest = doc.partition("\n\n")
+    args, current = {}, None
+    in_args = False
+    for line in rest.splitlines():
+        if line.strip() in ("Args:", "Arguments:", "Parameters:"):
+            in_args = True
+            continue
+        if in_args:
+            match = re.match(r"^\s{2,}(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", line)
+            if match and (current is None or len(line) - len(line.lstrip()) <= args[current][1]):
+                current = match.group(1)
+                args[current] = [match.group(2), len(line) - len(line.lstrip())]
+            elif line.strip() and current is not None:
+                args[current][0] += " " + line.strip()
+            elif not line.strip():
+                in_args = False
+    return " ".join(summary.split()), {name: text for name, (text, _) in args.items()}
+
+
+class _Tool:
+    def __init__(self, function, requires, cache_ttl_ms, cache_scope, result_schema):
+        self.function = function
+        self.name = function.__name__
+        description, docs = _docstring(function)
+        hints = typing.get_type_hints(function, include_extras=True)
+        properties, required = {}, []
+        for name, parameter in list(inspect.signature(function).parameters.items())[1:]:
+            schema = schema_of(hints.get(name, typing.Any))
+            if name in docs and "description" not in schema:
+                schema = dict(schema, description=docs[name])
+            properties[name] = schema
+            if parameter.default is inspect.Parameter.empty:
+                required.append(name)
+        self.description = description
+        self.parameters = {"type": "object", "properties": properties,
+                           "required": required, "additionalProperties": False}
+        self.spec = types.ToolSpec(
+            name=self.name,
+            description=description,
+            parameters=json.dumps(self.parameters),
+            result_schema=None if result_schema is None else json.dumps(result_schema),
+            requires=list(requires),
+            cache_ttl_ms=cache_ttl_ms,
+            cache_scope=types.CacheScope[cache_scope.upper()],
+        )
+
+
+def tool(function=None, *, requires=(), cache_ttl_ms=None, cache_scope="session",
+         result_schema=None):
+    """Marks a method of an `Agent` as a tool.
+
+    Its parameters become the tool's arguments: their type hints give the
+    JSON Schema, parameters without a default are required, and the
+    docstring's first paragraph and `Args:` section describe the tool and
+    each argument. It returns a JSON-able result, or raises `Fail`.
+    """
+    def mark(function):
+        function.__agentbox_tool__ = (requires, cache_ttl_ms, cache_scope, result_schema)
+        return function
+    return mark if function is None else mark(function)
+
+
+# --- Agents ------------------------------------------------------------------
+
+class Agent:
+    """An agent whose typed fields are its session state.
+
+    Declare fields as class annotations with defaults; the class becomes a
+    dataclass. Before each turn the fields are read from session state (a
+    field not stored keeps its default); after a hook returns, each field
+    that changed is written back, and a field set to `None` is deleted. A
+    hook that raises changes nothing.
+
+    Class attributes: `NAME`, `VERSION`, `DESCRIPTION`, `STATE_VERSION`.
+    """
+
+    NAME = ""
+    VERSION = "0.0.0"
+    DESCRIPTION = ""
+    STATE_VERSION = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(cls)
+
+    @classmethod
+    def state_schema(cls):
+        """The JSON Schema of the session state, from the fields' type
+        hints; return `None` to leave the state unchecked."""
+        hints = typing.get_type_hints(cls, include_extras=True)
+        properties = {field.name: schema_of(hints[field.name]) for field in dataclasses.fields(cls)}
+        return {"type": "object", "properties": properties}
+
+    def on_start(self):
+        """Opens the session (turn 0)."""
+
+    def on_message(self, text):
+        """Handles one message; returns `None`, `CONTINUE`, `END` or `hand_off(...)`."""
+
+    def on_end(self, reason):
+        """Closes the session; `reason` is `caller`, `agent`, `expired` or `shutdown`."""
+
+    @classmethod
+    def migrate(cls, from_state_version, state):
+        """Converts a state dict of an older `STATE_VERSION` to this one."""
+        return state
+
+
+def _fields(agent):
+    return {field.name: getattr(agent, field.name) for field in dataclasses.fields(agent)}
+
+
+def _tools(cls):
+    found = {}
+    for klass in reversed(cls.__mro__):
+        for name, member in vars(klass).items():
+            options = getattr(member, "__agentbox_tool__", None)
+            if options is not None:
+                found[name] = _Tool(member, *options)
+    return found
+
+
+def export(cls):
+    """The class componentize-py exports as the `agent` interface, serving
+    the agent class `cls`. Assign it to the module-level name `Agent`."""
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError("export() takes a subclass of agentbox.Agent")
+    tools = _tools(cls)
+
+    def turn(hook):
+        stored = {key: json.loads(_session.get(key) or "null")
+                  for key in _session.keys("")}
+        defaults = _fields(cls())
+        agent = cls(**{name: stored.get(name, value) for name, value in defaults.items()})
+        try:
+            result = hook(agent)
+        except Fail as failure:
+            raise Err(str(failure)) from None
+        for name, value in _fields(agent).items():
+            if value is None:
+                if name in stored:
+                    _session.delete(name)
+            elif name not in stored or stored[name] != value:
+                try:
+                    _session.set(name, json.dumps(value))
+                except Err as err:
+                    raise Err(f"cannot save field `{name}`: {_kind(err.value)}: {err.value.value}") from None
+        return result
+
+    class Exported:
+        def describe(self):
+            schema = cls.state_schema()
+            return types.Manifest(
+                name=cls.NAME,
+                version=cls.VERSION,
+                description=cls.DESCRIPTION,
+                state_version=cls.STATE_VERSION,
+                state_schema=None if schema is None else json.dumps(schema),
+                tools=[found.spec for found in tools.values()],
+            )
+
+        def on_start(self):
+            turn(lambda agent: agent.on_start())
+
+        def on_message(self, text):
+            outcome = turn(lambda agent: agent.on_message(text))
+            return CONTINUE if outcome is None else outcome
+
+        def call_tool(self, name, args):
+            found = tools.get(name)
+            if found is None:
+                raise Err(f"{cls.NAME} has no tool `{name}`")
+            arguments = json.loads(args)
+            return json.dumps(turn(lambda agent: found.function(agent, **arguments)))
+
+        def on_end(self, reason):
+            turn(lambda agent: agent.on_end(reason.name.lower()))
+
+        def migrate(self, from_state_version, state):
+            try:
+                return json.dumps(cls.migrate(from_state_version, json.loads(state)))
+            except Fail as failure:
+                raise Err(str(failure)) from None
+
+    Exported.__name__ = "Agent"
+    return Exported

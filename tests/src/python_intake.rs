@@ -1,0 +1,91 @@
+//! The intake plugin in Python, built with componentize-py and the helper
+//! library in `guest-sdk/python`. Its conversation is checked against the
+//! Rust intake's in `languages`; here, what the helper library derives from
+//! the agent class, and the memory an interpreter needs.
+
+use serde_json::{Value, json};
+
+use crate::harness::{host, host_builder, load};
+use crate::plugin_bytes;
+use crate::plugins::PYTHON_INTAKE;
+use agentbox_host::{Clock, Limits};
+
+#[test]
+fn tool_and_state_schemas_come_from_type_hints_and_docstrings() {
+    let version = load(&host(), PYTHON_INTAKE);
+    let manifest = &version.manifest;
+    assert_eq!(
+        (
+            manifest.name.as_str(),
+            manifest.version.as_str(),
+            manifest.state_version
+        ),
+        ("intake", "0.1.0", 1)
+    );
+    let record = &manifest.tools[0];
+    assert_eq!(record.name, "record_information");
+    assert_eq!(
+        record.description,
+        "Records one field of the request, replacing what was there."
+    );
+    // `Literal[...]` is an enum, each `Args:` entry a description, and a
+    // parameter without a default is required.
+    assert_eq!(
+        serde_json::from_str::<Value>(&record.parameters).unwrap(),
+        json!({
+            "type": "object",
+            "properties": {
+                "field": { "enum": ["name", "email", "reason"], "description": "Which field to record." },
+                "value": { "type": "string", "description": "Its value." },
+            },
+            "required": ["field", "value"],
+            "additionalProperties": false,
+        })
+    );
+    assert_eq!(manifest.tools[1].name, "submit_form");
+    // `Annotated[Optional[str], {...}]`: nullable, with the dict's rules.
+    let state: Value = serde_json::from_str(manifest.state_schema.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        state["properties"]["name"],
+        json!({ "type": ["string", "null"], "minLength": 1, "maxLength": 200 })
+    );
+    assert_eq!(
+        state["properties"]["turns"],
+        json!({ "type": "integer", "minimum": 0 })
+    );
+    // componentize-py's own export, listed and never called.
+    assert_eq!(version.extra_exports, ["exports"]);
+}
+
+#[test]
+fn an_interpreters_memory_at_start_is_checked_against_the_plugins_limit() {
+    let bytes = plugin_bytes(PYTHON_INTAKE);
+    let needs = load(&host(), PYTHON_INTAKE).initial_memory;
+    assert!(
+        needs > 8 << 20,
+        "a CPython snapshot is larger than 8 MiB: {needs}"
+    );
+    let limited = host_builder(Clock::system())
+        .plugin_limits(
+            "intake",
+            Limits {
+                memory_bytes: 8 << 20,
+                ..Limits::default()
+            },
+        )
+        .build()
+        .unwrap();
+    let message = limited.load_plugin(&bytes).unwrap_err().to_string();
+    // What it needs, in MiB to a tenth and rounded up.
+    let tenths = (needs * 10).div_ceil(1 << 20);
+    let needs = match tenths % 10 {
+        0 => format!("{}", tenths / 10),
+        tenth => format!("{}.{tenth}", tenths / 10),
+    };
+    assert_eq!(
+        message,
+        format!(
+            "plugin `intake` needs at least {needs} MiB of memory at start; the limit for `intake` is 8 MiB"
+        )
+    );
+}
