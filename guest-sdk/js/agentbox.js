@@ -25,8 +25,10 @@ import * as witRegistry from 'agentbox:plugin/registry@0.2.0';
 import { say as witSay } from 'agentbox:plugin/output@0.2.0';
 
 /** Throw it from a hook or tool to fail the turn with its message; the host
- * commits nothing. Any other exception traps the guest, and its stack goes
- * to stderr, which the host attaches to the error as `guest_output`. */
+ * commits nothing. Any other exception fails the turn too, as
+ * `Type: message`, and its stack goes to stderr, which the host attaches to
+ * the error as `guest_output` where the operator allows it (`agentbox run`
+ * always does). */
 export class Fail extends Error {}
 
 /** The host refused a session or KV operation. `kind` is `invalid`,
@@ -234,8 +236,9 @@ export class Agent {
   }
 }
 
-/** Runs `work`; a `Fail` fails the turn with its message, and anything
- * else is written to stderr with its stack before it traps the guest. */
+/** Runs `work`; an exception fails the turn: a `Fail` with its message,
+ * any other as `Type: message`, with its stack on stderr. (The binding
+ * takes a thrown string as the WIT error.) */
 function guarded(work) {
   try {
     return work();
@@ -243,7 +246,7 @@ function guarded(work) {
     if (err instanceof Fail) throw err.message;
     if (typeof err === 'string') throw err;
     console.error(err && err.stack ? `${err}\n${err.stack}` : String(err));
-    throw err;
+    throw String(err);
   }
 }
 
@@ -268,10 +271,13 @@ export function exportAgent(Class) {
   }
   const turn = (hook) =>
     guarded(() => {
-      const stored = Object.fromEntries(wit.keys('').map((key) => [key, JSON.parse(wit.get(key))]));
+      const texts = Object.fromEntries(wit.keys('').map((key) => [key, wit.get(key)]));
+      const stored = Object.fromEntries(Object.entries(texts).map(([key, text]) => [key, JSON.parse(text)]));
       const agent = new Class();
       for (const name of Object.keys(agent)) {
-        if (name in stored) agent[name] = stored[name];
+        // Parsed again for the agent, so a field changed in place still
+        // differs from what is stored.
+        if (name in texts) agent[name] = JSON.parse(texts[name]);
       }
       const result = hook(agent);
       for (const [name, value] of Object.entries(agent)) {

@@ -3,11 +3,18 @@
 //! JavaScript (`plugins/js/intake`, componentize-js), each built with its
 //! language's helper library, held to one conversation file and one set of
 //! tool calls. Every turn's words, outcome and committed state, and every
-//! tool's result or refusal, must be the same in all three.
+//! tool's result or refusal, must be the same in all three. And the
+//! notebook plugin, the same in Python and JavaScript, for what the two
+//! helper libraries give beyond the intake's needs.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentbox_host::store::MemoryStore;
+use agentbox_host::{Clock, Limits, Outcome};
 use serde_json::{Value, json};
 
-use crate::harness::{host, load, said, start};
+use crate::harness::{host, host_with_clock, load, said, send, start, start_for};
 use crate::plugins::{INTAKE, JS_INTAKE, PYTHON_INTAKE};
 
 /// The conversation the three implementations share.
@@ -116,4 +123,98 @@ async fn python_and_javascript_intakes_hold_the_rust_intakes_conversation() {
             "the {language} transcript's length"
         );
     }
+}
+
+/// What the notebook plugin of one language does with one conversation:
+/// the helper library's state, KV with a TTL (on a test clock), notes,
+/// refusals, failures, tools and `on_end`, the same in Python and
+/// JavaScript. `exception` is how the unexpected exception of `crash`
+/// fails the turn, and `trace` a line of its trace in the guest's output.
+pub async fn notebook(path: &str, exception: &str, trace: &str) {
+    let clock = Clock::manual(1_000_000);
+    let limits = Limits {
+        guest_output: true,
+        ..Limits::default()
+    };
+    let host = host_with_clock(limits, Arc::new(MemoryStore::default()), clock.clone());
+    load(&host, path);
+    let first = start_for(&host, "notebook", Some("ada")).await;
+    assert_eq!(said(&first), "Hello.");
+    let id = first.session;
+    let reply = |text: &'static str| {
+        let host = host.clone();
+        let id = id.clone();
+        async move { said(&send(&host, &id, text).await) }
+    };
+
+    // Fields in session state, changed in place and saved.
+    reply("note buy milk").await;
+    reply("note call Bob").await;
+    let notes = host.session(&id).await.unwrap().unwrap().state;
+    assert_eq!(notes["notes"], json!(["buy milk", "call Bob"]));
+    // `session.note` adds to the history after the caller's message.
+    assert_eq!(
+        reply("history").await,
+        "user: note buy milk | system: the user noted: buy milk | user: note call Bob | system: the user noted: call Bob"
+    );
+    // The host's refusals arrive as `HostError` with their kind.
+    assert_eq!(reply("set bad key").await, "refused (invalid)");
+    assert_eq!(reply("bucket secrets").await, "refused (denied)");
+    assert_eq!(reply("visits").await, "visit 1");
+    assert_eq!(reply("visits").await, "visit 2");
+
+    // `Fail` fails the turn with its message; any other exception with its
+    // type and message, its trace in the guest's output. Neither commits.
+    let before = host.session(&id).await.unwrap().unwrap();
+    let failed = host.send_message(&id, "fail now", None).await.unwrap_err();
+    assert_eq!(
+        failed.cause.to_string(),
+        "plugin returned an error: failed on purpose: now"
+    );
+    let crashed = host.send_message(&id, "crash", None).await.unwrap_err();
+    assert_eq!(
+        crashed.cause.to_string(),
+        format!("plugin returned an error: {exception}")
+    );
+    let output = crashed.guest_output.as_deref().expect("the guest's output");
+    assert!(output.contains(trace), "{output}");
+    assert_eq!(host.session(&id).await.unwrap().unwrap(), before);
+
+    // Tools: arguments from the schema (a list, an optional one), `requires`.
+    let tagged = host
+        .call_tool(
+            &id,
+            "add_note",
+            json!({ "text": "tagged", "tags": ["work"] }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tagged.result, json!({ "notes": 3 }));
+    let found = host
+        .call_tool(&id, "find", json!({ "tag": "work" }), None)
+        .await
+        .unwrap();
+    assert_eq!(found.result, json!(["tagged"]));
+    let empty = start_for(&host, "notebook", Some("bob")).await.session;
+    let early = host
+        .call_tool(&empty, "find", json!({ "tag": "work" }), None)
+        .await
+        .unwrap_err();
+    assert_eq!(early.cause.kind(), "precondition", "{early}");
+
+    // KV outlives the session, until its TTL runs out.
+    reply("call-me Ada").await;
+    let ended = host.send_message(&id, "bye", None).await.unwrap();
+    assert_eq!(ended.outcome, Outcome::End);
+    assert_eq!(said(&ended), "3 notes kept.\nClosing the notebook (agent).");
+    assert_eq!(
+        said(&start_for(&host, "notebook", Some("ada")).await),
+        "Hello again, Ada."
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        said(&start_for(&host, "notebook", Some("ada")).await),
+        "Hello."
+    );
 }

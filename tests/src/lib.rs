@@ -128,6 +128,8 @@ mod intake;
 mod interrupt;
 #[cfg(all(test, guest_languages))]
 mod js_intake;
+#[cfg(all(test, guest_languages))]
+mod js_notebook;
 #[cfg(test)]
 mod kv_probe;
 #[cfg(all(test, guest_languages))]
@@ -144,6 +146,8 @@ mod policy;
 mod profile;
 #[cfg(all(test, guest_languages))]
 mod python_intake;
+#[cfg(all(test, guest_languages))]
+mod python_notebook;
 #[cfg(test)]
 mod relay;
 #[cfg(test)]

@@ -28,6 +28,7 @@ import enum
 import inspect
 import json
 import re
+import traceback
 import typing
 
 from componentize_py_types import Err
@@ -58,9 +59,10 @@ class Fail(Exception):
     """Raise it from a hook or tool to fail the turn with its message.
 
     The host commits nothing of a failed turn and shows the message to the
-    caller. Any other exception traps the guest: the caller sees a trap, and
-    the traceback goes to the guest's stderr, which the host attaches to the
-    error as `guest_output`.
+    caller. Any other exception fails the turn too, as `Type: message`, and
+    its traceback goes to the guest's stderr, which the host attaches to the
+    error as `guest_output` where the operator allows it (`agentbox run`
+    always does).
     """
 
 
@@ -414,6 +416,20 @@ def _tools(cls):
     return found
 
 
+def _guarded(work):
+    """Runs `work`; an exception fails the turn: a `Fail` with its message,
+    any other as `Type: message`, with its traceback on stderr."""
+    try:
+        return work()
+    except Fail as failure:
+        raise Err(str(failure)) from None
+    except Err:
+        raise
+    except Exception as error:
+        traceback.print_exc()
+        raise Err(f"{type(error).__name__}: {error}") from None
+
+
 def export(cls):
     """The class componentize-py exports as the `agent` interface, serving
     the agent class `cls`. Assign it to the module-level name `Agent`."""
@@ -422,14 +438,13 @@ def export(cls):
     tools = _tools(cls)
 
     def turn(hook):
-        stored = {key: json.loads(_session.get(key) or "null")
-                  for key in _session.keys("")}
-        defaults = _fields(cls())
-        agent = cls(**{name: stored.get(name, value) for name, value in defaults.items()})
-        try:
-            result = hook(agent)
-        except Fail as failure:
-            raise Err(str(failure)) from None
+        texts = {key: _session.get(key) for key in _session.keys("")}
+        stored = {key: json.loads(text) for key, text in texts.items()}
+        # Decoded again for the agent, so a field changed in place still
+        # differs from what is stored.
+        agent = cls(**{name: json.loads(texts[name]) if name in texts else value
+                       for name, value in _fields(cls()).items()})
+        result = _guarded(lambda: hook(agent))
         for name, value in _fields(agent).items():
             if value is None:
                 if name in stored:
@@ -471,10 +486,7 @@ def export(cls):
             turn(lambda agent: agent.on_end(reason.name.lower()))
 
         def migrate(self, from_state_version, state):
-            try:
-                return json.dumps(cls.migrate(from_state_version, json.loads(state)))
-            except Fail as failure:
-                raise Err(str(failure)) from None
+            return _guarded(lambda: json.dumps(cls.migrate(from_state_version, json.loads(state))))
 
     Exported.__name__ = "Agent"
     return Exported
