@@ -1,6 +1,7 @@
 //! The `agentbox` command.
 
 mod admin;
+mod compile;
 mod inspect;
 mod keys;
 mod mcp;
@@ -66,6 +67,7 @@ enum Commands {
     Users(admin::UsersArgs),
     Sessions(sessions::SessionsArgs),
     Inspect(InspectArgs),
+    Compile(compile::CompileArgs),
     #[command(subcommand)]
     Tools(ToolsCommand),
     #[command(subcommand)]
@@ -73,11 +75,11 @@ enum Commands {
     /// Compile the component on stdin for the host that started this process, writing the
     /// artifact to stdout (run by agentbox itself)
     #[command(hide = true)]
-    CompileComponent(CompileArgs),
+    CompileComponent(CompileComponentArgs),
 }
 
 #[derive(Debug, Args)]
-struct CompileArgs {
+struct CompileComponentArgs {
     /// Linear memory of one instance of the host's engine
     #[arg(long)]
     memory_bytes: usize,
@@ -250,6 +252,7 @@ async fn main() -> ExitCode {
         Commands::Users(args) => admin::users(args),
         Commands::Sessions(args) => sessions::sessions(args),
         Commands::Inspect(args) => inspect(args),
+        Commands::Compile(args) => compile::compile(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),
         Commands::Tools(ToolsCommand::Stats(args)) => tools_stats(args).await,
         Commands::Keys(command) => keys::keys(command),

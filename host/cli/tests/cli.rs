@@ -284,6 +284,50 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
 }
 
 #[test]
+fn compile_fills_the_artifact_cache_a_server_on_the_same_settings_uses() {
+    let data = tempfile::tempdir().unwrap();
+    let compile = || {
+        let output = run_output(
+            agentbox("compile", data.path())
+                .args(["--memory-mib", "64"])
+                .arg(plugin_dir("counter")),
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = compile();
+    let artifacts = data.path().join("artifacts");
+    assert!(
+        first.contains(" counter 0.1.0 (sha256:")
+            && first.contains(": compiled in ")
+            && first
+                .trim_end()
+                .ends_with(&format!(" ms into {}", artifacts.display())),
+        "{first}"
+    );
+    assert!(
+        compile()
+            .trim_end()
+            .ends_with(&format!("already compiled in {}", artifacts.display())),
+        "the same settings find the artifact"
+    );
+    let inspected = run_output(
+        agentbox("inspect", data.path())
+            .args(["--memory-mib", "64"])
+            .arg(plugin_dir("counter")),
+    );
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    assert!(
+        text.contains("artifact      loaded precompiled from the cache in "),
+        "{text}"
+    );
+}
+
+#[test]
 fn inspect_shows_what_the_policy_lets_a_plugin_reach_without_its_secrets() {
     let data = tempfile::tempdir().unwrap();
     let policy = data.path().join("policy.toml");
