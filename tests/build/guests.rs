@@ -133,16 +133,7 @@ impl Language {
         } else {
             command
                 .arg(plugin.join(format!("{name}.js")))
-                .args([
-                    "-w",
-                    "wit/v0.2",
-                    "-n",
-                    "plugin",
-                    "-d",
-                    "http",
-                    "fetch-event",
-                    "-o",
-                ])
+                .args(["-w", "wit/v0.2", "-n", "plugin", "-o"])
                 .arg(&wasm);
         }
         let output = command.output().unwrap_or_else(|err| {
