@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{host, host_builder, load};
 use crate::plugin_bytes;
-use crate::plugins::PYTHON_INTAKE;
+use crate::plugins::{INTAKE, PYTHON_INTAKE};
 use agentbox_host::{Clock, Limits};
 
 #[test]
@@ -55,6 +55,18 @@ fn tool_and_state_schemas_come_from_type_hints_and_docstrings() {
     );
     // componentize-py's own export, listed and never called.
     assert_eq!(version.extra_exports, ["exports"]);
+}
+
+#[test]
+fn an_interpreter_instance_is_counted_whole_against_the_pool() {
+    let python = load(&host(), PYTHON_INTAKE).footprint;
+    let rust = load(&host(), INTAKE).footprint;
+    // The interpreter is several core modules linked together, each an
+    // instance: more than the 4 a slot once held, which suits Rust.
+    assert!(python.core_instances > 4, "{python}");
+    assert!(rust.core_instances <= 4, "{rust}");
+    assert!(python.over_slot().is_empty(), "a slot holds it: {python}");
+    assert_eq!((python.memories, rust.memories), (1, 1));
 }
 
 #[test]

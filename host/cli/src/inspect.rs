@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use agentbox_host::Host;
 use agentbox_host::engine::Compilation;
+use agentbox_host::engine::pool::SLOT;
 use agentbox_host::instance::v0_1;
 use agentbox_host::instance::world::CacheScope;
 use agentbox_host::plugin::tools::Tool;
@@ -102,6 +103,11 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "tools": tools,
             "artifact": { "cached": cached, "ms": took.as_secs_f64() * 1e3 },
             "initial_memory_bytes": plugin.initial_memory,
+            "instance": {
+                "core_instances": plugin.footprint.core_instances,
+                "memories": plugin.footprint.memories,
+                "tables": plugin.footprint.tables,
+            },
             "extra_exports": plugin.extra_exports,
             "outbound": outbound,
             "may_call": may_call,
@@ -120,6 +126,10 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     println!(
         "memory        {:.1} MiB at start",
         plugin.initial_memory as f64 / f64::from(1 << 20)
+    );
+    println!(
+        "instance      {} (a pool slot holds {})",
+        plugin.footprint, SLOT
     );
     if !plugin.extra_exports.is_empty() {
         println!(

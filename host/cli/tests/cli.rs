@@ -262,6 +262,11 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
         "a Rust guest starts with its 1 MiB stack: {first}"
     );
     assert_eq!(first["extra_exports"], json!([]));
+    assert_eq!(first["instance"]["memories"], 1);
+    assert!(
+        first["instance"]["core_instances"].as_u64().unwrap() >= 1,
+        "{first}"
+    );
     assert_eq!(first["may_call"], json!([]));
     let second = run_output(agentbox("inspect", data.path()).arg(plugin_dir("intake")));
     let text = String::from_utf8_lossy(&second.stdout);

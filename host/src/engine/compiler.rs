@@ -146,7 +146,8 @@ const INVALID: i32 = 2;
 /// should exit with the returned code.
 pub fn compile_from_stdin(memory_bytes: usize, fuel: bool) -> i32 {
     let compiled = (|| -> anyhow::Result<Result<Vec<u8>, String>> {
-        let engine = wasmtime::Engine::new(&config(memory_bytes, fuel))?;
+        // Artifacts do not depend on the pool's size: one slot will do.
+        let engine = wasmtime::Engine::new(&config(1, memory_bytes, fuel))?;
         let mut bytes = Vec::new();
         std::io::stdin().read_to_end(&mut bytes)?;
         Ok(engine

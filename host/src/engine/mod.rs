@@ -1,7 +1,9 @@
 //! The wasmtime engine every plugin runs on, its compiled-artifact cache,
-//! and where components are compiled ([`compiler`]).
+//! where components are compiled ([`compiler`]), and the size of its
+//! instance pool ([`pool`]).
 
 mod compiler;
+pub mod pool;
 
 pub use compiler::{CompileError, CompilerProcess, compile_from_stdin};
 
@@ -14,21 +16,12 @@ use anyhow::Context as _;
 use cap_std::fs::Dir;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, InstanceAllocationStrategy};
 
 use crate::limits::Limits;
 
 /// How often the epoch advances; turn deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// Instance slots in the pooling allocator. Concurrent turns are bounded
-/// below this by [`Limits::concurrent_turns`] (at most
-/// [`crate::limits::MAX_CONCURRENT_TURNS`]); the remainder serves trial
-/// instances made while loading plugins.
-const POOL_INSTANCES: u32 = 1000;
-
-/// Freed slots decommitted together, in one round of TLB shootdowns.
-const DECOMMIT_BATCH: usize = 32;
 
 /// The compiler and runtime shared by every plugin of a host.
 ///
@@ -102,7 +95,7 @@ impl Engine {
         compiler: Option<CompilerProcess>,
     ) -> anyhow::Result<Engine> {
         let fuel = limits.fuel.is_some();
-        let inner = wasmtime::Engine::new(&config(limits.memory_bytes, fuel))?;
+        let inner = wasmtime::Engine::new(&config(pool::slots(limits), limits.memory_bytes, fuel))?;
         let ticker = Ticker::start(inner.clone());
         Ok(Engine {
             inner,
@@ -200,25 +193,16 @@ impl Engine {
     }
 }
 
-/// The configuration of every engine with `memory_bytes` of linear memory
-/// per instance, metering fuel if `fuel`: the host's, and its compiler
-/// process's, whose artifacts must match it.
-fn config(memory_bytes: usize, fuel: bool) -> Config {
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_INSTANCES)
-        // A Rust component holds its module plus a few adapter shims.
-        .total_core_instances(POOL_INSTANCES * 4)
-        .total_memories(POOL_INSTANCES)
-        .total_tables(POOL_INSTANCES * 4)
-        .max_memory_size(memory_bytes)
-        // Keep freed slots warm so the next turn reuses their mappings.
-        .max_unused_warm_slots(POOL_INSTANCES / 4)
-        // Decommit freed slots in batches: each madvise round costs a TLB
-        // shootdown on every core.
-        .decommit_batch_size(DECOMMIT_BATCH);
+/// The configuration of every engine with `slots` pool slots of
+/// `memory_bytes` of linear memory each, metering fuel if `fuel`: the
+/// host's, and its compiler process's, whose artifacts must match it.
+fn config(slots: u32, memory_bytes: usize, fuel: bool) -> Config {
     let mut config = Config::new();
     config
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool::config(
+            slots,
+            memory_bytes,
+        )))
         .epoch_interruption(true)
         .memory_init_cow(true)
         .concurrency_support(false)

@@ -40,6 +40,13 @@ pub enum LoadError {
     /// The manifest breaks a rule.
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    /// One instance of the component would take more of the instance pool
+    /// than a slot holds: what it needs, for each resource over.
+    #[error(
+        "one instance of the component needs {0}: more than a slot of this host's instance \
+         pool holds (see docs/security.md)"
+    )]
+    Footprint(String),
     /// An instance would start with more memory than a limit allows.
     #[error(
         "{} needs at least {} of memory at start; {}",

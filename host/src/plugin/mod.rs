@@ -17,6 +17,7 @@ pub mod versions;
 
 use wasmtime::component::Linker;
 
+use crate::engine::pool::Footprint;
 use crate::engine::{Compilation, CompileError, Digest, Engine};
 use crate::instance::agent::AgentPre;
 use crate::instance::ctx::TurnCtx;
@@ -38,6 +39,8 @@ pub struct PluginVersion {
     pub initial_memory: u64,
     /// What it exports besides the agent interface.
     pub extra_exports: Vec<String>,
+    /// What one instance of it takes from the instance pool.
+    pub footprint: Footprint,
     /// Whether it was compiled now or loaded from the artifact cache.
     pub compilation: Compilation,
     /// Its tools, with compiled schemas.
@@ -76,6 +79,7 @@ impl PluginVersion {
             world,
             initial_memory,
             extra_exports,
+            core_instances,
         } = shape(bytes)?;
         if initial_memory > engine.memory_bytes() as u64 {
             return Err(LoadError::Memory {
@@ -91,6 +95,21 @@ impl PluginVersion {
                 CompileError::OverBudget(budget) => LoadError::CompileBudget(budget),
                 err @ CompileError::Process(_) => LoadError::Compiler(err.to_string()),
             })?;
+        // The memories and tables come from the compiled component, which
+        // knows which modules it instantiates; one that instantiates a
+        // module it imports cannot tell, and is held to a slot's worth.
+        let resources = component.resources_required();
+        let footprint = Footprint {
+            core_instances,
+            memories: resources
+                .as_ref()
+                .map_or(u32::MAX, |needs| needs.num_memories),
+            tables: resources.map_or(u32::MAX, |needs| needs.num_tables),
+        };
+        let over = footprint.over_slot();
+        if !over.is_empty() {
+            return Err(LoadError::Footprint(over.join(", ")));
+        }
         let pre = AgentPre::new(linker, &component, &world)
             .map_err(|err| LoadError::WrongWorld(format!("{err:#}")))?;
         let manifest = describe(&pre).map_err(LoadError::Describe)?;
@@ -116,6 +135,7 @@ impl PluginVersion {
             world,
             initial_memory,
             extra_exports,
+            footprint,
             compilation,
             tools,
             pre,

@@ -39,17 +39,28 @@ pub(super) struct Shape {
     /// What it exports besides the agent interface, which the host never
     /// calls (componentize-py's `init`, for one).
     pub(super) extra_exports: Vec<String>,
+    /// The core module instances one instance of it makes.
+    pub(super) core_instances: u32,
+}
+
+/// What [`declared`] reads.
+struct Declared {
+    imports: Vec<String>,
+    exports: Vec<String>,
+    initial_memory: u64,
+    core_instances: u32,
 }
 
 /// What the component's bytes declare: the names it imports and exports at
-/// its top level, and the largest initial size of a memory any of its core
-/// modules defines, read without compiling or validating it (the compiler
-/// validates).
-fn declared(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>, u64), LoadError> {
-    use wasmparser::{Parser, Payload};
+/// its top level, the largest initial size of a memory any of its core
+/// modules defines, and the core instances it instantiates, read without
+/// compiling or validating it (the compiler validates).
+fn declared(bytes: &[u8]) -> Result<Declared, LoadError> {
+    use wasmparser::{Instance, Parser, Payload};
 
     let malformed = |err: wasmparser::BinaryReaderError| LoadError::Invalid(err.to_string());
     let (mut imports, mut exports, mut initial_memory) = (Vec::new(), Vec::new(), 0u64);
+    let mut core_instances = 0u32;
     // Modules and components nested inside have names of their own.
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
@@ -67,6 +78,15 @@ fn declared(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>, u64), LoadError> 
                     exports.push(export.map_err(malformed)?.name.full_name().into_owned());
                 }
             }
+            // Each module instantiation takes a core instance; instances
+            // made of exports alone take none.
+            Payload::InstanceSection(section) => {
+                for instance in section {
+                    if let Instance::Instantiate { .. } = instance.map_err(malformed)? {
+                        core_instances = core_instances.saturating_add(1);
+                    }
+                }
+            }
             Payload::MemorySection(section) => {
                 for memory in section {
                     let memory = memory.map_err(malformed)?;
@@ -77,7 +97,12 @@ fn declared(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>, u64), LoadError> 
             _ => {}
         }
     }
-    Ok((imports, exports, initial_memory))
+    Ok(Declared {
+        imports,
+        exports,
+        initial_memory,
+        core_instances,
+    })
 }
 
 /// Reads the component's shape, checking its imports and exports against
@@ -85,7 +110,12 @@ fn declared(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>, u64), LoadError> 
 /// not link is named here; the versions and interfaces of the WASI packages
 /// it links are checked by the linker.
 pub(super) fn shape(bytes: &[u8]) -> Result<Shape, LoadError> {
-    let (imports, exports, initial_memory) = declared(bytes)?;
+    let Declared {
+        imports,
+        exports,
+        initial_memory,
+        core_instances,
+    } = declared(bytes)?;
     let agent_prefix = format!("{PACKAGE}/agent@");
     let Some(world) = exports
         .iter()
@@ -155,6 +185,7 @@ pub(super) fn shape(bytes: &[u8]) -> Result<Shape, LoadError> {
         world: world.to_owned(),
         initial_memory,
         extra_exports: exports.into_iter().filter(|name| *name != agent).collect(),
+        core_instances,
     })
 }
 

@@ -164,6 +164,12 @@ impl HostBuilder {
                 .limits
                 .fuel
                 .or_else(|| self.plugin_limits.values().find_map(|limits| limits.fuel)),
+            // The pool holds every turn's deepest chain of calls.
+            call_depth: self
+                .plugin_limits
+                .values()
+                .map(|limits| limits.call_depth)
+                .fold(self.limits.call_depth, usize::max),
             ..self.limits.clone()
         };
         let engine = Engine::new(&largest, self.cache, self.compiler)?;
