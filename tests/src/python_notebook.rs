@@ -12,3 +12,62 @@ async fn the_helper_library_serves_state_kv_notes_tools_and_failures() {
     )
     .await;
 }
+
+/// An echo server on loopback: `GET /hello` says hi, `POST /echo` answers
+/// 201 with the body, and the content type it got in `x-seen`.
+async fn echo_server() -> std::net::SocketAddr {
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+
+    let app = Router::new().route("/hello", get(|| async { "hi" })).route(
+        "/echo",
+        post(|headers: HeaderMap, body: String| async move {
+            let seen = headers
+                .get("content-type")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            (StatusCode::CREATED, [("x-seen", seen)], body)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_library_sends_requests_the_policy_allows_and_names_a_refusal() {
+    use crate::harness::{host_with_policy, said, send, start_for};
+
+    let address = echo_server().await;
+    let host = host_with_policy(
+        &format!("[plugins.notebook.http]\nallow = [\"http://{address}\"]"),
+        &[PYTHON_NOTEBOOK],
+    );
+    let id = start_for(&host, "notebook", Some("ada")).await.session;
+    let reply = |text: String| {
+        let (host, id) = (host.clone(), id.clone());
+        async move { said(&send(&host, &id, &text).await) }
+    };
+    assert_eq!(
+        reply(format!("fetch http://{address}/hello")).await,
+        "200 - hi"
+    );
+    reply("note buy milk".into()).await;
+    assert_eq!(
+        reply(format!("post http://{address}/echo")).await,
+        "201 application/json {\"notes\": [\"buy milk\"]}"
+    );
+    // Another origin is not on the allow-list.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        reply(format!(
+            "fetch http://{}/hello",
+            other.local_addr().unwrap()
+        ))
+        .await,
+        "refused (HTTP-request-denied)"
+    );
+}

@@ -30,13 +30,17 @@ import json
 import re
 import traceback
 import typing
+from urllib.parse import urlsplit
 
 from componentize_py_types import Err
 from wit_world.imports import agentbox_plugin_types as types
 from wit_world.imports import kv as _kv
+from wit_world.imports import outgoing_handler as _outgoing
 from wit_world.imports import output as _output
 from wit_world.imports import registry as _registry
 from wit_world.imports import session as _session
+from wit_world.imports import streams as _streams
+from wit_world.imports import wasi_http_types as _wasi
 
 __all__ = [
     "Agent",
@@ -52,6 +56,8 @@ __all__ = [
     "session",
     "kv",
     "registry",
+    "http",
+    "HttpError",
 ]
 
 
@@ -246,6 +252,117 @@ class registry:
             return json.loads(_registry.call(name, json.dumps(args)))
         except Err as err:
             return _raise(CallError, err.value)
+
+
+class HttpError(Exception):
+    """A request got no response: `kind` is the `wasi:http` error code,
+    such as `HTTP-request-denied` (the policy does not allow the origin),
+    `destination-IP-prohibited` or `connection-timeout`."""
+
+    def __init__(self, kind, message=None):
+        super().__init__(kind if message is None else f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+class Response:
+    """What a request got back: `status`, `headers` (a list of name, value
+    pairs) and `body` (bytes)."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name, default=None):
+        """The first value of the header `name`, any case."""
+        return next((value for key, value in self.headers if key.lower() == name.lower()), default)
+
+    def text(self):
+        return self.body.decode()
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def _error_code(code):
+    """`ErrorCode_HttpRequestDenied(...)` -> `HTTP-request-denied`, as the WIT
+    spells it."""
+    name = type(code).__name__.split("_", 1)[1]
+    words = re.findall(r"[A-Z][a-z]*", name)
+    upper = {"Http", "Dns", "Ip", "Tls", "Uri"}
+    return "-".join(word.upper() if word in upper else word.lower() for word in words)
+
+
+class http:
+    """Outbound HTTP through `wasi:http`, blocking until the response is
+    read. The operator's policy decides which origins a plugin reaches
+    (none by default); the host bounds every wait by the turn's deadline."""
+
+    @staticmethod
+    def request(method, url, headers=(), body=None):
+        """Sends `method url` with `headers` (pairs or a dict) and `body`
+        (bytes or str), and returns the whole `Response`; raises `HttpError`
+        when no response comes."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise HttpError("HTTP-request-URI-invalid", url)
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+        fields = _wasi.Fields.from_list([(name, str(value).encode()) for name, value in pairs])
+        outgoing = _wasi.OutgoingRequest(fields)
+        methods = {"GET": _wasi.Method_Get, "POST": _wasi.Method_Post, "PUT": _wasi.Method_Put,
+                   "DELETE": _wasi.Method_Delete, "PATCH": _wasi.Method_Patch,
+                   "HEAD": _wasi.Method_Head, "OPTIONS": _wasi.Method_Options}
+        verb = methods.get(method.upper())
+        outgoing.set_method(verb() if verb else _wasi.Method_Other(method))
+        outgoing.set_scheme(_wasi.Scheme_Https() if parts.scheme == "https" else _wasi.Scheme_Http())
+        outgoing.set_authority(parts.netloc)
+        outgoing.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        sending = outgoing.body()
+        try:
+            future = _outgoing.handle(outgoing, None)
+        except Err as err:
+            raise HttpError(_error_code(err.value)) from None
+        data = body.encode() if isinstance(body, str) else bytes(body or b"")
+        with sending.write() as stream:
+            for at in range(0, len(data), 4096):
+                stream.blocking_write_and_flush(data[at:at + 4096])
+        _wasi.OutgoingBody.finish(sending, None)
+        with future:
+            while (answer := future.get()) is None:
+                with future.subscribe() as ready:
+                    ready.block()
+        if isinstance(answer, Err) or isinstance(answer.value, Err):
+            code = None if isinstance(answer, Err) else answer.value.value
+            raise HttpError(_error_code(code) if code is not None else "internal-error")
+        with answer.value.value as response:
+            with response.headers() as fields:
+                received = [(name, value.decode()) for name, value in fields.entries()]
+            status = response.status()
+            incoming = response.consume()
+            chunks = []
+            with incoming.stream() as stream:
+                while True:
+                    try:
+                        chunks.append(stream.blocking_read(65536))
+                    except Err as err:
+                        if isinstance(err.value, _streams.StreamError_Closed):
+                            break
+                        raise HttpError("HTTP-response-incomplete") from None
+            with _wasi.IncomingBody.finish(incoming):
+                pass
+        return Response(status, received, b"".join(chunks))
+
+    @staticmethod
+    def get(url, headers=()):
+        return http.request("GET", url, headers)
+
+    @staticmethod
+    def post_json(url, value, headers=()):
+        """POSTs `value` as JSON; returns the `Response`."""
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+        return http.request("POST", url, pairs + [("content-type", "application/json")],
+                            json.dumps(value))
 
 
 # --- JSON Schema from type hints ---------------------------------------------

@@ -2,12 +2,14 @@
 in session state, the `user` KV bucket with a TTL, notes in the history, a
 tool with optional and list arguments, refusals of the host as `HostError`,
 `Fail`, and an unexpected exception whose traceback reaches the caller.
-plugins/js/notebook is the same agent in JavaScript."""
+plugins/js/notebook is the same agent in JavaScript. Only this one sends
+its notes out over HTTP (`fetch`, `post`): the JavaScript helper has no
+HTTP yet."""
 
 from typing import Annotated
 
 import agentbox
-from agentbox import Fail, HostError, kv, say, session, tool
+from agentbox import Fail, HostError, HttpError, http, kv, say, session, tool
 
 
 class Notebook(agentbox.Agent):
@@ -44,6 +46,12 @@ class Notebook(agentbox.Agent):
             try:
                 kv.open(rest)
             except HostError as refused:
+                say(f"refused ({refused.kind})")
+        elif command in ("fetch", "post"):
+            try:
+                response = http.get(rest) if command == "fetch" else http.post_json(rest, {"notes": self.notes})
+                say(f"{response.status} {response.header('x-seen', '-')} {response.text()}")
+            except HttpError as refused:
                 say(f"refused ({refused.kind})")
         elif command == "fail":
             raise Fail(f"failed on purpose: {rest}")
