@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use agentbox_host::Host;
 use agentbox_host::store::{RedisStore, SqliteStore, Store};
-use agentbox_tests::measure::{ms, percentile, started};
+use agentbox_tests::measure::{messages_at_once, ms, percentile, started};
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 
 /// How long each measurement runs.
@@ -102,26 +102,8 @@ async fn sessions(host: &Host, count: usize) -> Vec<String> {
 /// Turns per second through `Host::send_message`, `clients` sessions at once.
 async fn direct_turns(host: Host, clients: usize) -> f64 {
     let ids = sessions(&host, clients).await;
-    let started = Instant::now();
-    let tasks: Vec<_> = ids
-        .into_iter()
-        .map(|id| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                let mut count = 0u32;
-                while started.elapsed() < RUN {
-                    host.send_message(&id, "tick", None).await.unwrap();
-                    count += 1;
-                }
-                count
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
-    f64::from(total) / started.elapsed().as_secs_f64()
+    let (total, took) = messages_at_once(&host, ids, "tick", RUN).await;
+    f64::from(total) / took.as_secs_f64()
 }
 
 /// The session API on a loopback port.

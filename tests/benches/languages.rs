@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use agentbox_host::store::MemoryStore;
 use agentbox_host::{Host, Limits};
-use agentbox_tests::measure::{latencies, ms, percentile, started};
+use agentbox_tests::measure::{latencies, messages_at_once, ms, percentile, started};
 use agentbox_tests::{plugin_bytes, plugins};
 
 /// How long each measurement runs.
@@ -69,7 +69,7 @@ fn main() {
         sampler.join().unwrap();
         let per_turn = peak.load(Ordering::Relaxed).saturating_sub(idle) / SESSIONS as u64;
 
-        let per_second = turns as f64 / RUN.as_secs_f64();
+        let per_second = f64::from(turns) / RUN.as_secs_f64();
         let (base_p50, base_rate) = *rust.get_or_insert((p50, per_second));
         println!(
             "| {language} | {:.1} MB | {} | {} | {} | {} | {per_second:.0} | {:.1}× | {:.2}× | {:.1} MiB |",
@@ -102,31 +102,12 @@ fn loaded(bytes: &[u8], cache: &std::path::Path) -> (Duration, Host) {
 
 /// Turns committed by [`SESSIONS`] sessions sending messages at once for
 /// [`RUN`].
-async fn concurrent_turns(host: &Host) -> u64 {
+async fn concurrent_turns(host: &Host) -> u32 {
     let mut sessions = Vec::new();
     for _ in 0..SESSIONS {
         sessions.push(started(host, "intake").await);
     }
-    let until = Instant::now() + RUN;
-    let tasks: Vec<_> = sessions
-        .into_iter()
-        .map(|id| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                let mut turns = 0u64;
-                while Instant::now() < until {
-                    host.send_message(&id, "hello", None).await.unwrap();
-                    turns += 1;
-                }
-                turns
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
-    total
+    messages_at_once(host, sessions, "hello", RUN).await.0
 }
 
 /// This process's resident memory, from `/proc/self/statm`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use agentbox_host::engine::{Digest, Engine};
 use agentbox_host::store::{Commit, MemoryStore, RedisStore, SqliteStore, Status, Store};
 use agentbox_host::{Host, Limits};
-use agentbox_tests::measure::started;
+use agentbox_tests::measure::{messages_at_once, started};
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 use serde_json::json;
 
@@ -295,24 +295,6 @@ async fn host_turns(
     for id in &ids {
         host.send_message(id, "tick", None).await.unwrap();
     }
-    let started = Instant::now();
-    let tasks: Vec<_> = ids
-        .into_iter()
-        .map(|id| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                let mut count = 0u32;
-                while started.elapsed() < RUN {
-                    host.send_message(&id, "tick", None).await.unwrap();
-                    count += 1;
-                }
-                count
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
-    started.elapsed() / total
+    let (total, took) = messages_at_once(&host, ids, "tick", RUN).await;
+    took / total
 }

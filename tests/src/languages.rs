@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentbox_host::store::MemoryStore;
-use agentbox_host::{Clock, Limits, Outcome};
+use agentbox_host::{Clock, Limits, Outcome, PluginVersion};
 use serde_json::{Value, json};
 
 use crate::harness::{host, host_with_clock, load, said, send, start, start_for};
@@ -123,6 +123,51 @@ async fn python_and_javascript_intakes_hold_the_rust_intakes_conversation() {
             "the {language} transcript's length"
         );
     }
+}
+
+/// The manifest either helper library derives from its intake class: the
+/// Rust intake's tools and state rules, in the schemas the helpers write
+/// (`Literal`, `s.enum` as an enum; each argument described; a required
+/// argument unless it has a default or is optional; an optional state
+/// field nullable).
+pub fn derived_intake_manifest(version: &PluginVersion) {
+    let manifest = &version.manifest;
+    assert_eq!(
+        (
+            manifest.name.as_str(),
+            manifest.version.as_str(),
+            manifest.state_version
+        ),
+        ("intake", "0.1.0", 1)
+    );
+    let record = &manifest.tools[0];
+    assert_eq!(record.name, "record_information");
+    assert_eq!(
+        record.description,
+        "Records one field of the request, replacing what was there."
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&record.parameters).unwrap(),
+        json!({
+            "type": "object",
+            "properties": {
+                "field": { "enum": ["name", "email", "reason"], "description": "Which field to record." },
+                "value": { "type": "string", "description": "Its value." },
+            },
+            "required": ["field", "value"],
+            "additionalProperties": false,
+        })
+    );
+    assert_eq!(manifest.tools[1].name, "submit_form");
+    let state: Value = serde_json::from_str(manifest.state_schema.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        state["properties"]["name"],
+        json!({ "type": ["string", "null"], "minLength": 1, "maxLength": 200 })
+    );
+    assert_eq!(
+        state["properties"]["turns"],
+        json!({ "type": "integer", "minimum": 0 })
+    );
 }
 
 /// What the notebook plugin of one language does with one conversation:

@@ -28,6 +28,37 @@ pub mod measure {
         host.start_session(start, None).await.unwrap().session
     }
 
+    /// Each session of `ids` sends `text` as soon as its last turn
+    /// committed, all at once, for `run`: the turns committed, and the time
+    /// they took.
+    pub async fn messages_at_once(
+        host: &agentbox_host::Host,
+        ids: Vec<String>,
+        text: &'static str,
+        run: Duration,
+    ) -> (u32, Duration) {
+        let began = Instant::now();
+        let tasks: Vec<_> = ids
+            .into_iter()
+            .map(|id| {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let mut count = 0u32;
+                    while began.elapsed() < run {
+                        host.send_message(&id, text, None).await.unwrap();
+                        count += 1;
+                    }
+                    count
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        (total, began.elapsed())
+    }
+
     /// The latency of each run of `once`, run one after another for `run`,
     /// after 50 runs to warm up (compile, connect, fill caches).
     pub fn latencies(run: Duration, mut once: impl FnMut()) -> Vec<Duration> {

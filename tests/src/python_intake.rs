@@ -3,9 +3,8 @@
 //! Rust intake's in `languages`; here, what the helper library derives from
 //! the agent class, and the memory an interpreter needs.
 
-use serde_json::{Value, json};
-
 use crate::harness::{host, host_builder, load};
+use crate::languages::derived_intake_manifest;
 use crate::plugin_bytes;
 use crate::plugins::{INTAKE, PYTHON_INTAKE};
 use agentbox_host::{Clock, Limits};
@@ -13,46 +12,7 @@ use agentbox_host::{Clock, Limits};
 #[test]
 fn tool_and_state_schemas_come_from_type_hints_and_docstrings() {
     let version = load(&host(), PYTHON_INTAKE);
-    let manifest = &version.manifest;
-    assert_eq!(
-        (
-            manifest.name.as_str(),
-            manifest.version.as_str(),
-            manifest.state_version
-        ),
-        ("intake", "0.1.0", 1)
-    );
-    let record = &manifest.tools[0];
-    assert_eq!(record.name, "record_information");
-    assert_eq!(
-        record.description,
-        "Records one field of the request, replacing what was there."
-    );
-    // `Literal[...]` is an enum, each `Args:` entry a description, and a
-    // parameter without a default is required.
-    assert_eq!(
-        serde_json::from_str::<Value>(&record.parameters).unwrap(),
-        json!({
-            "type": "object",
-            "properties": {
-                "field": { "enum": ["name", "email", "reason"], "description": "Which field to record." },
-                "value": { "type": "string", "description": "Its value." },
-            },
-            "required": ["field", "value"],
-            "additionalProperties": false,
-        })
-    );
-    assert_eq!(manifest.tools[1].name, "submit_form");
-    // `Annotated[Optional[str], {...}]`: nullable, with the dict's rules.
-    let state: Value = serde_json::from_str(manifest.state_schema.as_deref().unwrap()).unwrap();
-    assert_eq!(
-        state["properties"]["name"],
-        json!({ "type": ["string", "null"], "minLength": 1, "maxLength": 200 })
-    );
-    assert_eq!(
-        state["properties"]["turns"],
-        json!({ "type": "integer", "minimum": 0 })
-    );
+    derived_intake_manifest(&version);
     // componentize-py's own export, listed and never called.
     assert_eq!(version.extra_exports, ["exports"]);
 }
