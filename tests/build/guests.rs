@@ -22,6 +22,7 @@ const INSTALL: &str = "run `guest-sdk/install-tools` (it installs componentize-p
      AGENTBOX_SKIP_GUEST_LANGUAGES=1 to build and test without the Python and JavaScript plugins";
 
 /// One language: where its plugins are, how each is built.
+#[derive(Clone, Copy)]
 struct Language {
     name: &'static str,
     folder: &'static str,
@@ -65,14 +66,11 @@ pub fn build(root: &Path) -> JoinHandle<Vec<(String, PathBuf)>> {
             .flat_map(|language| {
                 plugins(&root, &language)
                     .into_iter()
-                    .map(move |p| (language.name, p))
+                    .map(move |plugin| (language, plugin))
             })
             .map(|(language, plugin)| {
                 let (root, out) = (root.clone(), out.clone());
-                std::thread::spawn(move || {
-                    let language = if language == PYTHON.name { PYTHON } else { JS };
-                    language.build(&root, &plugin, &out)
-                })
+                std::thread::spawn(move || language.build(&root, &plugin, &out))
             })
             .collect();
         builds

@@ -70,4 +70,9 @@ async fn the_helper_library_sends_requests_the_policy_allows_and_names_a_refusal
         .await,
         "refused (HTTP-request-denied)"
     );
+    // A URL the helper cannot send is refused before the host is asked.
+    assert_eq!(
+        reply("fetch ftp://example.com/notes".into()).await,
+        "refused (HTTP-request-URI-invalid)"
+    );
 }

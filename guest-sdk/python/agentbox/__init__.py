@@ -94,9 +94,13 @@ class CallError(Exception):
 
 
 def _kind(value):
-    """`Error_QuotaExceeded` -> `quota-exceeded`."""
+    """The WIT name of a variant case from its binding's class:
+    `Error_QuotaExceeded` -> `quota-exceeded`, `ErrorCode_HttpRequestDenied`
+    -> `HTTP-request-denied` (WASI spells its acronyms in capitals)."""
     name = type(value).__name__.split("_", 1)[1]
-    return re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower()
+    words = re.findall(r"[A-Z][a-z]*", name)
+    upper = {"Http", "Dns", "Ip", "Tls", "Uri"}
+    return "-".join(word.upper() if word in upper else word.lower() for word in words)
 
 
 def _host(call, *args):
@@ -285,15 +289,6 @@ class Response:
         return json.loads(self.body)
 
 
-def _error_code(code):
-    """`ErrorCode_HttpRequestDenied(...)` -> `HTTP-request-denied`, as the WIT
-    spells it."""
-    name = type(code).__name__.split("_", 1)[1]
-    words = re.findall(r"[A-Z][a-z]*", name)
-    upper = {"Http", "Dns", "Ip", "Tls", "Uri"}
-    return "-".join(word.upper() if word in upper else word.lower() for word in words)
-
-
 class http:
     """Outbound HTTP through `wasi:http`, blocking until the response is
     read. The operator's policy decides which origins a plugin reaches
@@ -322,7 +317,7 @@ class http:
         try:
             future = _outgoing.handle(outgoing, None)
         except Err as err:
-            raise HttpError(_error_code(err.value)) from None
+            raise HttpError(_kind(err.value)) from None
         data = body.encode() if isinstance(body, str) else bytes(body or b"")
         with sending.write() as stream:
             for at in range(0, len(data), 4096):
@@ -334,7 +329,7 @@ class http:
                     ready.block()
         if isinstance(answer, Err) or isinstance(answer.value, Err):
             code = None if isinstance(answer, Err) else answer.value.value
-            raise HttpError(_error_code(code) if code is not None else "internal-error")
+            raise HttpError(_kind(code) if code is not None else "internal-error")
         with answer.value.value as response:
             with response.headers() as fields:
                 received = [(name, value.decode()) for name, value in fields.entries()]

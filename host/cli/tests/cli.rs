@@ -333,6 +333,26 @@ fn compile_fills_the_artifact_cache_a_server_on_the_same_settings_uses() {
 }
 
 #[test]
+fn compile_refuses_what_is_not_a_plugin_naming_the_file_and_caches_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let script = data.path().join("script.wasm");
+    std::fs::write(&script, "#!/bin/sh\necho hello\n").unwrap();
+    let output = run_output(agentbox("compile", data.path()).arg(&script));
+    assert!(!output.status.success());
+    assert_eq!(
+        last_stderr_line(&output),
+        format!(
+            "agentbox: cannot load {}: not a WebAssembly file: it does not start with the `\\0asm` magic number",
+            script.display()
+        )
+    );
+    let cached = std::fs::read_dir(data.path().join("artifacts"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 0, "nothing is cached");
+}
+
+#[test]
 fn inspect_shows_what_the_policy_lets_a_plugin_reach_without_its_secrets() {
     let data = tempfile::tempdir().unwrap();
     let policy = data.path().join("policy.toml");
