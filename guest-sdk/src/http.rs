@@ -221,8 +221,19 @@ impl Request {
             host: host.clone(),
             code: format!("invalid {what}"),
         };
-        let headers = Fields::from_list(&self.headers)
-            .map_err(|err| invalid(&format!("header ({err:?})")))?;
+        let mut headers = self.headers;
+        // A body of known size is declared, as mainstream clients do: a
+        // server that reads by `content-length` alone would see none.
+        if sends_length(&self.method, &self.body)
+            && !headers.iter().any(|(name, _)| name == "content-length")
+        {
+            headers.push((
+                "content-length".to_owned(),
+                self.body.len().to_string().into_bytes(),
+            ));
+        }
+        let headers =
+            Fields::from_list(&headers).map_err(|err| invalid(&format!("header ({err:?})")))?;
         let request = OutgoingRequest::new(headers);
         request
             .set_method(&method(&self.method))
@@ -269,6 +280,12 @@ impl Request {
             .map_err(failed)?;
         Response::new(response, host)
     }
+}
+
+/// Whether a request declares its body's length: any body, and an empty
+/// one of a method that is meant to carry one.
+fn sends_length(method: &str, body: &[u8]) -> bool {
+    !body.is_empty() || ["POST", "PUT", "PATCH"].contains(&method.to_ascii_uppercase().as_str())
 }
 
 /// The `http` or `https` URL a request names.

@@ -4,9 +4,11 @@
 //! `wit/v0.2` and the helper library in `guest-sdk/`. A component newer
 //! than everything it is built from is not built again.
 //!
-//! The tools come from `guest-sdk/install-tools`, or from `PATH`; without
-//! them the build fails and says how to install them, unless [`SKIP`] is
-//! set, when these plugins and their tests are left out.
+//! The tools come from `guest-sdk/install-tools`, or from `PATH`. When
+//! either is missing, the build runs `guest-sdk/install-tools` itself (it
+//! needs python3 with venv, and npm, and fails naming the Debian package to
+//! install when one is missing), unless [`SKIP`] is set, when these plugins
+//! and their tests are left out.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,10 +18,8 @@ use std::time::SystemTime;
 /// Set to `1` to build without the Python and JavaScript plugins.
 pub const SKIP: &str = "AGENTBOX_SKIP_GUEST_LANGUAGES";
 
-/// How to get the tools.
-const INSTALL: &str = "run `guest-sdk/install-tools` (it installs componentize-py and \
-     componentize-js at the pinned versions under guest-sdk/), or set \
-     AGENTBOX_SKIP_GUEST_LANGUAGES=1 to build and test without the Python and JavaScript plugins";
+/// How to do without the tools.
+const INSTEAD: &str = "or set AGENTBOX_SKIP_GUEST_LANGUAGES=1 to build and test without the Python and JavaScript plugins";
 
 /// One language: where its plugins are, how each is built.
 #[derive(Clone, Copy)]
@@ -58,6 +58,7 @@ pub fn build(root: &Path) -> JoinHandle<Vec<(String, PathBuf)>> {
             println!("cargo:warning={SKIP}=1: the Python and JavaScript plugins are not built");
             return Vec::new();
         }
+        install_missing(&root);
         let out = root.join("plugins/target/guests");
         std::fs::create_dir_all(&out)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", out.display()));
@@ -82,6 +83,50 @@ pub fn build(root: &Path) -> JoinHandle<Vec<(String, PathBuf)>> {
             })
             .collect()
     })
+}
+
+/// Runs `guest-sdk/install-tools` when either language's tool is missing,
+/// after checking what it needs, so that the README's test command is all a
+/// new machine with Rust, Python 3 and npm runs.
+fn install_missing(root: &Path) {
+    if [PYTHON, JS]
+        .iter()
+        .all(|language| language.tool(root).is_some())
+    {
+        return;
+    }
+    let python_venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    let npm = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    for (present, package) in [(python_venv, "python3-venv"), (npm, "npm")] {
+        assert!(
+            present,
+            "componentize-py and componentize-js, which build the plugins in plugins/python and \
+             plugins/js, are not installed, and installing them needs {package}: install it \
+             (`apt-get install {package}` on Debian and Ubuntu) and build again, {INSTEAD}"
+        );
+    }
+    let script = root.join("guest-sdk/install-tools");
+    println!(
+        "cargo:warning=componentize-py or componentize-js was missing: installed them with {} \
+         at the pinned versions",
+        script.display()
+    );
+    let output = Command::new(&script)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}{}\nrun it again by hand to see why, {INSTEAD}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The plugin folders of `language`.
@@ -112,7 +157,13 @@ impl Language {
         if built.is_some() && built > newest([plugin, &sdk, &wit]) {
             return (constant, wasm);
         }
-        let tool = self.tool(root);
+        let tool = self.tool(root).unwrap_or_else(|| {
+            panic!(
+                "{} is needed to build the plugins in {}, and is neither in {} nor on PATH after \
+                 running guest-sdk/install-tools; {INSTEAD}",
+                self.tool, self.folder, self.installed
+            )
+        });
         let mut command = Command::new(&tool);
         command.current_dir(root);
         if self.name == PYTHON.name {
@@ -136,7 +187,7 @@ impl Language {
         }
         let output = command.output().unwrap_or_else(|err| {
             panic!(
-                "cannot run {} to build {}: {err}; {INSTALL}",
+                "cannot run {} to build {}: {err}; run guest-sdk/install-tools again, {INSTEAD}",
                 tool.display(),
                 plugin.display()
             )
@@ -154,14 +205,13 @@ impl Language {
         (constant, wasm)
     }
 
-    /// The installed tool, or the one on `PATH`; fails saying how to
-    /// install it when there is neither.
-    fn tool(&self, root: &Path) -> PathBuf {
+    /// The installed tool, or the one on `PATH`.
+    fn tool(&self, root: &Path) -> Option<PathBuf> {
         let installed = root.join(self.installed);
         if installed.exists() {
-            return installed;
+            return Some(installed);
         }
-        let on_path = std::env::var_os("PATH")
+        std::env::var_os("PATH")
             .map(|path| {
                 std::env::split_paths(&path)
                     .map(|dir| dir.join(self.tool))
@@ -169,13 +219,7 @@ impl Language {
             })
             .unwrap_or_default()
             .into_iter()
-            .find(|candidate| candidate.exists());
-        on_path.unwrap_or_else(|| {
-            panic!(
-                "{} is needed to build the plugins in {}, and is neither in {} nor on PATH: {INSTALL}",
-                self.tool, self.folder, self.installed
-            )
-        })
+            .find(|candidate| candidate.exists())
     }
 }
 

@@ -24,11 +24,20 @@ use crate::plugins::ASSISTANT;
 const LLM_KEY: &str = "sk-llm-7d2e9";
 const BOOKING_KEY: &str = "bk-4410c";
 
+/// One answer of the model.
+enum Answer {
+    /// The deltas it streams, as server-sent events.
+    Stream(Vec<Value>),
+    /// A whole body of this content type, as a server that ignores
+    /// `stream` sends.
+    Whole(&'static str, String),
+}
+
 /// What the fake services saw and what the model will answer next.
 #[derive(Default)]
 struct Fake {
-    /// Each answer of the model: the deltas it streams.
-    script: Mutex<VecDeque<Vec<Value>>>,
+    /// Each answer of the model.
+    script: Mutex<VecDeque<Answer>>,
     /// Each chat completions request: its headers and body.
     completions: Mutex<Vec<(HeaderMap, Value)>>,
     /// Each booking request: its headers and body.
@@ -37,7 +46,17 @@ struct Fake {
 
 impl Fake {
     fn answer(&self, deltas: Vec<Value>) {
-        self.script.lock().unwrap().push_back(deltas);
+        self.script
+            .lock()
+            .unwrap()
+            .push_back(Answer::Stream(deltas));
+    }
+
+    fn answer_whole(&self, content_type: &'static str, body: impl ToString) {
+        self.script
+            .lock()
+            .unwrap()
+            .push_back(Answer::Whole(content_type, body.to_string()));
     }
 
     fn completions(&self) -> Vec<(HeaderMap, Value)> {
@@ -45,8 +64,9 @@ impl Fake {
     }
 }
 
-/// `POST /v1/chat/completions` streams the next scripted answer as
-/// server-sent events, in the API's chunk format; `POST /book` confirms.
+/// `POST /v1/chat/completions` sends the next scripted answer: a stream of
+/// server-sent events in the API's chunk format, or a whole body;
+/// `POST /book` confirms.
 async fn services() -> (SocketAddr, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
     let app = Router::new()
@@ -55,12 +75,18 @@ async fn services() -> (SocketAddr, Arc<Fake>) {
             post(
                 |State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(body): Json<Value>| async move {
                     fake.completions.lock().unwrap().push((headers, body));
-                    let deltas = fake
+                    let answer = fake
                         .script
                         .lock()
                         .unwrap()
                         .pop_front()
                         .expect("the model was asked more often than the test scripted");
+                    let deltas = match answer {
+                        Answer::Stream(deltas) => deltas,
+                        Answer::Whole(content_type, body) => {
+                            return ([(header::CONTENT_TYPE, content_type)], body).into_response();
+                        }
+                    };
                     let events = deltas
                         .into_iter()
                         .map(|delta| {
@@ -302,4 +328,121 @@ async fn a_long_conversation_keeps_its_latest_messages_and_a_summary_of_the_rest
     let (_, body) = fake.completions().pop().unwrap();
     let system = body["messages"][0]["content"].as_str().unwrap();
     assert!(system.contains("user: message 0"), "{system}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_server_that_does_not_stream_is_read_whole_and_anything_else_fails_the_turn() {
+    let (address, fake) = services().await;
+    let host = host(address);
+    let session = start_for(&host, "assistant", None).await.session;
+    fake.answer_whole(
+        "application/json",
+        json!({
+            "object": "chat.completion",
+            "choices": [{ "index": 0, "finish_reason": "stop",
+                "message": { "role": "assistant", "content": "Hello, Ada!", "refusal": null } }],
+        }),
+    );
+    let report = host.send_message(&session, "Hi", None).await.unwrap();
+    assert_eq!(report.said, ["Hello, Ada!"]);
+    assert_eq!(
+        report.state["messages"][1],
+        json!({ "role": "assistant", "content": "Hello, Ada!" })
+    );
+
+    // A whole answer may ask for a tool, like a streamed one.
+    fake.answer_whole(
+        "application/json; charset=utf-8",
+        json!({ "choices": [{ "message": { "role": "assistant", "content": null, "tool_calls": [
+            { "id": "call_1", "type": "function",
+              "function": { "name": "look_up", "arguments": "{\"topic\": \"hours\"}" } }] } }] }),
+    );
+    fake.answer_whole(
+        "application/json",
+        json!({ "choices": [{ "message": { "role": "assistant", "content": "I do not know." } }] }),
+    );
+    let report = host.send_message(&session, "Hours?", None).await.unwrap();
+    assert_eq!(report.said, ["I do not know."]);
+    let (_, body) = fake.completions().pop().unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[messages.len() - 1]["tool_call_id"], "call_1");
+
+    // Anything else fails the turn, saying what came, and keeps nothing.
+    let before = host.session(&session).await.unwrap().unwrap();
+    let refusals = [
+        (
+            "application/json",
+            json!({ "error": { "message": "model `test-model` not found", "type": "invalid_request_error" } })
+                .to_string(),
+            "the model server answered an error: model `test-model` not found",
+        ),
+        (
+            "application/json",
+            json!({ "object": "chat.completion", "choices": [] }).to_string(),
+            "the model server's answer has no `choices[0].message`",
+        ),
+        (
+            "application/json",
+            json!({ "choices": [{ "message": { "role": "assistant", "content": "" } }] }).to_string(),
+            "the model answered neither text nor a tool call",
+        ),
+        (
+            "text/html",
+            "<html>gateway</html>".to_owned(),
+            "the model server answered with content type `text/html`, neither server-sent events nor JSON",
+        ),
+        (
+            "text/event-stream",
+            format!("data: {}\n\n", json!({ "error": { "message": "overloaded" } })),
+            "the model server answered an error: overloaded",
+        ),
+    ];
+    for (content_type, body, expected) in refusals {
+        fake.answer_whole(content_type, body);
+        let err = host
+            .send_message(&session, "Again?", None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+    }
+    let after = host.session(&session).await.unwrap().unwrap();
+    assert_eq!((after.turn, after.state), (before.turn, before.state));
+    let history = host.history(&session, 1000).await.unwrap();
+    assert!(
+        history.iter().all(|message| !message.content.is_empty()),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_turns_of_long_answers_all_commit_within_the_state_caps() {
+    let (address, fake) = services().await;
+    let host = host(address);
+    let session = start_for(&host, "assistant", None).await.session;
+    // 24 answers of 6,000 bytes would be more than the 64 KiB one state
+    // value may hold.
+    let long = "word ".repeat(1200);
+    for message in 0..500 {
+        fake.answer(vec![text(&format!("answer {message}: {long}"))]);
+        host.send_message(&session, &format!("message {message}"), None)
+            .await
+            .unwrap_or_else(|err| panic!("turn {message}: {err}"));
+    }
+    let state = host.session(&session).await.unwrap().unwrap().state;
+    let kept = serde_json::to_vec(&state["messages"]).unwrap().len();
+    assert!(kept <= 32 << 10, "{kept} bytes of messages kept");
+    let messages = state["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "user");
+    assert!(
+        messages.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("answer 499: "),
+    );
+    let summary = state["summary"].as_str().unwrap();
+    assert!(summary.len() <= 2000, "{} bytes of summary", summary.len());
+    // Its newest line is the latest exchange dropped, cut to 120 characters.
+    let newest = summary.lines().last().unwrap();
+    assert!(newest.starts_with("assistant: answer 49"), "{summary}");
+    assert_eq!(newest.chars().count(), "assistant: ".len() + 120);
 }

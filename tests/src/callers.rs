@@ -932,6 +932,151 @@ fn a_socket_opens_only_from_allowed_pages_and_a_session_has_few_at_once() {
     assert!(reopened.is_some(), "a closed socket makes room for another");
 }
 
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// Opens a WebSocket that starts a session as `token`, with `query`; the
+/// status of a refused upgrade.
+fn start_socket(served: &Served, token: &str, query: &str) -> Result<Socket, u16> {
+    use tungstenite::client::IntoClientRequest as _;
+
+    let url = format!("{}/v1/ws?{query}", served.base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tungstenite::connect(request) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// The events a socket sends up to and including the turn's last
+/// (`committed`, `tool-result` or `error`).
+fn turn_events(socket: &mut Socket) -> Vec<Value> {
+    let mut events = Vec::new();
+    loop {
+        let frame = socket.read().unwrap();
+        let Ok(text) = frame.to_text() else { continue };
+        let event: Value = serde_json::from_str(text).unwrap();
+        let last = event["event"] != "say";
+        events.push(event);
+        if last {
+            return events;
+        }
+    }
+}
+
+#[test]
+fn a_socket_starts_its_own_session_under_the_same_checks_as_a_post() {
+    let (file, [backend, app, _]) = keys();
+    let rates = Rates {
+        session_starts_per_minute: Some(2),
+        ..Rates::default()
+    };
+    let served = serve(Callers::new(Some(&file), None).with_rates(rates));
+
+    // One step: the start's events, then the conversation on the same socket.
+    let mut socket = start_socket(
+        &served,
+        &app,
+        "plugin=intake&variables=%7B%22name%22%3A%22Ada%22%7D",
+    )
+    .unwrap();
+    let started = turn_events(&mut socket);
+    assert_eq!(
+        started[0],
+        json!({ "event": "say", "text": "Welcome, Ada! I will take down your request." })
+    );
+    let last = started.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["turn"]),
+        (&json!("committed"), &json!(0)),
+        "{started:?}"
+    );
+    let id = last["session"].as_str().unwrap().to_owned();
+    socket
+        .send(tungstenite::Message::Text(
+            json!({ "type": "message", "text": "my email is ada@example.com" })
+                .to_string()
+                .into(),
+        ))
+        .unwrap();
+    let answered = turn_events(&mut socket);
+    let last = answered.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["turn"]),
+        (&json!("committed"), &json!(1)),
+        "{answered:?}"
+    );
+    // The session is the caller's own, as a POSTed one would be.
+    let (status, body) = served.as_caller(&app, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!((status, &body["turn"]), (200, &json!(1)), "{body}");
+    reaches_nothing_of(&served, &backend, &id);
+
+    // The checks of a POST hold, before the upgrade.
+    assert_eq!(
+        start_socket(&served, &app, "plugin=shop").err(),
+        Some(403),
+        "not granted shop"
+    );
+    assert_eq!(
+        start_socket(&served, &app, "plugin=intake&user_id=ada").err(),
+        Some(403),
+        "may not act for users"
+    );
+    assert_eq!(
+        start_socket(&served, &app, "plugin=intake&variables=%5B1%5D").err(),
+        Some(400)
+    );
+    assert_eq!(
+        start_socket(&served, &app, "user_id=ada").err(),
+        Some(400),
+        "no plugin"
+    );
+    assert_eq!(
+        start_socket(&served, "wrong-key", "plugin=intake").err(),
+        Some(401)
+    );
+    let (status, body) = served.as_caller(&app, "GET", "/v1/ws?plugin=intake", None);
+    assert_eq!(
+        (status, &body["kind"]),
+        (400, &json!("bad-request")),
+        "not an upgrade: {body}"
+    );
+    // Sockets and POSTs draw on the one rate of session starts.
+    let (status, body) = served.as_caller(
+        &app,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "intake" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        start_socket(&served, &app, "plugin=intake").err(),
+        Some(429)
+    );
+
+    assert_eq!(
+        start_socket(&served, &backend, "plugin=shop&id=mine").err(),
+        Some(403),
+        "may not choose ids"
+    );
+
+    // A start that fails says why on the socket, which then closes.
+    let mut socket = start_socket(&served, ADMIN, "plugin=nope").unwrap();
+    let failed = turn_events(&mut socket);
+    assert_eq!(
+        (&failed[0]["event"], &failed[0]["kind"]),
+        (&json!("error"), &json!("plugin-not-loaded")),
+        "{failed:?}"
+    );
+    assert!(
+        matches!(socket.read(), Ok(tungstenite::Message::Close(_)) | Err(_)),
+        "the socket closes"
+    );
+}
+
 /// Opens the feed of `plugin` as `token`: the reader of its server-sent
 /// events, or the refusal's status.
 fn open_feed(served: &Served, token: &str, plugin: &str) -> Result<Box<dyn std::io::BufRead>, u16> {

@@ -107,6 +107,50 @@ pub(crate) async fn stalling_server() -> (SocketAddr, Heard, Heard) {
     (address, reads, closes)
 }
 
+/// A server that reads a request's body by its `content-length` alone, as
+/// Python's `http.server` and some gateways do (a chunked body is not read),
+/// and answers 200 with the body it read.
+pub(crate) async fn content_length_server() -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut socket = BufReader::new(socket);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let Some((name, value)) = line.trim_end().split_once(':') else {
+                        if line.trim_end().is_empty() {
+                            break;
+                        }
+                        continue;
+                    };
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                socket.read_exact(&mut body).await.unwrap();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+                );
+                let socket = socket.get_mut();
+                socket.write_all(head.as_bytes()).await.unwrap();
+                socket.write_all(&body).await.unwrap();
+                socket.shutdown().await.unwrap();
+            });
+        }
+    });
+    address
+}
+
 /// A host with the counter and fetcher plugins under `policy`.
 fn host(policy: &str) -> Host {
     host_with_policy(policy, &[COUNTER, FETCHER])
@@ -364,6 +408,26 @@ async fn a_stalled_server_times_out_by_the_policy_within_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_reaches_a_server_that_reads_by_content_length() {
+    let address = content_length_server().await;
+    let host = host(&format!(
+        "[plugins.fetcher.http]\nallow = [\"http://{address}\"]"
+    ));
+    let fetcher = start_for(&host, "fetcher", None).await.session;
+    let url = format!("http://{address}/v1/chat/completions");
+    let body = r#"{"model": "test-model", "stream": true}"#;
+    let answer = call(
+        &host,
+        &fetcher,
+        "fetch",
+        json!({ "url": url, "method": "POST", "body": body }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["body"], body, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_sent_events_are_said_one_by_one() {
     let (address, _) = server().await;
     let host = host(&format!(
@@ -458,4 +522,26 @@ async fn an_injected_secret_reaches_its_origin_and_never_the_plugin() {
             "the secret is in the {what}: {text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_the_hosts_clock_which_a_test_moves() {
+    const START_MS: u64 = 1_800_000_000_000;
+    let clock = agentbox_host::Clock::manual(START_MS);
+    let host = crate::harness::host_with_clock(
+        agentbox_host::Limits::default(),
+        Arc::new(agentbox_host::store::MemoryStore::default()),
+        clock.clone(),
+    );
+    crate::harness::load(&host, FETCHER);
+    let fetcher = start_for(&host, "fetcher", None).await.session;
+    assert_eq!(
+        call(&host, &fetcher, "now", json!({})).await.unwrap(),
+        START_MS
+    );
+    clock.advance(std::time::Duration::from_secs(90 * 60));
+    assert_eq!(
+        call(&host, &fetcher, "now", json!({})).await.unwrap(),
+        START_MS + 90 * 60 * 1000
+    );
 }

@@ -212,6 +212,32 @@ async fn refused_writes_tell_the_guest_why_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_sets_the_size_of_one_value_per_plugin() {
+    let value = |bytes: usize| format!("\"{}\"", "x".repeat(bytes - 2));
+    // Raised for a plugin whose state keeps long text.
+    let roomy =
+        crate::harness::host_with_policy("[plugins.misbehave]\nvalue_bytes = 262144", &[MISBEHAVE]);
+    let id = start(&roomy, "misbehave", json!({})).await.session;
+    let fits = send(&roomy, &id, &format!("set notes {}", value(200_000))).await;
+    assert_eq!(said(&fits), "set notes");
+    let over = send(&roomy, &id, &format!("set more {}", value(262_145))).await;
+    assert_eq!(
+        said(&over),
+        "refused: Error::Invalid(\"value of `more` is 262145 bytes, over the limit of 262144 bytes\")"
+    );
+    // Lowered for another, which the default would have let through.
+    let tight =
+        crate::harness::host_with_policy("[plugins.misbehave]\nvalue_bytes = 100", &[MISBEHAVE]);
+    let id = start(&tight, "misbehave", json!({})).await.session;
+    let refused = send(&tight, &id, &format!("set a {}", value(101))).await;
+    assert_eq!(
+        said(&refused),
+        "refused: Error::Invalid(\"value of `a` is 101 bytes, over the limit of 100 bytes\")"
+    );
+    assert_eq!(refused.state, state(json!({})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_state_over_the_size_limit_is_refused_as_quota() {
     let limits = Limits {
         state_bytes: 100,

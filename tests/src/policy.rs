@@ -34,6 +34,7 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
         memory_mib = 8
         output_bytes = 4096
         state_bytes = 2048
+        value_bytes = 1024
         max_live = 3
         concurrent = 2
         fuel = 5000000
@@ -60,6 +61,10 @@ fn a_policy_sets_limits_for_every_plugin_and_for_the_plugins_it_names() {
             rogue.state_bytes
         ),
         (Duration::from_millis(100), 8 << 20, 4096, 2048)
+    );
+    assert_eq!(
+        (rogue.value_bytes, policy.limits.value_bytes),
+        (1024, defaults.value_bytes)
     );
     assert_eq!(rogue.live_sessions, Some(3));
     assert_eq!(rogue.plugin_turns, Some(2));
@@ -108,6 +113,10 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.rogue] concurrent must be at least 1",
         ),
         ("[turns]\nfuel = 0\n", "[turns] fuel must be at least 1"),
+        (
+            "[plugins.rogue]\nvalue_bytes = 0\n",
+            "[plugins.rogue] value_bytes must be at least 1",
+        ),
         (
             "[turns]\ncall_depth = 0\n",
             "[turns] call_depth must be at least 1",

@@ -58,6 +58,7 @@ __all__ = [
     "registry",
     "http",
     "HttpError",
+    "Event",
 ]
 
 
@@ -280,7 +281,7 @@ class Response:
 
     def header(self, name, default=None):
         """The first value of the header `name`, any case."""
-        return next((value for key, value in self.headers if key.lower() == name.lower()), default)
+        return _header(self.headers, name, default)
 
     def text(self):
         return self.body.decode()
@@ -289,20 +290,132 @@ class Response:
         return json.loads(self.body)
 
 
+def _header(headers, name, default):
+    return next((value for key, value in headers if key.lower() == name.lower()), default)
+
+
+class Event:
+    """One server-sent event: `event`, its `event:` field (or None), and
+    `data`, its `data:` lines joined by line breaks."""
+
+    def __init__(self, event, data):
+        self.event = event
+        self.data = data
+
+    def __repr__(self):
+        return f"Event(event={self.event!r}, data={self.data!r})"
+
+
+class Streaming:
+    """A response whose status and headers arrived and whose body is read
+    as it comes: `chunks()` yields its bytes as they arrive, `events()` its
+    server-sent events, `read()` the rest whole. Use it in a `with` block:
+    leaving it closes the response."""
+
+    def __init__(self, response):
+        self._response = response
+        with response.headers() as fields:
+            self.headers = [(name, value.decode()) for name, value in fields.entries()]
+        self.status = response.status()
+        self._body = response.consume()
+        self._stream = self._body.stream()
+
+    def header(self, name, default=None):
+        """The first value of the header `name`, any case."""
+        return _header(self.headers, name, default)
+
+    def chunks(self):
+        """The body's bytes, as they arrive."""
+        while True:
+            try:
+                yield self._stream.blocking_read(65536)
+            except Err as err:
+                if isinstance(err.value, _streams.StreamError_Closed):
+                    return
+                raise HttpError("HTTP-response-incomplete") from None
+
+    def read(self):
+        """The rest of the body."""
+        return b"".join(self.chunks())
+
+    def events(self):
+        """The body as server-sent events (`text/event-stream`), each
+        yielded as soon as its blank line arrives."""
+        buffer = b""
+        event, data = None, []
+
+        def line_of(raw):
+            nonlocal event, data
+            line = raw.decode().removesuffix("\r")
+            if not line:
+                if event is not None or data:
+                    done = Event(event, "\n".join(data))
+                    event, data = None, []
+                    return done
+                return None
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                event = value
+            return None
+
+        for chunk in self.chunks():
+            buffer += chunk
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                if (done := line_of(raw)) is not None:
+                    yield done
+        # A last event without its blank line.
+        for raw in (buffer, b""):
+            if (done := line_of(raw)) is not None:
+                yield done
+
+    def close(self):
+        """Closes the body and the response; `with` does it on leaving."""
+        if self._stream is not None:
+            self._stream.__exit__(None, None, None)
+            self._stream = None
+            with _wasi.IncomingBody.finish(self._body):
+                pass
+            self._response.__exit__(None, None, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+
 class http:
-    """Outbound HTTP through `wasi:http`, blocking until the response is
-    read. The operator's policy decides which origins a plugin reaches
-    (none by default); the host bounds every wait by the turn's deadline."""
+    """Outbound HTTP through `wasi:http`. The operator's policy decides which
+    origins a plugin reaches (none by default); the host bounds every wait
+    by the turn's deadline."""
 
     @staticmethod
     def request(method, url, headers=(), body=None):
         """Sends `method url` with `headers` (pairs or a dict) and `body`
         (bytes or str), and returns the whole `Response`; raises `HttpError`
         when no response comes."""
+        with http.stream(method, url, headers, body) as response:
+            return Response(response.status, response.headers, response.read())
+
+    @staticmethod
+    def stream(method, url, headers=(), body=None):
+        """Sends the request as `request` does and returns as soon as the
+        status and headers arrive: a `Streaming` response, whose body is
+        read as it comes (an LLM's tokens, say, with `events()`)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise HttpError("HTTP-request-URI-invalid", url)
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+        data = body.encode() if isinstance(body, str) else bytes(body or b"")
+        # A body of known size is declared, as mainstream clients do: a
+        # server that reads by content-length alone would see none.
+        declares = data or method.upper() in ("POST", "PUT", "PATCH")
+        if declares and not any(name.lower() == "content-length" for name, _ in pairs):
+            pairs.append(("content-length", len(data)))
         fields = _wasi.Fields.from_list([(name, str(value).encode()) for name, value in pairs])
         outgoing = _wasi.OutgoingRequest(fields)
         methods = {"GET": _wasi.Method_Get, "POST": _wasi.Method_Post, "PUT": _wasi.Method_Put,
@@ -318,7 +431,6 @@ class http:
             future = _outgoing.handle(outgoing, None)
         except Err as err:
             raise HttpError(_kind(err.value)) from None
-        data = body.encode() if isinstance(body, str) else bytes(body or b"")
         with sending.write() as stream:
             for at in range(0, len(data), 4096):
                 stream.blocking_write_and_flush(data[at:at + 4096])
@@ -330,23 +442,7 @@ class http:
         if isinstance(answer, Err) or isinstance(answer.value, Err):
             code = None if isinstance(answer, Err) else answer.value.value
             raise HttpError(_kind(code) if code is not None else "internal-error")
-        with answer.value.value as response:
-            with response.headers() as fields:
-                received = [(name, value.decode()) for name, value in fields.entries()]
-            status = response.status()
-            incoming = response.consume()
-            chunks = []
-            with incoming.stream() as stream:
-                while True:
-                    try:
-                        chunks.append(stream.blocking_read(65536))
-                    except Err as err:
-                        if isinstance(err.value, _streams.StreamError_Closed):
-                            break
-                        raise HttpError("HTTP-response-incomplete") from None
-            with _wasi.IncomingBody.finish(incoming):
-                pass
-        return Response(status, received, b"".join(chunks))
+        return Streaming(answer.value.value)
 
     @staticmethod
     def get(url, headers=()):

@@ -15,6 +15,7 @@ use crate::capability::output::OutputCtx;
 use crate::capability::registry::ToolHub;
 use crate::capability::session::SessionCtx;
 use crate::capability::stdio::GuestLog;
+use crate::clock::Clock;
 use crate::limits::{Limits, Tripped};
 use crate::store::OutboundUse;
 
@@ -62,24 +63,31 @@ impl TurnCtx {
         capabilities: Capabilities,
         http: HttpCtx,
         limits: &Limits,
+        clock: &Clock,
     ) -> TurnCtx {
-        TurnCtx::new(Some(capabilities), http, limits)
+        TurnCtx::new(Some(capabilities), http, limits, clock)
     }
 
     /// The data of a call of `describe`, where nothing of a session exists
     /// (`http` grants nothing).
     pub(crate) fn describing(http: HttpCtx, limits: &Limits) -> TurnCtx {
-        TurnCtx::new(None, http, limits)
+        TurnCtx::new(None, http, limits, &Clock::system())
     }
 
-    fn new(capabilities: Option<Capabilities>, http: HttpCtx, limits: &Limits) -> TurnCtx {
+    fn new(
+        capabilities: Option<Capabilities>,
+        http: HttpCtx,
+        limits: &Limits,
+        clock: &Clock,
+    ) -> TurnCtx {
         let log = GuestLog::new(limits.output_bytes);
         // No arguments, environment, preopened directories or network: the
-        // guest's stdout and stderr are its only way out besides the world.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.clone())
-            .stderr(log.clone())
-            .build();
+        // guest's stdout and stderr are its only way out besides the world,
+        // and the time it reads is the host's.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.clone()).stderr(log.clone());
+        clock.serve_to(&mut wasi);
+        let wasi = wasi.build();
         TurnCtx {
             capabilities,
             wasi,

@@ -64,6 +64,7 @@ impl Grants {
 /// output_bytes = 1048576       # said per turn
 /// host_calls = 1000000         # calls into the host per call of an export
 /// state_bytes = 1048576        # the whole session state
+/// value_bytes = 65536          # one state value or KV value
 /// concurrent = 32              # turns of one plugin at once; more are refused (no bound if left out)
 /// concurrent_total = 256       # turns of all plugins at once in this process; more wait
 /// fuel = 100000000             # about one unit per instruction, per call of an export (unmetered if left out)
@@ -157,6 +158,7 @@ struct TurnPolicy {
     output_bytes: Option<usize>,
     host_calls: Option<u64>,
     state_bytes: Option<usize>,
+    value_bytes: Option<usize>,
     concurrent: Option<usize>,
     fuel: Option<u64>,
     guest_output: Option<bool>,
@@ -278,6 +280,9 @@ impl TurnPolicy {
         if self.memory_mib == Some(0) {
             return Err("memory_mib must be at least 1".into());
         }
+        if self.value_bytes == Some(0) {
+            return Err("value_bytes must be at least 1".into());
+        }
         if self.concurrent == Some(0) {
             return Err("concurrent must be at least 1".into());
         }
@@ -292,6 +297,7 @@ impl TurnPolicy {
             output_bytes: self.output_bytes.unwrap_or(limits.output_bytes),
             host_calls: self.host_calls.unwrap_or(limits.host_calls),
             state_bytes: self.state_bytes.unwrap_or(limits.state_bytes),
+            value_bytes: self.value_bytes.unwrap_or(limits.value_bytes),
             plugin_turns: self.concurrent.or(limits.plugin_turns),
             fuel: self.fuel.or(limits.fuel),
             guest_output: self.guest_output.unwrap_or(limits.guest_output),

@@ -133,6 +133,7 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/v1/sessions/{id}/messages", post(sessions::send_message))
         .route("/v1/sessions/{id}/tools/{tool}", post(sessions::call_tool))
         .route("/v1/sessions/{id}/ws", get(websocket::converse))
+        .route("/v1/ws", get(websocket::start_and_converse))
         .route(
             "/mcp",
             any_service(mcp::service(api.clone()))

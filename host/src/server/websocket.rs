@@ -1,9 +1,12 @@
 //! A conversation on one WebSocket: the caller sends messages, tool calls
 //! and the end as JSON text frames, and receives each turn's events as they
-//! happen. A browser page may open one only from an origin the operator
-//! allows, and a session has a bounded number of sockets at once.
+//! happen. A socket opens on a session that exists, or starts its own (a
+//! voice gateway's call in one step). A browser page may open one only from
+//! an origin the operator allows, and a session has a bounded number of
+//! sockets at once.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -12,15 +15,17 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::capability::output::Sink;
 use crate::server::access::slow_message;
-use crate::server::api::{Api, MAX_JSON_BODY, error, owned_session};
+use crate::server::api::{Api, MAX_JSON_BODY, QueryOf, error, owned_session};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
-use crate::session::report::TurnEvent;
+use crate::server::sessions::admit_start;
+use crate::session::error::SessionError;
+use crate::session::report::{SessionStart, TurnEvent};
 use crate::store::Status;
 
 /// What a WebSocket client sends: one JSON object per text frame.
@@ -65,13 +70,7 @@ pub(super) async fn converse(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return error(
-                rejection.status(),
-                "bad-request",
-                format!("this endpoint is a WebSocket: {}", rejection.body_text()),
-            );
-        }
+        Err(rejection) => return not_a_socket(&rejection),
     };
     if record.status != Status::Active {
         return error(
@@ -97,6 +96,102 @@ pub(super) async fn converse(
             websocket(api, caller, id, socket).await;
             drop(open);
         })
+}
+
+/// What a socket that starts its own session says in its query: what the
+/// body of `POST /v1/sessions` says, the variables as a JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartQuery {
+    plugin: String,
+    id: Option<String>,
+    user_id: Option<String>,
+    variables: Option<String>,
+}
+
+/// Opens a WebSocket that starts a session, under the same checks as
+/// `POST /v1/sessions`, made before the upgrade: the start's events come
+/// first (its `committed` event names the session), then the socket serves
+/// the session as [`converse`] does.
+pub(super) async fn start_and_converse(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    query: Result<QueryOf<StartQuery>, Response>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Some(reason) = api.sockets.refuse_origin(&headers) {
+        return error(StatusCode::FORBIDDEN, "forbidden", reason);
+    }
+    let QueryOf(query) = match query {
+        Ok(query) => query,
+        Err(refusal) => return refusal,
+    };
+    let variables = match query.variables.as_deref().map(serde_json::from_str) {
+        None => Map::new(),
+        Some(Ok(variables)) => variables,
+        Some(Err(err)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("`variables` must be a JSON object: {err}"),
+            );
+        }
+    };
+    let start = SessionStart {
+        plugin: query.plugin,
+        id: query.id,
+        user_id: query.user_id,
+        owner: None,
+        variables,
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return not_a_socket(&rejection),
+    };
+    let start = match admit_start(&api, &caller, start).await {
+        Ok(start) => start,
+        Err(refusal) => return refusal,
+    };
+    upgrade
+        .max_frame_size(MAX_JSON_BODY)
+        .max_message_size(MAX_JSON_BODY)
+        .on_upgrade(move |mut socket| async move {
+            let host = api.host.clone();
+            let mut received = spawn_turn(move |sink, _| async move {
+                host.start_session(start, Some(sink))
+                    .await
+                    .map(|report| TurnEvent::committed(&report))
+            });
+            let mut started = None;
+            while let Some(event) = received.recv().await {
+                if let TurnEvent::Committed { session, .. } = &event {
+                    started = (!event.ends_session()).then(|| session.clone());
+                }
+                if send(&mut socket, &event).await.is_err() {
+                    return;
+                }
+            }
+            // A new session has no socket yet, so this one always fits.
+            match started.and_then(|id| Some((api.sockets.open(&id)?, id))) {
+                Some((open, id)) => {
+                    websocket(api, caller, id, socket).await;
+                    drop(open);
+                }
+                None => {
+                    let _ = socket.send(Frame::Close(None)).await;
+                }
+            }
+        })
+}
+
+/// The answer to a request for a socket that is not a WebSocket upgrade.
+fn not_a_socket(rejection: &WebSocketUpgradeRejection) -> Response {
+    error(
+        rejection.status(),
+        "bad-request",
+        format!("this endpoint is a WebSocket: {}", rejection.body_text()),
+    )
 }
 
 /// Frames a client may send while a turn runs, taken in order after it.
@@ -216,16 +311,9 @@ async fn read(socket: &mut WebSocket) -> Read {
 /// Starts the turn `inbound` asks for: its events as they happen, the last
 /// one its outcome.
 fn turn(api: &Api, id: &str, inbound: Inbound) -> mpsc::UnboundedReceiver<TurnEvent> {
-    let (events, received) = mpsc::unbounded_channel();
-    let said = events.clone();
-    let sink: Sink = Arc::new(move |text: &str| {
-        let _ = said.send(TurnEvent::Say {
-            text: text.to_owned(),
-        });
-    });
     let (host, id) = (api.host.clone(), id.to_owned());
-    tokio::spawn(async move {
-        let done = match inbound {
+    spawn_turn(move |sink, events| async move {
+        match inbound {
             Inbound::Message { text } => host
                 .send_message(&id, &text, Some(sink))
                 .await
@@ -241,7 +329,28 @@ fn turn(api: &Api, id: &str, inbound: Inbound) -> mpsc::UnboundedReceiver<TurnEv
                 TurnEvent::committed(&report)
             }),
             Inbound::Interrupt => unreachable!("an interrupt is no turn"),
-        };
+        }
+    })
+}
+
+/// Runs `work` on its own task with a sink that sends each `say` as an
+/// event: the events as they happen, the last one the outcome `work`
+/// answers (which may send events of its own first).
+fn spawn_turn<F, Work>(work: F) -> mpsc::UnboundedReceiver<TurnEvent>
+where
+    F: FnOnce(Sink, mpsc::UnboundedSender<TurnEvent>) -> Work,
+    Work: Future<Output = Result<TurnEvent, SessionError>> + Send + 'static,
+{
+    let (events, received) = mpsc::unbounded_channel();
+    let said = events.clone();
+    let sink: Sink = Arc::new(move |text: &str| {
+        let _ = said.send(TurnEvent::Say {
+            text: text.to_owned(),
+        });
+    });
+    let done = work(sink, events.clone());
+    tokio::spawn(async move {
+        let done = done.await;
         let _ = events.send(done.unwrap_or_else(|err| TurnEvent::failed(&err)));
     });
     received

@@ -212,7 +212,7 @@ impl Host {
                 deadline,
             )),
         };
-        let ctx = TurnCtx::in_session(capabilities, http, &limits);
+        let ctx = TurnCtx::in_session(capabilities, http, &limits, &inner.clock);
         let (result, ctx) = call(
             inner.plugins.engine(),
             &inner.metrics,

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 /// Messages kept in state; older ones are folded into the summary.
 const KEPT_MESSAGES: usize = 24;
+/// Bytes of those messages as JSON, at most: half the host's default cap
+/// on one state value (64 KiB), so that a few long answers or tool results
+/// never make a turn fail.
+const KEPT_BYTES: usize = 32 << 10;
 /// The longest summary kept, in bytes; its oldest lines go first.
 const SUMMARY_BYTES: usize = 2000;
 /// Rounds of tool calls one message may take before the agent gives up.
@@ -170,18 +174,27 @@ impl Assistant {
             .send()
             .and_then(http::Response::error_for_status)
             .map_err(|err| err.to_string())?;
-        let mut reply = ChatMessage::new("assistant", String::new());
-        for event in response.events() {
-            let event = event.map_err(|err| err.to_string())?;
-            if event.data == "[DONE]" {
-                break;
-            }
-            let chunk: Value = serde_json::from_str(&event.data)
-                .map_err(|err| format!("the model sent a chunk that is not JSON: {err}"))?;
-            merge(&mut reply, &chunk["choices"][0]["delta"]);
-        }
-        if reply.content.as_deref() == Some("") && !reply.tool_calls.is_empty() {
+        let kind = response
+            .header("content-type")
+            .unwrap_or("none")
+            .to_ascii_lowercase();
+        let mut reply = if kind.starts_with("text/event-stream") {
+            streamed(response)?
+        } else if kind.starts_with("application/json") {
+            // A server that does not stream answers one `chat.completion`.
+            let completion: Value = response.json().map_err(|err| err.to_string())?;
+            whole(&completion)?
+        } else {
+            return Err(format!(
+                "the model server answered with content type `{kind}`, \
+                 neither server-sent events nor JSON"
+            ));
+        };
+        if reply.content.as_deref() == Some("") {
             reply.content = None;
+        }
+        if reply.content.is_none() && reply.tool_calls.is_empty() {
+            return Err("the model answered neither text nor a tool call".to_owned());
         }
         Ok(reply)
     }
@@ -199,11 +212,13 @@ impl Assistant {
         }
     }
 
-    /// Keeps the latest messages, from a user message on, folding the
-    /// oldest exchanges (a user message and what followed it) into the
-    /// summary.
+    /// Keeps the latest messages, from a user message on, within
+    /// [`KEPT_MESSAGES`] and [`KEPT_BYTES`], folding the oldest exchanges (a
+    /// user message and what followed it) into the summary.
     fn trim(&mut self) {
-        while self.messages.len() > KEPT_MESSAGES {
+        let bytes =
+            |messages: &[ChatMessage]| serde_json::to_vec(messages).map_or(0, |json| json.len());
+        while self.messages.len() > KEPT_MESSAGES || bytes(&self.messages) > KEPT_BYTES {
             let exchange = self
                 .messages
                 .iter()
@@ -225,6 +240,50 @@ impl Assistant {
                 None => self.summary.clear(),
             }
         }
+    }
+}
+
+/// The answer of a streamed completion, its text said as it arrives.
+fn streamed(response: http::Response) -> Result<ChatMessage, String> {
+    let mut reply = ChatMessage::new("assistant", String::new());
+    for event in response.events() {
+        let event = event.map_err(|err| err.to_string())?;
+        if event.data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data)
+            .map_err(|err| format!("the model sent a chunk that is not JSON: {err}"))?;
+        refused(&chunk)?;
+        merge(&mut reply, &chunk["choices"][0]["delta"]);
+    }
+    Ok(reply)
+}
+
+/// The answer of a completion that came whole, its text said at once.
+fn whole(completion: &Value) -> Result<ChatMessage, String> {
+    refused(completion)?;
+    let message = completion["choices"][0]["message"].clone();
+    if !message.is_object() {
+        return Err("the model server's answer has no `choices[0].message`".to_owned());
+    }
+    let reply: ChatMessage = serde_json::from_value(message)
+        .map_err(|err| format!("the model server's message is not a chat message: {err}"))?;
+    if let Some(text) = reply.content.as_deref().filter(|text| !text.is_empty()) {
+        say(text);
+    }
+    Ok(reply)
+}
+
+/// Fails with the message of an `error` object the model server sent.
+fn refused(answer: &Value) -> Result<(), String> {
+    match answer.get("error") {
+        None | Some(Value::Null) => Ok(()),
+        Some(error) => Err(format!(
+            "the model server answered an error: {}",
+            error["message"]
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_owned)
+        )),
     }
 }
 

@@ -1,10 +1,10 @@
-//! Reaches outbound HTTP and configuration through tools, so tests and
-//! operators can see what a plugin's policy lets through: a request to any
-//! URL, a stream of server-sent events said as they arrive, and any
-//! configuration value. A refused or failed request comes back as the
+//! Reaches outbound HTTP, configuration and the clock through tools, so
+//! tests and operators can see what a plugin's policy lets through and what
+//! time the host tells it: a request to any URL, a stream of server-sent
+//! events said as they arrive, any configuration value, and the time. A refused or failed request comes back as the
 //! tool's error, as the SDK words it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agentbox_sdk::{Agent, http, say, tools};
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,16 @@ impl Fetcher {
     #[tool]
     fn config(&mut self, key: String) -> Result<Option<String>, String> {
         Ok(agentbox_sdk::config::get(&key))
+    }
+
+    /// The time as the plugin reads it (`wasi:clocks/wall-clock`), in
+    /// milliseconds since the Unix epoch.
+    #[tool]
+    fn now(&mut self) -> Result<u64, String> {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|err| format!("the clock is before 1970: {err}"))?;
+        Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Every configuration key the plugin may read, sorted.

@@ -3,8 +3,8 @@ in session state, the `user` KV bucket with a TTL, notes in the history, a
 tool with optional and list arguments, refusals of the host as `HostError`,
 `Fail`, and an unexpected exception whose traceback reaches the caller.
 plugins/js/notebook is the same agent in JavaScript. Only this one sends
-its notes out over HTTP (`fetch`, `post`): the JavaScript helper has no
-HTTP yet."""
+its notes out over HTTP (`fetch`, `post`) and reads server-sent events as
+they arrive (`stream`): the JavaScript helper has no HTTP yet."""
 
 from typing import Annotated
 
@@ -46,6 +46,13 @@ class Notebook(agentbox.Agent):
             try:
                 kv.open(rest)
             except HostError as refused:
+                say(f"refused ({refused.kind})")
+        elif command == "stream":
+            try:
+                with http.stream("GET", rest) as response:
+                    for event in response.events():
+                        say(f"{event.event or 'message'}: {event.data}")
+            except HttpError as refused:
                 say(f"refused ({refused.kind})")
         elif command in ("fetch", "post"):
             try:
