@@ -57,6 +57,39 @@ export declare const registry: {
   call<T extends Json>(name: string, args?: { [name: string]: Json }): T;
 };
 
+/** A request got no response; `kind` is the `wasi:http` error code. */
+export declare class HttpError extends Error {
+  readonly kind: string;
+  readonly detail?: string;
+}
+
+/** One server-sent event. */
+export declare class Event {
+  readonly event?: string;
+  readonly data: string;
+}
+
+type Headers = [string, string][] | { [name: string]: string };
+
+/** A response whose status and headers arrived; its body is read as it comes. */
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: [string, string][];
+  header(name: string, fallback?: string): string | undefined;
+  chunks(): Generator<Uint8Array>;
+  bytes(): Uint8Array;
+  text(): string;
+  json<T extends Json>(): T;
+  events(): Generator<Event>;
+  close(): void;
+}
+
+export declare const http: {
+  request(method: string, url: string, options?: { headers?: Headers; body?: string | Uint8Array }): HttpResponse;
+  get(url: string, headers?: Headers): HttpResponse;
+  postJson(url: string, value: Json, headers?: Headers): HttpResponse;
+};
+
 /** A JSON Schema built by `s`; `.optional()` makes an argument not required. */
 export interface Schema {
   readonly schema: { [keyword: string]: Json };

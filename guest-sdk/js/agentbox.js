@@ -3,7 +3,8 @@
 // A thin layer over the `agentbox:plugin` world as componentize-js binds it:
 // an `Agent` base class whose own fields live in session state, `tool()`
 // with a small JSON Schema builder (`s`), and helpers for `say`, the
-// session, KV and the tool registry. See docs/guests/javascript.md.
+// session, KV, the tool registry and outbound HTTP (`http`, blocking, with
+// bodies read as they come). See docs/guests/javascript.md.
 //
 //     import { Agent, exportAgent, say } from 'agentbox';
 //
@@ -23,6 +24,8 @@ import * as wit from 'agentbox:plugin/session@0.2.0';
 import * as witKv from 'agentbox:plugin/kv@0.2.0';
 import * as witRegistry from 'agentbox:plugin/registry@0.2.0';
 import { say as witSay } from 'agentbox:plugin/output@0.2.0';
+import * as witHttp from 'wasi:http/types@0.2.12';
+import { handle as witSend } from 'wasi:http/outgoing-handler@0.2.12';
 
 /** Throw it from a hook or tool to fail the turn with its message; the host
  * commits nothing. Any other exception fails the turn too, as
@@ -156,6 +159,208 @@ export const registry = {
   /** Calls `plugin/tool` or `mcp:server/tool`; returns its decoded result
    * or throws a `HostError`. */
   call: (name, args = {}) => JSON.parse(host(() => witRegistry.call(name, JSON.stringify(args)))),
+};
+
+// --- Outbound HTTP -------------------------------------------------------------
+
+/** A request got no response: `kind` is the `wasi:http` error code, such as
+ * `HTTP-request-denied` (the policy does not allow the origin),
+ * `destination-IP-prohibited` or `connection-timeout`. */
+export class HttpError extends Error {
+  constructor(kind, message) {
+    super(message === undefined ? kind : `${kind}: ${message}`);
+    this.kind = kind;
+    this.detail = message;
+  }
+}
+
+const headerOf = (headers, name, fallback) =>
+  headers.find(([key]) => key.toLowerCase() === name.toLowerCase())?.[1] ?? fallback;
+
+/** One server-sent event: `event`, its `event:` field (or undefined), and
+ * `data`, its `data:` lines joined by line breaks. */
+export class Event {
+  constructor(event, data) {
+    this.event = event;
+    this.data = data;
+  }
+}
+
+/** A response whose status and headers arrived; its body is read as it
+ * comes: `chunks()` yields its bytes as they arrive, `events()` its
+ * server-sent events, `bytes()`, `text()` and `json()` the rest whole.
+ * `close()` it when done (reading the whole body does). */
+class Response {
+  #response;
+  #body;
+  #stream;
+
+  constructor(response) {
+    this.#response = response;
+    this.status = response.status();
+    const fields = response.headers();
+    this.headers = fields.entries().map(([name, value]) => [name, decoder.decode(value)]);
+    fields[Symbol.dispose]?.();
+    this.#body = response.consume();
+    this.#stream = this.#body.stream();
+  }
+
+  /** The first value of the header `name`, any case. */
+  header(name, fallback) {
+    return headerOf(this.headers, name, fallback);
+  }
+
+  /** The body's bytes as they arrive, each a `Uint8Array`. */
+  *chunks() {
+    while (this.#stream !== undefined) {
+      let chunk;
+      try {
+        chunk = this.#stream.blockingRead(65536n);
+      } catch (err) {
+        this.close();
+        if (err?.payload?.tag === 'closed') return;
+        throw new HttpError('HTTP-response-incomplete');
+      }
+      yield chunk;
+    }
+  }
+
+  /** The rest of the body. */
+  bytes() {
+    const chunks = [...this.chunks()];
+    const whole = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+    let at = 0;
+    for (const chunk of chunks) {
+      whole.set(chunk, at);
+      at += chunk.length;
+    }
+    return whole;
+  }
+
+  text() {
+    return decoder.decode(this.bytes());
+  }
+
+  json() {
+    return JSON.parse(this.text());
+  }
+
+  /** The body as server-sent events (`text/event-stream`), each yielded as
+   * soon as its blank line arrives. */
+  *events() {
+    let buffer = new Uint8Array(0);
+    let event;
+    let data = [];
+    const take = (raw) => {
+      const line = decoder.decode(raw).replace(/\r$/, '');
+      if (line === '') {
+        if (event === undefined && data.length === 0) return undefined;
+        const done = new Event(event, data.join('\n'));
+        event = undefined;
+        data = [];
+        return done;
+      }
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'data') data.push(value);
+      else if (field === 'event') event = value;
+      return undefined;
+    };
+    for (const chunk of this.chunks()) {
+      const joined = new Uint8Array(buffer.length + chunk.length);
+      joined.set(buffer);
+      joined.set(chunk, buffer.length);
+      buffer = joined;
+      let end;
+      while ((end = buffer.indexOf(10)) >= 0) {
+        const done = take(buffer.subarray(0, end));
+        buffer = buffer.slice(end + 1);
+        if (done) yield done;
+      }
+    }
+    // A last event without its blank line.
+    for (const raw of [buffer, new Uint8Array(0)]) {
+      const done = take(raw);
+      if (done) yield done;
+    }
+  }
+
+  /** Closes the body and the response. */
+  close() {
+    if (this.#stream === undefined) return;
+    this.#stream[Symbol.dispose]?.();
+    this.#stream = undefined;
+    witHttp.IncomingBody.finish(this.#body)[Symbol.dispose]?.();
+    this.#response[Symbol.dispose]?.();
+  }
+}
+
+/** Outbound HTTP through `wasi:http`, blocking until the status and
+ * headers arrive. The operator's policy decides which origins a plugin
+ * reaches (none by default); the host bounds every wait by the turn's
+ * deadline. A 4xx or 5xx is a response; no response throws `HttpError`. */
+export const http = {
+  /** Sends `method url` with `headers` (pairs or an object) and `body` (a
+   * string or bytes); the `Response`, whose body is read as it comes. */
+  request(method, url, { headers = [], body } = {}) {
+    let parts;
+    try {
+      parts = new URL(url);
+    } catch {
+      throw new HttpError('HTTP-request-URI-invalid', url);
+    }
+    if ((parts.protocol !== 'http:' && parts.protocol !== 'https:') || parts.host === '') {
+      throw new HttpError('HTTP-request-URI-invalid', url);
+    }
+    const pairs = Array.isArray(headers) ? [...headers] : Object.entries(headers);
+    const data = typeof body === 'string' ? encoder.encode(body) : (body ?? new Uint8Array(0));
+    // A body of known size is declared, as mainstream clients do: a server
+    // that reads by content-length alone would see none.
+    const verb = method.toUpperCase();
+    const declares = data.length > 0 || ['POST', 'PUT', 'PATCH'].includes(verb);
+    if (declares && !pairs.some(([name]) => name.toLowerCase() === 'content-length')) {
+      pairs.push(['content-length', String(data.length)]);
+    }
+    const fields = witHttp.Fields.fromList(pairs.map(([name, value]) => [name.toLowerCase(), encoder.encode(String(value))]));
+    const request = new witHttp.OutgoingRequest(fields);
+    const known = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'];
+    request.setMethod(known.includes(verb) ? { tag: verb.toLowerCase() } : { tag: 'other', val: method });
+    request.setScheme({ tag: parts.protocol === 'https:' ? 'HTTPS' : 'HTTP' });
+    request.setAuthority(parts.host);
+    request.setPathWithQuery(`${parts.pathname}${parts.search}`);
+    const sending = request.body();
+    let future;
+    try {
+      future = witSend(request, undefined);
+    } catch (err) {
+      throw new HttpError(err?.payload?.tag ?? 'internal-error');
+    }
+    const stream = sending.write();
+    for (let at = 0; at < data.length; at += 4096) {
+      stream.blockingWriteAndFlush(data.subarray(at, at + 4096));
+    }
+    stream[Symbol.dispose]?.();
+    witHttp.OutgoingBody.finish(sending, undefined);
+    let answer;
+    while ((answer = future.get()) === undefined) {
+      const ready = future.subscribe();
+      ready.block();
+      ready[Symbol.dispose]?.();
+    }
+    future[Symbol.dispose]?.();
+    if (answer.tag === 'err' || answer.val.tag === 'err') {
+      throw new HttpError(answer.tag === 'err' ? 'internal-error' : answer.val.val.tag);
+    }
+    return new Response(answer.val.val);
+  },
+  get: (url, headers = []) => http.request('GET', url, { headers }),
+  /** POSTs `value` as JSON. */
+  postJson: (url, value, headers = []) =>
+    http.request('POST', url, {
+      headers: [...(Array.isArray(headers) ? headers : Object.entries(headers)), ['content-type', 'application/json']],
+      body: JSON.stringify(value),
+    }),
 };
 
 // --- JSON Schema --------------------------------------------------------------

@@ -12,3 +12,8 @@ async fn the_helper_library_serves_state_kv_notes_tools_and_failures() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_library_sends_requests_the_policy_allows_and_names_a_refusal() {
+    crate::languages::notebook_http(JS_NOTEBOOK).await;
+}

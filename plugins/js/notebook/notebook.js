@@ -1,10 +1,13 @@
 // A notebook agent that exercises the JavaScript helper library: own fields
 // in session state, the `user` KV bucket with a TTL, notes in the history,
 // a tool with optional and list arguments, refusals of the host as
-// `HostError`, `Fail`, and an unexpected exception whose stack reaches the
-// caller. plugins/python/notebook is the same agent in Python.
+// `HostError`, `Fail`, an unexpected exception whose stack reaches the
+// caller, and outbound HTTP (`fetch`, `post`, server-sent events with
+// `stream`). plugins/python/notebook is the same agent in Python.
 
-import { Agent, END, Fail, HostError, exportAgent, kv, s, say, session, tool } from '../../../guest-sdk/js/agentbox.js';
+import {
+  Agent, END, Fail, HostError, HttpError, exportAgent, http, kv, s, say, session, tool,
+} from '../../../guest-sdk/js/agentbox.js';
 
 class Notebook extends Agent {
   static NAME = 'notebook';
@@ -51,6 +54,27 @@ class Notebook extends Agent {
           kv.open(rest);
         } catch (err) {
           if (!(err instanceof HostError)) throw err;
+          say(`refused (${err.kind})`);
+        }
+        break;
+      case 'fetch':
+      case 'post':
+        try {
+          const response = command === 'fetch' ? http.get(rest) : http.postJson(rest, { notes: this.notes });
+          say(`${response.status} ${response.header('x-seen', '-')} ${response.text()}`);
+        } catch (err) {
+          if (!(err instanceof HttpError)) throw err;
+          say(`refused (${err.kind})`);
+        }
+        break;
+      case 'stream':
+        try {
+          const response = http.get(rest);
+          for (const event of response.events()) {
+            say(`${event.event ?? 'message'}: ${event.data}`);
+          }
+        } catch (err) {
+          if (!(err instanceof HttpError)) throw err;
           say(`refused (${err.kind})`);
         }
         break;

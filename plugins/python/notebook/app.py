@@ -1,10 +1,9 @@
 """A notebook agent that exercises the Python helper library: typed fields
 in session state, the `user` KV bucket with a TTL, notes in the history, a
 tool with optional and list arguments, refusals of the host as `HostError`,
-`Fail`, and an unexpected exception whose traceback reaches the caller.
-plugins/js/notebook is the same agent in JavaScript. Only this one sends
-its notes out over HTTP (`fetch`, `post`) and reads server-sent events as
-they arrive (`stream`): the JavaScript helper has no HTTP yet."""
+`Fail`, an unexpected exception whose traceback reaches the caller, and
+outbound HTTP (`fetch`, `post`, server-sent events with `stream`).
+plugins/js/notebook is the same agent in JavaScript."""
 
 from typing import Annotated
 
