@@ -455,6 +455,19 @@ function guarded(work) {
   }
 }
 
+/** `value` as JSON text; a value that is not JSON fails the call, saying
+ * what returned it. */
+function json(value, what) {
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch (err) {
+    throw `${what} returned a value that is not JSON: ${err}`;
+  }
+  if (text === undefined) throw `${what} returned a value that is not JSON: ${typeof value}`;
+  return text;
+}
+
 function stateSchemaOf(Class) {
   const schema = Class.stateSchema;
   if (schema === undefined || schema === null) return undefined;
@@ -530,13 +543,15 @@ export function exportAgent(Class) {
     callTool(name, args) {
       const found = Class.tools[name];
       if (found === undefined) throw `${Class.NAME} has no tool \`${name}\``;
-      return JSON.stringify(turn((agent) => found.run.call(agent, JSON.parse(args))));
+      const result = turn((agent) => found.run.call(agent, JSON.parse(args)));
+      // A tool that returns nothing answers `null`, as in Python.
+      return json(result ?? null, `tool \`${name}\``);
     },
     onEnd(reason) {
       turn((agent) => agent.onEnd(reason));
     },
     migrate(fromStateVersion, state) {
-      return guarded(() => JSON.stringify(Class.migrate(fromStateVersion, JSON.parse(state))));
+      return guarded(() => json(Class.migrate(fromStateVersion, JSON.parse(state)), 'migrate'));
     },
   };
 }

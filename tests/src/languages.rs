@@ -247,6 +247,25 @@ pub async fn notebook(path: &str, exception: &str, trace: &str) {
         .await
         .unwrap_err();
     assert_eq!(early.cause.kind(), "precondition", "{early}");
+    // A tool that returns nothing (a KV read of a missing key) answers null;
+    // one that returns what is not JSON fails its call, saying so.
+    let nothing = host
+        .call_tool(&id, "recall", json!({ "key": "last_order" }), None)
+        .await
+        .unwrap();
+    assert_eq!(nothing.result, Value::Null);
+    let before = host.session(&id).await.unwrap().unwrap();
+    let raw = host
+        .call_tool(&id, "raw", json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(raw.cause.kind(), "guest-error", "{raw}");
+    assert!(
+        raw.to_string()
+            .contains("tool `raw` returned a value that is not JSON: "),
+        "{raw}"
+    );
+    assert_eq!(host.session(&id).await.unwrap().unwrap(), before);
 
     // KV outlives the session, until its TTL runs out.
     reply("call-me Ada").await;

@@ -23,6 +23,7 @@ componentize-py builds the component from the module that defines the
 module-level `Agent`; see docs/guests/python.md.
 """
 
+import copy
 import dataclasses
 import enum
 import inspect
@@ -30,6 +31,7 @@ import json
 import re
 import traceback
 import typing
+from types import UnionType
 from urllib.parse import urlsplit
 
 from componentize_py_types import Err
@@ -528,8 +530,14 @@ class _Tool:
         description, docs = _docstring(function)
         hints = typing.get_type_hints(function, include_extras=True)
         properties, required = {}, []
+        # Arguments whose hint is an Enum arrive as its members, as their
+        # defaults are.
+        self.enums = {}
         for name, parameter in list(inspect.signature(function).parameters.items())[1:]:
-            schema = schema_of(hints.get(name, typing.Any))
+            hint = hints.get(name, typing.Any)
+            if (member_of := _enum_of(hint)) is not None:
+                self.enums[name] = member_of
+            schema = schema_of(hint)
             if name in docs and "description" not in schema:
                 schema = dict(schema, description=docs[name])
             properties[name] = schema
@@ -547,6 +555,38 @@ class _Tool:
             cache_ttl_ms=cache_ttl_ms,
             cache_scope=types.CacheScope[cache_scope.upper()],
         )
+
+
+    def call(self, agent, arguments):
+        """Runs the tool for `agent` with the decoded `arguments`."""
+        for name, member_of in self.enums.items():
+            if arguments.get(name) is not None:
+                arguments[name] = member_of(arguments[name])
+        return self.function(agent, **arguments)
+
+
+def _enum_of(hint):
+    """The Enum class `hint` names, itself or as `Optional[...]` or
+    `Annotated[...]`; else None."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return _enum_of(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, UnionType):
+        found = [_enum_of(arg) for arg in typing.get_args(hint) if arg is not type(None)]
+        return found[0] if len(found) == 1 else None
+    return hint if isinstance(hint, type) and issubclass(hint, enum.Enum) else None
+
+
+def _json(value, what):
+    """`value` as JSON text (an Enum member as its value); a value that is
+    not JSON fails the call, saying what returned it."""
+    def member(value):
+        if isinstance(value, enum.Enum):
+            return value.value
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    try:
+        return json.dumps(value, default=member)
+    except (TypeError, ValueError) as error:
+        raise Err(f"{what} returned a value that is not JSON: {error}") from None
 
 
 def tool(function=None, *, requires=(), cache_ttl_ms=None, cache_scope="session",
@@ -585,6 +625,12 @@ class Agent:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        # A list, dict or set default is each instance's own copy, so
+        # `orders: list[dict] = []` is written the natural way.
+        for name in inspect.get_annotations(cls):
+            default = vars(cls).get(name)
+            if isinstance(default, (list, dict, set)):
+                setattr(cls, name, dataclasses.field(default_factory=lambda value=default: copy.deepcopy(value)))
         dataclasses.dataclass(cls)
 
     @classmethod
@@ -688,13 +734,13 @@ def export(cls):
             if found is None:
                 raise Err(f"{cls.NAME} has no tool `{name}`")
             arguments = json.loads(args)
-            return json.dumps(turn(lambda agent: found.function(agent, **arguments)))
+            return _json(turn(lambda agent: found.call(agent, arguments)), f"tool `{name}`")
 
         def on_end(self, reason):
             turn(lambda agent: agent.on_end(reason.name.lower()))
 
         def migrate(self, from_state_version, state):
-            return _guarded(lambda: json.dumps(cls.migrate(from_state_version, json.loads(state))))
+            return _guarded(lambda: _json(cls.migrate(from_state_version, json.loads(state)), "migrate"))
 
     Exported.__name__ = "Agent"
     return Exported

@@ -118,6 +118,16 @@ class Notebook extends Agent {
       },
       { requires: ['notes'] },
     ),
+    recall: tool(
+      "What the user's bucket holds under `key`, if anything.",
+      { key: s.string() },
+      function ({ key }) {
+        return kv.open('user').get(key);
+      },
+    ),
+    raw: tool('A value that is not JSON.', {}, function () {
+      return 10n;
+    }),
   };
 }
 

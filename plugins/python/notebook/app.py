@@ -5,10 +5,16 @@ tool with optional and list arguments, refusals of the host as `HostError`,
 outbound HTTP (`fetch`, `post`, server-sent events with `stream`).
 plugins/js/notebook is the same agent in JavaScript."""
 
+from enum import Enum
 from typing import Annotated
 
 import agentbox
 from agentbox import Fail, HostError, HttpError, http, kv, say, session, tool
+
+
+class Level(Enum):
+    LOW = "low"
+    HIGH = "high"
 
 
 class Notebook(agentbox.Agent):
@@ -17,7 +23,7 @@ class Notebook(agentbox.Agent):
     DESCRIPTION = "Keeps notes for a conversation and remembers what to call the user"
 
     notes: list[str] = None
-    tags: dict[str, list[str]] = None
+    tags: dict[str, list[str]] = {}
 
     def on_start(self):
         name = kv.open("user").get("name")
@@ -91,6 +97,21 @@ class Notebook(agentbox.Agent):
     def find(self, tag: str):
         """The notes tagged `tag`."""
         return (self.tags or {}).get(tag, [])
+
+    @tool
+    def recall(self, key: str):
+        """What the user's bucket holds under `key`, if anything."""
+        return kv.open("user").get(key)
+
+    @tool
+    def raw(self):
+        """A value that is not JSON."""
+        return {1, 2}
+
+    @tool
+    def prioritize(self, level: Level = Level.LOW):
+        """Says how urgent the notes are."""
+        return {"level": level, "member": isinstance(level, Level)}
 
 
 Agent = agentbox.export(Notebook)
