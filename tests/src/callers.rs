@@ -1009,6 +1009,22 @@ fn a_socket_starts_its_own_session_under_the_same_checks_as_a_post() {
         (&json!("committed"), &json!(1)),
         "{answered:?}"
     );
+    // A tool frame with bad arguments is refused with each violation.
+    socket
+        .send(tungstenite::Message::Text(
+            json!({ "type": "tool", "tool": "record_information",
+                    "arguments": { "field": "shoe size", "value": "42" } })
+            .to_string()
+            .into(),
+        ))
+        .unwrap();
+    let refused = turn_events(&mut socket);
+    let last = refused.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["violations"][0]["pointer"]),
+        (&json!("invalid-arguments"), &json!("/field")),
+        "{refused:?}"
+    );
     // The session is the caller's own, as a POSTed one would be.
     let (status, body) = served.as_caller(&app, "GET", &format!("/v1/sessions/{id}"), None);
     assert_eq!((status, &body["turn"]), (200, &json!(1)), "{body}");

@@ -28,6 +28,9 @@ use crate::{HostArgs, PluginArg, REAP_EVERY, compilation_text, load, parse_var};
 /// Sessions live in the store: with the default SQLite store, `--session ID` resumes a
 /// session where it left off, even after the process was killed.
 ///
+/// Exit status: 0, or 1 when a turn failed and the input was not a terminal (a --script,
+/// or lines piped in), so a script whose conversation breaks fails its caller.
+///
 /// Examples:
 ///
 ///   agentbox run plugins/intake

@@ -448,12 +448,18 @@ fn a_password_is_nowhere_after_a_login_not_in_the_store_the_log_or_any_answer() 
             &login,
             json!({ "username": "ada", "password": "not-Ada's-1st-guess" }),
         );
-        assert_eq!(status, 502, "the shop refuses it: {answer}");
+        assert_eq!(status, 422, "the shop refuses it: {answer}");
+        assert!(answer.contains("\"kind\":\"guest-error\""), "{answer}");
         let (status, answer) = call(&login, json!({ "username": "ada", "password": 4_213_370 }));
         assert_eq!(status, 422, "{answer}");
         assert!(
             answer.contains("/password") && answer.contains("[redacted]"),
             "the refusal says where, not what: {answer}"
+        );
+        assert_eq!(
+            json_of(&answer)["violations"][0]["pointer"],
+            "/password",
+            "{answer}"
         );
         let (status, answer) = call(&login, json!({ "username": "ada", "password": "lovelace" }));
         assert_eq!(status, 200, "{answer}");

@@ -209,6 +209,23 @@ fn run_prints_say_committed_and_error_events_as_json() {
 }
 
 #[test]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let script = data.path().join("script.txt");
+    // No policy allows the fetcher anything: the refusal is logged.
+    std::fs::write(&script, "/tool fetch {\"url\": \"http://127.0.0.1:9/\"}\n").unwrap();
+    let output = run_output(
+        agentbox("run", data.path())
+            .args(["--store", "memory", "--script"])
+            .arg(&script)
+            .arg(plugin_dir("fetcher")),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("outbound request refused"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+#[test]
 fn run_shows_replies_and_state_changes_as_text() {
     let data = tempfile::tempdir().unwrap();
     let script = data.path().join("script.txt");

@@ -122,8 +122,11 @@ impl PluginVersion {
         {
             tracing::warn!(%digest, "cannot keep the compiled artifact: {err:#}");
         }
+        // Interpreters export their own functions beside the world's (every
+        // Python plugin does): worth knowing, not worth a warning at every
+        // load. `agentbox inspect` lists them.
         if !extra_exports.is_empty() {
-            tracing::warn!(
+            tracing::info!(
                 plugin = manifest.name,
                 exports = extra_exports.join(", "),
                 "the component exports more than the agent interface; the host never calls the rest"

@@ -85,7 +85,10 @@ impl IntoResponse for SessionError {
                 StatusCode::NOT_FOUND
             }
             Cause::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Cause::InvalidArguments { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            // The plugin's own refusal (an error it returned) is the
+            // caller's to handle, like arguments it cannot take; a plugin
+            // that breaks (traps, limits) is a fault of the server side.
+            Cause::InvalidArguments { .. } | Cause::Guest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Cause::Precondition { .. } => StatusCode::PRECONDITION_FAILED,
             Cause::Ended
             | Cause::Exists
@@ -100,6 +103,9 @@ impl IntoResponse for SessionError {
         let mut body = json!({ "kind": self.cause.kind(), "message": self.to_string() });
         if let Some(output) = self.guest_output {
             body["guest_output"] = output.as_ref().into();
+        }
+        if let Cause::InvalidArguments { violations, .. } = &self.cause {
+            body["violations"] = json!(violations);
         }
         (status, Json(body)).into_response()
     }

@@ -7,8 +7,9 @@
 //! Every error is JSON, `{"kind": "...", "message": "..."}`, with a stable
 //! `kind`, hyper's own answers to unreadable requests included ([`held`]):
 //! the caller's mistakes (bad JSON, unknown plugin, session or tool,
-//! invalid arguments, oversized bodies) are 4xx; a plugin that fails its turn
-//! is 502; the store failing is 503. See `docs/api.md`.
+//! invalid arguments, oversized bodies, and the plugin's own refusal) are
+//! 4xx; a plugin that breaks in its turn is 502; the store failing is 503.
+//! See `docs/api.md`.
 
 mod access;
 mod admin;

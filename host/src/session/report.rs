@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::session::error::SessionError;
+use crate::plugin::tools::Violation;
+use crate::session::error::{Cause, SessionError};
 use crate::store::{Message, Role, State};
 
 /// How the conversation goes on after a turn.
@@ -112,6 +113,9 @@ pub enum TurnEvent {
         /// limits say so.
         #[serde(skip_serializing_if = "Option::is_none")]
         guest_output: Option<String>,
+        /// Each violation of invalid arguments, with its JSON pointer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        violations: Option<Vec<Violation>>,
     },
 }
 
@@ -142,6 +146,7 @@ impl TurnEvent {
             kind,
             message,
             guest_output: None,
+            violations: None,
         }
     }
 
@@ -151,6 +156,10 @@ impl TurnEvent {
             kind: err.cause.kind(),
             message: err.to_string(),
             guest_output: err.guest_output.as_deref().map(str::to_owned),
+            violations: match &err.cause {
+                Cause::InvalidArguments { violations, .. } => Some(violations.clone()),
+                _ => None,
+            },
         }
     }
 
