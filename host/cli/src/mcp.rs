@@ -40,6 +40,11 @@ pub(crate) struct McpArgs {
     #[arg(long, value_name = "SPEC")]
     store: Option<StoreSpec>,
 
+    /// The user the client's sessions belong to, whose `user` KV bucket plugins read and
+    /// write (as `run --user`); without it, a plugin's `user` bucket is refused
+    #[arg(long, value_name = "ID")]
+    user: Option<String>,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -65,6 +70,6 @@ pub(crate) async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let _reaper = host.spawn_reaper(REAP_EVERY);
     crate::announce_mcp_servers(&host);
     eprintln!("agentbox: serving MCP on stdin and stdout (store {spec})");
-    agentbox_host::server::mcp::serve_stdio(host).await?;
+    agentbox_host::server::mcp::serve_stdio(host, args.user).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -346,6 +346,48 @@ fn mcp_over_stdio_serves_the_same_tools_to_a_desktop_client() {
     });
 }
 
+#[test]
+fn mcp_over_stdio_serves_the_user_it_is_told_and_no_one_without() {
+    let data = tempfile::tempdir().unwrap();
+    let probe = plugin_dir("kv-probe");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let put_as = |user: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentbox"));
+        command
+            .args(["mcp", "--store", "memory", "--data-dir"])
+            .arg(data.path())
+            .arg("--plugin")
+            .arg(&probe)
+            .env("RUST_LOG", "warn");
+        if let Some(user) = user {
+            command.args(["--user", user]);
+        }
+        runtime.block_on(async {
+            let (client, _, _) = Client::new();
+            let client = client
+                .serve_with_lifecycle(
+                    TokioChildProcess::new(command).unwrap(),
+                    ClientLifecycleMode::Initialize,
+                )
+                .await
+                .unwrap();
+            let put = call(
+                &client,
+                "kv-probe_put",
+                json!({ "bucket": "user", "key": "last_order", "value": "book" }),
+            )
+            .await;
+            client.cancel().await.unwrap();
+            put
+        })
+    };
+    let put = put_as(Some("ada@example.com"));
+    assert_eq!(put.is_error, Some(false), "{}", text(&put));
+    let put = put_as(None);
+    assert_eq!(put.is_error, Some(true));
+    assert!(text(&put).contains("denied"), "{}", text(&put));
+}
+
 /// A tool call over B's session API: the concierge's `relay` of `name`.
 fn relay(server: &Server, session: &str, name: &str, args: Value) -> Value {
     let (status, body) = request(

@@ -58,7 +58,7 @@ pub(crate) fn service(api: Api) -> StreamableHttpService<McpSession, LocalSessio
         config.allowed_hosts = Vec::new();
     }
     StreamableHttpService::new(
-        move || Ok(McpSession::new(api.clone(), Caller::Anyone)),
+        move || Ok(McpSession::new(api.clone(), Caller::Anyone, None)),
         Arc::default(),
         config,
     )
@@ -66,8 +66,8 @@ pub(crate) fn service(api: Api) -> StreamableHttpService<McpSession, LocalSessio
 
 /// Serves `host`'s tools to the MCP client on stdin and stdout until it
 /// leaves (`agentbox mcp`): the local user, who may use every plugin, as
-/// an open server's callers may.
-pub async fn serve_stdio(host: Host) -> anyhow::Result<()> {
+/// an open server's callers may; its sessions belong to `user`, if given.
+pub async fn serve_stdio(host: Host, user: Option<String>) -> anyhow::Result<()> {
     let api = Api {
         host,
         admin_token: None,
@@ -75,7 +75,7 @@ pub async fn serve_stdio(host: Host) -> anyhow::Result<()> {
         sockets: Arc::new(Sockets::new(WebSocketSettings::default())),
     };
     let host = api.host.clone();
-    let session = McpSession::new(api, Caller::Anyone);
+    let session = McpSession::new(api, Caller::Anyone, user);
     let kept = session.kept.clone();
     let conversation = session.conversation.clone();
     let running = session.serve(rmcp::transport::stdio()).await?;
@@ -143,6 +143,8 @@ pub(crate) struct McpSession {
     /// Its name to the re-exported MCP servers, each of which it reaches
     /// over a connection of its own.
     conversation: String,
+    /// The user its sessions belong to, if it names one.
+    user: Option<String>,
 }
 
 #[derive(Default)]
@@ -154,7 +156,7 @@ struct Kept {
 }
 
 impl McpSession {
-    pub(crate) fn new(api: Api, local: Caller) -> McpSession {
+    pub(crate) fn new(api: Api, local: Caller, user: Option<String>) -> McpSession {
         let changes = (
             api.host.watch_plugins(),
             api.host.watch_reexported_mcp_tools(),
@@ -165,6 +167,7 @@ impl McpSession {
             kept: Arc::default(),
             changes: Mutex::new(Some(changes)),
             conversation: format!("mcp-client-{}", uuid::Uuid::new_v4()),
+            user,
         }
     }
 
@@ -202,6 +205,7 @@ impl McpSession {
         }
         let start = SessionStart {
             plugin: plugin.to_owned(),
+            user_id: self.user.clone(),
             ..SessionStart::default()
         };
         let start = caller.session_start(start)?;
