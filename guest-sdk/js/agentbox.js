@@ -190,7 +190,7 @@ export class Event {
  * comes: `chunks()` yields its bytes as they arrive, `events()` its
  * server-sent events, `bytes()`, `text()` and `json()` the rest whole.
  * `close()` it when done (reading the whole body does). */
-class Response {
+class HttpResponse {
   #response;
   #body;
   #stream;
@@ -302,7 +302,7 @@ class Response {
  * deadline. A 4xx or 5xx is a response; no response throws `HttpError`. */
 export const http = {
   /** Sends `method url` with `headers` (pairs or an object) and `body` (a
-   * string or bytes); the `Response`, whose body is read as it comes. */
+   * string or bytes); the `HttpResponse`, whose body is read as it comes. */
   request(method, url, { headers = [], body } = {}) {
     let parts;
     try {
@@ -352,7 +352,7 @@ export const http = {
     if (answer.tag === 'err' || answer.val.tag === 'err') {
       throw new HttpError(answer.tag === 'err' ? 'internal-error' : answer.val.val.tag);
     }
-    return new Response(answer.val.val);
+    return new HttpResponse(answer.val.val);
   },
   get: (url, headers = []) => http.request('GET', url, { headers }),
   /** POSTs `value` as JSON. */

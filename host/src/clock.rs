@@ -55,9 +55,7 @@ impl Clock {
             Ordering::SeqCst,
         );
     }
-}
 
-impl Clock {
     /// Serves this clock to a guest as `wasi:clocks`. Under the system
     /// clock WASI keeps its own clocks, which tell the same time to the
     /// nanosecond; a manual clock is served as both the wall clock and the

@@ -556,7 +556,6 @@ class _Tool:
             cache_scope=types.CacheScope[cache_scope.upper()],
         )
 
-
     def call(self, agent, arguments):
         """Runs the tool for `agent` with the decoded `arguments`."""
         for name, member_of in self.enums.items():

@@ -318,27 +318,33 @@ fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_vers
     assert!(status.success(), "{stderr:?}");
 }
 
+/// An MCP client of `agentbox mcp` on stdio, serving the plugin in `plugin`
+/// with its data in `data`, and `args` besides.
+async fn over_stdio(data: &std::path::Path, plugin: &str, args: &[&str]) -> Connected {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentbox"));
+    command
+        .args(["mcp", "--store", "memory", "--data-dir"])
+        .arg(data)
+        .arg("--plugin")
+        .arg(plugin_dir(plugin))
+        .args(args)
+        .env("RUST_LOG", "warn");
+    let (client, _, _) = Client::new();
+    client
+        .serve_with_lifecycle(
+            TokioChildProcess::new(command).unwrap(),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .unwrap()
+}
+
 #[test]
 fn mcp_over_stdio_serves_the_same_tools_to_a_desktop_client() {
     let data = tempfile::tempdir().unwrap();
-    let shop = plugin_dir("shop");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentbox"));
-        command
-            .args(["mcp", "--store", "memory", "--data-dir"])
-            .arg(data.path())
-            .arg("--plugin")
-            .arg(&shop)
-            .env("RUST_LOG", "warn");
-        let (client, _, _) = Client::new();
-        let client = client
-            .serve_with_lifecycle(
-                TokioChildProcess::new(command).unwrap(),
-                ClientLifecycleMode::Initialize,
-            )
-            .await
-            .unwrap();
+        let client = over_stdio(data.path(), "shop", &[]).await;
         let info = client.peer_info().unwrap();
         assert_eq!(info.server_info.as_ref().unwrap().name, "agentbox");
         the_shop_over(&client).await;
@@ -349,28 +355,10 @@ fn mcp_over_stdio_serves_the_same_tools_to_a_desktop_client() {
 #[test]
 fn mcp_over_stdio_serves_the_user_it_is_told_and_no_one_without() {
     let data = tempfile::tempdir().unwrap();
-    let probe = plugin_dir("kv-probe");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let put_as = |user: Option<&str>| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentbox"));
-        command
-            .args(["mcp", "--store", "memory", "--data-dir"])
-            .arg(data.path())
-            .arg("--plugin")
-            .arg(&probe)
-            .env("RUST_LOG", "warn");
-        if let Some(user) = user {
-            command.args(["--user", user]);
-        }
+    let put_as = |args: &[&str]| {
         runtime.block_on(async {
-            let (client, _, _) = Client::new();
-            let client = client
-                .serve_with_lifecycle(
-                    TokioChildProcess::new(command).unwrap(),
-                    ClientLifecycleMode::Initialize,
-                )
-                .await
-                .unwrap();
+            let client = over_stdio(data.path(), "kv-probe", args).await;
             let put = call(
                 &client,
                 "kv-probe_put",
@@ -381,9 +369,9 @@ fn mcp_over_stdio_serves_the_user_it_is_told_and_no_one_without() {
             put
         })
     };
-    let put = put_as(Some("ada@example.com"));
+    let put = put_as(&["--user", "ada@example.com"]);
     assert_eq!(put.is_error, Some(false), "{}", text(&put));
-    let put = put_as(None);
+    let put = put_as(&[]);
     assert_eq!(put.is_error, Some(true));
     assert!(text(&put).contains("denied"), "{}", text(&put));
 }

@@ -12,10 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::server::access::{forbidden, slow_message, too_fast};
+use crate::server::auth::rates::{Action, Slow};
 use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
 use crate::server::sockets::Sockets;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
+use crate::session::report::SessionStart;
 use crate::store::SessionRecord;
 
 /// Largest JSON request body, and WebSocket frame and message, in bytes.
@@ -33,7 +36,61 @@ pub(crate) struct Api {
     pub(crate) sockets: Arc<Sockets>,
 }
 
+/// Why a caller may not start a session.
+pub(crate) enum StartRefused {
+    /// Not its plugin, its user or its id namespace: 403.
+    Forbidden(String),
+    /// Over its rate of session starts: 429 with `Retry-After`.
+    TooFast(Slow),
+    /// It holds as many live sessions as it may (429), or they cannot be
+    /// counted now (503): the status, kind and message.
+    NoRoom(StatusCode, &'static str, String),
+}
+
+impl StartRefused {
+    /// What the caller is told.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            StartRefused::Forbidden(message) | StartRefused::NoRoom(_, _, message) => {
+                message.clone()
+            }
+            StartRefused::TooFast(slow) => slow_message(slow),
+        }
+    }
+}
+
+impl IntoResponse for StartRefused {
+    fn into_response(self) -> Response {
+        match self {
+            StartRefused::Forbidden(message) => forbidden(message),
+            StartRefused::TooFast(slow) => too_fast(&slow),
+            StartRefused::NoRoom(status, kind, message) => error(status, kind, message),
+        }
+    }
+}
+
 impl Api {
+    /// `start` as `caller` may make it (its plugin grant, its user, its id
+    /// namespace, its rate of starts and its live sessions), or why not:
+    /// the gate of `POST /v1/sessions`, `/v1/ws` and a plugin's first call
+    /// over MCP. (A fork checks the rate and the room alone.)
+    pub(crate) async fn admit_start(
+        &self,
+        caller: &Caller,
+        start: SessionStart,
+    ) -> Result<SessionStart, StartRefused> {
+        let start = caller
+            .session_start(start)
+            .map_err(StartRefused::Forbidden)?;
+        self.callers
+            .admit(caller, Action::Start, self.host.clock().now_ms())
+            .map_err(StartRefused::TooFast)?;
+        self.room_for_a_session(caller)
+            .await
+            .map_err(|(status, kind, message)| StartRefused::NoRoom(status, kind, message))?;
+        Ok(start)
+    }
+
     /// Whether `caller` may start one more session under its bound of live
     /// sessions: else the status, kind and message of the refusal. Starts
     /// at the same moment may each see room for one more, as with a

@@ -208,12 +208,11 @@ impl McpSession {
             user_id: self.user.clone(),
             ..SessionStart::default()
         };
-        let start = caller.session_start(start)?;
-        self.admit(caller, Action::Start)?;
-        self.api
-            .room_for_a_session(caller)
+        let start = self
+            .api
+            .admit_start(caller, start)
             .await
-            .map_err(|(_, _, message)| message)?;
+            .map_err(|refused| refused.message())?;
         let id = self
             .api
             .host

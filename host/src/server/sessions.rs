@@ -52,9 +52,9 @@ pub(super) async fn start_session(
         owner: None,
         variables: request.variables,
     };
-    let start = match admit_start(&api, &caller, start).await {
+    let start = match api.admit_start(&caller, start).await {
         Ok(start) => start,
-        Err(refusal) => return refusal,
+        Err(refused) => return refused.into_response(),
     };
     match api.host.start_session(start, None).await {
         Ok(report) => (
@@ -69,25 +69,6 @@ pub(super) async fn start_session(
             .into_response(),
         Err(err) => err.into_response(),
     }
-}
-
-/// `start` as `caller` may make it (its plugin grant, its user, its id
-/// namespace), or the answer when it may not: 403, or 429 when it starts
-/// sessions too fast or holds as many live ones as it may. The one gate of
-/// every way to start a session.
-pub(super) async fn admit_start(
-    api: &Api,
-    caller: &Caller,
-    start: SessionStart,
-) -> Result<SessionStart, Response> {
-    let start = caller.session_start(start).map_err(forbidden)?;
-    if let Some(refusal) = held_back(api, caller, Action::Start) {
-        return Err(refusal);
-    }
-    if let Err((status, kind, message)) = api.room_for_a_session(caller).await {
-        return Err(error(status, kind, message));
-    }
-    Ok(start)
 }
 
 #[derive(Deserialize)]

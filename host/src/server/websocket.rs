@@ -13,7 +13,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -23,7 +23,6 @@ use crate::server::access::slow_message;
 use crate::server::api::{Api, MAX_JSON_BODY, QueryOf, error, owned_session};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
-use crate::server::sessions::admit_start;
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 use crate::store::Status;
@@ -149,9 +148,9 @@ pub(super) async fn start_and_converse(
         Ok(upgrade) => upgrade,
         Err(rejection) => return not_a_socket(&rejection),
     };
-    let start = match admit_start(&api, &caller, start).await {
+    let start = match api.admit_start(&caller, start).await {
         Ok(start) => start,
-        Err(refusal) => return refusal,
+        Err(refused) => return refused.into_response(),
     };
     upgrade
         .max_frame_size(MAX_JSON_BODY)
