@@ -61,7 +61,10 @@ fn main() {
         state_at(TURNS),
     );
     let page = latencies(RUN, || {
-        let events = runtime.block_on(host.events(&id, 5_000, 100)).unwrap();
+        let events = runtime
+            .block_on(host.events(&id, 5_000, 100))
+            .unwrap()
+            .events;
         assert_eq!(events.len(), 100);
     });
 

@@ -7,18 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentbox_host::policy::PolicyFile;
 use agentbox_host::server::auth::jwt::{JwtSettings, JwtVerifier};
 use agentbox_host::server::auth::keys::KeyFile;
 use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::server::auth::{Callers, Grant};
+use agentbox_host::server::bounds::Bounds;
 use agentbox_host::server::sockets::WebSocketSettings;
 use agentbox_host::store::MemoryStore;
 use agentbox_host::{Clock, Host, Limits};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::harness::{host_with_clock, load};
-use crate::plugins::{INTAKE, MISBEHAVE, PROFILE, SHOP};
+use crate::harness::{host_builder, load};
+use crate::plugins::{CONCIERGE, INTAKE, MISBEHAVE, PROFILE, SHOP};
 
 const ADMIN: &str = "admin-token-of-the-callers-tests";
 
@@ -31,8 +33,9 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// A server of intake, shop, profile and misbehave for `callers`, on a
-/// free loopback port, with its host's clock. Turns have 30 s: only an
+/// A server of intake, shop, profile, misbehave and a concierge that may
+/// call the shop for `callers`, on a free loopback port, with its host's
+/// clock. Turns have 30 s: only an
 /// interrupt stops misbehave's `ramble` in a test's time.
 struct Served {
     _runtime: tokio::runtime::Runtime,
@@ -43,11 +46,12 @@ struct Served {
 }
 
 fn serve(callers: Callers) -> Served {
-    serve_with(callers, WebSocketSettings::default())
+    serve_with(callers, WebSocketSettings::default(), Bounds::default())
 }
 
-/// [`serve`] with WebSockets held to `websocket`.
-fn serve_with(callers: Callers, websocket: WebSocketSettings) -> Served {
+/// [`serve`] with WebSockets held to `websocket` and what callers hold
+/// open to `bounds`.
+fn serve_with(callers: Callers, websocket: WebSocketSettings, bounds: Bounds) -> Served {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,8 +63,15 @@ fn serve_with(callers: Callers, websocket: WebSocketSettings) -> Served {
         fuel: None,
         ..Limits::default()
     };
-    let host = host_with_clock(limits, Arc::new(MemoryStore::default()), clock.clone());
-    for plugin in [INTAKE, SHOP, PROFILE, MISBEHAVE] {
+    let policy = PolicyFile::parse("[plugins.concierge]\nmay_call = [\"shop/*\"]")
+        .and_then(|file| file.apply(limits))
+        .unwrap();
+    let host = host_builder(clock.clone())
+        .policy(policy)
+        .store(Arc::new(MemoryStore::default()))
+        .build()
+        .unwrap();
+    for plugin in [INTAKE, SHOP, PROFILE, MISBEHAVE, CONCIERGE] {
         load(&host, plugin);
     }
     let listener = runtime
@@ -72,7 +83,9 @@ fn serve_with(callers: Callers, websocket: WebSocketSettings) -> Served {
         admin_token: Some(ADMIN.into()),
         callers: callers.clone(),
         websocket,
+        bounds,
         connections: Default::default(),
+        any_host: false,
     };
     let router = agentbox_host::server::router(host.clone(), access);
     runtime.spawn(agentbox_host::server::serve(
@@ -116,10 +129,13 @@ impl Served {
         let headers = response.headers().clone();
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap();
-        let json = text
-            .lines()
-            .last()
-            .map_or(Value::Null, |line| serde_json::from_str(line).unwrap());
+        // A JSON document, else the last line of a stream of them; a body
+        // that is no JSON (`/healthz`, `/metrics`) comes as a string.
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| {
+            text.lines().last().map_or(Value::Null, |line| {
+                serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.to_owned()))
+            })
+        });
         (status, json, headers)
     }
 
@@ -899,6 +915,7 @@ fn a_socket_opens_only_from_allowed_pages_and_a_session_has_few_at_once() {
             origins: vec!["https://app.example.com".into()],
             max_per_session: 2,
         },
+        Bounds::default(),
     );
     let (status, body) = served.as_caller(
         ADMIN,
@@ -1093,32 +1110,263 @@ fn a_socket_starts_its_own_session_under_the_same_checks_as_a_post() {
     );
 }
 
-/// Opens the feed of `plugin` as `token`: the reader of its server-sent
-/// events, or the refusal's status.
-fn open_feed(served: &Served, token: &str, plugin: &str) -> Result<Box<dyn std::io::BufRead>, u16> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// A client that answers every status, and waits 20 s at most.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
         .build()
-        .into();
-    let response = agent
-        .get(format!(
-            "{}/v1/events?plugin={plugin}&follow=true",
-            served.base
-        ))
+        .into()
+}
+
+/// A stream of server-sent events.
+type Stream = Box<dyn std::io::BufRead>;
+
+/// Opens the server-sent events at `path` as `token`: their reader, or the
+/// refusal's status, body and `Retry-After`.
+fn open_stream(
+    served: &Served,
+    token: &str,
+    path: &str,
+) -> Result<Stream, (u16, Value, Option<String>)> {
+    let response = agent()
+        .get(format!("{}{path}", served.base))
         .header("authorization", format!("Bearer {token}"))
         .call()
         .unwrap();
-    match response.status().as_u16() {
-        200 => Ok(Box::new(std::io::BufReader::new(
+    let status = response.status().as_u16();
+    if status == 200 {
+        return Ok(Box::new(std::io::BufReader::new(
             response.into_body().into_reader(),
-        ))),
-        status => Err(status),
+        )));
     }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let body = response.into_body().read_to_string().unwrap();
+    Err((status, serde_json::from_str(&body).unwrap(), retry_after))
+}
+
+/// Opens the feed of `plugin` as `token`, or the refusal's status.
+fn open_feed(served: &Served, token: &str, plugin: &str) -> Result<Stream, u16> {
+    open_stream(
+        served,
+        token,
+        &format!("/v1/events?plugin={plugin}&follow=true"),
+    )
+    .map_err(|(status, _, _)| status)
+}
+
+/// Opens the follow of session `id`'s events as `token`.
+fn open_follow(
+    served: &Served,
+    token: &str,
+    id: &str,
+) -> Result<Stream, (u16, Value, Option<String>)> {
+    open_stream(
+        served,
+        token,
+        &format!("/v1/sessions/{id}/events?follow=true"),
+    )
+}
+
+/// Reads `stream` until it ends.
+fn read_to_end(stream: &mut Stream) {
+    use std::io::Read as _;
+
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+}
+
+#[test]
+fn follows_feeds_and_sockets_are_bounded_per_session_and_per_principal() {
+    let (file, [backend, app, _]) = keys();
+    let served = serve_with(
+        Callers::new(Some(&file), None),
+        WebSocketSettings::default(),
+        Bounds {
+            streams_per_principal: 3,
+            follows_per_session: 2,
+            ..Bounds::default()
+        },
+    );
+    let start = |token: &str, plugin: &str| {
+        let (status, body) = served.as_caller(
+            token,
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": plugin })),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["session"].as_str().unwrap().to_owned()
+    };
+    let (first, second) = (start(&backend, "shop"), start(&backend, "shop"));
+
+    let mut first_follows = vec![
+        open_follow(&served, &backend, &first).unwrap(),
+        open_follow(&served, &backend, &first).unwrap(),
+    ];
+    let (status, body, retry_after) = open_follow(&served, &backend, &first).err().unwrap();
+    assert_eq!(
+        (status, &body["kind"]),
+        (429, &json!("too-many-follows")),
+        "{body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(
+        body["message"].as_str().unwrap().contains("2 follows open"),
+        "{body}"
+    );
+
+    // The third stream of the key is its feed; a fourth of any kind is one
+    // too many, and another key's streams are its own.
+    let _feed = open_feed(&served, &backend, "shop").unwrap();
+    let (status, body, retry_after) = open_follow(&served, &backend, &second).err().unwrap();
+    assert_eq!(
+        (status, &body["kind"]),
+        (429, &json!("too-many-streams")),
+        "{body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(open_feed(&served, &backend, "profile").err(), Some(429));
+    let socket = start_socket(&served, &backend, "plugin=shop").err();
+    assert_eq!(socket, Some(429), "a WebSocket is a stream too");
+    let (status, body) = served.as_caller(
+        &backend,
+        "GET",
+        &format!("/v1/sessions/{second}/history"),
+        None,
+    );
+    assert_eq!(status, 200, "what is not a stream goes on: {body}");
+    let theirs = start(&app, "intake");
+    let _their_follow = open_follow(&served, &app, &theirs).unwrap();
+
+    // A follow ends with its session, and gives its places back.
+    let (status, body) =
+        served.as_caller(&backend, "DELETE", &format!("/v1/sessions/{first}"), None);
+    assert_eq!(status, 200, "{body}");
+    for follow in &mut first_follows {
+        read_to_end(follow);
+    }
+    let reopened = (0..500).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        open_follow(&served, &backend, &second).ok()
+    });
+    assert!(reopened.is_some(), "an ended follow makes room for another");
+}
+
+/// Opens an MCP session as `token`: the status, the session's id, and the
+/// kind of a refusal.
+fn mcp_initialize(served: &Served, token: &str) -> (u16, Option<String>, Value) {
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": { "name": "counted", "version": "1" } }
+    });
+    let response = agent()
+        .post(format!("{}/mcp", served.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .send(initialize.to_string())
+        .unwrap();
+    let status = response.status().as_u16();
+    let id = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|id| id.to_str().unwrap().to_owned());
+    if status == 200 {
+        return (status, id, Value::Null);
+    }
+    let body = response.into_body().read_to_string().unwrap();
+    (status, id, serde_json::from_str(&body).unwrap())
+}
+
+/// Sends `body` to MCP session `session` as `token`: the JSON-RPC answer,
+/// or null for a notification.
+fn mcp_rpc(served: &Served, token: &str, session: &str, body: &Value) -> Value {
+    let mut response = agent()
+        .post(format!("{}/mcp", served.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .send(body.to_string())
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let text = response.body_mut().read_to_string().unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .find(|answer| answer.get("id").is_some())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn mcp_sessions_are_bounded_per_principal_and_in_all_and_count_as_starts() {
+    let (file, [backend, app, _]) = keys();
+    let rates = Rates {
+        session_starts_per_minute: Some(3),
+        ..Rates::default()
+    };
+    let served = serve_with(
+        Callers::new(Some(&file), None).with_rates(rates),
+        WebSocketSettings::default(),
+        Bounds {
+            mcp_sessions_per_principal: 2,
+            mcp_sessions: 3,
+            ..Bounds::default()
+        },
+    );
+    let (status, first, _) = mcp_initialize(&served, &backend);
+    assert_eq!(status, 200);
+    let first = first.expect("an MCP session has an id");
+    assert_eq!(mcp_initialize(&served, &backend).0, 200);
+    let refused = |token: &str, saying: &str| {
+        let (status, _, body) = mcp_initialize(&served, token);
+        assert_eq!(
+            (status, &body["kind"]),
+            (429, &json!("too-many-mcp-sessions")),
+            "{body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(saying), "{body}");
+    };
+    refused(&backend, "this caller has 2 MCP sessions");
+    assert_eq!(mcp_initialize(&served, &app).0, 200);
+    refused(&app, "the server has 3 MCP sessions");
+
+    // An MCP session closed gives its place back; opening one is a start,
+    // counted against the caller's rate of them.
+    let closed = agent()
+        .delete(format!("{}/mcp", served.base))
+        .header("authorization", format!("Bearer {backend}"))
+        .header("mcp-session-id", &first)
+        .call()
+        .unwrap();
+    assert!(closed.status().is_success(), "{}", closed.status());
+    let (status, _, body) = mcp_initialize(&served, &backend);
+    assert_eq!(
+        (status, &body["kind"]),
+        (429, &json!("rate-limited")),
+        "{body}"
+    );
+    let reopened = (0..500).any(|_| {
+        served.clock.advance(Duration::from_secs(20));
+        let (status, _, body) = mcp_initialize(&served, &backend);
+        assert!(
+            status == 200 || body["kind"] == "too-many-mcp-sessions",
+            "{body}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        status == 200
+    });
+    assert!(reopened, "a closed MCP session makes room for another");
 }
 
 /// The session of the next event a feed carries.
-fn next_session(feed: &mut Box<dyn std::io::BufRead>) -> String {
+fn next_session(feed: &mut Stream) -> String {
     loop {
         let mut line = String::new();
         assert!(feed.read_line(&mut line).unwrap() > 0, "the feed ended");
@@ -1388,4 +1636,258 @@ fn a_jwks_picks_the_key_by_the_tokens_kid() {
         let (status, body) = served.as_caller(&token, "GET", "/v1/tools", None);
         assert_eq!((status, &body["message"]), (401, &json!(reason)));
     }
+}
+
+/// What `token` gets for `method` on `path` (a `/ws` path as a WebSocket
+/// upgrade): the status, and the JSON body if it has one.
+fn walked(
+    served: &Served,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use tungstenite::client::IntoClientRequest as _;
+
+    if path.contains("/ws") {
+        let url = format!("{}{path}", served.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        return match tungstenite::connect(request) {
+            Ok(_) => (101, Value::Null),
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+                (response.status().as_u16(), body)
+            }
+            Err(err) => panic!("{err}"),
+        };
+    }
+    served.as_caller(token, method, path, body)
+}
+
+#[test]
+fn every_route_refuses_a_key_the_sessions_plugin_is_not_granted_to() {
+    let mut file = KeyFile::default();
+    let grant = |plugin: &str| Grant {
+        plugins: vec![plugin.to_owned()],
+        act_for_users: false,
+        choose_ids: false,
+    };
+    // Two keys of one principal: one for the concierge, one for intake.
+    let concierge = file
+        .create("concierge", "team", grant("concierge"))
+        .unwrap();
+    let intake = file.create("intake", "team", grant("intake")).unwrap();
+    let served = serve(Callers::new(Some(&file), None));
+    let (status, body) = served.as_caller(
+        &concierge,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "concierge" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["session"].as_str().unwrap().to_owned();
+    // A relayed call makes the team's shop session, a child of the concierge's.
+    let (status, body) = served.as_caller(
+        &concierge,
+        "POST",
+        &format!("/v1/sessions/{id}/messages"),
+        Some(json!({ "text": "login ada lovelace" })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let child = agentbox_host::child_session_id(&id, "shop");
+
+    let (status, document) = served.as_caller(&intake, "GET", "/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    let mut walked_routes = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            if method == "parameters" {
+                continue;
+            }
+            let method = method.to_uppercase();
+            let route = format!("{method} {path}");
+            let concrete = path
+                .replace("{tool}", "relay")
+                .replace("{name}", "concierge")
+                .replace("{bucket}", "user")
+                .replace("{key}", "k")
+                .replace("{user}", "ada");
+            // A body each route takes, so that it is the gate that answers.
+            let body = match path.rsplit('/').next().unwrap() {
+                "sessions" => json!({ "plugin": "concierge" }),
+                "messages" => json!({ "text": "hi" }),
+                "fork" | "rewind" => json!({ "turn": 0 }),
+                _ => json!({}),
+            };
+            let expect = |token: &str, path: &str, statuses: &[u16], kind: &str| {
+                let (status, answer) = walked(&served, token, &method, path, Some(body.clone()));
+                assert!(
+                    statuses.contains(&status),
+                    "{route} as {path}: {status} {answer}"
+                );
+                if !kind.is_empty() {
+                    assert_eq!(answer["kind"], kind, "{route}: {answer}");
+                }
+            };
+            match path.as_str() {
+                // Whoever may reach the server reads these.
+                "/healthz" | "/metrics" | "/v1/openapi.json" => {
+                    expect(&intake, &concrete, &[200], "");
+                }
+                // Each lists or opens only what the key is granted.
+                "/v1/tools" => {
+                    let (_, tools) = served.as_caller(&intake, "GET", path, None);
+                    let tools = tools.as_array().unwrap();
+                    assert!(!tools.is_empty());
+                    assert!(
+                        tools
+                            .iter()
+                            .all(|tool| tool["address"].as_str().unwrap().starts_with("intake/")),
+                        "{tools:?}"
+                    );
+                }
+                "/mcp" => {} // walked below, method by method
+                "/v1/sessions" => expect(&intake, &concrete, &[403], "forbidden"),
+                "/v1/events" => expect(
+                    &intake,
+                    "/v1/events?plugin=concierge&follow=true",
+                    &[403],
+                    "forbidden",
+                ),
+                "/v1/ws" => expect(&intake, "/v1/ws?plugin=concierge", &[403], "forbidden"),
+                admin if admin.starts_with("/v1/admin/") => {
+                    expect(&intake, &concrete, &[401, 403], "");
+                }
+                // Every route of one session: the principal's own session of
+                // a plugin the key is not granted is refused; its child
+                // session is no session of the caller's, whichever key.
+                session if session.starts_with("/v1/sessions/{id}") => {
+                    expect(&intake, &concrete.replace("{id}", &id), &[403], "forbidden");
+                    expect(
+                        &concierge,
+                        &concrete.replace("{id}", &child),
+                        &[404],
+                        "not-found",
+                    );
+                }
+                other => panic!("the route walk does not know {method} {other}: add it"),
+            }
+            walked_routes += 1;
+        }
+    }
+    assert!(walked_routes >= 25, "{walked_routes} routes walked");
+
+    // Over MCP, each method: the key lists and calls its grant's tools only.
+    let (status, mcp_session, _) = mcp_initialize(&served, &intake);
+    assert_eq!(status, 200);
+    let mcp_session = mcp_session.unwrap();
+    let rpc = |body: Value| mcp_rpc(&served, &intake, &mcp_session, &body);
+    rpc(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+    let listed = rpc(json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }));
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|name| name.starts_with("intake_")),
+        "{names:?}"
+    );
+    for name in ["concierge_relay", "concierge__chat"] {
+        let called = rpc(json!({
+            "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": { "name": name, "arguments": { "text": "hi" } }
+        }));
+        assert_eq!(called["result"]["isError"], true, "{called}");
+        assert_eq!(
+            called["result"]["structuredContent"]["kind"], "forbidden",
+            "{called}"
+        );
+    }
+
+    // The session the walk touched is as the concierge left it, and the
+    // key granted the concierge still drives it.
+    let (status, body) = served.as_caller(
+        &concierge,
+        "POST",
+        &format!("/v1/sessions/{id}/messages"),
+        Some(json!({ "text": "total" })),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The status of `method` on `path` sent with `Host: host`, over a raw
+/// connection (an HTTP client sets `Host` from the URL itself).
+fn status_with_host(served: &Served, method: &str, path: &str, host: &str) -> u16 {
+    use std::io::{BufRead as _, Write as _};
+
+    let address = served.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let body = r#"{"plugin":"intake"}"#;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+#[test]
+fn an_open_server_answers_only_requests_for_a_loopback_name() {
+    let open = serve(Callers::default());
+    let port = open.base.rsplit(':').next().unwrap().to_owned();
+    let routes = [
+        ("POST", "/v1/sessions"),
+        ("GET", "/v1/tools"),
+        ("GET", "/v1/sessions/some-id/history"),
+        ("POST", "/mcp"),
+        ("GET", "/healthz"),
+        ("GET", "/v1/admin/plugins"),
+    ];
+    for (method, path) in routes {
+        for rebound in [
+            format!("evil.example.com:{port}"),
+            "evil.example.com".into(),
+        ] {
+            assert_eq!(
+                status_with_host(&open, method, path, &rebound),
+                403,
+                "{method} {path} for {rebound}"
+            );
+        }
+        for loopback in [
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            assert_ne!(
+                status_with_host(&open, method, path, &loopback),
+                403,
+                "{method} {path} for {loopback}"
+            );
+        }
+    }
+    // A server whose callers prove who they are answers any name.
+    let (file, [backend, ..]) = keys();
+    let keyed = serve(Callers::new(Some(&file), None));
+    assert_eq!(
+        status_with_host(&keyed, "GET", "/healthz", "api.example.com"),
+        200
+    );
+    let (status, _) = keyed.as_caller(&backend, "GET", "/v1/tools", None);
+    assert_eq!(status, 200);
 }

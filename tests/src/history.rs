@@ -87,7 +87,7 @@ async fn notes_and_prunes_commit_with_the_turn_and_the_log_keeps_what_was_droppe
         // The log still holds every message, and history as of each turn
         // comes back whole: a fork at turn 2 gets the unpruned history, a
         // fork at turn 4 the pruned one.
-        let events = host.events(&id, 0, 100).await.unwrap();
+        let events = host.events(&id, 0, 100).await.unwrap().events;
         assert_eq!(events[2].notes, ["the caller is Ada", "she is in a hurry"]);
         assert_eq!(events[4].prune.as_ref().unwrap().keep_last, 2);
         let early = host.fork(&id, 2, None).await.unwrap().session;

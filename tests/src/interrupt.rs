@@ -92,7 +92,7 @@ async fn an_interrupted_turn_commits_no_state_and_records_what_was_said_marked()
             "{}",
             store.name
         );
-        let events = host.events(&id, 0, 100).await.unwrap();
+        let events = host.events(&id, 0, 100).await.unwrap().events;
         let event = events.last().unwrap();
         assert_eq!(
             (event.kind, &event.outcome, event.patch.0.len()),

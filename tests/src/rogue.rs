@@ -128,6 +128,7 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
         host.events("spins-at-start", 0, 10)
             .await
             .unwrap()
+            .events
             .is_empty()
     );
 
@@ -135,7 +136,7 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     let id = rogue_session(&host, json!({})).await;
     send(&host, &id, "hello").await;
     let before = committed(&host, &id).await;
-    let logged = host.events(&id, 0, 100).await.unwrap();
+    let logged = host.events(&id, 0, 100).await.unwrap().events;
     let err = host.send_message(&id, "spin", None).await.unwrap_err();
     assert_deadline(&err, "on-message");
     let err = host
@@ -145,7 +146,7 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     assert_deadline(&err, "call-tool");
     assert_eq!(committed(&host, &id).await, before);
     assert_eq!(
-        host.events(&id, 0, 100).await.unwrap(),
+        host.events(&id, 0, 100).await.unwrap().events,
         logged,
         "no event for a failed turn"
     );

@@ -1160,7 +1160,7 @@ fn plugin_configuration_is_replaced_whole_and_removed_when_empty(store: &dyn Sto
 /// The turns and rewound marks of a page of `id`'s log, by number.
 fn logged(store: &dyn Store, id: &str, after: u64, limit: usize) -> Vec<(u64, u64, bool)> {
     store
-        .events(id, after, limit)
+        .events(id, after, limit, usize::MAX)
         .unwrap()
         .into_iter()
         .map(|event| (event.seq, event.turn, event.rewound))
@@ -1178,14 +1178,14 @@ fn line_turns(store: &dyn Store, id: &str, turn: u64) -> Vec<u64> {
 }
 
 fn every_commit_appends_its_event_numbered_by_its_revision(store: &dyn Store) {
-    assert!(store.events("s1", 0, 10).unwrap().is_empty());
+    assert!(store.events("s1", 0, 10, usize::MAX).unwrap().is_empty());
     store.create(&record("s1"), &[], &start_event()).unwrap();
     for turn in 1..=3 {
         store
             .commit(&commit("s1", turn, turn, State::new()))
             .unwrap();
     }
-    let events = store.events("s1", 0, 10).unwrap();
+    let events = store.events("s1", 0, 10, usize::MAX).unwrap();
     assert_eq!(
         events
             .iter()
@@ -1209,6 +1209,33 @@ fn every_commit_appends_its_event_numbered_by_its_revision(store: &dyn Store) {
         .unwrap_err();
     assert_eq!(logged(store, "s1", 0, 10).len(), 4);
     assert_eq!(logged(store, "missing", 0, 10), []);
+}
+
+fn a_page_of_the_log_stops_at_its_byte_budget(store: &dyn Store) {
+    store.create(&record("s1"), &[], &start_event()).unwrap();
+    for turn in 1..=4 {
+        let mut next = commit("s1", turn, turn, State::new());
+        next.event.body = format!("{{\"turn\":{turn},\"said\":\"{}\"}}", "x".repeat(1_000));
+        store.commit(&next).unwrap();
+    }
+    let seqs = |after, max_bytes| -> Vec<u64> {
+        store
+            .events("s1", after, 10, max_bytes)
+            .unwrap()
+            .iter()
+            .map(|event| event.seq)
+            .collect()
+    };
+    // The start's body is 2 bytes and each turn's 1,020: the event that
+    // reaches the budget is the page's last.
+    assert_eq!(seqs(0, 1_500), [1, 2, 3]);
+    assert_eq!(seqs(0, 1_022), [1, 2]);
+    assert_eq!(seqs(0, 2), [1]);
+    assert_eq!(seqs(2, 1), [3]);
+    assert_eq!(seqs(0, usize::MAX), [1, 2, 3, 4, 5]);
+    // Past the largest number an event may have, there is none.
+    assert_eq!(seqs(u64::MAX, usize::MAX), Vec::<u64>::new());
+    assert_eq!(seqs(1 << 63, usize::MAX), Vec::<u64>::new());
 }
 
 fn the_line_runs_from_the_latest_snapshot_to_the_turn(store: &dyn Store) {
@@ -1524,6 +1551,7 @@ conformance!(
     plugin_versions_are_published_once_and_recorded_active,
     plugin_configuration_is_replaced_whole_and_removed_when_empty,
     every_commit_appends_its_event_numbered_by_its_revision,
+    a_page_of_the_log_stops_at_its_byte_budget,
     the_line_runs_from_the_latest_snapshot_to_the_turn,
     a_rewind_takes_later_turns_off_the_line_and_the_history_back,
     a_deleted_session_takes_its_log_along,

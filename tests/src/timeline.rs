@@ -41,7 +41,7 @@ async fn the_state_of_every_turn_is_rebuilt_from_the_log_with_and_without_snapsh
             let stored = host.session(&id).await.unwrap().unwrap();
             assert_eq!(host.state_at(&id, 200).await.unwrap().state, stored.state);
 
-            let events = host.events(&id, 0, 1_000).await.unwrap();
+            let events = host.events(&id, 0, 1_000).await.unwrap().events;
             assert_eq!(events.len(), 201, "{}", store.name);
             assert_eq!(events[0].kind, EventKind::Start);
             let tick = &events[5];
@@ -91,7 +91,7 @@ async fn a_fork_carries_the_state_and_history_of_its_turn_and_goes_its_own_way()
             (record.turn, &record.owner, &record.user_id),
             (2, &source.owner, &source.user_id)
         );
-        let first = &host.events("forked", 0, 10).await.unwrap()[0];
+        let first = &host.events("forked", 0, 10).await.unwrap().events[0];
         assert_eq!(first.kind, EventKind::Fork);
         assert_eq!(first.input, json!({ "from": id, "turn": 2, "event": 3 }));
 
@@ -141,7 +141,7 @@ async fn a_rewind_sets_the_session_back_and_keeps_what_it_went_past_marked() {
 
         let next = send(&host, &id, "tick").await;
         assert_eq!((next.turn, count(&next.state)), (2, json!(2)));
-        let events = host.events(&id, 0, 100).await.unwrap();
+        let events = host.events(&id, 0, 100).await.unwrap().events;
         let marks: Vec<_> = events
             .iter()
             .map(|event| (event.turn, event.kind, event.rewound))
@@ -184,7 +184,7 @@ async fn a_rewind_past_a_version_change_migrates_again_on_the_next_turn() {
         let id = counter_session(&host, 3).await;
         let v2 = load(&host, COUNTER_V2);
         assert_eq!(said(&send(&host, &id, "tick").await), "total 4");
-        let migrated = host.events(&id, 4, 1).await.unwrap().remove(0);
+        let migrated = host.events(&id, 4, 1).await.unwrap().events.remove(0);
         let migration = migrated.migration.expect("turn 4 migrated the state");
         assert_eq!((migration.from, migration.to), (1, 2));
         assert_eq!(migrated.digest, v2.digest.to_string());
@@ -202,5 +202,32 @@ async fn a_rewind_past_a_version_change_migrates_again_on_the_next_turn() {
         // A fork from turn 1 migrates the same way.
         let forked = host.fork(&id, 1, None).await.unwrap();
         assert_eq!(said(&send(&host, &forked.session, "tick").await), "total 2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_messages_is_cut_at_its_bytes_and_says_where_to_go_on() {
+    for store in every_store() {
+        let host = host_with(Limits::default(), store.store.clone());
+        load(&host, COUNTER);
+        let id = counter_session(&host, 0).await;
+        let large = "tick ".repeat(140_000);
+        for _ in 0..5 {
+            host.send_message(&id, &large, None).await.unwrap();
+        }
+        // 700 KB a message: the third brings the page past 2 MiB, and is
+        // its last, though a thousand events were asked for.
+        let first = host.events(&id, 0, 1_000).await.unwrap();
+        let seqs: Vec<u64> = first.events.iter().map(|event| event.seq).collect();
+        assert_eq!(
+            (seqs, first.next),
+            (vec![1, 2, 3, 4], Some(4)),
+            "{}",
+            store.name
+        );
+        let rest = host.events(&id, 4, 1_000).await.unwrap();
+        let seqs: Vec<u64> = rest.events.iter().map(|event| event.seq).collect();
+        assert_eq!((seqs, rest.next), (vec![5, 6], None), "{}", store.name);
+        assert_eq!(rest.events[1].input["text"], large.as_str());
     }
 }

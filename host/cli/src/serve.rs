@@ -18,6 +18,7 @@ use agentbox_host::server::Access;
 use agentbox_host::server::ConnectionSettings;
 use agentbox_host::server::auth::jwt::JwtSettings;
 use agentbox_host::server::auth::rates::Rates;
+use agentbox_host::server::bounds::Bounds;
 use agentbox_host::server::sockets::WebSocketSettings;
 use agentbox_host::store::StoreSpec;
 use agentbox_host::{Host, LoadError, PluginVersion};
@@ -57,7 +58,7 @@ use agentbox_host::{Host, LoadError, PluginVersion};
 pub(super) struct ServeArgs {
     /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
     /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt], [rates],
-    /// [websocket] and [server] tables (see docs/api.md)
+    /// [websocket], [server] and [bounds] tables (see docs/api.md)
     #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
     config: Option<PathBuf>,
 
@@ -119,6 +120,11 @@ pub(super) struct ServeArgs {
     #[arg(skip)]
     connections: ConnectionSettings,
 
+    /// How many follows, feeds, WebSockets and MCP sessions callers may hold open: the
+    /// --config file's [bounds]
+    #[arg(skip)]
+    bounds: Bounds,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -145,6 +151,8 @@ struct ServeConfig {
     websocket: WebSocketSettings,
     #[serde(default)]
     server: ConnectionSettings,
+    #[serde(default)]
+    bounds: Bounds,
     data_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
@@ -191,6 +199,7 @@ impl ServeArgs {
         self.rates = config.rates;
         self.websocket = config.websocket;
         self.connections = config.server;
+        self.bounds = config.bounds;
         let host = &mut self.host;
         host.data_dir = host.data_dir.take().or(config.data_dir);
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
@@ -261,6 +270,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     args.connections.check().map_err(|reason| {
         anyhow::anyhow!("the config file's [server] table is invalid: {reason}")
+    })?;
+    args.bounds.check().map_err(|reason| {
+        anyhow::anyhow!("the config file's [bounds] table is invalid: {reason}")
     })?;
     let connections = fit_to_open_files(args.connections);
     let listen = args
@@ -377,7 +389,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 admin_token: args.admin_token,
                 callers,
                 websocket: args.websocket,
+                bounds: args.bounds,
                 connections,
+                any_host: !listen.ip().is_loopback(),
             },
         ),
         connections,

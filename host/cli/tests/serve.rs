@@ -1407,7 +1407,7 @@ fn healthz_answers_soon(server: &Server) -> bool {
         let mut probe = connect(server);
         std::io::Write::write_all(
             &mut probe,
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
         )
         .unwrap();
         let mut answer = String::new();
@@ -1425,7 +1425,7 @@ fn stall_an_upload(server: &Server) -> std::net::TcpStream {
     let mut stream = connect(server);
     write!(
         stream,
-        "POST /v1/sessions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 900000\r\n\r\n{{\"plugin\": "
+        "POST /v1/sessions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 900000\r\n\r\n{{\"plugin\": "
     )
     .unwrap();
     stream
@@ -1544,7 +1544,7 @@ fn hypers_own_answers_to_unreadable_requests_are_json_too() {
     let many: String = (0..200).map(|i| format!("x-header-{i}: v\r\n")).collect();
     let (status, body) = raw_answer(
         &server,
-        format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
+        format!("GET /healthz HTTP/1.1\r\nhost: localhost\r\n{many}\r\n").as_bytes(),
     );
     assert_eq!(
         (status.as_str(), &body["kind"]),
@@ -1557,7 +1557,7 @@ fn hypers_own_answers_to_unreadable_requests_are_json_too() {
     let long = "a".repeat(70_000);
     let (status, body) = raw_answer(
         &server,
-        format!("GET /{long} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
+        format!("GET /{long} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes(),
     );
     assert_eq!(
         (status.as_str(), &body["kind"]),
@@ -1567,7 +1567,7 @@ fn hypers_own_answers_to_unreadable_requests_are_json_too() {
     // A handler's own 400 is left as it wrote it.
     let (status, body) = raw_answer(
         &server,
-        b"POST /v1/sessions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3\r\nconnection: close\r\n\r\n{x}",
+        b"POST /v1/sessions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 3\r\nconnection: close\r\n\r\n{x}",
     );
     assert!(status.starts_with("HTTP/1.1 400"), "{status}");
     assert_eq!(body["kind"], "bad-request", "{body}");

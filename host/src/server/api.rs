@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::server::access::{forbidden, slow_message, too_fast};
 use crate::server::auth::rates::{Action, Slow};
 use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
+use crate::server::bounds::Open;
 use crate::server::sockets::Sockets;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
@@ -34,6 +35,8 @@ pub(crate) struct Api {
     pub(crate) callers: Arc<Callers>,
     /// The WebSockets open on each session.
     pub(crate) sockets: Arc<Sockets>,
+    /// What callers hold open: streams, follows and MCP sessions.
+    pub(crate) open: Arc<Open>,
 }
 
 /// Why a caller may not start a session.
@@ -193,16 +196,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
     }
 }
 
-/// Session `id` as last committed, or the answer for a caller who asked
-/// for one that does not exist or is not its own (404, the same answer for
-/// both) or cannot be read now (503).
-pub(crate) async fn owned_session(
+/// Session `id` as last committed, if `caller` may act on it; else the
+/// answer for a caller who asked for one that does not exist or that it
+/// does not reach (404, the same answer for both), one of a plugin its
+/// grant does not name (403), or one that cannot be read now (503). The
+/// one gate of every route that touches a session, on every action.
+pub(crate) async fn reached_session(
     host: &Host,
     caller: &Caller,
     id: &str,
 ) -> Result<SessionRecord, Response> {
     match host.session(id).await {
-        Ok(Some(record)) if caller.reaches(&record) => Ok(record),
+        Ok(Some(record)) if caller.reaches(&record) => match caller.check_use(&record.plugin) {
+            Ok(()) => Ok(record),
+            Err(reason) => Err(forbidden(reason)),
+        },
         Ok(_) => Err(error(
             StatusCode::NOT_FOUND,
             "not-found",

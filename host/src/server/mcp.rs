@@ -17,11 +17,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    InitializeRequestParams, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -36,32 +37,76 @@ use crate::names::{
     mcp_tool_name, parse_mcp_name,
 };
 use crate::remote::RemoteError;
-use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 
+use crate::server::access::too_fast;
 use crate::server::api::{Api, error};
 use crate::server::auth::rates::Action;
 use crate::server::auth::{Caller, Callers};
+use crate::server::bounds::{Bounds, Open, Place};
 use crate::server::sockets::{Sockets, WebSocketSettings};
 use crate::session::Host;
 use crate::session::error::Cause;
 use crate::session::report::SessionStart;
 
-/// The streamable HTTP service of `/mcp` for `api`'s callers.
+/// The streamable HTTP service of `/mcp` for `api`'s callers. An MCP
+/// session unused for the bounds' `mcp_idle_ms` is closed.
 pub(crate) fn service(api: Api) -> StreamableHttpService<McpSession, LocalSessionManager> {
     let mut config = StreamableHttpServerConfig::default();
     // An MCP session holds the caller's agentbox sessions between calls.
     config.legacy_session_mode = true;
-    if !api.callers.is_open() {
-        // Callers prove who they are with a token a rebinding page lacks:
-        // any Host may reach the server.
-        config.allowed_hosts = Vec::new();
-    }
+    // The router checks `Host` on every route where it must.
+    config.allowed_hosts = Vec::new();
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(Duration::from_millis(api.open.bounds.mcp_idle_ms));
     StreamableHttpService::new(
         move || Ok(McpSession::new(api.clone(), Caller::Anyone, None)),
-        Arc::default(),
+        Arc::new(sessions),
         config,
     )
+}
+
+/// The place a new MCP session takes among its caller's and the server's,
+/// handed by the request that opens it to the session, which holds it
+/// until it closes.
+#[derive(Clone)]
+struct NewSessionPlace(Arc<Mutex<Option<Place>>>);
+
+/// Counts the MCP session a request would open (a POST without
+/// `Mcp-Session-Id`: an `initialize`) against its caller's rate of session
+/// starts and bounds of MCP sessions, or refuses it (429). The place goes
+/// back when the session closes, or at once if none opens.
+pub(crate) async fn admit_new_session(
+    State(api): State<Api>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != Method::POST || request.headers().contains_key("mcp-session-id") {
+        return next.run(request).await;
+    }
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anyone);
+    if let Err(slow) = api
+        .callers
+        .admit(&caller, Action::Start, api.host.clock().now_ms())
+    {
+        return too_fast(&slow);
+    }
+    match api.open.mcp_session(&caller) {
+        Ok(place) => {
+            request
+                .extensions_mut()
+                .insert(NewSessionPlace(Arc::new(Mutex::new(Some(place)))));
+            next.run(request).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 /// Serves `host`'s tools to the MCP client on stdin and stdout until it
@@ -73,6 +118,7 @@ pub async fn serve_stdio(host: Host, user: Option<String>) -> anyhow::Result<()>
         admin_token: None,
         callers: Arc::new(Callers::default()),
         sockets: Arc::new(Sockets::new(WebSocketSettings::default())),
+        open: Arc::new(Open::new(Bounds::default())),
     };
     let host = api.host.clone();
     let session = McpSession::new(api, Caller::Anyone, user);
@@ -145,6 +191,9 @@ pub(crate) struct McpSession {
     conversation: String,
     /// The user its sessions belong to, if it names one.
     user: Option<String>,
+    /// Its place among the MCP sessions of its caller and of the server,
+    /// over HTTP.
+    place: Mutex<Option<Place>>,
 }
 
 #[derive(Default)]
@@ -168,6 +217,7 @@ impl McpSession {
             changes: Mutex::new(Some(changes)),
             conversation: format!("mcp-client-{}", uuid::Uuid::new_v4()),
             user,
+            place: Mutex::default(),
         }
     }
 
@@ -385,6 +435,24 @@ impl ServerHandler for McpSession {
              plugin's agent. Each plugin keeps one conversation per MCP session. \
              `server__mcp_tool` is a tool of an MCP server this host passes on.",
         )
+    }
+
+    /// Takes the session's place from the request that opens it, and makes
+    /// its caller the one the session belongs to.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let place = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<NewSessionPlace>())
+            .and_then(|NewSessionPlace(place)| place.lock().expect("a place poisoned").take());
+        *self.place.lock().expect("an MCP session poisoned") = place;
+        self.caller(&context).await?;
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {

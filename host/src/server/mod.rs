@@ -15,6 +15,7 @@ mod access;
 mod admin;
 mod api;
 pub mod auth;
+pub mod bounds;
 pub mod connections;
 mod held;
 pub mod mcp;
@@ -36,6 +37,7 @@ use axum::routing::{any_service, get, post};
 use crate::limits::MAX_COMPONENT_BYTES;
 use crate::server::api::{Api, MAX_JSON_BODY, error};
 use crate::server::auth::Callers;
+use crate::server::bounds::{Bounds, Open};
 use crate::server::connections::read_body_within;
 pub use crate::server::connections::{ConnectionSettings, serve};
 use crate::server::sockets::{Sockets, WebSocketSettings};
@@ -54,18 +56,27 @@ pub struct Access {
     pub callers: Arc<Callers>,
     /// Which pages may open WebSockets, and how many per session.
     pub websocket: WebSocketSettings,
+    /// How many streams and MCP sessions callers may hold open.
+    pub bounds: Bounds,
     /// How long a request's body may take to arrive (the rest of these
     /// settings are [`serve`]'s).
     pub connections: ConnectionSettings,
+    /// Whether an open server (no keys, no JWT) serves a request whatever
+    /// host its `Host` names: one listening beyond loopback (`--insecure`)
+    /// does. Otherwise an open server serves loopback names only, so that
+    /// a page that rebinds its own name to 127.0.0.1 reaches nothing.
+    pub any_host: bool,
 }
 
 /// The routes of `agentbox serve`, serving `host` as `access` says.
 pub fn router(host: Host, access: Access) -> Router {
+    let guard_host = access.callers.is_open() && !access.any_host;
     let api = Api {
         host,
         admin_token: access.admin_token.map(Into::into),
         callers: access.callers,
         sockets: Arc::new(Sockets::new(access.websocket)),
+        open: Arc::new(Open::new(access.bounds)),
     };
     let body_timeout = Duration::from_millis(access.connections.body_timeout_ms);
     let admin = Router::new()
@@ -117,7 +128,7 @@ pub fn router(host: Host, access: Access) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(sessions::metrics))
         .route("/v1/openapi.json", get(sessions::openapi));
-    Router::new()
+    let router = Router::new()
         .route("/v1/tools", get(sessions::list_tools))
         .route("/v1/sessions", post(sessions::start_session))
         .route(
@@ -138,7 +149,11 @@ pub fn router(host: Host, access: Access) -> Router {
         .route(
             "/mcp",
             any_service(mcp::service(api.clone()))
-                .layer(middleware::map_response(mcp::json_errors)),
+                .layer(middleware::map_response(mcp::json_errors))
+                .layer(middleware::from_fn_with_state(
+                    api.clone(),
+                    mcp::admit_new_session,
+                )),
         )
         .route_layer(middleware::from_fn(move |request, next| {
             read_body_within(body_timeout, MAX_JSON_BODY, request, next)
@@ -154,8 +169,44 @@ pub fn router(host: Host, access: Access) -> Router {
         .merge(open)
         .merge(admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
-        .layer(middleware::from_fn(close_after_refusing_a_body))
-        .with_state(api)
+        .layer(middleware::from_fn(close_after_refusing_a_body));
+    let router = if guard_host {
+        router.layer(middleware::from_fn(refuse_other_hosts))
+    } else {
+        router
+    };
+    router.with_state(api)
+}
+
+/// Refuses a request whose `Host` is not a loopback name (403): on an open
+/// server, a page whose name was rebound to 127.0.0.1 presents its own.
+async fn refuse_other_hosts(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok());
+    let loopback = host.as_ref().is_some_and(|authority| {
+        let name = authority.host();
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    });
+    if loopback {
+        return next.run(request).await;
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "this server is open to loopback only, and `Host: {}` names another host",
+            host.map_or_else(|| "(none)".to_owned(), |authority| authority.to_string())
+                .escape_debug()
+        ),
+    )
 }
 
 /// Answers a request that sent a body and was refused (4xx) with

@@ -18,13 +18,12 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
-use crate::server::access::{forbidden, too_fast};
-use crate::server::api::{Api, QueryOf, error, owned_session, rejected};
+use crate::server::access::too_fast;
+use crate::server::api::{Api, QueryOf, error, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
-use crate::store::SessionRecord;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +90,7 @@ pub(super) async fn send_message(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    if let Some(refusal) = turn_refused(&api, &caller, &id, |_| Ok(())).await {
+    if let Some(refusal) = turn_refused(&api, &caller, &id).await {
         return refusal;
     }
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
@@ -125,26 +124,16 @@ pub(super) async fn send_message(
         .into_response()
 }
 
-/// The answer to a turn `caller` may not run in session `id`: one that is
-/// not its own (404, as for none), one `also` refuses (403), or one over
-/// its rate (429). Only a principal's reach is bounded, so only for a
-/// principal is the record read; for any other caller the turn itself
-/// finds out whether the session exists.
-pub(super) async fn turn_refused(
-    api: &Api,
-    caller: &Caller,
-    id: &str,
-    also: impl FnOnce(&SessionRecord) -> Result<(), String>,
-) -> Option<Response> {
-    if caller.is_bounded() {
-        match owned_session(&api.host, caller, id).await {
-            Ok(record) => {
-                if let Err(reason) = also(&record) {
-                    return Some(forbidden(reason));
-                }
-            }
-            Err(refusal) => return Some(refusal),
-        }
+/// The answer to a turn `caller` may not run in session `id`: one it does
+/// not reach ([`reached_session`]), or one over its rate (429). Only a
+/// principal's reach is bounded, so only for a principal is the record
+/// read; for any other caller the turn itself finds out whether the
+/// session exists.
+pub(super) async fn turn_refused(api: &Api, caller: &Caller, id: &str) -> Option<Response> {
+    if caller.is_bounded()
+        && let Err(refusal) = reached_session(&api.host, caller, id).await
+    {
+        return Some(refusal);
     }
     held_back(api, caller, Action::Turn)
 }
@@ -174,8 +163,7 @@ pub(super) async fn call_tool(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    let plugin_in_use = |record: &SessionRecord| caller.check_use(&record.plugin);
-    if let Some(refusal) = turn_refused(&api, &caller, &id, plugin_in_use).await {
+    if let Some(refusal) = turn_refused(&api, &caller, &id).await {
         return refusal;
     }
     match api.host.call_tool(&id, &tool, arguments, None).await {
@@ -195,7 +183,7 @@ pub(super) async fn show_session(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match owned_session(&api.host, &caller, &id).await {
+    match reached_session(&api.host, &caller, &id).await {
         Ok(record) => Json(record).into_response(),
         Err(refusal) => refusal,
     }
@@ -228,7 +216,7 @@ pub(super) async fn history(
             format!("`last` is {last}, over the most one read returns, {MAX_HISTORY_PAGE}"),
         );
     }
-    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+    if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
         return refusal;
     }
     match api.host.history(&id, last).await {
@@ -246,7 +234,7 @@ pub(super) async fn end_session(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(refusal) = turn_refused(&api, &caller, &id, |_| Ok(())).await {
+    if let Some(refusal) = turn_refused(&api, &caller, &id).await {
         return refusal;
     }
     match api.host.end_session(&id).await {
@@ -263,7 +251,7 @@ pub(super) async fn interrupt(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+    if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
         return refusal;
     }
     match api.host.interrupt(&id).await {

@@ -1,11 +1,12 @@
 //! Which pages may open a WebSocket, and how many sockets each session has
 //! open.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
+
+use crate::server::bounds::{Place, Places};
 
 /// The `[websocket]` settings of `agentbox serve`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -28,17 +29,17 @@ impl Default for WebSocketSettings {
 }
 
 /// The sockets open on each session, and the settings they are held to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sockets {
     pub(crate) settings: WebSocketSettings,
-    open: Mutex<HashMap<String, usize>>,
+    open: Arc<Places>,
 }
 
 impl Sockets {
     pub(crate) fn new(settings: WebSocketSettings) -> Sockets {
         Sockets {
+            open: Places::new(settings.max_per_session, usize::MAX),
             settings,
-            open: Mutex::default(),
         }
     }
 
@@ -60,37 +61,9 @@ impl Sockets {
         })
     }
 
-    /// Counts a socket opening on `session`, or refuses it when the session
-    /// has as many as it may.
-    pub(crate) fn open(self: &Arc<Self>, session: &str) -> Option<OpenSocket> {
-        let mut open = self.open.lock().expect("socket counts poisoned");
-        let count = open.entry(session.to_owned()).or_default();
-        if *count >= self.settings.max_per_session {
-            return None;
-        }
-        *count += 1;
-        Some(OpenSocket {
-            sockets: Arc::clone(self),
-            session: session.to_owned(),
-        })
-    }
-}
-
-/// A socket counted as open on its session until it is dropped.
-#[derive(Debug)]
-pub(crate) struct OpenSocket {
-    sockets: Arc<Sockets>,
-    session: String,
-}
-
-impl Drop for OpenSocket {
-    fn drop(&mut self) {
-        let mut open = self.sockets.open.lock().expect("socket counts poisoned");
-        if let Some(count) = open.get_mut(&self.session) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.session);
-            }
-        }
+    /// Counts a socket opening on `session` until the place is dropped, or
+    /// refuses it when the session has as many as it may.
+    pub(crate) fn open(&self, session: &str) -> Option<Place> {
+        self.open.take(Some(session)).ok()
     }
 }

@@ -11,12 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::server::access::forbidden;
-use crate::server::api::{Api, QueryOf, error, owned_session, rejected};
+use crate::server::api::{Api, QueryOf, error, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::server::sessions::{held_back, turn_refused};
@@ -38,8 +37,9 @@ pub(super) struct EventsQuery {
 }
 
 /// The session's events numbered after `?after=N` (0: from the first),
-/// oldest first: 100, or `?limit=` up to 1000. `next` is the `after` of the
-/// next page, or null once the page is not full. With `?follow=true`, a
+/// oldest first: 100, or `?limit=` up to 1000, and fewer once they reach
+/// 2 MiB. `next` is the `after` of the next page, or null once the page is
+/// not full. With `?follow=true`, a
 /// stream of server-sent events instead: each event from there on as it
 /// commits, until the session ends, resumed after the `Last-Event-ID` a
 /// reconnecting reader sends.
@@ -61,16 +61,11 @@ pub(super) async fn events(
             format!("`limit` is {limit}; a page holds 1 to {EVENTS_PAGE} events"),
         );
     }
-    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+    if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
         return refusal;
     }
     match api.host.events(&id, query.after.unwrap_or(0), limit).await {
-        Ok(events) => {
-            let next = (events.len() == limit)
-                .then(|| events.last().map(|event| event.seq))
-                .flatten();
-            Json(json!({ "events": events, "next": next })).into_response()
-        }
+        Ok(page) => Json(page).into_response(),
         Err(err) => err.into_response(),
     }
 }
@@ -95,10 +90,13 @@ async fn follow(api: &Api, caller: &Caller, id: &str, after: u64, headers: &Head
             }
         },
     };
-    if let Err(refusal) = owned_session(&api.host, caller, id).await {
+    if let Err(refusal) = reached_session(&api.host, caller, id).await {
         return refusal;
     }
-    sse(api.host.follow(id, after))
+    match api.open.follow(caller, id) {
+        Ok(places) => sse(api.host.follow(id, after), places),
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -135,13 +133,21 @@ pub(super) async fn feed(
             format!("plugin `{}` is not loaded", query.plugin.escape_debug()),
         );
     }
-    sse(api.host.follow_plugin(&query.plugin, owner))
+    match api.open.stream(&caller) {
+        Ok(place) => sse(api.host.follow_plugin(&query.plugin, owner), place),
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 /// `events` as server-sent events: each as `id: SEQ`, `event: KIND` and
-/// its JSON, or `event: error` and the error.
-fn sse(events: tokio::sync::mpsc::Receiver<Result<Event, SessionError>>) -> Response {
-    let stream = ReceiverStream::new(events).map(|event| {
+/// its JSON, or `event: error` and the error; `places` are held until
+/// the stream ends.
+fn sse(
+    events: tokio::sync::mpsc::Receiver<Result<Event, SessionError>>,
+    places: impl Send + Sync + 'static,
+) -> Response {
+    let stream = ReceiverStream::new(events).map(move |event| {
+        let _held = &places;
         Ok::<_, Infallible>(match event {
             Ok(event) => SseEvent::default()
                 .id(event.seq.to_string())
@@ -173,7 +179,7 @@ pub(super) async fn state(
     Path(id): Path<String>,
     QueryOf(query): QueryOf<StateQuery>,
 ) -> Response {
-    let record = match owned_session(&api.host, &caller, &id).await {
+    let record = match reached_session(&api.host, &caller, &id).await {
         Ok(record) => record,
         Err(refusal) => return refusal,
     };
@@ -206,7 +212,7 @@ pub(super) async fn fork(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    if let Err(refusal) = owned_session(&api.host, &caller, &id).await {
+    if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
         return refusal;
     }
     if let Some(refusal) = held_back(&api, &caller, Action::Start) {
@@ -238,7 +244,7 @@ pub(super) async fn rewind(
         Ok(body) => body,
         Err(rejection) => return rejected(&rejection),
     };
-    if let Some(refusal) = turn_refused(&api, &caller, &id, |_| Ok(())).await {
+    if let Some(refusal) = turn_refused(&api, &caller, &id).await {
         return refusal;
     }
     match api.host.rewind(&id, request.turn).await {

@@ -20,9 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::capability::output::Sink;
 use crate::server::access::slow_message;
-use crate::server::api::{Api, MAX_JSON_BODY, QueryOf, error, owned_session};
+use crate::server::api::{Api, MAX_JSON_BODY, QueryOf, error, reached_session};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
+use crate::server::bounds::NoRoom;
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 use crate::store::Status;
@@ -63,7 +64,7 @@ pub(super) async fn converse(
     if let Some(reason) = api.sockets.refuse_origin(&headers) {
         return error(StatusCode::FORBIDDEN, "forbidden", reason);
     }
-    let record = match owned_session(&api.host, &caller, &id).await {
+    let record = match reached_session(&api.host, &caller, &id).await {
         Ok(record) => record,
         Err(refusal) => return refusal,
     };
@@ -79,21 +80,25 @@ pub(super) async fn converse(
         );
     }
     let Some(open) = api.sockets.open(&id) else {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
+        return NoRoom::new(
             "too-many-sockets",
             format!(
                 "session `{id}` has {} sockets open, as many as it may; close one first",
                 api.sockets.settings.max_per_session
             ),
-        );
+        )
+        .into_response();
+    };
+    let stream = match api.open.stream(&caller) {
+        Ok(stream) => stream,
+        Err(refusal) => return refusal.into_response(),
     };
     upgrade
         .max_frame_size(MAX_JSON_BODY)
         .max_message_size(MAX_JSON_BODY)
         .on_upgrade(move |socket| async move {
             websocket(api, caller, id, socket).await;
-            drop(open);
+            drop((open, stream));
         })
 }
 
@@ -148,6 +153,10 @@ pub(super) async fn start_and_converse(
         Ok(upgrade) => upgrade,
         Err(rejection) => return not_a_socket(&rejection),
     };
+    let stream = match api.open.stream(&caller) {
+        Ok(stream) => stream,
+        Err(refusal) => return refusal.into_response(),
+    };
     let start = match api.admit_start(&caller, start).await {
         Ok(start) => start,
         Err(refused) => return refused.into_response(),
@@ -181,6 +190,7 @@ pub(super) async fn start_and_converse(
                     let _ = socket.send(Frame::Close(None)).await;
                 }
             }
+            drop(stream);
         })
 }
 

@@ -34,6 +34,9 @@ use crate::session::serial::leased;
 use crate::session::tool_call::ToolCall;
 use crate::store::{Execution, OutboundUse, SessionRecord, Status, ToolOutcome};
 
+/// How the id of every child session begins, and no other's.
+pub const CHILD_PREFIX: &str = "child-";
+
 /// The id of `parent`'s child session of `plugin`: derived, so that every
 /// host finds the same one, and as hard to guess as its parent's id.
 pub fn child_session_id(parent: &str, plugin: &str) -> String {
@@ -43,7 +46,7 @@ pub fn child_session_id(parent: &str, plugin: &str) -> String {
         hasher.update([0]);
     }
     let digest = hasher.finalize();
-    format!("child-{}", crate::engine::hex(&digest[..16]))
+    format!("{CHILD_PREFIX}{}", crate::engine::hex(&digest[..16]))
 }
 
 /// The registry of one call of an export: who calls, where in a chain of

@@ -28,8 +28,12 @@ use crate::store::{Announcement, AnnouncementSink, Committed, LogEntry, SessionR
 /// of a commit: the most an event waits if its announcement is lost.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
-/// Events a follower holds for a reader that has not taken them yet.
-const FOLLOW_BUFFER: usize = 64;
+/// Events a follower holds for a reader that has not taken them yet,
+/// beside the page it reads from (at most [`EVENTS_PAGE_BYTES`] and one
+/// event): few, since an event may be as large as a message.
+///
+/// [`EVENTS_PAGE_BYTES`]: crate::session::timeline::EVENTS_PAGE_BYTES
+const FOLLOW_BUFFER: usize = 4;
 
 /// Commits heard of that a slow follower may still catch up on.
 const HEARD_COMMITS: usize = 1024;
@@ -101,8 +105,8 @@ impl Host {
                         return;
                     }
                 };
-                let full = page.len() == EVENTS_PAGE;
-                for event in page {
+                let full = page.next.is_some();
+                for event in page.events {
                     after = event.seq;
                     let ended = event.outcome == Outcome::End;
                     if events.send(Ok(event)).await.is_err() || ended {
@@ -150,7 +154,7 @@ impl Host {
                 let event = host
                     .events(&committed.session, committed.seq - 1, 1)
                     .await
-                    .map(|mut page| page.pop());
+                    .map(|page| page.events.into_iter().next());
                 let sent = match event {
                     Ok(Some(event)) => events.send(Ok(event)).await,
                     // Deleted since: there is nothing to tell.

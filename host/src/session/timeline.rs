@@ -21,6 +21,21 @@ use crate::store::{Commit, Message, SessionRecord, State, Status};
 /// Most events one page of a session's log holds.
 pub const EVENTS_PAGE: usize = 1_000;
 
+/// Bytes of events past which a page of a session's log holds no more:
+/// a page of large messages is cut short, whatever its count, so that a
+/// reader (or a follower whose reader stalls) holds a bounded amount.
+pub const EVENTS_PAGE_BYTES: usize = 2 << 20;
+
+/// A page of a session's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventPage {
+    /// Its events, oldest first.
+    pub events: Vec<Event>,
+    /// The number to read the next page after, or `None` when the page
+    /// was not full (by count or by bytes): the log had no more.
+    pub next: Option<u64>,
+}
+
 /// A session's state as of one of its turns.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StateAt {
@@ -61,23 +76,29 @@ struct Rebuilt {
 
 impl Host {
     /// Up to `limit` (at most [`EVENTS_PAGE`]) events of session `id`'s log
-    /// numbered after `after`, oldest first.
+    /// numbered after `after`, oldest first, and no more once they reach
+    /// [`EVENTS_PAGE_BYTES`].
     pub async fn events(
         &self,
         id: &str,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<Event>, SessionError> {
+    ) -> Result<EventPage, SessionError> {
         let fail = session_error(id, None, None);
         let owned = id.to_owned();
+        let limit = limit.min(EVENTS_PAGE);
         let logged = self
-            .on_store(move |store| store.events(&owned, after, limit.min(EVENTS_PAGE)))
+            .on_store(move |store| store.events(&owned, after, limit, EVENTS_PAGE_BYTES))
             .await
             .map_err(|err| fail(err.into()))?;
-        logged
+        let bytes: usize = logged.iter().map(|logged| logged.body.len()).sum();
+        let full = logged.len() == limit || bytes >= EVENTS_PAGE_BYTES;
+        let next = logged.last().filter(|_| full).map(|last| last.seq);
+        let events = logged
             .iter()
             .map(|logged| Event::parse(logged).map_err(&fail))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(EventPage { events, next })
     }
 
     /// Session `id`'s state as of `turn`, rebuilt from its log.
@@ -267,7 +288,7 @@ impl Host {
 
     /// Where session `id`'s log starts, in words.
     fn log_start(&self, id: &str) -> Result<String, Cause> {
-        let first = self.inner.store.events(id, 0, 1)?;
+        let first = self.inner.store.events(id, 0, 1, EVENTS_PAGE_BYTES)?;
         Ok(match first.first().map(Event::parse).transpose()? {
             Some(event) if event.kind == EventKind::Fork => format!(
                 "at turn {}, where it was forked from session {} (ask that session for earlier turns)",

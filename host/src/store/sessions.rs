@@ -61,12 +61,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError>;
 
     /// Up to `limit` events of the session's log numbered after `after`,
-    /// oldest first; empty for a session that does not exist.
+    /// oldest first, and none after the one whose body brings the page's
+    /// bodies to `max_bytes` (so at least one); empty for a session that
+    /// does not exist.
     fn events(
         &self,
         id: &str,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
 
     /// The events on the session's line from the latest one holding a

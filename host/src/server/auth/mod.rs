@@ -19,6 +19,7 @@ use crate::server::auth::jwt::JwtVerifier;
 use crate::server::auth::keys::{KEY_PREFIX, KeyFile, KeyRing};
 use crate::server::auth::principal::Principal;
 use crate::server::auth::rates::{Action, Limiter, Rates, Slow};
+use crate::session::calls::CHILD_PREFIX;
 use crate::session::report::SessionStart;
 use crate::store::SessionRecord;
 
@@ -73,12 +74,17 @@ impl Caller {
         matches!(self, Caller::Principal(_))
     }
 
-    /// Whether it may reach the session `record`: one it started, unless it
-    /// is the admin or the server is open.
+    /// Whether it may reach the session `record`: one it started, not a
+    /// child session a plugin's call or hand-off made for it (the parent's
+    /// plugin alone reaches that), unless it is the admin or the server is
+    /// open.
     pub(crate) fn reaches(&self, record: &SessionRecord) -> bool {
         match self {
             Caller::Anyone | Caller::Admin => true,
-            Caller::Principal(principal) => record.owner.as_deref() == Some(&principal.owner),
+            Caller::Principal(principal) => {
+                record.owner.as_deref() == Some(&principal.owner)
+                    && !record.id.starts_with(CHILD_PREFIX)
+            }
         }
     }
 

@@ -41,11 +41,17 @@ impl Log {
     }
 
     /// Up to `limit` events numbered after `after`.
-    pub(super) fn page(&self, after: u64, limit: usize) -> Vec<LoggedEvent> {
+    pub(super) fn page(&self, after: u64, limit: usize, max_bytes: usize) -> Vec<LoggedEvent> {
         let start = self.events.partition_point(|kept| kept.event.seq <= after);
+        let mut bytes = 0;
         self.events[start..]
             .iter()
             .take(limit)
+            .take_while(|kept| {
+                let room = bytes < max_bytes;
+                bytes += kept.event.body.len();
+                room
+            })
             .map(|kept| kept.event.clone())
             .collect()
     }

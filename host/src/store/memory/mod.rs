@@ -221,11 +221,12 @@ impl SessionStore for MemoryStore {
         id: &str,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
         Ok(sessions
             .get(id)
-            .map_or_else(Vec::new, |stored| stored.log.page(after, limit)))
+            .map_or_else(Vec::new, |stored| stored.log.page(after, limit, max_bytes)))
     }
 
     fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {

@@ -16,6 +16,7 @@ pub(super) fn page(
     id: &str,
     after: u64,
     limit: usize,
+    max_bytes: usize,
 ) -> RedisResult<Vec<String>> {
     let [log, events, _, _, rewound] = log_keys(id);
     script
@@ -24,6 +25,7 @@ pub(super) fn page(
         .key(rewound)
         .arg(after)
         .arg(limit)
+        .arg(max_bytes)
         .invoke(conn)
 }
 

@@ -318,8 +318,9 @@ impl SessionStore for RedisStore {
         id: &str,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        let items = self.with(|conn| log::page(conn, &self.events, id, after, limit))?;
+        let items = self.with(|conn| log::page(conn, &self.events, id, after, limit, max_bytes))?;
         Ok(log::parse(items)?)
     }
 

@@ -79,20 +79,33 @@ fn logged(row: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedEvent> {
     })
 }
 
-/// Up to `limit` events of `session` numbered after `after`.
+/// Up to `limit` events of `session` numbered after `after`, none after
+/// the one that brings their bodies to `max_bytes`.
 pub(super) fn page(
     conn: &Connection,
     session: &str,
     after: u64,
     limit: usize,
+    max_bytes: usize,
 ) -> rusqlite::Result<Vec<LoggedEvent>> {
+    // SQLite's integers are signed: no event is numbered past i64::MAX.
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    conn.prepare_cached(
+    let mut statement = conn.prepare_cached(
         "SELECT seq, turn, rewound, body FROM events
          WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?
-    .query_map(params![session, after, limit], logged)?
-    .collect()
+    )?;
+    let mut rows = statement.query(params![session, after, limit])?;
+    let (mut page, mut bytes) = (Vec::new(), 0);
+    while bytes < max_bytes {
+        let Some(row) = rows.next()? else {
+            break;
+        };
+        let event = logged(row)?;
+        bytes += event.body.len();
+        page.push(event);
+    }
+    Ok(page)
 }
 
 /// The line of `session` from its latest snapshot at or before `turn`

@@ -115,8 +115,9 @@ impl SessionStore for SqliteStore {
         id: &str,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read(|conn| events::page(conn, id, after, limit))?)
+        Ok(self.read(|conn| events::page(conn, id, after, limit, max_bytes))?)
     }
 
     fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
