@@ -1891,3 +1891,86 @@ fn an_open_server_answers_only_requests_for_a_loopback_name() {
     let (status, _) = keyed.as_caller(&backend, "GET", "/v1/tools", None);
     assert_eq!(status, 200);
 }
+
+#[test]
+fn a_forks_id_follows_the_rule_of_a_starts_and_an_ended_session_is_not_forked() {
+    let (file, [backend, _, chooser]) = keys();
+    let served = serve(Callers::new(Some(&file), None));
+    let fork = |token: &str, id: &str, body: Value| {
+        served.as_caller(
+            token,
+            "POST",
+            &format!("/v1/sessions/{id}/fork"),
+            Some(body),
+        )
+    };
+    let start = |token: &str| {
+        let (status, body) = served.as_caller(
+            token,
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": "shop" })),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["session"].as_str().unwrap().to_owned()
+    };
+
+    // A key that may not choose ids may not choose a fork's either.
+    let own = start(&backend);
+    let (status, body) = fork(&backend, &own, json!({ "turn": 0, "id": "chooser:1" }));
+    assert_eq!(
+        (status, &body["kind"]),
+        (403, &json!("forbidden")),
+        "{body}"
+    );
+    let (status, body) = fork(&backend, &own, json!({ "turn": 0 }));
+    assert_eq!(status, 201, "{body}");
+    assert_ne!(body["session"], json!("chooser:1"));
+
+    // One that may keeps it under its name, so it squats no one's.
+    let theirs = start(&chooser);
+    let (status, body) = fork(&chooser, &theirs, json!({ "turn": 0, "id": "child-0f" }));
+    assert_eq!(
+        (status, &body["session"]),
+        (201, &json!("chooser:child-0f")),
+        "{body}"
+    );
+
+    // On an open server, the prefix of child sessions is the host's.
+    let open = serve(Callers::default());
+    let (status, body) = open.as_caller(
+        ADMIN,
+        "POST",
+        "/v1/sessions",
+        Some(json!({ "plugin": "shop", "id": "parent" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let child = agentbox_host::child_session_id("parent", "shop");
+    for (path, body) in [
+        (
+            "/v1/sessions".to_owned(),
+            json!({ "plugin": "shop", "id": child }),
+        ),
+        (
+            "/v1/sessions/parent/fork".to_owned(),
+            json!({ "turn": 0, "id": child }),
+        ),
+    ] {
+        let (status, answer) = open.as_caller(ADMIN, "POST", &path, Some(body));
+        assert_eq!(
+            (status, &answer["kind"]),
+            (403, &json!("forbidden")),
+            "{path}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().unwrap().contains("`child-`"),
+            "{answer}"
+        );
+    }
+
+    // An ended session stays ended: no fork makes it active again.
+    let (status, body) = served.as_caller(&backend, "DELETE", &format!("/v1/sessions/{own}"), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = fork(&backend, &own, json!({ "turn": 0 }));
+    assert_eq!((status, &body["kind"]), (409, &json!("ended")), "{body}");
+}

@@ -428,6 +428,43 @@ async fn a_body_reaches_a_server_that_reads_by_content_length() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_and_connect_are_never_sent_so_no_injected_header_comes_back() {
+    let (address, seen) = server().await;
+    let host = host(&format!(
+        "[plugins.fetcher.http]\nallow = [\"http://{address}\"]\n[[plugins.fetcher.http.inject]]\nurl = \"http://{address}\"\nheader = \"x-api-key\"\nvalue = \"k-5ecret\""
+    ));
+    let fetcher = start_for(&host, "fetcher", None).await.session;
+    for method in ["TRACE", "CONNECT"] {
+        let err = call(
+            &host,
+            &fetcher,
+            "fetch",
+            json!({ "url": format!("http://{address}/hello"), "method": method }),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("refused"), "{method}: {err}");
+        assert!(!err.contains("k-5ecret"), "{method}: {err}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the server"
+    );
+    let series = "agentbox_outbound_refused_total{plugin=\"fetcher\",rule=\"method\"}";
+    assert_eq!(metric(&host, series), 2.0);
+    // Any other method goes.
+    let answer = call(
+        &host,
+        &fetcher,
+        "fetch",
+        json!({ "url": format!("http://{address}/hello"), "method": "HEAD" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_sent_events_are_said_one_by_one() {
     let (address, _) = server().await;
     let host = host(&format!(

@@ -78,6 +78,8 @@ enum Rule {
     /// Its host resolves only to internal addresses the allow entry does
     /// not name.
     Address,
+    /// Its method is one the host never sends (TRACE, CONNECT).
+    Method,
     /// The call sent as many requests as the grant allows.
     RequestsPerTurn,
     /// Its response body is larger than the grant allows.
@@ -90,6 +92,7 @@ impl Rule {
         match self {
             Rule::AllowList => "allow_list",
             Rule::Address => "address",
+            Rule::Method => "method",
             Rule::RequestsPerTurn => "max_requests_per_turn",
             Rule::ResponseBytes => "max_response_bytes",
         }
@@ -209,6 +212,17 @@ impl WasiHttpHooks for Outgoing {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
         let shown = target.to_string();
+        // A TRACE answer reflects the request, the headers the host
+        // injects among them; a CONNECT would tunnel past every check.
+        let method = request.method().clone();
+        if method == http::Method::TRACE || method == http::Method::CONNECT {
+            self.meter.refuse(
+                &shown,
+                Rule::Method,
+                &format!("{method} requests are not sent"),
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
         let sent = self.meter.usage.requests.load(Ordering::Relaxed);
         if sent >= u64::from(grant.max_requests_per_turn) {
             self.meter.refuse(

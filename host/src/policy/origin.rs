@@ -163,7 +163,9 @@ impl fmt::Display for Origin {
 
 /// Whether `address` is one a request reaches only through an allow entry
 /// that names it: loopback, private, link-local (cloud metadata services
-/// among them), shared, unspecified, broadcast or multicast.
+/// among them), shared, unspecified, broadcast or multicast; in IPv6 also
+/// site-local and IPv4-compatible, and a NAT64 or 6to4 address whose IPv4
+/// address is one of those.
 pub fn is_internal(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => {
@@ -181,12 +183,28 @@ pub fn is_internal(address: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            let segments = v6.segments();
+            let v4_of = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+            };
+            match segments {
+                // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4
+                // address they carry.
+                [0x64, 0xff9b, 0, 0, 0, 0, high, low] | [0x2002, high, low, ..] => {
+                    return is_internal(v4_of(high, low));
+                }
+                // IPv4-compatible (::/96, deprecated; `::` and `::1`
+                // among them) and local-use NAT64 (64:ff9b:1::/48).
+                [0, 0, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => return true,
+                _ => {}
+            }
+            let first = segments[0];
+            v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
         }
     }
 }
@@ -250,10 +268,24 @@ mod tests {
             "fc00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "::7f00:1",
+            "::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "fec0::1",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }
-        for public in ["93.184.216.34", "172.32.0.1", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(!is_internal(public.parse().unwrap()), "{public}");
         }
     }

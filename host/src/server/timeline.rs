@@ -201,7 +201,7 @@ pub(super) struct ForkRequest {
 }
 
 /// A new session with the session's state and history as of `turn`, owned
-/// by the same caller and user (201).
+/// by the same caller and user (201), its `id` chosen as a start's is.
 pub(super) async fn fork(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -215,13 +215,17 @@ pub(super) async fn fork(
     if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
         return refusal;
     }
+    let new_id = match caller.session_id(request.id) {
+        Ok(new_id) => new_id,
+        Err(reason) => return forbidden(reason),
+    };
     if let Some(refusal) = held_back(&api, &caller, Action::Start) {
         return refusal;
     }
     if let Err((status, kind, message)) = api.room_for_a_session(&caller).await {
         return error(status, kind, message);
     }
-    match api.host.fork(&id, request.turn, request.id).await {
+    match api.host.fork(&id, request.turn, new_id).await {
         Ok(forked) => (StatusCode::CREATED, Json(forked)).into_response(),
         Err(err) => err.into_response(),
     }

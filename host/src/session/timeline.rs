@@ -120,9 +120,9 @@ impl Host {
         ))
     }
 
-    /// Makes a new session, `new_id` (a random id if `None`), with session
-    /// `id`'s state and history as of `turn`, for the same user and owner;
-    /// its first event names where it came from. The new session's next
+    /// Makes a new session, `new_id` (a random id if `None`), with active
+    /// session `id`'s state and history as of `turn`, for the same user
+    /// and owner; its first event names where it came from. The new session's next
     /// turn is `turn + 1`, and it migrates the state if the plugin version
     /// has moved on since.
     pub async fn fork(
@@ -166,6 +166,9 @@ impl Host {
         let opened = Instant::now();
         let record = self.load_record(id)?;
         let fail = session_error(id, Some(&record.plugin), Some(turn));
+        if record.status == Status::Ended {
+            return Err(fail(Cause::Ended));
+        }
         let new_id = new_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         crate::names::check_session_id(&new_id)
             .map_err(|reason| fail(Cause::BadRequest(reason)))?;

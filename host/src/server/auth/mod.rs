@@ -88,23 +88,39 @@ impl Caller {
         }
     }
 
+    /// The id of a session it starts or forks, from the one it asked for:
+    /// none (the host mints one); for a principal that may choose ids, the
+    /// one asked for under its name, so that no one squats another's; for
+    /// the admin and an open server's callers, the one asked for. None
+    /// may take the prefix of the child sessions a plugin's calls make.
+    pub(crate) fn session_id(&self, asked: Option<String>) -> Result<Option<String>, String> {
+        let Some(id) = asked else {
+            return Ok(None);
+        };
+        match self {
+            Caller::Principal(principal) if principal.grant.choose_ids => {
+                Ok(Some(format!("{}:{id}", principal.name)))
+            }
+            Caller::Principal(_) => Err(
+                "this caller may not choose session ids; leave `id` out and the host mints one"
+                    .into(),
+            ),
+            Caller::Anyone | Caller::Admin if id.starts_with(CHILD_PREFIX) => Err(format!(
+                "session ids beginning `{CHILD_PREFIX}` are the host's, for the sessions a plugin's calls make; choose another"
+            )),
+            Caller::Anyone | Caller::Admin => Ok(Some(id)),
+        }
+    }
+
     /// The session to start for a caller that asked for `start`: the user a
     /// token names, an id under the principal's name, and the principal as
     /// the owner; or why the caller may not start it (answered 403).
     pub(crate) fn session_start(&self, mut start: SessionStart) -> Result<SessionStart, String> {
+        self.check_use(&start.plugin)?;
+        start.id = self.session_id(start.id.take())?;
         let Caller::Principal(principal) = self else {
             return Ok(start);
         };
-        self.check_use(&start.plugin)?;
-        if let Some(id) = start.id.take() {
-            if !principal.grant.choose_ids {
-                return Err(
-                    "this caller may not choose session ids; leave `id` out and the host mints one"
-                        .into(),
-                );
-            }
-            start.id = Some(format!("{}:{id}", principal.name));
-        }
         match (&principal.user, &start.user_id) {
             (Some(token_user), Some(claimed)) if token_user != claimed => {
                 return Err(format!(
