@@ -139,6 +139,18 @@ impl Served {
         (status, json, headers)
     }
 
+    /// Starts a session of `plugin` as `token`: its id.
+    fn start(&self, token: &str, plugin: &str) -> String {
+        let (status, body) = self.as_caller(
+            token,
+            "POST",
+            "/v1/sessions",
+            Some(json!({ "plugin": plugin })),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["session"].as_str().unwrap().to_owned()
+    }
+
     /// [`Served::call`] with `token` as the bearer token.
     fn as_caller(
         &self,
@@ -1191,16 +1203,7 @@ fn follows_feeds_and_sockets_are_bounded_per_session_and_per_principal() {
             ..Bounds::default()
         },
     );
-    let start = |token: &str, plugin: &str| {
-        let (status, body) = served.as_caller(
-            token,
-            "POST",
-            "/v1/sessions",
-            Some(json!({ "plugin": plugin })),
-        );
-        assert_eq!(status, 201, "{body}");
-        body["session"].as_str().unwrap().to_owned()
-    };
+    let start = |token: &str, plugin: &str| served.start(token, plugin);
     let (first, second) = (start(&backend, "shop"), start(&backend, "shop"));
 
     let mut first_follows = vec![
@@ -1389,16 +1392,7 @@ fn a_plugins_feed_carries_the_callers_own_sessions_and_the_admin_every_one() {
         "app may not use shop"
     );
 
-    let start = |token: &str| {
-        let (status, body) = served.as_caller(
-            token,
-            "POST",
-            "/v1/sessions",
-            Some(json!({ "plugin": "shop" })),
-        );
-        assert_eq!(status, 201, "{body}");
-        body["session"].as_str().unwrap().to_owned()
-    };
+    let start = |token: &str| served.start(token, "shop");
     let others = start(&chooser);
     let mine = start(&backend);
     assert_eq!(
@@ -1904,16 +1898,7 @@ fn a_forks_id_follows_the_rule_of_a_starts_and_an_ended_session_is_not_forked() 
             Some(body),
         )
     };
-    let start = |token: &str| {
-        let (status, body) = served.as_caller(
-            token,
-            "POST",
-            "/v1/sessions",
-            Some(json!({ "plugin": "shop" })),
-        );
-        assert_eq!(status, 201, "{body}");
-        body["session"].as_str().unwrap().to_owned()
-    };
+    let start = |token: &str| served.start(token, "shop");
 
     // A key that may not choose ids may not choose a fork's either.
     let own = start(&backend);
