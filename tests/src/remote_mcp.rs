@@ -500,3 +500,74 @@ async fn a_slow_server_is_cut_by_its_timeout_or_by_the_callers_deadline() {
     // Nothing of the failed turn was committed.
     assert_eq!(host.session(&id).await.unwrap().unwrap().turn, 0);
 }
+
+/// Serves `router` on a free loopback port: its address.
+async fn serve_router(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_what_the_server_answered_is_shown_nowhere() {
+    // An internal page that records whoever reaches it, and a server that
+    // sends the host there.
+    let reached: Arc<Mutex<Vec<axum::http::HeaderMap>>> = Arc::default();
+    let record = {
+        let reached = reached.clone();
+        move |headers: axum::http::HeaderMap| {
+            reached.lock().unwrap().push(headers);
+            async { "internal page" }
+        }
+    };
+    let internal = serve_router(axum::Router::new().fallback(record)).await;
+    let redirector = serve_router(axum::Router::new().fallback(move || async move {
+        (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            [(
+                axum::http::header::LOCATION,
+                format!("http://{internal}/mcp"),
+            )],
+            "redirect-body k-5ecret",
+        )
+    }))
+    .await;
+    let host = host_for(
+        &format!("http://{redirector}/mcp"),
+        r#""mcp:weather/*""#,
+        "[mcp.weather.headers]\nx-api-key = \"k-5ecret\"",
+    );
+    host.connect_mcp_servers();
+    let mut reason = None;
+    for _ in 0..300 {
+        reason = host.mcp_servers()[0].reason.clone();
+        if reason.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reason = reason.expect("the server never connects");
+    assert!(reason.contains("HTTP 307"), "{reason}");
+    assert!(!reason.contains("k-5ecret"), "{reason}");
+    assert!(!reason.contains("redirect-body"), "{reason}");
+    assert!(
+        reached.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+
+    // A call of its tools says it is unavailable, and no more.
+    let id = start_for(&host, "concierge", Some("ada")).await.session;
+    let answer = relay(
+        &host,
+        &id,
+        "mcp:weather/forecast",
+        json!({ "city": "Oslo" }),
+    )
+    .await;
+    assert!(!answer.to_string().contains("k-5ecret"), "{answer}");
+    assert!(
+        reached.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+}

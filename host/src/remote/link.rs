@@ -158,9 +158,14 @@ impl Link {
                 let client = match self.client.get() {
                     Some(client) => client.clone(),
                     None => {
+                        // Its headers (tokens) go to its URL's origin and
+                        // nowhere else: no redirect is followed, and no
+                        // proxy from the environment sees them.
                         let built = reqwest::Client::builder()
                             .tls_backend_preconfigured((**TLS_CONFIG).clone())
                             .connect_timeout(CONNECT_TIMEOUT)
+                            .redirect(reqwest::redirect::Policy::none())
+                            .no_proxy()
                             .build()
                             .map_err(|err| format!("its HTTP client cannot be built: {err}"))?;
                         self.client.get_or_init(|| built).clone()
@@ -300,6 +305,7 @@ impl Link {
     /// Records that the server is not connected, and why; its tools stay
     /// listed as they were last.
     fn down(&self, reason: String) {
+        let reason = without_body(&reason);
         let mut changed = false;
         self.state.send_modify(|state| {
             changed = state.peer.is_some() || state.reason.as_ref() != Some(&reason);
@@ -415,7 +421,8 @@ impl Link {
                 self.forget(conversation);
                 self.broke(connection);
                 Err(RemoteError::Unavailable(format!(
-                    "the MCP server `{name}` cannot be reached: {err}"
+                    "the MCP server `{name}` cannot be reached: {}",
+                    without_body(&err.to_string())
                 )))
             }
             Ok(Ok(result)) => answer(name, &tool, result),
@@ -521,4 +528,55 @@ fn answer(server: &str, tool: &RemoteTool, result: CallToolResult) -> Result<Val
     };
     check_result(tool, &value)?;
     Ok(value)
+}
+
+/// `reason` without what the server sent back: an unexpected answer reads
+/// `HTTP STATUS [PHRASE]: BODY`, and the body may hold anything (what an
+/// internal address answered, a reflected header), so only the status and
+/// the body's length are kept, for logs, listings and callers alike.
+fn without_body(reason: &str) -> String {
+    const MARK: &str = "HTTP ";
+    let Some(at) = reason.find(MARK) else {
+        return reason.to_owned();
+    };
+    let after = &reason[at + MARK.len()..];
+    let Some(colon) = after.find(": ") else {
+        return reason.to_owned();
+    };
+    let status = &after[..colon];
+    let is_status = status.len() >= 3
+        && status.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && status[3..]
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == ' ' || c == '-');
+    if !is_status {
+        return reason.to_owned();
+    }
+    format!(
+        "{}{MARK}{status} (a body of {} bytes, left out)",
+        &reason[..at],
+        after.len() - colon - 2
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answers_body_is_left_out_of_a_reason_and_its_status_kept() {
+        assert_eq!(
+            without_body(
+                "unexpected server response: HTTP 307 Temporary Redirect: internal page, token=abc"
+            ),
+            "unexpected server response: HTTP 307 Temporary Redirect (a body of 24 bytes, left out)"
+        );
+        assert_eq!(
+            without_body("HTTP 400: {\"secret\": 1}"),
+            "HTTP 400 (a body of 13 bytes, left out)"
+        );
+        for kept in ["HTTP 503", "connection refused", "HTTP 2xx: odd", ""] {
+            assert_eq!(without_body(kept), kept);
+        }
+    }
 }
