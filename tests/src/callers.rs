@@ -543,6 +543,7 @@ fn each_principal_is_held_to_its_rates_by_the_host_clock() {
     let rates = Rates {
         session_starts_per_minute: Some(2),
         turns_per_second: Some(3),
+        reads_per_second: Some(4),
         live_sessions: None,
     };
     let served = serve(Callers::new(Some(&file), None).with_rates(rates));
@@ -602,6 +603,42 @@ fn each_principal_is_held_to_its_rates_by_the_host_clock() {
         message().0,
         200,
         "a turn's token comes back in a third of a second"
+    );
+
+    // Reading a session, its history, its events and its state are reads,
+    // counted in a bucket of their own.
+    let reads = [
+        format!("/v1/sessions/{id}"),
+        format!("/v1/sessions/{id}/history"),
+        format!("/v1/sessions/{id}/events"),
+        format!("/v1/sessions/{id}/state"),
+    ];
+    for path in &reads {
+        let (status, body) = served.as_caller(&app, "GET", path, None);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    for path in &reads {
+        let (status, body, headers) =
+            served.call("GET", path, None, Some(&format!("Bearer {app}")));
+        assert_eq!(
+            (status, &body["kind"]),
+            (429, &json!("rate-limited")),
+            "{path}: {body}"
+        );
+        assert_eq!(headers["retry-after"], "1", "{path}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("4 reads a second"),
+            "{body}"
+        );
+    }
+    served.clock.advance(Duration::from_millis(250));
+    let (status, body) = served.as_caller(&app, "GET", &reads[1], None);
+    assert_eq!(
+        status, 200,
+        "a read's token comes back in a quarter second: {body}"
     );
 }
 

@@ -24,6 +24,7 @@ use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
+use crate::store::SessionRecord;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +139,20 @@ pub(super) async fn turn_refused(api: &Api, caller: &Caller, id: &str) -> Option
     held_back(api, caller, Action::Turn)
 }
 
+/// Session `id` as last committed, for `caller` to read: one it reaches
+/// ([`reached_session`]), within its rate of reads (429).
+pub(super) async fn read_of(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+) -> Result<SessionRecord, Response> {
+    let record = reached_session(&api.host, caller, id).await?;
+    match held_back(api, caller, Action::Read) {
+        Some(refusal) => Err(refusal),
+        None => Ok(record),
+    }
+}
+
 /// Counts `action` by `caller`; the 429 answer if it is going too fast.
 pub(super) fn held_back(api: &Api, caller: &Caller, action: Action) -> Option<Response> {
     api.callers
@@ -183,7 +198,7 @@ pub(super) async fn show_session(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match reached_session(&api.host, &caller, &id).await {
+    match read_of(&api, &caller, &id).await {
         Ok(record) => Json(record).into_response(),
         Err(refusal) => refusal,
     }
@@ -216,7 +231,7 @@ pub(super) async fn history(
             format!("`last` is {last}, over the most one read returns, {MAX_HISTORY_PAGE}"),
         );
     }
-    if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
+    if let Err(refusal) = read_of(&api, &caller, &id).await {
         return refusal;
     }
     match api.host.history(&id, last).await {

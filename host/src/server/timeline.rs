@@ -18,7 +18,7 @@ use crate::server::access::forbidden;
 use crate::server::api::{Api, QueryOf, error, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
-use crate::server::sessions::{held_back, turn_refused};
+use crate::server::sessions::{held_back, read_of, turn_refused};
 use crate::session::error::SessionError;
 use crate::session::event::Event;
 use crate::session::report::TurnEvent;
@@ -61,7 +61,7 @@ pub(super) async fn events(
             format!("`limit` is {limit}; a page holds 1 to {EVENTS_PAGE} events"),
         );
     }
-    if let Err(refusal) = reached_session(&api.host, &caller, &id).await {
+    if let Err(refusal) = read_of(&api, &caller, &id).await {
         return refusal;
     }
     match api.host.events(&id, query.after.unwrap_or(0), limit).await {
@@ -90,7 +90,7 @@ async fn follow(api: &Api, caller: &Caller, id: &str, after: u64, headers: &Head
             }
         },
     };
-    if let Err(refusal) = reached_session(&api.host, caller, id).await {
+    if let Err(refusal) = read_of(api, caller, id).await {
         return refusal;
     }
     match api.open.follow(caller, id) {
@@ -179,7 +179,7 @@ pub(super) async fn state(
     Path(id): Path<String>,
     QueryOf(query): QueryOf<StateQuery>,
 ) -> Response {
-    let record = match reached_session(&api.host, &caller, &id).await {
+    let record = match read_of(&api, &caller, &id).await {
         Ok(record) => record,
         Err(refusal) => return refusal,
     };

@@ -1,11 +1,13 @@
 //! How fast and how far each principal may go: a token bucket per
-//! principal for the sessions it starts and one for the turns it runs,
-//! refilled by the host's clock, and a bound on its live sessions.
+//! principal for the sessions it starts, one for the turns it runs and one
+//! for what it reads, refilled by the host's clock, and a bound on its
+//! live sessions.
 //!
 //! ```toml
 //! [rates]
 //! session_starts_per_minute = 60   # per principal; a burst of as many
 //! turns_per_second = 20            # messages, tool calls and ends; a burst of as many
+//! reads_per_second = 50            # reads of a session, its history, events and state
 //! live_sessions = 1000             # active sessions per principal at once
 //! ```
 
@@ -26,6 +28,10 @@ pub struct Rates {
     pub session_starts_per_minute: Option<u32>,
     /// Turns (messages, tool calls, ends) one principal may run per second.
     pub turns_per_second: Option<u32>,
+    /// Reads of a session (itself, its history, a page of its events, its
+    /// state as of a turn, a follow opened) one principal may make per
+    /// second.
+    pub reads_per_second: Option<u32>,
     /// Sessions one principal may have active at once, of all plugins.
     pub live_sessions: Option<u64>,
 }
@@ -37,6 +43,8 @@ pub(crate) enum Action {
     Start,
     /// Run a turn in a session.
     Turn,
+    /// Read what a session holds.
+    Read,
 }
 
 impl Action {
@@ -45,6 +53,7 @@ impl Action {
         let (size, refill_ms) = match self {
             Action::Start => (rates.session_starts_per_minute?, 60_000.0),
             Action::Turn => (rates.turns_per_second?, 1_000.0),
+            Action::Read => (rates.reads_per_second?, 1_000.0),
         };
         Some((f64::from(size), f64::from(size) / refill_ms))
     }
@@ -53,6 +62,7 @@ impl Action {
         match self {
             Action::Start => format!("{count} session starts a minute"),
             Action::Turn => format!("{count} turns a second"),
+            Action::Read => format!("{count} reads a second"),
         }
     }
 }
