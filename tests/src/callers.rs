@@ -113,10 +113,6 @@ impl Served {
         body: Option<Value>,
         authorization: Option<&str>,
     ) -> (u16, Value, ureq::http::HeaderMap) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
         let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -125,7 +121,7 @@ impl Served {
             request = request.header("authorization", authorization);
         }
         let body = body.map(|body| body.to_string()).unwrap_or_default();
-        let mut response = agent.run(request.body(body).unwrap()).unwrap();
+        let mut response = agent().run(request.body(body).unwrap()).unwrap();
         let headers = response.headers().clone();
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap();

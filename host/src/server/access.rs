@@ -1,42 +1,14 @@
 //! The session API's door: each request is authenticated before anything
-//! of it is read, and refusals of callers that may not, or not yet, do what
-//! they ask.
+//! of it is read.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::server::api::{Api, error};
-use crate::server::auth::rates::Slow;
+use crate::server::api::Api;
 use crate::server::auth::{Caller, bearer_token};
-
-/// Why a caller may not do what it asked, answered 403.
-pub(crate) fn forbidden(message: String) -> Response {
-    error(StatusCode::FORBIDDEN, "forbidden", message)
-}
-
-/// A caller going faster than its rate, answered 429 with `Retry-After`.
-pub(crate) fn too_fast(slow: &Slow) -> Response {
-    let seconds = slow.retry_after_ms.div_ceil(1000).max(1);
-    let mut refusal = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        slow_message(slow),
-    );
-    refusal
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    refusal
-}
-
-/// What a caller going faster than its rate is told.
-pub(crate) fn slow_message(slow: &Slow) -> String {
-    format!(
-        "this caller is over its rate of {}; retry in {} ms",
-        slow.rate, slow.retry_after_ms
-    )
-}
+use crate::server::refusal::error;
 
 /// Authenticates a request of the session API before anything of it is
 /// read, and hands the handlers its [`Caller`]; refuses it with 401

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
-use crate::server::api::{Api, QueryOf, error, rejected};
+use crate::server::api::{Api, QueryOf, rejected};
+use crate::server::refusal::error;
 use crate::session::config::ConfigError;
 use crate::session::operator_kv::{BucketRef, OperatorKvError};
 use crate::session::users::{UserDataError, value_json};

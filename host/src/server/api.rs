@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::server::access::{forbidden, slow_message, too_fast};
 use crate::server::auth::rates::{Action, Slow};
 use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
 use crate::server::bounds::Open;
+use crate::server::refusal::{error, forbidden, slow_message, too_fast};
 use crate::server::sockets::Sockets;
 use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
@@ -128,12 +128,6 @@ impl Api {
             (Some(token), Some(bearer)) if constant_time_eq(token.as_bytes(), bearer.as_bytes())
         )
     }
-}
-
-/// A JSON error response.
-pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "kind": kind, "message": message.into() });
-    (status, Json(body)).into_response()
 }
 
 /// A failed session operation is answered with the status its cause

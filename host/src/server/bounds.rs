@@ -17,12 +17,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::server::api::error;
 use crate::server::auth::Caller;
+use crate::server::refusal::NoRoom;
 
 /// The `[bounds]` settings of `agentbox serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -194,7 +192,11 @@ impl Open {
 
     /// A place among session `id`'s follows and `caller`'s streams, or its
     /// refusal.
-    pub(crate) fn follow(&self, caller: &Caller, id: &str) -> Result<[Option<Place>; 2], NoRoom> {
+    pub(crate) fn follow(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(Place, Option<Place>), NoRoom> {
         let follow = self.follows.take(Some(id)).map_err(|_| {
             NoRoom::new(
                 "too-many-follows",
@@ -204,7 +206,7 @@ impl Open {
                 ),
             )
         })?;
-        Ok([Some(follow), self.stream(caller)?])
+        Ok((follow, self.stream(caller)?))
     }
 
     /// A place for one more MCP session of `caller` (a principal's count
@@ -226,34 +228,6 @@ impl Open {
             };
             NoRoom::new("too-many-mcp-sessions", message)
         })
-    }
-}
-
-/// How long a caller refused a place is asked to wait: places free as
-/// streams close, which a caller cannot be told the time of.
-const RETRY_AFTER_SECONDS: u32 = 1;
-
-/// Why a caller may not open one more of something: it, a session, or the
-/// server holds as many as it may. Answered 429 with `Retry-After`.
-#[derive(Debug)]
-pub(crate) struct NoRoom {
-    kind: &'static str,
-    message: String,
-}
-
-impl NoRoom {
-    pub(crate) fn new(kind: &'static str, message: String) -> NoRoom {
-        NoRoom { kind, message }
-    }
-}
-
-impl IntoResponse for NoRoom {
-    fn into_response(self) -> Response {
-        let mut refusal = error(StatusCode::TOO_MANY_REQUESTS, self.kind, self.message);
-        refusal
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-        refusal
     }
 }
 

@@ -24,8 +24,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
 
-use crate::server::api::error;
 use crate::server::held::Held;
+use crate::server::refusal::error;
 
 /// How long a stopping server waits for the requests under way to finish.
 const DRAIN: Duration = Duration::from_secs(5);

@@ -19,6 +19,7 @@ pub mod bounds;
 pub mod connections;
 mod held;
 pub mod mcp;
+mod refusal;
 mod sessions;
 pub mod sockets;
 mod timeline;
@@ -35,11 +36,12 @@ use axum::response::Response;
 use axum::routing::{any_service, get, post};
 
 use crate::limits::MAX_COMPONENT_BYTES;
-use crate::server::api::{Api, MAX_JSON_BODY, error};
+use crate::server::api::{Api, MAX_JSON_BODY};
 use crate::server::auth::Callers;
 use crate::server::bounds::{Bounds, Open};
 use crate::server::connections::read_body_within;
 pub use crate::server::connections::{ConnectionSettings, serve};
+use crate::server::refusal::error;
 use crate::server::sockets::{Sockets, WebSocketSettings};
 use crate::session::Host;
 

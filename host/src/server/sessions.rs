@@ -18,10 +18,11 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::capability::output::Sink;
-use crate::server::access::too_fast;
-use crate::server::api::{Api, QueryOf, error, reached_session, rejected};
+
+use crate::server::api::{Api, QueryOf, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
+use crate::server::refusal::{error, too_fast};
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 use crate::store::SessionRecord;

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::server::access::forbidden;
-use crate::server::api::{Api, QueryOf, error, reached_session, rejected};
+use crate::server::api::{Api, QueryOf, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
+use crate::server::refusal::{error, forbidden};
 use crate::server::sessions::{held_back, read_of, turn_refused};
 use crate::session::error::SessionError;
 use crate::session::event::Event;

@@ -19,11 +19,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::capability::output::Sink;
-use crate::server::access::slow_message;
-use crate::server::api::{Api, MAX_JSON_BODY, QueryOf, error, reached_session};
+
+use crate::server::api::{Api, MAX_JSON_BODY, QueryOf, reached_session};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
-use crate::server::bounds::NoRoom;
+use crate::server::refusal::{NoRoom, error, slow_message};
+
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 use crate::store::Status;

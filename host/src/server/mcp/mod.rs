@@ -14,6 +14,12 @@
 //! The sessions of an MCP session belong to the caller that opened it: a
 //! request of the same MCP session with other credentials is refused.
 
+mod tools;
+mod transport;
+
+pub(crate) use tools::tools_for;
+pub(crate) use transport::{admit_new_session, json_errors};
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +28,7 @@ use std::time::Duration;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeRequestParams, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -32,21 +38,16 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::capability::output::Sink;
-use crate::names::{
-    McpName, REMOTE_PREFIX, is_strict_mcp_name, mcp_conversation_name, mcp_remote_name,
-    mcp_tool_name, parse_mcp_name,
-};
+use crate::names::{McpName, REMOTE_PREFIX, parse_mcp_name};
 use crate::remote::RemoteError;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
 
-use crate::server::access::too_fast;
-use crate::server::api::{Api, error};
+use crate::server::api::Api;
 use crate::server::auth::rates::Action;
 use crate::server::auth::{Caller, Callers};
 use crate::server::bounds::{Bounds, Open, Place};
+use crate::server::mcp::tools::{answer, failure, refusal};
+use crate::server::mcp::transport::NewSessionPlace;
+use crate::server::refusal::slow_message;
 use crate::server::sockets::{Sockets, WebSocketSettings};
 use crate::session::Host;
 use crate::session::error::Cause;
@@ -67,46 +68,6 @@ pub(crate) fn service(api: Api) -> StreamableHttpService<McpSession, LocalSessio
         Arc::new(sessions),
         config,
     )
-}
-
-/// The place a new MCP session takes among its caller's and the server's,
-/// handed by the request that opens it to the session, which holds it
-/// until it closes.
-#[derive(Clone)]
-struct NewSessionPlace(Arc<Mutex<Option<Place>>>);
-
-/// Counts the MCP session a request would open (a POST without
-/// `Mcp-Session-Id`: an `initialize`) against its caller's rate of session
-/// starts and bounds of MCP sessions, or refuses it (429). The place goes
-/// back when the session closes, or at once if none opens.
-pub(crate) async fn admit_new_session(
-    State(api): State<Api>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if request.method() != Method::POST || request.headers().contains_key("mcp-session-id") {
-        return next.run(request).await;
-    }
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or(Caller::Anyone);
-    if let Err(slow) = api
-        .callers
-        .admit(&caller, Action::Start, api.host.clock().now_ms())
-    {
-        return too_fast(&slow);
-    }
-    match api.open.mcp_session(&caller) {
-        Ok(place) => {
-            request
-                .extensions_mut()
-                .insert(NewSessionPlace(Arc::new(Mutex::new(Some(place)))));
-            next.run(request).await
-        }
-        Err(refusal) => refusal.into_response(),
-    }
 }
 
 /// Serves `host`'s tools to the MCP client on stdin and stdout until it
@@ -140,38 +101,6 @@ async fn end(host: &Host, id: &str) {
     if let Err(err) = host.end_session(id).await {
         tracing::warn!(session = id, error = %err, "ending the session of a closed MCP session failed");
     }
-}
-
-/// Most bytes of an MCP transport error's text kept in its JSON answer.
-const MAX_TRANSPORT_ERROR: usize = 4 << 10;
-
-/// Answers a refusal of rmcp's transport (406 without the right `Accept`,
-/// 415 for a body that is no JSON-RPC, 400 or 404 for a missing or unknown
-/// `Mcp-Session-Id`) as every error of the server is: JSON with a `kind`.
-pub(crate) async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let typed = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || typed {
-        return response;
-    }
-    let kind = match status {
-        StatusCode::NOT_FOUND => "not-found",
-        StatusCode::NOT_ACCEPTABLE => "not-acceptable",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
-        StatusCode::FORBIDDEN => "forbidden",
-        status if status.is_server_error() => "unavailable",
-        _ => "bad-request",
-    };
-    let text = match axum::body::to_bytes(response.into_body(), MAX_TRANSPORT_ERROR).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
-        Err(_) => format!("the MCP transport refused the request ({status})"),
-    };
-    error(status, kind, text)
 }
 
 /// One MCP session: the agentbox session it keeps for each plugin, and
@@ -284,7 +213,7 @@ impl McpSession {
         self.api
             .callers
             .admit(caller, action, self.api.host.clock().now_ms())
-            .map_err(|slow| crate::server::access::slow_message(&slow))
+            .map_err(|slow| slow_message(&slow))
     }
 
     /// Runs the call `name` with `arguments` for `caller`: a tool, or a
@@ -547,99 +476,4 @@ fn identity(caller: &Caller) -> String {
         Caller::Admin => "admin".into(),
         Caller::Principal(principal) => principal.owner.clone(),
     }
-}
-
-/// Every tool of `host`'s active plugins `caller` may use, each such
-/// plugin's conversation, and the tools of the MCP servers the host
-/// re-exports that `caller` may use, as MCP describes them.
-pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
-    let mut tools = Vec::new();
-    for plugin in host.plugins() {
-        let name = plugin.name();
-        if !caller.may_use(name) {
-            continue;
-        }
-        tools.extend(plugin.tools.iter().filter_map(|tool| {
-            described(
-                mcp_tool_name(name, &tool.name),
-                &tool.description,
-                &tool.parameters,
-                tool.result_schema.as_ref(),
-            )
-        }));
-        let Value::Object(text) = json!({
-            "type": "object",
-            "properties": { "text": { "type": "string", "description": "What the caller says" } },
-            "required": ["text"],
-            "additionalProperties": false,
-        }) else {
-            unreachable!("an object literal is an object")
-        };
-        tools.push(Tool::new(
-            mcp_conversation_name(name),
-            format!(
-                "Say something to the `{name}` agent ({}) and get its answer; it remembers the conversation",
-                plugin.manifest.description
-            ),
-            Arc::new(text),
-        ));
-    }
-    for (server, offered) in host.reexported_mcp_tools() {
-        if !caller.may_use(&format!("{REMOTE_PREFIX}{server}")) {
-            continue;
-        }
-        tools.extend(offered.iter().filter_map(|tool| {
-            let name = mcp_remote_name(&server, &tool.name);
-            // A name some clients refuse would cost the whole server.
-            is_strict_mcp_name(&name).then_some(())?;
-            described(
-                name,
-                &tool.description,
-                &tool.parameters,
-                tool.result_schema.as_ref(),
-            )
-        }));
-    }
-    tools
-}
-
-/// A tool as MCP describes it, if its parameters' schema is an object.
-fn described(
-    name: String,
-    description: &str,
-    parameters: &Value,
-    result: Option<&Value>,
-) -> Option<Tool> {
-    let Value::Object(parameters) = parameters.clone() else {
-        return None;
-    };
-    let mut tool = Tool::new(name, description.to_owned(), Arc::new(parameters));
-    if let Some(Value::Object(result)) = result.cloned() {
-        tool.output_schema = Some(Arc::new(result));
-    }
-    Some(tool)
-}
-
-/// A tool's result: as structured content when it is an object, as JSON
-/// text always.
-fn answer(result: Value) -> CallToolResult {
-    match result {
-        Value::Object(_) => CallToolResult::structured(result),
-        other => CallToolResult::success(vec![ContentBlock::text(other.to_string())]),
-    }
-}
-
-/// A call refused before it ran, as a tool error the model can read.
-fn refusal(kind: &str, message: String) -> CallToolResult {
-    CallToolResult::structured_error(json!({ "kind": kind, "message": message }))
-}
-
-/// A turn that failed, as a tool error: its kind, its message, and each
-/// violation of invalid arguments with its JSON pointer.
-fn failure(cause: &Cause, message: String) -> CallToolResult {
-    let mut error = json!({ "kind": cause.kind(), "message": message });
-    if let Cause::InvalidArguments { violations, .. } = cause {
-        error["violations"] = json!(violations);
-    }
-    CallToolResult::structured_error(error)
 }
