@@ -182,14 +182,15 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     file.write(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!(
-        "agentbox: revoked key {}; a running server refuses it within a second",
+        "agentbox: revoked key {}; a running server refuses it, and closes what it holds open, within a second",
         args.name
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// How often `serve` looks at the keys file.
-const FOLLOW_KEYS_EVERY: Duration = Duration::from_secs(1);
+/// How often `serve` looks at the keys file: a revoked key's connections
+/// close within this and a moment.
+const FOLLOW_KEYS_EVERY: Duration = Duration::from_millis(500);
 
 /// The authentication `serve` runs with: the keys of `keys` (which must
 /// exist when named) and tokens as `jwt` says, or none.
@@ -205,8 +206,10 @@ pub(super) fn callers(keys: Option<&Path>, jwt: Option<&JwtSettings>) -> anyhow:
     Ok(Callers::new(file.as_ref(), verifier))
 }
 
-/// Reloads the keys of `callers` whenever the file at `path` changes; a
-/// file that no longer reads keeps the keys it had, and says why.
+/// Reloads the keys of `callers` whenever the file at `path` changes: an
+/// open server that sees one appear requires keys from then on, and a file
+/// that no longer reads (deleted, or invalid) leaves no key standing until
+/// it reads again, so that a mistake never opens the API.
 pub(super) async fn follow_keys(callers: Arc<Callers>, path: PathBuf) {
     let stamp = |path: &Path| -> Option<(SystemTime, u64)> {
         let metadata = std::fs::metadata(path).ok()?;
@@ -221,16 +224,27 @@ pub(super) async fn follow_keys(callers: Arc<Callers>, path: PathBuf) {
             continue;
         }
         seen = now;
+        let was_open = callers.is_open();
         match KeyFile::read(&path) {
             Ok(file) => {
                 callers.reload_keys(&file);
                 eprintln!(
-                    "agentbox: {} changed: {} API keys",
+                    "agentbox: {} changed: {} API keys{}",
                     path.display(),
-                    file.keys.len()
+                    file.keys.len(),
+                    if was_open {
+                        "; the session API requires one from now on"
+                    } else {
+                        ""
+                    }
                 );
             }
-            Err(reason) => eprintln!("agentbox: {reason}; the keys read before stay in force"),
+            Err(reason) => {
+                callers.reload_keys(&KeyFile::default());
+                eprintln!(
+                    "agentbox: {reason}; every API key is refused until the file reads again"
+                );
+            }
         }
     }
 }

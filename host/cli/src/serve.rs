@@ -40,7 +40,9 @@ use agentbox_host::{Host, LoadError, PluginVersion};
 /// Callers of the session API authenticate with an API key (see `agentbox keys`) or a JWT
 /// ([jwt] in the --config file) once either is set up, and each reaches only the sessions it
 /// started. Without either, the API is open to anyone who can connect: served on loopback only,
-/// unless --insecure says otherwise.
+/// unless --insecure says otherwise, and only until a keys file appears. The keys file is read
+/// again whenever it changes: a revoked key is refused, and its WebSockets and event streams
+/// closed, within a second; a file that no longer reads leaves no key standing.
 ///
 /// Settings come from flags, then environment variables (AGENTBOX_LISTEN, AGENTBOX_STORE,
 /// AGENTBOX_PLUGIN_DIR, AGENTBOX_DATA_DIR, AGENTBOX_ADMIN_TOKEN, AGENTBOX_KEYS), then the
@@ -93,8 +95,8 @@ pub(super) struct ServeArgs {
     )]
     admin_token: Option<String>,
 
-    /// The API keys file callers authenticate against (see `agentbox keys`)
-    /// [default: DATA_DIR/keys.toml, if it exists]
+    /// The API keys file callers authenticate against (see `agentbox keys`), followed while the
+    /// server runs [default: DATA_DIR/keys.toml; until it exists, the API is open]
     #[arg(long, value_name = "FILE", env = "AGENTBOX_KEYS")]
     keys: Option<PathBuf>,
 
@@ -278,10 +280,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let keys = args.keys.clone().or_else(|| {
-        let default = default_keys(&args.host.data_dir());
-        default.exists().then_some(default)
-    });
+    // The keys file is followed even when it does not exist yet: an open
+    // server requires keys from the moment `agentbox keys create` writes it.
+    let keys_file = args
+        .keys
+        .clone()
+        .unwrap_or_else(|| default_keys(&args.host.data_dir()));
+    let keys = (args.keys.is_some() || keys_file.exists()).then(|| keys_file.clone());
     let callers = Arc::new(callers(keys.as_deref(), args.jwt.as_deref())?.with_rates(args.rates));
     if callers.is_open() && !listen.ip().is_loopback() && !args.insecure {
         bail!(
@@ -342,9 +347,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let watcher = args
         .watch
         .then(|| tokio::spawn(watch(host.clone(), plugin_dir.clone(), watched)));
-    let _keys_follower = keys
-        .clone()
-        .map(|path| tokio::spawn(follow_keys(callers.clone(), path)));
+    let _keys_follower = tokio::spawn(follow_keys(callers.clone(), keys_file.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -357,7 +360,8 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("agentbox: listening on http://{address} (store {spec})");
     match (&keys, &args.jwt) {
         (None, None) => eprintln!(
-            "agentbox: the session API is open: any caller that reaches {address} reaches every session; create an API key with `agentbox keys create` to require one"
+            "agentbox: the session API is open: any caller that reaches {address} reaches every session; create an API key with `agentbox keys create` to require one from then on (this server reads {})",
+            keys_file.display()
         ),
         (Some(path), _) => eprintln!(
             "agentbox: callers authenticate with an API key from {}{}",

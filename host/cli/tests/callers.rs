@@ -1,8 +1,9 @@
 //! Callers of `agentbox serve` as a separate process: keys made with
 //! `agentbox keys`, JWTs verified with an HMAC secret from the environment,
 //! each caller refused the others' sessions, a revoked key refused while
-//! the server runs, a server that will not open its API by mistake, and a
-//! password that is kept nowhere.
+//! the server runs, a server that will not open its API by mistake (nor
+//! keep it open once keys are made, nor open it when the keys file breaks),
+//! and a password that is kept nowhere.
 
 mod common;
 // Shared with the agentbox-tests crate; these tests use only part of it.
@@ -252,6 +253,50 @@ plugins = ["profile"]
         Some(&ada),
     );
     assert_eq!(status, 200, "the token still serves");
+}
+
+#[test]
+fn an_open_server_requires_keys_once_the_file_appears_and_no_key_once_it_no_longer_reads() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let profile = plugin_dir("profile");
+    let server = Server::start(data.path(), &["--plugin", profile.to_str().unwrap()]);
+    server.wait_for("the session API is open");
+    let (status, body) = request("GET", &server.url("/v1/tools"), None, None);
+    assert_eq!(status, 200, "{body}");
+
+    let (ok, key, stderr) = agentbox(
+        &[
+            "keys",
+            "create",
+            "app",
+            "--plugin",
+            "profile",
+            "--data-dir",
+            dir,
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let key = key.trim().to_owned();
+    server.wait_for("keys.toml changed: 1 API keys; the session API requires one from now on");
+    let (status, body) = request("GET", &server.url("/v1/tools"), None, None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = request("GET", &server.url("/v1/tools"), None, Some(&key));
+    assert_eq!(status, 200, "{body}");
+
+    // A file that no longer reads leaves no key standing, and never
+    // opens the API again.
+    std::fs::write(data.path().join("keys.toml"), "[keys.app\n").unwrap();
+    server.wait_for("every API key is refused until the file reads again");
+    for token in [Some(key.as_str()), None] {
+        let (status, body) = request("GET", &server.url("/v1/tools"), None, token);
+        assert_eq!(status, 401, "{body}");
+    }
+    std::fs::remove_file(data.path().join("keys.toml")).unwrap();
+    server.wait_for("every API key is refused until the file reads again");
+    let (status, body) = request("GET", &server.url("/v1/tools"), None, None);
+    assert_eq!(status, 401, "{body}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -72,7 +72,7 @@ pub struct Access {
 
 /// The routes of `agentbox serve`, serving `host` as `access` says.
 pub fn router(host: Host, access: Access) -> Router {
-    let guard_host = access.callers.is_open() && !access.any_host;
+    let any_host = access.any_host;
     let api = Api {
         host,
         admin_token: access.admin_token.map(Into::into),
@@ -172,17 +172,24 @@ pub fn router(host: Host, access: Access) -> Router {
         .merge(admin)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(middleware::from_fn(close_after_refusing_a_body));
-    let router = if guard_host {
-        router.layer(middleware::from_fn(refuse_other_hosts))
-    } else {
+    let router = if any_host {
         router
+    } else {
+        router.layer(middleware::from_fn_with_state(
+            api.clone(),
+            refuse_other_hosts,
+        ))
     };
     router.with_state(api)
 }
 
-/// Refuses a request whose `Host` is not a loopback name (403): on an open
+/// Refuses a request whose `Host` is not a loopback name (403) while the
+/// server is open, which it is until a keys file appears: on an open
 /// server, a page whose name was rebound to 127.0.0.1 presents its own.
-async fn refuse_other_hosts(request: Request, next: Next) -> Response {
+async fn refuse_other_hosts(State(api): State<Api>, request: Request, next: Next) -> Response {
+    if !api.callers.is_open() {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(header::HOST)

@@ -10,9 +10,9 @@ use std::convert::Infallible;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream;
 use serde::Deserialize;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::mpsc;
 
 use crate::server::api::{Api, QueryOf, reached_session, rejected};
 use crate::server::auth::Caller;
@@ -94,7 +94,7 @@ async fn follow(api: &Api, caller: &Caller, id: &str, after: u64, headers: &Head
         return refusal;
     }
     match api.open.follow(caller, id) {
-        Ok(places) => sse(api.host.follow(id, after), places),
+        Ok(places) => sse(api, caller, api.host.follow(id, after), places),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -134,31 +134,53 @@ pub(super) async fn feed(
         );
     }
     match api.open.stream(&caller) {
-        Ok(place) => sse(api.host.follow_plugin(&query.plugin, owner), place),
+        Ok(place) => sse(
+            &api,
+            &caller,
+            api.host.follow_plugin(&query.plugin, owner),
+            place,
+        ),
         Err(refusal) => refusal.into_response(),
     }
 }
 
 /// `events` as server-sent events: each as `id: SEQ`, `event: KIND` and
-/// its JSON, or `event: error` and the error; `places` are held until
-/// the stream ends.
+/// its JSON, or `event: error` and the error, until they end or `caller`
+/// no longer stands (its key revoked, its token expired), which a last
+/// `error` event of kind `unauthorized` says; `places` are held until the
+/// stream ends.
 fn sse(
-    events: tokio::sync::mpsc::Receiver<Result<Event, SessionError>>,
+    api: &Api,
+    caller: &Caller,
+    events: mpsc::Receiver<Result<Event, SessionError>>,
     places: impl Send + Sync + 'static,
 ) -> Response {
-    let stream = ReceiverStream::new(events).map(move |event| {
-        let _held = &places;
-        Ok::<_, Infallible>(match event {
-            Ok(event) => SseEvent::default()
-                .id(event.seq.to_string())
-                .event(event.kind.as_str())
-                .json_data(&event)
-                .expect("an event is JSON"),
-            Err(err) => SseEvent::default()
-                .event("error")
-                .json_data(TurnEvent::failed(&err))
-                .expect("an error is JSON"),
-        })
+    let lapse = Box::pin(api.callers.lapse(caller, api.host.clock().clone()));
+    let stream = stream::unfold(Some((events, lapse, places)), |open| async move {
+        let (mut events, mut lapse, places) = open?;
+        tokio::select! {
+            event = events.recv() => {
+                let event = match event? {
+                    Ok(event) => SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind.as_str())
+                        .json_data(&event)
+                        .expect("an event is JSON"),
+                    Err(err) => SseEvent::default()
+                        .event("error")
+                        .json_data(TurnEvent::failed(&err))
+                        .expect("an error is JSON"),
+                };
+                Some((Ok::<_, Infallible>(event), Some((events, lapse, places))))
+            }
+            reason = &mut lapse => {
+                let lapsed = SseEvent::default()
+                    .event("error")
+                    .json_data(TurnEvent::refused("unauthorized", reason))
+                    .expect("an error is JSON");
+                Some((Ok(lapsed), None))
+            }
+        }
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -212,11 +212,16 @@ const QUEUED_FRAMES: usize = 16;
 /// While a turn runs, the socket keeps reading: an interrupt stops the
 /// turn, and other frames wait their turn.
 async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) {
+    let lapse = api.callers.lapse(&caller, api.host.clock().clone());
+    tokio::pin!(lapse);
     let mut queued = VecDeque::new();
     loop {
         let inbound = match queued.pop_front() {
             Some(inbound) => inbound,
-            None => match read(&mut socket).await {
+            None => match tokio::select! {
+                read = read(&mut socket) => read,
+                reason = &mut lapse => return close_lapsed(&mut socket, reason).await,
+            } {
                 Read::Frame(inbound) => inbound,
                 Read::Refused(refusal) => {
                     if send(&mut socket, &refusal).await.is_err() {
@@ -277,6 +282,9 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
                     Read::Refused(refusal) => refusal,
                     Read::Closed => return,
                 },
+                // The running turn goes on and commits: it was admitted
+                // while the caller stood.
+                reason = &mut lapse => return close_lapsed(&mut socket, reason).await,
             };
             ended |= event.ends_session();
             if send(&mut socket, &event).await.is_err() {
@@ -287,6 +295,19 @@ async fn websocket(api: Api, caller: Caller, id: String, mut socket: WebSocket) 
             let _ = socket.send(Frame::Close(None)).await;
             return;
         }
+    }
+}
+
+/// Closes the socket of a caller that no longer stands, saying why in a
+/// last `error` event of kind `unauthorized`.
+async fn close_lapsed(socket: &mut WebSocket, reason: String) {
+    let lapsed = TurnEvent::refused("unauthorized", reason);
+    if send(socket, &lapsed).await.is_ok() {
+        let close = CloseFrame {
+            code: close_code::POLICY,
+            reason: "unauthorized".into(),
+        };
+        let _ = socket.send(Frame::Close(Some(close))).await;
     }
 }
 

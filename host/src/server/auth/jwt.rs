@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::names::check_user_id;
-use crate::server::auth::principal::{Grant, Principal};
+use crate::server::auth::principal::{Grant, Principal, Standing};
 
 /// The `[jwt]` settings of `agentbox serve`.
 #[derive(Debug, Clone, Deserialize)]
@@ -192,7 +192,10 @@ impl JwtVerifier {
                     .ok_or_else(|| format!("its `{claim}` is not a time in seconds")),
             }
         };
-        if time("exp")?.is_some_and(|exp| exp.saturating_add(self.leeway_ms) <= now_ms) {
+        // `exp` is a required claim: the verification above refused a
+        // token without one.
+        let until_ms = time("exp")?.map_or(u64::MAX, |exp| exp.saturating_add(self.leeway_ms));
+        if until_ms <= now_ms {
             return Err("it has expired".into());
         }
         if time("nbf")?.is_some_and(|nbf| nbf > now_ms.saturating_add(self.leeway_ms)) {
@@ -209,6 +212,7 @@ impl JwtVerifier {
             name: user.to_owned(),
             grant: self.grant.clone(),
             user: Some(user.to_owned()),
+            standing: Standing::Token { until_ms },
         }))
     }
 }

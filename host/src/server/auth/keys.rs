@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 use crate::engine::hex;
 
 use crate::names::check_plugin_name;
-use crate::server::auth::principal::{Grant, Principal};
+use crate::server::auth::principal::{Grant, Principal, Standing};
 
 /// What every API key starts with, so that one is recognized in a header,
 /// a log or a secret scanner.
@@ -151,6 +151,9 @@ impl KeyRing {
                     name: entry.principal.clone(),
                     grant: entry.grant.clone(),
                     user: None,
+                    standing: Standing::Key {
+                        sha256: entry.sha256.clone(),
+                    },
                 };
                 (entry.sha256.clone(), Arc::new(principal))
             })
@@ -162,5 +165,15 @@ impl KeyRing {
     /// so how long this takes says nothing of the keys held.
     pub(crate) fn principal(&self, presented: &str) -> Option<Arc<Principal>> {
         self.by_digest.get(&digest(presented)).cloned()
+    }
+
+    /// Whether `principal`'s key is in the ring still, with its grant.
+    pub(crate) fn holds(&self, principal: &Principal) -> bool {
+        let Standing::Key { sha256 } = &principal.standing else {
+            return false;
+        };
+        self.by_digest
+            .get(sha256)
+            .is_some_and(|held| held.owner == principal.owner && held.grant == principal.grant)
     }
 }

@@ -11,13 +11,17 @@ pub mod rates;
 
 pub use principal::Grant;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
 
 use crate::server::auth::jwt::JwtVerifier;
 use crate::server::auth::keys::{KEY_PREFIX, KeyFile, KeyRing};
-use crate::server::auth::principal::Principal;
+use crate::server::auth::principal::{Principal, Standing};
 use crate::server::auth::rates::{Action, Limiter, Rates, Slow};
 use crate::session::calls::CHILD_PREFIX;
 use crate::session::report::SessionStart;
@@ -143,7 +147,9 @@ impl Caller {
 /// not at all: every caller reaches every session.
 #[derive(Debug, Default)]
 pub struct Callers {
-    keys: Option<RwLock<Arc<KeyRing>>>,
+    /// The API keys, once a keys file has been read: a server without
+    /// them (and without JWT settings) is open until one is.
+    keys: watch::Sender<Option<Arc<KeyRing>>>,
     jwt: Option<JwtVerifier>,
     limiter: Limiter,
 }
@@ -152,7 +158,7 @@ impl Callers {
     /// Callers authenticate with a key of `keys` or a token `jwt` verifies.
     pub fn new(keys: Option<&KeyFile>, jwt: Option<JwtVerifier>) -> Callers {
         Callers {
-            keys: keys.map(|file| RwLock::new(Arc::new(KeyRing::new(file)))),
+            keys: watch::Sender::new(keys.map(|file| Arc::new(KeyRing::new(file)))),
             jwt,
             limiter: Limiter::default(),
         }
@@ -186,16 +192,55 @@ impl Callers {
         }
     }
 
-    /// Whether callers go unauthenticated.
+    /// Whether callers go unauthenticated: no keys file has been read and
+    /// there are no JWT settings.
     pub fn is_open(&self) -> bool {
-        self.keys.is_none() && self.jwt.is_none()
+        self.keys.borrow().is_none() && self.jwt.is_none()
     }
 
-    /// Replaces the API keys with those of `file`: a revoked key is refused
-    /// from the next request on.
+    /// Replaces the API keys with those of `file`; on an open server, makes
+    /// them required. A revoked key is refused from the next request on,
+    /// and what it holds open is closed (see [`Callers::lapse`]).
     pub fn reload_keys(&self, file: &KeyFile) {
-        if let Some(keys) = &self.keys {
-            *keys.write().expect("key ring poisoned") = Arc::new(KeyRing::new(file));
+        self.keys.send_replace(Some(Arc::new(KeyRing::new(file))));
+    }
+
+    /// Waits until `caller` no longer stands, and says why: its key was
+    /// revoked (or its grant changed), its token expired by `clock`, or,
+    /// for a caller of an open server, the server now requires keys. Never
+    /// for the admin. A WebSocket or stream the caller holds open ends
+    /// then, so that revocation reaches what was opened before it.
+    pub(crate) fn lapse(
+        &self,
+        caller: &Caller,
+        clock: Clock,
+    ) -> impl Future<Output = String> + Send + 'static {
+        let mut keys = self.keys.subscribe();
+        let caller = caller.clone();
+        async move {
+            match &caller {
+                Caller::Admin => std::future::pending().await,
+                Caller::Anyone => {
+                    lasts_while(&mut keys, Option::is_none).await;
+                    "the server now requires an API key".into()
+                }
+                Caller::Principal(principal) => match principal.standing {
+                    Standing::Key { .. } => {
+                        lasts_while(&mut keys, |ring| {
+                            ring.as_ref().is_some_and(|ring| ring.holds(principal))
+                        })
+                        .await;
+                        "the API key was revoked, or its grant changed".into()
+                    }
+                    Standing::Token { until_ms } => {
+                        let mut ticks = tokio::time::interval(LAPSE_TICK);
+                        while clock.now_ms() < until_ms {
+                            ticks.tick().await;
+                        }
+                        "the token has expired".into()
+                    }
+                },
+            }
         }
     }
 
@@ -210,8 +255,11 @@ impl Callers {
             );
         };
         if bearer.starts_with(KEY_PREFIX) {
-            let keys = self.keys.as_ref().ok_or("this server takes no API keys")?;
-            let ring = Arc::clone(&keys.read().expect("key ring poisoned"));
+            let ring = self
+                .keys
+                .borrow()
+                .clone()
+                .ok_or("this server takes no API keys")?;
             return ring
                 .principal(bearer)
                 .map(Caller::Principal)
@@ -224,6 +272,21 @@ impl Callers {
         jwt.verify(bearer, now_ms)
             .map(Caller::Principal)
             .map_err(|reason| format!("the token is refused: {reason}"))
+    }
+}
+
+/// How often a token's expiry is checked against the host's clock while
+/// its holder keeps a connection open.
+const LAPSE_TICK: Duration = Duration::from_millis(250);
+
+/// Returns once the keys no longer pass `stands`; never if they always do
+/// (the server lives as long as its callers).
+async fn lasts_while(
+    keys: &mut watch::Receiver<Option<Arc<KeyRing>>>,
+    mut stands: impl FnMut(&Option<Arc<KeyRing>>) -> bool,
+) {
+    if keys.wait_for(|ring| !stands(ring)).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

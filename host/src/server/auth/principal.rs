@@ -56,6 +56,19 @@ pub(crate) struct Principal {
     pub(crate) grant: Grant,
     /// The user a token was issued to; that user's sessions only.
     pub(crate) user: Option<String>,
+    /// What keeps it standing once authenticated.
+    pub(crate) standing: Standing,
+}
+
+/// What keeps an authenticated principal standing: a connection it holds
+/// open is closed once this lapses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Its key, by digest, while the keys file holds it with this grant.
+    Key { sha256: String },
+    /// Its token, until the host's clock reaches this time (its `exp`
+    /// with the leeway).
+    Token { until_ms: u64 },
 }
 
 #[cfg(test)]

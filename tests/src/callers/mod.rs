@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 use crate::harness::{host_builder, load};
 use crate::plugins::{CONCIERGE, INTAKE, MISBEHAVE, PROFILE, SHOP};
 
+mod standing;
+
 const ADMIN: &str = "admin-token-of-the-callers-tests";
 
 /// Seconds since the epoch on the test clock when each test begins.
