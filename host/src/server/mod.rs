@@ -153,8 +153,8 @@ pub fn router(host: Host, access: Access) -> Router {
             any_service(mcp::service(api.clone()))
                 .layer(middleware::map_response(mcp::json_errors))
                 .layer(middleware::from_fn_with_state(
-                    api.clone(),
-                    mcp::admit_new_session,
+                    (api.clone(), Arc::new(mcp::McpOwners::default())),
+                    mcp::admit,
                 )),
         )
         .route_layer(middleware::from_fn(move |request, next| {

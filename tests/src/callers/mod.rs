@@ -1342,7 +1342,7 @@ fn mcp_rpc(served: &Served, token: &str, session: &str, body: &Value) -> Value {
 }
 
 #[test]
-fn mcp_sessions_are_bounded_per_principal_and_in_all_and_count_as_starts() {
+fn mcp_sessions_are_bounded_per_principal_and_in_all_count_as_starts_and_are_their_callers_alone() {
     let (file, [backend, app, _]) = keys();
     let rates = Rates {
         session_starts_per_minute: Some(3),
@@ -1374,6 +1374,31 @@ fn mcp_sessions_are_bounded_per_principal_and_in_all_and_count_as_starts() {
     refused(&backend, "this caller has 2 MCP sessions");
     assert_eq!(mcp_initialize(&served, &app).0, 200);
     refused(&app, "the server has 3 MCP sessions");
+
+    // Another caller that holds the session's id neither closes it nor
+    // opens its stream: to it the session does not exist.
+    for method in ["DELETE", "GET"] {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}/mcp", served.base))
+            .header("authorization", format!("Bearer {app}"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &first)
+            .body(())
+            .unwrap();
+        let mut refused = agent().run(request).unwrap();
+        let body: Value =
+            serde_json::from_str(&refused.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(
+            (refused.status().as_u16(), &body["kind"]),
+            (404, &json!("not-found")),
+            "{method}: {body}"
+        );
+    }
+    let rpc = |body: Value| mcp_rpc(&served, &backend, &first, &body);
+    rpc(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+    let listed = rpc(json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }));
+    assert!(listed["result"]["tools"].is_array(), "{listed}");
 
     // An MCP session closed gives its place back; opening one is a start,
     // counted against the caller's rate of them.

@@ -18,7 +18,7 @@ mod tools;
 mod transport;
 
 pub(crate) use tools::tools_for;
-pub(crate) use transport::{admit_new_session, json_errors};
+pub(crate) use transport::{McpOwners, admit, json_errors};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -44,9 +44,9 @@ use crate::remote::RemoteError;
 use crate::server::api::Api;
 use crate::server::auth::rates::Action;
 use crate::server::auth::{Caller, Callers};
-use crate::server::bounds::{Bounds, Open, Place};
+use crate::server::bounds::{Bounds, Open};
 use crate::server::mcp::tools::{answer, failure, refusal};
-use crate::server::mcp::transport::NewSessionPlace;
+use crate::server::mcp::transport::{NewSession, Opened};
 use crate::server::refusal::slow_message;
 use crate::server::sockets::{Sockets, WebSocketSettings};
 use crate::session::Host;
@@ -121,8 +121,8 @@ pub(crate) struct McpSession {
     /// The user its sessions belong to, if it names one.
     user: Option<String>,
     /// Its place among the MCP sessions of its caller and of the server,
-    /// over HTTP.
-    place: Mutex<Option<Place>>,
+    /// and whose it is, over HTTP.
+    opened: Mutex<Option<Arc<Opened>>>,
 }
 
 #[derive(Default)]
@@ -146,7 +146,7 @@ impl McpSession {
             changes: Mutex::new(Some(changes)),
             conversation: format!("mcp-client-{}", uuid::Uuid::new_v4()),
             user,
-            place: Mutex::default(),
+            opened: Mutex::default(),
         }
     }
 
@@ -373,12 +373,12 @@ impl ServerHandler for McpSession {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        let place = context
+        let opened = context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<NewSessionPlace>())
-            .and_then(|NewSessionPlace(place)| place.lock().expect("a place poisoned").take());
-        *self.place.lock().expect("an MCP session poisoned") = place;
+            .and_then(|parts| parts.extensions.get::<NewSession>())
+            .map(|NewSession(opened)| Arc::clone(opened));
+        *self.opened.lock().expect("an MCP session poisoned") = opened;
         self.caller(&context).await?;
         context.peer.set_peer_info(request.clone());
         self.negotiate_initialize(&request)
@@ -470,7 +470,7 @@ impl McpSession {
 }
 
 /// Who `caller` is, to tell whether two requests come from the same one.
-fn identity(caller: &Caller) -> String {
+pub(super) fn identity(caller: &Caller) -> String {
     match caller {
         Caller::Anyone => "anyone".into(),
         Caller::Admin => "admin".into(),

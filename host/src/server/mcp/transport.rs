@@ -1,8 +1,10 @@
 //! `/mcp` over HTTP around rmcp's service: a new MCP session counted
-//! against its caller's bounds and rates before it opens, and the
-//! transport's own refusals answered in JSON like every other error.
+//! against its caller's bounds and rates before it opens, a request of an
+//! open one served only to the caller it belongs to, and the transport's
+//! own refusals answered in JSON like every other error.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -13,46 +15,99 @@ use crate::server::api::Api;
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::server::bounds::Place;
+use crate::server::mcp::identity;
 use crate::server::refusal::{error, too_fast};
 
-/// The place a new MCP session takes among its caller's and the server's,
-/// handed by the request that opens it to the session, which holds it
-/// until it closes.
-#[derive(Clone)]
-pub(super) struct NewSessionPlace(pub(super) Arc<Mutex<Option<Place>>>);
+/// An MCP session as its opening request admitted it: its place among its
+/// caller's and the server's, and whose it is. The session holds it until
+/// it closes.
+pub(super) struct Opened {
+    _place: Place,
+    owner: String,
+}
 
-/// Counts the MCP session a request would open (a POST without
-/// `Mcp-Session-Id`: an `initialize`) against its caller's rate of session
-/// starts and bounds of MCP sessions, or refuses it (429). The place goes
-/// back when the session closes, or at once if none opens.
-pub(crate) async fn admit_new_session(
-    State(api): State<Api>,
+/// Handed by the request that opens an MCP session to the session.
+#[derive(Clone)]
+pub(super) struct NewSession(pub(super) Arc<Opened>);
+
+/// Whose each open MCP session is, by its id.
+#[derive(Default)]
+pub(crate) struct McpOwners(Mutex<HashMap<String, Weak<Opened>>>);
+
+impl McpOwners {
+    /// Whether the open MCP session `id` is another caller's than `who`.
+    fn is_others(&self, id: &str, who: &str) -> bool {
+        let owners = self.0.lock().expect("MCP owners poisoned");
+        owners
+            .get(id)
+            .and_then(Weak::upgrade)
+            .is_some_and(|opened| opened.owner != who)
+    }
+
+    /// Records that MCP session `id` is `opened`'s, forgetting the closed.
+    fn record(&self, id: &str, opened: &Arc<Opened>) {
+        let mut owners = self.0.lock().expect("MCP owners poisoned");
+        owners.retain(|_, opened| opened.strong_count() > 0);
+        owners.insert(id.to_owned(), Arc::downgrade(opened));
+    }
+}
+
+/// Admits a request of `/mcp`. One that names an open MCP session
+/// (`Mcp-Session-Id`) is served only to the caller that opened it: to any
+/// other, whatever it asks (its stream, its `DELETE`), the session is
+/// unknown (404). One that would open a session (a POST without it: an
+/// `initialize`) is counted against its caller's rate of session starts
+/// and bounds of MCP sessions, or refused (429); the place goes back when
+/// the session closes, or at once if none opens.
+pub(crate) async fn admit(
+    State((api, owners)): State<(Api, Arc<McpOwners>)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if request.method() != Method::POST || request.headers().contains_key("mcp-session-id") {
-        return next.run(request).await;
-    }
     let caller = request
         .extensions()
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Anyone);
+    let who = identity(&caller);
+    if let Some(id) = request.headers().get("mcp-session-id") {
+        if owners.is_others(id.to_str().unwrap_or_default(), &who) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no MCP session of this caller has this `Mcp-Session-Id`; initialize a new one",
+            );
+        }
+        return next.run(request).await;
+    }
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
     if let Err(slow) = api
         .callers
         .admit(&caller, Action::Start, api.host.clock().now_ms())
     {
         return too_fast(&slow);
     }
-    match api.open.mcp_session(&caller) {
-        Ok(place) => {
-            request
-                .extensions_mut()
-                .insert(NewSessionPlace(Arc::new(Mutex::new(Some(place)))));
-            next.run(request).await
-        }
-        Err(refusal) => refusal.into_response(),
+    let opened = match api.open.mcp_session(&caller) {
+        Ok(place) => Arc::new(Opened {
+            _place: place,
+            owner: who,
+        }),
+        Err(refusal) => return refusal.into_response(),
+    };
+    request
+        .extensions_mut()
+        .insert(NewSession(Arc::clone(&opened)));
+    let response = next.run(request).await;
+    if let Some(id) = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|id| id.to_str().ok())
+    {
+        owners.record(id, &opened);
     }
+    response
 }
 
 /// Most bytes of an MCP transport error's text kept in its JSON answer.
