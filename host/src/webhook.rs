@@ -153,7 +153,7 @@ async fn deliver(
                 tracing::warn!(
                     plugin,
                     delivery = posted.delivery,
-                    url = webhook.url,
+                    origin = %webhook.target,
                     "the webhook failed {attempt} times; the event is dropped: {failure}"
                 );
                 metrics.webhook_event(&plugin, "dropped");
@@ -161,7 +161,7 @@ async fn deliver(
                 tracing::info!(
                     plugin,
                     delivery = posted.delivery,
-                    url = webhook.url,
+                    origin = %webhook.target,
                     "the webhook failed; trying again in {} ms: {failure}",
                     pause.as_millis()
                 );
@@ -189,12 +189,25 @@ async fn post_once(
         .body(posted.body.clone())
         .send()
         .await
-        .map_err(|err| format!("{err:#}"))?;
+        .map_err(failure_of)?;
     if response.status().is_success() {
         Ok(())
     } else {
         Err(format!("it answered {}", response.status()))
     }
+}
+
+/// Why a try failed, with its causes, in words that name no URL: a
+/// webhook's path or query may carry a token, and failures are logged.
+fn failure_of(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(err) = cause {
+        text = format!("{text}: {err}");
+        cause = err.source();
+    }
+    text
 }
 
 /// Resolves names to their external addresses only: a webhook reaches an
@@ -217,5 +230,31 @@ impl Resolve for External {
             }
             Ok(Box::new(found.into_iter()) as Addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failure_says_why_and_names_no_url() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let err = reqwest::Client::builder()
+            .tls_backend_preconfigured((**TLS_CONFIG).clone())
+            .build()
+            .unwrap()
+            .post(format!("http://{closed}/hook?token=a-token-in-the-url"))
+            .send()
+            .await
+            .unwrap_err();
+        let failure = failure_of(err);
+        assert!(failure.contains("Connection refused"), "{failure}");
+        assert!(
+            !failure.contains("a-token-in-the-url") && !failure.contains("/hook"),
+            "{failure}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! `agentbox serve`: its settings (flags, environment, a TOML file), the
 //! plugin folder and its watcher, and the graceful stop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -256,18 +256,20 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// How often `--watch` looks at the plugin folder.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
+/// The fewest characters of an admin token: it opens every session.
+const MIN_ADMIN_TOKEN: usize = 32;
+
 /// How long a file must stay unchanged before `--watch` loads it.
 const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let args = args.with_config()?;
-    if args
-        .admin_token
-        .as_deref()
-        .is_some_and(|token| token.trim().is_empty())
+    if let Some(token) = &args.admin_token
+        && token.trim().chars().count() < MIN_ADMIN_TOKEN
     {
         bail!(
-            "the admin token is empty; give a long random one in AGENTBOX_ADMIN_TOKEN, or none to turn the admin API off"
+            "the admin token is shorter than {MIN_ADMIN_TOKEN} characters (it has {}); give a random one (`openssl rand -hex 24` makes one) in AGENTBOX_ADMIN_TOKEN, or none to turn the admin API off",
+            token.trim().chars().count()
         );
     }
     args.connections.check().map_err(|reason| {
@@ -304,7 +306,8 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| args.host.data_dir().join("plugins"));
     std::fs::create_dir_all(&plugin_dir)
         .with_context(|| format!("cannot create the plugin folder {}", plugin_dir.display()))?;
-    let watched = components(&plugin_dir)?;
+    let mut folder = Folder::new(plugin_dir.clone());
+    let watched = folder.components()?;
     let mut in_dir: Vec<&PathBuf> = watched.keys().collect();
     in_dir.sort();
     let given = args
@@ -346,7 +349,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::announce_mcp_servers(&host);
     let watcher = args
         .watch
-        .then(|| tokio::spawn(watch(host.clone(), plugin_dir.clone(), watched)));
+        .then(|| tokio::spawn(watch(host.clone(), folder, watched)));
     let _keys_follower = tokio::spawn(follow_keys(callers.clone(), keys_file.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -413,26 +416,50 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// When a file was last seen changed, and how.
 type Stamp = (SystemTime, u64);
 
-/// The `.wasm` files in `dir` and their stamps, by path: regular files
-/// only, never a symlink (which may lead out of the folder), a FIFO or a
-/// device.
-fn components(dir: &Path) -> anyhow::Result<HashMap<PathBuf, Stamp>> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
-    Ok(entries
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
+/// The plugin folder, and the entries of it refused as they were last
+/// read, so that each is said once while it stays.
+struct Folder {
+    dir: PathBuf,
+    refused: HashSet<PathBuf>,
+}
+
+impl Folder {
+    fn new(dir: PathBuf) -> Folder {
+        Folder {
+            dir,
+            refused: HashSet::new(),
+        }
+    }
+
+    /// The `.wasm` files in the folder and their stamps, by path: regular
+    /// files only, never a symlink (which may lead out of the folder), a
+    /// FIFO or a device; an entry refused for the first time is said.
+    fn components(&mut self) -> anyhow::Result<HashMap<PathBuf, Stamp>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read the plugin folder {}", self.dir.display()))?;
+        let mut refused = HashSet::new();
+        let mut found = HashMap::new();
+        for path in entries.filter_map(|entry| Some(entry.ok()?.path())) {
             if path.extension().is_none_or(|ext| ext != "wasm") {
-                return None;
+                continue;
             }
-            let metadata = std::fs::symlink_metadata(&path).ok()?;
+            let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             if !metadata.is_file() {
-                tracing::warn!(path = %path.display(), "not a regular file: the plugin folder loads regular files only");
-                return None;
+                if !self.refused.contains(&path) {
+                    tracing::warn!(path = %path.display(), "not a regular file: the plugin folder loads regular files only");
+                }
+                refused.insert(path);
+                continue;
             }
-            Some((path, (metadata.modified().ok()?, metadata.len())))
-        })
-        .collect())
+            if let Ok(modified) = metadata.modified() {
+                found.insert(path, (modified, metadata.len()));
+            }
+        }
+        self.refused = refused;
+        Ok(found)
+    }
 }
 
 /// Reads the component at `path` in the plugin folder: a regular file
@@ -480,15 +507,15 @@ fn load_from_folder(
     load(&bytes).with_context(|| format!("cannot load {}", path.display()))
 }
 
-/// Loads and activates each `.wasm` in `dir` that changed since `seen`, once
+/// Loads and activates each `.wasm` of `folder` that changed since `seen`, once
 /// it has stayed unchanged for [`SETTLE`]; a half-written file is either
 /// still changing or fails to load, and never replaces the active version.
-async fn watch(host: Host, dir: PathBuf, mut seen: HashMap<PathBuf, Stamp>) {
+async fn watch(host: Host, mut folder: Folder, mut seen: HashMap<PathBuf, Stamp>) {
     let mut changing: HashMap<PathBuf, (Stamp, Instant)> = HashMap::new();
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     loop {
         ticks.tick().await;
-        let now = match components(&dir) {
+        let now = match folder.components() {
             Ok(now) => now,
             Err(err) => {
                 tracing::warn!(error = %format!("{err:#}"), "cannot watch the plugin folder");

@@ -300,7 +300,7 @@ fn an_open_server_requires_keys_once_the_file_appears_and_no_key_once_it_no_long
 }
 
 #[test]
-fn serve_will_not_open_its_api_beyond_loopback_nor_take_an_empty_or_missing_secret() {
+fn serve_will_not_open_its_api_beyond_loopback_nor_take_a_short_or_missing_secret() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
     let config = |name: &str, text: &str| {
@@ -330,7 +330,12 @@ fn serve_will_not_open_its_api_beyond_loopback_nor_take_an_empty_or_missing_secr
             &config("empty-token.toml", "admin_token = \"\"\n"),
         ],
         &[],
-        "the admin token is empty",
+        "the admin token is shorter than 32 characters (it has 0)",
+    );
+    refused(
+        &[],
+        &[("AGENTBOX_ADMIN_TOKEN", "a")],
+        "the admin token is shorter than 32 characters (it has 1)",
     );
     refused(
         &["--keys", &format!("{dir}/missing.toml")],

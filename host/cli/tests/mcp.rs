@@ -206,7 +206,7 @@ fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_vers
             "--plugin",
             counter.to_str().unwrap(),
         ],
-        &[("AGENTBOX_ADMIN_TOKEN", "admin-token-of-the-mcp-tests")],
+        &[("AGENTBOX_ADMIN_TOKEN", "the-admin-token-of-the-mcp-tests")],
     );
     // No MCP without the caller's credentials.
     let initialize = json!({
@@ -305,7 +305,7 @@ fn mcp_over_http_serves_every_tool_holds_a_conversation_and_announces_a_new_vers
             "POST",
             &server.url("/v1/admin/plugins/counter/rollback"),
             None,
-            Some("admin-token-of-the-mcp-tests"),
+            Some("the-admin-token-of-the-mcp-tests"),
         );
         assert_eq!(status, 200, "{body}");
         tokio::time::timeout(Duration::from_secs(30), changes.recv())
@@ -455,7 +455,7 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
         ],
         &[
             ("AGENTBOX_TEST_A_TOKEN", &format!("Bearer {key}")),
-            ("AGENTBOX_ADMIN_TOKEN", "admin-token-of-b"),
+            ("AGENTBOX_ADMIN_TOKEN", "admin-token-of-the-second-server"),
         ],
     );
     let first = b.start_session("concierge");
@@ -554,7 +554,7 @@ fn a_plugin_on_one_server_calls_a_plugin_on_another_over_mcp_and_outlives_its_ab
             "GET",
             &b.url("/v1/admin/mcp"),
             None,
-            Some("admin-token-of-b"),
+            Some("admin-token-of-the-second-server"),
         );
         assert_eq!(status, 200, "{body}");
         assert!(!body.contains(&key), "{body}");

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use common::{Server, agent, agentbox, declare_oversized_body, json_of, plugin_dir, request};
 use serde_json::{Value, json};
 
+/// The admin token of the servers these tests start: as long as `serve` asks.
+const ADMIN_TOKEN: &str = "an-admin-token-of-the-serve-tests";
+
 // Shared with the agentbox-tests crate; these tests use only part of it.
 #[allow(dead_code)]
 #[path = "../../../tests/src/redis_server.rs"]
@@ -205,7 +208,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
             "--plugin",
             v1.to_str().unwrap(),
             "--admin-token",
-            "s3cret",
+            ADMIN_TOKEN,
         ],
     );
     let plugins = server.url("/v1/admin/plugins");
@@ -215,7 +218,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         assert_eq!(json_of(&body)["kind"], "unauthorized");
         assert!(!body.contains("counter"), "{body}");
     }
-    let (status, body) = request("GET", &plugins, None, Some("s3cret"));
+    let (status, body) = request("GET", &plugins, None, Some(ADMIN_TOKEN));
     assert_eq!(status, 200);
     assert_eq!(json_of(&body)[0]["active"]["version"], "0.1.0");
 
@@ -243,7 +246,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         "POST",
         &server.url("/v1/admin/plugins/counter/rollback"),
         None,
-        Some("s3cret"),
+        Some(ADMIN_TOKEN),
     );
     assert_eq!(
         (status, json_of(&body)["version"].clone()),
@@ -253,7 +256,12 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
     assert_eq!(tick(&server)["state"], json!({ "total": 2 }));
 
     // Something that is not a plugin changes nothing.
-    let (status, body) = request("POST", &plugins, Some("this is not wasm"), Some("s3cret"));
+    let (status, body) = request(
+        "POST",
+        &plugins,
+        Some("this is not wasm"),
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!(
         (status, json_of(&body)["kind"].clone()),
         (422, json!("invalid-plugin")),
@@ -290,7 +298,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         let request = ureq::http::Request::builder()
             .method("POST")
             .uri(&plugins)
-            .header("authorization", "Bearer s3cret")
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
             .body(bytes)
             .unwrap();
         let mut response = agent().run(request).unwrap();
@@ -303,7 +311,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
             "{plugin}: {body}"
         );
     }
-    let (_, body) = request("GET", &plugins, None, Some("s3cret"));
+    let (_, body) = request("GET", &plugins, None, Some(ADMIN_TOKEN));
     assert_eq!(json_of(&body)[0]["active"]["version"], "0.2.0");
     assert_eq!(json_of(&body)[0]["versions"].as_array().unwrap().len(), 2);
     assert_eq!(tick(&server)["state"], json!({ "total": 3 }));
@@ -312,7 +320,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         "POST",
         &server.url("/v1/admin/plugins/nope/rollback"),
         None,
-        Some("s3cret"),
+        Some(ADMIN_TOKEN),
     );
     assert_eq!(
         (status, json_of(&body)["kind"].clone()),
@@ -322,9 +330,14 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
     // Sessions the active version could not migrate: none here (the
     // counter tests pin one), and a retry of none.
     let migrations = server.url("/v1/admin/plugins/counter/migrations");
-    let (status, body) = request("GET", &migrations, None, Some("s3cret"));
+    let (status, body) = request("GET", &migrations, None, Some(ADMIN_TOKEN));
     assert_eq!((status, json_of(&body)), (200, json!({ "pinned": [] })));
-    let (status, body) = request("POST", &format!("{migrations}/retry"), None, Some("s3cret"));
+    let (status, body) = request(
+        "POST",
+        &format!("{migrations}/retry"),
+        None,
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!((status, json_of(&body)), (200, json!({ "retried": 0 })));
     let (status, _) = request("POST", &format!("{migrations}/retry"), None, None);
     assert_eq!(status, 401);
@@ -332,7 +345,7 @@ fn the_admin_api_needs_its_token_swaps_versions_and_refuses_a_bad_one() {
         "GET",
         &server.url("/v1/admin/plugins/nope/migrations"),
         None,
-        Some("s3cret"),
+        Some(ADMIN_TOKEN),
     );
     assert_eq!(
         (status, json_of(&body)["kind"].clone()),
@@ -817,12 +830,12 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
             "--plugin",
             counter.to_str().unwrap(),
             "--admin-token",
-            "tok",
+            ADMIN_TOKEN,
         ],
     );
     let env = [
         ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     // Built before the load starts: counter 0.2.0 refuses to migrate counts
     // of 100 or more, which a slow swap would let the sessions reach.
@@ -830,7 +843,7 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let clients = load(&[&server], "counter", 8, &stop);
     let turns_ok = |server: &Server| {
-        admin_entry(server, "tok", "counter")["stats"]["turns_ok"]
+        admin_entry(server, ADMIN_TOKEN, "counter")["stats"]["turns_ok"]
             .as_u64()
             .unwrap()
     };
@@ -858,7 +871,7 @@ fn a_swap_under_load_fails_no_turn_migrates_each_session_once_and_rolls_back() {
     // Most sessions ran turns on each of the three versions (a session
     // that was between turns at a swap skips nothing: it runs its next
     // turn on the new version).
-    let stats = &admin_entry(&server, "tok", "counter")["stats"];
+    let stats = &admin_entry(&server, ADMIN_TOKEN, "counter")["stats"];
     assert_eq!(stats["migrations_failed"], 0, "{stats}");
     assert_eq!(stats["turns_failed"], 0, "{stats}");
     assert_eq!(stats["swaps"], 2, "{stats}");
@@ -1024,14 +1037,14 @@ fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:1\"\nplugin_dir = {:?}\nwatch = true\nadmin_token = \"from-the-file\"\n",
+            "listen = \"127.0.0.1:1\"\nplugin_dir = {:?}\nwatch = true\nadmin_token = \"an-admin-token-from-the-config-file\"\n",
             plugins.to_str().unwrap()
         ),
     )
     .unwrap();
     // `--listen 127.0.0.1:0` from the flags wins over the file's port 1.
     let server = Server::start(data.path(), &["--config", config.to_str().unwrap()]);
-    let entry = admin_entry(&server, "from-the-file", "counter");
+    let entry = admin_entry(&server, "an-admin-token-from-the-config-file", "counter");
     assert_eq!(entry["active"]["version"], "0.1.0");
     let id = server.start_session("counter");
     assert_eq!(
@@ -1076,8 +1089,8 @@ fn settings_come_from_a_config_file_and_watch_loads_a_finished_file_only() {
 }
 
 /// The plugin folder is written by others than the operator: it loads
-/// regular files only, no bigger than an upload, and a FIFO never holds the
-/// watcher or the stop.
+/// regular files only (saying once of each other entry that it is refused),
+/// no bigger than an upload, and a FIFO never holds the watcher or the stop.
 #[test]
 fn the_plugin_folder_loads_regular_files_only_and_never_blocks_the_stop() {
     let _cores = shared_cores();
@@ -1099,19 +1112,39 @@ fn the_plugin_folder_loads_regular_files_only_and_never_blocks_the_stop() {
     let server = Server::start_with_env(
         data.path(),
         &["--plugin-dir", plugins.to_str().unwrap(), "--watch"],
-        &[("AGENTBOX_ADMIN_TOKEN", "admin")],
+        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
     server.wait_for("no plugins loaded");
 
     mkfifo("late.wasm");
     let big = std::fs::File::create(plugins.join("big.wasm")).unwrap();
     big.set_len((64 << 20) + 1).unwrap();
-    let refused = server.wait_for("big.wasm changed");
+    let lines = server.lines_until("big.wasm changed");
+    let refused = lines.last().unwrap();
     assert!(
         refused.contains("does not load") && refused.contains("over the limit of 67108864 bytes"),
         "{refused}"
     );
-    let (status, body) = request("GET", &server.url("/v1/admin/plugins"), None, Some("admin"));
+    let said = |lines: &[String], name: &str| {
+        lines
+            .iter()
+            .filter(|line| line.contains("not a regular file") && line.contains(name))
+            .count()
+    };
+    assert_eq!(said(&lines, "late.wasm"), 1, "{lines:#?}");
+    // Another second of watching says none of them again.
+    let bigger = std::fs::File::create(plugins.join("bigger.wasm")).unwrap();
+    bigger.set_len((64 << 20) + 2).unwrap();
+    let lines = server.lines_until("bigger.wasm changed");
+    for name in ["linked.wasm", "fifo.wasm", "late.wasm"] {
+        assert_eq!(said(&lines, name), 0, "{lines:#?}");
+    }
+    let (status, body) = request(
+        "GET",
+        &server.url("/v1/admin/plugins"),
+        None,
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!((status, json_of(&body)), (200, json!([])), "nothing loaded");
 
     let (status, stderr) = server.terminate();
@@ -1123,7 +1156,7 @@ fn the_plugin_folder_loads_regular_files_only_and_never_blocks_the_stop() {
 fn wait_for_version(server: &Server, plugin: &str, version: &str) -> u32 {
     let asked_until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     for asked in 1.. {
-        if admin_entry(server, "tok", plugin)["active"]["version"] == version {
+        if admin_entry(server, ADMIN_TOKEN, plugin)["active"]["version"] == version {
             return asked;
         }
         assert!(
@@ -1146,7 +1179,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
     };
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let counter = plugin_dir("counter");
-    let shared = ["--store", redis.url(), "--admin-token", "tok"];
+    let shared = ["--store", redis.url(), "--admin-token", ADMIN_TOKEN];
     let a = Server::start(
         data_a.path(),
         &[&shared[..], &["--plugin", counter.to_str().unwrap()]].concat(),
@@ -1154,7 +1187,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
     // `b` is given no plugin: it serves the one `a` recorded in the store.
     let b = Server::start(data_b.path(), &shared);
     assert_eq!(
-        admin_entry(&b, "tok", "counter")["active"]["version"],
+        admin_entry(&b, ADMIN_TOKEN, "counter")["active"]["version"],
         "0.1.0"
     );
     // Built before the load starts, as in the one-server swap.
@@ -1163,7 +1196,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
     // 8 clients send each turn of their session to `a` and `b` in turn.
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let clients = load(&[&a, &b], "counter", 8, &stop);
-    let stats = |server: &Server| admin_entry(server, "tok", "counter")["stats"].clone();
+    let stats = |server: &Server| admin_entry(server, ADMIN_TOKEN, "counter")["stats"].clone();
     let turns_ok = || {
         [&a, &b]
             .iter()
@@ -1182,7 +1215,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
         &["plugins", "load", v2.to_str().unwrap()],
         &[
             ("AGENTBOX_SERVER", &a.base),
-            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     assert!(ok, "{stdout}{stderr}");
@@ -1193,7 +1226,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
         &["plugins", "rollback", "counter"],
         &[
             ("AGENTBOX_SERVER", &b.base),
-            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     assert!(ok, "{stdout}{stderr}");
@@ -1234,7 +1267,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
     // A third server started with version 1's file, which the store has
     // seen, runs what the store records, and says so.
     let data_c = tempfile::tempdir().unwrap();
-    let versions = admin_entry(&a, "tok", "counter")["versions"].clone();
+    let versions = admin_entry(&a, ADMIN_TOKEN, "counter")["versions"].clone();
     let v2 = versions
         .as_array()
         .unwrap()
@@ -1250,7 +1283,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
         ],
         &[
             ("AGENTBOX_SERVER", &a.base),
-            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     assert!(ok, "{stdout}{stderr}");
@@ -1259,7 +1292,7 @@ fn servers_on_one_redis_follow_each_others_swaps_under_load() {
         &[&shared[..], &["--plugin", counter.to_str().unwrap()]].concat(),
     );
     assert_eq!(
-        admin_entry(&c, "tok", "counter")["active"]["version"],
+        admin_entry(&c, ADMIN_TOKEN, "counter")["active"]["version"],
         "0.2.0"
     );
 }
@@ -1626,11 +1659,11 @@ fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped()
     let server = Server::start_with_env(
         data.path(),
         &["--compile-timeout-ms", "1"],
-        &[("AGENTBOX_ADMIN_TOKEN", "tok")],
+        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
     let env = [
         ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     let (ok, _, stderr) = agentbox(&["plugins", "load", counter.to_str().unwrap()], &env);
     assert!(!ok);
@@ -1644,7 +1677,12 @@ fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped()
         "",
         "the compiler process was stopped and reaped"
     );
-    let (status, body) = request("GET", &server.url("/v1/admin/plugins"), None, Some("tok"));
+    let (status, body) = request(
+        "GET",
+        &server.url("/v1/admin/plugins"),
+        None,
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!((status, body.as_str()), (200, "[]"));
     let (status, _) = request("GET", &server.url("/healthz"), None, None);
     assert_eq!(status, 200);
@@ -1666,7 +1704,7 @@ fn a_server_whose_program_file_an_upgrade_replaced_compiles_with_its_own_engine(
         &program,
         data.path(),
         &[],
-        &[("AGENTBOX_ADMIN_TOKEN", "tok")],
+        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
     // An upgrade puts another program where the running one was started from.
     let upgrade = bin.path().join("agentbox.new");
@@ -1677,7 +1715,7 @@ fn a_server_whose_program_file_an_upgrade_replaced_compiles_with_its_own_engine(
     let counter = build(&plugin_dir("counter"), elsewhere.path());
     let env = [
         ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     let (ok, stdout, stderr) = agentbox(&["plugins", "load", counter.to_str().unwrap()], &env);
     assert!(
@@ -1746,7 +1784,7 @@ fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
     let server = Server::start_with_env(
         data.path(),
         &["--plugin", profile.to_str().unwrap()],
-        &[("AGENTBOX_ADMIN_TOKEN", "tok")],
+        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
     let (status, body) = request(
         "POST",
@@ -1768,7 +1806,7 @@ fn agentbox_users_exports_and_erases_what_a_server_keeps_of_a_user() {
 
     let env = [
         ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", "tok"),
+        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     let (ok, exported, stderr) = agentbox(&["users", "export", "+15551234567"], &env);
     assert!(ok, "{stderr}");
@@ -1866,7 +1904,7 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
             "--policy",
             policy.to_str().unwrap(),
             "--admin-token",
-            "tok",
+            ADMIN_TOKEN,
         ],
         &[
             ("AGENTBOX_TEST_KEY", SECRET),
@@ -1921,7 +1959,7 @@ fn an_injected_secret_is_in_no_log_line_answer_metric_or_listing() {
         "/metrics".to_owned(),
         "/v1/admin/plugins".to_owned(),
     ] {
-        let (_, body) = request("GET", &server.url(&path), None, Some("tok"));
+        let (_, body) = request("GET", &server.url(&path), None, Some(ADMIN_TOKEN));
         answers.push(body);
     }
     // The operator's listing shows what the plugin may reach, not the secret.
@@ -1993,7 +2031,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
         "--store",
         redis.url(),
         "--admin-token",
-        "tok",
+        ADMIN_TOKEN,
         "--policy",
         policy.to_str().unwrap(),
     ];
@@ -2009,7 +2047,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
             "GET",
             &server.url("/v1/admin/plugins/fetcher/config"),
             None,
-            Some("tok"),
+            Some(ADMIN_TOKEN),
         );
         assert_eq!(status, 200, "{body}");
         json_of(&body)["config"].clone()
@@ -2036,7 +2074,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
             "PUT",
             &a.url("/v1/admin/plugins/fetcher/config"),
             Some(body),
-            Some("tok"),
+            Some(ADMIN_TOKEN),
         )
     };
     let (status, body) = put(r#"{"model": "large", "tone": "dry"}"#);
@@ -2057,7 +2095,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
         &["plugins", "config", "fetcher"],
         &[
             ("AGENTBOX_SERVER", &b.base),
-            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     assert!(ok, "{stderr}");
@@ -2069,7 +2107,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
         &["plugins", "config", "fetcher", "model"],
         &[
             ("AGENTBOX_SERVER", &b.base),
-            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     assert!(
@@ -2115,7 +2153,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
         &["plugins", "config", "fetcher", "--clear"],
         &[
             ("AGENTBOX_SERVER", &a.base),
-            ("AGENTBOX_ADMIN_TOKEN", "tok"),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     assert!(ok, "{stderr}");
@@ -2126,7 +2164,7 @@ fn configuration_set_through_the_admin_api_reaches_every_server_of_the_store() {
         "GET",
         &a.url("/v1/admin/sessions?cursor=abc"),
         None,
-        Some("tok"),
+        Some(ADMIN_TOKEN),
     );
     assert_eq!(status, 400, "{answer}");
     assert_eq!(json_of(&answer)["kind"], "bad-request", "{answer}");

@@ -47,8 +47,9 @@ pub struct Webhook {
 
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL's path and query may carry a token: its origin only.
         f.debug_struct("Webhook")
-            .field("url", &self.url)
+            .field("target", &format_args!("{}", self.target))
             .field("secret", &super::outbound::SECRET_SHOWN)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
@@ -118,5 +119,27 @@ impl WebhookSection {
             )?),
             queue: within("queue", self.queue.unwrap_or(1024) as u64, 100_000)? as usize,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_shows_its_origin_and_neither_its_url_nor_its_secret() {
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "a secret of sixteen bytes or more").unwrap();
+        let section: WebhookSection = toml::from_str(&format!(
+            "url = \"https://hooks.example.com:8443/in?token=a-token-in-the-url\"\nsecret = {{ file = {:?} }}",
+            secret.path()
+        ))
+        .unwrap();
+        let shown = format!("{:?}", section.webhook().unwrap());
+        assert!(shown.contains("https://hooks.example.com:8443"), "{shown}");
+        assert!(
+            !shown.contains("token") && !shown.contains("/in") && !shown.contains("secret of"),
+            "{shown}"
+        );
     }
 }

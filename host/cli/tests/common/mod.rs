@@ -96,13 +96,22 @@ impl Server {
 
     /// Waits for a line of stderr containing `text` and returns it.
     pub fn wait_for(&self, text: &str) -> String {
+        self.lines_until(text).pop().unwrap()
+    }
+
+    /// The lines of stderr up to the first containing `text`, that one
+    /// included.
+    pub fn lines_until(&self, text: &str) -> Vec<String> {
+        let mut lines = Vec::new();
         loop {
             let line = self
                 .stderr
                 .recv_timeout(std::time::Duration::from_secs(60))
                 .unwrap_or_else(|_| panic!("agentbox serve never said `{text}`"));
-            if line.contains(text) {
-                return line;
+            let found = line.contains(text);
+            lines.push(line);
+            if found {
+                return lines;
             }
         }
     }
