@@ -8,8 +8,8 @@ use agentbox_host::store::MemoryStore;
 use agentbox_host::{Cause, Host, Limits, child_session_id};
 use serde_json::json;
 
-use crate::harness::{host, host_with, load, said, send, start, state};
-use crate::plugins::{INTAKE, MISBEHAVE};
+use crate::harness::{host, host_with, host_with_policy, load, said, send, start, state};
+use crate::plugins::{COUNTER, INTAKE, MISBEHAVE};
 
 async fn session(host: &Host) -> String {
     load(host, MISBEHAVE);
@@ -471,8 +471,12 @@ async fn a_failing_on_end_still_ends_the_session_with_its_committed_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hand_off_gives_the_target_its_own_session_and_the_message_until_it_ends() {
-    let host = host();
+async fn a_hand_off_goes_where_the_policy_grants_and_the_target_answers_in_its_own_session_until_it_ends()
+ {
+    let host = host_with_policy(
+        "[plugins.misbehave]\nmay_hand_off = [\"intake\"]",
+        &[COUNTER],
+    );
     let id = session(&host).await;
     send(&host, &id, "set name \"Ada\"").await;
     let refused = host
@@ -483,12 +487,38 @@ async fn a_hand_off_gives_the_target_its_own_session_and_the_message_until_it_en
         matches!(&refused.cause, Cause::PluginNotLoaded(name) if name == "nobody"),
         "{refused}"
     );
+    // Counter is loaded, but the policy does not let misbehave hand to it.
+    let denied = host
+        .send_message(&id, "handoff counter", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&denied.cause, Cause::HandOffDenied(name) if name == "counter"),
+        "{denied}"
+    );
+    assert_eq!(denied.cause.kind(), "hand-off-denied");
+    assert!(denied.to_string().contains("may_hand_off"), "{denied}");
+    assert!(
+        host.session(&child_session_id(&id, "counter"))
+            .await
+            .unwrap()
+            .is_none(),
+        "counter was never started"
+    );
     let record = host.session(&id).await.unwrap().unwrap();
     assert_eq!(
         (record.turn, record.delegate),
         (1, None),
         "a refused hand-off commits nothing"
     );
+    // Handing the conversation to its own plugin needs no grant: it stays.
+    let kept = send(&host, &id, "handoff misbehave").await;
+    assert_eq!(
+        kept.outcome,
+        agentbox_host::Outcome::HandOff("misbehave".into())
+    );
+    let record = host.session(&id).await.unwrap().unwrap();
+    assert_eq!((record.turn, record.delegate), (2, None));
 
     // Intake starts in its own child session (on-start) and answers the
     // message that handed it the conversation.
@@ -511,7 +541,7 @@ async fn a_hand_off_gives_the_target_its_own_session_and_the_message_until_it_en
             record.delegate.as_deref(),
             record.turn
         ),
-        ("misbehave", Some("intake"), 2)
+        ("misbehave", Some("intake"), 3)
     );
     assert_eq!(record.state["name"], "Ada", "misbehave keeps its own state");
     let child = child_session_id(&id, "intake");
@@ -541,7 +571,7 @@ async fn a_hand_off_gives_the_target_its_own_session_and_the_message_until_it_en
     let back = send(&host, &id, "get name").await;
     assert_eq!(said(&back), "name = \"Ada\"");
     let record = host.session(&id).await.unwrap().unwrap();
-    assert_eq!((record.delegate, record.turn), (None, 6));
+    assert_eq!((record.delegate, record.turn), (None, 7));
     // The session's history keeps the whole conversation.
     let history = host.history(&id, 100).await.unwrap();
     assert!(

@@ -138,6 +138,10 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[plugins.concierge] may_call `mcp:weather/*`: no [mcp.weather] declares the MCP server `weather`; the policy declares none",
         ),
         (
+            "[plugins.concierge]\nmay_hand_off = [\"Shop\"]\n",
+            "[plugins.concierge] may_hand_off `Shop`: the plugin",
+        ),
+        (
             "[mcp.weather]\nurl = \"weather.example.com\"\n",
             "[mcp.weather] url `weather.example.com` is not an http:// or https:// URL with a host",
         ),

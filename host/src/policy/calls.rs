@@ -1,6 +1,7 @@
 //! `may_call`: the tools of other plugins and of the operator's MCP
-//! servers a plugin may call through the registry. A plugin may always
-//! call its own.
+//! servers a plugin may call through the registry (a plugin may always
+//! call its own), and `may_hand_off`: the plugins it may hand the
+//! conversation to.
 
 use std::collections::BTreeSet;
 
@@ -15,10 +16,12 @@ enum Entry {
 }
 
 /// The tools of other plugins and MCP servers one plugin may call: entries
-/// `plugin/tool`, `plugin/*`, `mcp:server/tool` or `mcp:server/*`.
+/// `plugin/tool`, `plugin/*`, `mcp:server/tool` or `mcp:server/*`; and the
+/// plugins it may hand the conversation to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MayCall {
     entries: Vec<Entry>,
+    hand_offs: BTreeSet<String>,
 }
 
 impl MayCall {
@@ -64,7 +67,26 @@ impl MayCall {
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(MayCall { entries })
+        Ok(MayCall {
+            entries,
+            hand_offs: BTreeSet::new(),
+        })
+    }
+
+    /// These grants, and hand-offs to each of `plugins`, refusing a name
+    /// that is no plugin's.
+    pub fn with_hand_offs(mut self, plugins: &[String]) -> Result<MayCall, String> {
+        for plugin in plugins {
+            check_plugin_name(plugin)
+                .map_err(|reason| format!("`{plugin}`: the plugin {reason}"))?;
+            self.hand_offs.insert(plugin.clone());
+        }
+        Ok(self)
+    }
+
+    /// Whether it may hand the conversation to `plugin`.
+    pub fn hands_off_to(&self, plugin: &str) -> bool {
+        self.hand_offs.contains(plugin)
     }
 
     /// Whether an entry grants `plugin`'s tool `tool`.

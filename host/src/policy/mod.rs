@@ -89,6 +89,7 @@ impl Grants {
 /// [plugins.profile]
 /// buckets = ["crm"]            # named buckets this plugin may open
 /// may_call = ["shop/*", "intake/record_information", "mcp:weather/*"]   # others' tools, through the registry
+/// may_hand_off = ["intake"]    # plugins it may hand the conversation to
 /// deadline_ms = 500            # and any [turns] limit but concurrent_total, max_live,
 ///                              # or any [kv] one, for it alone
 ///
@@ -240,6 +241,8 @@ struct PluginPolicy {
     buckets: Vec<String>,
     #[serde(default)]
     may_call: Vec<String>,
+    #[serde(default)]
+    may_hand_off: Vec<String>,
     #[serde(flatten)]
     turns: TurnPolicy,
     max_live: Option<u64>,
@@ -364,9 +367,11 @@ impl PolicyFile {
             let reach = outbound::outbound(policy.http.as_ref(), &policy.config)
                 .map_err(|reason| format!("[plugins.{plugin}] {reason}"))?;
             outbound.insert(plugin.clone(), Arc::new(reach));
-            if !policy.may_call.is_empty() {
+            if !policy.may_call.is_empty() || !policy.may_hand_off.is_empty() {
                 let may = MayCall::parse(&policy.may_call, &declared)
-                    .map_err(|reason| format!("[plugins.{plugin}] may_call {reason}"))?;
+                    .map_err(|reason| format!("[plugins.{plugin}] may_call {reason}"))?
+                    .with_hand_offs(&policy.may_hand_off)
+                    .map_err(|reason| format!("[plugins.{plugin}] may_hand_off {reason}"))?;
                 calls.insert(plugin.clone(), may);
             }
             if let Some(section) = &policy.webhook {

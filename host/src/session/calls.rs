@@ -460,6 +460,15 @@ impl Host {
         leased(&*inner.store, &inner.holder, inner.lease_ttl, id, turn)
     }
 
+    /// Whether the policy lets plugin `from` hand the conversation to
+    /// plugin `to` (`may_hand_off`).
+    pub(crate) fn may_hand_off(&self, from: &str, to: &str) -> bool {
+        self.inner
+            .calls
+            .get(from)
+            .is_some_and(|may| may.hands_off_to(to))
+    }
+
     /// Ends the child sessions of `parent`, a session that has just ended:
     /// those of the plugins its plugin may call, and that of the plugin it
     /// handed the conversation to; closes its connections to MCP servers,

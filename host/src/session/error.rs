@@ -24,6 +24,12 @@ pub enum Cause {
     /// The plugin is not loaded in this host.
     #[error("plugin `{0}` is not loaded")]
     PluginNotLoaded(String),
+    /// The plugin handed the conversation to a plugin its policy does not
+    /// let it hand to.
+    #[error(
+        "the plugin may not hand the conversation to `{0}`: the policy's may_hand_off for it does not grant it"
+    )]
+    HandOffDenied(String),
     /// The caller passed something invalid (an id, variables, a message).
     #[error("{0}")]
     BadRequest(String),
@@ -128,6 +134,7 @@ impl Cause {
             Cause::Ended => "ended",
             Cause::Exists => "exists",
             Cause::PluginNotLoaded(_) => "plugin-not-loaded",
+            Cause::HandOffDenied(_) => "hand-off-denied",
             Cause::BadRequest(_) => "bad-request",
             Cause::UnknownTool { .. } => "unknown-tool",
             Cause::InvalidArguments { .. } => "invalid-arguments",

@@ -126,7 +126,8 @@ impl Host {
             said.extend(self.run_start(id, start, sink.clone(), within)?.said);
         }
         let turn = self.open(id, true)?;
-        let (heard, state, outcome) = self.message_turn(&turn, text, sink, within)?;
+        let (heard, state, outcome) =
+            self.message_turn(&turn, &parent.plugin, text, sink, within)?;
         let input = Input::Message(text.to_owned());
         self.commit(&turn, &state, &outcome, input, &heard)
             .map_err(turn.fail())?;

@@ -30,7 +30,9 @@ impl Host {
         if let Some(delegate) = turn.record.delegate.clone() {
             return self.run_delegated(turn, delegate, text, sink, within);
         }
-        let (mut said, state, outcome) = self.message_turn(&turn, text, sink.clone(), within)?;
+        let home = turn.record.plugin.clone();
+        let (mut said, state, outcome) =
+            self.message_turn(&turn, &home, text, sink.clone(), within)?;
         let delegate = match &outcome {
             Outcome::HandOff(target) => {
                 let (heard, delegate) = self.hand_off(&turn.record, target, text, sink, within)?;
@@ -52,11 +54,14 @@ impl Host {
 
     /// Runs `on-message` with `text` in `turn`, and `on-end` after it when
     /// the agent ends the session: what it said, the state it left and how
-    /// the conversation goes on. An interrupted turn leaves the state as
-    /// committed. Commits nothing.
+    /// the conversation goes on. A hand-off goes to a loaded plugin the
+    /// policy lets the turn's plugin hand to, or back to `home`, the
+    /// plugin whose session the conversation is. An interrupted turn leaves
+    /// the state as committed. Commits nothing.
     pub(crate) fn message_turn(
         &self,
         turn: &Turn,
+        home: &str,
         text: &str,
         sink: Option<Sink>,
         within: &Within,
@@ -79,6 +84,9 @@ impl Host {
                     .plugins
                     .active(&target)
                     .ok_or_else(|| fail(Cause::PluginNotLoaded(target.clone())))?;
+                if target != home && !self.may_hand_off(&turn.record.plugin, &target) {
+                    return Err(fail(Cause::HandOffDenied(target)));
+                }
                 Outcome::HandOff(target)
             }
             GuestOutcome::End => {
