@@ -59,7 +59,8 @@ use agentbox_host::{Host, LoadError, PluginVersion};
 #[command(verbatim_doc_comment)]
 pub(super) struct ServeArgs {
     /// A TOML file of settings: any of listen, plugins, plugin_dir, watch, store, admin_token,
-    /// keys, insecure, data_dir, deadline_ms, memory_mib, policy, and [jwt], [rates],
+    /// keys, insecure, data_dir, deadline_ms, memory_mib, compile_timeout_ms,
+    /// compile_memory_mib, policy, and [jwt], [rates],
     /// [websocket], [server] and [bounds] tables (see docs/api.md)
     #[arg(long, value_name = "FILE", env = "AGENTBOX_CONFIG")]
     config: Option<PathBuf>,
@@ -159,6 +160,7 @@ struct ServeConfig {
     deadline_ms: Option<u64>,
     memory_mib: Option<usize>,
     compile_timeout_ms: Option<u64>,
+    compile_memory_mib: Option<u64>,
     policy: Option<PathBuf>,
 }
 
@@ -189,6 +191,15 @@ impl ServeArgs {
                 path.display()
             );
         }
+        if config
+            .compile_memory_mib
+            .is_some_and(|mib| !(64..=1 << 20).contains(&mib))
+        {
+            bail!(
+                "the config file {} is invalid: compile_memory_mib must be 64 to 1048576",
+                path.display()
+            );
+        }
         self.listen = self.listen.or(config.listen);
         self.plugins.extend(config.plugins);
         self.plugin_dir = self.plugin_dir.or(config.plugin_dir);
@@ -207,6 +218,7 @@ impl ServeArgs {
         host.deadline_ms = host.deadline_ms.or(config.deadline_ms);
         host.memory_mib = host.memory_mib.or(config.memory_mib);
         host.compile_timeout_ms = host.compile_timeout_ms.or(config.compile_timeout_ms);
+        host.compile_memory_mib = host.compile_memory_mib.or(config.compile_memory_mib);
         host.policy = host.policy.take().or(config.policy);
         Ok(self)
     }

@@ -1688,6 +1688,79 @@ fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped()
     assert_eq!(status, 200);
 }
 
+/// `component` with a core module of `functions` empty functions added,
+/// which nothing instantiates: as valid as it was, small, and costly only
+/// to compile.
+fn with_an_unused_module(component: &[u8], functions: u32) -> Vec<u8> {
+    fn leb(mut value: u32, into: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                into.push(byte);
+                return;
+            }
+            into.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, contents: &[u8], into: &mut Vec<u8>) {
+        into.push(id);
+        leb(u32::try_from(contents.len()).unwrap(), into);
+        into.extend_from_slice(contents);
+    }
+    // One type, `func() -> ()`; each function of it; each body empty.
+    let (mut declared, mut bodies) = (Vec::new(), Vec::new());
+    leb(functions, &mut declared);
+    leb(functions, &mut bodies);
+    let count = usize::try_from(functions).unwrap();
+    declared.extend(std::iter::repeat_n(0x00, count));
+    bodies.extend([0x02, 0x00, 0x0b].repeat(count));
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(0x01, &[0x01, 0x60, 0x00, 0x00], &mut module);
+    section(0x03, &declared, &mut module);
+    section(0x0a, &bodies, &mut module);
+    let mut bigger = component.to_vec();
+    section(0x01, &module, &mut bigger);
+    bigger
+}
+
+#[test]
+fn an_upload_that_compiles_past_its_memory_budget_is_refused() {
+    let _cores = shared_cores();
+    let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let counter = std::fs::read(build(&plugin_dir("counter"), elsewhere.path())).unwrap();
+    let hostile = elsewhere.path().join("hostile.wasm");
+    std::fs::write(&hostile, with_an_unused_module(&counter, 200_000)).unwrap();
+    let server = Server::start_with_env(
+        data.path(),
+        &["--compile-memory-mib", "128"],
+        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let env = [
+        ("AGENTBOX_SERVER", server.base.as_str()),
+        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let (ok, _, stderr) = agentbox(&["plugins", "load", hostile.to_str().unwrap()], &env);
+    assert!(!ok);
+    assert!(
+        stderr.contains("invalid-plugin")
+            && stderr.contains("compiling it needed more memory than the budget of 128 MiB"),
+        "{stderr}"
+    );
+    let (status, body) = request(
+        "GET",
+        &server.url("/v1/admin/plugins"),
+        None,
+        Some(ADMIN_TOKEN),
+    );
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    // The plugin itself compiles well within the budget.
+    let plain = elsewhere.path().join("counter.wasm");
+    std::fs::write(&plain, &counter).unwrap();
+    let (ok, _, stderr) = agentbox(&["plugins", "load", plain.to_str().unwrap()], &env);
+    assert!(ok, "{stderr}");
+}
+
 #[test]
 fn a_server_whose_program_file_an_upgrade_replaced_compiles_with_its_own_engine() {
     use std::os::unix::fs::PermissionsExt as _;

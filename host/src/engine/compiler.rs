@@ -1,10 +1,13 @@
-//! Compiling a component in a child process, under a time budget.
+//! Compiling a component in a child process, under a time and a memory
+//! budget.
 //!
-//! Cranelift cannot be interrupted: a component built to compile slowly
-//! would hold a thread, and the request that brought it, for as long as it
-//! likes. So a host may compile in a child process instead
-//! ([`CompilerProcess`]), which writes the compiled artifact back and is
-//! killed once the budget is spent. The child is the host's own program
+//! Cranelift cannot be interrupted nor held to a memory bound: a component
+//! built to compile slowly, or into a great deal of memory (a million empty
+//! functions in a few MiB), would hold a thread and the server's memory for
+//! as long as it likes. So a host may compile in a child process instead
+//! ([`CompilerProcess`]), which writes the compiled artifact back, is
+//! killed once the time budget is spent, and is refused memory past its
+//! memory budget. The child is the host's own program
 //! run with arguments that make it call [`compile_from_stdin`]; it compiles
 //! for an engine configured exactly as the host's, and the host checks the
 //! artifact against its own engine when it deserializes it.
@@ -34,6 +37,9 @@ pub struct CompilerProcess {
     /// How long one compilation may take, from starting the process to
     /// its last byte of output.
     pub budget: Duration,
+    /// The most memory the process may take, in bytes: it is passed as
+    /// `--memory-budget-bytes`, and the program must hold itself to it.
+    pub memory_budget: u64,
 }
 
 /// Why a component could not be compiled.
@@ -49,6 +55,12 @@ pub enum CompileError {
         .0.as_millis()
     )]
     OverBudget(Duration),
+    /// Compiling needed more memory than the budget of this many bytes.
+    #[error(
+        "compiling it needed more memory than the budget of {} MiB, so it was stopped",
+        .0 >> 20
+    )]
+    OverMemory(u64),
     /// The compiler process could not run, or died without a word.
     #[error("the compiler process failed: {0}")]
     Process(String),
@@ -71,7 +83,9 @@ impl CompilerProcess {
         command
             .args(&self.args)
             .arg("--memory-bytes")
-            .arg(memory_bytes.to_string());
+            .arg(memory_bytes.to_string())
+            .arg("--memory-budget-bytes")
+            .arg(self.memory_budget.to_string());
         if fuel {
             command.arg("--fuel");
         }
@@ -124,6 +138,8 @@ impl CompilerProcess {
             let message = message.trim();
             return Err(if status.code() == Some(INVALID) && !message.is_empty() {
                 CompileError::Invalid(message.to_owned())
+            } else if out_of_memory(status, message) {
+                CompileError::OverMemory(self.memory_budget)
             } else {
                 CompileError::Process(format!("it ended with {status}: {message}"))
             });
@@ -136,6 +152,16 @@ impl CompilerProcess {
     }
 }
 
+/// Whether a compiler process that ended with `status`, saying `message`,
+/// ran out of its memory: an allocation it was refused aborts it, in
+/// words the standard library's handler writes.
+fn out_of_memory(status: std::process::ExitStatus, message: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    const SIGABRT: i32 = 6;
+    status.signal() == Some(SIGABRT) || message.contains("memory allocation of")
+}
+
 /// The exit code of a compiler process refusing the component it was given.
 const INVALID: i32 = 2;
 
@@ -146,8 +172,12 @@ const INVALID: i32 = 2;
 /// should exit with the returned code.
 pub fn compile_from_stdin(memory_bytes: usize, fuel: bool) -> i32 {
     let compiled = (|| -> anyhow::Result<Result<Vec<u8>, String>> {
-        // Artifacts do not depend on the pool's size: one slot will do.
-        let engine = wasmtime::Engine::new(&config(1, memory_bytes, fuel))?;
+        // Artifacts do not depend on how instances are allocated, and this
+        // engine allocates none: without the host's pool, it reserves no
+        // memory for instances, which the memory budget would count.
+        let mut config = config(1, memory_bytes, fuel);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+        let engine = wasmtime::Engine::new(&config)?;
         let mut bytes = Vec::new();
         std::io::stdin().read_to_end(&mut bytes)?;
         Ok(engine

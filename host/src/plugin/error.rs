@@ -25,6 +25,12 @@ pub enum LoadError {
         .0.as_millis()
     )]
     CompileBudget(std::time::Duration),
+    /// Compiling the component needed more memory than the host's budget.
+    #[error(
+        "the component was refused: compiling it needed more memory than the budget of {} MiB",
+        .0 >> 20
+    )]
+    CompileMemory(u64),
     /// The host's compiler process failed; the component may be fine.
     #[error("the component could not be compiled: {0}")]
     Compiler(String),

@@ -93,6 +93,7 @@ impl PluginVersion {
             engine.component(bytes, digest).map_err(|err| match err {
                 CompileError::Invalid(reason) => LoadError::Invalid(reason),
                 CompileError::OverBudget(budget) => LoadError::CompileBudget(budget),
+                CompileError::OverMemory(bytes) => LoadError::CompileMemory(bytes),
                 err @ CompileError::Process(_) => LoadError::Compiler(err.to_string()),
             })?;
         // The memories and tables come from the compiled component, which
