@@ -1650,32 +1650,16 @@ fn children_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
 }
 
-#[test]
-fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped() {
-    let _cores = shared_cores();
-    // Built beside, so that the server's artifact cache does not hold it.
-    let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let counter = build(&plugin_dir("counter"), elsewhere.path());
-    let server = Server::start_with_env(
-        data.path(),
-        &["--compile-timeout-ms", "1"],
-        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
-    );
-    let env = [
-        ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
-    ];
-    let (ok, _, stderr) = agentbox(&["plugins", "load", counter.to_str().unwrap()], &env);
+/// Starts a server in `data` with `flags`, and uploads `component` to it
+/// with `agentbox plugins load`: the upload is refused as `invalid-plugin`
+/// saying `reason`, and the server has no plugin.
+fn refused_upload(data: &Path, flags: &[&str], component: &Path, reason: &str) -> Server {
+    let server = Server::start_with_env(data, flags, &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let (ok, _, stderr) = load_into(&server, component);
     assert!(!ok);
     assert!(
-        stderr.contains("invalid-plugin")
-            && stderr.contains("compiling it took longer than the budget of 1 ms"),
+        stderr.contains("invalid-plugin") && stderr.contains(reason),
         "{stderr}"
-    );
-    assert_eq!(
-        children_of(server.child.id()).trim(),
-        "",
-        "the compiler process was stopped and reaped"
     );
     let (status, body) = request(
         "GET",
@@ -1684,6 +1668,38 @@ fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped()
         Some(ADMIN_TOKEN),
     );
     assert_eq!((status, body.as_str()), (200, "[]"));
+    server
+}
+
+/// `agentbox plugins load COMPONENT` into `server`: whether it succeeded,
+/// and what it wrote.
+fn load_into(server: &Server, component: &Path) -> (bool, String, String) {
+    agentbox(
+        &["plugins", "load", component.to_str().unwrap()],
+        &[
+            ("AGENTBOX_SERVER", server.base.as_str()),
+            ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    )
+}
+
+#[test]
+fn an_upload_that_compiles_past_its_budget_is_refused_and_its_compiler_stopped() {
+    let _cores = shared_cores();
+    // Built beside, so that the server's artifact cache does not hold it.
+    let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let counter = build(&plugin_dir("counter"), elsewhere.path());
+    let server = refused_upload(
+        data.path(),
+        &["--compile-timeout-ms", "1"],
+        &counter,
+        "compiling it took longer than the budget of 1 ms",
+    );
+    assert_eq!(
+        children_of(server.child.id()).trim(),
+        "",
+        "the compiler process was stopped and reaped"
+    );
     let (status, _) = request("GET", &server.url("/healthz"), None, None);
     assert_eq!(status, 200);
 }
@@ -1728,36 +1744,18 @@ fn with_an_unused_module(component: &[u8], functions: u32) -> Vec<u8> {
 fn an_upload_that_compiles_past_its_memory_budget_is_refused() {
     let _cores = shared_cores();
     let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let counter = std::fs::read(build(&plugin_dir("counter"), elsewhere.path())).unwrap();
+    let counter = build(&plugin_dir("counter"), elsewhere.path());
     let hostile = elsewhere.path().join("hostile.wasm");
-    std::fs::write(&hostile, with_an_unused_module(&counter, 200_000)).unwrap();
-    let server = Server::start_with_env(
+    let bytes = std::fs::read(&counter).unwrap();
+    std::fs::write(&hostile, with_an_unused_module(&bytes, 200_000)).unwrap();
+    let server = refused_upload(
         data.path(),
         &["--compile-memory-mib", "128"],
-        &[("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN)],
+        &hostile,
+        "compiling it needed more memory than the budget of 128 MiB",
     );
-    let env = [
-        ("AGENTBOX_SERVER", server.base.as_str()),
-        ("AGENTBOX_ADMIN_TOKEN", ADMIN_TOKEN),
-    ];
-    let (ok, _, stderr) = agentbox(&["plugins", "load", hostile.to_str().unwrap()], &env);
-    assert!(!ok);
-    assert!(
-        stderr.contains("invalid-plugin")
-            && stderr.contains("compiling it needed more memory than the budget of 128 MiB"),
-        "{stderr}"
-    );
-    let (status, body) = request(
-        "GET",
-        &server.url("/v1/admin/plugins"),
-        None,
-        Some(ADMIN_TOKEN),
-    );
-    assert_eq!((status, body.as_str()), (200, "[]"));
     // The plugin itself compiles well within the budget.
-    let plain = elsewhere.path().join("counter.wasm");
-    std::fs::write(&plain, &counter).unwrap();
-    let (ok, _, stderr) = agentbox(&["plugins", "load", plain.to_str().unwrap()], &env);
+    let (ok, _, stderr) = load_into(&server, &counter);
     assert!(ok, "{stderr}");
 }
 
