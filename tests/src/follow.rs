@@ -7,13 +7,12 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentbox_host::store::{MemoryStore, RedisStore, Store};
 use agentbox_host::{Host, Limits};
 use serde_json::Value;
 
-use crate::harness::{RedisServer, counter_session, host_with, load, send, start};
+use crate::harness::{RedisServer, agent, counter_session, host_with, load, send, start};
 use crate::plugins::{COUNTER, INTAKE};
 
 /// `host`'s API on a loopback port, served by `runtime`; its base URL.
@@ -38,14 +37,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
 }
 
 /// One server-sent event: its id, its name and its data as JSON.

@@ -194,3 +194,13 @@ pub fn durable_stores() -> Vec<TestStore> {
         .filter(|store| store.name != "memory")
         .collect()
 }
+
+/// An HTTP client for a server a test started: it answers every status
+/// as a response, and waits 20 s at most.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(20)))
+        .build()
+        .into()
+}

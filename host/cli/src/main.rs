@@ -121,7 +121,7 @@ struct HostArgs {
 
     /// Memory compiling one plugin may take, in MiB; a component that needs more is refused
     /// [default: 2048]
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=1 << 20))]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(COMPILE_MEMORY_MIB_RANGE))]
     compile_memory_mib: Option<u64>,
 
     /// The operator's policy, a TOML file: turn limits for every plugin or one, session
@@ -141,6 +141,9 @@ const COMPILE_TIMEOUT_MS: u64 = 120_000;
 /// the guest languages (CPython, SpiderMonkey; 13 to 19 MB) peaks near
 /// 380 MiB, so this leaves them five times that.
 const COMPILE_MEMORY_MIB: u64 = 2048;
+
+/// The memory budgets of compiling that may be given, in MiB.
+const COMPILE_MEMORY_MIB_RANGE: std::ops::RangeInclusive<u64> = 64..=1 << 20;
 
 /// Holds this process's data (heap and every writable private mapping) to
 /// `bytes` with `RLIMIT_DATA`: an allocation past it fails, and the

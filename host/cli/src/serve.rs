@@ -191,13 +191,16 @@ impl ServeArgs {
                 path.display()
             );
         }
+        let budgets = crate::COMPILE_MEMORY_MIB_RANGE;
         if config
             .compile_memory_mib
-            .is_some_and(|mib| !(64..=1 << 20).contains(&mib))
+            .is_some_and(|mib| !budgets.contains(&mib))
         {
             bail!(
-                "the config file {} is invalid: compile_memory_mib must be 64 to 1048576",
-                path.display()
+                "the config file {} is invalid: compile_memory_mib must be {} to {}",
+                path.display(),
+                budgets.start(),
+                budgets.end()
             );
         }
         self.listen = self.listen.or(config.listen);
@@ -276,12 +279,13 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let args = args.with_config()?;
-    if let Some(token) = &args.admin_token
-        && token.trim().chars().count() < MIN_ADMIN_TOKEN
-    {
+    let token_length = args
+        .admin_token
+        .as_deref()
+        .map(|token| token.trim().chars().count());
+    if let Some(length) = token_length.filter(|length| *length < MIN_ADMIN_TOKEN) {
         bail!(
-            "the admin token is shorter than {MIN_ADMIN_TOKEN} characters (it has {}); give a random one (`openssl rand -hex 24` makes one) in AGENTBOX_ADMIN_TOKEN, or none to turn the admin API off",
-            token.trim().chars().count()
+            "the admin token is shorter than {MIN_ADMIN_TOKEN} characters (it has {length}); give a random one (`openssl rand -hex 24` makes one) in AGENTBOX_ADMIN_TOKEN, or none to turn the admin API off"
         );
     }
     args.connections.check().map_err(|reason| {

@@ -531,19 +531,30 @@ fn compiling_runs_in_a_child_process_under_a_time_budget() {
 }
 
 #[test]
-fn a_zero_compile_budget_in_the_serve_settings_file_is_refused() {
+fn a_compile_budget_out_of_range_in_the_serve_settings_file_is_refused() {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("serve.toml");
-    std::fs::write(&config, "compile_timeout_ms = 0\n").unwrap();
-    let output = run_output(agentbox("serve", data.path()).arg("--config").arg(&config));
-    assert!(!output.status.success());
-    assert_eq!(
-        last_stderr_line(&output),
-        format!(
-            "agentbox: the config file {} is invalid: compile_timeout_ms must be at least 1",
-            config.display()
-        )
-    );
+    for (setting, reason) in [
+        (
+            "compile_timeout_ms = 0",
+            "compile_timeout_ms must be at least 1",
+        ),
+        (
+            "compile_memory_mib = 16",
+            "compile_memory_mib must be 64 to 1048576",
+        ),
+    ] {
+        std::fs::write(&config, format!("{setting}\n")).unwrap();
+        let output = run_output(agentbox("serve", data.path()).arg("--config").arg(&config));
+        assert!(!output.status.success());
+        assert_eq!(
+            last_stderr_line(&output),
+            format!(
+                "agentbox: the config file {} is invalid: {reason}",
+                config.display()
+            )
+        );
+    }
 }
 
 #[test]

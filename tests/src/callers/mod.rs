@@ -19,7 +19,7 @@ use agentbox_host::{Clock, Host, Limits};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::harness::{host_builder, load};
+use crate::harness::{agent, host_builder, load};
 use crate::plugins::{CONCIERGE, INTAKE, MISBEHAVE, PROFILE, SHOP};
 
 mod standing;
@@ -1157,15 +1157,6 @@ fn a_socket_starts_its_own_session_under_the_same_checks_as_a_post() {
     );
 }
 
-/// A client that answers every status, and waits 20 s at most.
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
-}
-
 /// A stream of server-sent events.
 type Stream = Box<dyn std::io::BufRead>;
 
@@ -1375,16 +1366,18 @@ fn mcp_sessions_are_bounded_per_principal_and_in_all_count_as_starts_and_are_the
     assert_eq!(mcp_initialize(&served, &app).0, 200);
     refused(&app, "the server has 3 MCP sessions");
 
-    // Another caller that holds the session's id neither closes it nor
-    // opens its stream: to it the session does not exist.
-    for method in ["DELETE", "GET"] {
+    // Another caller that holds the session's id neither calls in it,
+    // closes it nor opens its stream: to it the session does not exist.
+    let listing = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }).to_string();
+    for (method, body) in [("POST", listing.as_str()), ("DELETE", ""), ("GET", "")] {
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}/mcp", served.base))
             .header("authorization", format!("Bearer {app}"))
-            .header("accept", "text/event-stream")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
             .header("mcp-session-id", &first)
-            .body(())
+            .body(body)
             .unwrap();
         let mut refused = agent().run(request).unwrap();
         let body: Value =

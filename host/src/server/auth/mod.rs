@@ -72,6 +72,17 @@ impl Caller {
         }
     }
 
+    /// Who it is, to tell whether two requests come from the same caller:
+    /// a principal's owner, the admin, or anyone (an open server's callers
+    /// are one party).
+    pub(crate) fn identity(&self) -> String {
+        match self {
+            Caller::Anyone => "anyone".into(),
+            Caller::Admin => "admin".into(),
+            Caller::Principal(principal) => principal.owner.clone(),
+        }
+    }
+
     /// Whether the server must read a session's record to know if this
     /// caller reaches it: only a principal's reach is bounded.
     pub(crate) fn is_bounded(&self) -> bool {

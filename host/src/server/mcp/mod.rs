@@ -12,7 +12,8 @@
 //! why, never a protocol error.
 //!
 //! The sessions of an MCP session belong to the caller that opened it: a
-//! request of the same MCP session with other credentials is refused.
+//! request of the same MCP session with other credentials is answered 404
+//! by the transport ([`transport`]), before it reaches the session.
 
 mod tools;
 mod transport;
@@ -127,8 +128,6 @@ pub(crate) struct McpSession {
 
 #[derive(Default)]
 struct Kept {
-    /// Who opened the MCP session: [`identity`] of its first caller.
-    owner: Option<String>,
     /// Each plugin's agentbox session.
     sessions: HashMap<String, String>,
 }
@@ -150,28 +149,16 @@ impl McpSession {
         }
     }
 
-    /// The caller of the request `context` serves, once it is known to be
-    /// the one the MCP session belongs to.
-    async fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
-        let caller = context
+    /// The caller of the request `context` serves: over HTTP, the one that
+    /// opened the MCP session (the transport answers any other 404); over
+    /// stdio, the local user.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        context
             .extensions
             .get::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Caller>())
             .unwrap_or(&self.local)
-            .clone();
-        let mut kept = self.kept.lock().await;
-        let who = identity(&caller);
-        match &kept.owner {
-            Some(owner) if *owner != who => Err(ErrorData::invalid_request(
-                "this MCP session belongs to another caller",
-                None,
-            )),
-            Some(_) => Ok(caller),
-            None => {
-                kept.owner = Some(who);
-                Ok(caller)
-            }
-        }
+            .clone()
     }
 
     /// The agentbox session this MCP session keeps for `plugin`, started
@@ -366,8 +353,8 @@ impl ServerHandler for McpSession {
         )
     }
 
-    /// Takes the session's place from the request that opens it, and makes
-    /// its caller the one the session belongs to.
+    /// Takes the session's place, and whose it is, from the request that
+    /// opens it.
     async fn initialize(
         &self,
         request: InitializeRequestParams,
@@ -379,7 +366,6 @@ impl ServerHandler for McpSession {
             .and_then(|parts| parts.extensions.get::<NewSession>())
             .map(|NewSession(opened)| Arc::clone(opened));
         *self.opened.lock().expect("an MCP session poisoned") = opened;
-        self.caller(&context).await?;
         context.peer.set_peer_info(request.clone());
         self.negotiate_initialize(&request)
     }
@@ -395,7 +381,7 @@ impl ServerHandler for McpSession {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let caller = self.caller(&context).await?;
+        let caller = self.caller(&context);
         self.follow_changes(&context);
         Ok(ListToolsResult::with_all_items(tools_for(
             &self.api.host,
@@ -408,7 +394,7 @@ impl ServerHandler for McpSession {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = self.caller(&context).await?;
+        let caller = self.caller(&context);
         // What the agent says goes to the client as progress while the
         // turn runs, when the client asked for progress.
         let (sink, forwarding) = match context.meta.get_progress_token() {
@@ -466,14 +452,5 @@ impl McpSession {
                 }
             }
         });
-    }
-}
-
-/// Who `caller` is, to tell whether two requests come from the same one.
-pub(super) fn identity(caller: &Caller) -> String {
-    match caller {
-        Caller::Anyone => "anyone".into(),
-        Caller::Admin => "admin".into(),
-        Caller::Principal(principal) => principal.owner.clone(),
     }
 }

@@ -15,7 +15,6 @@ use crate::server::api::Api;
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::server::bounds::Place;
-use crate::server::mcp::identity;
 use crate::server::refusal::{error, too_fast};
 
 /// An MCP session as its opening request admitted it: its place among its
@@ -69,7 +68,7 @@ pub(crate) async fn admit(
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Anyone);
-    let who = identity(&caller);
+    let who = caller.identity();
     if let Some(id) = request.headers().get("mcp-session-id") {
         if owners.is_others(id.to_str().unwrap_or_default(), &who) {
             return error(
