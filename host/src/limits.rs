@@ -146,6 +146,11 @@ pub struct Limits {
     /// Bytes of message content one session's history keeps; each commit
     /// drops the oldest messages beyond it, but never the newest.
     pub history_bytes: u64,
+    /// Bytes an event of a session's log keeps of each text: the message,
+    /// a tool's arguments and result, and what was said in all. Past it, the
+    /// event keeps the text's start with the size and digest of the whole;
+    /// the history keeps the whole under its own caps.
+    pub log_text_bytes: usize,
     /// Every this many turns, a session's event holds the whole state, so
     /// that the state of any turn is rebuilt from at most this many
     /// events.
@@ -195,6 +200,7 @@ impl Default for Limits {
             retain_records: Duration::from_secs(7 * 24 * 60 * 60),
             history_messages: 1_000,
             history_bytes: 4 << 20,
+            log_text_bytes: 64 << 10,
             snapshot_turns: 100,
             host_calls: 1_000_000,
             call_depth: 4,

@@ -4,9 +4,12 @@
 //! agree; the log keeps what was dropped, so a fork or rewind to any turn
 //! gets that turn's history exactly.
 
+use agentbox_host::engine::hex;
+use agentbox_host::session::clip::Clip;
 use agentbox_host::store::{Message, Role};
-use agentbox_host::{Cause, Host};
+use agentbox_host::{Cause, Host, Limits};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::harness::{every_store, host, host_with, load, said, send, start};
 use crate::plugins::MISBEHAVE;
@@ -130,6 +133,75 @@ async fn the_running_summary_folds_what_it_drops_into_the_one_before() {
     let kept = history(&host, &id).await;
     send(&host, &id, "recap 100").await;
     assert_eq!(history(&host, &id).await[..kept.len()], kept[..]);
+
+    // A prune's event holds only the prune: replaying the log through both
+    // gives each turn's history exactly.
+    let live = history(&host, &id).await;
+    let fork = host.fork(&id, 6, None).await.unwrap().session;
+    assert_eq!(history(&host, &fork).await, live);
+    let fork = host.fork(&id, 5, None).await.unwrap().session;
+    assert_eq!(history(&host, &fork).await, kept);
+    host.rewind(&id, 4).await.unwrap();
+    assert_eq!(
+        history(&host, &id).await[0].content,
+        "a / entry 1 / b / entry 2"
+    );
+    assert_eq!(history(&host, &id).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_keeps_the_start_of_a_large_text_and_the_history_keeps_it_whole() {
+    let digest = |text: &str| hex(&Sha256::digest(text.as_bytes()));
+    for store in every_store() {
+        let limits = Limits {
+            log_text_bytes: 1_000,
+            ..Limits::default()
+        };
+        let host = host_with(limits, store.store.clone());
+        load(&host, MISBEHAVE);
+        let id = start(&host, "misbehave", json!({})).await.session;
+        let large = "é".repeat(1_000);
+        send(&host, &id, &large).await;
+        let recalled = send(&host, &id, "recall").await.said;
+
+        // The plugin reads the message whole, and the history keeps it so.
+        assert_eq!(recalled[0], format!("Role::User: {large}"));
+        let kept = history(&host, &id).await;
+        assert_eq!(kept[0].content, large, "{}", store.name);
+
+        // The log keeps the first 1,000 bytes of each, on a character, with
+        // the size and digest of the whole.
+        let events = host.events(&id, 0, 10).await.unwrap().events;
+        assert_eq!(events[1].input["text"], "é".repeat(500), "{}", store.name);
+        assert_eq!(
+            events[1].clipped,
+            [Clip {
+                at: "/input/text".into(),
+                bytes: 2_000,
+                sha256: digest(&large),
+            }]
+        );
+        let whole = recalled.join("\n");
+        assert_eq!(
+            events[2].clipped,
+            [Clip {
+                at: "/said".into(),
+                bytes: whole.len() as u64,
+                sha256: digest(&whole),
+            }]
+        );
+        assert_eq!(events[2].said, [format!("Role::User: {}", "é".repeat(493))]);
+        assert!(events[0].clipped.is_empty() && events[2].input["text"] == "recall");
+
+        // Time travel has what the log kept.
+        let fork = host.fork(&id, 1, None).await.unwrap().session;
+        assert_eq!(
+            history(&host, &fork).await[0].content,
+            "é".repeat(500),
+            "{}",
+            store.name
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

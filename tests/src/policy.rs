@@ -150,6 +150,10 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[sessions] history_messages must be at least 1",
         ),
         (
+            "[sessions]\nlog_text_bytes = 0\n",
+            "[sessions] log_text_bytes must be at least 1",
+        ),
+        (
             "[plugins.rogue]\nmax_keys_per_usr = 3\n",
             "unknown field `max_keys_per_usr`",
         ),

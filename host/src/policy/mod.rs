@@ -78,6 +78,7 @@ impl Grants {
 /// retain_records_ms = 604800000 # and tool-call records 7 days after the call
 /// history_messages = 1000      # messages a session's history keeps, dropping the oldest
 /// history_bytes = 4194304      # and bytes of their content
+/// log_text_bytes = 65536       # of each message, tool argument, result and turn's say an event keeps
 /// snapshot_turns = 100         # every this many turns, an event holds the whole state
 ///
 /// [kv]
@@ -175,6 +176,7 @@ struct SessionsPolicy {
     retain_records_ms: Option<u64>,
     history_messages: Option<u64>,
     history_bytes: Option<u64>,
+    log_text_bytes: Option<usize>,
     snapshot_turns: Option<u64>,
 }
 
@@ -191,6 +193,12 @@ impl SessionsPolicy {
                 ));
             }
         }
+        if self.log_text_bytes == Some(0) {
+            return Err(
+                "log_text_bytes must be at least 1: it is how much of each text an event keeps"
+                    .into(),
+            );
+        }
         if self.snapshot_turns == Some(0) {
             return Err(
                 "snapshot_turns must be at least 1: it is how many turns apart the state is kept whole"
@@ -206,6 +214,7 @@ impl SessionsPolicy {
             retain_records: self.retain_records_ms.map_or(limits.retain_records, ms),
             history_messages: self.history_messages.unwrap_or(limits.history_messages),
             history_bytes: self.history_bytes.unwrap_or(limits.history_bytes),
+            log_text_bytes: self.log_text_bytes.unwrap_or(limits.log_text_bytes),
             snapshot_turns: self.snapshot_turns.unwrap_or(limits.snapshot_turns),
             ..limits
         })

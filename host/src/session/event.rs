@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::capability::kv::KvWrites;
 use crate::capability::registry::RegistryCalls;
 use crate::capability::session::Prune;
+use crate::session::clip::Clip;
 use crate::session::error::Cause;
 use crate::session::report::{Outcome, assistant_message};
 use crate::store::{BackendError, LoggedEvent, Message, Role, State};
@@ -90,11 +91,16 @@ pub struct Event {
     /// The prune the turn asked for (`session.prune`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<Prune>,
-    /// The whole history after the event: the one a fork started with (the
-    /// source session's as of the turn it was forked at), or the one a
-    /// prune left.
+    /// The history a fork started with: the source session's as of the
+    /// turn it was forked at.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Message>,
+    /// The texts the event keeps only the start of, each with the size and
+    /// digest of the whole ([`Limits::log_text_bytes`]).
+    ///
+    /// [`Limits::log_text_bytes`]: crate::Limits::log_text_bytes
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clipped: Vec<Clip>,
     /// How the conversation goes on.
     #[serde(flatten)]
     pub outcome: Outcome,

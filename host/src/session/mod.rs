@@ -22,6 +22,7 @@
 mod builder;
 pub mod calls;
 mod chain;
+pub mod clip;
 pub mod config;
 pub mod error;
 pub mod event;

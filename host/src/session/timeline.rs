@@ -16,7 +16,7 @@ use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::event::{Event, EventKind, diff, rebuild};
 use crate::session::report::Outcome;
 use crate::session::turns::log_entry;
-use crate::store::{Commit, Message, SessionRecord, State, Status};
+use crate::store::{Commit, Message, Role, SessionRecord, State, Status};
 
 /// Most events one page of a session's log holds.
 pub const EVENTS_PAGE: usize = 1_000;
@@ -304,26 +304,39 @@ impl Host {
 
     /// Session `id`'s history as of `event` (on its line), rebuilt from the
     /// messages the line's events appended, newest first, to the history's
-    /// cap.
+    /// cap. A prune's event holds only what it asked for, so the walk keeps
+    /// from the turns before a prune only its newest `keep_last`, behind
+    /// its summary.
     fn history_at(&self, id: &str, event: &Event) -> Result<Vec<Message>, Cause> {
         let cap = self.history_cap();
         let mut newest_first: Vec<Message> = Vec::new();
+        let mut bytes = 0;
+        // How many messages older than the walk's place the history keeps.
+        let mut room = usize::MAX;
+        let mut pruned: Vec<Pruned> = Vec::new();
         let mut line = vec![event.clone()];
         'line: loop {
             for event in line.iter().rev() {
-                // A prune leaves the whole history on its event.
-                if event.prune.is_some() {
-                    newest_first.extend(event.history.iter().rev().cloned());
-                    break 'line;
+                for message in event.messages().into_iter().rev() {
+                    if room == 0 {
+                        break 'line;
+                    }
+                    room -= 1;
+                    bytes += message.content.len() as u64;
+                    newest_first.push(message);
                 }
-                newest_first.extend(event.messages().into_iter().rev());
-                let bytes: usize = newest_first
-                    .iter()
-                    .map(|message| message.content.len())
-                    .sum();
+                if let Some(prune) = &event.prune {
+                    pruned.push(Pruned {
+                        summary: prune.summary.clone(),
+                        room,
+                        taken: newest_first.len(),
+                    });
+                    room = room.min(prune.keep_last as usize);
+                }
                 if event.kind == EventKind::Fork
+                    || room == 0
                     || newest_first.len() as u64 >= cap.messages
-                    || bytes as u64 >= cap.bytes
+                    || bytes >= cap.bytes
                 {
                     break 'line;
                 }
@@ -338,6 +351,18 @@ impl Host {
                 _ => break,
             }
         }
+        // The oldest prune's summary is the newest of them.
+        for prune in pruned.iter().rev() {
+            if let Some(summary) = &prune.summary
+                && newest_first.len() - prune.taken < prune.room
+            {
+                newest_first.push(Message {
+                    role: Role::System,
+                    content: summary.clone(),
+                    interrupted: false,
+                });
+            }
+        }
         let kept = cap.kept(
             newest_first
                 .iter()
@@ -347,6 +372,15 @@ impl Host {
         newest_first.reverse();
         Ok(newest_first)
     }
+}
+
+/// A prune met on the walk back through a line: its summary goes before
+/// the messages taken from earlier turns, if the room left when it was met
+/// still holds it.
+struct Pruned {
+    summary: Option<String>,
+    room: usize,
+    taken: usize,
 }
 
 /// An event that takes a session back to the turn of `to`: that turn's
@@ -364,6 +398,7 @@ fn back_to(to: &Event, kind: EventKind, input: Value) -> Event {
         notes: Vec::new(),
         prune: None,
         history: Vec::new(),
+        clipped: Vec::new(),
         outcome: Outcome::Continue,
         migration: None,
         kv_writes: KvWrites::default(),

@@ -320,6 +320,7 @@ impl Host {
             notes,
             prune,
             history: Vec::new(),
+            clipped: Vec::new(),
             outcome: outcome.clone(),
             migration: turn.migration.clone(),
             kv_writes: turn.kv_writes.take(),
@@ -346,11 +347,11 @@ impl Host {
                 };
                 let mut history = prune.apply(history);
                 history.extend(event.messages());
-                event.history = history;
                 // The pruned history replaces the stored one.
-                (event.history.clone(), u64::MAX)
+                (history, u64::MAX)
             }
         };
+        event.clip(self.inner.limits.log_text_bytes);
         let event = log_entry(&event)?;
         if record.revision == 0 {
             let record = SessionRecord {
