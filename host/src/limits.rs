@@ -151,10 +151,18 @@ pub struct Limits {
     /// event keeps the text's start with the size and digest of the whole;
     /// the history keeps the whole under its own caps.
     pub log_text_bytes: usize,
+    /// Bytes of events one session's log may hold: a turn or rewind whose
+    /// event would take it past is refused with [`crate::Cause::LogFull`].
+    pub log_bytes: u64,
     /// Every this many turns, a session's event holds the whole state, so
     /// that the state of any turn is rebuilt from at most this many
     /// events.
     pub snapshot_turns: u64,
+    /// Every time a session's log grows past another multiple of this many
+    /// bytes, its event holds the whole state too, so that rebuilding the
+    /// state of any turn reads a snapshot and at most about this many
+    /// bytes of events after it, however large its patches.
+    pub snapshot_bytes: u64,
     /// Calls from the guest into the host (the world's functions and WASI)
     /// one call of an export may make.
     pub host_calls: u64,
@@ -201,7 +209,9 @@ impl Default for Limits {
             history_messages: 1_000,
             history_bytes: 4 << 20,
             log_text_bytes: 64 << 10,
+            log_bytes: 256 << 20,
             snapshot_turns: 100,
+            snapshot_bytes: 4 << 20,
             host_calls: 1_000_000,
             call_depth: 4,
             live_sessions: None,

@@ -187,6 +187,7 @@ fn native_turns(store: Arc<dyn Store>, sessions: usize) -> Duration {
             created_at_ms: 0,
             updated_at_ms: 0,
             delegate: None,
+            log_bytes: 0,
         };
         let start = agentbox_host::store::LogEntry {
             turn: 0,

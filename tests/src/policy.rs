@@ -154,6 +154,14 @@ fn mistakes_in_a_policy_are_refused_by_name() {
             "[sessions] log_text_bytes must be at least 1",
         ),
         (
+            "[sessions]\nlog_bytes = 0\n",
+            "[sessions] log_bytes must be at least 1",
+        ),
+        (
+            "[sessions]\nsnapshot_bytes = 0\n",
+            "[sessions] snapshot_bytes must be at least 1",
+        ),
+        (
             "[plugins.rogue]\nmax_keys_per_usr = 3\n",
             "unknown field `max_keys_per_usr`",
         ),

@@ -217,9 +217,10 @@ fn stored_under_state_version_1(
         created_at_ms: clock.now_ms(),
         updated_at_ms: clock.now_ms(),
         delegate: None,
+        log_bytes: 0,
     };
     store.create(&record, &[], &start_event()).unwrap();
-    record
+    store.load(id).unwrap().expect("just created")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

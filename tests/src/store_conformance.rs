@@ -27,6 +27,8 @@ fn record(id: &str) -> SessionRecord {
         created_at_ms: 1_000,
         updated_at_ms: 1_000,
         delegate: None,
+        // The start event's bytes, as the store counts them.
+        log_bytes: 2,
     }
 }
 
@@ -336,6 +338,7 @@ fn ended_sessions_and_tool_records_are_deleted_past_their_retention(store: &dyn 
     assert_eq!((swept.ended_sessions, swept.executions), (1, 0));
     assert_eq!(store.load("ended").unwrap(), None);
     assert!(store.history("ended", 10).unwrap().is_empty());
+    assert!(store.events("ended", 0, 10, usize::MAX).unwrap().is_empty());
     assert!(
         store.load("active").unwrap().is_some(),
         "an active session is the reaper's by its idle time, not retention"
@@ -1212,12 +1215,18 @@ fn every_commit_appends_its_event_numbered_by_its_revision(store: &dyn Store) {
 }
 
 fn a_page_of_the_log_stops_at_its_byte_budget(store: &dyn Store) {
-    store.create(&record("s1"), &[], &start_event()).unwrap();
+    // The store counts the log's bytes itself, whatever a create says.
+    let claimed = SessionRecord {
+        log_bytes: 999,
+        ..record("s1")
+    };
+    store.create(&claimed, &[], &start_event()).unwrap();
     for turn in 1..=4 {
         let mut next = commit("s1", turn, turn, State::new());
         next.event.body = format!("{{\"turn\":{turn},\"said\":\"{}\"}}", "x".repeat(1_000));
         store.commit(&next).unwrap();
     }
+    assert_eq!(store.load("s1").unwrap().unwrap().log_bytes, 2 + 4 * 1_020);
     let seqs = |after, max_bytes| -> Vec<u64> {
         store
             .events("s1", after, 10, max_bytes)
@@ -1442,7 +1451,7 @@ macro_rules! conformance {
                 assert_eq!(store.load("s1").unwrap(), Some({
                     let mut record = super::record("s1");
                     record.state = super::state(serde_json::json!({ "turns": 1 }));
-                    (record.revision, record.turn, record.digest, record.updated_at_ms) = (2, 1, "11".repeat(32), 2_001);
+                    (record.revision, record.turn, record.digest, record.updated_at_ms, record.log_bytes) = (2, 1, "11".repeat(32), 2_001, 12);
                     record
                 }));
                 assert_eq!(store.history("s1", 10).unwrap().len(), 2);

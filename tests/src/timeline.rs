@@ -236,3 +236,79 @@ async fn a_page_of_large_messages_is_cut_at_its_bytes_and_says_where_to_go_on() 
         assert_eq!(rest.events[1].input["text"], large.as_str());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_log_is_full_takes_no_more_events_and_a_fork_goes_on() {
+    for store in every_store() {
+        let limits = Limits {
+            log_bytes: 4_000,
+            ..Limits::default()
+        };
+        let host = host_with(limits, store.store.clone());
+        load(&host, COUNTER);
+        let id = counter_session(&host, 0).await;
+        let mut ticks = 0;
+        let err = loop {
+            match host.send_message(&id, "tick", None).await {
+                Ok(_) => ticks += 1,
+                Err(err) => break err,
+            }
+            assert!(ticks < 100, "{}: the log never filled", store.name);
+        };
+        assert!(
+            matches!(err.cause, Cause::LogFull { limit: 4_000, .. }),
+            "{err}"
+        );
+        assert_eq!(err.cause.kind(), "log-full");
+        assert!(err.to_string().contains("fork the session"), "{err}");
+
+        // The refused turn committed nothing, and neither does a rewind.
+        let record = host.session(&id).await.unwrap().unwrap();
+        assert!(record.log_bytes <= 4_000 && ticks > 2, "{}", store.name);
+        assert_eq!((record.turn, count(&record.state)), (ticks, json!(ticks)));
+        let err = host.rewind(&id, 1).await.unwrap_err();
+        assert_eq!(err.cause.kind(), "log-full", "{err}");
+        let events = host.events(&id, 0, 1_000).await.unwrap().events;
+        assert_eq!(events.len() as u64, ticks + 1, "{}", store.name);
+        assert_eq!(host.session(&id).await.unwrap().unwrap(), record);
+
+        // A fork starts a log of its own and goes on.
+        let fork = host.fork(&id, ticks, None).await.unwrap().session;
+        let next = send(&host, &fork, "tick").await;
+        assert_eq!(count(&next.state), json!(ticks + 1), "{}", store.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_keeps_the_whole_state_every_so_many_bytes_as_well_as_turns() {
+    for store in every_store() {
+        let limits = Limits {
+            snapshot_turns: 1_000,
+            snapshot_bytes: 3_000,
+            ..Limits::default()
+        };
+        let host = host_with(limits, store.store.clone());
+        load(&host, COUNTER);
+        let id = counter_session(&host, 0).await;
+        let mut committed = vec![host.session(&id).await.unwrap().unwrap().state];
+        for _ in 0..40 {
+            committed.push(send(&host, &id, "tick").await.state);
+        }
+        // One snapshot at the start, and one each time the log passed
+        // another 3,000 bytes: far more than every 1,000 turns would give.
+        let log_bytes = host.session(&id).await.unwrap().unwrap().log_bytes;
+        let events = host.events(&id, 0, 1_000).await.unwrap().events;
+        let snapshots = events.iter().filter(|event| event.snapshot.is_some());
+        assert_eq!(
+            snapshots.count() as u64,
+            1 + log_bytes / 3_000,
+            "{}",
+            store.name
+        );
+        assert!(log_bytes > 6_000, "{log_bytes}");
+        for (turn, state) in committed.iter().enumerate() {
+            let rebuilt = host.state_at(&id, turn as u64).await.unwrap();
+            assert_eq!(&rebuilt.state, state, "{} turn {turn}", store.name);
+        }
+    }
+}

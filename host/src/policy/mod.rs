@@ -79,7 +79,9 @@ impl Grants {
 /// history_messages = 1000      # messages a session's history keeps, dropping the oldest
 /// history_bytes = 4194304      # and bytes of their content
 /// log_text_bytes = 65536       # of each message, tool argument, result and turn's say an event keeps
+/// log_bytes = 268435456        # of events one session's log holds; a turn past it is refused
 /// snapshot_turns = 100         # every this many turns, an event holds the whole state
+/// snapshot_bytes = 4194304     # and every time the log grows by this many bytes
 ///
 /// [kv]
 /// max_keys = 100000            # per plugin, and per granted bucket
@@ -177,7 +179,9 @@ struct SessionsPolicy {
     history_messages: Option<u64>,
     history_bytes: Option<u64>,
     log_text_bytes: Option<usize>,
+    log_bytes: Option<u64>,
     snapshot_turns: Option<u64>,
+    snapshot_bytes: Option<u64>,
 }
 
 impl SessionsPolicy {
@@ -199,6 +203,17 @@ impl SessionsPolicy {
                     .into(),
             );
         }
+        if self.log_bytes == Some(0) {
+            return Err(
+                "log_bytes must be at least 1: it is how much one session's log holds".into(),
+            );
+        }
+        if self.snapshot_bytes == Some(0) {
+            return Err(
+                "snapshot_bytes must be at least 1: it is how many bytes of log apart the state is kept whole"
+                    .into(),
+            );
+        }
         if self.snapshot_turns == Some(0) {
             return Err(
                 "snapshot_turns must be at least 1: it is how many turns apart the state is kept whole"
@@ -215,7 +230,9 @@ impl SessionsPolicy {
             history_messages: self.history_messages.unwrap_or(limits.history_messages),
             history_bytes: self.history_bytes.unwrap_or(limits.history_bytes),
             log_text_bytes: self.log_text_bytes.unwrap_or(limits.log_text_bytes),
+            log_bytes: self.log_bytes.unwrap_or(limits.log_bytes),
             snapshot_turns: self.snapshot_turns.unwrap_or(limits.snapshot_turns),
+            snapshot_bytes: self.snapshot_bytes.unwrap_or(limits.snapshot_bytes),
             ..limits
         })
     }

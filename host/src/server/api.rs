@@ -152,6 +152,7 @@ impl IntoResponse for SessionError {
             | Cause::Idle => StatusCode::CONFLICT,
             Cause::LiveSessions(_) | Cause::ConcurrentTurns(_) => StatusCode::TOO_MANY_REQUESTS,
             Cause::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Cause::LogFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_GATEWAY,
         };
         let mut body = json!({ "kind": self.cause.kind(), "message": self.to_string() });

@@ -30,6 +30,16 @@ pub enum Cause {
         "the plugin may not hand the conversation to `{0}`: the policy's may_hand_off for it does not grant it"
     )]
     HandOffDenied(String),
+    /// The session's event log holds as much as its limit allows.
+    #[error(
+        "the session's event log holds {held} bytes of its limit of {limit} ([sessions] log_bytes), too many for another event; fork the session to go on with a log of its own"
+    )]
+    LogFull {
+        /// Bytes the log holds.
+        held: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The caller passed something invalid (an id, variables, a message).
     #[error("{0}")]
     BadRequest(String),
@@ -135,6 +145,7 @@ impl Cause {
             Cause::Exists => "exists",
             Cause::PluginNotLoaded(_) => "plugin-not-loaded",
             Cause::HandOffDenied(_) => "hand-off-denied",
+            Cause::LogFull { .. } => "log-full",
             Cause::BadRequest(_) => "bad-request",
             Cause::UnknownTool { .. } => "unknown-tool",
             Cause::InvalidArguments { .. } => "invalid-arguments",

@@ -186,6 +186,7 @@ impl Host {
             created_at_ms: now,
             updated_at_ms: now,
             delegate: from.delegate.clone(),
+            log_bytes: 0,
             ..record
         };
         let input = json!({ "from": id, "turn": turn, "event": from.seq });
@@ -250,6 +251,8 @@ impl Host {
             at_ms,
             event: log_entry(&event).map_err(fail)?,
         };
+        self.log_room(&record, commit.event.body.len())
+            .map_err(fail)?;
         self.inner
             .store
             .commit(&commit)

@@ -106,6 +106,8 @@ impl Host {
         if record.status == Status::Ended {
             return Err(fail(Cause::Ended));
         }
+        // A full log takes no event: the turn is refused before it runs.
+        self.log_room(&record, 0).map_err(fail)?;
         let plugin = self
             .inner
             .plugins
@@ -352,7 +354,12 @@ impl Host {
             }
         };
         event.clip(self.inner.limits.log_text_bytes);
-        let event = log_entry(&event)?;
+        let mut entry = log_entry(&event)?;
+        if event.snapshot.is_none() && self.snapshot_due(record, entry.body.len()) {
+            event.snapshot = Some(state.clone());
+            entry = log_entry(&event)?;
+        }
+        self.log_room(record, entry.body.len())?;
         if record.revision == 0 {
             let record = SessionRecord {
                 state: state.clone(),
@@ -360,8 +367,8 @@ impl Host {
                 delegate,
                 ..record.clone()
             };
-            store.create(&record, &messages, &event)?;
-            self.committed(&record, &event, 1);
+            store.create(&record, &messages, &entry)?;
+            self.committed(&record, &entry, 1);
             return Ok(());
         }
         let commit = Commit {
@@ -382,11 +389,29 @@ impl Host {
             messages,
             history_cap: self.history_cap(),
             at_ms,
-            event,
+            event: entry,
         };
         store.commit(&commit)?;
         self.committed(record, &commit.event, commit.read_revision + 1);
         Ok(())
+    }
+
+    /// Refuses an event of `adding` bytes that would take `record`'s log
+    /// past its limit (or, of none, one the log has reached).
+    pub(crate) fn log_room(&self, record: &SessionRecord, adding: usize) -> Result<(), Cause> {
+        let (held, limit) = (record.log_bytes, self.inner.limits.log_bytes);
+        if held + adding as u64 > limit || held >= limit {
+            return Err(Cause::LogFull { held, limit });
+        }
+        Ok(())
+    }
+
+    /// Whether an event of `adding` bytes takes `record`'s log past another
+    /// multiple of [`Limits::snapshot_bytes`](crate::Limits::snapshot_bytes),
+    /// and so should hold the whole state.
+    fn snapshot_due(&self, record: &SessionRecord, adding: usize) -> bool {
+        let every = self.inner.limits.snapshot_bytes;
+        (record.log_bytes + adding as u64) / every > record.log_bytes / every
     }
 
     /// What each commit trims a session's history to.
@@ -446,6 +471,7 @@ impl Host {
                 created_at_ms: now,
                 updated_at_ms: now,
                 delegate: None,
+                log_bytes: 0,
             },
             plugin,
             number: 0,

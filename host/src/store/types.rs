@@ -119,6 +119,11 @@ pub struct SessionRecord {
     /// back or ends. `None` while the session's own plugin answers.
     #[serde(default)]
     pub delegate: Option<String>,
+    /// Bytes of the events of its log, which the store counts as it
+    /// appends them (whatever a record passed to a create says), for the
+    /// log's limit.
+    #[serde(default)]
+    pub log_bytes: u64,
 }
 
 /// One turn's changes, committed atomically by [`SessionStore::commit`](crate::store::sessions::SessionStore::commit).

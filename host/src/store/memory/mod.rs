@@ -157,7 +157,10 @@ impl SessionStore for MemoryStore {
         let mut log = Log::default();
         log.append(session.revision, event);
         let stored = Stored {
-            record: session.clone(),
+            record: SessionRecord {
+                log_bytes: event.body.len() as u64,
+                ..session.clone()
+            },
             history: messages.to_vec(),
             log,
         };
@@ -195,6 +198,7 @@ impl SessionStore for MemoryStore {
         record.state_version = commit.state_version;
         record.status = commit.status;
         record.updated_at_ms = commit.at_ms;
+        record.log_bytes += commit.event.body.len() as u64;
         log.append(record.revision, &commit.event);
         let dropped = usize::try_from(commit.dropped_messages).unwrap_or(usize::MAX);
         history.truncate(history.len().saturating_sub(dropped));

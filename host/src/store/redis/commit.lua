@@ -54,6 +54,7 @@ else
 end
 redis.call('ZADD', KEYS[3], seq, seq)
 redis.call('HSET', KEYS[4], seq, ARGV[5] .. ' ' .. ARGV[7])
+redis.call('HINCRBY', KEYS[1], 'log_bytes', string.len(ARGV[7]))
 
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'history_bytes') or '0')
 local dropped = tonumber(ARGV[8])

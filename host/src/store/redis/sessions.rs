@@ -89,6 +89,8 @@ fn parse_record(mut fields: HashMap<String, String>) -> Result<SessionRecord, Ba
         // Absent in sessions written before hand-offs had delegates; empty
         // while the session's own plugin answers.
         delegate: take("delegate").ok().filter(|plugin| !plugin.is_empty()),
+        // Absent in sessions written before logs were counted.
+        log_bytes: take("log_bytes").ok().map(number).transpose()?.unwrap_or(0),
     })
 }
 

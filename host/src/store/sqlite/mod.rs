@@ -159,6 +159,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX events_snapshots ON events (session_id, turn) WHERE on_line AND snapshot;",
     // An assistant message its caller interrupted.
     "ALTER TABLE history ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;",
+    // Bytes of each session's log, for its limit.
+    "ALTER TABLE sessions ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+     UPDATE sessions SET log_bytes = (
+         SELECT COALESCE(SUM(octet_length(body)), 0) FROM events WHERE session_id = sessions.id);",
 ];
 
 /// Brings a database laid out by [`SCHEMA`] up to date, each migration in
@@ -296,6 +300,8 @@ mod tests {
         drop(store);
 
         let reopened = SqliteStore::open(&path).unwrap();
+        // The store counts the start event's two bytes.
+        owned.log_bytes = 2;
         assert_eq!(reopened.load("s2").unwrap(), Some(owned));
         let version: usize = Connection::open(&path)
             .unwrap()

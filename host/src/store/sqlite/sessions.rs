@@ -34,7 +34,7 @@ impl SessionStore for SqliteStore {
         let row = self.read(|conn| {
             conn.prepare_cached(
                 "SELECT id, plugin, digest, user_id, variables, state, state_version, revision, turn,
-                        status, created_at_ms, updated_at_ms, owner, delegate
+                        status, created_at_ms, updated_at_ms, owner, delegate, log_bytes
                  FROM sessions WHERE id = ?1",
             )?
             .query_row([id], |row| {
@@ -54,6 +54,7 @@ impl SessionStore for SqliteStore {
                         created_at_ms: row.get(10)?,
                         updated_at_ms: row.get(11)?,
                         delegate: row.get(13)?,
+                        log_bytes: row.get(14)?,
                     },
                     row.get::<_, String>(4)?,
                     row.get::<_, String>(5)?,

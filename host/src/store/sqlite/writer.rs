@@ -177,8 +177,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                 .prepare_cached(
                     "INSERT INTO sessions (id, plugin, digest, user_id, variables, state, state_version,
                         revision, turn, status, created_at_ms, updated_at_ms, history_len, owner,
-                        delegate)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?14)
+                        delegate, log_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?14, ?15)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .and_then(|mut statement| {
@@ -197,6 +197,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                         session.updated_at_ms,
                         session.owner,
                         session.delegate,
+                        event.body.len(),
                     ])
                 })
                 .map_err(backend)?;
@@ -211,7 +212,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                 .prepare_cached(
                     "UPDATE sessions SET state = ?3, revision = revision + 1, turn = ?4, digest = ?5,
                         state_version = ?6, status = ?7, updated_at_ms = ?8, plugin = ?9,
-                        delegate = ?10
+                        delegate = ?10, log_bytes = log_bytes + ?11
                      WHERE id = ?1 AND revision = ?2",
                 )
                 .and_then(|mut statement| {
@@ -226,6 +227,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Applied, Failed> {
                         commit.at_ms,
                         commit.plugin,
                         commit.delegate,
+                        commit.event.body.len(),
                     ])
                 })
                 .map_err(backend)?;
