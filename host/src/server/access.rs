@@ -4,10 +4,11 @@
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 
 use crate::server::api::Api;
 use crate::server::auth::{Caller, bearer_token};
+use crate::server::held::HeldBody;
 use crate::server::refusal::error;
 
 /// Authenticates a request of the session API before anything of it is
@@ -26,8 +27,16 @@ pub(crate) async fn authenticate(
     };
     match caller {
         Ok(caller) => {
+            let place = match api.open.request(&caller) {
+                Ok(place) => place,
+                Err(refused) => return refused.into_response(),
+            };
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            let response = next.run(request).await;
+            match place {
+                Some(place) => HeldBody::holding(response, place),
+                None => response,
+            }
         }
         Err(reason) => {
             let mut refusal = error(StatusCode::UNAUTHORIZED, "unauthorized", reason);

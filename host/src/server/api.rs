@@ -35,7 +35,7 @@ pub(crate) struct Api {
     pub(crate) callers: Arc<Callers>,
     /// The WebSockets open on each session.
     pub(crate) sockets: Arc<Sockets>,
-    /// What callers hold open: streams, follows and MCP sessions.
+    /// What callers hold open: requests, streams, follows and MCP sessions.
     pub(crate) open: Arc<Open>,
 }
 

@@ -1,12 +1,15 @@
-//! Bounds on what callers hold open: the streams a principal keeps (event
-//! follows, plugin feeds, WebSockets), the follows of one session, and the
-//! MCP sessions of a principal and of everyone. Each is a place taken when
+//! Bounds on what callers hold open: the requests a principal has under
+//! way, the streams it keeps (event follows, plugin feeds, WebSockets), the
+//! follows of one session, and the MCP sessions of a principal and of
+//! everyone. Each is a place taken when
 //! the thing opens and given back when it ends; one past its bound is
 //! refused 429 with `Retry-After`, so that no caller holds the server's
 //! connections or memory from the others.
 //!
 //! ```toml
 //! [bounds]
+//! requests_per_principal = 1024     # requests under way at once, streams included
+//!                                   # (a quarter of [server] max_connections if left out)
 //! streams_per_principal = 64        # follows, feeds and WebSockets open at once
 //! follows_per_session = 8           # follows of one session's events at once
 //! mcp_sessions_per_principal = 64   # MCP sessions one principal holds
@@ -26,6 +29,11 @@ use crate::server::refusal::NoRoom;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Bounds {
+    /// Requests one principal has under way at once, from the moment it is
+    /// authenticated to its response's last byte (a follow's stream is one
+    /// until it ends): its share of the server's connections. `None`: a
+    /// quarter of `[server] max_connections`.
+    pub requests_per_principal: Option<usize>,
     /// Event follows, plugin feeds and WebSockets one principal holds open
     /// at once: its share of the server's connections.
     pub streams_per_principal: usize,
@@ -42,6 +50,7 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Self {
         Bounds {
+            requests_per_principal: None,
             streams_per_principal: 64,
             follows_per_session: 8,
             mcp_sessions_per_principal: 64,
@@ -55,6 +64,10 @@ impl Bounds {
     /// Refuses a bound of 0, which would refuse everyone.
     pub fn check(&self) -> Result<(), String> {
         for (name, value) in [
+            (
+                "requests_per_principal",
+                self.requests_per_principal.map_or(1, |most| most as u64),
+            ),
             ("streams_per_principal", self.streams_per_principal as u64),
             ("follows_per_session", self.follows_per_session as u64),
             (
@@ -152,6 +165,9 @@ impl Drop for Place {
 #[derive(Debug)]
 pub(crate) struct Open {
     pub(crate) bounds: Bounds,
+    /// Each principal's requests under way, and how many it may have.
+    requests: Arc<Places>,
+    requests_per_principal: usize,
     /// Each principal's streams.
     streams: Arc<Places>,
     /// Each session's follows.
@@ -161,13 +177,39 @@ pub(crate) struct Open {
 }
 
 impl Open {
-    pub(crate) fn new(bounds: Bounds) -> Open {
+    /// What callers hold open on a server of `max_connections`.
+    pub(crate) fn new(bounds: Bounds, max_connections: usize) -> Open {
+        let requests_per_principal = bounds
+            .requests_per_principal
+            .unwrap_or((max_connections / 4).max(1));
         Open {
             bounds,
+            requests: Places::new(requests_per_principal, usize::MAX),
+            requests_per_principal,
             streams: Places::new(bounds.streams_per_principal, usize::MAX),
             follows: Places::new(bounds.follows_per_session, usize::MAX),
             mcp_sessions: Places::new(bounds.mcp_sessions_per_principal, bounds.mcp_sessions),
         }
+    }
+
+    /// A place among `caller`'s requests under way (only a principal's are
+    /// bounded), or its refusal.
+    pub(crate) fn request(&self, caller: &Caller) -> Result<Option<Place>, NoRoom> {
+        let Caller::Principal(principal) = caller else {
+            return Ok(None);
+        };
+        self.requests
+            .take(Some(&principal.owner))
+            .map(Some)
+            .map_err(|_| {
+                NoRoom::new(
+                    "too-many-requests",
+                    format!(
+                        "this caller has {} requests under way, as many as it may; retry when one has finished",
+                        self.requests_per_principal
+                    ),
+                )
+            })
     }
 
     /// A place among `caller`'s streams (only a principal's are bounded),
@@ -247,6 +289,19 @@ mod tests {
         drop(a1);
         let _anyone = places.take(None).unwrap();
         assert_eq!(places.take(Some("a")).unwrap_err(), Full::All(3));
+    }
+
+    #[test]
+    fn a_principals_requests_are_a_quarter_of_the_connections_unless_set() {
+        let share =
+            |bounds, max_connections| Open::new(bounds, max_connections).requests_per_principal;
+        assert_eq!(share(Bounds::default(), 4096), 1024);
+        assert_eq!(share(Bounds::default(), 3), 1);
+        let set = Bounds {
+            requests_per_principal: Some(7),
+            ..Bounds::default()
+        };
+        assert_eq!(share(set, 4096), 7);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A client's socket as the server holds it: it keeps its place under the
 //! connection cap for as long as it is open, WebSocket included once the
 //! request upgrades, and it answers in JSON where hyper answers by itself.
+//! A response's body as the server holds it, with what its request took.
 //!
 //! hyper answers a request whose head it cannot read (400), whose URI is
 //! too long (414) or whose header fields are too large (431) itself, with
@@ -14,9 +15,15 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+
+use crate::server::bounds::Place;
 
 /// A connection's socket and its place under the cap.
 pub(super) struct Held {
@@ -159,6 +166,72 @@ fn json_answer(bytes: &[u8]) -> Option<Vec<u8>> {
         )
         .into_bytes(),
     )
+}
+
+/// A response's body as the server holds it: with the request's place
+/// among its principal's until its last byte is sent (a follow's stream
+/// holds it for its life), or ending early once its caller lapses.
+pub(crate) struct HeldBody {
+    body: Body,
+    _place: Option<Place>,
+    until: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
+}
+
+impl HeldBody {
+    /// `response`, its body holding `place`.
+    pub(crate) fn holding(response: Response, place: Place) -> Response {
+        response.map(|body| {
+            Body::new(HeldBody {
+                body,
+                _place: Some(place),
+                until: None,
+            })
+        })
+    }
+
+    /// `response`, its body ending once `until` resolves; a body of a
+    /// known length ends by itself, and is left as it is.
+    pub(crate) fn ending_on(
+        response: Response,
+        until: impl Future<Output = String> + Send + 'static,
+    ) -> Response {
+        if response.body().size_hint().exact().is_some() {
+            return response;
+        }
+        response.map(|body| {
+            Body::new(HeldBody {
+                body,
+                _place: None,
+                until: Some(Box::pin(until)),
+            })
+        })
+    }
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if let Some(until) = &mut this.until
+            && until.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub fn router(host: Host, access: Access) -> Router {
         admin_token: access.admin_token.map(Into::into),
         callers: access.callers,
         sockets: Arc::new(Sockets::new(access.websocket)),
-        open: Arc::new(Open::new(access.bounds)),
+        open: Arc::new(Open::new(access.bounds, access.connections.max_connections)),
     };
     let body_timeout = Duration::from_millis(access.connections.body_timeout_ms);
     let admin = Router::new()

@@ -23,6 +23,7 @@ use crate::harness::{agent, host_builder, load};
 use crate::plugins::{CONCIERGE, INTAKE, MISBEHAVE, PROFILE, SHOP};
 
 mod standing;
+mod under_way;
 
 const ADMIN: &str = "admin-token-of-the-callers-tests";
 

@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{
-    ADMIN, Served, Socket, Stream, es256_settings, keys, next_frame, open_feed, open_follow,
-    open_socket, serve, start_socket, status_with_host, token, turn_events,
+    ADMIN, Served, Socket, Stream, es256_settings, keys, mcp_initialize, mcp_rpc, next_frame,
+    open_feed, open_follow, open_socket, serve, start_socket, status_with_host, token, turn_events,
 };
+use crate::harness::agent;
 
 /// A socket that starts a session of `plugin` as `token`, read through its
 /// start: the socket, which fails a read that waits over 10 s, and the
@@ -110,6 +111,35 @@ fn a_revoked_key_or_a_changed_grant_loses_its_sockets_follows_and_feeds() {
     };
     served.callers.reload_keys(&regranted);
     closed_for(&mut app_socket, why);
+}
+
+#[test]
+fn a_revoked_keys_mcp_event_stream_ends() {
+    let (file, [backend, ..]) = keys();
+    let served = serve(Callers::new(Some(&file), None));
+    let (status, id, _) = mcp_initialize(&served, &backend);
+    assert_eq!(status, 200);
+    let id = id.unwrap();
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    mcp_rpc(&served, &backend, &id, &initialized);
+    let response = agent()
+        .get(format!("{}/mcp", served.base))
+        .header("authorization", format!("Bearer {backend}"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &id)
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body().into_reader();
+
+    let mut revoked = file.clone();
+    assert!(revoked.revoke("backend"));
+    served.callers.reload_keys(&revoked);
+    // It ends at once (open, the read would time out after the client's
+    // 20 s), having sent nothing but the transport's priming event.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut rest).unwrap();
+    assert!(!rest.contains("jsonrpc"), "{rest}");
 }
 
 #[test]

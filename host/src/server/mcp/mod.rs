@@ -80,7 +80,8 @@ pub async fn serve_stdio(host: Host, user: Option<String>) -> anyhow::Result<()>
         admin_token: None,
         callers: Arc::new(Callers::default()),
         sockets: Arc::new(Sockets::new(WebSocketSettings::default())),
-        open: Arc::new(Open::new(Bounds::default())),
+        // Its one caller is no principal, whose requests are not counted.
+        open: Arc::new(Open::new(Bounds::default(), usize::MAX)),
     };
     let host = api.host.clone();
     let session = McpSession::new(api, Caller::Anyone, user);

@@ -15,6 +15,7 @@ use crate::server::api::Api;
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
 use crate::server::bounds::Place;
+use crate::server::held::HeldBody;
 use crate::server::refusal::{error, too_fast};
 
 /// An MCP session as its opening request admitted it: its place among its
@@ -54,7 +55,7 @@ impl McpOwners {
 /// Admits a request of `/mcp`. One that names an open MCP session
 /// (`Mcp-Session-Id`) is served only to the caller that opened it: to any
 /// other, whatever it asks (its stream, its `DELETE`), the session is
-/// unknown (404). One that would open a session (a POST without it: an
+/// unknown (404); its answer ends once the caller lapses. One that would open a session (a POST without it: an
 /// `initialize`) is counted against its caller's rate of session starts
 /// and bounds of MCP sessions, or refused (429); the place goes back when
 /// the session closes, or at once if none opens.
@@ -77,7 +78,8 @@ pub(crate) async fn admit(
                 "no MCP session of this caller has this `Mcp-Session-Id`; initialize a new one",
             );
         }
-        return next.run(request).await;
+        let lapsed = api.callers.lapse(&caller, api.host.clock().clone());
+        return HeldBody::ending_on(next.run(request).await, lapsed);
     }
     if request.method() != Method::POST {
         return next.run(request).await;
