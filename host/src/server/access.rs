@@ -2,14 +2,13 @@
 //! of it is read.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 
 use crate::server::api::Api;
 use crate::server::auth::{Caller, bearer_token};
 use crate::server::held::HeldBody;
-use crate::server::refusal::error;
+use crate::server::refusal::unauthorized;
 
 /// Authenticates a request of the session API before anything of it is
 /// read, and hands the handlers its [`Caller`]; refuses it with 401
@@ -38,12 +37,6 @@ pub(crate) async fn authenticate(
                 None => response,
             }
         }
-        Err(reason) => {
-            let mut refusal = error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
-            refusal
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            refusal
-        }
+        Err(reason) => unauthorized(reason),
     }
 }

@@ -15,6 +15,16 @@ pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) 
     (status, Json(body)).into_response()
 }
 
+/// A caller without credentials that stand, answered 401 with
+/// `WWW-Authenticate: Bearer`.
+pub(crate) fn unauthorized(message: impl Into<String>) -> Response {
+    let mut refusal = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    refusal
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    refusal
+}
+
 /// Why a caller may not do what it asked, answered 403.
 pub(crate) fn forbidden(message: String) -> Response {
     error(StatusCode::FORBIDDEN, "forbidden", message)

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -22,7 +22,7 @@ use crate::capability::output::Sink;
 use crate::server::api::{Api, QueryOf, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
-use crate::server::refusal::{error, too_fast};
+use crate::server::refusal::{error, too_fast, unauthorized};
 use crate::session::error::SessionError;
 use crate::session::report::{SessionStart, TurnEvent};
 use crate::store::SessionRecord;
@@ -276,7 +276,15 @@ pub(super) async fn interrupt(
     }
 }
 
-pub(super) async fn metrics(State(api): State<Api>) -> Response {
+/// The server's metrics: anyone's on an open server; once it requires
+/// credentials, the admin's alone, since they name every plugin and the
+/// origins each may reach.
+pub(super) async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if !api.callers.is_open() && !api.is_admin(&headers) {
+        return unauthorized(
+            "the metrics of a server that requires credentials take the admin token",
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

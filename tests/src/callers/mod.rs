@@ -1783,8 +1783,13 @@ fn every_route_refuses_a_key_the_sessions_plugin_is_not_granted_to() {
             };
             match path.as_str() {
                 // Whoever may reach the server reads these.
-                "/healthz" | "/metrics" | "/v1/openapi.json" => {
+                "/healthz" | "/v1/openapi.json" => {
                     expect(&intake, &concrete, &[200], "");
+                }
+                // Every plugin's numbers and origins: the admin's alone.
+                "/metrics" => {
+                    expect(&intake, &concrete, &[401], "unauthorized");
+                    expect(ADMIN, &concrete, &[200], "");
                 }
                 // Each lists or opens only what the key is granted.
                 "/v1/tools" => {
