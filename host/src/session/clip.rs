@@ -9,7 +9,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::engine::hex;
-use crate::session::event::Event;
 
 /// A text of an event cut to its first bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,25 +33,9 @@ impl Clip {
     }
 }
 
-impl Event {
-    /// Cuts each of the event's texts past `keep` bytes to its first `keep`
-    /// (what was said counts in all, a byte more for each entry), recording
-    /// each cut in `clipped`.
-    pub(crate) fn clip(&mut self, keep: usize) {
-        if let Some(Value::String(text)) = self.input.get_mut("text") {
-            clip_text(text, "/input/text", keep, &mut self.clipped);
-        }
-        if let Some(arguments) = self.input.get_mut("arguments") {
-            clip_value(arguments, "/input/arguments", keep, &mut self.clipped);
-        }
-        if let Some(result) = &mut self.result {
-            clip_value(result, "/result", keep, &mut self.clipped);
-        }
-        clip_said(&mut self.said, keep, &mut self.clipped);
-    }
-}
-
-fn clip_text(text: &mut String, at: &str, keep: usize, clipped: &mut Vec<Clip>) {
+/// Cuts `text` past `keep` bytes to its first `keep`, on a character,
+/// recording the cut at `at` in `clipped`.
+pub(crate) fn clip_text(text: &mut String, at: &str, keep: usize, clipped: &mut Vec<Clip>) {
     if text.len() > keep {
         clipped.push(Clip::of(at, text));
         text.truncate(text.floor_char_boundary(keep));
@@ -61,7 +44,7 @@ fn clip_text(text: &mut String, at: &str, keep: usize, clipped: &mut Vec<Clip>) 
 
 /// A value whose JSON text is past `keep` bytes becomes a string of the
 /// text's first `keep`.
-fn clip_value(value: &mut Value, at: &str, keep: usize, clipped: &mut Vec<Clip>) {
+pub(crate) fn clip_value(value: &mut Value, at: &str, keep: usize, clipped: &mut Vec<Clip>) {
     let mut counted = Counted(0);
     serde_json::to_writer(&mut counted, value).expect("counting JSON never fails");
     if counted.0 > keep {
@@ -71,7 +54,9 @@ fn clip_value(value: &mut Value, at: &str, keep: usize, clipped: &mut Vec<Clip>)
     }
 }
 
-fn clip_said(said: &mut Vec<String>, keep: usize, clipped: &mut Vec<Clip>) {
+/// What was said, past `keep` bytes in all (a byte more for each entry),
+/// cut to its first `keep`.
+pub(crate) fn clip_said(said: &mut Vec<String>, keep: usize, clipped: &mut Vec<Clip>) {
     let bytes: usize = said.iter().map(|entry| entry.len() + 1).sum();
     if bytes <= keep {
         return;

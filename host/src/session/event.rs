@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::capability::kv::KvWrites;
 use crate::capability::registry::RegistryCalls;
 use crate::capability::session::Prune;
-use crate::session::clip::Clip;
+use crate::session::clip::{Clip, clip_said, clip_text, clip_value};
 use crate::session::error::Cause;
 use crate::session::report::{Outcome, assistant_message};
 use crate::store::{BackendError, LoggedEvent, Message, Role, State};
@@ -173,6 +173,22 @@ impl Event {
                 self.outcome == Outcome::Interrupted,
             ))
             .collect()
+    }
+
+    /// Cuts each of the event's texts past `keep` bytes to its first `keep`
+    /// (what was said counts in all, a byte more for each entry), recording
+    /// each cut in `clipped`.
+    pub(crate) fn clip(&mut self, keep: usize) {
+        if let Some(Value::String(text)) = self.input.get_mut("text") {
+            clip_text(text, "/input/text", keep, &mut self.clipped);
+        }
+        if let Some(arguments) = self.input.get_mut("arguments") {
+            clip_value(arguments, "/input/arguments", keep, &mut self.clipped);
+        }
+        if let Some(result) = &mut self.result {
+            clip_value(result, "/result", keep, &mut self.clipped);
+        }
+        clip_said(&mut self.said, keep, &mut self.clipped);
     }
 
     /// The event as the log holds it, with its number and mark.
