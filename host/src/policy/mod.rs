@@ -187,38 +187,34 @@ struct SessionsPolicy {
 impl SessionsPolicy {
     /// `limits` with these values in place of theirs.
     fn apply(&self, limits: Limits) -> Result<Limits, String> {
-        for (name, value) in [
-            ("history_messages", self.history_messages),
-            ("history_bytes", self.history_bytes),
+        let newest = "a history keeps its newest message";
+        for (name, value, why) in [
+            ("history_messages", self.history_messages, newest),
+            ("history_bytes", self.history_bytes, newest),
+            (
+                "log_text_bytes",
+                self.log_text_bytes.map(|bytes| bytes as u64),
+                "it is how much of each text an event keeps",
+            ),
+            (
+                "log_bytes",
+                self.log_bytes,
+                "it is how much one session's log holds",
+            ),
+            (
+                "snapshot_bytes",
+                self.snapshot_bytes,
+                "it is how many bytes of log apart the state is kept whole",
+            ),
+            (
+                "snapshot_turns",
+                self.snapshot_turns,
+                "it is how many turns apart the state is kept whole",
+            ),
         ] {
             if value == Some(0) {
-                return Err(format!(
-                    "{name} must be at least 1: a history keeps its newest message"
-                ));
+                return Err(format!("{name} must be at least 1: {why}"));
             }
-        }
-        if self.log_text_bytes == Some(0) {
-            return Err(
-                "log_text_bytes must be at least 1: it is how much of each text an event keeps"
-                    .into(),
-            );
-        }
-        if self.log_bytes == Some(0) {
-            return Err(
-                "log_bytes must be at least 1: it is how much one session's log holds".into(),
-            );
-        }
-        if self.snapshot_bytes == Some(0) {
-            return Err(
-                "snapshot_bytes must be at least 1: it is how many bytes of log apart the state is kept whole"
-                    .into(),
-            );
-        }
-        if self.snapshot_turns == Some(0) {
-            return Err(
-                "snapshot_turns must be at least 1: it is how many turns apart the state is kept whole"
-                    .into(),
-            );
         }
         let ms = Duration::from_millis;
         Ok(Limits {

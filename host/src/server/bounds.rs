@@ -195,41 +195,29 @@ impl Open {
     /// A place among `caller`'s requests under way (only a principal's are
     /// bounded), or its refusal.
     pub(crate) fn request(&self, caller: &Caller) -> Result<Option<Place>, NoRoom> {
-        let Caller::Principal(principal) = caller else {
-            return Ok(None);
-        };
-        self.requests
-            .take(Some(&principal.owner))
-            .map(Some)
-            .map_err(|_| {
-                NoRoom::new(
-                    "too-many-requests",
-                    format!(
-                        "this caller has {} requests under way, as many as it may; retry when one has finished",
-                        self.requests_per_principal
-                    ),
-                )
-            })
+        principal_place(&self.requests, caller, || {
+            NoRoom::new(
+                "too-many-requests",
+                format!(
+                    "this caller has {} requests under way, as many as it may; retry when one has finished",
+                    self.requests_per_principal
+                ),
+            )
+        })
     }
 
     /// A place among `caller`'s streams (only a principal's are bounded),
     /// or its refusal.
     pub(crate) fn stream(&self, caller: &Caller) -> Result<Option<Place>, NoRoom> {
-        let Caller::Principal(principal) = caller else {
-            return Ok(None);
-        };
-        self.streams
-            .take(Some(&principal.owner))
-            .map(Some)
-            .map_err(|_| {
-                NoRoom::new(
-                    "too-many-streams",
-                    format!(
-                        "this caller has {} follows, feeds and sockets open, as many as it may; close one first",
-                        self.bounds.streams_per_principal
-                    ),
-                )
-            })
+        principal_place(&self.streams, caller, || {
+            NoRoom::new(
+                "too-many-streams",
+                format!(
+                    "this caller has {} follows, feeds and sockets open, as many as it may; close one first",
+                    self.bounds.streams_per_principal
+                ),
+            )
+        })
     }
 
     /// A place among session `id`'s follows and `caller`'s streams, or its
@@ -271,6 +259,22 @@ impl Open {
             NoRoom::new("too-many-mcp-sessions", message)
         })
     }
+}
+
+/// A place for `caller` among `places`, counted by its principal (none
+/// for the admin or an open server's callers), or `refused`.
+fn principal_place(
+    places: &Arc<Places>,
+    caller: &Caller,
+    refused: impl FnOnce() -> NoRoom,
+) -> Result<Option<Place>, NoRoom> {
+    let Caller::Principal(principal) = caller else {
+        return Ok(None);
+    };
+    places
+        .take(Some(&principal.owner))
+        .map(Some)
+        .map_err(|_| refused())
 }
 
 #[cfg(test)]

@@ -30,9 +30,8 @@ impl Host {
         if let Some(delegate) = turn.record.delegate.clone() {
             return self.run_delegated(turn, delegate, text, sink, within);
         }
-        let home = turn.record.plugin.clone();
         let (mut said, state, outcome) =
-            self.message_turn(&turn, &home, text, sink.clone(), within)?;
+            self.message_turn(&turn, &turn.record.plugin, text, sink.clone(), within)?;
         let delegate = match &outcome {
             Outcome::HandOff(target) => {
                 let (heard, delegate) = self.hand_off(&turn.record, target, text, sink, within)?;

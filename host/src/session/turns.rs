@@ -397,10 +397,10 @@ impl Host {
     }
 
     /// Refuses an event of `adding` bytes that would take `record`'s log
-    /// past its limit (or, of none, one the log has reached).
+    /// past its limit (or, of none yet, any event: a full log has no room).
     pub(crate) fn log_room(&self, record: &SessionRecord, adding: usize) -> Result<(), Cause> {
         let (held, limit) = (record.log_bytes, self.inner.limits.log_bytes);
-        if held + adding as u64 > limit || held >= limit {
+        if held + (adding as u64).max(1) > limit {
             return Err(Cause::LogFull { held, limit });
         }
         Ok(())
