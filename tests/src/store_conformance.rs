@@ -1322,6 +1322,77 @@ fn a_rewind_takes_later_turns_off_the_line_and_the_history_back(store: &dyn Stor
     assert_eq!(store.history("s1", 100).unwrap().len(), 4);
 }
 
+/// The numbers and rewound marks of the line `id` stood on for `count`
+/// turns before event `seq` of `turn`.
+fn line_before(store: &dyn Store, id: &str, seq: u64, turn: u64, count: u64) -> Vec<(u64, bool)> {
+    store
+        .line_before(id, seq, turn, count)
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.seq, event.rewound))
+        .collect()
+}
+
+/// A rewind of `id`, read at `read_revision`, to `turn`.
+fn rewind(id: &str, read_revision: u64, turn: u64) -> Commit {
+    Commit {
+        messages: Vec::new(),
+        event: LogEntry {
+            rewind: true,
+            ..turn_event(turn)
+        },
+        ..commit(id, read_revision, turn, State::new())
+    }
+}
+
+fn the_line_before_an_event_is_the_one_it_stood_on_though_rewound_since(store: &dyn Store) {
+    store.create(&record("s1"), &[], &start_event()).unwrap();
+    // Turns 1 to 4 are events 2 to 5; a rewind to turn 1 is event 6, and
+    // turns 2 and 3 again are events 7 and 8.
+    for turn in 1..=4 {
+        store
+            .commit(&commit("s1", turn, turn, State::new()))
+            .unwrap();
+    }
+    store.commit(&rewind("s1", 5, 1)).unwrap();
+    for turn in 2..=3 {
+        store
+            .commit(&commit("s1", turn + 4, turn, State::new()))
+            .unwrap();
+    }
+    let as_it_was = [(1, false), (2, false), (3, true), (4, true)];
+    assert_eq!(line_before(store, "s1", 5, 4, 10), as_it_was);
+    assert_eq!(line_before(store, "s1", 5, 4, 2), as_it_was[2..]);
+    assert_eq!(
+        line_before(store, "s1", 8, 3, 10),
+        [(1, false), (2, false), (7, false)]
+    );
+    // The rewind's own event, between turn 1 and turn 2 again, is none.
+    assert_eq!(line_before(store, "s1", 7, 2, 10), [(1, false), (2, false)]);
+
+    // A rewind to turn 0 (event 9) and a new turn 1 (event 10): the line
+    // event 8 stood on is all rewound now, with rewinds between its events.
+    store.commit(&rewind("s1", 8, 0)).unwrap();
+    store.commit(&commit("s1", 9, 1, State::new())).unwrap();
+    assert_eq!(
+        line_before(store, "s1", 8, 3, 10),
+        [(1, false), (2, true), (7, true)]
+    );
+    assert_eq!(
+        line_before(store, "s1", 5, 4, 10),
+        [(1, false), (2, true), (3, true), (4, true)]
+    );
+    assert_eq!(
+        line_before(store, "s1", 11, 2, 10),
+        [(1, false), (10, false)]
+    );
+
+    // Nothing comes before turn 0, and a missing session has no line.
+    assert_eq!(line_before(store, "s1", 1, 0, 10), []);
+    assert_eq!(line_before(store, "s1", 8, 3, 0), []);
+    assert_eq!(line_before(store, "missing", 8, 3, 10), []);
+}
+
 fn a_deleted_session_takes_its_log_along(store: &dyn Store) {
     store.create(&record("s1"), &[], &start_event()).unwrap();
     store.commit(&commit("s1", 1, 1, State::new())).unwrap();
@@ -1563,5 +1634,6 @@ conformance!(
     a_page_of_the_log_stops_at_its_byte_budget,
     the_line_runs_from_the_latest_snapshot_to_the_turn,
     a_rewind_takes_later_turns_off_the_line_and_the_history_back,
+    the_line_before_an_event_is_the_one_it_stood_on_though_rewound_since,
     a_deleted_session_takes_its_log_along,
 );

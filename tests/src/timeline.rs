@@ -122,6 +122,55 @@ async fn a_fork_carries_the_state_and_history_of_its_turn_and_goes_its_own_way()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_refers_to_its_sources_history_and_finds_it_though_the_source_went_back() {
+    for store in every_store() {
+        let host = host_with(Limits::default(), store.store.clone());
+        load(&host, COUNTER);
+        let id = counter_session(&host, 0).await;
+        // More turns than a walk reads at a time.
+        let text = "x".repeat(2_000);
+        for _ in 0..70 {
+            send(&host, &id, &text).await;
+        }
+        let history_at_70 = host.history(&id, 1_000).await.unwrap();
+        assert_eq!(history_at_70.len(), 70, "{}", store.name);
+
+        // The fork's log holds no copy of the history it starts with.
+        let fork = host.fork(&id, 70, None).await.unwrap().session;
+        let record = host.session(&fork).await.unwrap().unwrap();
+        assert!(
+            record.log_bytes < 2_000,
+            "{}: the fork's log holds {} bytes",
+            store.name,
+            record.log_bytes
+        );
+        assert_eq!(host.history(&fork, 1_000).await.unwrap(), history_at_70);
+
+        // The source goes back past the fork's turn and on another way;
+        // the fork, set back to the turn it was made at, and a fork of it,
+        // still get the history as it was.
+        host.rewind(&id, 5).await.unwrap();
+        send(&host, &id, "tick").await;
+        send(&host, &fork, "tick").await;
+        host.rewind(&fork, 70).await.unwrap();
+        assert_eq!(
+            host.history(&fork, 1_000).await.unwrap(),
+            history_at_70,
+            "{}",
+            store.name
+        );
+        let again = host.fork(&fork, 70, None).await.unwrap().session;
+        assert_eq!(host.history(&again, 1_000).await.unwrap(), history_at_70);
+
+        // Once the source is gone, the fork's history starts at the fork.
+        store.store.delete_session(&id).unwrap();
+        send(&host, &fork, "tick").await;
+        host.rewind(&fork, 70).await.unwrap();
+        assert_eq!(host.history(&fork, 1_000).await.unwrap(), []);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewind_sets_the_session_back_and_keeps_what_it_went_past_marked() {
     for store in every_store() {
         let host = host_with(Limits::default(), store.store.clone());

@@ -91,10 +91,6 @@ pub struct Event {
     /// The prune the turn asked for (`session.prune`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<Prune>,
-    /// The history a fork started with: the source session's as of the
-    /// turn it was forked at.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<Message>,
     /// The texts the event keeps only the start of, each with the size and
     /// digest of the whole ([`Limits::log_text_bytes`]).
     ///
@@ -157,8 +153,7 @@ impl Event {
                 .to_string(),
                 interrupted: false,
             }),
-            EventKind::Fork => return self.history.clone(),
-            EventKind::Start | EventKind::End | EventKind::Rewind => None,
+            EventKind::Start | EventKind::End | EventKind::Fork | EventKind::Rewind => None,
         };
         let notes = self.notes.iter().map(|note| Message {
             role: Role::System,

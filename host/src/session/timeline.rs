@@ -21,6 +21,9 @@ use crate::store::{Commit, Message, Role, SessionRecord, State, Status};
 /// Most events one page of a session's log holds.
 pub const EVENTS_PAGE: usize = 1_000;
 
+/// Most turns of a line a history's walk reads at a time.
+const WALK_TURNS: u64 = 64;
+
 /// Bytes of events past which a page of a session's log holds no more:
 /// a page of large messages is cut short, whatever its count, so that a
 /// reader (or a follower whose reader stalls) holds a bounded amount.
@@ -193,7 +196,6 @@ impl Host {
         let event = Event {
             seq: 1,
             session: new_id.clone(),
-            history: history.clone(),
             patch: diff(&State::new(), &state),
             snapshot: Some(state),
             at_ms: now,
@@ -292,6 +294,39 @@ impl Host {
             .collect()
     }
 
+    /// The events of session `id`'s line, as it stood at `event`, for the
+    /// turns before `event`'s, [`WALK_TURNS`] of them at most.
+    fn line_before(&self, id: &str, event: &Event) -> Result<Vec<Event>, Cause> {
+        self.inner
+            .store
+            .line_before(id, event.seq, event.turn, WALK_TURNS)?
+            .iter()
+            .map(Event::parse)
+            .collect()
+    }
+
+    /// The event fork `fork` was made at, in its source session; `None`
+    /// once that session is gone (deleted, or its id since reused), and
+    /// the fork's history then starts with the fork.
+    fn forked_from(&self, fork: &Event) -> Result<Option<Event>, Cause> {
+        let (Some(source), Some(seq)) = (fork.input["from"].as_str(), fork.input["event"].as_u64())
+        else {
+            return Ok(None);
+        };
+        let store = &self.inner.store;
+        if !store
+            .load(source)?
+            .is_some_and(|record| record.created_at_ms <= fork.at_ms)
+        {
+            return Ok(None);
+        }
+        let found = store.events(source, seq.saturating_sub(1), 1, EVENTS_PAGE_BYTES)?;
+        Ok(match found.first().map(Event::parse).transpose()? {
+            Some(event) if event.seq == seq && event.turn == fork.turn => Some(event),
+            _ => None,
+        })
+    }
+
     /// Where session `id`'s log starts, in words.
     fn log_start(&self, id: &str) -> Result<String, Cause> {
         let first = self.inner.store.events(id, 0, 1, EVENTS_PAGE_BYTES)?;
@@ -309,7 +344,8 @@ impl Host {
     /// messages the line's events appended, newest first, to the history's
     /// cap. A prune's event holds only what it asked for, so the walk keeps
     /// from the turns before a prune only its newest `keep_last`, behind
-    /// its summary.
+    /// its summary. A fork's history is its source's as of the event it
+    /// was forked at, so the walk goes on there.
     fn history_at(&self, id: &str, event: &Event) -> Result<Vec<Message>, Cause> {
         let cap = self.history_cap();
         let mut newest_first: Vec<Message> = Vec::new();
@@ -317,6 +353,8 @@ impl Host {
         // How many messages older than the walk's place the history keeps.
         let mut room = usize::MAX;
         let mut pruned: Vec<Pruned> = Vec::new();
+        // The sessions walked through, the one the line is of last.
+        let mut walked = vec![id.to_owned()];
         let mut line = vec![event.clone()];
         'line: loop {
             for event in line.iter().rev() {
@@ -336,23 +374,24 @@ impl Host {
                     });
                     room = room.min(prune.keep_last as usize);
                 }
-                if event.kind == EventKind::Fork
-                    || room == 0
-                    || newest_first.len() as u64 >= cap.messages
-                    || bytes >= cap.bytes
-                {
+                if room == 0 || newest_first.len() as u64 >= cap.messages || bytes >= cap.bytes {
                     break 'line;
                 }
             }
-            match line.first() {
-                Some(first) if first.turn > 0 => {
-                    line = self.line(id, first.turn - 1)?;
-                    if line.is_empty() {
-                        break;
+            let Some(first) = line.first() else { break };
+            line = match first.kind {
+                EventKind::Fork => match self.forked_from(first)? {
+                    // A session made again under an id the walk has been
+                    // through is not the one it was forked from.
+                    Some(source) if !walked.contains(&source.session) => {
+                        walked.push(source.session.clone());
+                        vec![source]
                     }
-                }
-                _ => break,
-            }
+                    _ => break,
+                },
+                _ if first.turn == 0 => break,
+                _ => self.line_before(walked.last().expect("the walk starts somewhere"), first)?,
+            };
         }
         // The oldest prune's summary is the newest of them.
         for prune in pruned.iter().rev() {
@@ -400,7 +439,6 @@ fn back_to(to: &Event, kind: EventKind, input: Value) -> Event {
         result: None,
         notes: Vec::new(),
         prune: None,
-        history: Vec::new(),
         clipped: Vec::new(),
         outcome: Outcome::Continue,
         migration: None,

@@ -321,7 +321,6 @@ impl Host {
             result,
             notes,
             prune,
-            history: Vec::new(),
             clipped: Vec::new(),
             outcome: outcome.clone(),
             migration: turn.migration.clone(),

@@ -78,6 +78,20 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// the line comes at or before `turn`.
     fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError>;
 
+    /// The events that stood on the session's line, for the `count` turns
+    /// before `turn`, when event `seq` (of turn `turn`) was appended: for
+    /// each of those turns, the latest event numbered below `seq` that is
+    /// not a rewind, in turn order. Where the session has since been
+    /// rewound past `seq`, these are events now marked rewound. What a
+    /// history is rebuilt from, and a fork's walk into its source.
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
+
     /// Up to `limit` active sessions of `plugin` last committed at or before
     /// `idle_since_ms` or created at or before `created_since_ms`: the ones
     /// the reaper ends. (A host reaps the sessions of the plugins it has

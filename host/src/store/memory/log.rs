@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::store::timeline::{LogEntry, LoggedEvent};
 
+use super::MemoryStore;
+
 /// The events of one session, in order, and its line.
 #[derive(Debug, Default)]
 pub(super) struct Log {
@@ -16,6 +18,7 @@ pub(super) struct Log {
 struct Kept {
     event: LoggedEvent,
     snapshot: bool,
+    rewind: bool,
 }
 
 impl Log {
@@ -37,6 +40,7 @@ impl Log {
                 body: entry.body.clone(),
             },
             snapshot: entry.snapshot,
+            rewind: entry.rewind,
         });
     }
 
@@ -71,5 +75,39 @@ impl Log {
             .range(from..=turn)
             .map(|(_, index)| self.events[*index].event.clone())
             .collect()
+    }
+
+    /// The events on the line for the `count` turns before `turn` when
+    /// event `seq` was appended: per turn, the latest event numbered below
+    /// `seq` that is not a rewind.
+    pub(super) fn line_before(&self, seq: u64, turn: u64, count: u64) -> Vec<LoggedEvent> {
+        let below = self.events.partition_point(|kept| kept.event.seq < seq);
+        let first = turn.saturating_sub(count);
+        let mut found: Vec<LoggedEvent> = Vec::new();
+        let mut wanted = turn.checked_sub(1).filter(|wanted| *wanted >= first);
+        for kept in self.events[..below].iter().rev() {
+            let Some(turn) = wanted else { break };
+            if kept.event.turn == turn && !kept.rewind {
+                found.push(kept.event.clone());
+                wanted = turn.checked_sub(1).filter(|wanted| *wanted >= first);
+            }
+        }
+        found.reverse();
+        found
+    }
+}
+
+impl MemoryStore {
+    /// What `read` finds in session `id`'s log; nothing for a session that
+    /// does not exist.
+    pub(super) fn read_log(
+        &self,
+        id: &str,
+        read: impl FnOnce(&Log) -> Vec<LoggedEvent>,
+    ) -> Vec<LoggedEvent> {
+        let sessions = self.sessions.lock().expect("memory store poisoned");
+        sessions
+            .get(id)
+            .map_or_else(Vec::new, |stored| read(&stored.log))
     }
 }

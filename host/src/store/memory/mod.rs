@@ -227,17 +227,21 @@ impl SessionStore for MemoryStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        let sessions = self.sessions.lock().expect("memory store poisoned");
-        Ok(sessions
-            .get(id)
-            .map_or_else(Vec::new, |stored| stored.log.page(after, limit, max_bytes)))
+        Ok(self.read_log(id, |log| log.page(after, limit, max_bytes)))
     }
 
     fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        let sessions = self.sessions.lock().expect("memory store poisoned");
-        Ok(sessions
-            .get(id)
-            .map_or_else(Vec::new, |stored| stored.log.line(turn)))
+        Ok(self.read_log(id, |log| log.line(turn)))
+    }
+
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read_log(id, |log| log.line_before(seq, turn, count)))
     }
 
     fn expired_sessions(

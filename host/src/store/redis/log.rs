@@ -1,6 +1,7 @@
 //! A session's event log in Redis (see [`crate::store::timeline`]):
-//! `commit.lua` appends, `events.lua` pages and `line.lua` reads the line,
-//! each in one script so that a read sees no half of a commit.
+//! `commit.lua` appends, `events.lua` pages, `line.lua` reads the line and
+//! `line_before.lua` the line as it stood at an event, each in one script
+//! so that a read sees no half of a commit.
 
 use redis::{Connection, RedisResult, Script};
 
@@ -43,6 +44,28 @@ pub(super) fn line(
         .key(snapshots)
         .key(events)
         .arg(turn)
+        .invoke(conn)
+}
+
+/// The events on session `id`'s line for the `count` turns before `turn`
+/// when event `seq` was appended.
+pub(super) fn line_before(
+    conn: &mut Connection,
+    script: &Script,
+    id: &str,
+    seq: u64,
+    turn: u64,
+    count: u64,
+) -> RedisResult<Vec<String>> {
+    let [log, events, line, _, rewound] = log_keys(id);
+    script
+        .key(log)
+        .key(events)
+        .key(line)
+        .key(rewound)
+        .arg(seq)
+        .arg(turn)
+        .arg(count)
         .invoke(conn)
 }
 

@@ -10,7 +10,8 @@
 //!
 //! Turn commits (with the event each appends to the session's log) and KV
 //! writes are Lua scripts (`commit.lua`, `kv.lua`), each atomic, and so are
-//! the reads of the log (`events.lua`, `line.lua`). Expiry follows the host's clock: an entry is invisible once the
+//! the reads of the log (`events.lua`, `line.lua`, `line_before.lua`).
+//! Expiry follows the host's clock: an entry is invisible once the
 //! host clock passes its expiry, Redis reclaims it natively (`PX`) after the
 //! same time on its own clock, and [`crate::store::Store::sweep`] reclaims whatever the host
 //! clock expired first, with its bookkeeping.
@@ -62,6 +63,7 @@ pub struct RedisStore {
     commit: Script,
     events: Script,
     line: Script,
+    line_before: Script,
     kv: Script,
     lease: Script,
     purge_records: Script,
@@ -88,6 +90,7 @@ impl RedisStore {
             commit: Script::new(include_str!("commit.lua")),
             events: Script::new(include_str!("events.lua")),
             line: Script::new(include_str!("line.lua")),
+            line_before: Script::new(include_str!("line_before.lua")),
             kv: Script::new(include_str!("kv.lua")),
             lease: Script::new(include_str!("lease.lua")),
             purge_records: Script::new(include_str!("purge_records.lua")),

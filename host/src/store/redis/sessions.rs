@@ -331,6 +331,18 @@ impl SessionStore for RedisStore {
         Ok(log::parse(items)?)
     }
 
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let items =
+            self.with(|conn| log::line_before(conn, &self.line_before, id, seq, turn, count))?;
+        Ok(log::parse(items)?)
+    }
+
     fn expired_sessions(
         &self,
         plugin: &str,

@@ -132,3 +132,30 @@ pub(super) fn line(
     .query_map(params![session, turn], logged)?
     .collect()
 }
+
+/// The events that stood on `session`'s line for the `count` turns before
+/// `turn` when event `seq` was appended: per turn, the latest event
+/// numbered below `seq` that is not a rewind (a rewind is neither on the
+/// line nor rewound).
+pub(super) fn line_before(
+    conn: &Connection,
+    session: &str,
+    seq: u64,
+    turn: u64,
+    count: u64,
+) -> rusqlite::Result<Vec<LoggedEvent>> {
+    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+    let turn = i64::try_from(turn).unwrap_or(i64::MAX);
+    let first = turn.saturating_sub(i64::try_from(count).unwrap_or(i64::MAX));
+    conn.prepare_cached(
+        "SELECT seq, turn, rewound, body FROM events
+         WHERE session_id = ?1 AND seq IN (
+             SELECT MAX(seq) FROM events
+             WHERE session_id = ?1 AND seq < ?2 AND turn >= ?3 AND turn < ?4
+                 AND (on_line OR rewound)
+             GROUP BY turn)
+         ORDER BY seq",
+    )?
+    .query_map(params![session, seq, first, turn], logged)?
+    .collect()
+}

@@ -125,6 +125,16 @@ impl SessionStore for SqliteStore {
         Ok(self.read(|conn| events::line(conn, id, turn))?)
     }
 
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read(|conn| events::line_before(conn, id, seq, turn, count))?)
+    }
+
     fn expired_sessions(
         &self,
         plugin: &str,
