@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use crate::harness::{agent, host_builder, load};
 use crate::plugins::{CONCIERGE, INTAKE, MISBEHAVE, PROFILE, SHOP};
 
+mod mcp;
 mod standing;
 mod under_way;
 
@@ -1289,13 +1290,18 @@ fn follows_feeds_and_sockets_are_bounded_per_session_and_per_principal() {
 /// Opens an MCP session as `token`: the status, the session's id, and the
 /// kind of a refusal.
 fn mcp_initialize(served: &Served, token: &str) -> (u16, Option<String>, Value) {
+    mcp_open(served, token, "")
+}
+
+/// [`mcp_initialize`] with `query` (`?...`, or empty) on `/mcp`.
+fn mcp_open(served: &Served, token: &str, query: &str) -> (u16, Option<String>, Value) {
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": { "protocolVersion": "2025-11-25", "capabilities": {},
                     "clientInfo": { "name": "counted", "version": "1" } }
     });
     let response = agent()
-        .post(format!("{}/mcp", served.base))
+        .post(format!("{}/mcp{query}", served.base))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

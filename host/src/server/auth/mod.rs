@@ -127,29 +127,37 @@ impl Caller {
         }
     }
 
+    /// The user the sessions it starts belong to, from the one it named:
+    /// the user its token was issued to (naming another is refused), the
+    /// one named by a key that may act for users or by the admin or an
+    /// open server's caller; or why it may not name one (answered 403).
+    pub(crate) fn user(&self, named: Option<String>) -> Result<Option<String>, String> {
+        let Caller::Principal(principal) = self else {
+            return Ok(named);
+        };
+        match (&principal.user, named) {
+            (Some(token_user), Some(claimed)) if *token_user != claimed => Err(format!(
+                "user id `{}` is not the user the token was issued to",
+                claimed.escape_debug()
+            )),
+            (Some(token_user), _) => Ok(Some(token_user.clone())),
+            (None, Some(_)) if !principal.grant.act_for_users => {
+                Err("this API key may not act for users; leave `user_id` out".into())
+            }
+            (None, named) => Ok(named),
+        }
+    }
+
     /// The session to start for a caller that asked for `start`: the user a
     /// token names, an id under the principal's name, and the principal as
     /// the owner; or why the caller may not start it (answered 403).
     pub(crate) fn session_start(&self, mut start: SessionStart) -> Result<SessionStart, String> {
         self.check_use(&start.plugin)?;
         start.id = self.session_id(start.id.take())?;
-        let Caller::Principal(principal) = self else {
-            return Ok(start);
-        };
-        match (&principal.user, &start.user_id) {
-            (Some(token_user), Some(claimed)) if token_user != claimed => {
-                return Err(format!(
-                    "user id `{}` is not the user the token was issued to",
-                    claimed.escape_debug()
-                ));
-            }
-            (Some(token_user), _) => start.user_id = Some(token_user.clone()),
-            (None, Some(_)) if !principal.grant.act_for_users => {
-                return Err("this API key may not act for users; leave `user_id` out".into());
-            }
-            (None, _) => {}
+        start.user_id = self.user(start.user_id.take())?;
+        if let Caller::Principal(principal) = self {
+            start.owner = Some(principal.owner.clone());
         }
-        start.owner = Some(principal.owner.clone());
         Ok(start)
     }
 }

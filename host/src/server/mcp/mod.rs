@@ -8,8 +8,13 @@
 //! fill the cart. Tool names are `plugin_tool` (MCP clients accept
 //! `^[a-zA-Z0-9_-]{1,64}$`), and each plugin is also a tool,
 //! `plugin__chat` with `{"text"}`, that runs a message turn and answers
-//! what the agent said. A failed call is a tool error (`isError`) that says
-//! why, never a protocol error.
+//! what the agent said; its first answer starts with what the agent said
+//! as its session started (a text block of its own). A failed call is a
+//! tool error (`isError`) that says why, never a protocol error.
+//!
+//! The request that opens an MCP session over HTTP may name the user its
+//! sessions belong to (`/mcp?user_id=`) under the rule of a start's: a
+//! token's user, or a key that may act for users.
 //!
 //! The sessions of an MCP session belong to the caller that opened it: a
 //! request of the same MCP session with other credentials is answered 404
@@ -131,6 +136,9 @@ pub(crate) struct McpSession {
 struct Kept {
     /// Each plugin's agentbox session.
     sessions: HashMap<String, String>,
+    /// What each plugin's agent said as its session started, until the
+    /// first message to it answers with it.
+    greetings: HashMap<String, String>,
 }
 
 impl McpSession {
@@ -170,9 +178,13 @@ impl McpSession {
         if let Some(id) = kept.sessions.get(plugin) {
             return Ok(id.clone());
         }
+        let opened = self.opened.lock().expect("an MCP session poisoned").clone();
         let start = SessionStart {
             plugin: plugin.to_owned(),
-            user_id: self.user.clone(),
+            user_id: self
+                .user
+                .clone()
+                .or_else(|| opened.and_then(|opened| opened.user.clone())),
             ..SessionStart::default()
         };
         let start = self
@@ -180,20 +192,26 @@ impl McpSession {
             .admit_start(caller, start)
             .await
             .map_err(|refused| refused.message())?;
-        let id = self
+        let started = self
             .api
             .host
             .start_session(start, None)
             .await
-            .map_err(|err| err.to_string())?
-            .session;
-        kept.sessions.insert(plugin.to_owned(), id.clone());
-        Ok(id)
+            .map_err(|err| err.to_string())?;
+        if !started.said.is_empty() {
+            kept.greetings
+                .insert(plugin.to_owned(), started.said.join(""));
+        }
+        kept.sessions
+            .insert(plugin.to_owned(), started.session.clone());
+        Ok(started.session)
     }
 
     /// Forgets the session kept for `plugin`, which has ended.
     async fn forget(&self, plugin: &str) {
-        self.kept.lock().await.sessions.remove(plugin);
+        let mut kept = self.kept.lock().await;
+        kept.sessions.remove(plugin);
+        kept.greetings.remove(plugin);
     }
 
     /// Takes one of `caller`'s tokens for `action`, or says how fast it goes.
@@ -254,10 +272,12 @@ impl McpSession {
                 };
                 match host.send_message(&session, text, sink).await {
                     Ok(report) => {
+                        let greeting = self.kept.lock().await.greetings.remove(plugin);
                         if report.outcome == crate::Outcome::End {
                             self.forget(plugin).await;
                         }
-                        CallToolResult::success(vec![ContentBlock::text(report.said.join(""))])
+                        let said = greeting.into_iter().chain([report.said.join("")]);
+                        CallToolResult::success(said.map(ContentBlock::text).collect())
                     }
                     Err(err) => {
                         if matches!(err.cause, Cause::Ended | Cause::NotFound) {

@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
+use serde::Deserialize;
 
+use crate::names::check_user_id;
 use crate::server::api::Api;
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
@@ -24,6 +26,16 @@ use crate::server::refusal::{error, too_fast};
 pub(super) struct Opened {
     _place: Place,
     owner: String,
+    /// The user its sessions belong to, as its opening request named it
+    /// (`/mcp?user_id=`) or its caller's token does.
+    pub(super) user: Option<String>,
+}
+
+/// What the request that opens an MCP session may ask in its query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenQuery {
+    user_id: Option<String>,
 }
 
 /// Handed by the request that opens an MCP session to the session.
@@ -55,10 +67,13 @@ impl McpOwners {
 /// Admits a request of `/mcp`. One that names an open MCP session
 /// (`Mcp-Session-Id`) is served only to the caller that opened it: to any
 /// other, whatever it asks (its stream, its `DELETE`), the session is
-/// unknown (404); its answer ends once the caller lapses. One that would open a session (a POST without it: an
-/// `initialize`) is counted against its caller's rate of session starts
-/// and bounds of MCP sessions, or refused (429); the place goes back when
-/// the session closes, or at once if none opens.
+/// unknown (404); its answer ends once the caller lapses, and a `DELETE`
+/// that closed it is answered 204. One that would open a session (a POST
+/// without it: an `initialize`) may name the user its sessions belong to
+/// (`?user_id=`, under the rule of a start's), and is counted against its
+/// caller's rate of session starts and bounds of MCP sessions, or refused
+/// (429); the place goes back when the session closes, or at once if none
+/// opens.
 pub(crate) async fn admit(
     State((api, owners)): State<(Api, Arc<McpOwners>)>,
     mut request: Request,
@@ -79,11 +94,28 @@ pub(crate) async fn admit(
             );
         }
         let lapsed = api.callers.lapse(&caller, api.host.clock().clone());
-        return HeldBody::ending_on(next.run(request).await, lapsed);
+        let closing = request.method() == Method::DELETE;
+        let response = next.run(request).await;
+        // MCP clients take 200 or 204 for a closed session; rmcp says 202.
+        if closing && response.status() == StatusCode::ACCEPTED {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        return HeldBody::ending_on(response, lapsed);
     }
     if request.method() != Method::POST {
         return next.run(request).await;
     }
+    let user = match Query::<OpenQuery>::try_from_uri(request.uri()) {
+        Ok(Query(query)) => query.user_id,
+        Err(err) => return error(StatusCode::BAD_REQUEST, "bad-request", err.body_text()),
+    };
+    if let Some(Err(reason)) = user.as_deref().map(check_user_id) {
+        return error(StatusCode::BAD_REQUEST, "bad-request", reason);
+    }
+    let user = match caller.user(user) {
+        Ok(user) => user,
+        Err(reason) => return error(StatusCode::FORBIDDEN, "forbidden", reason),
+    };
     if let Err(slow) = api
         .callers
         .admit(&caller, Action::Start, api.host.clock().now_ms())
@@ -94,6 +126,7 @@ pub(crate) async fn admit(
         Ok(place) => Arc::new(Opened {
             _place: place,
             owner: who,
+            user,
         }),
         Err(refusal) => return refusal.into_response(),
     };
