@@ -5,6 +5,7 @@ mod compile;
 mod inspect;
 mod keys;
 mod mcp;
+mod new;
 mod run;
 mod serve;
 mod sessions;
@@ -66,6 +67,7 @@ enum Commands {
     Plugins(admin::PluginsArgs),
     Users(admin::UsersArgs),
     Sessions(sessions::SessionsArgs),
+    New(new::NewArgs),
     Inspect(InspectArgs),
     Compile(compile::CompileArgs),
     #[command(subcommand)]
@@ -290,6 +292,7 @@ async fn main() -> ExitCode {
         Commands::Plugins(args) => admin::plugins(args),
         Commands::Users(args) => admin::users(args),
         Commands::Sessions(args) => sessions::sessions(args),
+        Commands::New(args) => new::new(args),
         Commands::Inspect(args) => inspect(args),
         Commands::Compile(args) => compile::compile(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),

@@ -1,0 +1,120 @@
+//! `agentbox new` as a newcomer runs it: a plugin folder for each language,
+//! built by its own build script and replayed by its own test script,
+//! with the guest tools the repository's tests build with.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A guest tool as `guest-sdk/install-tools` installs it for the tests'
+/// build, which the build scripts take from the environment instead of
+/// installing their own; else `name`, from `PATH`.
+fn tool(installed: &str, name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../guest-sdk")
+        .join(installed);
+    if path.exists() {
+        path
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+fn agentbox_new(dir: &Path, name: &str, lang: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentbox"))
+        .args(["new", name, "--lang", lang])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run agentbox")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_new_plugin_builds_and_replays_its_conversation_in_every_language() {
+    // As the tests' build leaves the Python and JavaScript plugins out.
+    if std::env::var_os("AGENTBOX_SKIP_GUEST_LANGUAGES").is_some_and(|value| value == "1") {
+        eprintln!("AGENTBOX_SKIP_GUEST_LANGUAGES=1: no Python or JavaScript plugin is built");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    std::thread::scope(|scope| {
+        for (lang, name) in [("python", "greeter"), ("js", "my-agent"), ("ts", "typed")] {
+            let scratch = scratch.path();
+            scope.spawn(move || built_and_replayed(scratch, lang, name));
+        }
+    });
+}
+
+/// Writes plugin `name` in `lang` under `scratch`, and runs its test script.
+fn built_and_replayed(scratch: &Path, lang: &str, name: &str) {
+    let made = agentbox_new(scratch, name, lang);
+    assert!(made.status.success(), "{lang}: {}", text(&made.stderr));
+    let said = text(&made.stdout);
+    assert!(
+        said.contains(&format!("agentbox run {name}.wasm")),
+        "{said}"
+    );
+
+    let folder = scratch.join(name);
+    let replayed = Command::new(folder.join("test.sh"))
+        .current_dir(&folder)
+        .env("AGENTBOX", env!("CARGO_BIN_EXE_agentbox"))
+        .env(
+            "COMPONENTIZE_PY",
+            tool("python/.venv/bin/componentize-py", "componentize-py"),
+        )
+        .env(
+            "COMPONENTIZE_JS",
+            tool("js/node_modules/.bin/componentize-js", "componentize-js"),
+        )
+        .env("TSC", tool("js/node_modules/.bin/tsc", "tsc"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // What the agent said is on stdout, what agentbox says on stderr.
+    let out = text(&replayed.stdout) + &text(&replayed.stderr);
+    assert!(replayed.status.success(), "{lang}: {out}");
+    for line in [
+        format!("{name}> Hello, Ada!"),
+        format!("{name}> Visit 1: you said hello"),
+        "[tool rename: {\"name\":\"Grace\"}]".to_owned(),
+        format!("{name}> Visit 2: you said bye"),
+        "has ended".to_owned(),
+    ] {
+        assert!(out.contains(&line), "{lang}: no `{line}` in\n{out}");
+    }
+}
+
+#[test]
+fn a_new_plugin_needs_a_plugin_name_and_a_folder_of_its_own() {
+    let scratch = tempfile::tempdir().unwrap();
+    let refused = agentbox_new(scratch.path(), "Bad_Name", "python");
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(said.contains("cannot name a plugin `Bad_Name`"), "{said}");
+
+    std::fs::create_dir(scratch.path().join("taken")).unwrap();
+    std::fs::write(scratch.path().join("taken/notes.txt"), "mine").unwrap();
+    let refused = agentbox_new(scratch.path(), "taken", "js");
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(said.contains("exists and is not empty"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("taken/notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_dir(scratch.path().join("taken"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    let refused = agentbox_new(scratch.path(), "other", "cobol");
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("invalid value 'cobol'"));
+}
