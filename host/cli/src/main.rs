@@ -2,6 +2,7 @@
 
 mod admin;
 mod compile;
+mod dev;
 mod inspect;
 mod keys;
 mod mcp;
@@ -68,6 +69,7 @@ enum Commands {
     Users(admin::UsersArgs),
     Sessions(sessions::SessionsArgs),
     New(new::NewArgs),
+    Dev(dev::DevArgs),
     Inspect(InspectArgs),
     Compile(compile::CompileArgs),
     #[command(subcommand)]
@@ -293,6 +295,7 @@ async fn main() -> ExitCode {
         Commands::Users(args) => admin::users(args),
         Commands::Sessions(args) => sessions::sessions(args),
         Commands::New(args) => new::new(args),
+        Commands::Dev(args) => dev::dev(args).await,
         Commands::Inspect(args) => inspect(args),
         Commands::Compile(args) => compile::compile(args),
         Commands::Tools(ToolsCommand::List(args)) => tools_list(args),

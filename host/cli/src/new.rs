@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 /// tsc into node_modules (needs npm). $COMPONENTIZE_PY, $COMPONENTIZE_JS and $TSC name
 /// tools installed elsewhere.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub(crate) struct NewArgs {
     /// The plugin's name
     #[arg(value_name = "NAME")]
@@ -129,7 +130,7 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  wit/ (the agentbox:plugin@0.2.0 world)");
     println!(
-        "next:\n  cd {}\n  ./build.sh          # {}\n  agentbox run {name}.wasm --var name=Ada\n  ./test.sh           # builds, then replays conversation.txt\n  agentbox serve --plugin {name}.wasm",
+        "next:\n  cd {}\n  ./build.sh          # {}\n  agentbox run {name}.wasm --var name=Ada\n  ./test.sh           # builds, then replays conversation.txt\n  agentbox dev        # serves it; builds and swaps it in at each change",
         dir.display(),
         args.lang.first_build(),
         name = args.name,

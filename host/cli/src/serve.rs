@@ -166,6 +166,15 @@ struct ServeConfig {
 
 impl ServeArgs {
     /// Fills what the flags and the environment left out from the `--config` file.
+    /// These settings serving, and following, the plugins `agentbox dev`
+    /// builds into the returned folder (DATA_DIR/dev).
+    pub(super) fn for_dev(mut self) -> (ServeArgs, PathBuf) {
+        let folder = self.host.data_dir().join("dev");
+        self.plugin_dir = Some(folder.clone());
+        self.watch = true;
+        (self, folder)
+    }
+
     fn with_config(mut self) -> anyhow::Result<ServeArgs> {
         let Some(path) = &self.config else {
             return Ok(self);

@@ -1,9 +1,15 @@
-//! `agentbox new` as a newcomer runs it: a plugin folder for each language,
-//! built by its own build script and replayed by its own test script,
-//! with the guest tools the repository's tests build with.
+//! `agentbox new` and `agentbox dev` as a newcomer runs them: a plugin
+//! folder for each language, built by its own build script and replayed by
+//! its own test script, then served and swapped in at each change, with
+//! the guest tools the repository's tests build with.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use common::{Server, json_of, request};
+use serde_json::{Value, json};
 
 /// A guest tool as `guest-sdk/install-tools` installs it for the tests'
 /// build, which the build scripts take from the environment instead of
@@ -32,11 +38,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Whether the tests' build left the Python and JavaScript plugins out,
+/// as `AGENTBOX_SKIP_GUEST_LANGUAGES=1` asks; then so do these tests.
+fn without_guest_languages() -> bool {
+    let skip = std::env::var_os("AGENTBOX_SKIP_GUEST_LANGUAGES").is_some_and(|value| value == "1");
+    if skip {
+        eprintln!("AGENTBOX_SKIP_GUEST_LANGUAGES=1: no Python or JavaScript plugin is built");
+    }
+    skip
+}
+
 #[test]
 fn a_new_plugin_builds_and_replays_its_conversation_in_every_language() {
-    // As the tests' build leaves the Python and JavaScript plugins out.
-    if std::env::var_os("AGENTBOX_SKIP_GUEST_LANGUAGES").is_some_and(|value| value == "1") {
-        eprintln!("AGENTBOX_SKIP_GUEST_LANGUAGES=1: no Python or JavaScript plugin is built");
+    if without_guest_languages() {
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
@@ -117,4 +131,79 @@ fn a_new_plugin_needs_a_plugin_name_and_a_folder_of_its_own() {
     let refused = agentbox_new(scratch.path(), "other", "cobol");
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("invalid value 'cobol'"));
+}
+
+/// Sends `text` to session `id` of `server`: what the agent said, and the
+/// state it committed.
+fn message(server: &Server, id: &str, text: &str) -> (String, Value) {
+    let (status, body) = request(
+        "POST",
+        &server.url(&format!("/v1/sessions/{id}/messages")),
+        Some(&json!({ "text": text }).to_string()),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<Value> = body.lines().map(json_of).collect();
+    let said = events
+        .iter()
+        .filter(|event| event["event"] == "say")
+        .map(|event| event["text"].as_str().unwrap())
+        .collect();
+    let committed = events.last().unwrap();
+    assert_eq!(committed["event"], "committed", "{body}");
+    (said, committed["state"].clone())
+}
+
+#[test]
+fn a_plugin_under_dev_is_built_again_and_swapped_in_at_each_change_keeping_its_sessions() {
+    if without_guest_languages() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    assert!(
+        agentbox_new(scratch.path(), "greeter", "python")
+            .status
+            .success()
+    );
+    let folder = scratch.path().join("greeter");
+    let componentize = tool("python/.venv/bin/componentize-py", "componentize-py");
+    let server = Server::start_dev(
+        &folder,
+        &scratch.path().join("data"),
+        &[("COMPONENTIZE_PY", componentize.to_str().unwrap())],
+    );
+    let (status, body) = request(
+        "POST",
+        &server.url("/v1/sessions"),
+        Some(&json!({ "plugin": "greeter", "variables": { "name": "Ada" } }).to_string()),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = json_of(&body)["session"].as_str().unwrap().to_owned();
+    assert_eq!(message(&server, &id, "hello").0, "Visit 1: you said hello");
+
+    // A change of the source is built and swapped in; the session goes on.
+    let app = folder.join("app.py");
+    let source = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, source.replace("say(f\"Visit ", "say(f\"Turn ")).unwrap();
+    server.wait_for("app.py changed");
+    server.wait_for("is active");
+    let (said, state) = message(&server, &id, "again");
+    assert_eq!(said, "Turn 2: you said again");
+    assert_eq!(state, json!({ "name": "Ada", "visits": 2 }));
+
+    // A change that does not build leaves the running version serving.
+    std::fs::write(
+        &app,
+        source.replace("say(f\"Visit ", "say(f\"Turn ") + "def broken(:\n",
+    )
+    .unwrap();
+    let lines = server.lines_until("the build failed, so the running version keeps serving");
+    assert!(
+        !lines.iter().any(|line| line.contains("is active")),
+        "{lines:?}"
+    );
+    assert_eq!(message(&server, &id, "still").0, "Turn 3: you said still");
+    let (status, _) = server.terminate();
+    assert!(status.success());
 }

@@ -52,17 +52,38 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(args)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Server::spawned(command)
+    }
+
+    /// Starts `agentbox dev FOLDER` on a free port with its data in `data`
+    /// and the environment variables `env`, and waits until it listens.
+    pub fn start_dev(folder: &Path, data: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agentbox"));
+        command
+            .arg("dev")
+            .arg(folder)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied());
+        Server::spawned(command)
+    }
+
+    /// Runs `command`, reading its stderr, and waits until it listens.
+    fn spawned(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start agentbox serve");
+            .expect("cannot start agentbox");
         let (lines, stderr) = std::sync::mpsc::channel();
         let output = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -82,7 +103,7 @@ impl Server {
             let line = server
                 .stderr
                 .recv_timeout(std::time::Duration::from_secs(300))
-                .expect("agentbox serve stopped before it listened");
+                .expect("agentbox stopped before it listened");
             if let Some(rest) = line.strip_prefix("agentbox: listening on ") {
                 server.base = rest.split_whitespace().next().unwrap().to_owned();
                 return server;
