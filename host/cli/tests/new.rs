@@ -25,6 +25,23 @@ fn tool(installed: &str, name: &str) -> PathBuf {
     }
 }
 
+/// `command` with the guest tools the tests build with in the variables
+/// the build scripts read, and no input.
+fn with_guest_tools(command: &mut Command) -> &mut Command {
+    command
+        .env(
+            "COMPONENTIZE_PY",
+            tool("python/.venv/bin/componentize-py", "componentize-py"),
+        )
+        .env(
+            "COMPONENTIZE_JS",
+            tool("js/node_modules/.bin/componentize-js", "componentize-js"),
+        )
+        .env("TSC", tool("js/node_modules/.bin/tsc", "tsc"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+}
+
 fn agentbox_new(dir: &Path, name: &str, lang: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_agentbox"))
         .args(["new", name, "--lang", lang])
@@ -48,22 +65,15 @@ fn without_guest_languages() -> bool {
     skip
 }
 
+/// Python and JavaScript plugins are made, built and replayed by their
+/// guides' commands (below); a TypeScript one by its own scripts here.
 #[test]
-fn a_new_plugin_builds_and_replays_its_conversation_in_every_language() {
+fn a_new_typescript_plugin_builds_and_replays_its_conversation() {
     if without_guest_languages() {
         return;
     }
-    let scratch = tempfile::tempdir().unwrap();
-    std::thread::scope(|scope| {
-        for (lang, name) in [("python", "greeter"), ("js", "my-agent"), ("ts", "typed")] {
-            let scratch = scratch.path();
-            scope.spawn(move || built_and_replayed(scratch, lang, name));
-        }
-    });
-}
-
-/// Writes plugin `name` in `lang` under `scratch`, and runs its test script.
-fn built_and_replayed(scratch: &Path, lang: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (scratch, lang, name) = (dir.path(), "ts", "typed");
     let made = agentbox_new(scratch, name, lang);
     assert!(made.status.success(), "{lang}: {}", text(&made.stderr));
     let said = text(&made.stdout);
@@ -73,20 +83,9 @@ fn built_and_replayed(scratch: &Path, lang: &str, name: &str) {
     );
 
     let folder = scratch.join(name);
-    let replayed = Command::new(folder.join("test.sh"))
+    let replayed = with_guest_tools(&mut Command::new(folder.join("test.sh")))
         .current_dir(&folder)
         .env("AGENTBOX", env!("CARGO_BIN_EXE_agentbox"))
-        .env(
-            "COMPONENTIZE_PY",
-            tool("python/.venv/bin/componentize-py", "componentize-py"),
-        )
-        .env(
-            "COMPONENTIZE_JS",
-            tool("js/node_modules/.bin/componentize-js", "componentize-js"),
-        )
-        .env("TSC", tool("js/node_modules/.bin/tsc", "tsc"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     // What the agent said is on stdout, what agentbox says on stderr.
@@ -206,4 +205,89 @@ fn a_plugin_under_dev_is_built_again_and_swapped_in_at_each_change_keeping_its_s
     assert_eq!(message(&server, &id, "still").0, "Turn 3: you said still");
     let (status, _) = server.terminate();
     assert!(status.success());
+}
+
+/// The shell blocks of guide `guide` (in `docs/guests`), in order: what a
+/// reader types. Blocks that only show a command are `text`, not `sh`.
+fn shell_blocks(guide: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/guests")
+        .join(guide);
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split("```sh\n")
+        .skip(1)
+        .map(|rest| rest.split_once("```").expect("a block ends").0.to_owned())
+        .collect()
+}
+
+/// Runs guide `guide`'s shell blocks as one script in a scratch folder,
+/// with `agentbox` on `PATH`, the server the guide starts with `agentbox
+/// dev` on free port `port` in the background; what the script printed.
+fn run_guide(guide: &str, port: u16) -> String {
+    let mut script = String::from("set -eu\n");
+    for block in shell_blocks(guide) {
+        for line in block
+            .replace("localhost:8080", &format!("localhost:{port}"))
+            .lines()
+        {
+            if line.trim() == "agentbox dev" {
+                script += &format!(
+                    "agentbox dev --listen 127.0.0.1:{port} >dev.log 2>&1 &\n\
+                     DEV=$!\n\
+                     trap 'kill $DEV' EXIT\n\
+                     for _ in $(seq 600); do curl -sf localhost:{port}/healthz >/dev/null && break; sleep 0.5; done\n"
+                );
+            } else {
+                script += line;
+                script += "\n";
+            }
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_agentbox")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = with_guest_tools(Command::new("bash").args(["-c", &script]))
+        .current_dir(scratch.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let out = text(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{guide} stops running:\n{script}\n{out}\n{}",
+        text(&ran.stderr)
+    );
+    out
+}
+
+#[test]
+fn each_guides_commands_run_as_written_from_nothing_to_a_served_plugin() {
+    if without_guest_languages() {
+        return;
+    }
+    std::thread::scope(|scope| {
+        for guide in ["python.md", "javascript.md"] {
+            scope.spawn(move || {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let out = run_guide(guide, port);
+                for said in [
+                    "greeter> Hello, Ada!",
+                    "greeter> Visit 2: you said bye",
+                    "\"said\":[\"Hello, Ada!\"],\"session\":\"ada-1\"",
+                    "Visit 1: you said hello",
+                    "\"result\":{\"name\":\"Grace\"}",
+                ] {
+                    assert!(out.contains(said), "{guide}: no `{said}` in\n{out}");
+                }
+            });
+        }
+    });
 }
