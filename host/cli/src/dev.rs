@@ -52,12 +52,13 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let (serve_args, into) = args.serve.for_dev();
     let data = into.parent().map(Path::to_owned).unwrap_or_default();
     std::fs::create_dir_all(&into).with_context(|| format!("cannot create {}", into.display()))?;
-    let seen = sources(&build.folder, &data)?;
     let first = build.clone();
     let placed = into.clone();
     tokio::task::spawn_blocking(move || first.run().and_then(|built| place(&built, &placed)))
         .await
         .expect("building the plugin panicked")?;
+    // After the first build, which may write files of its own (a lockfile).
+    let seen = sources(&build.folder, &data)?;
     std::thread::spawn(move || rebuild_on_change(&build, seen, &into, &data));
     serve(serve_args).await
 }
