@@ -127,8 +127,10 @@ impl Server {
         loop {
             let line = self
                 .stderr
-                .recv_timeout(std::time::Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("agentbox serve never said `{text}`"));
+                // Long enough for a busy machine to compile an interpreter
+                // guest that `agentbox dev` rebuilt.
+                .recv_timeout(std::time::Duration::from_secs(180))
+                .unwrap_or_else(|_| panic!("agentbox never said `{text}`"));
             let found = line.contains(text);
             lines.push(line);
             if found {
