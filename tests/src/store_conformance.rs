@@ -1263,6 +1263,20 @@ fn the_line_runs_from_the_latest_snapshot_to_the_turn(store: &dyn Store) {
     assert_eq!(line_turns(store, "missing", 3), Vec::<u64>::new());
 }
 
+/// A rewind of `id`, read at `read_revision`, to `turn` and its `state`,
+/// which replaces the history with none.
+fn rewind(id: &str, read_revision: u64, turn: u64, state: State) -> Commit {
+    Commit {
+        messages: Vec::new(),
+        dropped_messages: u64::MAX,
+        event: LogEntry {
+            rewind: true,
+            ..turn_event(turn)
+        },
+        ..commit(id, read_revision, turn, state)
+    }
+}
+
 fn a_rewind_takes_later_turns_off_the_line_and_the_history_back(store: &dyn Store) {
     store
         .create(
@@ -1276,19 +1290,14 @@ fn a_rewind_takes_later_turns_off_the_line_and_the_history_back(store: &dyn Stor
             .commit(&commit("s1", turn, turn, state(json!({ "turns": turn }))))
             .unwrap();
     }
-    let rewind = Commit {
+    let back = Commit {
         messages: vec![
             message(Role::Assistant, "Welcome"),
             message(Role::User, "message 1"),
         ],
-        dropped_messages: u64::MAX,
-        event: LogEntry {
-            rewind: true,
-            ..turn_event(1)
-        },
-        ..commit("s1", 5, 1, state(json!({ "turns": 1 })))
+        ..rewind("s1", 5, 1, state(json!({ "turns": 1 })))
     };
-    store.commit(&rewind).unwrap();
+    store.commit(&back).unwrap();
     let loaded = store.load("s1").unwrap().unwrap();
     assert_eq!((loaded.turn, loaded.revision), (1, 6));
     assert_eq!(loaded.state, state(json!({ "turns": 1 })));
@@ -1333,18 +1342,6 @@ fn line_before(store: &dyn Store, id: &str, seq: u64, turn: u64, count: u64) -> 
         .collect()
 }
 
-/// A rewind of `id`, read at `read_revision`, to `turn`.
-fn rewind(id: &str, read_revision: u64, turn: u64) -> Commit {
-    Commit {
-        messages: Vec::new(),
-        event: LogEntry {
-            rewind: true,
-            ..turn_event(turn)
-        },
-        ..commit(id, read_revision, turn, State::new())
-    }
-}
-
 fn the_line_before_an_event_is_the_one_it_stood_on_though_rewound_since(store: &dyn Store) {
     store.create(&record("s1"), &[], &start_event()).unwrap();
     // Turns 1 to 4 are events 2 to 5; a rewind to turn 1 is event 6, and
@@ -1354,7 +1351,7 @@ fn the_line_before_an_event_is_the_one_it_stood_on_though_rewound_since(store: &
             .commit(&commit("s1", turn, turn, State::new()))
             .unwrap();
     }
-    store.commit(&rewind("s1", 5, 1)).unwrap();
+    store.commit(&rewind("s1", 5, 1, State::new())).unwrap();
     for turn in 2..=3 {
         store
             .commit(&commit("s1", turn + 4, turn, State::new()))
@@ -1372,7 +1369,7 @@ fn the_line_before_an_event_is_the_one_it_stood_on_though_rewound_since(store: &
 
     // A rewind to turn 0 (event 9) and a new turn 1 (event 10): the line
     // event 8 stood on is all rewound now, with rewinds between its events.
-    store.commit(&rewind("s1", 8, 0)).unwrap();
+    store.commit(&rewind("s1", 8, 0, State::new())).unwrap();
     store.commit(&commit("s1", 9, 1, State::new())).unwrap();
     assert_eq!(
         line_before(store, "s1", 8, 3, 10),

@@ -103,7 +103,7 @@ fn a_new_typescript_plugin_builds_and_replays_its_conversation() {
 }
 
 #[test]
-fn a_new_plugin_needs_a_plugin_name_and_a_folder_of_its_own() {
+fn a_new_plugin_needs_a_plugin_name_and_a_folder_of_its_own_and_dev_a_plugins_folder() {
     let scratch = tempfile::tempdir().unwrap();
     let refused = agentbox_new(scratch.path(), "Bad_Name", "python");
     assert!(!refused.status.success());
@@ -125,6 +125,22 @@ fn a_new_plugin_needs_a_plugin_name_and_a_folder_of_its_own() {
             .unwrap()
             .count(),
         1
+    );
+
+    // A folder that is no plugin is not served.
+    let refused = Command::new(env!("CARGO_BIN_EXE_agentbox"))
+        .arg("dev")
+        .arg(scratch.path().join("taken"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(scratch.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("has neither a build.sh (as `agentbox new` writes) nor a Cargo.toml"),
+        "{said}"
     );
 
     let refused = agentbox_new(scratch.path(), "other", "cobol");

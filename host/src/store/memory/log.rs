@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use crate::store::timeline::{LogEntry, LoggedEvent};
 
-use super::MemoryStore;
-
 /// The events of one session, in order, and its line.
 #[derive(Debug, Default)]
 pub(super) struct Log {
@@ -94,20 +92,5 @@ impl Log {
         }
         found.reverse();
         found
-    }
-}
-
-impl MemoryStore {
-    /// What `read` finds in session `id`'s log; nothing for a session that
-    /// does not exist.
-    pub(super) fn read_log(
-        &self,
-        id: &str,
-        read: impl FnOnce(&Log) -> Vec<LoggedEvent>,
-    ) -> Vec<LoggedEvent> {
-        let sessions = self.sessions.lock().expect("memory store poisoned");
-        sessions
-            .get(id)
-            .map_or_else(Vec::new, |stored| read(&stored.log))
     }
 }

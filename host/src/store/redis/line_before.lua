@@ -12,6 +12,9 @@ local found = {}
 local below = tonumber(ARGV[1])
 local turn = tonumber(ARGV[2]) - 1
 local last = math.max(tonumber(ARGV[2]) - tonumber(ARGV[3]), 0)
+-- The events below the first number, newest first, read once: each search
+-- goes on below the event the one before found.
+local earlier, at = nil, 1
 while turn >= last do
   local seq = tonumber(redis.call('HGET', KEYS[3], turn))
   local event
@@ -19,10 +22,12 @@ while turn >= last do
     event = redis.call('HGET', KEYS[2], seq)
   else
     seq = nil
-    local earlier = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. below, '-inf')
-    for _, candidate in ipairs(earlier) do
-      local stored = redis.call('HGET', KEYS[2], candidate)
-      if tonumber(string.match(stored, '^%d+')) == turn
+    earlier = earlier or redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. below, '-inf')
+    while at <= #earlier do
+      local candidate = earlier[at]
+      at = at + 1
+      local stored = tonumber(candidate) < below and redis.call('HGET', KEYS[2], candidate)
+      if stored and tonumber(string.match(stored, '^%d+')) == turn
           and redis.call('SISMEMBER', KEYS[4], candidate) == 1 then
         seq, event = tonumber(candidate), stored
         break
