@@ -11,10 +11,18 @@ export declare function handOff(plugin: string): Outcome;
 /** Fails the turn with its message; the host commits nothing. */
 export declare class Fail extends Error {}
 
-/** The host refused an operation; `kind` is the WIT error case. */
+/** The host refused a session or KV operation; `kind` is the WIT error case. */
 export declare class HostError extends Error {
-  readonly kind: string;
+  readonly kind: 'invalid' | 'quota-exceeded' | 'denied' | 'conflict' | 'unavailable';
   readonly detail: string | undefined;
+}
+
+/** A registry call returned no result; `kind` is the WIT `call-error` case. */
+export declare class CallError extends Error {
+  readonly kind: 'not-found' | 'denied' | 'invalid-arguments' | 'precondition' | 'failed' | 'limit' | 'unavailable';
+  /** The host's text; for `invalid-arguments` one `{pointer, message}` per
+   * violation, for `precondition` the state keys not set. */
+  readonly detail: string | { pointer: string; message: string }[] | string[];
 }
 
 /** Any value JSON can hold. */
@@ -90,7 +98,8 @@ export declare const http: {
   postJson(url: string, value: Json, headers?: Headers): HttpResponse;
 };
 
-/** A JSON Schema built by `s`; `.optional()` makes an argument not required. */
+/** A JSON Schema built by `s`; `.optional()` lets an argument or field be
+ * left out or `null`, which means the same. */
 export interface Schema {
   readonly schema: { [keyword: string]: Json };
   readonly isOptional: boolean;

@@ -34,26 +34,41 @@ import { handle as witSend } from 'wasi:http/outgoing-handler@0.2.12';
  * always does). */
 export class Fail extends Error {}
 
-/** The host refused a session or KV operation. `kind` is `invalid`,
- * `quota-exceeded`, `denied`, `conflict` or `unavailable`; a registry call
- * adds `not-found`, `invalid-arguments`, `precondition`, `failed` and
- * `limit`. */
+/** The host refused a session or KV operation: `kind` is `invalid`,
+ * `quota-exceeded`, `denied`, `conflict` or `unavailable`, and `detail` the
+ * host's text (undefined for `conflict`). */
 export class HostError extends Error {
-  constructor(kind, message) {
-    super(message === undefined ? kind : `${kind}: ${message}`);
+  constructor(kind, detail) {
+    super(detail === undefined ? kind : `${kind}: ${detail}`);
     this.kind = kind;
-    this.detail = message;
+    this.detail = detail;
   }
 }
 
-/** Calls an import whose WIT result carries an error; the binding throws a
+/** A registry call did not return a result: `kind` is `not-found`,
+ * `denied`, `invalid-arguments`, `precondition`, `failed`, `limit` or
+ * `unavailable`. `detail` is the host's text, except for
+ * `invalid-arguments`, an array of `{pointer, message}`, one per violation,
+ * and `precondition`, the array of state keys not set. */
+export class CallError extends Error {
+  constructor(kind, detail) {
+    super(`${kind}: ${detail}`);
+    this.kind = kind;
+    if (kind === 'invalid-arguments') detail = JSON.parse(detail);
+    else if (kind === 'precondition') detail = detail.split(', ');
+    this.detail = detail;
+  }
+}
+
+/** Calls an import whose WIT result carries an error, throwing it as
+ * `Refusal` (`HostError` unless told); the binding throws a
  * `ComponentError` whose `payload` is `{tag, val}`. */
-function host(call) {
+function host(call, Refusal = HostError) {
   try {
     return call();
   } catch (err) {
     if (err && err.payload && typeof err.payload.tag === 'string') {
-      throw new HostError(err.payload.tag, err.payload.val);
+      throw new Refusal(err.payload.tag, err.payload.val);
     }
     throw err;
   }
@@ -157,8 +172,9 @@ export const registry = {
       parameters: JSON.parse(info.parameters),
     })),
   /** Calls `plugin/tool` or `mcp:server/tool`; returns its decoded result
-   * or throws a `HostError`. */
-  call: (name, args = {}) => JSON.parse(host(() => witRegistry.call(name, JSON.stringify(args)))),
+   * or throws a `CallError`. */
+  call: (name, args = {}) =>
+    JSON.parse(host(() => witRegistry.call(name, JSON.stringify(args)), CallError)),
 };
 
 // --- Outbound HTTP -------------------------------------------------------------
@@ -374,11 +390,28 @@ class Schema {
   describe(text) {
     return new Schema({ ...this.schema, description: text }, this.isOptional);
   }
-  /** Not required in an object; as a state field, may be `null`. */
+  /** May be left out of an object or be `null`, which means the same. */
   optional() {
     return new Schema(this.schema, true);
   }
 }
+
+/** `schema` accepting `null` as well: `null` joins its `type` or its
+ * `enum`, or the schema becomes `anyOf` it and `null`. */
+function nullable(schema) {
+  if (Object.keys(schema).length === 0) return schema;
+  if (schema.type !== undefined) {
+    const kinds = [schema.type].flat();
+    return { ...schema, type: kinds.includes('null') ? kinds : [...kinds, 'null'] };
+  }
+  if (schema.enum !== undefined) {
+    return schema.enum.includes(null) ? schema : { ...schema, enum: [...schema.enum, null] };
+  }
+  return { anyOf: [schema, { type: 'null' }] };
+}
+
+/** A field's schema in an object: an optional one may be `null`. */
+const fieldSchema = (value) => (value.isOptional ? nullable(value.schema) : schemaOf(value));
 
 const kind = (type) => (options = {}) => new Schema({ type, ...options });
 
@@ -399,7 +432,7 @@ const schemaOf = (value) => (value instanceof Schema ? value.schema : value);
 function objectSchema(properties) {
   const required = Object.keys(properties).filter((name) => !properties[name].isOptional);
   const props = Object.fromEntries(
-    Object.entries(properties).map(([name, value]) => [name, schemaOf(value)]),
+    Object.entries(properties).map(([name, value]) => [name, fieldSchema(value)]),
   );
   return { type: 'object', properties: props, required, additionalProperties: false };
 }
@@ -473,10 +506,7 @@ function stateSchemaOf(Class) {
   if (schema === undefined || schema === null) return undefined;
   if (schema.type === 'object' && !(schema instanceof Schema)) return schema;
   const properties = Object.fromEntries(
-    Object.entries(schema).map(([name, field]) => {
-      const one = schemaOf(field);
-      return [name, field.isOptional && one.type ? { ...one, type: [one.type, 'null'] } : one];
-    }),
+    Object.entries(schema).map(([name, field]) => [name, fieldSchema(field)]),
   );
   return { type: 'object', properties };
 }
@@ -543,7 +573,12 @@ export function exportAgent(Class) {
     callTool(name, args) {
       const found = Class.tools[name];
       if (found === undefined) throw `${Class.NAME} has no tool \`${name}\``;
-      const result = turn((agent) => found.run.call(agent, JSON.parse(args)));
+      // An argument that may be left out and is `null` is left out.
+      const required = found.parameters.required ?? [];
+      const given = Object.entries(JSON.parse(args)).filter(
+        ([name, value]) => value !== null || required.includes(name),
+      );
+      const result = turn((agent) => found.run.call(agent, Object.fromEntries(given)));
       // A tool that returns nothing answers `null`, as in Python.
       return json(result ?? null, `tool \`${name}\``);
     },

@@ -229,13 +229,16 @@ pub use bindings::agentbox::plugin::types::{
 };
 pub use serde_json::{Value, json};
 
-/// The JSON Schema (draft 2020-12) of `T`, for [`Agent::state_schema`] or a
-/// tool's result: `agentbox_sdk::schema_for::<Self>()` makes the agent
-/// struct itself the schema the host checks the state against.
+/// The JSON Schema (draft 2020-12, the dialect the host reads every schema
+/// in) of `T`, for [`Agent::state_schema`] or a tool's result:
+/// `agentbox_sdk::schema_for::<Self>()` makes the agent struct itself the
+/// schema the host checks the state against. It is written as the Python
+/// and JavaScript helpers write theirs: no `$schema` and no `title`.
 pub fn schema_for<T: schemars::JsonSchema>() -> Value {
     let mut schema = schemars::generate::SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<T>();
+    schema.remove("$schema");
     schema.remove("title");
     schema.to_value()
 }

@@ -236,6 +236,17 @@ pub async fn notebook(path: &str, exception: &str, trace: &str) {
         .await
         .unwrap();
     assert_eq!(tagged.result, json!({ "notes": 3 }));
+    // An optional argument sent as `null` is left out.
+    let untagged = host
+        .call_tool(
+            &id,
+            "add_note",
+            json!({ "text": "untagged", "tags": null }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(untagged.result, json!({ "notes": 4 }));
     let found = host
         .call_tool(&id, "find", json!({ "tag": "work" }), None)
         .await
@@ -267,11 +278,36 @@ pub async fn notebook(path: &str, exception: &str, trace: &str) {
     );
     assert_eq!(host.session(&id).await.unwrap().unwrap(), before);
 
+    // A registry call's refusal is a `CallError` whose detail is the
+    // violations, or the state keys not set, as data.
+    let refused = |said: String, kind: &str| {
+        let detail = said
+            .strip_prefix(&format!("refused ({kind}) "))
+            .unwrap_or_else(|| panic!("{said:?} is no `{kind}` refusal"));
+        serde_json::from_str::<Value>(detail).unwrap()
+    };
+    let violations = refused(
+        reply("call notebook/add_note {\"text\": \"\"}").await,
+        "invalid-arguments",
+    );
+    assert_eq!(violations[0]["pointer"], "/text", "{violations}");
+    assert!(violations[0]["message"].is_string(), "{violations}");
+    let early = said(&send(&host, &empty, "call notebook/find {\"tag\": \"work\"}").await);
+    assert_eq!(refused(early, "precondition"), json!(["notes"]));
+    assert_eq!(
+        refused(reply("call nobody/tool {}").await, "denied"),
+        "plugin `notebook` may not call `nobody/tool`: the policy's may_call for it does not grant it"
+    );
+    assert_eq!(
+        reply("call notebook/find {\"tag\": \"work\"}").await,
+        "[\"tagged\"]"
+    );
+
     // KV outlives the session, until its TTL runs out.
     reply("call-me Ada").await;
     let ended = host.send_message(&id, "bye", None).await.unwrap();
     assert_eq!(ended.outcome, Outcome::End);
-    assert_eq!(said(&ended), "3 notes kept.\nClosing the notebook (agent).");
+    assert_eq!(said(&ended), "4 notes kept.\nClosing the notebook (agent).");
     assert_eq!(
         said(&start_for(&host, "notebook", Some("ada")).await),
         "Hello again, Ada."

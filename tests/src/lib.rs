@@ -134,6 +134,8 @@ mod callers;
 #[cfg(test)]
 mod concierge;
 #[cfg(test)]
+mod contract;
+#[cfg(test)]
 mod counter;
 #[cfg(test)]
 mod counter_v2;

@@ -13,9 +13,9 @@ async fn the_helper_library_serves_state_kv_notes_tools_and_failures() {
     .await;
 }
 
-/// An `Enum` argument arrives as its member, given or defaulted, and a
-/// member returned is its value; a list or dict default (`tags = {}`) is
-/// written the natural way.
+/// An `Enum` argument arrives as its member, given or defaulted (left out
+/// or `null`), and a member returned is its value; a list or dict default
+/// (`tags = {}`) is written the natural way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enum_arguments_arrive_as_members_and_mutable_defaults_are_each_sessions_own() {
     use crate::harness::{host, load, start_for};
@@ -26,7 +26,11 @@ async fn enum_arguments_arrive_as_members_and_mutable_defaults_are_each_sessions
     let started = start_for(&host, "notebook", Some("ada")).await;
     assert_eq!(started.state["tags"], json!({}));
     let id = started.session;
-    for (arguments, level) in [(json!({ "level": "high" }), "high"), (json!({}), "low")] {
+    for (arguments, level) in [
+        (json!({ "level": "high" }), "high"),
+        (json!({}), "low"),
+        (json!({ "level": null }), "low"),
+    ] {
         let report = host
             .call_tool(&id, "prioritize", arguments, None)
             .await

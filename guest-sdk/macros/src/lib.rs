@@ -98,9 +98,10 @@ fn expand(mut block: ItemImpl) -> syn::Result<Tokens> {
             .arguments
             .iter()
             .map(|(name, ty, attrs)| quote!(#(#attrs)* #name: #ty));
-        let doc = format!("Arguments of the tool `{}`.", tool.name);
+        // No doc comment: it would become a description of the parameters
+        // beside the tool's own, which the Python and JavaScript helpers
+        // do not write.
         argument_structs.push(quote! {
-            #[doc = #doc]
             #[derive(#private::serde::Deserialize, #private::schemars::JsonSchema)]
             #[serde(crate = "::agentbox_sdk::__private::serde", deny_unknown_fields)]
             #[schemars(crate = "::agentbox_sdk::__private::schemars")]

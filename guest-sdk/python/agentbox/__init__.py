@@ -77,23 +77,30 @@ class Fail(Exception):
 
 class HostError(Exception):
     """The host refused a session or KV operation: `kind` is `invalid`,
-    `quota-exceeded`, `denied`, `conflict` or `unavailable`."""
+    `quota-exceeded`, `denied`, `conflict` or `unavailable`, and `detail`
+    the host's text (None for `conflict`)."""
 
-    def __init__(self, kind, message):
-        super().__init__(f"{kind}: {message}" if message else kind)
+    def __init__(self, kind, detail):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
-        self.message = message
+        self.detail = detail
 
 
 class CallError(Exception):
     """A registry call did not return a result: `kind` is `not-found`,
     `denied`, `invalid-arguments`, `precondition`, `failed`, `limit` or
-    `unavailable`."""
+    `unavailable`. `detail` is the host's text, except for
+    `invalid-arguments`, a list of `{"pointer": ..., "message": ...}`, one
+    per violation, and `precondition`, the list of state keys not set."""
 
-    def __init__(self, kind, message):
-        super().__init__(f"{kind}: {message}")
+    def __init__(self, kind, detail):
+        super().__init__(f"{kind}: {detail}")
         self.kind = kind
-        self.message = message
+        if kind == "invalid-arguments":
+            detail = json.loads(detail)
+        elif kind == "precondition":
+            detail = detail.split(", ")
+        self.detail = detail
 
 
 def _kind(value):
@@ -153,9 +160,10 @@ class session:
 
     @staticmethod
     def history(last=None):
-        """The committed history, oldest first, as `(role, content)` pairs."""
+        """The committed history, oldest first: `{"role": ..., "content": ...}`
+        dicts, `role` one of `system`, `user`, `assistant` and `tool`."""
         return [
-            (message.role.name.lower(), message.content)
+            {"role": message.role.name.lower(), "content": message.content}
             for message in _session.history(last)
         ]
 
@@ -266,10 +274,10 @@ class HttpError(Exception):
     such as `HTTP-request-denied` (the policy does not allow the origin),
     `destination-IP-prohibited` or `connection-timeout`."""
 
-    def __init__(self, kind, message=None):
-        super().__init__(kind if message is None else f"{kind}: {message}")
+    def __init__(self, kind, detail=None):
+        super().__init__(kind if detail is None else f"{kind}: {detail}")
         self.kind = kind
-        self.message = message
+        self.detail = detail
 
 
 class Response:
@@ -481,9 +489,7 @@ def schema_of(hint):
     if origin is typing.Union or (origin is not None and origin.__name__ == "UnionType"):
         options = [arg for arg in args if arg is not type(None)]
         schema = schema_of(options[0]) if len(options) == 1 else {"anyOf": [schema_of(o) for o in options]}
-        if type(None) in args and "type" in schema:
-            schema = dict(schema, type=[schema["type"], "null"])
-        return schema
+        return _nullable(schema) if type(None) in args else schema
     if origin is typing.Literal:
         return {"enum": list(args)}
     if origin in (list, tuple, set):
@@ -499,6 +505,19 @@ def schema_of(hint):
     if hint is typing.Any or hint is inspect.Parameter.empty:
         return {}
     raise TypeError(f"no JSON Schema for the type hint {hint!r}")
+
+
+def _nullable(schema):
+    """`schema` accepting `null` as well: `null` joins its `type` or its
+    `enum`, or the schema becomes `anyOf` it and `null`."""
+    if not schema:
+        return schema
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        return dict(schema, type=kinds if "null" in kinds else [*kinds, "null"])
+    if "enum" in schema:
+        return schema if None in schema["enum"] else dict(schema, enum=[*schema["enum"], None])
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _docstring(function):
@@ -533,6 +552,9 @@ class _Tool:
         # Arguments whose hint is an Enum arrive as its members, as their
         # defaults are.
         self.enums = {}
+        # An argument with a default may be left out or sent as `null`;
+        # either way the function gets the default.
+        self.defaulted = set()
         for name, parameter in list(inspect.signature(function).parameters.items())[1:]:
             hint = hints.get(name, typing.Any)
             if (member_of := _enum_of(hint)) is not None:
@@ -540,9 +562,12 @@ class _Tool:
             schema = schema_of(hint)
             if name in docs and "description" not in schema:
                 schema = dict(schema, description=docs[name])
-            properties[name] = schema
             if parameter.default is inspect.Parameter.empty:
                 required.append(name)
+            else:
+                self.defaulted.add(name)
+                schema = _nullable(schema)
+            properties[name] = schema
         self.description = description
         self.parameters = {"type": "object", "properties": properties,
                            "required": required, "additionalProperties": False}
@@ -558,6 +583,8 @@ class _Tool:
 
     def call(self, agent, arguments):
         """Runs the tool for `agent` with the decoded `arguments`."""
+        arguments = {name: value for name, value in arguments.items()
+                     if value is not None or name not in self.defaulted}
         for name, member_of in self.enums.items():
             if arguments.get(name) is not None:
                 arguments[name] = member_of(arguments[name])
@@ -593,7 +620,8 @@ def tool(function=None, *, requires=(), cache_ttl_ms=None, cache_scope="session"
     """Marks a method of an `Agent` as a tool.
 
     Its parameters become the tool's arguments: their type hints give the
-    JSON Schema, parameters without a default are required, and the
+    JSON Schema, parameters without a default are required (one with a
+    default may be left out or sent as `null`, and gets its default), and the
     docstring's first paragraph and `Args:` section describe the tool and
     each argument. It returns a JSON-able result, or raises `Fail`.
     """

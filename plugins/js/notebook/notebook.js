@@ -1,12 +1,13 @@
 // A notebook agent that exercises the JavaScript helper library: own fields
 // in session state, the `user` KV bucket with a TTL, notes in the history,
 // a tool with optional and list arguments, refusals of the host as
-// `HostError`, `Fail`, an unexpected exception whose stack reaches the
-// caller, and outbound HTTP (`fetch`, `post`, server-sent events with
-// `stream`). plugins/python/notebook is the same agent in Python.
+// `HostError` and of registry calls as `CallError`, `Fail`, an unexpected
+// exception whose stack reaches the caller, and outbound HTTP (`fetch`,
+// `post`, server-sent events with `stream`). plugins/python/notebook is the
+// same agent in Python.
 
 import {
-  Agent, END, Fail, HostError, HttpError, exportAgent, http, kv, s, say, session, tool,
+  Agent, CallError, END, Fail, HostError, HttpError, exportAgent, http, kv, registry, s, say, session, tool,
 } from '../../../guest-sdk/js/agentbox.js';
 
 class Notebook extends Agent {
@@ -57,6 +58,16 @@ class Notebook extends Agent {
           say(`refused (${err.kind})`);
         }
         break;
+      case 'call': {
+        const space = rest.indexOf(' ');
+        try {
+          say(JSON.stringify(registry.call(rest.slice(0, space), JSON.parse(rest.slice(space + 1)))));
+        } catch (err) {
+          if (!(err instanceof CallError)) throw err;
+          say(`refused (${err.kind}) ${JSON.stringify(err.detail)}`);
+        }
+        break;
+      }
       case 'fetch':
       case 'post':
         try {

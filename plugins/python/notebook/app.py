@@ -1,15 +1,17 @@
 """A notebook agent that exercises the Python helper library: typed fields
 in session state, the `user` KV bucket with a TTL, notes in the history, a
-tool with optional and list arguments, refusals of the host as `HostError`,
-`Fail`, an unexpected exception whose traceback reaches the caller, and
-outbound HTTP (`fetch`, `post`, server-sent events with `stream`).
-plugins/js/notebook is the same agent in JavaScript."""
+tool with optional and list arguments, refusals of the host as `HostError`
+and of registry calls as `CallError`, `Fail`, an unexpected exception whose
+traceback reaches the caller, and outbound HTTP (`fetch`, `post`,
+server-sent events with `stream`). plugins/js/notebook is the same agent in
+JavaScript."""
 
+import json
 from enum import Enum
 from typing import Annotated
 
 import agentbox
-from agentbox import Fail, HostError, HttpError, http, kv, say, session, tool
+from agentbox import CallError, Fail, HostError, HttpError, http, kv, registry, say, session, tool
 
 
 class Level(Enum):
@@ -40,7 +42,7 @@ class Notebook(agentbox.Agent):
         elif command == "visits":
             say(f"visit {kv.open('user').increment('visits')}")
         elif command == "history":
-            say(" | ".join(f"{role}: {content}" for role, content in session.history(4)))
+            say(" | ".join(f"{m['role']}: {m['content']}" for m in session.history(4)))
         elif command == "set":
             try:
                 session.set(rest, True)
@@ -52,6 +54,12 @@ class Notebook(agentbox.Agent):
                 kv.open(rest)
             except HostError as refused:
                 say(f"refused ({refused.kind})")
+        elif command == "call":
+            name, _, arguments = rest.partition(" ")
+            try:
+                say(json.dumps(registry.call(name, **json.loads(arguments))))
+            except CallError as refused:
+                say(f"refused ({refused.kind}) {json.dumps(refused.detail)}")
         elif command == "stream":
             try:
                 with http.stream("GET", rest) as response:
