@@ -109,6 +109,7 @@ fn a_component_that_needs_more_memory_at_start_than_its_limit_is_refused_at_load
             args: Vec::new(),
             budget: std::time::Duration::from_secs(1),
             memory_budget: 1 << 30,
+            functions: None,
         })
         .build()
         .unwrap();

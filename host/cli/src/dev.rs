@@ -18,7 +18,8 @@ use crate::serve::{ServeArgs, serve};
 /// here too), from DATA_DIR/dev. Whenever a source file in FOLDER changes, the plugin is
 /// built again and the new version swapped in as --watch swaps: live sessions go on with
 /// their state, migrated at their next turn if the state version moved. A build that fails
-/// is shown and the running version keeps serving.
+/// is shown and the running version keeps serving. Each build is compiled keeping its
+/// functions in DATA_DIR/dev-functions, so the next compiles only the functions it changed.
 ///
 ///   agentbox new greeter --lang python
 ///   cd greeter && agentbox dev
@@ -49,9 +50,17 @@ const NOT_SOURCES: &[&str] = &[
 
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let build = Build::of(&args.folder)?;
-    let (serve_args, into) = args.serve.for_dev();
+    let (serve_args, into, functions) = args.serve.for_dev();
     let data = into.parent().map(Path::to_owned).unwrap_or_default();
     std::fs::create_dir_all(&into).with_context(|| format!("cannot create {}", into.display()))?;
+    // Each build compiles only the functions it changed. What the last run
+    // kept goes, so the folder holds at most what one run adds.
+    if functions.exists() {
+        std::fs::remove_dir_all(&functions)
+            .with_context(|| format!("cannot empty {}", functions.display()))?;
+    }
+    std::fs::create_dir_all(&functions)
+        .with_context(|| format!("cannot create {}", functions.display()))?;
     let first = build.clone();
     let placed = into.clone();
     tokio::task::spawn_blocking(move || first.run().and_then(|built| place(&built, &placed)))

@@ -3,6 +3,7 @@
 mod admin;
 mod compile;
 mod dev;
+mod folder;
 mod inspect;
 mod keys;
 mod mcp;
@@ -93,6 +94,9 @@ struct CompileComponentArgs {
     /// The most memory this process may take for its data
     #[arg(long)]
     memory_budget_bytes: u64,
+    /// A folder of compiled functions to reuse and add to
+    #[arg(long)]
+    function_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +137,11 @@ struct HostArgs {
     /// docs/policy.md)
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+
+    /// A folder of compiled functions the compiler reuses, for `agentbox dev`
+    #[arg(skip)]
+    #[serde(skip)]
+    function_cache: Option<PathBuf>,
 }
 
 /// The data folder when none is given.
@@ -233,6 +242,7 @@ impl HostArgs {
             args: vec!["compile-component".into()],
             budget: Duration::from_millis(self.compile_timeout_ms.unwrap_or(COMPILE_TIMEOUT_MS)),
             memory_budget: self.compile_memory_mib.unwrap_or(COMPILE_MEMORY_MIB) << 20,
+            functions: self.function_cache.clone(),
         };
         Host::builder()
             .policy(policy)
@@ -273,7 +283,7 @@ async fn main() -> ExitCode {
             eprintln!("cannot hold the compiler to its memory budget: {err}");
             return ExitCode::FAILURE;
         }
-        let code = compile_from_stdin(args.memory_bytes, args.fuel);
+        let code = compile_from_stdin(args.memory_bytes, args.fuel, args.function_cache.as_deref());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let logs = tracing_subscriber::fmt()

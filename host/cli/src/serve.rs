@@ -1,19 +1,18 @@
 //! `agentbox serve`: its settings (flags, environment, a TOML file), the
-//! plugin folder and its watcher, and the graceful stop.
+//! plugins it loads, and the graceful stop.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 
+use super::folder::{Folder, SETTLE, load_from_folder, watch};
 use super::keys::{callers, default_keys, follow_keys};
 use super::{HostArgs, REAP_EVERY, compilation_text, load};
-use agentbox_host::limits::MAX_COMPONENT_BYTES;
 use agentbox_host::server::Access;
 use agentbox_host::server::ConnectionSettings;
 use agentbox_host::server::auth::jwt::JwtSettings;
@@ -21,7 +20,6 @@ use agentbox_host::server::auth::rates::Rates;
 use agentbox_host::server::bounds::Bounds;
 use agentbox_host::server::sockets::WebSocketSettings;
 use agentbox_host::store::StoreSpec;
-use agentbox_host::{Host, LoadError, PluginVersion};
 
 /// Serve sessions and tools over HTTP and WebSocket, and plugins over an admin API.
 ///
@@ -128,6 +126,10 @@ pub(super) struct ServeArgs {
     #[arg(skip)]
     bounds: Bounds,
 
+    /// How long a changed file must stay unchanged before --watch loads it
+    #[arg(skip = SETTLE)]
+    settle: Duration,
+
     #[command(flatten)]
     host: HostArgs,
 }
@@ -165,16 +167,22 @@ struct ServeConfig {
 }
 
 impl ServeArgs {
-    /// Fills what the flags and the environment left out from the `--config` file.
     /// These settings serving, and following, the plugins `agentbox dev`
-    /// builds into the returned folder (DATA_DIR/dev).
-    pub(super) fn for_dev(mut self) -> (ServeArgs, PathBuf) {
-        let folder = self.host.data_dir().join("dev");
+    /// builds into the returned folder (DATA_DIR/dev), which it renames
+    /// there whole, compiled with the functions of DATA_DIR/dev-functions.
+    pub(super) fn for_dev(mut self) -> (ServeArgs, PathBuf, PathBuf) {
+        let (folder, functions) = (
+            self.host.data_dir().join("dev"),
+            self.host.data_dir().join("dev-functions"),
+        );
         self.plugin_dir = Some(folder.clone());
         self.watch = true;
-        (self, folder)
+        self.settle = Duration::ZERO;
+        self.host.function_cache = Some(functions.clone());
+        (self, folder, functions)
     }
 
+    /// Fills what the flags and the environment left out from the `--config` file.
     fn with_config(mut self) -> anyhow::Result<ServeArgs> {
         let Some(path) = &self.config else {
             return Ok(self);
@@ -277,14 +285,8 @@ fn fit_to_open_files(settings: ConnectionSettings) -> ConnectionSettings {
 /// versions, to follow activations made through other servers.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
-/// How often `--watch` looks at the plugin folder.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
-
 /// The fewest characters of an admin token: it opens every session.
 const MIN_ADMIN_TOKEN: usize = 32;
-
-/// How long a file must stay unchanged before `--watch` loads it.
-const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let args = args.with_config()?;
@@ -374,7 +376,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::announce_mcp_servers(&host);
     let watcher = args
         .watch
-        .then(|| tokio::spawn(watch(host.clone(), folder, watched)));
+        .then(|| tokio::spawn(watch(host.clone(), folder, watched, args.settle)));
     let _keys_follower = tokio::spawn(follow_keys(callers.clone(), keys_file.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -436,155 +438,6 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("agentbox: stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// When a file was last seen changed, and how.
-type Stamp = (SystemTime, u64);
-
-/// The plugin folder, and the entries of it refused as they were last
-/// read, so that each is said once while it stays.
-struct Folder {
-    dir: PathBuf,
-    refused: HashSet<PathBuf>,
-}
-
-impl Folder {
-    fn new(dir: PathBuf) -> Folder {
-        Folder {
-            dir,
-            refused: HashSet::new(),
-        }
-    }
-
-    /// The `.wasm` files in the folder and their stamps, by path: regular
-    /// files only, never a symlink (which may lead out of the folder), a
-    /// FIFO or a device; an entry refused for the first time is said.
-    fn components(&mut self) -> anyhow::Result<HashMap<PathBuf, Stamp>> {
-        let entries = std::fs::read_dir(&self.dir)
-            .with_context(|| format!("cannot read the plugin folder {}", self.dir.display()))?;
-        let mut refused = HashSet::new();
-        let mut found = HashMap::new();
-        for path in entries.filter_map(|entry| Some(entry.ok()?.path())) {
-            if path.extension().is_none_or(|ext| ext != "wasm") {
-                continue;
-            }
-            let Ok(metadata) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if !metadata.is_file() {
-                if !self.refused.contains(&path) {
-                    tracing::warn!(path = %path.display(), "not a regular file: the plugin folder loads regular files only");
-                }
-                refused.insert(path);
-                continue;
-            }
-            if let Ok(modified) = metadata.modified() {
-                found.insert(path, (modified, metadata.len()));
-            }
-        }
-        self.refused = refused;
-        Ok(found)
-    }
-}
-
-/// Reads the component at `path` in the plugin folder: a regular file
-/// opened without following a symlink and without waiting on a FIFO, of at
-/// most [`MAX_COMPONENT_BYTES`], as an upload.
-fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("cannot open {} (a symlink is not followed)", path.display()))?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    if metadata.len() > MAX_COMPONENT_BYTES as u64 {
-        bail!(
-            "{} is {} bytes, over the limit of {MAX_COMPONENT_BYTES} bytes",
-            path.display(),
-            metadata.len()
-        );
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_COMPONENT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.len() > MAX_COMPONENT_BYTES {
-        bail!(
-            "{} grew over the limit of {MAX_COMPONENT_BYTES} bytes while read",
-            path.display()
-        );
-    }
-    Ok(bytes)
-}
-
-/// Loads the component at `path` of the plugin folder with `load`.
-fn load_from_folder(
-    path: &Path,
-    load: impl FnOnce(&[u8]) -> Result<Arc<PluginVersion>, LoadError>,
-) -> anyhow::Result<Arc<PluginVersion>> {
-    let bytes = read_component(path)?;
-    load(&bytes).with_context(|| format!("cannot load {}", path.display()))
-}
-
-/// Loads and activates each `.wasm` of `folder` that changed since `seen`, once
-/// it has stayed unchanged for [`SETTLE`]; a half-written file is either
-/// still changing or fails to load, and never replaces the active version.
-async fn watch(host: Host, mut folder: Folder, mut seen: HashMap<PathBuf, Stamp>) {
-    let mut changing: HashMap<PathBuf, (Stamp, Instant)> = HashMap::new();
-    let mut ticks = tokio::time::interval(WATCH_EVERY);
-    loop {
-        ticks.tick().await;
-        let now = match folder.components() {
-            Ok(now) => now,
-            Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "cannot watch the plugin folder");
-                continue;
-            }
-        };
-        changing.retain(|path, _| now.contains_key(path));
-        for (path, stamp) in now {
-            if seen.get(&path) == Some(&stamp) {
-                continue;
-            }
-            match changing.get(&path) {
-                Some((last, since)) if *last == stamp && since.elapsed() >= SETTLE => {}
-                Some((last, _)) if *last == stamp => continue,
-                _ => {
-                    changing.insert(path, (stamp, Instant::now()));
-                    continue;
-                }
-            }
-            changing.remove(&path);
-            seen.insert(path.clone(), stamp);
-            let loading = host.clone();
-            let file = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                load_from_folder(&file, |bytes| loading.load_plugin(bytes))
-            })
-            .await
-            .expect("loading a plugin panicked");
-            match loaded {
-                Ok(plugin) => eprintln!(
-                    "agentbox: {} changed: plugin {} {} is active (sha256:{:.12})",
-                    path.display(),
-                    plugin.name(),
-                    plugin.manifest.version,
-                    plugin.digest.to_string()
-                ),
-                Err(err) => eprintln!(
-                    "agentbox: {} changed but does not load, so the active version keeps serving: {}",
-                    path.display(),
-                    super::one_line(&format!("{err:#}"))
-                ),
-            }
-        }
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -305,6 +305,59 @@ fn inspect_shows_the_manifest_and_reuses_the_compiled_artifact() {
     assert!(text.contains("calls         its own tools\n"), "{text}");
 }
 
+/// A compiler process given a folder of compiled functions keeps each
+/// function there, and compiling the same component again takes them from
+/// it: a function compiled again would be written anew, under a new inode.
+#[test]
+fn a_compiler_keeps_its_functions_in_the_function_cache_and_takes_them_from_it() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let data = tempfile::tempdir().unwrap();
+    let built = run_output(agentbox("compile", data.path()).arg(plugin_dir("counter")));
+    assert!(built.status.success(), "{}", last_stderr_line(&built));
+    let wasm = std::fs::read(plugin_dir("target/wasm32-wasip2/release/counter.wasm")).unwrap();
+    let functions = data.path().join("functions");
+    std::fs::create_dir(&functions).unwrap();
+    let compile = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentbox"))
+            .args(["compile-component", "--memory-bytes", "67108864"])
+            .args(["--memory-budget-bytes", "1073741824", "--function-cache"])
+            .arg(&functions)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&wasm).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", last_stderr_line(&output));
+        assert!(!output.stdout.is_empty(), "an artifact");
+    };
+    let inodes = || {
+        std::fs::read_dir(&functions)
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (entry.file_name(), entry.metadata().unwrap().ino())
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    compile();
+    let kept = inodes();
+    assert!(kept.len() > 10, "{} functions kept", kept.len());
+    compile();
+    let again = inodes();
+    let reused = kept
+        .iter()
+        .filter(|(name, inode)| again.get(*name) == Some(inode))
+        .count();
+    assert!(
+        reused * 10 >= kept.len() * 9,
+        "only {reused} of {} functions were taken from the cache",
+        kept.len()
+    );
+}
+
 #[test]
 fn compile_fills_the_artifact_cache_a_server_on_the_same_settings_uses() {
     let data = tempfile::tempdir().unwrap();

@@ -206,6 +206,9 @@ fn a_plugin_under_dev_is_built_again_and_swapped_in_at_each_change_keeping_its_s
     let (said, state) = message(&server, &id, "again");
     assert_eq!(said, "Turn 2: you said again");
     assert_eq!(state, json!({ "name": "Ada", "visits": 2 }));
+    // The builds were compiled keeping their functions, for the next.
+    let functions = std::fs::read_dir(scratch.path().join("data/dev-functions")).unwrap();
+    assert!(functions.count() > 1000, "the interpreter's functions");
 
     // A change that does not build leaves the running version serving.
     std::fs::write(

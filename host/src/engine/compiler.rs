@@ -14,17 +14,22 @@
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmtime::component::Component;
 
 use crate::engine::config;
+use crate::engine::functions::FunctionCache;
 
 /// The most a compiler process may say about why it failed.
 const MAX_MESSAGE: u64 = 64 * 1024;
+
+/// The most bytes of compiled functions a [`FunctionCache`] folder keeps.
+const FUNCTION_CACHE_BYTES: u64 = 1 << 30;
 
 /// A program that compiles components when run with `args` (by calling
 /// [`compile_from_stdin`]), and how long one compilation may take.
@@ -40,6 +45,9 @@ pub struct CompilerProcess {
     /// The most memory the process may take, in bytes: it is passed as
     /// `--memory-budget-bytes`, and the program must hold itself to it.
     pub memory_budget: u64,
+    /// A folder of compiled functions to take unchanged functions from and
+    /// keep new ones in ([`FunctionCache`]), passed as `--function-cache`.
+    pub functions: Option<PathBuf>,
 }
 
 /// Why a component could not be compiled.
@@ -88,6 +96,9 @@ impl CompilerProcess {
             .arg(self.memory_budget.to_string());
         if fuel {
             command.arg("--fuel");
+        }
+        if let Some(functions) = &self.functions {
+            command.arg("--function-cache").arg(functions);
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -167,16 +178,25 @@ const INVALID: i32 = 2;
 
 /// The compiler process's side: reads a component's bytes from stdin,
 /// compiles them for an engine with `memory_bytes` of memory per instance
-/// and fuel metering if `fuel`, and writes the artifact to stdout. A
+/// and fuel metering if `fuel`, reusing and keeping compiled functions in
+/// the folder `functions` if given, and writes the artifact to stdout. A
 /// component that does not compile is reported on stderr, and the process
 /// should exit with the returned code.
-pub fn compile_from_stdin(memory_bytes: usize, fuel: bool) -> i32 {
+pub fn compile_from_stdin(memory_bytes: usize, fuel: bool, functions: Option<&Path>) -> i32 {
     let compiled = (|| -> anyhow::Result<Result<Vec<u8>, String>> {
         // Artifacts do not depend on how instances are allocated, and this
         // engine allocates none: without the host's pool, it reserves no
         // memory for instances, which the memory budget would count.
         let mut config = config(1, memory_bytes, fuel);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+        if let Some(folder) = functions {
+            let dir = cap_std::fs::Dir::open_ambient_dir(folder, cap_std::ambient_authority())
+                .map_err(|err| anyhow::anyhow!("cannot open {}: {err}", folder.display()))?;
+            config.enable_incremental_compilation(Arc::new(FunctionCache::open(
+                dir,
+                FUNCTION_CACHE_BYTES,
+            )?))?;
+        }
         let engine = wasmtime::Engine::new(&config)?;
         let mut bytes = Vec::new();
         std::io::stdin().read_to_end(&mut bytes)?;

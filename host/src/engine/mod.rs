@@ -3,6 +3,7 @@
 //! instance pool ([`pool`]).
 
 mod compiler;
+mod functions;
 pub mod pool;
 
 pub use compiler::{CompileError, CompilerProcess, compile_from_stdin};
