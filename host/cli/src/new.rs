@@ -1,6 +1,7 @@
 //! `agentbox new`: a working plugin folder for a language, written from
 //! templates in the binary: the agent, the helper library, the WIT world,
-//! a build script, a sample conversation and a script that replays it.
+//! a build script or cargo package, a sample conversation and a script
+//! that replays it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,8 +15,9 @@ use serde_json::{Value, json};
 /// NAME is the plugin's name (a-z, 0-9 and -, starting with a letter); the folder is NAME in
 /// the current one unless --dir says otherwise, and must not exist or be empty. It holds the
 /// agent (a greeter with state, a tool and an end), the helper library, the WIT world, a
-/// build script (build.sh), a sample conversation (conversation.txt) and test.sh, which
-/// builds the plugin and replays the conversation through `agentbox run`.
+/// build script (build.sh; for Rust, a cargo package), a sample conversation
+/// (conversation.txt) and test.sh, which builds the plugin and replays the conversation
+/// through `agentbox run`.
 ///
 ///   agentbox new greeter --lang python
 ///   cd greeter && ./test.sh
@@ -23,7 +25,9 @@ use serde_json::{Value, json};
 /// The build scripts install their tool on the first build at the version the helper is
 /// tested with: componentize-py into .venv (needs python3 with venv), componentize-js and
 /// tsc into node_modules (needs npm). $COMPONENTIZE_PY, $COMPONENTIZE_JS and $TSC name
-/// tools installed elsewhere.
+/// tools installed elsewhere. A Rust plugin keeps agentbox-sdk in its folder, pins the
+/// toolchain (rust-toolchain.toml, which rustup installs) and the crates (Cargo.lock) this
+/// agentbox is tested with, and is built by cargo.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct NewArgs {
@@ -42,6 +46,7 @@ pub(crate) struct NewArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Lang {
+    Rust,
     Python,
     Js,
     Ts,
@@ -98,6 +103,48 @@ const JS_PACKAGE: &str = include_str!("../../../guest-sdk/js/package.json");
 /// tools install.
 const TYPESCRIPT: &str = "7.0.2";
 
+/// The Rust helper library, by path in a new plugin's `agentbox-sdk/`.
+const RUST_SDK: &[(&str, &str)] = &[
+    (
+        "src/__private.rs",
+        include_str!("../../../guest-sdk/src/__private.rs"),
+    ),
+    (
+        "src/config.rs",
+        include_str!("../../../guest-sdk/src/config.rs"),
+    ),
+    (
+        "src/http.rs",
+        include_str!("../../../guest-sdk/src/http.rs"),
+    ),
+    ("src/kv.rs", include_str!("../../../guest-sdk/src/kv.rs")),
+    ("src/lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
+    (
+        "src/registry.rs",
+        include_str!("../../../guest-sdk/src/registry.rs"),
+    ),
+    (
+        "src/runtime.rs",
+        include_str!("../../../guest-sdk/src/runtime.rs"),
+    ),
+    (
+        "src/session.rs",
+        include_str!("../../../guest-sdk/src/session.rs"),
+    ),
+    (
+        "macros/src/lib.rs",
+        include_str!("../../../guest-sdk/macros/src/lib.rs"),
+    ),
+];
+/// The manifests the helper's manifests take their settings from.
+const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
+const SDK_MANIFEST: &str = include_str!("../../../guest-sdk/Cargo.toml");
+const MACROS_MANIFEST: &str = include_str!("../../../guest-sdk/macros/Cargo.toml");
+/// The crates the repository's Rust plugins are built and tested with; a
+/// new plugin's cargo keeps those it uses.
+const PLUGINS_LOCK: &str = include_str!("../../../plugins/Cargo.lock");
+const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
+
 const CONVERSATION: &str = include_str!("../templates/conversation.txt");
 const TEST: &str = include_str!("../templates/test.sh");
 
@@ -129,11 +176,17 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         println!("  {path}");
     }
     println!("  wit/ (the agentbox:plugin@0.2.0 world)");
+    let build = match args.lang {
+        Lang::Rust => "agentbox run . --var name=Ada     # builds with cargo, then runs".to_owned(),
+        lang => format!(
+            "./build.sh          # {}\n  agentbox run {}.wasm --var name=Ada",
+            lang.first_build(),
+            args.name
+        ),
+    };
     println!(
-        "next:\n  cd {}\n  ./build.sh          # {}\n  agentbox run {name}.wasm --var name=Ada\n  ./test.sh           # builds, then replays conversation.txt\n  agentbox dev        # serves it; builds and swaps it in at each change",
+        "next:\n  cd {}\n  {build}\n  ./test.sh           # builds, then replays conversation.txt\n  agentbox dev        # serves it; builds and swaps it in at each change",
         dir.display(),
-        args.lang.first_build(),
-        name = args.name,
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -141,6 +194,7 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
 impl Lang {
     fn word(self) -> &'static str {
         match self {
+            Lang::Rust => "Rust",
             Lang::Python => "Python",
             Lang::Js => "JavaScript",
             Lang::Ts => "TypeScript",
@@ -149,6 +203,7 @@ impl Lang {
 
     fn first_build(self) -> &'static str {
         match self {
+            Lang::Rust => "",
             Lang::Python => "installs componentize-py into .venv the first time",
             Lang::Js => "installs componentize-js into node_modules the first time",
             Lang::Ts => "installs tsc and componentize-js into node_modules the first time",
@@ -163,13 +218,35 @@ fn files(lang: Lang, name: &str) -> anyhow::Result<Vec<(String, String)>> {
             .replace("{{name}}", name)
             .replace("{{Class}}", &class_name(name))
     };
-    let mut files = vec![
-        ("conversation.txt".to_owned(), CONVERSATION.to_owned()),
-        ("test.sh".to_owned(), fill(TEST)),
-    ];
+    let mut files = vec![("conversation.txt".to_owned(), CONVERSATION.to_owned())];
     let ignored = match lang {
+        Lang::Rust => {
+            files.extend([
+                (
+                    "test.sh".to_owned(),
+                    fill(include_str!("../templates/rust/test.sh")),
+                ),
+                (
+                    "Cargo.toml".to_owned(),
+                    fill(include_str!("../templates/rust/Cargo.toml")),
+                ),
+                ("Cargo.lock".to_owned(), PLUGINS_LOCK.to_owned()),
+                (
+                    "src/lib.rs".to_owned(),
+                    fill(include_str!("../templates/rust/lib.rs")),
+                ),
+                (
+                    ".cargo/config.toml".to_owned(),
+                    include_str!("../templates/rust/config.toml").to_owned(),
+                ),
+                ("rust-toolchain.toml".to_owned(), TOOLCHAIN.to_owned()),
+            ]);
+            files.extend(rust_sdk()?);
+            "target/\n"
+        }
         Lang::Python => {
             files.extend([
+                ("test.sh".to_owned(), fill(TEST)),
                 (
                     "app.py".to_owned(),
                     fill(include_str!("../templates/python/app.py")),
@@ -198,6 +275,7 @@ fn files(lang: Lang, name: &str) -> anyhow::Result<Vec<(String, String)>> {
                 ),
             };
             files.extend([
+                ("test.sh".to_owned(), fill(TEST)),
                 (agent.0.to_owned(), fill(agent.1)),
                 ("build.sh".to_owned(), fill(build)),
                 ("agentbox.js".to_owned(), JS_HELPER.to_owned()),
@@ -222,6 +300,83 @@ fn files(lang: Lang, name: &str) -> anyhow::Result<Vec<(String, String)>> {
             .map(|(path, text)| (format!("wit/{path}"), (*text).to_owned())),
     );
     Ok(files)
+}
+
+/// The Rust helper library, by path in a new plugin's folder: its sources,
+/// reading the world from the plugin's `wit/`, and its manifests, standing
+/// on their own.
+fn rust_sdk() -> anyhow::Result<Vec<(String, String)>> {
+    let workspace: toml::Table = toml::from_str(WORKSPACE_MANIFEST)?;
+    let mut files = vec![
+        (
+            "agentbox-sdk/Cargo.toml".to_owned(),
+            standalone(SDK_MANIFEST, &workspace)?,
+        ),
+        (
+            "agentbox-sdk/macros/Cargo.toml".to_owned(),
+            standalone(MACROS_MANIFEST, &workspace)?,
+        ),
+    ];
+    for (path, text) in RUST_SDK {
+        let text = text.replace(r#"path: "../wit/v0.2""#, r#"path: "../wit""#);
+        files.push((format!("agentbox-sdk/{path}"), text));
+    }
+    Ok(files)
+}
+
+/// The manifest `manifest` of a crate of the workspace `workspace`,
+/// standing on its own: what it takes from the workspace written out, the
+/// helper's macros where a new plugin keeps them (`macros/`), and neither
+/// the workspace's lints nor the crate's dev-dependencies.
+fn standalone(manifest: &str, workspace: &toml::Table) -> anyhow::Result<String> {
+    use toml::Value;
+
+    let shared = |section: &str| {
+        workspace
+            .get("workspace")
+            .and_then(|table| table.get(section))
+            .and_then(Value::as_table)
+            .with_context(|| format!("the workspace has no [workspace.{section}]"))
+    };
+    let inherited = |value: &Value| value.get("workspace").and_then(Value::as_bool) == Some(true);
+    let mut crate_manifest: toml::Table = toml::from_str(manifest)?;
+    crate_manifest.remove("lints");
+    crate_manifest.remove("dev-dependencies");
+    if let Some(package) = crate_manifest
+        .get_mut("package")
+        .and_then(Value::as_table_mut)
+    {
+        for (key, value) in package.iter_mut() {
+            if inherited(value) {
+                *value = shared("package")?
+                    .get(key)
+                    .with_context(|| format!("the workspace has no package.{key}"))?
+                    .clone();
+            }
+        }
+    }
+    if let Some(dependencies) = crate_manifest
+        .get_mut("dependencies")
+        .and_then(Value::as_table_mut)
+    {
+        for (name, dependency) in dependencies.iter_mut() {
+            if !inherited(dependency) {
+                continue;
+            }
+            let mut resolved = match shared("dependencies")?.get(name) {
+                Some(Value::String(version)) => {
+                    toml::Table::from_iter([("version".to_owned(), version.clone().into())])
+                }
+                Some(Value::Table(table)) => table.clone(),
+                _ => bail!("the workspace has no dependency {name}"),
+            };
+            if resolved.contains_key("path") {
+                resolved.insert("path".to_owned(), "macros".into());
+            }
+            *dependency = Value::Table(resolved);
+        }
+    }
+    Ok(toml::to_string(&crate_manifest)?)
 }
 
 /// The `package.json` of a JavaScript or TypeScript plugin: its tools at
@@ -321,6 +476,57 @@ mod tests {
         let mut embedded: Vec<String> = WIT.iter().map(|(path, _)| (*path).to_owned()).collect();
         embedded.sort();
         assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn the_embedded_rust_helper_is_the_whole_sdk() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk");
+        let mut on_disk: Vec<String> = ["src", "macros/src"]
+            .iter()
+            .flat_map(|folder| {
+                std::fs::read_dir(sdk.join(folder))
+                    .unwrap()
+                    .map(move |entry| {
+                        let name = entry.unwrap().file_name().into_string().unwrap();
+                        format!("{folder}/{name}")
+                    })
+            })
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = RUST_SDK
+            .iter()
+            .map(|(path, _)| (*path).to_owned())
+            .collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn the_rust_helpers_manifests_stand_on_their_own() {
+        let files = rust_sdk().unwrap();
+        let manifest = |path: &str| -> toml::Table {
+            let (_, text) = files.iter().find(|(found, _)| found == path).unwrap();
+            toml::from_str(text).unwrap()
+        };
+        let sdk = manifest("agentbox-sdk/Cargo.toml");
+        assert_eq!(sdk["package"]["version"].as_str(), Some("0.1.0"));
+        assert_eq!(
+            sdk["dependencies"]["agentbox-sdk-macros"]["path"].as_str(),
+            Some("macros")
+        );
+        assert!(sdk["dependencies"]["wit-bindgen"]["version"].is_str());
+        assert!(!sdk.contains_key("lints"));
+        let macros = manifest("agentbox-sdk/macros/Cargo.toml");
+        assert_eq!(macros["package"]["edition"].as_str(), Some("2024"));
+        assert!(!macros.contains_key("dev-dependencies"));
+        let (_, lib) = files
+            .iter()
+            .find(|(path, _)| path == "agentbox-sdk/src/lib.rs")
+            .unwrap();
+        assert!(
+            lib.contains(r#"path: "../wit","#),
+            "the world in the plugin's wit/"
+        );
     }
 
     #[test]

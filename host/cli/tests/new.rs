@@ -81,10 +81,35 @@ fn a_new_typescript_plugin_builds_and_replays_its_conversation() {
         said.contains(&format!("agentbox run {name}.wasm")),
         "{said}"
     );
-
     let folder = scratch.join(name);
-    let replayed = with_guest_tools(&mut Command::new(folder.join("test.sh")))
-        .current_dir(&folder)
+    let mut test = Command::new(folder.join("test.sh"));
+    replays_the_conversation(with_guest_tools(&mut test), lang, name);
+}
+
+/// A Rust plugin is a cargo package with the helper library in it, built
+/// with the toolchain and crates it pins; those crates are compiled once,
+/// for the repository's plugins and this one alike.
+#[test]
+fn a_new_rust_plugin_builds_with_cargo_and_replays_its_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scratch, lang, name) = (dir.path(), "rust", "crabby");
+    let made = agentbox_new(scratch, name, lang);
+    assert!(made.status.success(), "{lang}: {}", text(&made.stderr));
+    assert!(
+        text(&made.stdout).contains("agentbox run . --var name=Ada"),
+        "{}",
+        text(&made.stdout)
+    );
+    let folder = scratch.join(name);
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target");
+    let mut test = Command::new(folder.join("test.sh"));
+    replays_the_conversation(test.env("CARGO_TARGET_DIR", plugins), lang, name);
+}
+
+/// Runs the `test.sh` of a new plugin `name` in `lang`, which builds it
+/// and replays the sample conversation, and checks what it said.
+fn replays_the_conversation(test: &mut Command, lang: &str, name: &str) {
+    let replayed = test
         .env("AGENTBOX", env!("CARGO_BIN_EXE_agentbox"))
         .output()
         .unwrap();
