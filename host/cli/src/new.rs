@@ -533,6 +533,7 @@ mod tests {
     fn the_guides_show_the_agent_agentbox_new_writes() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guests");
         for (lang, guide, file) in [
+            (Lang::Rust, "rust.md", "src/lib.rs"),
             (Lang::Python, "python.md", "app.py"),
             (Lang::Js, "javascript.md", "agent.js"),
         ] {
