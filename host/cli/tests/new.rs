@@ -332,6 +332,8 @@ fn each_guides_commands_run_as_written_from_nothing_to_a_served_plugin() {
                     "\"said\":[\"Hello, Ada!\"],\"session\":\"ada-1\"",
                     "Visit 1: you said hello",
                     "\"result\":{\"name\":\"Grace\"}",
+                    // Over MCP: a conversation of its own, greeting first.
+                    "[{\"type\":\"text\",\"text\":\"Hello, stranger!\"},{\"type\":\"text\",\"text\":\"Visit 1: you said hi\"}]",
                 ] {
                     assert!(out.contains(said), "{guide}: no `{said}` in\n{out}");
                 }
