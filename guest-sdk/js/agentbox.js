@@ -396,18 +396,19 @@ class Schema {
   }
 }
 
-/** `schema` accepting `null` as well: `null` joins its `type` or its
- * `enum`, or the schema becomes `anyOf` it and `null`. */
+/** `schema` accepting `null` as well: `null` joins its `type` and its
+ * `enum`, or, with neither, the schema becomes `anyOf` it and `null`. */
 function nullable(schema) {
   if (Object.keys(schema).length === 0) return schema;
-  if (schema.type !== undefined) {
-    const kinds = [schema.type].flat();
-    return { ...schema, type: kinds.includes('null') ? kinds : [...kinds, 'null'] };
+  if (schema.type === undefined && schema.enum === undefined) {
+    return { anyOf: [schema, { type: 'null' }] };
   }
-  if (schema.enum !== undefined) {
-    return schema.enum.includes(null) ? schema : { ...schema, enum: [...schema.enum, null] };
-  }
-  return { anyOf: [schema, { type: 'null' }] };
+  const kinds = schema.type === undefined ? undefined : [schema.type].flat();
+  return {
+    ...schema,
+    ...(kinds && { type: kinds.includes('null') ? kinds : [...kinds, 'null'] }),
+    ...(schema.enum && { enum: schema.enum.includes(null) ? schema.enum : [...schema.enum, null] }),
+  };
 }
 
 /** A field's schema in an object: an optional one may be `null`. */

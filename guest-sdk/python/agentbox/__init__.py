@@ -508,16 +508,19 @@ def schema_of(hint):
 
 
 def _nullable(schema):
-    """`schema` accepting `null` as well: `null` joins its `type` or its
-    `enum`, or the schema becomes `anyOf` it and `null`."""
+    """`schema` accepting `null` as well: `null` joins its `type` and its
+    `enum`, or, with neither, the schema becomes `anyOf` it and `null`."""
     if not schema:
         return schema
+    if "type" not in schema and "enum" not in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    schema = dict(schema)
     if "type" in schema:
         kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        return dict(schema, type=kinds if "null" in kinds else [*kinds, "null"])
-    if "enum" in schema:
-        return schema if None in schema["enum"] else dict(schema, enum=[*schema["enum"], None])
-    return {"anyOf": [schema, {"type": "null"}]}
+        schema["type"] = kinds if "null" in kinds else [*kinds, "null"]
+    if "enum" in schema and None not in schema["enum"]:
+        schema["enum"] = [*schema["enum"], None]
+    return schema
 
 
 def _docstring(function):

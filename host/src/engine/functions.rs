@@ -54,8 +54,15 @@ impl wasmtime::CacheStore for FunctionCache {
             self.held.fetch_sub(size, Ordering::Relaxed);
             return false;
         }
+        // A name of this write's own: the compiler's threads may keep the
+        // same function at once.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let name = hex(key);
-        let partial = format!("{name}.partial-{}", std::process::id());
+        let partial = format!(
+            "{name}.partial-{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        );
         let kept = self
             .dir
             .write(&partial, &value)
