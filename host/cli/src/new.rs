@@ -176,17 +176,10 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         println!("  {path}");
     }
     println!("  wit/ (the agentbox:plugin@0.2.0 world)");
-    let build = match args.lang {
-        Lang::Rust => "agentbox run . --var name=Ada     # builds with cargo, then runs".to_owned(),
-        lang => format!(
-            "./build.sh          # {}\n  agentbox run {}.wasm --var name=Ada",
-            lang.first_build(),
-            args.name
-        ),
-    };
     println!(
-        "next:\n  cd {}\n  {build}\n  ./test.sh           # builds, then replays conversation.txt\n  agentbox dev        # serves it; builds and swaps it in at each change",
+        "next:\n  cd {}\n  {}\n  ./test.sh           # builds, then replays conversation.txt\n  agentbox dev        # serves it; builds and swaps it in at each change",
         dir.display(),
+        args.lang.build_and_run(&args.name),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -201,13 +194,19 @@ impl Lang {
         }
     }
 
-    fn first_build(self) -> &'static str {
-        match self {
-            Lang::Rust => "",
+    /// The commands that build and run a new plugin `name`, as `new`
+    /// suggests them.
+    fn build_and_run(self, name: &str) -> String {
+        let first_build = match self {
+            Lang::Rust => {
+                return "agentbox run . --var name=Ada     # builds with cargo, then runs"
+                    .to_owned();
+            }
             Lang::Python => "installs componentize-py into .venv the first time",
             Lang::Js => "installs componentize-js into node_modules the first time",
             Lang::Ts => "installs tsc and componentize-js into node_modules the first time",
-        }
+        };
+        format!("./build.sh          # {first_build}\n  agentbox run {name}.wasm --var name=Ada")
     }
 }
 

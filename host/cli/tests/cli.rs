@@ -317,19 +317,34 @@ fn a_compiler_keeps_its_functions_in_the_function_cache_and_takes_them_from_it()
     assert!(built.status.success(), "{}", last_stderr_line(&built));
     let wasm = std::fs::read(plugin_dir("target/wasm32-wasip2/release/counter.wasm")).unwrap();
     let functions = data.path().join("functions");
-    std::fs::create_dir(&functions).unwrap();
-    let compile = || {
+    let compile_with = |functions: &Path| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentbox"))
             .args(["compile-component", "--memory-bytes", "67108864"])
             .args(["--memory-budget-bytes", "1073741824", "--function-cache"])
-            .arg(&functions)
+            .arg(functions)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(&wasm).unwrap();
-        let output = child.wait_with_output().unwrap();
+        // A compiler that refuses its settings exits before it reads.
+        let _ = child.stdin.take().unwrap().write_all(&wasm);
+        child.wait_with_output().unwrap()
+    };
+    // A folder that is not there is named.
+    let missing = compile_with(&functions);
+    assert!(!missing.status.success());
+    assert!(
+        last_stderr_line(&missing).starts_with(&format!(
+            "cannot read the function cache {}: ",
+            functions.display()
+        )),
+        "{}",
+        last_stderr_line(&missing)
+    );
+    std::fs::create_dir(&functions).unwrap();
+    let compile = || {
+        let output = compile_with(&functions);
         assert!(output.status.success(), "{}", last_stderr_line(&output));
         assert!(!output.stdout.is_empty(), "an artifact");
     };

@@ -101,9 +101,14 @@ fn a_new_rust_plugin_builds_with_cargo_and_replays_its_conversation() {
         text(&made.stdout)
     );
     let folder = scratch.join(name);
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target");
     let mut test = Command::new(folder.join("test.sh"));
-    replays_the_conversation(test.env("CARGO_TARGET_DIR", plugins), lang, name);
+    replays_the_conversation(test.env("CARGO_TARGET_DIR", plugins_target()), lang, name);
+}
+
+/// The repository plugins' cargo target folder: a new Rust plugin built
+/// there compiles none of the crates they share again.
+fn plugins_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target")
 }
 
 /// Runs the `test.sh` of a new plugin `name` in `lang`, which builds it
@@ -294,13 +299,10 @@ fn run_guide(guide: &str, port: u16) -> String {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    // A Rust plugin's crates are compiled once, for the repository's
-    // plugins and the guide's alike.
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target");
     let ran = with_guest_tools(Command::new("bash").args(["-c", &script]))
         .current_dir(scratch.path())
         .env("PATH", path)
-        .env("CARGO_TARGET_DIR", plugins)
+        .env("CARGO_TARGET_DIR", plugins_target())
         .output()
         .unwrap();
     let out = text(&ran.stdout);

@@ -190,12 +190,12 @@ pub fn compile_from_stdin(memory_bytes: usize, fuel: bool, functions: Option<&Pa
         let mut config = config(1, memory_bytes, fuel);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
         if let Some(folder) = functions {
-            let dir = cap_std::fs::Dir::open_ambient_dir(folder, cap_std::ambient_authority())
-                .map_err(|err| anyhow::anyhow!("cannot open {}: {err}", folder.display()))?;
-            config.enable_incremental_compilation(Arc::new(FunctionCache::open(
-                dir,
-                FUNCTION_CACHE_BYTES,
-            )?))?;
+            let cache = cap_std::fs::Dir::open_ambient_dir(folder, cap_std::ambient_authority())
+                .and_then(|dir| FunctionCache::open(dir, FUNCTION_CACHE_BYTES))
+                .map_err(|err| {
+                    anyhow::anyhow!("cannot read the function cache {}: {err}", folder.display())
+                })?;
+            config.enable_incremental_compilation(Arc::new(cache))?;
         }
         let engine = wasmtime::Engine::new(&config)?;
         let mut bytes = Vec::new();
