@@ -22,13 +22,14 @@
 //! [`metrics`] at the ground; [`store`]; [`policy`]; the [`capability`]
 //! contexts; the [`instance`] layer with one binding per WIT version;
 //! [`plugin`] and the [`remote`] MCP servers, the two sources of tools,
-//! and the [`webhook`]s events are posted to; [`session`]; and the
-//! optional [`server`].
+//! and the [`webhook`]s events are posted to; [`session`], the turn; the
+//! [`host`], its front door; and the optional [`server`].
 #![deny(missing_docs)]
 
 pub mod capability;
 pub mod clock;
 pub mod engine;
+pub mod host;
 pub mod instance;
 pub mod limits;
 pub mod metrics;
@@ -44,12 +45,12 @@ pub mod webhook;
 
 pub use capability::output::Sink;
 pub use clock::Clock;
+pub use host::reaper::Reaped;
+pub use host::{Host, HostBuilder};
 pub use limits::{Limit, Limits};
 pub use plugin::versions::{Followed, Plugins};
 pub use plugin::{ActivateError, LoadError, PluginVersion};
 pub use session::calls::child_session_id;
 pub use session::error::{Cause, SessionError};
-pub use session::reaper::Reaped;
 pub use session::report::{Outcome, SessionStart, ToolReport, TurnReport};
 pub use session::tool_call::ToolRef;
-pub use session::{Host, HostBuilder};

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::host::config::ConfigError;
+use crate::host::operator_kv::{BucketRef, OperatorKvError};
+use crate::host::users::{UserDataError, value_json};
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
 use crate::server::api::{Api, QueryOf, rejected};
 use crate::server::refusal::error;
-use crate::session::config::ConfigError;
-use crate::session::operator_kv::{BucketRef, OperatorKvError};
-use crate::session::users::{UserDataError, value_json};
 use crate::store::{SessionFilter, SessionStoreError, Status};
 
 /// Lets an admin request through only with the server's admin token as

@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::host::Host;
 use crate::server::auth::rates::{Action, Slow};
 use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
 use crate::server::bounds::Open;
 use crate::server::refusal::{error, forbidden, slow_message, too_fast};
 use crate::server::sockets::Sockets;
-use crate::session::Host;
 use crate::session::error::{Cause, SessionError};
 use crate::session::report::SessionStart;
 use crate::store::SessionRecord;

@@ -35,6 +35,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any_service, get, post};
 
+use crate::host::Host;
 use crate::limits::MAX_COMPONENT_BYTES;
 use crate::server::api::{Api, MAX_JSON_BODY};
 use crate::server::auth::Callers;
@@ -43,7 +44,6 @@ use crate::server::connections::read_body_within;
 pub use crate::server::connections::{ConnectionSettings, serve};
 use crate::server::refusal::error;
 use crate::server::sockets::{Sockets, WebSocketSettings};
-use crate::session::Host;
 
 /// Largest plugin upload, in bytes.
 const MAX_PLUGIN_BODY: usize = MAX_COMPONENT_BYTES;

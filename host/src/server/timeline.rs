@@ -14,6 +14,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::host::timeline::EVENTS_PAGE;
 use crate::server::api::{Api, QueryOf, reached_session, rejected};
 use crate::server::auth::Caller;
 use crate::server::auth::rates::Action;
@@ -22,7 +23,6 @@ use crate::server::sessions::{held_back, read_of, turn_refused};
 use crate::session::error::SessionError;
 use crate::session::event::Event;
 use crate::session::report::TurnEvent;
-use crate::session::timeline::EVENTS_PAGE;
 
 /// Events one page holds unless the reader asks for fewer.
 const EVENTS_DEFAULT: usize = 100;

@@ -6,7 +6,7 @@
 //! session's history keeps the whole conversation.
 
 use crate::capability::output::Sink;
-use crate::session::Host;
+use crate::host::Host;
 use crate::session::calls::child_session_id;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};

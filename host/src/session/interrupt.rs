@@ -14,14 +14,25 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::session::Host;
-use crate::session::error::{Cause, SessionError, session_error};
-
 /// The stops of the turns this process is running, by session.
 #[derive(Debug, Default)]
 pub(crate) struct Running(Mutex<HashMap<String, CancellationToken>>);
 
 impl Running {
+    /// Notes that a turn of session `id` runs, until the guard is dropped.
+    pub(crate) fn enter(self: &Arc<Running>, id: &str) -> RunningTurn {
+        let stop = CancellationToken::new();
+        self.0
+            .lock()
+            .expect("running turns poisoned")
+            .insert(id.to_owned(), stop.clone());
+        RunningTurn {
+            running: self.clone(),
+            id: id.to_owned(),
+            stop,
+        }
+    }
+
     /// Stops the turn of session `id` running in this process, if one is.
     pub(crate) fn stop(&self, id: &str) -> bool {
         match self.0.lock().expect("running turns poisoned").get(id) {
@@ -57,43 +68,5 @@ impl Drop for RunningTurn {
             .lock()
             .expect("running turns poisoned")
             .remove(&self.id);
-    }
-}
-
-impl Host {
-    /// Notes that a turn of session `id` runs, until the guard is dropped.
-    pub(crate) fn run(&self, id: &str) -> RunningTurn {
-        let stop = CancellationToken::new();
-        let running = self.inner.running.clone();
-        running
-            .0
-            .lock()
-            .expect("running turns poisoned")
-            .insert(id.to_owned(), stop.clone());
-        RunningTurn {
-            running,
-            id: id.to_owned(),
-            stop,
-        }
-    }
-
-    /// Stops the running turn of session `id`: here, or in the process of
-    /// the store that holds the session's lease. With no turn running,
-    /// fails with [`Cause::Idle`].
-    pub async fn interrupt(&self, id: &str) -> Result<(), SessionError> {
-        let fail = session_error(id, None, None);
-        if self.inner.running.stop(id) {
-            return Ok(());
-        }
-        let owned = id.to_owned();
-        let elsewhere = self
-            .on_store(move |store| store.interrupt(&owned))
-            .await
-            .map_err(|err| fail(err.into()))?;
-        if elsewhere {
-            Ok(())
-        } else {
-            Err(fail(Cause::Idle))
-        }
     }
 }

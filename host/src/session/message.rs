@@ -7,8 +7,8 @@
 use tracing::instrument;
 
 use crate::capability::output::Sink;
+use crate::host::Host;
 use crate::instance::world::{EndReason, GuestOutcome};
-use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
 use crate::session::event::Input;

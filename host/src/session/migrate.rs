@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::host::Host;
+use crate::host::pinned::PinnedSession;
 use crate::names::check_value;
 use crate::plugin::PluginVersion;
-use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::Cause;
 use crate::session::event::{Migration, diff};
-use crate::session::pinned::PinnedSession;
 use crate::session::turns::check_state;
 use crate::store::SessionRecord;
 

@@ -10,10 +10,10 @@ use tracing::instrument;
 
 use crate::capability::output::Sink;
 use crate::clock::micros_since;
+use crate::host::Host;
 use crate::limits::Limits;
 use crate::plugin::PluginVersion;
 use crate::plugin::tools::Tool;
-use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
 use crate::session::event::Input;

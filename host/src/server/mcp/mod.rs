@@ -47,6 +47,7 @@ use crate::capability::output::Sink;
 use crate::names::{McpName, REMOTE_PREFIX, parse_mcp_name};
 use crate::remote::RemoteError;
 
+use crate::host::Host;
 use crate::server::api::Api;
 use crate::server::auth::rates::Action;
 use crate::server::auth::{Caller, Callers};
@@ -55,7 +56,6 @@ use crate::server::mcp::tools::{answer, failure, refusal};
 use crate::server::mcp::transport::{NewSession, Opened};
 use crate::server::refusal::slow_message;
 use crate::server::sockets::{Sockets, WebSocketSettings};
-use crate::session::Host;
 use crate::session::error::Cause;
 use crate::session::report::SessionStart;
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use serde_json::{Value, json};
 
+use crate::host::Host;
 use crate::names::{
     REMOTE_PREFIX, is_strict_mcp_name, mcp_conversation_name, mcp_remote_name, mcp_tool_name,
 };
 use crate::server::auth::Caller;
-use crate::session::Host;
 use crate::session::error::Cause;
 
 /// Every tool of `host`'s active plugins `caller` may use, each such

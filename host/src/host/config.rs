@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use crate::host::Host;
 use crate::names::check_plugin_name;
 use crate::policy::Outbound;
-use crate::session::Host;
 use crate::store::BackendError;
 
 /// Every plugin's reach: the policy's, and the one in force.

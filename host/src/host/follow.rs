@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::session::Host;
+use crate::host::Host;
+use crate::host::timeline::EVENTS_PAGE;
 use crate::session::error::SessionError;
 use crate::session::event::Event;
 use crate::session::interrupt::Running;
 use crate::session::report::Outcome;
-use crate::session::timeline::EVENTS_PAGE;
 use crate::store::{Announcement, AnnouncementSink, Committed, LogEntry, SessionRecord, Store};
 
 /// How long a follower waits before it reads the log again without hearing
@@ -32,7 +32,7 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// beside the page it reads from (at most [`EVENTS_PAGE_BYTES`] and one
 /// event): few, since an event may be as large as a message.
 ///
-/// [`EVENTS_PAGE_BYTES`]: crate::session::timeline::EVENTS_PAGE_BYTES
+/// [`EVENTS_PAGE_BYTES`]: crate::host::timeline::EVENTS_PAGE_BYTES
 const FOLLOW_BUFFER: usize = 4;
 
 /// Commits heard of that a slow follower may still catch up on.

@@ -1,14 +1,14 @@
 //! The policy's MCP servers as the front ends see them: connecting them,
 //! their state for operators, and the tools of those this host passes on
 //! to its own MCP clients. A guest reaches them through the registry
-//! ([`super::calls`]).
+//! ([`crate::session::calls`]).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::host::Host;
 use crate::remote::{RemoteError, RemoteTool, ServerStatus};
-use crate::session::Host;
 
 impl Host {
     /// Starts connecting the policy's MCP servers, on the current tokio

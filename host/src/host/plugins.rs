@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::host::Host;
 use crate::plugin::versions::Followed;
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
-use crate::session::Host;
 use crate::session::tool_call::ToolRef;
 use crate::store::BackendError;
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::capability::kv::KvWrites;
 use crate::capability::registry::RegistryCalls;
 use crate::clock::micros_since;
-use crate::session::Host;
+use crate::host::Host;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::event::{Event, EventKind, diff, rebuild};
 use crate::session::report::Outcome;

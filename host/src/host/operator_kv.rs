@@ -3,8 +3,8 @@
 //! to preload or inspect data such as a CRM profile under `customer:ID`,
 //! under the same key rules, value bound and quotas as a plugin's writes.
 
+use crate::host::Host;
 use crate::names::{check_bucket_name, check_kv_key, check_plugin_name, check_user_id};
-use crate::session::Host;
 use crate::store::{KvStoreError, KvWrite, Namespace, Quota};
 
 /// Why the operator's KV request was refused.

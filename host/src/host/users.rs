@@ -8,8 +8,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::host::Host;
 use crate::names::check_user_id;
-use crate::session::Host;
 use crate::store::{
     Erased, KvStoreError, Message, Namespace, SessionRecord, SessionStoreError, Store,
 };

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::host::Host;
 use crate::metrics::Metrics;
-use crate::session::Host;
 
 /// A session whose migration to the active version failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

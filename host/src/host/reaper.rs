@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tracing::instrument;
 
+use crate::host::Host;
 use crate::instance::world::EndReason;
 use crate::metrics::NO_PLUGIN;
-use crate::session::Host;
 use crate::session::chain::Within;
 use crate::session::error::{SessionError, session_error, turn_error};
 use crate::session::turns::record_version;

@@ -9,13 +9,14 @@ use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::engine::{CompilerProcess, Engine};
+use crate::host::{Host, Inner, config, follow, pinned};
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::Metrics;
 use crate::plugin::versions::Plugins;
 use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy, Webhook};
 use crate::remote::McpServers;
+use crate::session::interrupt;
 use crate::session::serial::{PluginTurns, SessionLocks};
-use crate::session::{Host, Inner, config, follow, interrupt, pinned};
 use crate::store::Store;
 use crate::webhook::Webhooks;
 
