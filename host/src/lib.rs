@@ -47,7 +47,7 @@ pub use capability::output::Sink;
 pub use clock::Clock;
 pub use host::reaper::Reaped;
 pub use host::{Host, HostBuilder};
-pub use limits::{Limit, Limits};
+pub use limits::{Limit, Limits, Tripped};
 pub use plugin::versions::{Followed, Plugins};
 pub use plugin::{ActivateError, LoadError, PluginVersion};
 pub use session::calls::child_session_id;

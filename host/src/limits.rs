@@ -75,28 +75,71 @@ impl Limit {
     }
 }
 
-/// A limit the host enforces from inside a host call, carried by the trap.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Tripped {
+/// A limit a turn ran into, with the amount it was held to: the one way a
+/// tripped limit is told, whether a host call found it (carried by the
+/// trap), the engine did (deadline, fuel) or the host refused the turn
+/// before it ran (live sessions, turns at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Tripped {
+    /// The call ran past its deadline; a registry call's callee that was
+    /// stopped by its caller's deadline passes it on.
+    #[error("deadline of {} ms exceeded", .0.as_millis())]
+    Deadline(Duration),
+    /// The instance tried to grow its memory past this many bytes.
     #[error("memory limit of {0} bytes exceeded")]
     Memory(usize),
+    /// The turn said more than this many bytes.
     #[error("output limit of {0} bytes per turn exceeded")]
     Output(usize),
+    /// The guest called into the host more than this many times.
     #[error("limit of {0} host calls per call of an export exceeded")]
     HostCalls(u64),
-    /// A registry call's callee was stopped by the caller's deadline, which
-    /// has therefore passed.
-    #[error("the deadline passed during a registry call")]
-    Deadline,
-    /// The caller interrupted the turn.
-    #[error("the turn was interrupted")]
-    Interrupted,
+    /// The guest burned all of this much fuel.
+    #[error("fuel limit of {0} per call of an export exhausted")]
+    Fuel(u64),
+    /// The plugin has this many active sessions, its limit.
+    #[error("the plugin already has its limit of {0} active sessions")]
+    LiveSessions(u64),
+    /// The plugin is running this many turns at once, its limit.
+    #[error(
+        "the plugin is already running its limit of {0} turns at once; try again when one has finished"
+    )]
+    ConcurrentTurns(usize),
+}
+
+impl Tripped {
+    /// The limit it is.
+    pub fn limit(self) -> Limit {
+        match self {
+            Tripped::Deadline(_) => Limit::Deadline,
+            Tripped::Memory(_) => Limit::Memory,
+            Tripped::Output(_) => Limit::Output,
+            Tripped::HostCalls(_) => Limit::HostCalls,
+            Tripped::Fuel(_) => Limit::Fuel,
+            Tripped::LiveSessions(_) => Limit::LiveSessions,
+            Tripped::ConcurrentTurns(_) => Limit::ConcurrentTurns,
+        }
+    }
+
+    /// The failure's kind in the API.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Tripped::Deadline(_) => "deadline",
+            Tripped::Memory(_) => "memory-limit",
+            Tripped::Output(_) => "output-limit",
+            Tripped::HostCalls(_) => "host-call-limit",
+            Tripped::Fuel(_) => "fuel-limit",
+            Tripped::LiveSessions(_) => "live-sessions",
+            Tripped::ConcurrentTurns(_) => "concurrent-turns",
+        }
+    }
 }
 
 /// Resource limits for the turns of a plugin.
 ///
 /// Every limit is enforced by the host outside the guest. A turn that trips
-/// one fails with [`crate::session::Cause`] naming the limit, and commits nothing.
+/// one fails with [`Tripped`] naming the limit, and commits nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock time one turn may run inside the guest (epoch interruption,
@@ -119,7 +162,7 @@ pub struct Limits {
     /// allocator's capacity (at most [`MAX_CONCURRENT_TURNS`]).
     pub concurrent_turns: usize,
     /// Turns of one plugin running at once; a turn past it is refused with
-    /// [`crate::session::Cause::ConcurrentTurns`]. `None`: only
+    /// [`Tripped::ConcurrentTurns`]. `None`: only
     /// `concurrent_turns` bounds them.
     pub plugin_turns: Option<usize>,
     /// Keys one KV owner (a plugin, or a granted bucket) may hold.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentbox_host::store::MemoryStore;
-use agentbox_host::{Cause, Host, Limits, child_session_id};
+use agentbox_host::{Cause, Host, Limits, Tripped, child_session_id};
 use serde_json::json;
 
 use crate::harness::{host, host_with, host_with_policy, load, said, send, start, state};
@@ -115,7 +115,7 @@ async fn endless_loop_fails_at_the_deadline_while_another_plugins_session_comple
     );
     let err = result.unwrap_err();
     assert!(
-        matches!(err.cause, Cause::Deadline(limit) if limit == deadline),
+        matches!(err.cause, Cause::Limit(Tripped::Deadline(limit)) if limit == deadline),
         "{err}"
     );
     assert!(
@@ -140,7 +140,7 @@ async fn memory_hog_fails_with_the_memory_limit() {
     let id = session(&host).await;
     let err = host.send_message(&id, "hog", None).await.unwrap_err();
     assert!(
-        matches!(err.cause, Cause::MemoryLimit(limit) if limit == 16 << 20),
+        matches!(err.cause, Cause::Limit(Tripped::Memory(limit)) if limit == 16 << 20),
         "{err}"
     );
     assert!(
@@ -167,7 +167,10 @@ async fn flooding_output_fails_with_the_output_limit() {
     let host = host();
     let id = session(&host).await;
     let err = host.send_message(&id, "flood", None).await.unwrap_err();
-    assert!(matches!(err.cause, Cause::OutputLimit(_)), "{err}");
+    assert!(
+        matches!(err.cause, Cause::Limit(Tripped::Output(_))),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("output limit of 1048576 bytes per turn exceeded"),

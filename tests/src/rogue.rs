@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentbox_host::store::{MemoryStore, SessionRecord, Status, Store};
-use agentbox_host::{Cause, Clock, Host, Limits, SessionError, SessionStart};
+use agentbox_host::{Cause, Clock, Host, Limits, SessionError, SessionStart, Tripped};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -99,7 +99,7 @@ async fn committed(host: &Host, id: &str) -> (u64, Value) {
 
 fn assert_deadline(err: &SessionError, what: &str) {
     assert!(
-        matches!(err.cause, Cause::Deadline(limit) if limit == DEADLINE),
+        matches!(err.cause, Cause::Limit(Tripped::Deadline(limit)) if limit == DEADLINE),
         "{what}: {err}"
     );
     assert!(

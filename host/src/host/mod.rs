@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::capability::output::Sink;
 use crate::clock::Clock;
-use crate::limits::Limits;
+use crate::limits::{Limits, Tripped};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::names::{check_session_id, check_user_id, check_value};
 use crate::plugin::versions::Plugins;
@@ -379,6 +379,6 @@ impl Host {
             .plugin_turns
             .enter(plugin, most)
             .map(Some)
-            .ok_or(Cause::ConcurrentTurns(most))
+            .ok_or(Cause::Limit(Tripped::ConcurrentTurns(most)))
     }
 }

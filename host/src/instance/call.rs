@@ -1,8 +1,6 @@
 //! The one way to run an export: a fresh instance in a fresh store, armed
 //! with the plugin's limits before it is instantiated, dropped after the call.
 
-use std::time::Duration;
-
 use wasmtime::{CallHook, Trap, UpdateDeadline};
 
 use crate::capability::stdio::GuestLog;
@@ -21,21 +19,9 @@ pub(crate) enum Failure {
     /// The guest trapped, with the reason and its last words.
     #[error("plugin trapped: {0}")]
     Trap(String),
-    /// The call ran past its deadline.
-    #[error("deadline of {} ms exceeded", .0.as_millis())]
-    Deadline(Duration),
-    /// The instance tried to grow its memory past this many bytes.
-    #[error("memory limit of {0} bytes exceeded")]
-    Memory(usize),
-    /// The call said more than this many bytes.
-    #[error("output limit of {0} bytes per turn exceeded")]
-    Output(usize),
-    /// The guest called into the host more than this many times.
-    #[error("limit of {0} host calls per call of an export exceeded")]
-    HostCalls(u64),
-    /// The guest burned this much fuel.
-    #[error("fuel limit of {0} per call of an export exhausted")]
-    Fuel(u64),
+    /// The call ran into a limit.
+    #[error(transparent)]
+    Limit(Tripped),
     /// The caller interrupted the call.
     #[error("interrupted by the caller")]
     Interrupted,
@@ -67,16 +53,17 @@ pub(crate) fn call<R>(
     // The deadline must be armed before instantiating: it starts at 0.
     // Every tick looks at the stop as well, so an interrupt takes effect
     // within a tick of the guest's running code.
-    let ticks = (limits.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
+    let deadline = limits.deadline;
+    let ticks = (deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1);
     let mut left = u64::try_from(ticks).unwrap_or(u64::MAX);
     let stop = store.data().stop().clone();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         left -= 1;
         if stop.is_cancelled() {
-            Err(Tripped::Interrupted.into())
+            Err(Failure::Interrupted.into())
         } else if left == 0 {
-            Err(Tripped::Deadline.into())
+            Err(Tripped::Deadline(deadline).into())
         } else {
             Ok(UpdateDeadline::Continue(1))
         }
@@ -96,7 +83,7 @@ pub(crate) fn call<R>(
         _ if ctx.stop().is_cancelled() => Err(Failure::Interrupted),
         // The deadline ended a wait for an outbound request: the call is
         // past it, whatever the guest made of the error it was handed.
-        _ if ctx.cut_by_deadline() => Err(Failure::Deadline(limits.deadline)),
+        _ if ctx.cut_by_deadline() => Err(Failure::Limit(Tripped::Deadline(limits.deadline))),
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(Failure::Guest(message)),
         Err(err) => Err(failure(&err, limits, &ctx.log)),
@@ -108,16 +95,10 @@ pub(crate) fn call<R>(
 /// line the guest wrote (a Rust panic message, for example).
 fn failure(err: &wasmtime::Error, limits: &Limits, log: &GuestLog) -> Failure {
     if let Some(tripped) = err.downcast_ref::<Tripped>() {
-        return match tripped {
-            Tripped::Memory(limit) => Failure::Memory(*limit),
-            Tripped::Output(limit) => Failure::Output(*limit),
-            Tripped::HostCalls(limit) => Failure::HostCalls(*limit),
-            Tripped::Deadline => Failure::Deadline(limits.deadline),
-            Tripped::Interrupted => Failure::Interrupted,
-        };
+        return Failure::Limit(*tripped);
     }
     if let Some(Trap::OutOfFuel) = err.downcast_ref::<Trap>() {
-        return Failure::Fuel(limits.fuel.unwrap_or(u64::MAX));
+        return Failure::Limit(Tripped::Fuel(limits.fuel.unwrap_or(u64::MAX)));
     }
     let reason = err.root_cause().to_string();
     Failure::Trap(match log.last_words() {

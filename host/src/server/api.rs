@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::host::Host;
+use crate::limits::Tripped;
 use crate::server::auth::rates::{Action, Slow};
 use crate::server::auth::{Caller, Callers, bearer_token, constant_time_eq};
 use crate::server::bounds::Open;
@@ -150,7 +151,9 @@ impl IntoResponse for SessionError {
             | Cause::Busy(_)
             | Cause::Interrupted
             | Cause::Idle => StatusCode::CONFLICT,
-            Cause::LiveSessions(_) | Cause::ConcurrentTurns(_) => StatusCode::TOO_MANY_REQUESTS,
+            Cause::Limit(Tripped::LiveSessions(_) | Tripped::ConcurrentTurns(_)) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Cause::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Cause::LogFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_GATEWAY,

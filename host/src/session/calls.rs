@@ -12,7 +12,7 @@
 //! plugin the chain is already inside.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -58,19 +58,23 @@ pub(crate) struct Caller {
     owner: Option<String>,
     within: Within,
     deadline: Instant,
+    /// The time the call was given, which a registry call that runs out of
+    /// it reports.
+    budget: Duration,
     /// The calls made through it.
     made: Mutex<RegistryCalls>,
 }
 
 impl Caller {
     /// The registry of a call of `plugin`'s export in a session `owner`
-    /// started, running `within` a chain of calls until `deadline`.
+    /// started, running `within` a chain of calls until `deadline`, `budget`
+    /// after it began.
     pub(crate) fn new(
         host: Host,
         plugin: Arc<PluginVersion>,
         owner: Option<String>,
         within: &Within,
-        deadline: Instant,
+        (deadline, budget): (Instant, Duration),
     ) -> Caller {
         Caller {
             host,
@@ -78,6 +82,7 @@ impl Caller {
             owner,
             within: within.clone(),
             deadline,
+            budget,
             made: Mutex::default(),
         }
     }
@@ -182,7 +187,7 @@ impl Caller {
         })();
         match outcome {
             // It had what was left of this call's time, and used it up.
-            Err(Cause::Deadline(_)) => Err(Tripped::Deadline),
+            Err(Cause::Limit(Tripped::Deadline(_))) => Err(Tripped::Deadline(self.budget)),
             Ok((text, said, worked)) => {
                 if let Some(worked) = worked {
                     session.adopt(worked);
@@ -241,7 +246,9 @@ impl Caller {
         host.observe("tool", started, &result, |report| &report.turn.plugin);
         match result {
             Ok(report) => Ok(Ok(report.result.to_string())),
-            Err(err) if cut && matches!(err.cause, Cause::Deadline(_)) => Err(Tripped::Deadline),
+            Err(err) if cut && matches!(err.cause, Cause::Limit(Tripped::Deadline(_))) => {
+                Err(Tripped::Deadline(self.budget))
+            }
             Err(err) => Ok(Err(call_error(address, &err.cause, &err.to_string()))),
         }
     }
@@ -316,7 +323,7 @@ impl Caller {
         let message = |reason: String| format!("`{address}`: {reason}");
         Ok(Err(match called {
             Ok(result) => return Ok(Ok(result.to_string())),
-            Err(RemoteError::Deadline) => return Err(Tripped::Deadline),
+            Err(RemoteError::Deadline) => return Err(Tripped::Deadline(self.budget)),
             Err(RemoteError::NotFound(reason)) => CallError::NotFound(message(reason)),
             Err(RemoteError::InvalidArguments(violations)) => CallError::InvalidArguments(
                 serde_json::to_string(&violations).expect("violations serialize"),
@@ -375,7 +382,7 @@ impl ToolHub for Caller {
         let outcome = match &answer {
             Ok(Ok(_)) => ToolOutcome::Ok,
             Ok(Err(err)) => outcome_of(err),
-            Err(Tripped::Deadline) => ToolOutcome::Timeout,
+            Err(Tripped::Deadline(_)) => ToolOutcome::Timeout,
             Err(_) => ToolOutcome::Limit,
         };
         self.made

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::instance::call::Failure;
-use crate::limits::Limit;
+use crate::limits::{Limit, Tripped};
 use crate::plugin::tools::Violation;
 use crate::store::{BackendError, SessionRecord, SessionStoreError, ToolOutcome};
 
@@ -75,29 +75,9 @@ pub enum Cause {
         /// What is wrong with it.
         reason: String,
     },
-    /// The turn ran past its deadline.
-    #[error("deadline of {} ms exceeded", .0.as_millis())]
-    Deadline(Duration),
-    /// The instance tried to grow its memory past the limit.
-    #[error("memory limit of {0} bytes exceeded")]
-    MemoryLimit(usize),
-    /// The turn said more than the output limit.
-    #[error("output limit of {0} bytes per turn exceeded")]
-    OutputLimit(usize),
-    /// The guest called into the host more often than the limit allows.
-    #[error("limit of {0} host calls per call of an export exceeded")]
-    HostCallLimit(u64),
-    /// The guest burned all the fuel one call of an export may.
-    #[error("fuel limit of {0} per call of an export exhausted")]
-    FuelLimit(u64),
-    /// The plugin has as many active sessions as its limit allows.
-    #[error("the plugin already has its limit of {0} active sessions")]
-    LiveSessions(u64),
-    /// The plugin is running as many turns at once as its limit allows.
-    #[error(
-        "the plugin is already running its limit of {0} turns at once; try again when one has finished"
-    )]
-    ConcurrentTurns(usize),
+    /// The turn ran into a limit, or was refused for one before it ran.
+    #[error(transparent)]
+    Limit(Tripped),
     /// The guest trapped.
     #[error("plugin trapped: {0}")]
     Trap(String),
@@ -151,13 +131,7 @@ impl Cause {
             Cause::InvalidArguments { .. } => "invalid-arguments",
             Cause::Precondition { .. } => "precondition",
             Cause::InvalidResult { .. } => "invalid-result",
-            Cause::Deadline(_) => "deadline",
-            Cause::MemoryLimit(_) => "memory-limit",
-            Cause::OutputLimit(_) => "output-limit",
-            Cause::HostCallLimit(_) => "host-call-limit",
-            Cause::FuelLimit(_) => "fuel-limit",
-            Cause::LiveSessions(_) => "live-sessions",
-            Cause::ConcurrentTurns(_) => "concurrent-turns",
+            Cause::Limit(tripped) => tripped.kind(),
             Cause::Trap(_) => "trap",
             Cause::Guest(_) => "guest-error",
             Cause::InvalidState(_) => "invalid-state",
@@ -175,13 +149,7 @@ impl Cause {
     /// The limit that stopped the call, if a limit did.
     pub fn limit(&self) -> Option<Limit> {
         match self {
-            Cause::Deadline(_) => Some(Limit::Deadline),
-            Cause::MemoryLimit(_) => Some(Limit::Memory),
-            Cause::OutputLimit(_) => Some(Limit::Output),
-            Cause::HostCallLimit(_) => Some(Limit::HostCalls),
-            Cause::FuelLimit(_) => Some(Limit::Fuel),
-            Cause::LiveSessions(_) => Some(Limit::LiveSessions),
-            Cause::ConcurrentTurns(_) => Some(Limit::ConcurrentTurns),
+            Cause::Limit(tripped) => Some(tripped.limit()),
             Cause::Migration { cause, .. } => cause.limit(),
             _ => None,
         }
@@ -192,12 +160,11 @@ impl Cause {
         match self {
             Cause::InvalidArguments { .. } => ToolOutcome::InvalidArgs,
             Cause::Precondition { .. } => ToolOutcome::Precondition,
-            Cause::Deadline(_) => ToolOutcome::Timeout,
+            Cause::Limit(Tripped::Deadline(_)) => ToolOutcome::Timeout,
             Cause::Interrupted => ToolOutcome::Interrupted,
-            Cause::MemoryLimit(_)
-            | Cause::OutputLimit(_)
-            | Cause::HostCallLimit(_)
-            | Cause::FuelLimit(_)
+            Cause::Limit(
+                Tripped::Memory(_) | Tripped::Output(_) | Tripped::HostCalls(_) | Tripped::Fuel(_),
+            )
             | Cause::Trap(_) => ToolOutcome::Trap,
             _ => ToolOutcome::GuestError,
         }
@@ -209,11 +176,7 @@ impl From<Failure> for Cause {
         match failure {
             Failure::Guest(message) => Cause::Guest(message),
             Failure::Trap(reason) => Cause::Trap(reason),
-            Failure::Deadline(deadline) => Cause::Deadline(deadline),
-            Failure::Memory(limit) => Cause::MemoryLimit(limit),
-            Failure::Output(limit) => Cause::OutputLimit(limit),
-            Failure::HostCalls(limit) => Cause::HostCallLimit(limit),
-            Failure::Fuel(limit) => Cause::FuelLimit(limit),
+            Failure::Limit(tripped) => Cause::Limit(tripped),
             Failure::Interrupted => Cause::Interrupted,
         }
     }

@@ -22,7 +22,7 @@ use crate::instance::agent::{Agent, Returned, Store};
 use crate::instance::call::call;
 use crate::instance::ctx::{Capabilities, TurnCtx};
 use crate::instance::world::EndReason;
-use crate::limits::GUEST_OUTPUT_BYTES;
+use crate::limits::{GUEST_OUTPUT_BYTES, Tripped};
 use crate::plugin::PluginVersion;
 use crate::session::calls::Caller;
 use crate::session::chain::Within;
@@ -211,7 +211,7 @@ impl Host {
                 plugin.clone(),
                 owner,
                 within,
-                deadline,
+                (deadline, limits.deadline),
             )),
         };
         let ctx = TurnCtx::in_session(capabilities, http, &limits, &inner.clock);
@@ -449,7 +449,7 @@ impl Host {
                 .live_sessions(&start.plugin)
                 .map_err(|err| fail(err.into()))?;
             if live >= most {
-                return Err(fail(Cause::LiveSessions(most)));
+                return Err(fail(Cause::Limit(Tripped::LiveSessions(most))));
             }
         }
         let now = self.inner.clock.now_ms();
