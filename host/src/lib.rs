@@ -18,8 +18,8 @@
 //! ```
 //!
 //! The modules are floors, each using only those below it (see
-//! `docs/architecture.md`): [`limits`], [`names`], [`clock`], [`engine`] and
-//! [`metrics`] at the ground; [`store`]; [`policy`]; the [`capability`]
+//! `docs/architecture.md`): [`limits`], [`names`], [`clock`], [`hex`], `tls`,
+//! [`engine`] and [`metrics`] at the ground; [`store`]; [`policy`]; the [`capability`]
 //! contexts; the [`instance`] layer with one binding per WIT version;
 //! [`plugin`] and the [`remote`] MCP servers, the two sources of tools,
 //! and the [`webhook`]s events are posted to; [`session`], the turn; the
@@ -29,6 +29,7 @@
 pub mod capability;
 pub mod clock;
 pub mod engine;
+pub mod hex;
 pub mod host;
 pub mod instance;
 pub mod limits;
@@ -41,6 +42,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub mod store;
+mod tls;
 pub mod webhook;
 
 pub use capability::output::Sink;

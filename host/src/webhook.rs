@@ -16,11 +16,11 @@ use std::sync::{Arc, OnceLock};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::mpsc;
 
-use crate::capability::http::TLS_CONFIG;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::policy::Webhook;
 use crate::policy::origin::is_internal;
+use crate::tls::CLIENT_CONFIG;
 
 /// The header with the signature of the timestamp and body.
 pub const SIGNATURE_HEADER: &str = "agentbox-signature";
@@ -123,7 +123,7 @@ async fn deliver(
     clock: Clock,
 ) {
     let client = match reqwest::Client::builder()
-        .tls_backend_preconfigured((**TLS_CONFIG).clone())
+        .tls_backend_preconfigured((**CLIENT_CONFIG).clone())
         .dns_resolver(Arc::new(External))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -243,7 +243,7 @@ mod tests {
         let closed = listener.local_addr().unwrap();
         drop(listener);
         let err = reqwest::Client::builder()
-            .tls_backend_preconfigured((**TLS_CONFIG).clone())
+            .tls_backend_preconfigured((**CLIENT_CONFIG).clone())
             .build()
             .unwrap()
             .post(format!("http://{closed}/hook?token=a-token-in-the-url"))

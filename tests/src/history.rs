@@ -4,7 +4,7 @@
 //! agree; the log keeps what was dropped, so a fork or rewind to any turn
 //! gets that turn's history exactly.
 
-use agentbox_host::engine::hex;
+use agentbox_host::hex::hex;
 use agentbox_host::session::clip::Clip;
 use agentbox_host::store::{Message, Role};
 use agentbox_host::{Cause, Host, Limits};

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use agentbox_host::Host;
-use agentbox_host::engine::hex;
+use agentbox_host::hex::hex;
 use agentbox_host::webhook::{DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};

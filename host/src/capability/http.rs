@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::policy::Outbound;
 use crate::policy::origin::{Host, Origin, Target, is_internal};
 use crate::store::OutboundUse;
+use crate::tls::CLIENT_CONFIG;
 
 /// What a call may send, and what it sent so far.
 pub(crate) struct HttpCtx {
@@ -440,21 +441,8 @@ trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// TLS with the web's root certificates, as wasmtime-wasi-http makes it;
-/// the host's MCP clients use the same.
-pub(crate) static TLS_CONFIG: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-});
-
 static TLS: LazyLock<tokio_rustls::TlsConnector> =
-    LazyLock::new(|| tokio_rustls::TlsConnector::from(TLS_CONFIG.clone()));
+    LazyLock::new(|| tokio_rustls::TlsConnector::from(CLIENT_CONFIG.clone()));
 
 /// Where a response body's bytes are counted.
 struct BodyMeter {

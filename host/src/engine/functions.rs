@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::Dir;
 
-use crate::engine::hex;
+use crate::hex::hex;
 
 /// A folder of compiled functions, holding at most `limit` bytes: past it,
 /// new functions are compiled but not kept.

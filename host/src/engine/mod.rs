@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, InstanceAllocationStrategy};
 
+use crate::hex::hex;
 use crate::limits::Limits;
 
 /// How often the epoch advances; turn deadlines are counted in these ticks.
@@ -63,11 +64,6 @@ impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&hex(&self.0))
     }
-}
-
-/// `bytes` in lowercase hex, two digits each.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 impl std::fmt::Debug for Digest {

@@ -191,7 +191,7 @@ impl Tool {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
-        crate::engine::hex(&hasher.finalize())
+        crate::hex::hex(&hasher.finalize())
     }
 
     /// Checks arguments against the parameter schema, listing every

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::engine::hex;
+use crate::hex::hex;
 use crate::policy::origin::Target;
 use crate::policy::outbound::SecretSource;
 

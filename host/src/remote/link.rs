@@ -20,11 +20,11 @@ use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt as _, Peer, Role
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
-use crate::capability::http::TLS_CONFIG;
 use crate::names::check_remote_tool_name;
 use crate::plugin::tools::Violation;
 use crate::policy::{McpServer, McpTransport};
 use crate::remote::{RemoteError, RemoteTool, ServerStatus, check_arguments, check_result};
+use crate::tls::CLIENT_CONFIG;
 
 /// The first wait before connecting again; it doubles after each failure.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -162,7 +162,7 @@ impl Link {
                         // nowhere else: no redirect is followed, and no
                         // proxy from the environment sees them.
                         let built = reqwest::Client::builder()
-                            .tls_backend_preconfigured((**TLS_CONFIG).clone())
+                            .tls_backend_preconfigured((**CLIENT_CONFIG).clone())
                             .connect_timeout(CONNECT_TIMEOUT)
                             .redirect(reqwest::redirect::Policy::none())
                             .no_proxy()

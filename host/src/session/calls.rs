@@ -46,7 +46,7 @@ pub fn child_session_id(parent: &str, plugin: &str) -> String {
         hasher.update([0]);
     }
     let digest = hasher.finalize();
-    format!("{CHILD_PREFIX}{}", crate::engine::hex(&digest[..16]))
+    format!("{CHILD_PREFIX}{}", crate::hex::hex(&digest[..16]))
 }
 
 /// The registry of one call of an export: who calls, where in a chain of

@@ -6,9 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::engine::hex;
+use crate::hex::sha256_hex;
 
 /// A text of an event cut to its first bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +27,7 @@ impl Clip {
         Clip {
             at: at.to_owned(),
             bytes: whole.len() as u64,
-            sha256: hex(&Sha256::digest(whole.as_bytes())),
+            sha256: sha256_hex(whole.as_bytes()),
         }
     }
 }

@@ -16,9 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
-use crate::engine::hex;
+use crate::hex::{hex, sha256_hex};
 
 use crate::names::check_plugin_name;
 use crate::server::auth::principal::{Grant, Principal, Standing};
@@ -130,7 +129,7 @@ fn check_entry(name: &str, entry: &KeyEntry) -> Result<(), String> {
 
 /// Hex SHA-256 of `key`.
 fn digest(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
+    sha256_hex(key.as_bytes())
 }
 
 /// The principals of a keys file, by the digest of their keys.
