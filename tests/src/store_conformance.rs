@@ -1402,6 +1402,25 @@ fn a_deleted_session_takes_its_log_along(store: &dyn Store) {
     assert_eq!(line_turns(store, "s1", 5), [0]);
 }
 
+/// A store one process serves takes no part in coordination: every lease is
+/// granted, to any holder, so turns never wait on one, and there is no other
+/// process to tell of a commit or an interrupt.
+fn a_store_one_process_serves_grants_every_lease_and_announces_nothing(store: &dyn Store) {
+    let long = std::time::Duration::from_secs(60);
+    assert!(store.lease("s1", "host-a", long).unwrap());
+    assert!(
+        store.lease("s1", "host-b", long).unwrap(),
+        "a second holder is granted too"
+    );
+    store.release("s1", "host-a").unwrap();
+    store.release("s1", "host-b").unwrap();
+    assert!(!store.announce(Arc::new(|_| true)), "no announcements");
+    assert!(
+        !store.interrupt("s1").unwrap(),
+        "no other process holds a turn"
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1425,6 +1444,11 @@ macro_rules! conformance {
             #[test]
             fn erasure_and_concurrent_writes_leave_nothing_half_counted() {
                 super::erasure_and_concurrent_writes_leave_nothing_half_counted(std::sync::Arc::new(agentbox_host::store::MemoryStore::default()));
+            }
+
+            #[test]
+            fn a_store_one_process_serves_grants_every_lease_and_announces_nothing() {
+                super::a_store_one_process_serves_grants_every_lease_and_announces_nothing(&agentbox_host::store::MemoryStore::default());
             }
         }
 
@@ -1462,6 +1486,12 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn a_store_one_process_serves_grants_every_lease_and_announces_nothing() {
+                let dir = tempfile::tempdir().unwrap();
+                super::a_store_one_process_serves_grants_every_lease_and_announces_nothing(&open(&dir));
+            }
+
+            #[test]
             fn commits_survive_reopening_the_file() {
                 let dir = tempfile::tempdir().unwrap();
                 {
@@ -1477,7 +1507,7 @@ macro_rules! conformance {
         }
 
         mod redis {
-            use agentbox_host::store::{KvStore as _, RedisStore, SessionStore as _};
+            use agentbox_host::store::{Coordination as _, KvStore as _, RedisStore, SessionStore as _};
 
             use crate::harness::RedisServer;
 

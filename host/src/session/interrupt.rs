@@ -7,7 +7,7 @@
 //!
 //! An interrupt reaches the turn wherever it runs: in this process, or, on
 //! a store several processes share, in the process holding the session's
-//! lease, which the store tells ([`crate::store::SessionStore::interrupt`]).
+//! lease, which the store tells ([`crate::store::Coordination::interrupt`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

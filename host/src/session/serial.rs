@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::session::error::{Cause, SessionError, session_error};
-use crate::store::SessionStore;
+use crate::store::Coordination;
 
 /// Runs `turn` holding the store's lease on session `id`, so that no
 /// other host process runs a turn of it meanwhile. Waits for another
 /// holder's lease at most as long as a lease lasts.
 pub(crate) fn leased<R>(
-    store: &dyn SessionStore,
+    store: &dyn Coordination,
     holder: &str,
     ttl: Duration,
     id: &str,

@@ -1,12 +1,14 @@
 //! Where sessions live: one trait per concern ([`SessionStore`],
-//! [`KvStore`], [`PluginStore`], [`ToolLog`], [`UserStore`]), each with its
-//! own error type, and the backends that implement all five: [`MemoryStore`],
+//! [`EventLog`], [`Coordination`], [`KvStore`], [`PluginStore`],
+//! [`ToolLog`], [`UserStore`]), each with its own error type, and the
+//! backends that implement all seven: [`MemoryStore`],
 //! [`SqliteStore`] (the default) and [`RedisStore`]. One conformance suite
 //! runs against every backend.
 //!
 //! A session is a record in the store; Wasm instances are disposable. Nothing
 //! in this module knows about WebAssembly.
 
+pub mod coordination;
 pub mod error;
 pub mod kv;
 mod memory;
@@ -22,6 +24,7 @@ pub mod users;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use coordination::{Announcement, AnnouncementSink, Committed, Coordination};
 pub use error::{BackendError, KvStoreError, SessionStoreError};
 pub use kv::KvStore;
 pub use memory::MemoryStore;
@@ -29,7 +32,7 @@ pub use plugins::PluginStore;
 pub use redis::RedisStore;
 pub use sessions::SessionStore;
 pub use sqlite::SqliteStore;
-pub use timeline::{Announcement, AnnouncementSink, Committed, LogEntry, LoggedEvent};
+pub use timeline::{EventLog, LogEntry, LoggedEvent};
 pub use tool_log::ToolLog;
 pub use types::{
     Commit, Execution, HistoryCap, KvWrite, Message, Namespace, OutboundUse, Quota, Retention,
@@ -38,10 +41,12 @@ pub use types::{
 };
 pub use users::{Erased, UserStore};
 
-/// Everything a host keeps in one backend: sessions, KV, plugin records and
-/// the tool log, and a user's data across them. Every backend that
-/// implements the five is a `Store`.
-pub trait Store: SessionStore + KvStore + PluginStore + ToolLog + UserStore {
+/// Everything a host keeps in one backend: sessions with their event logs
+/// and leases, KV, plugin records and the tool log, and a user's data across
+/// them. Every backend that implements the seven is a `Store`.
+pub trait Store:
+    SessionStore + EventLog + Coordination + KvStore + PluginStore + ToolLog + UserStore
+{
     /// Reclaims every KV and tool-cache entry expired at `now_ms`, and
     /// deletes the ended sessions and tool-call records past `retention`.
     fn sweep(&self, now_ms: u64, retention: Retention) -> Result<Swept, BackendError> {
@@ -54,7 +59,10 @@ pub trait Store: SessionStore + KvStore + PluginStore + ToolLog + UserStore {
     }
 }
 
-impl<T: SessionStore + KvStore + PluginStore + ToolLog + UserStore> Store for T {}
+impl<T> Store for T where
+    T: SessionStore + EventLog + Coordination + KvStore + PluginStore + ToolLog + UserStore
+{
+}
 
 /// Which backend to use and where, as written on the command line:
 /// `memory`, `sqlite:PATH` or `redis://HOST:PORT`.

@@ -1,9 +1,9 @@
-//! Where sessions live: their records, commits, history and leases.
-
-use std::time::Duration;
+//! Where sessions live: their records, commits and history. Their event
+//! logs are read through [`crate::store::EventLog`], and the processes of a
+//! store take turns on them through [`crate::store::Coordination`].
 
 use crate::store::error::{BackendError, SessionStoreError};
-use crate::store::timeline::{AnnouncementSink, LogEntry, LoggedEvent};
+use crate::store::timeline::LogEntry;
 use crate::store::types::{Commit, Message, SessionFilter, SessionPage, SessionRecord};
 
 /// Sessions, committed one turn at a time.
@@ -39,58 +39,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// survives a crash of the process.
     fn commit(&self, commit: &Commit) -> Result<(), SessionStoreError>;
 
-    /// Starts telling `sink` of every commit and creation that any process
-    /// serving this store makes, and of every interrupt asked of it through
-    /// [`SessionStore::interrupt`], and answers whether it does. A store
-    /// that one process serves answers `false`: the host tells of its own.
-    fn announce(&self, sink: AnnouncementSink) -> bool {
-        let _ = sink;
-        false
-    }
-
-    /// Asks every process of the store to interrupt the turn of session
-    /// `id`, if a process holds its lease; answers whether one does. A
-    /// store that one process serves answers `false`.
-    fn interrupt(&self, id: &str) -> Result<bool, SessionStoreError> {
-        let _ = id;
-        Ok(false)
-    }
-
     /// The newest `last` messages of the session's history, oldest first;
     /// empty for a session that does not exist.
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError>;
-
-    /// Up to `limit` events of the session's log numbered after `after`,
-    /// oldest first, and none after the one whose body brings the page's
-    /// bodies to `max_bytes` (so at least one); empty for a session that
-    /// does not exist.
-    fn events(
-        &self,
-        id: &str,
-        after: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
-
-    /// The events on the session's line from the latest one holding a
-    /// snapshot at or before `turn` through the one of `turn`, in turn
-    /// order: what rebuilds the state of `turn`. Empty when no snapshot on
-    /// the line comes at or before `turn`.
-    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError>;
-
-    /// The events that stood on the session's line, for the `count` turns
-    /// before `turn`, when event `seq` (of turn `turn`) was appended: for
-    /// each of those turns, the latest event numbered below `seq` that is
-    /// not a rewind, in turn order. Where the session has since been
-    /// rewound past `seq`, these are events now marked rewound. What a
-    /// history is rebuilt from, and a fork's walk into its source.
-    fn line_before(
-        &self,
-        id: &str,
-        seq: u64,
-        turn: u64,
-        count: u64,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
 
     /// Up to `limit` active sessions of `plugin` last committed at or before
     /// `idle_since_ms` or created at or before `created_since_ms`: the ones
@@ -130,23 +81,4 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes a session's record, history and log; deleting an absent one
     /// does nothing.
     fn delete_session(&self, id: &str) -> Result<(), SessionStoreError>;
-
-    /// Takes or renews the lease on running turns of `session` for `holder`
-    /// (one host process) for `ttl`, unless another holder's lease is live.
-    /// Returns whether `holder` holds it now.
-    ///
-    /// A backend that only one process can use needs no lease: the host's
-    /// per-session lock serializes turns, and the revision check at commit
-    /// guards the rest. Such a backend keeps this default, which grants every
-    /// lease.
-    fn lease(&self, session: &str, holder: &str, ttl: Duration) -> Result<bool, SessionStoreError> {
-        let _ = (session, holder, ttl);
-        Ok(true)
-    }
-
-    /// Gives up `holder`'s lease on `session`, if it holds it.
-    fn release(&self, session: &str, holder: &str) -> Result<(), SessionStoreError> {
-        let _ = (session, holder);
-        Ok(())
-    }
 }

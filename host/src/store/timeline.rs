@@ -10,6 +10,8 @@
 //! in the log either way. The store keeps each event's JSON as it is; what
 //! an event says is the host's business.
 
+use crate::store::error::SessionStoreError;
+
 /// The event a commit, or the creation of a session, appends to the
 /// session's log. Its sequence number is the revision the commit makes
 /// (1 for a creation), so no two events of a session share one.
@@ -40,29 +42,41 @@ pub struct LoggedEvent {
     pub body: String,
 }
 
-/// A commit of a session, as the processes serving a store hear of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Committed {
-    /// The session.
-    pub session: String,
-    /// The plugin that serves it.
-    pub plugin: String,
-    /// Who started it, if a caller was named.
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// The number of the event the commit appended.
-    pub seq: u64,
-}
+/// A session's event log, read: appended to by [`crate::store::SessionStore`]'s
+/// creations and commits, in their own transactions.
+///
+/// Implementations are safe to call from many threads at once. Methods block
+/// the calling thread; the host calls them from blocking worker threads.
+pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
+    /// Up to `limit` events of the session's log numbered after `after`,
+    /// oldest first, and none after the one whose body brings the page's
+    /// bodies to `max_bytes` (so at least one); empty for a session that
+    /// does not exist.
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
 
-/// What the processes serving a store tell each other.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Announcement {
-    /// A session committed.
-    Committed(Committed),
-    /// A caller asked to interrupt the running turn of this session.
-    Interrupt(String),
-}
+    /// The events on the session's line from the latest one holding a
+    /// snapshot at or before `turn` through the one of `turn`, in turn
+    /// order: what rebuilds the state of `turn`. Empty when no snapshot on
+    /// the line comes at or before `turn`.
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError>;
 
-/// Where a store tells what it hears; it stops telling once this answers
-/// `false`.
-pub type AnnouncementSink = std::sync::Arc<dyn Fn(Announcement) -> bool + Send + Sync>;
+    /// The events that stood on the session's line, for the `count` turns
+    /// before `turn`, when event `seq` (of turn `turn`) was appended: for
+    /// each of those turns, the latest event numbered below `seq` that is
+    /// not a rewind, in turn order. Where the session has since been
+    /// rewound past `seq`, these are events now marked rewound. What a
+    /// history is rebuilt from, and a fork's walk into its source.
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError>;
+}

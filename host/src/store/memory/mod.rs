@@ -6,11 +6,12 @@ use std::sync::Mutex;
 mod log;
 mod tool_log;
 
+use crate::store::coordination::Coordination;
 use crate::store::error::{BackendError, KvStoreError, SessionStoreError};
 use crate::store::kv::KvStore;
 use crate::store::plugins::PluginStore;
 use crate::store::sessions::SessionStore;
-use crate::store::timeline::{LogEntry, LoggedEvent};
+use crate::store::timeline::{EventLog, LogEntry, LoggedEvent};
 use crate::store::types::{
     Commit, Execution, KvWrite, Message, Namespace, Quota, SessionFilter, SessionPage,
     SessionRecord, Status, Usage, entry_bytes, increment_value, is_live,
@@ -231,30 +232,6 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    fn events(
-        &self,
-        id: &str,
-        after: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read_log(id, |log| log.page(after, limit, max_bytes)))
-    }
-
-    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read_log(id, |log| log.line(turn)))
-    }
-
-    fn line_before(
-        &self,
-        id: &str,
-        seq: u64,
-        turn: u64,
-        count: u64,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read_log(id, |log| log.line_before(seq, turn, count)))
-    }
-
     fn expired_sessions(
         &self,
         plugin: &str,
@@ -349,6 +326,35 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 }
+
+impl EventLog for MemoryStore {
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read_log(id, |log| log.page(after, limit, max_bytes)))
+    }
+
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read_log(id, |log| log.line(turn)))
+    }
+
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read_log(id, |log| log.line_before(seq, turn, count)))
+    }
+}
+
+/// One process serves it: every default.
+impl Coordination for MemoryStore {}
 
 impl KvStore for MemoryStore {
     fn kv_get(

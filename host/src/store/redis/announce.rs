@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use redis::{Client, RedisResult};
 
+use crate::store::coordination::{Announcement, AnnouncementSink, Committed};
 use crate::store::redis::{CONNECT_TIMEOUT, RedisStore};
-use crate::store::timeline::{Announcement, AnnouncementSink, Committed};
 
 /// The channel `commit.lua` publishes each commit on.
 const COMMITS: &str = "agentbox:commits";

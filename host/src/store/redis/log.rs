@@ -5,13 +5,14 @@
 
 use redis::{Connection, RedisResult, Script};
 
-use crate::store::error::BackendError;
-use crate::store::timeline::LoggedEvent;
+use crate::store::error::{BackendError, SessionStoreError};
+use crate::store::timeline::{EventLog, LoggedEvent};
 
+use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{log_keys, session_key};
 
 /// Up to `limit` events of session `id` numbered after `after`.
-pub(super) fn page(
+fn page(
     conn: &mut Connection,
     script: &Script,
     id: &str,
@@ -31,12 +32,7 @@ pub(super) fn page(
 }
 
 /// Session `id`'s line from its latest snapshot at or before `turn`.
-pub(super) fn line(
-    conn: &mut Connection,
-    script: &Script,
-    id: &str,
-    turn: u64,
-) -> RedisResult<Vec<String>> {
+fn line(conn: &mut Connection, script: &Script, id: &str, turn: u64) -> RedisResult<Vec<String>> {
     let [_, events, line, snapshots, _] = log_keys(id);
     script
         .key(session_key(id))
@@ -49,7 +45,7 @@ pub(super) fn line(
 
 /// The events on session `id`'s line for the `count` turns before `turn`
 /// when event `seq` was appended.
-pub(super) fn line_before(
+fn line_before(
     conn: &mut Connection,
     script: &Script,
     id: &str,
@@ -71,7 +67,7 @@ pub(super) fn line_before(
 
 /// The events of a script's answer: three items each, its number,
 /// `TURN BODY`, and `1` if rewound.
-pub(super) fn parse(items: Vec<String>) -> Result<Vec<LoggedEvent>, BackendError> {
+fn parse(items: Vec<String>) -> Result<Vec<LoggedEvent>, BackendError> {
     let malformed = || BackendError::new("Redis holds a malformed event");
     items
         .chunks(3)
@@ -88,4 +84,33 @@ pub(super) fn parse(items: Vec<String>) -> Result<Vec<LoggedEvent>, BackendError
             })
         })
         .collect()
+}
+
+impl EventLog for RedisStore {
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let items = self.with(|conn| page(conn, &self.events, id, after, limit, max_bytes))?;
+        Ok(parse(items)?)
+    }
+
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let items = self.with(|conn| line(conn, &self.line, id, turn))?;
+        Ok(parse(items)?)
+    }
+
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        let items = self.with(|conn| line_before(conn, &self.line_before, id, seq, turn, count))?;
+        Ok(parse(items)?)
+    }
 }

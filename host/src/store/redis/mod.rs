@@ -29,6 +29,7 @@
 //! [`users`] (a user's data).
 
 mod announce;
+mod coordination;
 mod keys;
 mod kv;
 mod log;

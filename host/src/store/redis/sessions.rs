@@ -3,23 +3,21 @@
 //! session.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::{Connection, RedisResult, Script};
 
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
-use crate::store::timeline::{AnnouncementSink, LogEntry, LoggedEvent};
+use crate::store::timeline::LogEntry;
 use crate::store::types::{
     Commit, HistoryCap, Message, SessionFilter, SessionPage, SessionRecord, Status,
 };
 
 use crate::store::redis::RedisStore;
 use crate::store::redis::keys::{
-    ENDED, by_creation, by_owner, by_update, by_user, history_key, json, lease_key, log_keys,
-    session_key, session_keys,
+    ENDED, by_creation, by_owner, by_update, by_user, history_key, json, log_keys, session_key,
+    session_keys,
 };
-use crate::store::redis::log;
 use crate::store::redis::reply::CommitReply;
 
 /// Ended sessions the retention sweep deletes per round trip.
@@ -280,23 +278,6 @@ impl SessionStore for RedisStore {
         }
     }
 
-    fn announce(&self, sink: AnnouncementSink) -> bool {
-        self.listen(sink);
-        true
-    }
-
-    fn interrupt(&self, id: &str) -> Result<bool, SessionStoreError> {
-        let held: i64 = self.with(|conn| {
-            self.lease
-                .key(lease_key(id))
-                .arg(id)
-                .arg(0)
-                .arg("interrupt")
-                .invoke(conn)
-        })?;
-        Ok(held == 1)
-    }
-
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
         if last == 0 {
             return Ok(Vec::new());
@@ -313,34 +294,6 @@ impl SessionStore for RedisStore {
             .iter()
             .map(|text| Ok(serde_json::from_str(text).map_err(json)?))
             .collect()
-    }
-
-    fn events(
-        &self,
-        id: &str,
-        after: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        let items = self.with(|conn| log::page(conn, &self.events, id, after, limit, max_bytes))?;
-        Ok(log::parse(items)?)
-    }
-
-    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        let items = self.with(|conn| log::line(conn, &self.line, id, turn))?;
-        Ok(log::parse(items)?)
-    }
-
-    fn line_before(
-        &self,
-        id: &str,
-        seq: u64,
-        turn: u64,
-        count: u64,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        let items =
-            self.with(|conn| log::line_before(conn, &self.line_before, id, seq, turn, count))?;
-        Ok(log::parse(items)?)
     }
 
     fn expired_sessions(
@@ -507,31 +460,6 @@ impl SessionStore for RedisStore {
                 pipe.srem(by_user(&user), id);
             }
             pipe.query::<()>(conn)
-        })
-        .map_err(Into::into)
-    }
-
-    fn lease(&self, session: &str, holder: &str, ttl: Duration) -> Result<bool, SessionStoreError> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let held: i64 = self.with(|conn| {
-            self.lease
-                .key(lease_key(session))
-                .arg(holder)
-                .arg(ttl_ms)
-                .arg("take")
-                .invoke(conn)
-        })?;
-        Ok(held == 1)
-    }
-
-    fn release(&self, session: &str, holder: &str) -> Result<(), SessionStoreError> {
-        self.with(|conn| {
-            self.lease
-                .key(lease_key(session))
-                .arg(holder)
-                .arg(0)
-                .arg("release")
-                .invoke::<()>(conn)
         })
         .map_err(Into::into)
     }

@@ -5,7 +5,9 @@
 
 use rusqlite::{Connection, params};
 
-use crate::store::timeline::{LogEntry, LoggedEvent};
+use crate::store::error::SessionStoreError;
+use crate::store::sqlite::SqliteStore;
+use crate::store::timeline::{EventLog, LogEntry, LoggedEvent};
 
 /// Appends `entry` to `session`'s log as event number `seq`: on the line,
 /// or for a rewind, taking the events of later turns off it.
@@ -81,7 +83,7 @@ fn logged(row: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedEvent> {
 
 /// Up to `limit` events of `session` numbered after `after`, none after
 /// the one that brings their bodies to `max_bytes`.
-pub(super) fn page(
+fn page(
     conn: &Connection,
     session: &str,
     after: u64,
@@ -111,11 +113,7 @@ pub(super) fn page(
 /// The line of `session` from its latest snapshot at or before `turn`
 /// through `turn`: from that snapshot on by number (the line's turns rise
 /// with its numbers), as many events as there are turns to `turn`.
-pub(super) fn line(
-    conn: &Connection,
-    session: &str,
-    turn: u64,
-) -> rusqlite::Result<Vec<LoggedEvent>> {
+fn line(conn: &Connection, session: &str, turn: u64) -> rusqlite::Result<Vec<LoggedEvent>> {
     let turn = i64::try_from(turn).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "SELECT seq, turn, rewound, body FROM events
@@ -137,7 +135,7 @@ pub(super) fn line(
 /// `turn` when event `seq` was appended: per turn, the latest event
 /// numbered below `seq` that is not a rewind (a rewind is neither on the
 /// line nor rewound).
-pub(super) fn line_before(
+fn line_before(
     conn: &Connection,
     session: &str,
     seq: u64,
@@ -158,4 +156,30 @@ pub(super) fn line_before(
     )?
     .query_map(params![session, seq, first, turn], logged)?
     .collect()
+}
+
+impl EventLog for SqliteStore {
+    fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read(|conn| page(conn, id, after, limit, max_bytes))?)
+    }
+
+    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read(|conn| line(conn, id, turn))?)
+    }
+
+    fn line_before(
+        &self,
+        id: &str,
+        seq: u64,
+        turn: u64,
+        count: u64,
+    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
+        Ok(self.read(|conn| line_before(conn, id, seq, turn, count))?)
+    }
 }

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
+use crate::store::coordination::Coordination;
 use crate::store::ensure_parent;
 use crate::store::error::BackendError;
 use crate::store::sqlite::sql::{Failed, backend, connect, writer_stopped};
@@ -248,6 +249,9 @@ impl SqliteStore {
         result
     }
 }
+
+/// One process serves the file: every default.
+impl Coordination for SqliteStore {}
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {

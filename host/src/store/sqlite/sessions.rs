@@ -6,10 +6,9 @@ use rusqlite::{OptionalExtension as _, params};
 use crate::store::error::{BackendError, SessionStoreError};
 use crate::store::sessions::SessionStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::events;
 use crate::store::sqlite::sql::{backend, ms};
 use crate::store::sqlite::writer::{CommitRow, Write};
-use crate::store::timeline::{LogEntry, LoggedEvent};
+use crate::store::timeline::LogEntry;
 use crate::store::types::{
     Commit, Message, Role, SessionFilter, SessionPage, SessionRecord, Status,
 };
@@ -109,30 +108,6 @@ impl SessionStore for SqliteStore {
         })?;
         messages.reverse();
         Ok(messages)
-    }
-
-    fn events(
-        &self,
-        id: &str,
-        after: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read(|conn| events::page(conn, id, after, limit, max_bytes))?)
-    }
-
-    fn line(&self, id: &str, turn: u64) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read(|conn| events::line(conn, id, turn))?)
-    }
-
-    fn line_before(
-        &self,
-        id: &str,
-        seq: u64,
-        turn: u64,
-        count: u64,
-    ) -> Result<Vec<LoggedEvent>, SessionStoreError> {
-        Ok(self.read(|conn| events::line_before(conn, id, seq, turn, count))?)
     }
 
     fn expired_sessions(
