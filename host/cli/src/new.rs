@@ -52,46 +52,27 @@ enum Lang {
     Ts,
 }
 
+/// Files embedded under `root`, each paired with its path below it.
+macro_rules! embedded {
+    ($root:literal; $($path:literal),* $(,)?) => {
+        &[$(($path, include_str!(concat!($root, $path)))),*]
+    };
+}
+
 /// The WIT world a new plugin is built against, by path in its `wit/`.
-const WIT: &[(&str, &str)] = &[
-    ("plugin.wit", include_str!("../../../wit/v0.2/plugin.wit")),
-    (
-        "deps/cli/cli.wit",
-        include_str!("../../../wit/v0.2/deps/cli/cli.wit"),
-    ),
-    (
-        "deps/clocks/clocks.wit",
-        include_str!("../../../wit/v0.2/deps/clocks/clocks.wit"),
-    ),
-    (
-        "deps/config/store.wit",
-        include_str!("../../../wit/v0.2/deps/config/store.wit"),
-    ),
-    (
-        "deps/config/world.wit",
-        include_str!("../../../wit/v0.2/deps/config/world.wit"),
-    ),
-    (
-        "deps/filesystem/filesystem.wit",
-        include_str!("../../../wit/v0.2/deps/filesystem/filesystem.wit"),
-    ),
-    (
-        "deps/http/http.wit",
-        include_str!("../../../wit/v0.2/deps/http/http.wit"),
-    ),
-    (
-        "deps/io/io.wit",
-        include_str!("../../../wit/v0.2/deps/io/io.wit"),
-    ),
-    (
-        "deps/random/random.wit",
-        include_str!("../../../wit/v0.2/deps/random/random.wit"),
-    ),
-    (
-        "deps/sockets/sockets.wit",
-        include_str!("../../../wit/v0.2/deps/sockets/sockets.wit"),
-    ),
-];
+const WIT: &[(&str, &str)] = embedded!(
+    "../../../wit/v0.2/";
+    "plugin.wit",
+    "deps/cli/cli.wit",
+    "deps/clocks/clocks.wit",
+    "deps/config/store.wit",
+    "deps/config/world.wit",
+    "deps/filesystem/filesystem.wit",
+    "deps/http/http.wit",
+    "deps/io/io.wit",
+    "deps/random/random.wit",
+    "deps/sockets/sockets.wit",
+);
 
 const PYTHON_HELPER: &str = include_str!("../../../guest-sdk/python/agentbox/__init__.py");
 const PYTHON_REQUIREMENTS: &str = include_str!("../../../guest-sdk/python/requirements.txt");
@@ -104,38 +85,18 @@ const JS_PACKAGE: &str = include_str!("../../../guest-sdk/js/package.json");
 const TYPESCRIPT: &str = "7.0.2";
 
 /// The Rust helper library, by path in a new plugin's `agentbox-sdk/`.
-const RUST_SDK: &[(&str, &str)] = &[
-    (
-        "src/__private.rs",
-        include_str!("../../../guest-sdk/src/__private.rs"),
-    ),
-    (
-        "src/config.rs",
-        include_str!("../../../guest-sdk/src/config.rs"),
-    ),
-    (
-        "src/http.rs",
-        include_str!("../../../guest-sdk/src/http.rs"),
-    ),
-    ("src/kv.rs", include_str!("../../../guest-sdk/src/kv.rs")),
-    ("src/lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
-    (
-        "src/registry.rs",
-        include_str!("../../../guest-sdk/src/registry.rs"),
-    ),
-    (
-        "src/runtime.rs",
-        include_str!("../../../guest-sdk/src/runtime.rs"),
-    ),
-    (
-        "src/session.rs",
-        include_str!("../../../guest-sdk/src/session.rs"),
-    ),
-    (
-        "macros/src/lib.rs",
-        include_str!("../../../guest-sdk/macros/src/lib.rs"),
-    ),
-];
+const RUST_SDK: &[(&str, &str)] = embedded!(
+    "../../../guest-sdk/";
+    "src/__private.rs",
+    "src/config.rs",
+    "src/http.rs",
+    "src/kv.rs",
+    "src/lib.rs",
+    "src/registry.rs",
+    "src/runtime.rs",
+    "src/session.rs",
+    "macros/src/lib.rs",
+);
 /// The manifests the helper's manifests take their settings from.
 const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
 const SDK_MANIFEST: &str = include_str!("../../../guest-sdk/Cargo.toml");

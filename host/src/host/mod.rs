@@ -3,7 +3,7 @@
 //! A turn is started here ([`Host::start_session`], [`Host::send_message`],
 //! [`Host::call_tool`], [`Host::end_session`]) and run by [`crate::session`],
 //! after every earlier turn of its session and within the bound on turns at
-//! once. The operator's parts live in rooms of their own: [`builder`],
+//! once. The operator's parts live in rooms of their own: `builder`,
 //! `plugins` (the host's plugin versions, loaded, staged, activated, rolled
 //! back and followed), [`config`] (what each plugin may reach), `remotes`
 //! (the policy's MCP servers, as the front ends see them), [`pinned`]
@@ -12,9 +12,9 @@
 //! committed), [`reaper`], [`users`] (a user's data, exported or erased) and
 //! [`operator_kv`] (the operator's reads and writes of KV).
 
-pub mod builder;
+mod builder;
 pub mod config;
-pub(crate) mod follow;
+mod follow;
 pub mod operator_kv;
 pub mod pinned;
 mod plugins;

@@ -74,7 +74,8 @@ impl Caller {
         plugin: Arc<PluginVersion>,
         owner: Option<String>,
         within: &Within,
-        (deadline, budget): (Instant, Duration),
+        deadline: Instant,
+        budget: Duration,
     ) -> Caller {
         Caller {
             host,

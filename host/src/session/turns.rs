@@ -211,7 +211,8 @@ impl Host {
                 plugin.clone(),
                 owner,
                 within,
-                (deadline, limits.deadline),
+                deadline,
+                limits.deadline,
             )),
         };
         let ctx = TurnCtx::in_session(capabilities, http, &limits, &inner.clock);

@@ -18,6 +18,7 @@
 mod entries;
 mod events;
 mod kv;
+mod log;
 mod records;
 mod removal;
 mod sessions;
