@@ -9,13 +9,15 @@ use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::engine::{CompilerProcess, Engine};
-use crate::host::{Host, Inner, config, follow, pinned};
+use crate::host::Host;
 use crate::limits::{Limits, check_concurrent_turns};
 use crate::metrics::Metrics;
 use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy, Webhook};
+use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy, Reach, Webhook};
 use crate::remote::McpServers;
 use crate::session::interrupt;
+use crate::session::migrate::Pinned;
+use crate::session::parts::{Commits, Parts};
 use crate::session::serial::{PluginTurns, SessionLocks};
 use crate::store::Store;
 use crate::webhook::Webhooks;
@@ -186,7 +188,7 @@ impl HostBuilder {
         let limits = Arc::new(self.limits);
         let running = Arc::new(interrupt::Running::default());
         Ok(Host {
-            inner: Arc::new(Inner {
+            parts: Arc::new(Parts {
                 plugins: Plugins::new(
                     engine,
                     store.clone(),
@@ -197,7 +199,7 @@ impl HostBuilder {
                         .map(|(plugin, limits)| (plugin.clone(), limits.memory_bytes))
                         .collect(),
                 )?,
-                commits: follow::Commits::of(&store, &running),
+                commits: Commits::of(&store, &running),
                 store,
                 turns: Arc::new(Semaphore::new(limits.concurrent_turns)),
                 plugin_turns: PluginTurns::default(),
@@ -212,8 +214,8 @@ impl HostBuilder {
                 calls: self.calls,
                 remotes: McpServers::new(self.mcp_servers),
                 webhooks: Webhooks::new(self.webhooks, metrics.clone(), self.clock.clone()),
-                pinned: pinned::Pinned::default(),
-                outbound: config::Reach::new(self.outbound),
+                pinned: Pinned::default(),
+                outbound: Reach::new(self.outbound),
                 clock: self.clock,
                 locks: SessionLocks::default(),
                 running,

@@ -5,52 +5,12 @@
 //! versions.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::host::Host;
 use crate::names::check_plugin_name;
 use crate::policy::Outbound;
 use crate::store::BackendError;
-
-/// Every plugin's reach: the policy's, and the one in force.
-#[derive(Debug)]
-pub(crate) struct Reach {
-    /// What the policy file gives each plugin it names.
-    policy: BTreeMap<String, Arc<Outbound>>,
-    /// What each plugin reaches now: the policy's, with the operators'
-    /// configuration over it.
-    current: RwLock<BTreeMap<String, Arc<Outbound>>>,
-    /// What a plugin no one configured reaches: nothing.
-    nothing: Arc<Outbound>,
-}
-
-impl Reach {
-    pub(crate) fn new(policy: BTreeMap<String, Arc<Outbound>>) -> Reach {
-        Reach {
-            current: RwLock::new(policy.clone()),
-            policy,
-            nothing: Arc::default(),
-        }
-    }
-
-    /// What `plugin` reaches now.
-    pub(crate) fn of(&self, plugin: &str) -> Arc<Outbound> {
-        self.current
-            .read()
-            .expect("reach poisoned")
-            .get(plugin)
-            .unwrap_or(&self.nothing)
-            .clone()
-    }
-
-    /// The policy's reach of `plugin` with `set` over it.
-    fn with(&self, plugin: &str, set: &BTreeMap<String, String>) -> Result<Outbound, String> {
-        self.policy
-            .get(plugin)
-            .unwrap_or(&self.nothing)
-            .with_operator_config(set)
-    }
-}
 
 /// Why an operator's configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +28,7 @@ impl Host {
     /// HTTP grant and configuration (nothing for a plugin no one
     /// configured).
     pub fn outbound(&self, plugin: &str) -> Arc<Outbound> {
-        self.inner.outbound.of(plugin)
+        self.parts.outbound.of(plugin)
     }
 
     /// Sets the configuration operators give plugin `plugin` over its
@@ -83,7 +43,7 @@ impl Host {
         check_plugin_name(plugin)
             .map_err(|reason| ConfigError::Invalid(format!("the plugin name {reason}")))?;
         let reach = Arc::new(
-            self.inner
+            self.parts
                 .outbound
                 .with(plugin, &config)
                 .map_err(ConfigError::Invalid)?,
@@ -91,34 +51,15 @@ impl Host {
         let name = plugin.to_owned();
         self.on_store(move |store| store.set_plugin_config(&name, &config))
             .await?;
-        self.inner
-            .outbound
-            .current
-            .write()
-            .expect("reach poisoned")
-            .insert(plugin.to_owned(), reach.clone());
+        self.parts.outbound.set(plugin, reach.clone());
         Ok(reach)
     }
 
-    /// Takes the operators' configuration from the store. A stored value
-    /// this host's policy does not allow (another host's policy may have)
-    /// leaves that plugin at its policy's reach, with a warning.
+    /// Takes the operators' configuration from the store (see
+    /// [`Reach::follow`](crate::policy::Reach)).
     pub(crate) fn follow_config(&self) -> Result<(), BackendError> {
-        let stored = self.inner.store.plugin_configs()?;
-        let reach = &self.inner.outbound;
-        let mut current = reach.policy.clone();
-        for (plugin, set) in stored {
-            match reach.with(&plugin, &set) {
-                Ok(outbound) => {
-                    current.insert(plugin, Arc::new(outbound));
-                }
-                Err(reason) => tracing::warn!(
-                    plugin,
-                    "the configuration operators set is not this host's to serve: {reason}"
-                ),
-            }
-        }
-        *reach.current.write().expect("reach poisoned") = current;
+        let stored = self.parts.store.plugin_configs()?;
+        self.parts.outbound.follow(stored);
         Ok(())
     }
 }

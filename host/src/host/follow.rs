@@ -10,8 +10,10 @@
 //! A plugin's feed is live: each event of the plugin's sessions committed
 //! while it is open, read from the log as it is heard of. A feed that
 //! falls behind by more than [`HEARD_COMMITS`] commits skips the oldest.
+//!
+//! [`HEARD_COMMITS`]: crate::session::parts::HEARD_COMMITS
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
@@ -20,9 +22,8 @@ use crate::host::Host;
 use crate::host::timeline::EVENTS_PAGE;
 use crate::session::error::SessionError;
 use crate::session::event::Event;
-use crate::session::interrupt::Running;
 use crate::session::report::Outcome;
-use crate::store::{Announcement, AnnouncementSink, Committed, LogEntry, SessionRecord, Store};
+use crate::store::Committed;
 
 /// How long a follower waits before it reads the log again without hearing
 /// of a commit: the most an event waits if its announcement is lost.
@@ -35,65 +36,12 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// [`EVENTS_PAGE_BYTES`]: crate::host::timeline::EVENTS_PAGE_BYTES
 const FOLLOW_BUFFER: usize = 4;
 
-/// Commits heard of that a slow follower may still catch up on.
-const HEARD_COMMITS: usize = 1024;
-
-/// The commits this process hears of, as it hears of them.
-#[derive(Debug)]
-pub(crate) struct Commits {
-    heard: Arc<broadcast::Sender<Arc<Committed>>>,
-    /// Whether the store tells of every commit, this process's included.
-    announced: bool,
-}
-
-impl Commits {
-    /// Hears of commits from this process, or from every process of
-    /// `store` if it announces them; and stops the turns of `running` that
-    /// other processes are asked to interrupt.
-    pub(crate) fn of(store: &Arc<dyn Store>, running: &Arc<Running>) -> Commits {
-        let heard = Arc::new(broadcast::channel(HEARD_COMMITS).0);
-        let (commits, running): (Weak<_>, Weak<Running>) =
-            (Arc::downgrade(&heard), Arc::downgrade(running));
-        let sink: AnnouncementSink = Arc::new(move |announced| {
-            let (Some(heard), Some(running)) = (commits.upgrade(), running.upgrade()) else {
-                return false;
-            };
-            match announced {
-                // Nobody following is no failure.
-                Announcement::Committed(committed) => drop(heard.send(Arc::new(committed))),
-                Announcement::Interrupt(id) => drop(running.stop(&id)),
-            }
-            true
-        });
-        let announced = store.announce(sink);
-        Commits { heard, announced }
-    }
-}
-
 impl Host {
-    /// Tells the followers of session `record` (as it was before the
-    /// commit) that it committed event `event` (unless the store tells
-    /// them), and posts the event to its plugin's webhook, if any.
-    pub(crate) fn committed(&self, record: &SessionRecord, event: &LogEntry, seq: u64) {
-        self.inner
-            .webhooks
-            .post(&record.plugin, &record.id, seq, &event.body);
-        let commits = &self.inner.commits;
-        if !commits.announced {
-            let _ = commits.heard.send(Arc::new(Committed {
-                session: record.id.clone(),
-                plugin: record.plugin.clone(),
-                owner: record.owner.clone(),
-                seq,
-            }));
-        }
-    }
-
     /// The events of session `id` numbered after `after`, then each one as
     /// it commits, until the session ends or the receiver is dropped.
     pub fn follow(&self, id: &str, after: u64) -> mpsc::Receiver<Result<Event, SessionError>> {
         let (events, received) = mpsc::channel(FOLLOW_BUFFER);
-        let mut commits = self.inner.commits.heard.subscribe();
+        let mut commits = self.parts.commits.subscribe();
         let (host, id) = (self.clone(), id.to_owned());
         tokio::spawn(async move {
             let mut after = after;
@@ -134,7 +82,7 @@ impl Host {
         owner: Option<String>,
     ) -> mpsc::Receiver<Result<Event, SessionError>> {
         let (events, received) = mpsc::channel(FOLLOW_BUFFER);
-        let mut commits = self.inner.commits.heard.subscribe();
+        let mut commits = self.parts.commits.subscribe();
         let (host, plugin) = (self.clone(), plugin.to_owned());
         tokio::spawn(async move {
             let ours = |committed: &Committed| {

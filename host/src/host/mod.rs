@@ -25,78 +25,40 @@ pub mod users;
 
 pub use builder::HostBuilder;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
 
 use crate::capability::output::Sink;
 use crate::clock::Clock;
-use crate::limits::{Limits, Tripped};
-use crate::metrics::{Metrics, NO_PLUGIN};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::names::{check_session_id, check_user_id, check_value};
-use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, MayCall};
-use crate::remote::McpServers;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
-use crate::session::interrupt::Running;
+use crate::session::message::message;
+use crate::session::parts::Parts;
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
-use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};
+use crate::session::{tool_call, turns};
 use crate::store::{
     BackendError, Execution, Message, SessionFilter, SessionPage, SessionRecord, SessionStoreError,
     Store,
 };
-use crate::webhook::Webhooks;
 
 /// The agentbox host: loaded plugins, their sessions, and the store behind them.
 ///
 /// Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Host {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) plugins: Plugins,
-    pub(crate) limits: Arc<Limits>,
-    pub(crate) plugin_limits: HashMap<String, Arc<Limits>>,
-    /// How long a session lease lasts: a turn may run on-message and
-    /// on-end, each under the longest deadline, plus a margin.
-    pub(crate) lease_ttl: Duration,
-    pub(crate) grants: Arc<Grants>,
-    /// The tools of other plugins and MCP servers each plugin may call.
-    pub(crate) calls: HashMap<String, MayCall>,
-    /// The operator's MCP servers, whose tools join the registry.
-    pub(crate) remotes: McpServers,
-    /// Sessions the active version could not migrate, not tried again.
-    pub(crate) pinned: pinned::Pinned,
-    /// What each plugin may reach outside the host, as the policy file
-    /// says and the operators' configuration adds ([`config`]).
-    pub(crate) outbound: config::Reach,
-    pub(crate) clock: Clock,
-    pub(crate) locks: SessionLocks,
-    /// Where each plugin's events are posted.
-    pub(crate) webhooks: Webhooks,
-    /// The commits this process hears of, for their followers.
-    pub(crate) commits: follow::Commits,
-    /// The turns this process runs, for their callers' interrupts.
-    pub(crate) running: Arc<Running>,
-    pub(crate) turns: Arc<Semaphore>,
-    pub(crate) plugin_turns: PluginTurns,
-    pub(crate) metrics: Arc<Metrics>,
-    /// This host's name on the store's session leases.
-    pub(crate) holder: String,
+    pub(crate) parts: Arc<Parts>,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
-            .field("store", &self.inner.store)
-            .field("limits", &self.inner.limits)
+            .field("store", &self.parts.store)
+            .field("limits", &self.parts.limits)
             .finish()
     }
 }
@@ -108,7 +70,7 @@ impl Host {
         &self,
         f: impl FnOnce(&dyn Store) -> R + Send + 'static,
     ) -> R {
-        let store = self.inner.store.clone();
+        let store = self.parts.store.clone();
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .expect("a call of the store panicked")
@@ -152,25 +114,22 @@ impl Host {
 
     /// The limits the turns of plugins without limits of their own run under.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.parts.limits
     }
 
     /// The limits the turns of plugin `plugin` run under.
     pub fn limits_for(&self, plugin: &str) -> &Arc<Limits> {
-        self.inner
-            .plugin_limits
-            .get(plugin)
-            .unwrap_or(&self.inner.limits)
+        self.parts.limits_for(plugin)
     }
 
     /// The host's clock.
     pub fn clock(&self) -> &Clock {
-        &self.inner.clock
+        &self.parts.clock
     }
 
     /// What the host has counted.
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        &self.parts.metrics
     }
 
     /// Every metric in the Prometheus text format, with the live sessions of
@@ -179,45 +138,17 @@ impl Host {
         let host = self.clone();
         tokio::task::spawn_blocking(move || {
             for plugin in host.plugins() {
-                match host.inner.store.live_sessions(plugin.name()) {
-                    Ok(live) => host.inner.metrics.set_live_sessions(plugin.name(), live),
+                match host.parts.store.live_sessions(plugin.name()) {
+                    Ok(live) => host.parts.metrics.set_live_sessions(plugin.name(), live),
                     Err(err) => {
                         tracing::warn!(plugin = plugin.name(), error = %err, "cannot count live sessions");
                     }
                 }
             }
-            host.inner.metrics.encode()
+            host.parts.metrics.encode()
         })
         .await
         .expect("counting live sessions panicked")
-    }
-
-    /// Counts a finished turn of `kind` that began at `started`; `plugin`
-    /// names the plugin of a turn that committed.
-    pub(crate) fn observe<R>(
-        &self,
-        kind: &'static str,
-        started: Instant,
-        result: &Result<R, SessionError>,
-        plugin: impl FnOnce(&R) -> &str,
-    ) {
-        let metrics = &self.inner.metrics;
-        let took = started.elapsed();
-        match result {
-            Ok(report) => metrics.turn(plugin(report), kind, None, took),
-            Err(err) => {
-                // Only loaded plugins' names become labels: a request may name any.
-                let plugin = err
-                    .plugin
-                    .as_deref()
-                    .filter(|name| self.inner.plugins.active(name).is_some())
-                    .unwrap_or(NO_PLUGIN);
-                metrics.turn(plugin, kind, Some(err.cause.kind()), took);
-                if let Some(limit) = err.cause.limit() {
-                    metrics.limit_trip(plugin, limit);
-                }
-            }
-        }
     }
 }
 
@@ -245,14 +176,14 @@ impl Host {
                 )))
             })?;
         }
-        let host = self.clone();
         let started = Instant::now();
         let result = self
-            .serialized(&id, move |id, within| {
-                host.run_start(id, start, sink, within)
+            .serialized(&id, move |parts, id, within| {
+                turns::start(parts, id, start, sink, within)
             })
             .await;
-        self.observe("start", started, &result, |report| &report.plugin);
+        self.parts
+            .observe("start", started, &result, |report| &report.plugin);
         result
     }
 
@@ -265,15 +196,15 @@ impl Host {
         text: &str,
         sink: Option<Sink>,
     ) -> Result<TurnReport, SessionError> {
-        let host = self.clone();
         let text = text.to_owned();
         let started = Instant::now();
         let result = self
-            .serialized(session, move |id, within| {
-                host.run_message(id, &text, sink, within)
+            .serialized(session, move |parts, id, within| {
+                message(parts, id, &text, sink, within)
             })
             .await;
-        self.observe("message", started, &result, |report| &report.plugin);
+        self.parts
+            .observe("message", started, &result, |report| &report.plugin);
         result
     }
 
@@ -293,15 +224,15 @@ impl Host {
         arguments: Value,
         sink: Option<Sink>,
     ) -> Result<ToolReport, SessionError> {
-        let host = self.clone();
         let tool = tool.to_owned();
         let started = Instant::now();
         let result = self
-            .serialized(session, move |id, within| {
-                host.run_tool(id, &tool, arguments, sink, within)
+            .serialized(session, move |parts, id, within| {
+                tool_call::tool(parts, id, &tool, arguments, sink, within)
             })
             .await;
-        self.observe("tool", started, &result, |report| &report.turn.plugin);
+        self.parts
+            .observe("tool", started, &result, |report| &report.turn.plugin);
         result
     }
 
@@ -309,12 +240,12 @@ impl Host {
     /// its writes with the end. If `on-end` fails, the session still ends, with
     /// its state as last committed, and the failure is returned.
     pub async fn end_session(&self, session: &str) -> Result<TurnReport, SessionError> {
-        let host = self.clone();
         let started = Instant::now();
         let result = self
-            .serialized(session, move |id, _| host.run_end(id))
+            .serialized(session, move |parts, id, _| turns::end(parts, id))
             .await;
-        self.observe("end", started, &result, |report| &report.plugin);
+        self.parts
+            .observe("end", started, &result, |report| &report.plugin);
         result
     }
 
@@ -324,29 +255,23 @@ impl Host {
     pub(crate) async fn serialized<R: Send + 'static>(
         &self,
         id: &str,
-        turn: impl FnOnce(&str, &Within) -> Result<R, SessionError> + Send + 'static,
+        turn: impl FnOnce(&Arc<Parts>, &str, &Within) -> Result<R, SessionError> + Send + 'static,
     ) -> Result<R, SessionError> {
-        let lock = self.inner.locks.lock_for(id);
+        let parts = &self.parts;
+        let lock = parts.locks.lock_for(id);
         let _turn_of_session = lock.lock().await;
-        let running = self.inner.running.enter(id);
+        let running = parts.running.enter(id);
         let within = Within::stopped_by(running.stop().clone());
-        let _slot = self
-            .inner
+        let _slot = parts
             .turns
             .clone()
             .acquire_owned()
             .await
             .expect("the turn semaphore is never closed");
-        let id = id.to_owned();
-        let host = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let inner = &host.inner;
-            leased(&*inner.store, &inner.holder, inner.lease_ttl, &id, |id| {
-                turn(id, &within)
-            })
-        })
-        .await
-        .expect("a turn panicked")
+        let (parts, id) = (parts.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || parts.leased(&id, |id| turn(&parts, id, &within)))
+            .await
+            .expect("a turn panicked")
     }
 
     /// Stops the running turn of session `id`: here, or in the process of
@@ -354,7 +279,7 @@ impl Host {
     /// fails with [`Cause::Idle`].
     pub async fn interrupt(&self, id: &str) -> Result<(), SessionError> {
         let fail = session_error(id, None, None);
-        if self.inner.running.stop(id) {
+        if self.parts.running.stop(id) {
             return Ok(());
         }
         let owned = id.to_owned();
@@ -367,18 +292,5 @@ impl Host {
         } else {
             Err(fail(Cause::Idle))
         }
-    }
-
-    /// A place for one more turn of `plugin` within its limit of turns at
-    /// once, held until the turn is over; `None` if it has no such limit.
-    pub(crate) fn enter_turn(&self, plugin: &str) -> Result<PluginSlot, Cause> {
-        let Some(most) = self.limits_for(plugin).plugin_turns else {
-            return Ok(None);
-        };
-        self.inner
-            .plugin_turns
-            .enter(plugin, most)
-            .map(Some)
-            .ok_or(Cause::Limit(Tripped::ConcurrentTurns(most)))
     }
 }

@@ -87,7 +87,7 @@ impl Host {
         key: &str,
     ) -> Result<Option<Vec<u8>>, OperatorKvError> {
         let (ns, key) = (bucket.namespace()?, checked_key(key)?);
-        let now_ms = self.inner.clock.now_ms();
+        let now_ms = self.parts.clock.now_ms();
         self.on_store(move |store| Ok(store.kv_get(&ns, &key, now_ms)?))
             .await
     }
@@ -115,7 +115,7 @@ impl Host {
                 "ttl_ms must be at least 1".to_owned(),
             ));
         }
-        let now_ms = self.inner.clock.now_ms();
+        let now_ms = self.parts.clock.now_ms();
         let quota = Quota {
             keys: limits.kv_keys,
             bytes: limits.kv_bytes,
@@ -156,7 +156,7 @@ impl Host {
     ) -> Result<Vec<String>, OperatorKvError> {
         let ns = bucket.namespace()?;
         let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
-        let now_ms = self.inner.clock.now_ms();
+        let now_ms = self.parts.clock.now_ms();
         self.on_store(move |store| {
             Ok(store.kv_keys(&ns, &prefix, after.as_deref(), limit, now_ms)?)
         })

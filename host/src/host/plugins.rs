@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::host::Host;
 use crate::plugin::versions::Followed;
 use crate::plugin::{ActivateError, LoadError, PluginVersion};
+use crate::policy::MayCall;
 use crate::session::tool_call::ToolRef;
 use crate::store::BackendError;
 
@@ -19,7 +20,7 @@ impl Host {
     /// nothing. Sessions whose state was written under another
     /// `state-version` get `migrate` before their first turn on it.
     pub fn load_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        self.inner.plugins.load_plugin(bytes)
+        self.parts.plugins.load_plugin(bytes)
     }
 
     /// Loads and checks a plugin version from its bytes and publishes it in
@@ -27,7 +28,7 @@ impl Host {
     /// of its plugin here; [`Host::activate`] does. Staging the bytes of a
     /// loaded version returns that version.
     pub fn stage_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        self.inner.plugins.stage_plugin(bytes)
+        self.parts.plugins.stage_plugin(bytes)
     }
 
     /// Loads a plugin version deployed with the host, such as a file named
@@ -37,7 +38,7 @@ impl Host {
     /// records active stays active, and [`Host::follow_store`] makes it
     /// active here.
     pub fn deploy_plugin(&self, bytes: &[u8]) -> Result<Arc<PluginVersion>, LoadError> {
-        self.inner.plugins.deploy_plugin(bytes)
+        self.parts.plugins.deploy_plugin(bytes)
     }
 
     /// Makes the version of plugin `name` whose digest is `digest` (hex)
@@ -45,14 +46,14 @@ impl Host {
     /// A version another host published is loaded first. Turns running on
     /// the version active before finish there.
     pub fn activate(&self, name: &str, digest: &str) -> Result<Arc<PluginVersion>, ActivateError> {
-        self.inner.plugins.activate(name, digest)
+        self.parts.plugins.activate(name, digest)
     }
 
     /// Makes the version that was active here before the current one of
     /// plugin `name` active again, here and in the store's record, and
     /// returns it. Turns running on the current version finish there.
     pub fn roll_back(&self, name: &str) -> Result<Arc<PluginVersion>, ActivateError> {
-        self.inner.plugins.roll_back(name)
+        self.parts.plugins.roll_back(name)
     }
 
     /// Makes this host's active versions the ones the store records,
@@ -64,7 +65,7 @@ impl Host {
     pub async fn follow_store(&self) -> Result<Followed, BackendError> {
         let host = self.clone();
         tokio::task::spawn_blocking(move || {
-            let followed = host.inner.plugins.follow()?;
+            let followed = host.parts.plugins.follow()?;
             host.follow_config()?;
             Ok(followed)
         })
@@ -75,14 +76,14 @@ impl Host {
     /// Runs [`Host::follow_store`] every `every` until the host is dropped
     /// by everyone else, logging what changed and each new failure once.
     pub fn spawn_follower(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let host = Arc::downgrade(&self.inner);
+        let host = Arc::downgrade(&self.parts);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             let mut reported = String::new();
             loop {
                 ticks.tick().await;
-                let Some(inner) = host.upgrade() else { return };
-                let followed = Host { inner }.follow_store().await;
+                let Some(parts) = host.upgrade() else { return };
+                let followed = Host { parts }.follow_store().await;
                 let failures = match &followed {
                     Ok(followed) => followed
                         .failed
@@ -105,23 +106,33 @@ impl Host {
 
     /// Every loaded version of the plugin `name`, active or not, oldest first.
     pub fn plugin_versions(&self, name: &str) -> Vec<Arc<PluginVersion>> {
-        self.inner.plugins.loaded(name)
+        self.parts.plugins.loaded(name)
     }
 
     /// The active version of the plugin `name`.
     pub fn plugin(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        self.inner.plugins.active(name)
+        self.parts.plugins.active(name)
     }
 
     /// Follows the changes of the active plugin versions: a new value after
     /// each plugin added or version activated or rolled back.
     pub fn watch_plugins(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.plugins.watch()
+        self.parts.plugins.watch()
     }
 
     /// Every active plugin version, ordered by name.
     pub fn plugins(&self) -> Vec<Arc<PluginVersion>> {
-        self.inner.plugins.all()
+        self.parts.plugins.all()
+    }
+
+    /// The tools of other plugins that plugin `plugin` may call, as the
+    /// policy's `may_call` entries (`plugin/tool`, `plugin/*`).
+    pub fn may_call(&self, plugin: &str) -> Vec<String> {
+        self.parts
+            .calls
+            .get(plugin)
+            .map(MayCall::entries)
+            .unwrap_or_default()
     }
 
     /// Every tool of every active plugin, ordered by address.

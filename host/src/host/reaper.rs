@@ -10,8 +10,10 @@ use tracing::instrument;
 use crate::host::Host;
 use crate::instance::world::EndReason;
 use crate::metrics::NO_PLUGIN;
-use crate::session::chain::Within;
+use crate::session::call::call_alone;
+use crate::session::calls::end_children;
 use crate::session::error::{SessionError, session_error, turn_error};
+use crate::session::migrate::migrated;
 use crate::session::turns::record_version;
 use crate::store::{Retention, SessionStoreError, Status, Swept};
 
@@ -57,14 +59,14 @@ impl Host {
     /// are deleted, whether `on-end` succeeded or not. A session that
     /// committed a turn since it was found expired lives on.
     pub async fn reap(&self, limit: usize) -> Result<Reaped, SessionStoreError> {
-        let now = self.inner.clock.now_ms();
+        let now = self.parts.clock.now_ms();
         let cutoff =
             |ttl: Duration| now.saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let expiry = Expiry {
-            idle_since_ms: cutoff(self.inner.limits.session_idle_ttl),
-            created_since_ms: cutoff(self.inner.limits.session_max_lifetime),
+            idle_since_ms: cutoff(self.parts.limits.session_idle_ttl),
+            created_since_ms: cutoff(self.parts.limits.session_max_lifetime),
         };
-        let store = self.inner.store.clone();
+        let store = self.parts.store.clone();
         let plugins: Vec<String> = self
             .plugins()
             .iter()
@@ -93,29 +95,30 @@ impl Host {
             let host = self.clone();
             let started = Instant::now();
             let result = self
-                .serialized(&id, move |id, _| host.run_expire(id, expiry))
+                .serialized(&id, move |_, id, _| host.run_expire(id, expiry))
                 .await;
             match result {
                 Ok(Expired::Lives) => {}
                 Ok(Expired::Ended(plugin)) => {
-                    self.inner
+                    self.parts
                         .metrics
                         .turn(&plugin, "expire", None, started.elapsed());
                     reaped.ended.push(id);
                 }
                 Ok(Expired::EndFailed(err)) => {
                     tracing::warn!(session = id, error = %err, "on-end failed as the session expired; it was deleted all the same");
-                    self.observe::<()>("expire", started, &Err(err), |()| NO_PLUGIN);
+                    self.parts
+                        .observe::<()>("expire", started, &Err(err), |()| NO_PLUGIN);
                     reaped.ended.push(id);
                     reaped.on_end_failures += 1;
                 }
                 Err(err) => tracing::warn!(session = id, error = %err, "cannot expire the session"),
             }
         }
-        let store = self.inner.store.clone();
+        let store = self.parts.store.clone();
         let retention = Retention {
-            ended_before_ms: cutoff(self.inner.limits.retain_ended),
-            records_before_ms: cutoff(self.inner.limits.retain_records),
+            ended_before_ms: cutoff(self.parts.limits.retain_ended),
+            records_before_ms: cutoff(self.parts.limits.retain_records),
         };
         reaped.swept = tokio::task::spawn_blocking(move || store.sweep(now, retention))
             .await
@@ -126,13 +129,13 @@ impl Host {
     /// Runs [`Host::reap`] every `every` until the host is dropped by
     /// everyone else, logging what each round did.
     pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let host = Arc::downgrade(&self.inner);
+        let host = Arc::downgrade(&self.parts);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             loop {
                 ticks.tick().await;
-                let Some(inner) = host.upgrade() else { return };
-                let host = Host { inner };
+                let Some(parts) = host.upgrade() else { return };
+                let host = Host { parts };
                 match host.reap(REAP_BATCH).await {
                     Ok(reaped) if reaped.ended.is_empty() && reaped.swept == Swept::default() => {}
                     Ok(reaped) => tracing::info!(
@@ -153,7 +156,7 @@ impl Host {
     /// Ends session `id` if it is still expired: `on-end(expired)`, then deletion.
     #[instrument(skip_all, fields(session = id, plugin, version))]
     fn run_expire(&self, id: &str, expiry: Expiry) -> Result<Expired, SessionError> {
-        let store = &self.inner.store;
+        let store = &self.parts.store;
         let fail = session_error(id, None, None);
         let Some(record) = store.load(id).map_err(|err| fail(err.into()))? else {
             // A stale index entry: clear it.
@@ -165,12 +168,12 @@ impl Host {
         if record.status != Status::Active || !expired {
             return Ok(Expired::Lives);
         }
-        let Some(active) = self.inner.plugins.active(&record.plugin) else {
+        let Some(active) = self.parts.plugins.active(&record.plugin) else {
             // Handed off to a plugin this host has not loaded: another host
             // may have it.
             return Ok(Expired::Lives);
         };
-        let (record, plugin) = match self.migrated(record, active) {
+        let (record, plugin) = match migrated(&self.parts, record, active) {
             Ok((record, plugin, _)) => {
                 record_version(&plugin);
                 (record, plugin)
@@ -182,17 +185,16 @@ impl Host {
             }
         };
         let turn = record.turn + 1;
-        let call = self.call_in_session(
+        let call = call_alone(
+            &self.parts,
             &plugin,
             &record,
             turn,
             record.state.clone(),
-            None,
-            &Within::TOP,
             |agent, store| agent.on_end(store, EndReason::Expired),
         );
         store.delete_session(id).map_err(|err| fail(err.into()))?;
-        self.end_children(&record);
+        end_children(&self.parts, &record);
         Ok(match call.result {
             Ok(()) => Expired::Ended(record.plugin),
             Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),

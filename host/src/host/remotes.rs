@@ -15,19 +15,19 @@ impl Host {
     /// runtime, if that has not begun; a registry call that needs one
     /// starts them too.
     pub fn connect_mcp_servers(&self) {
-        self.inner.remotes.connect();
+        self.parts.remotes.connect();
     }
 
     /// How each of the policy's MCP servers is doing: connected or why not,
     /// and its tools as last listed.
     pub fn mcp_servers(&self) -> Vec<ServerStatus> {
-        self.inner.remotes.status()
+        self.parts.remotes.status()
     }
 
     /// The tools of the MCP servers the policy re-exports, by server, as
     /// last listed.
     pub fn reexported_mcp_tools(&self) -> Vec<(String, Vec<Arc<RemoteTool>>)> {
-        self.inner
+        self.parts
             .remotes
             .reexported()
             .into_iter()
@@ -38,7 +38,7 @@ impl Host {
     /// Follows the listings of the re-exported MCP servers' tools: a new
     /// value after each.
     pub fn watch_reexported_mcp_tools(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.remotes.watch_reexported()
+        self.parts.remotes.watch_reexported()
     }
 
     /// Calls re-exported MCP server `server`'s tool `tool` for one of this
@@ -51,13 +51,13 @@ impl Host {
         tool: &str,
         arguments: &Value,
     ) -> Result<Value, RemoteError> {
-        let remotes = &self.inner.remotes;
+        let remotes = &self.parts.remotes;
         if !remotes.reexports(server) {
             return Err(RemoteError::NotFound(format!(
                 "no MCP server `{server}` is re-exported"
             )));
         }
-        let most = self.inner.limits.output_bytes;
+        let most = self.parts.limits.output_bytes;
         remotes
             .call(conversation, server, tool, arguments, None, most)
             .await
@@ -66,6 +66,6 @@ impl Host {
     /// Closes the connections `conversation`, one of this host's MCP
     /// clients, had to re-exported servers: it has left.
     pub fn end_mcp_conversation(&self, conversation: &str) {
-        self.inner.remotes.end_conversation(conversation);
+        self.parts.remotes.end_conversation(conversation);
     }
 }

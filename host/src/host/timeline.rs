@@ -147,13 +147,13 @@ impl Host {
     /// rewound, after the rewind's own event.
     pub async fn rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
         let host = self.clone();
-        self.serialized(id, move |id, _| host.run_rewind(id, turn))
+        self.serialized(id, move |_, id, _| host.run_rewind(id, turn))
             .await
     }
 
     fn load_record(&self, id: &str) -> Result<SessionRecord, SessionError> {
         let fail = session_error(id, None, None);
-        self.inner
+        self.parts
             .store
             .load(id)
             .map_err(|err| fail(err.into()))?
@@ -177,7 +177,7 @@ impl Host {
             .map_err(|reason| fail(Cause::BadRequest(reason)))?;
         let Rebuilt { event: from, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
         let history = self.history_at(id, &from).map_err(fail)?;
-        let now = self.inner.clock.now_ms();
+        let now = self.parts.clock.now_ms();
         let forked = SessionRecord {
             id: new_id.clone(),
             digest: from.digest.clone(),
@@ -204,11 +204,11 @@ impl Host {
         };
         let fail_new = session_error(&new_id, Some(&forked.plugin), Some(turn));
         let entry = log_entry(&event).map_err(fail_new)?;
-        self.inner
+        self.parts
             .store
             .create(&forked, &history, &entry)
             .map_err(|err| fail_new(err.into()))?;
-        self.committed(&forked, &entry, 1);
+        self.parts.committed(&forked, &entry, 1);
         Ok(StateAt::of(new_id, 1, &from, forked.state))
     }
 
@@ -227,7 +227,7 @@ impl Host {
         }
         let Rebuilt { event: to, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
         let history = self.history_at(id, &to).map_err(fail)?;
-        let at_ms = self.inner.clock.now_ms();
+        let at_ms = self.parts.clock.now_ms();
         let input = json!({ "turn": turn, "from_turn": record.turn });
         let event = Event {
             seq: record.revision + 1,
@@ -249,17 +249,18 @@ impl Host {
             status: Status::Active,
             dropped_messages: u64::MAX,
             messages: history,
-            history_cap: self.history_cap(),
+            history_cap: self.parts.history_cap(),
             at_ms,
             event: log_entry(&event).map_err(fail)?,
         };
-        self.log_room(&record, commit.event.body.len())
+        self.parts
+            .log_room(&record, commit.event.body.len())
             .map_err(fail)?;
-        self.inner
+        self.parts
             .store
             .commit(&commit)
             .map_err(|err| fail(err.into()))?;
-        self.committed(&record, &commit.event, event.seq);
+        self.parts.committed(&record, &commit.event, event.seq);
         Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
     }
 
@@ -286,7 +287,7 @@ impl Host {
     /// The events of session `id`'s line from the latest snapshot at or
     /// before `turn` through `turn`.
     fn line(&self, id: &str, turn: u64) -> Result<Vec<Event>, Cause> {
-        self.inner
+        self.parts
             .store
             .line(id, turn)?
             .iter()
@@ -297,7 +298,7 @@ impl Host {
     /// The events of session `id`'s line, as it stood at `event`, for the
     /// turns before `event`'s, [`WALK_TURNS`] of them at most.
     fn line_before(&self, id: &str, event: &Event) -> Result<Vec<Event>, Cause> {
-        self.inner
+        self.parts
             .store
             .line_before(id, event.seq, event.turn, WALK_TURNS)?
             .iter()
@@ -313,7 +314,7 @@ impl Host {
         else {
             return Ok(None);
         };
-        let store = &self.inner.store;
+        let store = &self.parts.store;
         if !store
             .load(source)?
             .is_some_and(|record| record.created_at_ms <= fork.at_ms)
@@ -329,7 +330,7 @@ impl Host {
 
     /// Where session `id`'s log starts, in words.
     fn log_start(&self, id: &str) -> Result<String, Cause> {
-        let first = self.inner.store.events(id, 0, 1, EVENTS_PAGE_BYTES)?;
+        let first = self.parts.store.events(id, 0, 1, EVENTS_PAGE_BYTES)?;
         Ok(match first.first().map(Event::parse).transpose()? {
             Some(event) if event.kind == EventKind::Fork => format!(
                 "at turn {}, where it was forked from session {} (ask that session for earlier turns)",
@@ -347,7 +348,7 @@ impl Host {
     /// its summary. A fork's history is its source's as of the event it
     /// was forked at, so the walk goes on there.
     fn history_at(&self, id: &str, event: &Event) -> Result<Vec<Message>, Cause> {
-        let cap = self.history_cap();
+        let cap = self.parts.history_cap();
         let mut newest_first: Vec<Message> = Vec::new();
         let mut bytes = 0;
         // How many messages older than the walk's place the history keeps.

@@ -123,7 +123,7 @@ impl Host {
             user: user.to_owned(),
             reason,
         })?;
-        let (user, now_ms) = (user.to_owned(), self.inner.clock.now_ms());
+        let (user, now_ms) = (user.to_owned(), self.parts.clock.now_ms());
         self.on_store(move |store| f(store, &user, now_ms)).await
     }
 }

@@ -15,11 +15,13 @@ pub mod calls;
 pub mod mcp;
 pub mod origin;
 pub mod outbound;
+mod reach;
 pub mod webhook;
 
 pub use calls::MayCall;
 pub use mcp::{McpServer, McpTransport};
 pub use outbound::Outbound;
+pub(crate) use reach::Reach;
 pub use webhook::Webhook;
 
 /// Which named buckets the operator granted to which plugins.

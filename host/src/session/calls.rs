@@ -21,17 +21,18 @@ use crate::capability::output::OutputCtx;
 use crate::capability::registry::{CallError, RegistryCall, RegistryCalls, ToolHub, ToolInfo};
 use crate::capability::session::SessionCtx;
 use crate::clock::micros_since;
-use crate::host::Host;
 use crate::limits::Tripped;
 use crate::names::{REMOTE_PREFIX, remote_tool_address};
 use crate::plugin::PluginVersion;
 use crate::policy::MayCall;
 use crate::remote::RemoteError;
+use crate::session::call::call_on;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error};
+use crate::session::parts::Parts;
 use crate::session::report::SessionStart;
-use crate::session::serial::leased;
-use crate::session::tool_call::ToolCall;
+use crate::session::tool_call::{self, ToolCall};
+use crate::session::turns;
 use crate::store::{Execution, OutboundUse, SessionRecord, Status, ToolOutcome};
 
 /// How the id of every child session begins, and no other's.
@@ -52,7 +53,7 @@ pub fn child_session_id(parent: &str, plugin: &str) -> String {
 /// The registry of one call of an export: who calls, where in a chain of
 /// calls, until when.
 pub(crate) struct Caller {
-    host: Host,
+    parts: Arc<Parts>,
     plugin: Arc<PluginVersion>,
     /// Who started the caller's session: its children are theirs too.
     owner: Option<String>,
@@ -70,7 +71,7 @@ impl Caller {
     /// started, running `within` a chain of calls until `deadline`, `budget`
     /// after it began.
     pub(crate) fn new(
-        host: Host,
+        parts: Arc<Parts>,
         plugin: Arc<PluginVersion>,
         owner: Option<String>,
         within: &Within,
@@ -78,7 +79,7 @@ impl Caller {
         budget: Duration,
     ) -> Caller {
         Caller {
-            host,
+            parts,
             plugin,
             owner,
             within: within.clone(),
@@ -92,8 +93,7 @@ impl Caller {
     fn may_call(&self, plugin: &str, tool: &str) -> bool {
         plugin == self.plugin.name()
             || self
-                .host
-                .inner
+                .parts
                 .calls
                 .get(self.plugin.name())
                 .is_some_and(|may| may.allows(plugin, tool))
@@ -101,8 +101,7 @@ impl Caller {
 
     /// Whether the policy lets this plugin call MCP server `server`'s tool `tool`.
     fn may_call_remote(&self, server: &str, tool: &str) -> bool {
-        self.host
-            .inner
+        self.parts
             .calls
             .get(self.plugin.name())
             .is_some_and(|may| may.allows_remote(server, tool))
@@ -112,7 +111,7 @@ impl Caller {
     /// back into a plugin the chain is inside.
     fn check_chain(&self, address: &str, plugin: &str) -> Result<(), CallError> {
         let depth = self.within.above().len() + 1;
-        let most = self.host.limits_for(self.plugin.name()).call_depth;
+        let most = self.parts.limits_for(self.plugin.name()).call_depth;
         if depth > most {
             return Err(CallError::Limit(format!(
                 "calling `{address}` would nest registry calls {depth} deep, over the limit of {most}"
@@ -155,7 +154,7 @@ impl Caller {
             return Ok(Err(not_found(address)));
         };
         let call = ToolCall::new(
-            &self.host,
+            &self.parts,
             plugin,
             tool,
             session.id(),
@@ -170,7 +169,8 @@ impl Caller {
                 return Ok((result.to_string(), Vec::new(), None));
             }
             let within = self.within.below(plugin.name(), self.deadline, record);
-            let ran = self.host.call_on(
+            let ran = call_on(
+                &self.parts,
                 plugin,
                 session.fork(),
                 self.owner.clone(),
@@ -213,19 +213,19 @@ impl Caller {
         session: &SessionCtx,
         record: &str,
     ) -> Result<Result<String, CallError>, Tripped> {
-        let host = &self.host;
-        let Some(callee) = host.inner.plugins.active(plugin) else {
+        let parts = &self.parts;
+        let Some(callee) = parts.plugins.active(plugin) else {
             return Ok(Err(not_found(address)));
         };
         if callee.tools.get(name).is_none() {
             return Ok(Err(not_found(address)));
         }
         // Whether what is left of this call's time bounds the callee.
-        let cut = Instant::now() + host.limits_for(plugin).deadline >= self.deadline;
+        let cut = Instant::now() + parts.limits_for(plugin).deadline >= self.deadline;
         let within = self.within.below(self.plugin.name(), self.deadline, record);
         let child = child_session_id(session.id(), plugin);
         let started = Instant::now();
-        let result = host.in_child(&child, |id| {
+        let result = parts.in_child(&child, |id| {
             let start = SessionStart {
                 plugin: plugin.to_owned(),
                 id: Some(id.to_owned()),
@@ -233,18 +233,18 @@ impl Caller {
                 owner: self.owner.clone(),
                 variables: session.variables().clone(),
             };
-            match host.child_record(&start)? {
+            match child_record(parts, &start)? {
                 None => {
-                    host.run_start(id, start, None, &within)?;
+                    turns::start(parts, id, start, None, &within)?;
                 }
                 Some(record) if record.status == Status::Ended => {
                     return Err(session_error(id, Some(plugin), None)(Cause::Ended));
                 }
                 Some(_) => {}
             }
-            host.run_tool(id, name, arguments, None, &within)
+            tool_call::tool(parts, id, name, arguments, None, &within)
         });
-        host.observe("tool", started, &result, |report| &report.turn.plugin);
+        parts.observe("tool", started, &result, |report| &report.turn.plugin);
         match result {
             Ok(report) => Ok(Ok(report.result.to_string())),
             Err(err) if cut && matches!(err.cause, Cause::Limit(Tripped::Deadline(_))) => {
@@ -315,8 +315,8 @@ impl Caller {
             Ok(arguments) => arguments,
             Err(err) => return Ok(Err(err)),
         };
-        let most = self.host.limits_for(self.plugin.name()).output_bytes;
-        let remotes = &self.host.inner.remotes;
+        let most = self.parts.limits_for(self.plugin.name()).output_bytes;
+        let remotes = &self.parts.remotes;
         let calling = remotes.call(session, server, tool, &arguments, Some(self.deadline), most);
         // A turn runs on a blocking thread of the runtime the link's
         // connections are driven by.
@@ -338,9 +338,9 @@ impl Caller {
 
 impl ToolHub for Caller {
     fn list(&self, prefix: &str) -> Vec<ToolInfo> {
-        let remotes = &self.host.inner.remotes;
+        let remotes = &self.parts.remotes;
         remotes.connect();
-        let plugins = self.host.plugins();
+        let plugins = self.parts.plugins.all();
         let offered = plugins.iter().flat_map(|plugin| {
             plugin
                 .tools
@@ -403,10 +403,10 @@ impl ToolHub for Caller {
             session: session.id().to_owned(),
             duration_us: micros_since(started),
             outcome,
-            at_ms: self.host.inner.clock.now_ms(),
+            at_ms: self.parts.clock.now_ms(),
             outbound: OutboundUse::default(),
         };
-        if let Err(err) = self.host.inner.store.record_execution(&execution) {
+        if let Err(err) = self.parts.store.record_execution(&execution) {
             tracing::warn!(plugin = execution.plugin, tool = name, error = %err, "a registry call went unrecorded");
         }
         answer
@@ -419,90 +419,56 @@ impl ToolHub for Caller {
     }
 }
 
-impl Host {
-    /// The child session `start` names (its `id`), if it exists; a session
-    /// someone else made under the id (another plugin, owner or user than
-    /// the parent's) is refused, never taken for the child.
-    pub(crate) fn child_record(
-        &self,
-        start: &SessionStart,
-    ) -> Result<Option<SessionRecord>, SessionError> {
-        let id = start.id.as_deref().expect("a child's start names its id");
-        let fail = session_error(id, Some(&start.plugin), None);
-        let found = self.inner.store.load(id).map_err(|err| fail(err.into()))?;
-        match found {
-            Some(record)
-                if record.plugin != start.plugin
-                    || record.owner != start.owner
-                    || record.user_id != start.user_id =>
-            {
-                Err(fail(Cause::BadRequest(format!(
-                    "the session `{id}` is not the child of this session for `{}`",
-                    start.plugin
-                ))))
-            }
-            found => Ok(found),
+/// The child session `start` names (its `id`), if it exists; a session
+/// someone else made under the id (another plugin, owner or user than
+/// the parent's) is refused, never taken for the child.
+pub(crate) fn child_record(
+    parts: &Parts,
+    start: &SessionStart,
+) -> Result<Option<SessionRecord>, SessionError> {
+    let id = start.id.as_deref().expect("a child's start names its id");
+    let fail = session_error(id, Some(&start.plugin), None);
+    let found = parts.store.load(id).map_err(|err| fail(err.into()))?;
+    match found {
+        Some(record)
+            if record.plugin != start.plugin
+                || record.owner != start.owner
+                || record.user_id != start.user_id =>
+        {
+            Err(fail(Cause::BadRequest(format!(
+                "the session `{id}` is not the child of this session for `{}`",
+                start.plugin
+            ))))
         }
+        found => Ok(found),
     }
+}
 
-    /// The tools of other plugins that plugin `plugin` may call, as the
-    /// policy's `may_call` entries (`plugin/tool`, `plugin/*`).
-    pub fn may_call(&self, plugin: &str) -> Vec<String> {
-        self.inner
-            .calls
-            .get(plugin)
-            .map(MayCall::entries)
-            .unwrap_or_default()
-    }
-
-    /// Runs `turn` of child session `id` from a turn of its parent: after
-    /// any turn of it running here, under its lease.
-    pub(crate) fn in_child<R>(
-        &self,
-        id: &str,
-        turn: impl FnOnce(&str) -> Result<R, SessionError>,
-    ) -> Result<R, SessionError> {
-        let lock = self.inner.locks.lock_for(id);
-        let _turn_of_session = lock.blocking_lock();
-        let inner = &self.inner;
-        leased(&*inner.store, &inner.holder, inner.lease_ttl, id, turn)
-    }
-
-    /// Whether the policy lets plugin `from` hand the conversation to
-    /// plugin `to` (`may_hand_off`).
-    pub(crate) fn may_hand_off(&self, from: &str, to: &str) -> bool {
-        self.inner
-            .calls
-            .get(from)
-            .is_some_and(|may| may.hands_off_to(to))
-    }
-
-    /// Ends the child sessions of `parent`, a session that has just ended:
-    /// those of the plugins its plugin may call, and that of the plugin it
-    /// handed the conversation to; closes its connections to MCP servers,
-    /// and forgets that it was pinned to an older version.
-    pub(crate) fn end_children(&self, parent: &SessionRecord) {
-        self.inner.remotes.end_conversation(&parent.id);
-        self.inner.pinned.forget(&parent.id, &self.inner.metrics);
-        let granted = self.inner.calls.get(&parent.plugin).map(MayCall::plugins);
-        let callees = granted
-            .into_iter()
-            .flatten()
-            .chain(parent.delegate.as_deref())
-            .collect::<std::collections::BTreeSet<_>>();
-        for callee in callees {
-            let child = child_session_id(&parent.id, callee);
-            let active = matches!(
-                self.inner.store.load(&child),
-                Ok(Some(record)) if record.status == Status::Active
-            );
-            if !active {
-                continue;
-            }
-            let ended = self.in_child(&child, |id| self.run_end(id));
-            if let Err(err) = ended {
-                tracing::warn!(session = parent.id, child = child, error = %err, "a child session's on-end failed; it ended all the same");
-            }
+/// Ends the child sessions of `parent`, a session that has just ended:
+/// those of the plugins its plugin may call, and that of the plugin it
+/// handed the conversation to; closes its connections to MCP servers,
+/// and forgets that it was pinned to an older version.
+pub(crate) fn end_children(parts: &Arc<Parts>, parent: &SessionRecord) {
+    parts.remotes.end_conversation(&parent.id);
+    parts.pinned.forget(&parent.id, &parts.metrics);
+    let granted = parts.calls.get(&parent.plugin).map(MayCall::plugins);
+    let callees = granted
+        .into_iter()
+        .flatten()
+        .chain(parent.delegate.as_deref())
+        .collect::<std::collections::BTreeSet<_>>();
+    for callee in callees {
+        let child = child_session_id(&parent.id, callee);
+        let active = matches!(
+            parts.store.load(&child),
+            Ok(Some(record)) if record.status == Status::Active
+        );
+        if !active {
+            continue;
+        }
+        let ended = parts.in_child(&child, |id| turns::end(parts, id));
+        if let Err(err) = ended {
+            tracing::warn!(session = parent.id, child = child, error = %err, "a child session's on-end failed; it ended all the same");
         }
     }
 }

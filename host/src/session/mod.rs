@@ -15,6 +15,7 @@
 //! `interrupt`, [`error`] and [`report`]. The front door that starts turns
 //! is [`Host`](crate::Host).
 
+pub(crate) mod call;
 pub mod calls;
 pub(crate) mod chain;
 pub mod clip;
@@ -22,8 +23,9 @@ pub mod error;
 pub mod event;
 mod hand_off;
 pub(crate) mod interrupt;
-mod message;
-mod migrate;
+pub(crate) mod message;
+pub(crate) mod migrate;
+pub(crate) mod parts;
 pub mod report;
 pub(crate) mod serial;
 pub mod tool_call;

@@ -10,14 +10,15 @@ use tracing::instrument;
 
 use crate::capability::output::Sink;
 use crate::clock::micros_since;
-use crate::host::Host;
 use crate::limits::Limits;
 use crate::plugin::PluginVersion;
 use crate::plugin::tools::Tool;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
-use crate::session::event::Input;
+use crate::session::event::{EventKind, Input};
+use crate::session::parts::Parts;
 use crate::session::report::{Outcome, ToolReport, TurnReport};
+use crate::session::turns::Turn;
 use crate::store::{Execution, OutboundUse, State, ToolOutcome};
 
 /// A tool of a loaded plugin, addressed as `plugin/tool`.
@@ -49,7 +50,7 @@ impl ToolRef {
 /// arguments and requirements, answer from the cache, check the result,
 /// cache it, and record the call.
 pub(crate) struct ToolCall<'a> {
-    host: &'a Host,
+    parts: &'a Parts,
     plugin: &'a PluginVersion,
     pub(crate) tool: &'a Tool,
     session: &'a str,
@@ -65,7 +66,7 @@ impl<'a> ToolCall<'a> {
     /// A call of `tool` of `plugin` with `arguments`, in `session` of `user`,
     /// answering the registry call recorded as `called_by`, if any.
     pub(crate) fn new(
-        host: &'a Host,
+        parts: &'a Parts,
         plugin: &'a PluginVersion,
         tool: &'a Tool,
         session: &'a str,
@@ -78,7 +79,7 @@ impl<'a> ToolCall<'a> {
             (tool.cache_key(&digest, session, user, arguments), ttl)
         });
         ToolCall {
-            host,
+            parts,
             plugin,
             tool,
             session,
@@ -115,8 +116,8 @@ impl<'a> ToolCall<'a> {
         let Some((key, _)) = &self.cache else {
             return Ok(None);
         };
-        let store = &self.host.inner.store;
-        let hit = store.cache_get(key, self.host.inner.clock.now_ms())?;
+        let store = &self.parts.store;
+        let hit = store.cache_get(key, self.parts.clock.now_ms())?;
         let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) else {
             return Ok(None);
         };
@@ -126,17 +127,16 @@ impl<'a> ToolCall<'a> {
 
     /// The guest's result `text`, checked.
     pub(crate) fn result(&self, text: &str) -> Result<Value, Cause> {
-        check_result(self.tool, text, self.host.limits_for(self.plugin.name()))
+        check_result(self.tool, text, self.parts.limits_for(self.plugin.name()))
     }
 
     /// Caches the result `text`, if the tool caches.
     pub(crate) fn remember(&self, text: &str) -> Result<(), Cause> {
         if let Some((key, ttl)) = &self.cache {
-            let now_ms = self.host.inner.clock.now_ms();
+            let now_ms = self.parts.clock.now_ms();
             let expires_at_ms =
                 now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-            self.host
-                .inner
+            self.parts
                 .store
                 .cache_put(key, text, expires_at_ms, now_ms)?;
         }
@@ -154,10 +154,10 @@ impl<'a> ToolCall<'a> {
             session: self.session.to_owned(),
             duration_us: micros_since(self.started),
             outcome,
-            at_ms: self.host.inner.clock.now_ms(),
+            at_ms: self.parts.clock.now_ms(),
             outbound,
         };
-        Ok(self.host.inner.store.record_execution(&execution)?)
+        Ok(self.parts.store.record_execution(&execution)?)
     }
 
     /// Records the call as refused for `cause`, and returns it.
@@ -169,88 +169,89 @@ impl<'a> ToolCall<'a> {
     }
 }
 
-impl Host {
-    #[instrument(skip_all, fields(session = id, tool = name, plugin, version))]
-    pub(crate) fn run_tool(
-        &self,
-        id: &str,
-        name: &str,
-        arguments: Value,
-        sink: Option<Sink>,
-        within: &Within,
-    ) -> Result<ToolReport, SessionError> {
-        let turn = self.open(id, true)?;
-        let (record, plugin) = (&turn.record, &turn.plugin);
-        let fail = turn.fail();
-        let tool = plugin.tools.get(name).ok_or_else(|| {
-            fail(Cause::UnknownTool {
-                plugin: record.plugin.clone(),
-                tool: name.to_owned(),
-            })
-        })?;
-        let call = ToolCall::new(
-            self,
-            plugin,
-            tool,
-            id,
-            record.user_id.as_deref(),
-            &arguments,
-            within.call(),
-        );
-        if let Err(cause) = call.check(&record.state, &arguments) {
-            return Err(fail(call.refuse(cause, OutboundUse::default())));
-        }
-        if let Some(result) = call.cached().map_err(fail)? {
-            let unchanged = TurnReport {
-                session: id.to_owned(),
-                plugin: record.plugin.clone(),
-                turn: record.turn,
-                said: Vec::new(),
-                before: record.state.clone(),
-                state: record.state.clone(),
-                outcome: Outcome::Continue,
-            };
-            return Ok(ToolReport {
-                turn: unchanged,
-                result,
-                cached: true,
-            });
-        }
-
-        let arguments_text = arguments.to_string();
-        let ran = self.call_turn(&turn, record.state.clone(), sink, within, |agent, store| {
-            agent.call_tool(store, name, arguments_text)
-        });
-        let (said, outbound) = (ran.said, ran.outbound);
-        let state = ran.session.into_state();
-        let (result_text, result) = match ran
-            .result
-            .and_then(|text| call.result(&text).map(|value| (text, value)))
-        {
-            Ok(result) => result,
-            Err(cause) => {
-                return Err(fail(call.refuse(cause, outbound)).with_guest_output(ran.guest_output));
-            }
-        };
-        let input = Input::Tool {
+/// Calls the tool `name` of session `id`'s plugin with `arguments`, as a
+/// turn of the session.
+#[instrument(skip_all, fields(session = id, tool = name, plugin, version))]
+pub(crate) fn tool(
+    parts: &Arc<Parts>,
+    id: &str,
+    name: &str,
+    arguments: Value,
+    sink: Option<Sink>,
+    within: &Within,
+) -> Result<ToolReport, SessionError> {
+    let turn = Turn::open(parts, id, EventKind::Tool, sink, within)?;
+    let (record, plugin) = (&turn.record, &turn.plugin);
+    let fail = turn.fail();
+    let tool = plugin.tools.get(name).ok_or_else(|| {
+        fail(Cause::UnknownTool {
+            plugin: record.plugin.clone(),
             tool: name.to_owned(),
-            arguments: tool.redacted(arguments),
-            result: result.clone(),
-        };
-        if let Err(cause) = self.commit(&turn, &state, &Outcome::Continue, input, &said) {
-            return Err(fail(match cause {
-                Cause::InvalidState(_) => call.refuse(cause, outbound),
-                cause => cause,
-            }));
-        }
-        call.remember(&result_text).map_err(fail)?;
-        call.record(ToolOutcome::Ok, outbound).map_err(fail)?;
-        Ok(ToolReport {
-            turn: turn.report(state, said, Outcome::Continue),
-            result,
-            cached: false,
         })
+    })?;
+    let call = ToolCall::new(
+        parts,
+        plugin,
+        tool,
+        id,
+        record.user_id.as_deref(),
+        &arguments,
+        within.call(),
+    );
+    if let Err(cause) = call.check(&record.state, &arguments) {
+        return Err(fail(call.refuse(cause, OutboundUse::default())));
     }
+    if let Some(result) = call.cached().map_err(fail)? {
+        let unchanged = TurnReport {
+            session: id.to_owned(),
+            plugin: record.plugin.clone(),
+            turn: record.turn,
+            said: Vec::new(),
+            before: record.state.clone(),
+            state: record.state.clone(),
+            outcome: Outcome::Continue,
+        };
+        return Ok(ToolReport {
+            turn: unchanged,
+            result,
+            cached: true,
+        });
+    }
+
+    let arguments_text = arguments.to_string();
+    let ran = turn.call(record.state.clone(), |agent, store| {
+        agent.call_tool(store, name, arguments_text)
+    });
+    let (said, outbound) = (ran.said, ran.outbound);
+    let state = ran.session.into_state();
+    let (result_text, result) = match ran
+        .result
+        .and_then(|text| call.result(&text).map(|value| (text, value)))
+    {
+        Ok(result) => result,
+        Err(cause) => {
+            return Err(fail(call.refuse(cause, outbound)).with_guest_output(ran.guest_output));
+        }
+    };
+    let input = Input::Tool {
+        tool: name.to_owned(),
+        arguments: tool.redacted(arguments),
+        result: result.clone(),
+    };
+    let ending = turn.ending(said, state, Outcome::Continue);
+    if let Err(cause) = turn.commit(input, &ending) {
+        return Err(fail(match cause {
+            Cause::InvalidState(_) => call.refuse(cause, outbound),
+            cause => cause,
+        }));
+    }
+    call.remember(&result_text).map_err(fail)?;
+    call.record(ToolOutcome::Ok, outbound).map_err(fail)?;
+    Ok(ToolReport {
+        turn: turn.close(ending),
+        result,
+        cached: false,
+    })
 }
 
 /// Parses and checks a tool's result: JSON, within the output limit, and
