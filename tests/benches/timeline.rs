@@ -5,9 +5,9 @@
 //! - the baseline: reading the session's record (`Host::session`), one
 //!   store read;
 //! - the state as of turn 10, 1,000 and 10,000, rebuilt from the latest
-//!   snapshot at or before it and the patches after it (`Host::state_at`),
+//!   snapshot at or before it and the patches after it (`Timeline::state_at`),
 //!   and of turn 9,999, the most patches there are to apply (99);
-//! - a page of 100 events (`Host::events`).
+//! - a page of 100 events (`Timeline::events`).
 //!
 //! Prints a Markdown table of calls per second, p50 and p99, and each p50
 //! against the baseline's; `BENCHMARKS.md` keeps the latest.
@@ -50,7 +50,9 @@ fn main() {
     });
     let state_at = |turn: u64| {
         latencies(RUN, || {
-            let state = runtime.block_on(host.state_at(&id, turn)).unwrap();
+            let state = runtime
+                .block_on(host.timeline().state_at(&id, turn))
+                .unwrap();
             assert_eq!(state.state["count"], json!(turn));
         })
     };
@@ -62,7 +64,7 @@ fn main() {
     );
     let page = latencies(RUN, || {
         let events = runtime
-            .block_on(host.events(&id, 5_000, 100))
+            .block_on(host.timeline().events(&id, 5_000, 100))
             .unwrap()
             .events;
         assert_eq!(events.len(), 100);

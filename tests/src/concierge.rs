@@ -350,7 +350,7 @@ async fn a_registry_call_is_in_both_plugins_records_linked_by_id() {
     assert_eq!(relayed.called_by, None);
 
     // Each turn's event names the registry calls it made, by record.
-    let events = host.events(&id, 0, 100).await.unwrap().events;
+    let events = host.timeline().events(&id, 0, 100).await.unwrap().events;
     let calls: Vec<_> = events
         .iter()
         .map(|event| serde_json::to_value(event).unwrap()["calls"].clone())

@@ -181,7 +181,7 @@ async fn a_failed_migration_is_tried_once_per_version_until_an_operator_retries_
         );
     }
     assert_eq!(failed(&host), 1, "tried once, not on every turn");
-    let pinned = host.pinned_sessions("counter");
+    let pinned = host.pinned().sessions("counter");
     assert_eq!(pinned.len(), 1);
     assert_eq!(
         (pinned[0].session.as_str(), pinned[0].from, pinned[0].to),
@@ -196,14 +196,14 @@ async fn a_failed_migration_is_tried_once_per_version_until_an_operator_retries_
     assert_eq!(gauge(&host).as_deref(), Some("1"));
 
     // The operator asks for another try: it is made at the next turn.
-    assert_eq!(host.retry_migrations("counter"), 1);
+    assert_eq!(host.pinned().retry("counter"), 1);
     assert_eq!(gauge(&host).as_deref(), Some("0"));
     send(&host, &big, "tick").await;
     assert_eq!(failed(&host), 2);
-    assert_eq!(host.pinned_sessions("counter").len(), 1);
+    assert_eq!(host.pinned().sessions("counter").len(), 1);
 
     // A session that ends is no longer pinned.
     host.end_session(&big).await.unwrap();
-    assert!(host.pinned_sessions("counter").is_empty());
+    assert!(host.pinned().sessions("counter").is_empty());
     assert_eq!(gauge(&host).as_deref(), Some("0"));
 }

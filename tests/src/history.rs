@@ -90,15 +90,15 @@ async fn notes_and_prunes_commit_with_the_turn_and_the_log_keeps_what_was_droppe
         // The log still holds every message, and history as of each turn
         // comes back whole: a fork at turn 2 gets the unpruned history, a
         // fork at turn 4 the pruned one.
-        let events = host.events(&id, 0, 100).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 100).await.unwrap().events;
         assert_eq!(events[2].notes, ["the caller is Ada", "she is in a hurry"]);
         assert_eq!(events[4].prune.as_ref().unwrap().keep_last, 2);
-        let early = host.fork(&id, 2, None).await.unwrap().session;
+        let early = host.timeline().fork(&id, 2, None).await.unwrap().session;
         assert_eq!(history(&host, &early).await, before, "{}", store.name);
-        let late = host.fork(&id, 4, None).await.unwrap().session;
+        let late = host.timeline().fork(&id, 4, None).await.unwrap().session;
         assert_eq!(history(&host, &late).await, after, "{}", store.name);
         // A rewind to before the prune brings the dropped messages back.
-        host.rewind(&id, 2).await.unwrap();
+        host.timeline().rewind(&id, 2).await.unwrap();
         assert_eq!(history(&host, &id).await, before, "{}", store.name);
     }
 }
@@ -137,11 +137,11 @@ async fn the_running_summary_folds_what_it_drops_into_the_one_before() {
     // A prune's event holds only the prune: replaying the log through both
     // gives each turn's history exactly.
     let live = history(&host, &id).await;
-    let fork = host.fork(&id, 6, None).await.unwrap().session;
+    let fork = host.timeline().fork(&id, 6, None).await.unwrap().session;
     assert_eq!(history(&host, &fork).await, live);
-    let fork = host.fork(&id, 5, None).await.unwrap().session;
+    let fork = host.timeline().fork(&id, 5, None).await.unwrap().session;
     assert_eq!(history(&host, &fork).await, kept);
-    host.rewind(&id, 4).await.unwrap();
+    host.timeline().rewind(&id, 4).await.unwrap();
     assert_eq!(
         history(&host, &id).await[0].content,
         "a / entry 1 / b / entry 2"
@@ -171,7 +171,7 @@ async fn an_event_keeps_the_start_of_a_large_text_and_the_history_keeps_it_whole
 
         // The log keeps the first 1,000 bytes of each, on a character, with
         // the size and digest of the whole.
-        let events = host.events(&id, 0, 10).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 10).await.unwrap().events;
         assert_eq!(events[1].input["text"], "é".repeat(500), "{}", store.name);
         assert_eq!(
             events[1].clipped,
@@ -194,7 +194,7 @@ async fn an_event_keeps_the_start_of_a_large_text_and_the_history_keeps_it_whole
         assert!(events[0].clipped.is_empty() && events[2].input["text"] == "recall");
 
         // Time travel has what the log kept.
-        let fork = host.fork(&id, 1, None).await.unwrap().session;
+        let fork = host.timeline().fork(&id, 1, None).await.unwrap().session;
         assert_eq!(
             history(&host, &fork).await[0].content,
             "é".repeat(500),

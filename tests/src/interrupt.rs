@@ -92,7 +92,7 @@ async fn an_interrupted_turn_commits_no_state_and_records_what_was_said_marked()
             "{}",
             store.name
         );
-        let events = host.events(&id, 0, 100).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 100).await.unwrap().events;
         let event = events.last().unwrap();
         assert_eq!(
             (event.kind, &event.outcome, event.patch.0.len()),
@@ -107,7 +107,10 @@ async fn an_interrupted_turn_commits_no_state_and_records_what_was_said_marked()
         let next = send(&host, &id, "note").await;
         assert_eq!(next.turn, 3);
         assert_eq!(next.state["entries"], json!(2), "{}", store.name);
-        assert_eq!(host.state_at(&id, 2).await.unwrap().state, before.state);
+        assert_eq!(
+            host.timeline().state_at(&id, 2).await.unwrap().state,
+            before.state
+        );
     }
 }
 

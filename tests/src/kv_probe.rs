@@ -698,7 +698,7 @@ async fn a_turns_event_names_the_keys_it_wrote_never_their_values() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
     let (host, _clock, id) = on_a_test_clock(&store).await;
     let last_event = || async {
-        let events = host.events(&id, 0, 1_000).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 1_000).await.unwrap().events;
         serde_json::to_value(events.last().unwrap()).unwrap()
     };
 

@@ -19,7 +19,13 @@ async fn session(host: &Host) -> String {
 /// The committed (turn, state) of a session, and how many events its log holds.
 async fn committed(host: &Host, id: &str) -> (u64, serde_json::Value, usize) {
     let record = host.session(id).await.unwrap().unwrap();
-    let events = host.events(id, 0, 1_000).await.unwrap().events.len();
+    let events = host
+        .timeline()
+        .events(id, 0, 1_000)
+        .await
+        .unwrap()
+        .events
+        .len();
     (record.turn, serde_json::Value::Object(record.state), events)
 }
 

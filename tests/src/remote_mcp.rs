@@ -263,15 +263,15 @@ fn host_for(url: &str, grants: &str, extra: &str) -> Host {
 /// Waits until the host has connected to the weather server and listed
 /// `tools` tools.
 async fn connected(host: &Host, tools: usize) {
-    host.connect_mcp_servers();
+    host.mcp().connect();
     for _ in 0..300 {
-        let status = host.mcp_servers();
+        let status = host.mcp().servers();
         if status[0].connected && status[0].tools.len() == tools {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("not connected: {:?}", host.mcp_servers());
+    panic!("not connected: {:?}", host.mcp().servers());
 }
 
 fn error_kind(answer: &Value) -> &str {
@@ -429,7 +429,7 @@ async fn an_unreachable_server_answers_unavailable_and_heals_when_it_returns() {
     let turn = send(&host, &id, "hello").await;
     assert_eq!(turn.turn, before + 3);
     assert!(
-        !host.mcp_servers()[0].tools.is_empty(),
+        !host.mcp().servers()[0].tools.is_empty(),
         "the tools stay listed as they were last"
     );
 
@@ -538,10 +538,10 @@ async fn a_redirect_is_not_followed_and_what_the_server_answered_is_shown_nowher
         r#""mcp:weather/*""#,
         "[mcp.weather.headers]\nx-api-key = \"k-5ecret\"",
     );
-    host.connect_mcp_servers();
+    host.mcp().connect();
     let mut reason = None;
     for _ in 0..300 {
-        reason = host.mcp_servers()[0].reason.clone();
+        reason = host.mcp().servers()[0].reason.clone();
         if reason.is_some() {
             break;
         }

@@ -125,7 +125,8 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     assert_deadline(&err, "on-start");
     assert_eq!(host.session("spins-at-start").await.unwrap(), None);
     assert!(
-        host.events("spins-at-start", 0, 10)
+        host.timeline()
+            .events("spins-at-start", 0, 10)
             .await
             .unwrap()
             .events
@@ -136,7 +137,7 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     let id = rogue_session(&host, json!({})).await;
     send(&host, &id, "hello").await;
     let before = committed(&host, &id).await;
-    let logged = host.events(&id, 0, 100).await.unwrap().events;
+    let logged = host.timeline().events(&id, 0, 100).await.unwrap().events;
     let err = host.send_message(&id, "spin", None).await.unwrap_err();
     assert_deadline(&err, "on-message");
     let err = host
@@ -146,7 +147,7 @@ async fn spinning_in_any_export_fails_at_the_deadline_and_commits_nothing() {
     assert_deadline(&err, "call-tool");
     assert_eq!(committed(&host, &id).await, before);
     assert_eq!(
-        host.events(&id, 0, 100).await.unwrap().events,
+        host.timeline().events(&id, 0, 100).await.unwrap().events,
         logged,
         "no event for a failed turn"
     );

@@ -29,7 +29,7 @@ async fn the_state_of_every_turn_is_rebuilt_from_the_log_with_and_without_snapsh
                 committed.push(send(&host, &id, "tick").await.state);
             }
             for (turn, state) in committed.iter().enumerate() {
-                let rebuilt = host.state_at(&id, turn as u64).await.unwrap();
+                let rebuilt = host.timeline().state_at(&id, turn as u64).await.unwrap();
                 assert_eq!(
                     (&rebuilt.state, rebuilt.turn),
                     (state, turn as u64),
@@ -39,9 +39,12 @@ async fn the_state_of_every_turn_is_rebuilt_from_the_log_with_and_without_snapsh
             }
             // Replaying the log from turn 0 gives exactly the stored state.
             let stored = host.session(&id).await.unwrap().unwrap();
-            assert_eq!(host.state_at(&id, 200).await.unwrap().state, stored.state);
+            assert_eq!(
+                host.timeline().state_at(&id, 200).await.unwrap().state,
+                stored.state
+            );
 
-            let events = host.events(&id, 0, 1_000).await.unwrap().events;
+            let events = host.timeline().events(&id, 0, 1_000).await.unwrap().events;
             assert_eq!(events.len(), 201, "{}", store.name);
             assert_eq!(events[0].kind, EventKind::Start);
             let tick = &events[5];
@@ -60,7 +63,7 @@ async fn the_state_of_every_turn_is_rebuilt_from_the_log_with_and_without_snapsh
                 store.name
             );
 
-            let err = host.state_at(&id, 201).await.unwrap_err();
+            let err = host.timeline().state_at(&id, 201).await.unwrap_err();
             assert!(
                 err.to_string()
                     .contains("is at turn 200; turn 201 has not happened"),
@@ -81,7 +84,11 @@ async fn a_fork_carries_the_state_and_history_of_its_turn_and_goes_its_own_way()
             history[..history.len() - 3].to_vec()
         };
 
-        let forked = host.fork(&id, 2, Some("forked".into())).await.unwrap();
+        let forked = host
+            .timeline()
+            .fork(&id, 2, Some("forked".into()))
+            .await
+            .unwrap();
         assert_eq!((forked.session.as_str(), forked.turn), ("forked", 2));
         assert_eq!(count(&forked.state), json!(2));
         assert_eq!(host.history("forked", 100).await.unwrap(), history_at_2);
@@ -91,28 +98,41 @@ async fn a_fork_carries_the_state_and_history_of_its_turn_and_goes_its_own_way()
             (record.turn, &record.owner, &record.user_id),
             (2, &source.owner, &source.user_id)
         );
-        let first = &host.events("forked", 0, 10).await.unwrap().events[0];
+        let first = &host
+            .timeline()
+            .events("forked", 0, 10)
+            .await
+            .unwrap()
+            .events[0];
         assert_eq!(first.kind, EventKind::Fork);
         assert_eq!(first.input, json!({ "from": id, "turn": 2, "event": 3 }));
 
         // The fork's next turn is 3, and the source is untouched.
         let next = send(&host, "forked", "tick").await;
         assert_eq!((next.turn, count(&next.state)), (3, json!(3)));
-        assert_eq!(count(&host.state_at(&id, 5).await.unwrap().state), json!(5));
         assert_eq!(
-            host.state_at("forked", 2).await.unwrap().state,
+            count(&host.timeline().state_at(&id, 5).await.unwrap().state),
+            json!(5)
+        );
+        assert_eq!(
+            host.timeline().state_at("forked", 2).await.unwrap().state,
             forked.state
         );
-        let err = host.state_at("forked", 1).await.unwrap_err();
+        let err = host.timeline().state_at("forked", 1).await.unwrap_err();
         assert!(
             err.to_string().contains("where it was forked from session"),
             "{err}"
         );
-        let err = host.fork(&id, 9, None).await.unwrap_err();
+        let err = host.timeline().fork(&id, 9, None).await.unwrap_err();
         assert!(matches!(err.cause, Cause::BadRequest(_)), "{err}");
-        let err = host.fork(&id, 1, Some("forked".into())).await.unwrap_err();
+        let err = host
+            .timeline()
+            .fork(&id, 1, Some("forked".into()))
+            .await
+            .unwrap_err();
         assert!(matches!(err.cause, Cause::Exists), "{err}");
         let err = host
+            .timeline()
             .fork(&id, 1, Some("no spaces".into()))
             .await
             .unwrap_err();
@@ -136,7 +156,7 @@ async fn a_fork_refers_to_its_sources_history_and_finds_it_though_the_source_wen
         assert_eq!(history_at_70.len(), 70, "{}", store.name);
 
         // The fork's log holds no copy of the history it starts with.
-        let fork = host.fork(&id, 70, None).await.unwrap().session;
+        let fork = host.timeline().fork(&id, 70, None).await.unwrap().session;
         let record = host.session(&fork).await.unwrap().unwrap();
         assert!(
             record.log_bytes < 2_000,
@@ -149,23 +169,23 @@ async fn a_fork_refers_to_its_sources_history_and_finds_it_though_the_source_wen
         // The source goes back past the fork's turn and on another way;
         // the fork, set back to the turn it was made at, and a fork of it,
         // still get the history as it was.
-        host.rewind(&id, 5).await.unwrap();
+        host.timeline().rewind(&id, 5).await.unwrap();
         send(&host, &id, "tick").await;
         send(&host, &fork, "tick").await;
-        host.rewind(&fork, 70).await.unwrap();
+        host.timeline().rewind(&fork, 70).await.unwrap();
         assert_eq!(
             host.history(&fork, 1_000).await.unwrap(),
             history_at_70,
             "{}",
             store.name
         );
-        let again = host.fork(&fork, 70, None).await.unwrap().session;
+        let again = host.timeline().fork(&fork, 70, None).await.unwrap().session;
         assert_eq!(host.history(&again, 1_000).await.unwrap(), history_at_70);
 
         // Once the source is gone, the fork's history starts at the fork.
         store.store.delete_session(&id).unwrap();
         send(&host, &fork, "tick").await;
-        host.rewind(&fork, 70).await.unwrap();
+        host.timeline().rewind(&fork, 70).await.unwrap();
         assert_eq!(host.history(&fork, 1_000).await.unwrap(), []);
     }
 }
@@ -182,7 +202,7 @@ async fn a_rewind_sets_the_session_back_and_keeps_what_it_went_past_marked() {
         };
         assert_eq!(history_at_1.len(), 1, "one tick; the counter says nothing");
 
-        let rewound = host.rewind(&id, 1).await.unwrap();
+        let rewound = host.timeline().rewind(&id, 1).await.unwrap();
         assert_eq!((rewound.turn, count(&rewound.state)), (1, json!(1)));
         let record = host.session(&id).await.unwrap().unwrap();
         assert_eq!((record.turn, count(&record.state)), (1, json!(1)));
@@ -190,7 +210,7 @@ async fn a_rewind_sets_the_session_back_and_keeps_what_it_went_past_marked() {
 
         let next = send(&host, &id, "tick").await;
         assert_eq!((next.turn, count(&next.state)), (2, json!(2)));
-        let events = host.events(&id, 0, 100).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 100).await.unwrap().events;
         let marks: Vec<_> = events
             .iter()
             .map(|event| (event.turn, event.kind, event.rewound))
@@ -209,10 +229,13 @@ async fn a_rewind_sets_the_session_back_and_keeps_what_it_went_past_marked() {
             "{}",
             store.name
         );
-        assert_eq!(count(&host.state_at(&id, 2).await.unwrap().state), json!(2));
+        assert_eq!(
+            count(&host.timeline().state_at(&id, 2).await.unwrap().state),
+            json!(2)
+        );
 
         for turn in [2, 7] {
-            let err = host.rewind(&id, turn).await.unwrap_err();
+            let err = host.timeline().rewind(&id, turn).await.unwrap_err();
             assert!(
                 err.to_string()
                     .contains("a rewind goes back to an earlier one"),
@@ -220,7 +243,7 @@ async fn a_rewind_sets_the_session_back_and_keeps_what_it_went_past_marked() {
             );
         }
         host.end_session(&id).await.unwrap();
-        let err = host.rewind(&id, 0).await.unwrap_err();
+        let err = host.timeline().rewind(&id, 0).await.unwrap_err();
         assert!(matches!(err.cause, Cause::Ended), "{err}");
     }
 }
@@ -233,13 +256,19 @@ async fn a_rewind_past_a_version_change_migrates_again_on_the_next_turn() {
         let id = counter_session(&host, 3).await;
         let v2 = load(&host, COUNTER_V2);
         assert_eq!(said(&send(&host, &id, "tick").await), "total 4");
-        let migrated = host.events(&id, 4, 1).await.unwrap().events.remove(0);
+        let migrated = host
+            .timeline()
+            .events(&id, 4, 1)
+            .await
+            .unwrap()
+            .events
+            .remove(0);
         let migration = migrated.migration.expect("turn 4 migrated the state");
         assert_eq!((migration.from, migration.to), (1, 2));
         assert_eq!(migrated.digest, v2.digest.to_string());
 
         // Back to turn 2, committed by version 1 in layout 1.
-        let rewound = host.rewind(&id, 2).await.unwrap();
+        let rewound = host.timeline().rewind(&id, 2).await.unwrap();
         assert_eq!(
             (rewound.state_version, rewound.digest.as_str()),
             (1, v1.digest.to_string().as_str())
@@ -249,7 +278,7 @@ async fn a_rewind_past_a_version_change_migrates_again_on_the_next_turn() {
         assert_eq!((record.turn, record.state_version), (3, 2));
 
         // A fork from turn 1 migrates the same way.
-        let forked = host.fork(&id, 1, None).await.unwrap();
+        let forked = host.timeline().fork(&id, 1, None).await.unwrap();
         assert_eq!(said(&send(&host, &forked.session, "tick").await), "total 2");
     }
 }
@@ -271,7 +300,7 @@ async fn a_page_of_large_messages_is_cut_at_its_bytes_and_says_where_to_go_on() 
         }
         // 700 KB a message: the third brings the page past 2 MiB, and is
         // its last, though a thousand events were asked for.
-        let first = host.events(&id, 0, 1_000).await.unwrap();
+        let first = host.timeline().events(&id, 0, 1_000).await.unwrap();
         let seqs: Vec<u64> = first.events.iter().map(|event| event.seq).collect();
         assert_eq!(
             (seqs, first.next),
@@ -279,7 +308,7 @@ async fn a_page_of_large_messages_is_cut_at_its_bytes_and_says_where_to_go_on() 
             "{}",
             store.name
         );
-        let rest = host.events(&id, 4, 1_000).await.unwrap();
+        let rest = host.timeline().events(&id, 4, 1_000).await.unwrap();
         let seqs: Vec<u64> = rest.events.iter().map(|event| event.seq).collect();
         assert_eq!((seqs, rest.next), (vec![5, 6], None), "{}", store.name);
         assert_eq!(rest.events[1].input["text"], large.as_str());
@@ -315,14 +344,19 @@ async fn a_session_whose_log_is_full_takes_no_more_events_and_a_fork_goes_on() {
         let record = host.session(&id).await.unwrap().unwrap();
         assert!(record.log_bytes <= 4_000 && ticks > 2, "{}", store.name);
         assert_eq!((record.turn, count(&record.state)), (ticks, json!(ticks)));
-        let err = host.rewind(&id, 1).await.unwrap_err();
+        let err = host.timeline().rewind(&id, 1).await.unwrap_err();
         assert_eq!(err.cause.kind(), "log-full", "{err}");
-        let events = host.events(&id, 0, 1_000).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 1_000).await.unwrap().events;
         assert_eq!(events.len() as u64, ticks + 1, "{}", store.name);
         assert_eq!(host.session(&id).await.unwrap().unwrap(), record);
 
         // A fork starts a log of its own and goes on.
-        let fork = host.fork(&id, ticks, None).await.unwrap().session;
+        let fork = host
+            .timeline()
+            .fork(&id, ticks, None)
+            .await
+            .unwrap()
+            .session;
         let next = send(&host, &fork, "tick").await;
         assert_eq!(count(&next.state), json!(ticks + 1), "{}", store.name);
     }
@@ -346,7 +380,7 @@ async fn the_log_keeps_the_whole_state_every_so_many_bytes_as_well_as_turns() {
         // One snapshot at the start, and one each time the log passed
         // another 3,000 bytes: far more than every 1,000 turns would give.
         let log_bytes = host.session(&id).await.unwrap().unwrap().log_bytes;
-        let events = host.events(&id, 0, 1_000).await.unwrap().events;
+        let events = host.timeline().events(&id, 0, 1_000).await.unwrap().events;
         let snapshots = events.iter().filter(|event| event.snapshot.is_some());
         assert_eq!(
             snapshots.count() as u64,
@@ -356,7 +390,7 @@ async fn the_log_keeps_the_whole_state_every_so_many_bytes_as_well_as_turns() {
         );
         assert!(log_bytes > 6_000, "{log_bytes}");
         for (turn, state) in committed.iter().enumerate() {
-            let rebuilt = host.state_at(&id, turn as u64).await.unwrap();
+            let rebuilt = host.timeline().state_at(&id, turn as u64).await.unwrap();
             assert_eq!(&rebuilt.state, state, "{} turn {turn}", store.name);
         }
     }

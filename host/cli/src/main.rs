@@ -260,8 +260,8 @@ impl HostArgs {
 /// Starts connecting the policy's MCP servers and says which they are;
 /// whether each connects is logged as it happens.
 fn announce_mcp_servers(host: &Host) {
-    host.connect_mcp_servers();
-    for server in host.mcp_servers() {
+    host.mcp().connect();
+    for server in host.mcp().servers() {
         eprintln!(
             "agentbox: MCP server {} at {}: its tools join the registry as mcp:{}/TOOL",
             server.name, server.reached, server.name

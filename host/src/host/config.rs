@@ -49,17 +49,10 @@ impl Host {
                 .map_err(ConfigError::Invalid)?,
         );
         let name = plugin.to_owned();
-        self.on_store(move |store| store.set_plugin_config(&name, &config))
+        self.parts
+            .on_store(move |store| store.set_plugin_config(&name, &config))
             .await?;
         self.parts.outbound.set(plugin, reach.clone());
         Ok(reach)
-    }
-
-    /// Takes the operators' configuration from the store (see
-    /// [`Reach::follow`](crate::policy::Reach)).
-    pub(crate) fn follow_config(&self) -> Result<(), BackendError> {
-        let stored = self.parts.store.plugin_configs()?;
-        self.parts.outbound.follow(stored);
-        Ok(())
     }
 }

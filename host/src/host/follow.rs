@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::host::Host;
 use crate::host::timeline::EVENTS_PAGE;
+use crate::host::timeline::Timeline;
 use crate::session::error::SessionError;
 use crate::session::event::Event;
 use crate::session::report::Outcome;
@@ -36,17 +36,17 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// [`EVENTS_PAGE_BYTES`]: crate::host::timeline::EVENTS_PAGE_BYTES
 const FOLLOW_BUFFER: usize = 4;
 
-impl Host {
+impl Timeline<'_> {
     /// The events of session `id` numbered after `after`, then each one as
     /// it commits, until the session ends or the receiver is dropped.
     pub fn follow(&self, id: &str, after: u64) -> mpsc::Receiver<Result<Event, SessionError>> {
         let (events, received) = mpsc::channel(FOLLOW_BUFFER);
-        let mut commits = self.parts.commits.subscribe();
-        let (host, id) = (self.clone(), id.to_owned());
+        let mut commits = self.host.parts.commits.subscribe();
+        let (host, id) = (self.host.clone(), id.to_owned());
         tokio::spawn(async move {
             let mut after = after;
             loop {
-                let page = match host.events(&id, after, EVENTS_PAGE).await {
+                let page = match host.timeline().events(&id, after, EVENTS_PAGE).await {
                     Ok(page) => page,
                     Err(err) => {
                         let _ = events.send(Err(err)).await;
@@ -82,8 +82,8 @@ impl Host {
         owner: Option<String>,
     ) -> mpsc::Receiver<Result<Event, SessionError>> {
         let (events, received) = mpsc::channel(FOLLOW_BUFFER);
-        let mut commits = self.parts.commits.subscribe();
-        let (host, plugin) = (self.clone(), plugin.to_owned());
+        let mut commits = self.host.parts.commits.subscribe();
+        let (host, plugin) = (self.host.clone(), plugin.to_owned());
         tokio::spawn(async move {
             let ours = |committed: &Committed| {
                 committed.plugin == plugin
@@ -100,6 +100,7 @@ impl Host {
                     continue;
                 };
                 let event = host
+                    .timeline()
                     .events(&committed.session, committed.seq - 1, 1)
                     .await
                     .map(|page| page.events.into_iter().next());

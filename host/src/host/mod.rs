@@ -43,7 +43,6 @@ use crate::session::report::{SessionStart, ToolReport, TurnReport};
 use crate::session::{tool_call, turns};
 use crate::store::{
     BackendError, Execution, Message, SessionFilter, SessionPage, SessionRecord, SessionStoreError,
-    Store,
 };
 
 /// The agentbox host: loaded plugins, their sessions, and the store behind them.
@@ -64,22 +63,10 @@ impl std::fmt::Debug for Host {
 }
 
 impl Host {
-    /// Runs `f` with the store on a blocking thread, where store calls are
-    /// made: they block.
-    pub(crate) async fn on_store<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn Store) -> R + Send + 'static,
-    ) -> R {
-        let store = self.parts.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .expect("a call of the store panicked")
-    }
-
     /// Session `id` as last committed, or `None` if there is no such session.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, SessionStoreError> {
         let id = id.to_owned();
-        self.on_store(move |store| store.load(&id)).await
+        self.parts.on_store(move |store| store.load(&id)).await
     }
 
     /// A page of the sessions `filter` admits, from `cursor`, about `limit`.
@@ -89,14 +76,16 @@ impl Host {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<SessionPage, SessionStoreError> {
-        self.on_store(move |store| store.list_sessions(&filter, cursor.as_deref(), limit))
+        self.parts
+            .on_store(move |store| store.list_sessions(&filter, cursor.as_deref(), limit))
             .await
     }
 
     /// How many sessions `owner` started are active, of any plugin.
     pub async fn live_sessions_of(&self, owner: &str) -> Result<u64, SessionStoreError> {
         let owner = owner.to_owned();
-        self.on_store(move |store| store.live_sessions_of(&owner))
+        self.parts
+            .on_store(move |store| store.live_sessions_of(&owner))
             .await
     }
 
@@ -104,12 +93,14 @@ impl Host {
     /// empty for a session that does not exist.
     pub async fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
         let id = id.to_owned();
-        self.on_store(move |store| store.history(&id, last)).await
+        self.parts
+            .on_store(move |store| store.history(&id, last))
+            .await
     }
 
     /// Every recorded tool call, oldest first.
     pub async fn executions(&self) -> Result<Vec<Execution>, BackendError> {
-        self.on_store(|store| store.executions()).await
+        self.parts.on_store(|store| store.executions()).await
     }
 
     /// The limits the turns of plugins without limits of their own run under.
@@ -284,6 +275,7 @@ impl Host {
         }
         let owned = id.to_owned();
         let elsewhere = self
+            .parts
             .on_store(move |store| store.interrupt(&owned))
             .await
             .map_err(|err| fail(err.into()))?;

@@ -80,21 +80,36 @@ impl BucketRef {
 }
 
 impl Host {
+    /// The operator's reads and writes of KV.
+    pub fn operator_kv(&self) -> OperatorKv<'_> {
+        OperatorKv { host: self }
+    }
+}
+
+/// The operator's reads and writes of KV ([`Host::operator_kv`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OperatorKv<'a> {
+    host: &'a Host,
+}
+
+impl OperatorKv<'_> {
     /// The live value under `key` in `bucket`.
-    pub async fn operator_kv_get(
+    pub async fn get(
         &self,
         bucket: &BucketRef,
         key: &str,
     ) -> Result<Option<Vec<u8>>, OperatorKvError> {
         let (ns, key) = (bucket.namespace()?, checked_key(key)?);
-        let now_ms = self.parts.clock.now_ms();
-        self.on_store(move |store| Ok(store.kv_get(&ns, &key, now_ms)?))
+        let now_ms = self.host.parts.clock.now_ms();
+        self.host
+            .parts
+            .on_store(move |store| Ok(store.kv_get(&ns, &key, now_ms)?))
             .await
     }
 
     /// Stores `value` under `key` in `bucket`, expiring after `ttl_ms` if
     /// given, within the value bound and quotas of the plugin.
-    pub async fn operator_kv_put(
+    pub async fn put(
         &self,
         bucket: &BucketRef,
         key: &str,
@@ -102,7 +117,7 @@ impl Host {
         ttl_ms: Option<u64>,
     ) -> Result<(), OperatorKvError> {
         let (ns, key) = (bucket.namespace()?, checked_key(key)?);
-        let limits = self.limits_for(&bucket.plugin).clone();
+        let limits = self.host.parts.limits_for(&bucket.plugin).clone();
         if value.len() > limits.value_bytes {
             return Err(OperatorKvError::Invalid(format!(
                 "the value is {} bytes, over the limit of {} bytes",
@@ -115,39 +130,39 @@ impl Host {
                 "ttl_ms must be at least 1".to_owned(),
             ));
         }
-        let now_ms = self.parts.clock.now_ms();
+        let now_ms = self.host.parts.clock.now_ms();
         let quota = Quota {
             keys: limits.kv_keys,
             bytes: limits.kv_bytes,
             user_keys: limits.kv_user_keys,
             user_bytes: limits.kv_user_bytes,
         };
-        self.on_store(move |store| {
-            let write = KvWrite {
-                value: &value,
-                expires_at_ms: ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
-                only_if: None,
-            };
-            store.kv_put(&ns, &key, &write, now_ms, &quota)?;
-            Ok(())
-        })
-        .await
+        self.host
+            .parts
+            .on_store(move |store| {
+                let write = KvWrite {
+                    value: &value,
+                    expires_at_ms: ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
+                    only_if: None,
+                };
+                store.kv_put(&ns, &key, &write, now_ms, &quota)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Removes `key` from `bucket`; removing an absent key does nothing.
-    pub async fn operator_kv_delete(
-        &self,
-        bucket: &BucketRef,
-        key: &str,
-    ) -> Result<(), OperatorKvError> {
+    pub async fn delete(&self, bucket: &BucketRef, key: &str) -> Result<(), OperatorKvError> {
         let (ns, key) = (bucket.namespace()?, checked_key(key)?);
-        self.on_store(move |store| Ok(store.kv_delete(&ns, &key)?))
+        self.host
+            .parts
+            .on_store(move |store| Ok(store.kv_delete(&ns, &key)?))
             .await
     }
 
     /// Up to `limit` live keys of `bucket` starting with `prefix`, after
     /// `after`, in order.
-    pub async fn operator_kv_keys(
+    pub async fn keys(
         &self,
         bucket: &BucketRef,
         prefix: &str,
@@ -156,11 +171,13 @@ impl Host {
     ) -> Result<Vec<String>, OperatorKvError> {
         let ns = bucket.namespace()?;
         let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
-        let now_ms = self.parts.clock.now_ms();
-        self.on_store(move |store| {
-            Ok(store.kv_keys(&ns, &prefix, after.as_deref(), limit, now_ms)?)
-        })
-        .await
+        let now_ms = self.host.parts.clock.now_ms();
+        self.host
+            .parts
+            .on_store(move |store| {
+                Ok(store.kv_keys(&ns, &prefix, after.as_deref(), limit, now_ms)?)
+            })
+            .await
     }
 }
 

@@ -66,7 +66,8 @@ impl Host {
         let host = self.clone();
         tokio::task::spawn_blocking(move || {
             let followed = host.parts.plugins.follow()?;
-            host.follow_config()?;
+            let stored = host.parts.store.plugin_configs()?;
+            host.parts.outbound.follow(stored);
             Ok(followed)
         })
         .await

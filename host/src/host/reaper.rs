@@ -14,6 +14,7 @@ use crate::session::call::call_alone;
 use crate::session::calls::end_children;
 use crate::session::error::{SessionError, session_error, turn_error};
 use crate::session::migrate::migrated;
+use crate::session::parts::Parts;
 use crate::session::turns::record_version;
 use crate::store::{Retention, SessionStoreError, Status, Swept};
 
@@ -92,10 +93,9 @@ impl Host {
         .expect("listing expired sessions panicked")?;
         let mut reaped = Reaped::default();
         for id in expired {
-            let host = self.clone();
             let started = Instant::now();
             let result = self
-                .serialized(&id, move |_, id, _| host.run_expire(id, expiry))
+                .serialized(&id, move |parts, id, _| expire(parts, id, expiry))
                 .await;
             match result {
                 Ok(Expired::Lives) => {}
@@ -152,52 +152,52 @@ impl Host {
             }
         })
     }
+}
 
-    /// Ends session `id` if it is still expired: `on-end(expired)`, then deletion.
-    #[instrument(skip_all, fields(session = id, plugin, version))]
-    fn run_expire(&self, id: &str, expiry: Expiry) -> Result<Expired, SessionError> {
-        let store = &self.parts.store;
-        let fail = session_error(id, None, None);
-        let Some(record) = store.load(id).map_err(|err| fail(err.into()))? else {
-            // A stale index entry: clear it.
-            store.delete_session(id).map_err(|err| fail(err.into()))?;
-            return Ok(Expired::Lives);
-        };
-        let expired = record.updated_at_ms <= expiry.idle_since_ms
-            || record.created_at_ms <= expiry.created_since_ms;
-        if record.status != Status::Active || !expired {
-            return Ok(Expired::Lives);
-        }
-        let Some(active) = self.parts.plugins.active(&record.plugin) else {
-            // Handed off to a plugin this host has not loaded: another host
-            // may have it.
-            return Ok(Expired::Lives);
-        };
-        let (record, plugin) = match migrated(&self.parts, record, active) {
-            Ok((record, plugin, _)) => {
-                record_version(&plugin);
-                (record, plugin)
-            }
-            Err(cause) => {
-                // No version can run on-end; the session ends without it.
-                store.delete_session(id).map_err(|err| fail(err.into()))?;
-                return Ok(Expired::EndFailed(fail(cause)));
-            }
-        };
-        let turn = record.turn + 1;
-        let call = call_alone(
-            &self.parts,
-            &plugin,
-            &record,
-            turn,
-            record.state.clone(),
-            |agent, store| agent.on_end(store, EndReason::Expired),
-        );
+/// Ends session `id` if it is still expired: `on-end(expired)`, then deletion.
+#[instrument(skip_all, fields(session = id, plugin, version))]
+fn expire(parts: &Arc<Parts>, id: &str, expiry: Expiry) -> Result<Expired, SessionError> {
+    let store = &parts.store;
+    let fail = session_error(id, None, None);
+    let Some(record) = store.load(id).map_err(|err| fail(err.into()))? else {
+        // A stale index entry: clear it.
         store.delete_session(id).map_err(|err| fail(err.into()))?;
-        end_children(&self.parts, &record);
-        Ok(match call.result {
-            Ok(()) => Expired::Ended(record.plugin),
-            Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),
-        })
+        return Ok(Expired::Lives);
+    };
+    let expired = record.updated_at_ms <= expiry.idle_since_ms
+        || record.created_at_ms <= expiry.created_since_ms;
+    if record.status != Status::Active || !expired {
+        return Ok(Expired::Lives);
     }
+    let Some(active) = parts.plugins.active(&record.plugin) else {
+        // Handed off to a plugin this host has not loaded: another host
+        // may have it.
+        return Ok(Expired::Lives);
+    };
+    let (record, plugin) = match migrated(parts, record, active) {
+        Ok((record, plugin, _)) => {
+            record_version(&plugin);
+            (record, plugin)
+        }
+        Err(cause) => {
+            // No version can run on-end; the session ends without it.
+            store.delete_session(id).map_err(|err| fail(err.into()))?;
+            return Ok(Expired::EndFailed(fail(cause)));
+        }
+    };
+    let turn = record.turn + 1;
+    let call = call_alone(
+        parts,
+        &plugin,
+        &record,
+        turn,
+        record.state.clone(),
+        |agent, store| agent.on_end(store, EndReason::Expired),
+    );
+    store.delete_session(id).map_err(|err| fail(err.into()))?;
+    end_children(parts, &record);
+    Ok(match call.result {
+        Ok(()) => Expired::Ended(record.plugin),
+        Err(cause) => Expired::EndFailed(turn_error(&record, turn)(cause)),
+    })
 }

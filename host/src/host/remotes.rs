@@ -11,23 +11,37 @@ use crate::host::Host;
 use crate::remote::{RemoteError, RemoteTool, ServerStatus};
 
 impl Host {
+    /// The policy's MCP servers, as the front ends see them.
+    pub fn mcp(&self) -> Mcp<'_> {
+        Mcp { host: self }
+    }
+}
+
+/// The policy's MCP servers, as the front ends see them ([`Host::mcp`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mcp<'a> {
+    host: &'a Host,
+}
+
+impl Mcp<'_> {
     /// Starts connecting the policy's MCP servers, on the current tokio
     /// runtime, if that has not begun; a registry call that needs one
     /// starts them too.
-    pub fn connect_mcp_servers(&self) {
-        self.parts.remotes.connect();
+    pub fn connect(&self) {
+        self.host.parts.remotes.connect();
     }
 
     /// How each of the policy's MCP servers is doing: connected or why not,
     /// and its tools as last listed.
-    pub fn mcp_servers(&self) -> Vec<ServerStatus> {
-        self.parts.remotes.status()
+    pub fn servers(&self) -> Vec<ServerStatus> {
+        self.host.parts.remotes.status()
     }
 
     /// The tools of the MCP servers the policy re-exports, by server, as
     /// last listed.
-    pub fn reexported_mcp_tools(&self) -> Vec<(String, Vec<Arc<RemoteTool>>)> {
-        self.parts
+    pub fn reexported_tools(&self) -> Vec<(String, Vec<Arc<RemoteTool>>)> {
+        self.host
+            .parts
             .remotes
             .reexported()
             .into_iter()
@@ -37,8 +51,8 @@ impl Host {
 
     /// Follows the listings of the re-exported MCP servers' tools: a new
     /// value after each.
-    pub fn watch_reexported_mcp_tools(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.parts.remotes.watch_reexported()
+    pub fn watch_reexported_tools(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.host.parts.remotes.watch_reexported()
     }
 
     /// Calls re-exported MCP server `server`'s tool `tool` for one of this
@@ -51,13 +65,13 @@ impl Host {
         tool: &str,
         arguments: &Value,
     ) -> Result<Value, RemoteError> {
-        let remotes = &self.parts.remotes;
+        let remotes = &self.host.parts.remotes;
         if !remotes.reexports(server) {
             return Err(RemoteError::NotFound(format!(
                 "no MCP server `{server}` is re-exported"
             )));
         }
-        let most = self.parts.limits.output_bytes;
+        let most = self.host.parts.limits.output_bytes;
         remotes
             .call(conversation, server, tool, arguments, None, most)
             .await
@@ -65,7 +79,7 @@ impl Host {
 
     /// Closes the connections `conversation`, one of this host's MCP
     /// clients, had to re-exported servers: it has left.
-    pub fn end_mcp_conversation(&self, conversation: &str) {
-        self.parts.remotes.end_conversation(conversation);
+    pub fn end_conversation(&self, conversation: &str) {
+        self.host.parts.remotes.end_conversation(conversation);
     }
 }

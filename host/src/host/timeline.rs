@@ -14,6 +14,7 @@ use crate::clock::micros_since;
 use crate::host::Host;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::event::{Event, EventKind, diff, rebuild};
+use crate::session::parts::Parts;
 use crate::session::report::Outcome;
 use crate::session::turns::log_entry;
 use crate::store::{Commit, Message, Role, SessionRecord, State, Status};
@@ -78,6 +79,21 @@ struct Rebuilt {
 }
 
 impl Host {
+    /// Sessions' logs: read, followed, and a session's state as of a turn,
+    /// forked or rewound to.
+    pub fn timeline(&self) -> Timeline<'_> {
+        Timeline { host: self }
+    }
+}
+
+/// Sessions' logs: read, followed, and a session's state as of a turn,
+/// forked or rewound to ([`Host::timeline`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline<'a> {
+    pub(super) host: &'a Host,
+}
+
+impl Timeline<'_> {
     /// Up to `limit` (at most [`EVENTS_PAGE`]) events of session `id`'s log
     /// numbered after `after`, oldest first, and no more once they reach
     /// [`EVENTS_PAGE_BYTES`].
@@ -91,6 +107,8 @@ impl Host {
         let owned = id.to_owned();
         let limit = limit.min(EVENTS_PAGE);
         let logged = self
+            .host
+            .parts
             .on_store(move |store| store.events(&owned, after, limit, EVENTS_PAGE_BYTES))
             .await
             .map_err(|err| fail(err.into()))?;
@@ -106,12 +124,11 @@ impl Host {
 
     /// Session `id`'s state as of `turn`, rebuilt from its log.
     pub async fn state_at(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
-        let host = self.clone();
-        let owned = id.to_owned();
+        let (parts, owned) = (self.host.parts.clone(), id.to_owned());
         let rebuilt = tokio::task::spawn_blocking(move || {
             let fail = session_error(&owned, None, Some(turn));
-            let record = host.load_record(&owned)?;
-            host.rebuild_turn(&record, turn).map_err(fail)
+            let record = load_record(&parts, &owned)?;
+            rebuild_turn(&parts, &record, turn).map_err(fail)
         })
         .await
         .expect("rebuilding a state panicked")?;
@@ -134,9 +151,8 @@ impl Host {
         turn: u64,
         new_id: Option<String>,
     ) -> Result<StateAt, SessionError> {
-        let host = self.clone();
-        let id = id.to_owned();
-        tokio::task::spawn_blocking(move || host.run_fork(&id, turn, new_id))
+        let (parts, id) = (self.host.parts.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || run_fork(&parts, &id, turn, new_id))
             .await
             .expect("a fork panicked")
     }
@@ -146,275 +162,281 @@ impl Host {
     /// 1`. The events of the turns it goes back past stay in the log, marked
     /// rewound, after the rewind's own event.
     pub async fn rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
-        let host = self.clone();
-        self.serialized(id, move |_, id, _| host.run_rewind(id, turn))
+        self.host
+            .serialized(id, move |parts, id, _| run_rewind(parts, id, turn))
             .await
     }
+}
 
-    fn load_record(&self, id: &str) -> Result<SessionRecord, SessionError> {
-        let fail = session_error(id, None, None);
-        self.parts
-            .store
-            .load(id)
-            .map_err(|err| fail(err.into()))?
-            .ok_or_else(|| fail(Cause::NotFound))
+/// Session `id` as last committed.
+fn load_record(parts: &Parts, id: &str) -> Result<SessionRecord, SessionError> {
+    let fail = session_error(id, None, None);
+    parts
+        .store
+        .load(id)
+        .map_err(|err| fail(err.into()))?
+        .ok_or_else(|| fail(Cause::NotFound))
+}
+
+/// Forks session `id` at `turn` into `new_id` ([`Timeline::fork`]).
+fn run_fork(
+    parts: &Parts,
+    id: &str,
+    turn: u64,
+    new_id: Option<String>,
+) -> Result<StateAt, SessionError> {
+    let opened = Instant::now();
+    let record = load_record(parts, id)?;
+    let fail = session_error(id, Some(&record.plugin), Some(turn));
+    if record.status == Status::Ended {
+        return Err(fail(Cause::Ended));
     }
+    let new_id = new_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    crate::names::check_session_id(&new_id).map_err(|reason| fail(Cause::BadRequest(reason)))?;
+    let Rebuilt { event: from, state } = rebuild_turn(parts, &record, turn).map_err(fail)?;
+    let history = history_at(parts, id, &from).map_err(fail)?;
+    let now = parts.clock.now_ms();
+    let forked = SessionRecord {
+        id: new_id.clone(),
+        digest: from.digest.clone(),
+        state: state.clone(),
+        state_version: from.state_version,
+        revision: 1,
+        turn,
+        status: Status::Active,
+        created_at_ms: now,
+        updated_at_ms: now,
+        delegate: from.delegate.clone(),
+        log_bytes: 0,
+        ..record
+    };
+    let input = json!({ "from": id, "turn": turn, "event": from.seq });
+    let event = Event {
+        seq: 1,
+        session: new_id.clone(),
+        patch: diff(&State::new(), &state),
+        snapshot: Some(state),
+        at_ms: now,
+        duration_us: micros_since(opened),
+        ..back_to(&from, EventKind::Fork, input)
+    };
+    let fail_new = session_error(&new_id, Some(&forked.plugin), Some(turn));
+    let entry = log_entry(&event).map_err(fail_new)?;
+    parts
+        .store
+        .create(&forked, &history, &entry)
+        .map_err(|err| fail_new(err.into()))?;
+    parts.committed(&forked, &entry, 1);
+    Ok(StateAt::of(new_id, 1, &from, forked.state))
+}
 
-    fn run_fork(
-        &self,
-        id: &str,
-        turn: u64,
-        new_id: Option<String>,
-    ) -> Result<StateAt, SessionError> {
-        let opened = Instant::now();
-        let record = self.load_record(id)?;
-        let fail = session_error(id, Some(&record.plugin), Some(turn));
-        if record.status == Status::Ended {
-            return Err(fail(Cause::Ended));
-        }
-        let new_id = new_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        crate::names::check_session_id(&new_id)
-            .map_err(|reason| fail(Cause::BadRequest(reason)))?;
-        let Rebuilt { event: from, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
-        let history = self.history_at(id, &from).map_err(fail)?;
-        let now = self.parts.clock.now_ms();
-        let forked = SessionRecord {
-            id: new_id.clone(),
-            digest: from.digest.clone(),
-            state: state.clone(),
-            state_version: from.state_version,
-            revision: 1,
-            turn,
-            status: Status::Active,
-            created_at_ms: now,
-            updated_at_ms: now,
-            delegate: from.delegate.clone(),
-            log_bytes: 0,
-            ..record
-        };
-        let input = json!({ "from": id, "turn": turn, "event": from.seq });
-        let event = Event {
-            seq: 1,
-            session: new_id.clone(),
-            patch: diff(&State::new(), &state),
-            snapshot: Some(state),
-            at_ms: now,
-            duration_us: micros_since(opened),
-            ..back_to(&from, EventKind::Fork, input)
-        };
-        let fail_new = session_error(&new_id, Some(&forked.plugin), Some(turn));
-        let entry = log_entry(&event).map_err(fail_new)?;
-        self.parts
-            .store
-            .create(&forked, &history, &entry)
-            .map_err(|err| fail_new(err.into()))?;
-        self.parts.committed(&forked, &entry, 1);
-        Ok(StateAt::of(new_id, 1, &from, forked.state))
+/// Rewinds session `id` to `turn` ([`Timeline::rewind`]).
+fn run_rewind(parts: &Parts, id: &str, turn: u64) -> Result<StateAt, SessionError> {
+    let opened = Instant::now();
+    let record = load_record(parts, id)?;
+    let fail = session_error(id, Some(&record.plugin), Some(turn));
+    if record.status == Status::Ended {
+        return Err(fail(Cause::Ended));
     }
-
-    fn run_rewind(&self, id: &str, turn: u64) -> Result<StateAt, SessionError> {
-        let opened = Instant::now();
-        let record = self.load_record(id)?;
-        let fail = session_error(id, Some(&record.plugin), Some(turn));
-        if record.status == Status::Ended {
-            return Err(fail(Cause::Ended));
-        }
-        if turn >= record.turn {
-            return Err(fail(Cause::BadRequest(format!(
-                "session `{id}` is at turn {}; a rewind goes back to an earlier one",
-                record.turn
-            ))));
-        }
-        let Rebuilt { event: to, state } = self.rebuild_turn(&record, turn).map_err(fail)?;
-        let history = self.history_at(id, &to).map_err(fail)?;
-        let at_ms = self.parts.clock.now_ms();
-        let input = json!({ "turn": turn, "from_turn": record.turn });
-        let event = Event {
-            seq: record.revision + 1,
-            session: id.to_owned(),
-            patch: diff(&record.state, &state),
-            at_ms,
-            duration_us: micros_since(opened),
-            ..back_to(&to, EventKind::Rewind, input)
-        };
-        let commit = Commit {
-            session: id.to_owned(),
-            read_revision: record.revision,
-            state: state.clone(),
-            turn,
-            plugin: record.plugin.clone(),
-            delegate: to.delegate.clone(),
-            digest: to.digest.clone(),
-            state_version: to.state_version,
-            status: Status::Active,
-            dropped_messages: u64::MAX,
-            messages: history,
-            history_cap: self.parts.history_cap(),
-            at_ms,
-            event: log_entry(&event).map_err(fail)?,
-        };
-        self.parts
-            .log_room(&record, commit.event.body.len())
-            .map_err(fail)?;
-        self.parts
-            .store
-            .commit(&commit)
-            .map_err(|err| fail(err.into()))?;
-        self.parts.committed(&record, &commit.event, event.seq);
-        Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
+    if turn >= record.turn {
+        return Err(fail(Cause::BadRequest(format!(
+            "session `{id}` is at turn {}; a rewind goes back to an earlier one",
+            record.turn
+        ))));
     }
+    let Rebuilt { event: to, state } = rebuild_turn(parts, &record, turn).map_err(fail)?;
+    let history = history_at(parts, id, &to).map_err(fail)?;
+    let at_ms = parts.clock.now_ms();
+    let input = json!({ "turn": turn, "from_turn": record.turn });
+    let event = Event {
+        seq: record.revision + 1,
+        session: id.to_owned(),
+        patch: diff(&record.state, &state),
+        at_ms,
+        duration_us: micros_since(opened),
+        ..back_to(&to, EventKind::Rewind, input)
+    };
+    let commit = Commit {
+        session: id.to_owned(),
+        read_revision: record.revision,
+        state: state.clone(),
+        turn,
+        plugin: record.plugin.clone(),
+        delegate: to.delegate.clone(),
+        digest: to.digest.clone(),
+        state_version: to.state_version,
+        status: Status::Active,
+        dropped_messages: u64::MAX,
+        messages: history,
+        history_cap: parts.history_cap(),
+        at_ms,
+        event: log_entry(&event).map_err(fail)?,
+    };
+    parts
+        .log_room(&record, commit.event.body.len())
+        .map_err(fail)?;
+    parts
+        .store
+        .commit(&commit)
+        .map_err(|err| fail(err.into()))?;
+    parts.committed(&record, &commit.event, event.seq);
+    Ok(StateAt::of(id.to_owned(), event.seq, &to, state))
+}
 
-    /// `record`'s turn `turn` as its log has it.
-    fn rebuild_turn(&self, record: &SessionRecord, turn: u64) -> Result<Rebuilt, Cause> {
-        if turn > record.turn {
-            return Err(Cause::BadRequest(format!(
-                "session `{}` is at turn {}; turn {turn} has not happened",
-                record.id, record.turn
-            )));
-        }
-        let line = self.line(&record.id, turn)?;
-        let Some(event) = line.last().filter(|event| event.turn == turn).cloned() else {
-            return Err(Cause::BadRequest(format!(
-                "turn {turn} of session `{}` is not in its log: the log starts {}",
-                record.id,
-                self.log_start(&record.id)?
-            )));
-        };
-        let state = rebuild(&line)?;
-        Ok(Rebuilt { event, state })
+/// `record`'s turn `turn` as its log has it.
+fn rebuild_turn(parts: &Parts, record: &SessionRecord, turn: u64) -> Result<Rebuilt, Cause> {
+    if turn > record.turn {
+        return Err(Cause::BadRequest(format!(
+            "session `{}` is at turn {}; turn {turn} has not happened",
+            record.id, record.turn
+        )));
     }
+    let line = line(parts, &record.id, turn)?;
+    let Some(event) = line.last().filter(|event| event.turn == turn).cloned() else {
+        return Err(Cause::BadRequest(format!(
+            "turn {turn} of session `{}` is not in its log: the log starts {}",
+            record.id,
+            log_start(parts, &record.id)?
+        )));
+    };
+    let state = rebuild(&line)?;
+    Ok(Rebuilt { event, state })
+}
 
-    /// The events of session `id`'s line from the latest snapshot at or
-    /// before `turn` through `turn`.
-    fn line(&self, id: &str, turn: u64) -> Result<Vec<Event>, Cause> {
-        self.parts
-            .store
-            .line(id, turn)?
-            .iter()
-            .map(Event::parse)
-            .collect()
+/// The events of session `id`'s line from the latest snapshot at or
+/// before `turn` through `turn`.
+fn line(parts: &Parts, id: &str, turn: u64) -> Result<Vec<Event>, Cause> {
+    parts
+        .store
+        .line(id, turn)?
+        .iter()
+        .map(Event::parse)
+        .collect()
+}
+
+/// The events of session `id`'s line, as it stood at `event`, for the
+/// turns before `event`'s, [`WALK_TURNS`] of them at most.
+fn line_before(parts: &Parts, id: &str, event: &Event) -> Result<Vec<Event>, Cause> {
+    parts
+        .store
+        .line_before(id, event.seq, event.turn, WALK_TURNS)?
+        .iter()
+        .map(Event::parse)
+        .collect()
+}
+
+/// The event fork `fork` was made at, in its source session; `None`
+/// once that session is gone (deleted, or its id since reused), and
+/// the fork's history then starts with the fork.
+fn forked_from(parts: &Parts, fork: &Event) -> Result<Option<Event>, Cause> {
+    let (Some(source), Some(seq)) = (fork.input["from"].as_str(), fork.input["event"].as_u64())
+    else {
+        return Ok(None);
+    };
+    let store = &parts.store;
+    if !store
+        .load(source)?
+        .is_some_and(|record| record.created_at_ms <= fork.at_ms)
+    {
+        return Ok(None);
     }
+    let found = store.events(source, seq.saturating_sub(1), 1, EVENTS_PAGE_BYTES)?;
+    Ok(match found.first().map(Event::parse).transpose()? {
+        Some(event) if event.seq == seq && event.turn == fork.turn => Some(event),
+        _ => None,
+    })
+}
 
-    /// The events of session `id`'s line, as it stood at `event`, for the
-    /// turns before `event`'s, [`WALK_TURNS`] of them at most.
-    fn line_before(&self, id: &str, event: &Event) -> Result<Vec<Event>, Cause> {
-        self.parts
-            .store
-            .line_before(id, event.seq, event.turn, WALK_TURNS)?
-            .iter()
-            .map(Event::parse)
-            .collect()
-    }
+/// Where session `id`'s log starts, in words.
+fn log_start(parts: &Parts, id: &str) -> Result<String, Cause> {
+    let first = parts.store.events(id, 0, 1, EVENTS_PAGE_BYTES)?;
+    Ok(match first.first().map(Event::parse).transpose()? {
+        Some(event) if event.kind == EventKind::Fork => format!(
+            "at turn {}, where it was forked from session {} (ask that session for earlier turns)",
+            event.turn, event.input["from"]
+        ),
+        Some(event) => format!("at turn {}", event.turn),
+        None => "nowhere: the session predates event logs".to_owned(),
+    })
+}
 
-    /// The event fork `fork` was made at, in its source session; `None`
-    /// once that session is gone (deleted, or its id since reused), and
-    /// the fork's history then starts with the fork.
-    fn forked_from(&self, fork: &Event) -> Result<Option<Event>, Cause> {
-        let (Some(source), Some(seq)) = (fork.input["from"].as_str(), fork.input["event"].as_u64())
-        else {
-            return Ok(None);
-        };
-        let store = &self.parts.store;
-        if !store
-            .load(source)?
-            .is_some_and(|record| record.created_at_ms <= fork.at_ms)
-        {
-            return Ok(None);
-        }
-        let found = store.events(source, seq.saturating_sub(1), 1, EVENTS_PAGE_BYTES)?;
-        Ok(match found.first().map(Event::parse).transpose()? {
-            Some(event) if event.seq == seq && event.turn == fork.turn => Some(event),
-            _ => None,
-        })
-    }
-
-    /// Where session `id`'s log starts, in words.
-    fn log_start(&self, id: &str) -> Result<String, Cause> {
-        let first = self.parts.store.events(id, 0, 1, EVENTS_PAGE_BYTES)?;
-        Ok(match first.first().map(Event::parse).transpose()? {
-            Some(event) if event.kind == EventKind::Fork => format!(
-                "at turn {}, where it was forked from session {} (ask that session for earlier turns)",
-                event.turn, event.input["from"]
-            ),
-            Some(event) => format!("at turn {}", event.turn),
-            None => "nowhere: the session predates event logs".to_owned(),
-        })
-    }
-
-    /// Session `id`'s history as of `event` (on its line), rebuilt from the
-    /// messages the line's events appended, newest first, to the history's
-    /// cap. A prune's event holds only what it asked for, so the walk keeps
-    /// from the turns before a prune only its newest `keep_last`, behind
-    /// its summary. A fork's history is its source's as of the event it
-    /// was forked at, so the walk goes on there.
-    fn history_at(&self, id: &str, event: &Event) -> Result<Vec<Message>, Cause> {
-        let cap = self.parts.history_cap();
-        let mut newest_first: Vec<Message> = Vec::new();
-        let mut bytes = 0;
-        // How many messages older than the walk's place the history keeps.
-        let mut room = usize::MAX;
-        let mut pruned: Vec<Pruned> = Vec::new();
-        // The sessions walked through, the one the line is of last.
-        let mut walked = vec![id.to_owned()];
-        let mut line = vec![event.clone()];
-        'line: loop {
-            for event in line.iter().rev() {
-                for message in event.messages().into_iter().rev() {
-                    if room == 0 {
-                        break 'line;
-                    }
-                    room -= 1;
-                    bytes += message.content.len() as u64;
-                    newest_first.push(message);
-                }
-                if let Some(prune) = &event.prune {
-                    pruned.push(Pruned {
-                        summary: prune.summary.clone(),
-                        room,
-                        taken: newest_first.len(),
-                    });
-                    room = room.min(prune.keep_last as usize);
-                }
-                if room == 0 || newest_first.len() as u64 >= cap.messages || bytes >= cap.bytes {
+/// Session `id`'s history as of `event` (on its line), rebuilt from the
+/// messages the line's events appended, newest first, to the history's
+/// cap. A prune's event holds only what it asked for, so the walk keeps
+/// from the turns before a prune only its newest `keep_last`, behind
+/// its summary. A fork's history is its source's as of the event it
+/// was forked at, so the walk goes on there.
+fn history_at(parts: &Parts, id: &str, event: &Event) -> Result<Vec<Message>, Cause> {
+    let cap = parts.history_cap();
+    let mut newest_first: Vec<Message> = Vec::new();
+    let mut bytes = 0;
+    // How many messages older than the walk's place the history keeps.
+    let mut room = usize::MAX;
+    let mut pruned: Vec<Pruned> = Vec::new();
+    // The sessions walked through, the one the line is of last.
+    let mut walked = vec![id.to_owned()];
+    let mut line = vec![event.clone()];
+    'line: loop {
+        for event in line.iter().rev() {
+            for message in event.messages().into_iter().rev() {
+                if room == 0 {
                     break 'line;
                 }
+                room -= 1;
+                bytes += message.content.len() as u64;
+                newest_first.push(message);
             }
-            let Some(first) = line.first() else { break };
-            line = match first.kind {
-                EventKind::Fork => match self.forked_from(first)? {
-                    // A session made again under an id the walk has been
-                    // through is not the one it was forked from.
-                    Some(source) if !walked.contains(&source.session) => {
-                        walked.push(source.session.clone());
-                        vec![source]
-                    }
-                    _ => break,
-                },
-                _ if first.turn == 0 => break,
-                _ => self.line_before(walked.last().expect("the walk starts somewhere"), first)?,
-            };
-        }
-        // The oldest prune's summary is the newest of them.
-        for prune in pruned.iter().rev() {
-            if let Some(summary) = &prune.summary
-                && newest_first.len() - prune.taken < prune.room
-            {
-                newest_first.push(Message {
-                    role: Role::System,
-                    content: summary.clone(),
-                    interrupted: false,
+            if let Some(prune) = &event.prune {
+                pruned.push(Pruned {
+                    summary: prune.summary.clone(),
+                    room,
+                    taken: newest_first.len(),
                 });
+                room = room.min(prune.keep_last as usize);
+            }
+            if room == 0 || newest_first.len() as u64 >= cap.messages || bytes >= cap.bytes {
+                break 'line;
             }
         }
-        let kept = cap.kept(
-            newest_first
-                .iter()
-                .map(|message| message.content.len() as u64),
-        );
-        newest_first.truncate(kept as usize);
-        newest_first.reverse();
-        Ok(newest_first)
+        let Some(first) = line.first() else { break };
+        line = match first.kind {
+            EventKind::Fork => match forked_from(parts, first)? {
+                // A session made again under an id the walk has been
+                // through is not the one it was forked from.
+                Some(source) if !walked.contains(&source.session) => {
+                    walked.push(source.session.clone());
+                    vec![source]
+                }
+                _ => break,
+            },
+            _ if first.turn == 0 => break,
+            _ => line_before(
+                parts,
+                walked.last().expect("the walk starts somewhere"),
+                first,
+            )?,
+        };
     }
+    // The oldest prune's summary is the newest of them.
+    for prune in pruned.iter().rev() {
+        if let Some(summary) = &prune.summary
+            && newest_first.len() - prune.taken < prune.room
+        {
+            newest_first.push(Message {
+                role: Role::System,
+                content: summary.clone(),
+                interrupted: false,
+            });
+        }
+    }
+    let kept = cap.kept(
+        newest_first
+            .iter()
+            .map(|message| message.content.len() as u64),
+    );
+    newest_first.truncate(kept as usize);
+    newest_first.reverse();
+    Ok(newest_first)
 }
 
 /// A prune met on the walk back through a line: its summary goes before

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::host::Host;
 use crate::names::check_user_id;
+use crate::session::parts::Parts;
 use crate::store::{
     Erased, KvStoreError, Message, Namespace, SessionRecord, SessionStoreError, Store,
 };
@@ -70,9 +71,22 @@ pub enum UserDataError {
 }
 
 impl Host {
+    /// Users' data, exported or erased.
+    pub fn users(&self) -> Users<'_> {
+        Users { host: self }
+    }
+}
+
+/// Users' data, exported or erased ([`Host::users`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Users<'a> {
+    host: &'a Host,
+}
+
+impl Users<'_> {
     /// Everything stored about `user`.
-    pub async fn export_user(&self, user: &str) -> Result<UserData, UserDataError> {
-        self.with_user(user, |store, user, now_ms| {
+    pub async fn export(&self, user: &str) -> Result<UserData, UserDataError> {
+        with_user(&self.host.parts, user, |store, user, now_ms| {
             let mut sessions = Vec::new();
             for id in store.sessions_of_user(user)? {
                 // One deleted since it was listed is no longer the user's data.
@@ -103,29 +117,29 @@ impl Host {
     /// Deletes everything stored about `user`, in one atomic step of the
     /// store: its sessions with their history, and its bucket in every
     /// plugin (expired entries too).
-    pub async fn erase_user(&self, user: &str) -> Result<Erased, UserDataError> {
-        self.with_user(user, |store, user, _| {
+    pub async fn erase(&self, user: &str) -> Result<Erased, UserDataError> {
+        with_user(&self.host.parts, user, |store, user, _| {
             store
                 .erase_user(user)
                 .map_err(|err| UserDataError::Kv(err.into()))
         })
         .await
     }
+}
 
-    /// Runs `f` on a blocking thread with the store, `user` once checked,
-    /// and the host clock's time.
-    async fn with_user<T: Send + 'static>(
-        &self,
-        user: &str,
-        f: impl FnOnce(&dyn Store, &str, u64) -> Result<T, UserDataError> + Send + 'static,
-    ) -> Result<T, UserDataError> {
-        check_user_id(user).map_err(|reason| UserDataError::InvalidUser {
-            user: user.to_owned(),
-            reason,
-        })?;
-        let (user, now_ms) = (user.to_owned(), self.parts.clock.now_ms());
-        self.on_store(move |store| f(store, &user, now_ms)).await
-    }
+/// Runs `f` on a blocking thread with the store, `user` once checked,
+/// and the host clock's time.
+async fn with_user<T: Send + 'static>(
+    parts: &Parts,
+    user: &str,
+    f: impl FnOnce(&dyn Store, &str, u64) -> Result<T, UserDataError> + Send + 'static,
+) -> Result<T, UserDataError> {
+    check_user_id(user).map_err(|reason| UserDataError::InvalidUser {
+        user: user.to_owned(),
+        reason,
+    })?;
+    let (user, now_ms) = (user.to_owned(), parts.clock.now_ms());
+    parts.on_store(move |store| f(store, &user, now_ms)).await
 }
 
 /// A KV value as JSON: its text when it is UTF-8, else its bytes as numbers.

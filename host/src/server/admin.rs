@@ -85,7 +85,7 @@ pub(super) async fn list_plugins(State(api): State<Api>) -> Response {
 /// The policy's MCP servers: where each is reached (header values never
 /// shown), whether it is connected or why not, and its tools.
 pub(super) async fn list_mcp_servers(State(api): State<Api>) -> Response {
-    Json(api.host.mcp_servers()).into_response()
+    Json(api.host.mcp().servers()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -159,7 +159,7 @@ pub(super) async fn list_pinned(State(api): State<Api>, Path(name): Path<String>
     if let Some(missing) = not_loaded(&api, &name) {
         return missing;
     }
-    Json(json!({ "pinned": api.host.pinned_sessions(&name) })).into_response()
+    Json(json!({ "pinned": api.host.pinned().sessions(&name) })).into_response()
 }
 
 /// Has each pinned session of plugin `name` try its migration again at its
@@ -168,7 +168,7 @@ pub(super) async fn retry_migrations(State(api): State<Api>, Path(name): Path<St
     if let Some(missing) = not_loaded(&api, &name) {
         return missing;
     }
-    Json(json!({ "retried": api.host.retry_migrations(&name) })).into_response()
+    Json(json!({ "retried": api.host.pinned().retry(&name) })).into_response()
 }
 
 /// The 404 for a plugin this server has not loaded, if it has not.
@@ -216,7 +216,7 @@ fn user_data_error(err: &UserDataError) -> Response {
 /// Everything stored about a user: its sessions with their history, and
 /// its bucket in every plugin.
 pub(super) async fn export_user(State(api): State<Api>, Path(user): Path<String>) -> Response {
-    match api.host.export_user(&user).await {
+    match api.host.users().export(&user).await {
         Ok(data) => Json(data).into_response(),
         Err(err) => user_data_error(&err),
     }
@@ -224,7 +224,7 @@ pub(super) async fn export_user(State(api): State<Api>, Path(user): Path<String>
 
 /// Erases everything stored about a user and says how much there was.
 pub(super) async fn erase_user(State(api): State<Api>, Path(user): Path<String>) -> Response {
-    match api.host.erase_user(&user).await {
+    match api.host.users().erase(&user).await {
         Ok(erased) => {
             tracing::info!(
                 sessions = erased.sessions,
@@ -322,7 +322,8 @@ pub(super) async fn list_kv(
     let limit = query.limit.unwrap_or(KV_PAGE).clamp(1, MAX_KV_PAGE);
     let keys = api
         .host
-        .operator_kv_keys(
+        .operator_kv()
+        .keys(
             &query.bucket(plugin, bucket),
             query.prefix.as_deref().unwrap_or(""),
             query.after.as_deref(),
@@ -348,7 +349,8 @@ pub(super) async fn get_kv(
 ) -> Response {
     match api
         .host
-        .operator_kv_get(&query.bucket(plugin, bucket), &key)
+        .operator_kv()
+        .get(&query.bucket(plugin, bucket), &key)
         .await
     {
         Ok(Some(value)) => Json(json!({ "key": key, "value": value_json(value) })).into_response(),
@@ -371,7 +373,8 @@ pub(super) async fn put_kv(
     let bucket = query.bucket(plugin, bucket);
     match api
         .host
-        .operator_kv_put(&bucket, &key, value.to_vec(), query.ttl_ms)
+        .operator_kv()
+        .put(&bucket, &key, value.to_vec(), query.ttl_ms)
         .await
     {
         Ok(()) => Json(json!({ "key": key, "stored": true })).into_response(),
@@ -387,7 +390,8 @@ pub(super) async fn delete_kv(
 ) -> Response {
     match api
         .host
-        .operator_kv_delete(&query.bucket(plugin, bucket), &key)
+        .operator_kv()
+        .delete(&query.bucket(plugin, bucket), &key)
         .await
     {
         Ok(()) => Json(json!({ "key": key, "deleted": true })).into_response(),

@@ -64,7 +64,12 @@ pub(super) async fn events(
     if let Err(refusal) = read_of(&api, &caller, &id).await {
         return refusal;
     }
-    match api.host.events(&id, query.after.unwrap_or(0), limit).await {
+    match api
+        .host
+        .timeline()
+        .events(&id, query.after.unwrap_or(0), limit)
+        .await
+    {
         Ok(page) => Json(page).into_response(),
         Err(err) => err.into_response(),
     }
@@ -94,7 +99,7 @@ async fn follow(api: &Api, caller: &Caller, id: &str, after: u64, headers: &Head
         return refusal;
     }
     match api.open.follow(caller, id) {
-        Ok(places) => sse(api, caller, api.host.follow(id, after), places),
+        Ok(places) => sse(api, caller, api.host.timeline().follow(id, after), places),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -137,7 +142,7 @@ pub(super) async fn feed(
         Ok(place) => sse(
             &api,
             &caller,
-            api.host.follow_plugin(&query.plugin, owner),
+            api.host.timeline().follow_plugin(&query.plugin, owner),
             place,
         ),
         Err(refusal) => refusal.into_response(),
@@ -207,6 +212,7 @@ pub(super) async fn state(
     };
     match api
         .host
+        .timeline()
         .state_at(&id, query.turn.unwrap_or(record.turn))
         .await
     {
@@ -247,7 +253,7 @@ pub(super) async fn fork(
     if let Err((status, kind, message)) = api.room_for_a_session(&caller).await {
         return error(status, kind, message);
     }
-    match api.host.fork(&id, request.turn, new_id).await {
+    match api.host.timeline().fork(&id, request.turn, new_id).await {
         Ok(forked) => (StatusCode::CREATED, Json(forked)).into_response(),
         Err(err) => err.into_response(),
     }
@@ -273,7 +279,7 @@ pub(super) async fn rewind(
     if let Some(refusal) = turn_refused(&api, &caller, &id).await {
         return refusal;
     }
-    match api.host.rewind(&id, request.turn).await {
+    match api.host.timeline().rewind(&id, request.turn).await {
         Ok(state) => Json(state).into_response(),
         Err(err) => err.into_response(),
     }

@@ -62,6 +62,18 @@ pub(crate) struct Parts {
 }
 
 impl Parts {
+    /// Runs `f` with the store on a blocking thread, where store calls are
+    /// made: they block.
+    pub(crate) async fn on_store<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> R + Send + 'static,
+    ) -> R {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .expect("a call of the store panicked")
+    }
+
     /// The limits the turns of plugin `plugin` run under.
     pub(crate) fn limits_for(&self, plugin: &str) -> &Arc<Limits> {
         self.plugin_limits.get(plugin).unwrap_or(&self.limits)

@@ -94,7 +94,7 @@ pub async fn serve_stdio(host: Host, user: Option<String>) -> anyhow::Result<()>
     let conversation = session.conversation.clone();
     let running = session.serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
-    host.end_mcp_conversation(&conversation);
+    host.mcp().end_conversation(&conversation);
     // The client left: end its sessions now, while the runtime runs.
     let sessions = std::mem::take(&mut kept.lock().await.sessions);
     for id in sessions.into_values() {
@@ -145,7 +145,7 @@ impl McpSession {
     pub(crate) fn new(api: Api, local: Caller, user: Option<String>) -> McpSession {
         let changes = (
             api.host.watch_plugins(),
-            api.host.watch_reexported_mcp_tools(),
+            api.host.mcp().watch_reexported_tools(),
         );
         McpSession {
             api,
@@ -311,6 +311,7 @@ impl McpSession {
         let called = self
             .api
             .host
+            .mcp()
             .call_reexported(&self.conversation, server, tool, &arguments)
             .await;
         match called {
@@ -343,7 +344,7 @@ impl Drop for McpSession {
         if Arc::strong_count(&self.kept) > 1 {
             return;
         }
-        self.api.host.end_mcp_conversation(&self.conversation);
+        self.api.host.mcp().end_conversation(&self.conversation);
         let sessions = match self.kept.try_lock() {
             Ok(mut kept) => std::mem::take(&mut kept.sessions),
             Err(_) => return,

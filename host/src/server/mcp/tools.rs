@@ -47,7 +47,7 @@ pub(crate) fn tools_for(host: &Host, caller: &Caller) -> Vec<Tool> {
             Arc::new(text),
         ));
     }
-    for (server, offered) in host.reexported_mcp_tools() {
+    for (server, offered) in host.mcp().reexported_tools() {
         if !caller.may_use(&format!("{REMOTE_PREFIX}{server}")) {
             continue;
         }
