@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::capability::bucket::Bucket;
 use crate::capability::error::GuestError;
 use crate::clock::Clock;
-use crate::limits::Limit;
+use crate::limits::{Limit, Limits};
 use crate::metrics::Metrics;
 use crate::names::{check_bucket_name, check_kv_key, check_kv_prefix};
 use crate::policy::Grants;
@@ -99,14 +99,55 @@ pub(crate) struct KeyPage {
     pub(crate) cursor: Option<String>,
 }
 
-/// A turn's KV: where its buckets live, whom they belong to, and how much
-/// they may hold.
-pub(crate) struct KvCtx {
-    scope: Scope,
+/// The `kv` capability as the host holds it: where buckets live, the
+/// clock their entries expire by, the buckets the policy grants, and what
+/// is counted. A call's [`KvCtx`] is made from it.
+#[derive(Clone)]
+pub(crate) struct KvService {
     store: Arc<dyn KvStore>,
     clock: Clock,
     grants: Arc<Grants>,
     metrics: Arc<Metrics>,
+}
+
+impl KvService {
+    pub(crate) fn new(
+        store: Arc<dyn KvStore>,
+        clock: Clock,
+        grants: Grants,
+        metrics: Arc<Metrics>,
+    ) -> KvService {
+        KvService {
+            store,
+            clock,
+            grants: Arc::new(grants),
+            metrics,
+        }
+    }
+
+    /// KV for one call acting for `scope`, within the quotas and value
+    /// bound of `limits`.
+    pub(crate) fn for_call(&self, scope: Scope, limits: &Limits) -> KvCtx {
+        KvCtx {
+            scope,
+            service: self.clone(),
+            quota: Quota {
+                keys: limits.kv_keys,
+                bytes: limits.kv_bytes,
+                user_keys: limits.kv_user_keys,
+                user_bytes: limits.kv_user_bytes,
+            },
+            value_bytes: limits.value_bytes,
+            open: 0,
+            written: RefCell::default(),
+        }
+    }
+}
+
+/// A call's KV: whom its buckets belong to, and how much they may hold.
+pub(crate) struct KvCtx {
+    scope: Scope,
+    service: KvService,
     quota: Quota,
     /// Largest value, in bytes.
     value_bytes: usize,
@@ -116,29 +157,6 @@ pub(crate) struct KvCtx {
 }
 
 impl KvCtx {
-    /// KV for a turn acting for `scope`.
-    pub(crate) fn new(
-        scope: Scope,
-        store: Arc<dyn KvStore>,
-        clock: Clock,
-        grants: Arc<Grants>,
-        metrics: Arc<Metrics>,
-        quota: Quota,
-        value_bytes: usize,
-    ) -> KvCtx {
-        KvCtx {
-            scope,
-            store,
-            clock,
-            grants,
-            metrics,
-            quota,
-            value_bytes,
-            open: 0,
-            written: RefCell::default(),
-        }
-    }
-
     /// The keys the turn wrote.
     pub(crate) fn into_written(self) -> KvWrites {
         self.written.into_inner()
@@ -146,7 +164,9 @@ impl KvCtx {
 
     /// Counts a call of `function`.
     pub(crate) fn count(&self, function: &'static str) {
-        self.metrics.kv_operation(&self.scope.plugin, function);
+        self.service
+            .metrics
+            .kv_operation(&self.scope.plugin, function);
     }
 
     /// Opens the bucket `name`: `user`, `global`, or one the operator granted.
@@ -171,7 +191,7 @@ impl KvCtx {
             },
             other => {
                 check_bucket_name(other).map_err(GuestError::Invalid)?;
-                if !self.grants.allows(&scope.plugin, other) {
+                if !self.service.grants.allows(&scope.plugin, other) {
                     return Err(GuestError::Denied(format!(
                         "plugin `{}` is not granted bucket `{other}` (the operator grants buckets in the policy file)",
                         scope.plugin
@@ -199,14 +219,16 @@ impl KvCtx {
 
     pub(crate) fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, GuestError> {
         check_key(key)?;
-        self.store
-            .kv_get(&bucket.ns, key, self.clock.now_ms())
+        self.service
+            .store
+            .kv_get(&bucket.ns, key, self.service.clock.now_ms())
             .map_err(|err| self.guest_error(bucket, err))
     }
 
     pub(crate) fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), GuestError> {
         check_key(key)?;
-        self.store
+        self.service
+            .store
             .kv_delete(&bucket.ns, key)
             .map_err(|err| self.guest_error(bucket, err))?;
         self.written.borrow_mut().note(&bucket.name, key);
@@ -226,13 +248,14 @@ impl KvCtx {
         }
         // One more than a page tells whether there is a next one.
         let mut keys = self
+            .service
             .store
             .kv_keys(
                 &bucket.ns,
                 prefix,
                 cursor,
                 PAGE_SIZE + 1,
-                self.clock.now_ms(),
+                self.service.clock.now_ms(),
             )
             .map_err(|err| self.guest_error(bucket, err))?;
         let more = keys.len() > PAGE_SIZE;
@@ -251,8 +274,15 @@ impl KvCtx {
     ) -> Result<i64, GuestError> {
         check_key(key)?;
         let value = self
+            .service
             .store
-            .kv_increment(&bucket.ns, key, delta, self.clock.now_ms(), &self.quota)
+            .kv_increment(
+                &bucket.ns,
+                key,
+                delta,
+                self.service.clock.now_ms(),
+                &self.quota,
+            )
             .map_err(|err| self.guest_error(bucket, err))?;
         self.written.borrow_mut().note(&bucket.name, key);
         Ok(value)
@@ -276,13 +306,14 @@ impl KvCtx {
                 self.value_bytes
             )));
         }
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.service.clock.now_ms();
         let write = KvWrite {
             value,
             expires_at_ms: expiry(now_ms, ttl_ms)?,
             only_if,
         };
         let stored = self
+            .service
             .store
             .kv_put(&bucket.ns, key, &write, now_ms, &self.quota)
             .map_err(|err| self.guest_error(bucket, err))?;
@@ -296,7 +327,9 @@ impl KvCtx {
     fn guest_error(&self, bucket: &Bucket, err: KvStoreError) -> GuestError {
         match err {
             KvStoreError::QuotaExceeded(reason) => {
-                self.metrics.limit_trip(&self.scope.plugin, Limit::KvQuota);
+                self.service
+                    .metrics
+                    .limit_trip(&self.scope.plugin, Limit::KvQuota);
                 GuestError::QuotaExceeded(format!("bucket `{}`: {reason}", bucket.name))
             }
             KvStoreError::Invalid(reason) => {
@@ -323,5 +356,218 @@ fn expiry(now_ms: u64, ttl_ms: Option<u64>) -> Result<Option<u64>, GuestError> {
             "ttl-ms is 0; give at least 1, or none for a key that never expires".into(),
         )),
         Some(ttl) => Ok(Some(now_ms.saturating_add(ttl))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// KV over one memory store on a test clock, bucket `crm` granted to
+    /// plugins `shop` and `desk`.
+    fn service() -> (KvService, Clock) {
+        let clock = Clock::manual(1_000);
+        let mut grants = Grants::default();
+        for plugin in ["shop", "desk"] {
+            grants.grant(plugin, "crm").unwrap();
+        }
+        let store = Arc::new(MemoryStore::default());
+        let service = KvService::new(store, clock.clone(), grants, Arc::default());
+        (service, clock)
+    }
+
+    /// A call's KV for `plugin` in session `s1` of `user`.
+    fn call(service: &KvService, plugin: &str, user: Option<&str>, limits: &Limits) -> KvCtx {
+        let scope = Scope {
+            plugin: plugin.to_owned(),
+            session: "s1".to_owned(),
+            user: user.map(str::to_owned),
+        };
+        service.for_call(scope, limits)
+    }
+
+    fn set(kv: &KvCtx, bucket: &Bucket, key: &str, value: &[u8]) -> Result<bool, GuestError> {
+        kv.put(bucket, key, value, None, None)
+    }
+
+    #[test]
+    fn bucket_user_is_the_sessions_users_and_needs_a_user() {
+        let (service, _) = service();
+        let limits = Limits::default();
+        let mut ann = call(&service, "shop", Some("ann"), &limits);
+        let mut bob = call(&service, "shop", Some("bob"), &limits);
+        let (ann_bucket, bob_bucket) = (
+            ann.open("user".into()).unwrap(),
+            bob.open("user".into()).unwrap(),
+        );
+        set(&ann, &ann_bucket, "cart", b"socks").unwrap();
+        assert_eq!(
+            ann.get(&ann_bucket, "cart").unwrap(),
+            Some(b"socks".to_vec())
+        );
+        assert_eq!(bob.get(&bob_bucket, "cart").unwrap(), None);
+
+        let mut anonymous = call(&service, "shop", None, &limits);
+        let err = anonymous.open("user".into()).unwrap_err();
+        assert!(
+            matches!(&err, GuestError::Denied(reason) if reason.contains("session `s1`")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn bucket_global_is_each_plugins_own_and_a_named_bucket_needs_the_policys_grant() {
+        let (service, _) = service();
+        let limits = Limits::default();
+        let mut shop = call(&service, "shop", None, &limits);
+        let mut desk = call(&service, "desk", None, &limits);
+        let shop_global = shop.open("global".into()).unwrap();
+        set(&shop, &shop_global, "motd", b"hello").unwrap();
+        let desk_global = desk.open("global".into()).unwrap();
+        assert_eq!(desk.get(&desk_global, "motd").unwrap(), None);
+
+        // A granted bucket is one for every plugin granted it.
+        let shop_crm = shop.open("crm".into()).unwrap();
+        set(&shop, &shop_crm, "customer:7", b"gold").unwrap();
+        let desk_crm = desk.open("crm".into()).unwrap();
+        assert_eq!(
+            desk.get(&desk_crm, "customer:7").unwrap(),
+            Some(b"gold".to_vec())
+        );
+
+        let mut intruder = call(&service, "intruder", None, &limits);
+        let err = intruder.open("crm".into()).unwrap_err();
+        assert!(
+            matches!(&err, GuestError::Denied(reason) if reason.contains("not granted bucket `crm`")),
+            "{err:?}"
+        );
+        let err = intruder.open("Not A Name".into()).unwrap_err();
+        assert!(matches!(err, GuestError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_write_past_the_value_bound_or_a_quota_is_refused_and_stores_nothing() {
+        let (service, _) = service();
+        let limits = Limits {
+            value_bytes: 8,
+            kv_keys: 2,
+            ..Limits::default()
+        };
+        let mut kv = call(&service, "shop", None, &limits);
+        let bucket = kv.open("global".into()).unwrap();
+        let err = set(&kv, &bucket, "big", b"nine byte").unwrap_err();
+        assert!(
+            matches!(&err, GuestError::Invalid(reason) if reason.contains("over the limit of 8 bytes")),
+            "{err:?}"
+        );
+        assert_eq!(kv.get(&bucket, "big").unwrap(), None);
+
+        set(&kv, &bucket, "a", b"1").unwrap();
+        set(&kv, &bucket, "b", b"2").unwrap();
+        let err = set(&kv, &bucket, "c", b"3").unwrap_err();
+        assert!(matches!(err, GuestError::QuotaExceeded(_)), "{err:?}");
+        assert_eq!(kv.get(&bucket, "c").unwrap(), None);
+        // Replacing a key adds none.
+        set(&kv, &bucket, "a", b"one").unwrap();
+        assert_eq!(kv.get(&bucket, "a").unwrap(), Some(b"one".to_vec()));
+    }
+
+    #[test]
+    fn keys_are_listed_a_page_at_a_time_from_a_cursor() {
+        let (service, _) = service();
+        let limits = Limits::default();
+        let mut kv = call(&service, "shop", None, &limits);
+        let bucket = kv.open("global".into()).unwrap();
+        let wanted: Vec<String> = (0..250).map(|n| format!("order:{n:03}")).collect();
+        for key in &wanted {
+            set(&kv, &bucket, key, b"x").unwrap();
+        }
+        set(&kv, &bucket, "profile", b"x").unwrap();
+
+        let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = kv.list_keys(&bucket, "order:", cursor.as_deref()).unwrap();
+            assert!(page.keys.len() <= PAGE_SIZE);
+            listed.extend(page.keys);
+            pages += 1;
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!((pages, listed), (3, wanted));
+
+        let err = kv.list_keys(&bucket, "", Some("")).err().unwrap();
+        assert!(
+            matches!(&err, GuestError::Invalid(reason) if reason.starts_with("cursor")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_entry_expires_by_the_hosts_clock_and_a_ttl_of_zero_is_refused() {
+        let (service, clock) = service();
+        let limits = Limits::default();
+        let mut kv = call(&service, "shop", None, &limits);
+        let bucket = kv.open("global".into()).unwrap();
+        kv.put(&bucket, "code", b"1234", Some(60_000), None)
+            .unwrap();
+        clock.advance(Duration::from_secs(59));
+        assert_eq!(kv.get(&bucket, "code").unwrap(), Some(b"1234".to_vec()));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(kv.get(&bucket, "code").unwrap(), None);
+
+        let err = kv.put(&bucket, "code", b"1", Some(0), None).unwrap_err();
+        assert!(matches!(err, GuestError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn the_keys_written_are_noted_once_each_and_counted_past_the_kept() {
+        let (service, _) = service();
+        let limits = Limits::default();
+        let mut kv = call(&service, "shop", Some("ann"), &limits);
+        let (global, user) = (
+            kv.open("global".into()).unwrap(),
+            kv.open("user".into()).unwrap(),
+        );
+        set(&kv, &global, "a", b"1").unwrap();
+        set(&kv, &global, "a", b"2").unwrap();
+        kv.increment(&user, "visits", 1).unwrap();
+        kv.delete(&global, "gone").unwrap();
+        // A swap that finds another value stores nothing, and is no write.
+        let swapped = kv
+            .put(&global, "a", b"3", None, Some(Some(b"1".as_slice())))
+            .unwrap();
+        assert!(!swapped);
+        for n in 0..WRITES_KEPT {
+            set(&kv, &global, &format!("k{n}"), b"x").unwrap();
+        }
+        let written = kv.into_written();
+        let first: Vec<(&str, &str)> = written.keys[..3]
+            .iter()
+            .map(|key| (key.bucket.as_str(), key.key.as_str()))
+            .collect();
+        assert_eq!(
+            first,
+            [("global", "a"), ("user", "visits"), ("global", "gone")]
+        );
+        assert_eq!((written.keys.len(), written.more), (WRITES_KEPT, 3));
+    }
+
+    #[test]
+    fn a_call_holds_a_bounded_number_of_buckets_open() {
+        let (service, _) = service();
+        let limits = Limits::default();
+        let mut kv = call(&service, "shop", None, &limits);
+        for _ in 0..MAX_OPEN_BUCKETS {
+            kv.open("global".into()).unwrap();
+        }
+        let err = kv.open("global".into()).unwrap_err();
+        assert!(matches!(err, GuestError::QuotaExceeded(_)), "{err:?}");
+        kv.close();
+        kv.open("global".into()).unwrap();
     }
 }

@@ -45,3 +45,25 @@ impl OutputCtx {
         self.said
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn what_is_said_goes_to_the_sink_as_it_is_said_up_to_the_limit() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink: Sink = {
+            let heard = heard.clone();
+            Arc::new(move |text| heard.lock().unwrap().push(text.to_owned()))
+        };
+        let mut output = OutputCtx::new(Some(sink), 10);
+        output.say("hello".into()).unwrap();
+        output.say("there".into()).unwrap();
+        assert_eq!(output.say("!".into()), Err(Tripped::Output(10)));
+        assert_eq!(*heard.lock().unwrap(), ["hello", "there"]);
+        assert_eq!(output.into_said(), ["hello", "there"]);
+    }
+}

@@ -121,3 +121,33 @@ pub(crate) trait ToolHub: Send + Sync {
     /// The calls made through this registry.
     fn into_calls(self: Box<Self>) -> RegistryCalls;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(n: usize) -> RegistryCall {
+        RegistryCall {
+            record: format!("r{n}"),
+            tool: "shop/find".to_owned(),
+            outcome: ToolOutcome::Ok,
+        }
+    }
+
+    #[test]
+    fn the_calls_made_are_kept_in_order_and_counted_past_the_kept() {
+        let mut first = RegistryCalls::default();
+        assert!(first.is_empty());
+        for n in 0..CALLS_KEPT - 1 {
+            first.note(made(n));
+        }
+        let mut later = RegistryCalls::default();
+        for n in 0..3 {
+            later.note(made(CALLS_KEPT + n));
+        }
+        first.extend(later);
+        assert_eq!(first.calls.len(), CALLS_KEPT);
+        assert_eq!(first.calls[CALLS_KEPT - 1].record, format!("r{CALLS_KEPT}"));
+        assert_eq!(first.more, 2);
+    }
+}

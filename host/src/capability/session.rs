@@ -284,3 +284,135 @@ impl SessionCtx {
 fn entry_bytes(key: &str, value: &Value) -> usize {
     key.len() + value.to_string().len()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{MemoryStore, Status};
+
+    /// The view of session `s1` at turn 3, starting from `state`, under
+    /// `limits`.
+    fn view(state: Value, limits: Limits) -> SessionCtx {
+        let Value::Object(state) = state else {
+            panic!("a state is an object");
+        };
+        let record = SessionRecord {
+            id: "s1".to_owned(),
+            plugin: "shop".to_owned(),
+            digest: String::new(),
+            user_id: Some("ann".to_owned()),
+            owner: None,
+            variables: Map::new(),
+            state: State::new(),
+            state_version: 1,
+            revision: 2,
+            turn: 2,
+            status: Status::Active,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            delegate: None,
+            log_bytes: 0,
+        };
+        let store = Arc::new(MemoryStore::default());
+        SessionCtx::new(&record, 3, state, store, Arc::new(limits))
+    }
+
+    #[test]
+    fn a_write_past_the_state_bound_is_refused_and_changes_nothing() {
+        // An entry counts its key and its compact JSON: `name` and `"ann"`
+        // are 9 bytes, `city` and `"Oslo"` 10.
+        let limits = Limits {
+            state_bytes: 24,
+            ..Limits::default()
+        };
+        let mut session = view(json!({ "name": "ann" }), limits);
+        session.set("city".into(), "\"Oslo\"").unwrap();
+        let err = session.set("note".into(), "\"far too long\"").unwrap_err();
+        assert!(
+            matches!(&err, GuestError::QuotaExceeded(reason) if reason.contains("over the limit of 24 bytes")),
+            "{err:?}"
+        );
+        assert_eq!(session.get("note"), None);
+        // Deleting makes room again.
+        session.delete("city");
+        session.set("note".into(), "\"far too\"").unwrap();
+        assert_eq!(session.keys(""), ["name", "note"]);
+    }
+
+    #[test]
+    fn a_key_or_value_that_breaks_a_rule_is_refused() {
+        let mut session = view(json!({}), Limits::default());
+        for (key, value) in [("", "1"), ("no spaces", "1"), ("count", "{not json")] {
+            let err = session.set(key.into(), value).unwrap_err();
+            assert!(matches!(err, GuestError::Invalid(_)), "{key}: {err:?}");
+        }
+        assert!(session.state().is_empty());
+    }
+
+    #[test]
+    fn a_fork_works_on_a_copy_that_becomes_the_turns_only_when_adopted() {
+        let mut session = view(json!({ "count": 1 }), Limits::default());
+        let mut fork = session.fork();
+        fork.set("count".into(), "2").unwrap();
+        fork.note("counted".into()).unwrap();
+        assert_eq!(session.get("count").as_deref(), Some("1"));
+        // A failed call's fork is dropped: nothing of it stays.
+        drop(session.fork());
+        session.adopt(fork);
+        assert_eq!(session.get("count").as_deref(), Some("2"));
+        assert_eq!(session.take_shaping().notes, ["counted"]);
+    }
+
+    #[test]
+    fn notes_and_a_prunes_summary_are_bounded() {
+        let mut session = view(json!({}), Limits::default());
+        for text in [String::new(), "n".repeat(NOTE_BYTES + 1)] {
+            assert!(matches!(session.note(text), Err(GuestError::Invalid(_))));
+        }
+        for n in 0..NOTES_PER_TURN {
+            session.note(format!("note {n}")).unwrap();
+        }
+        assert!(matches!(
+            session.note("one more".into()),
+            Err(GuestError::Invalid(_))
+        ));
+        let long = "s".repeat(SUMMARY_BYTES + 1);
+        assert!(matches!(
+            session.prune(2, Some(long)),
+            Err(GuestError::Invalid(_))
+        ));
+        session.prune(2, Some("they talked".into())).unwrap();
+        let shaping = session.take_shaping();
+        assert_eq!(shaping.notes.len(), NOTES_PER_TURN);
+        assert_eq!(shaping.prune.unwrap().keep_last, 2);
+    }
+
+    #[test]
+    fn a_prune_keeps_the_newest_messages_behind_its_summary() {
+        let said = |content: &str| Message {
+            role: Role::User,
+            content: content.to_owned(),
+            interrupted: false,
+        };
+        let history = ["one", "two", "three"].map(said).to_vec();
+        let prune = Prune {
+            keep_last: 2,
+            summary: Some("counting".to_owned()),
+        };
+        let pruned: Vec<(Role, String)> = prune
+            .apply(history)
+            .into_iter()
+            .map(|message| (message.role, message.content))
+            .collect();
+        assert_eq!(
+            pruned,
+            [
+                (Role::System, "counting".to_owned()),
+                (Role::User, "two".to_owned()),
+                (Role::User, "three".to_owned()),
+            ]
+        );
+    }
+}

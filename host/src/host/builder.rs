@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::capability::http::HttpService;
+use crate::capability::kv::KvService;
 use crate::clock::Clock;
 use crate::engine::{CompilerProcess, Engine};
 use crate::host::Host;
@@ -200,6 +202,12 @@ impl HostBuilder {
                         .collect(),
                 )?,
                 commits: Commits::of(&store, &running),
+                kv: KvService::new(
+                    store.clone(),
+                    self.clock.clone(),
+                    self.grants,
+                    metrics.clone(),
+                ),
                 store,
                 turns: Arc::new(Semaphore::new(limits.concurrent_turns)),
                 plugin_turns: PluginTurns::default(),
@@ -210,12 +218,11 @@ impl HostBuilder {
                     .collect(),
                 lease_ttl: longest_deadline * 2 + LEASE_MARGIN,
                 limits,
-                grants: Arc::new(self.grants),
                 calls: self.calls,
                 remotes: McpServers::new(self.mcp_servers),
                 webhooks: Webhooks::new(self.webhooks, metrics.clone(), self.clock.clone()),
                 pinned: Pinned::default(),
-                outbound: Reach::new(self.outbound),
+                http: HttpService::new(Reach::new(self.outbound), metrics.clone()),
                 clock: self.clock,
                 locks: SessionLocks::default(),
                 running,

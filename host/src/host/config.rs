@@ -28,7 +28,7 @@ impl Host {
     /// HTTP grant and configuration (nothing for a plugin no one
     /// configured).
     pub fn outbound(&self, plugin: &str) -> Arc<Outbound> {
-        self.parts.outbound.of(plugin)
+        self.parts.http.reach.of(plugin)
     }
 
     /// Sets the configuration operators give plugin `plugin` over its
@@ -44,7 +44,8 @@ impl Host {
             .map_err(|reason| ConfigError::Invalid(format!("the plugin name {reason}")))?;
         let reach = Arc::new(
             self.parts
-                .outbound
+                .http
+                .reach
                 .with(plugin, &config)
                 .map_err(ConfigError::Invalid)?,
         );
@@ -52,7 +53,7 @@ impl Host {
         self.parts
             .on_store(move |store| store.set_plugin_config(&name, &config))
             .await?;
-        self.parts.outbound.set(plugin, reach.clone());
+        self.parts.http.reach.set(plugin, reach.clone());
         Ok(reach)
     }
 }

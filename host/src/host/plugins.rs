@@ -67,7 +67,7 @@ impl Host {
         tokio::task::spawn_blocking(move || {
             let followed = host.parts.plugins.follow()?;
             let stored = host.parts.store.plugin_configs()?;
-            host.parts.outbound.follow(stored);
+            host.parts.http.reach.follow(stored);
             Ok(followed)
         })
         .await

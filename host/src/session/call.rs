@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::capability::http::HttpCtx;
-use crate::capability::kv::{KvCtx, KvWrites, Scope};
+use crate::capability::kv::{KvWrites, Scope};
 use crate::capability::output::{OutputCtx, Sink};
 use crate::capability::registry::RegistryCalls;
 use crate::capability::session::SessionCtx;
@@ -18,7 +17,7 @@ use crate::session::calls::Caller;
 use crate::session::chain::Within;
 use crate::session::error::Cause;
 use crate::session::parts::Parts;
-use crate::store::{OutboundUse, Quota, SessionRecord, State};
+use crate::store::{OutboundUse, SessionRecord, State};
 
 /// What one call into an instance produced.
 pub(crate) struct Call<R> {
@@ -84,30 +83,12 @@ pub(crate) fn call_on<R>(
         session: id.clone(),
         user: session.user_id().map(str::to_owned),
     };
-    let http = HttpCtx::new(
-        parts.outbound.of(plugin.name()),
-        plugin.name(),
-        session.id(),
-        parts.metrics.clone(),
-        deadline,
-        within.stop(),
-    );
+    let http = parts
+        .http
+        .for_call(plugin.name(), session.id(), deadline, within.stop());
     let capabilities = Capabilities {
         session,
-        kv: KvCtx::new(
-            scope,
-            parts.store.clone(),
-            parts.clock.clone(),
-            parts.grants.clone(),
-            parts.metrics.clone(),
-            Quota {
-                keys: limits.kv_keys,
-                bytes: limits.kv_bytes,
-                user_keys: limits.kv_user_keys,
-                user_bytes: limits.kv_user_bytes,
-            },
-            limits.value_bytes,
-        ),
+        kv: parts.kv.for_call(scope, &limits),
         output: OutputCtx::new(sink, limits.output_bytes),
         registry: Box::new(Caller::new(
             parts.clone(),

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, broadcast};
 
+use crate::capability::http::HttpService;
+use crate::capability::kv::KvService;
 use crate::clock::Clock;
 use crate::limits::{Limits, Tripped};
 use crate::metrics::{Metrics, NO_PLUGIN};
 use crate::plugin::versions::Plugins;
-use crate::policy::{Grants, MayCall, Reach};
+use crate::policy::MayCall;
 use crate::remote::McpServers;
 use crate::session::error::{Cause, SessionError};
 use crate::session::interrupt::Running;
@@ -36,16 +38,18 @@ pub(crate) struct Parts {
     /// How long a session lease lasts: a turn may run on-message and
     /// on-end, each under the longest deadline, plus a margin.
     pub(crate) lease_ttl: Duration,
-    pub(crate) grants: Arc<Grants>,
+    /// The `kv` capability, which every call's KV is made from.
+    pub(crate) kv: KvService,
     /// The tools of other plugins and MCP servers each plugin may call.
     pub(crate) calls: HashMap<String, MayCall>,
     /// The operator's MCP servers, whose tools join the registry.
     pub(crate) remotes: McpServers,
     /// Sessions the active version could not migrate, not tried again.
     pub(crate) pinned: Pinned,
-    /// What each plugin may reach outside the host, as the policy file
-    /// says and the operators' configuration adds.
-    pub(crate) outbound: Reach,
+    /// Outbound HTTP, which every call's is made from: what each plugin
+    /// may reach outside the host, as the policy file says and the
+    /// operators' configuration adds.
+    pub(crate) http: HttpService,
     pub(crate) clock: Clock,
     pub(crate) locks: SessionLocks,
     /// Where each plugin's events are posted.

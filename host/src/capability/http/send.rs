@@ -1,22 +1,14 @@
-//! Outbound HTTP for one call of an export (`wasi:http/outgoing-handler`,
-//! from WIT 0.2.0).
-//!
-//! Every request a guest sends is checked before a socket opens: its count
-//! in the call, then the plugin's allow-list, then the addresses its host
-//! name resolves to (loopback, private and link-local ones only through an
-//! allow entry that names the address). The host connects to the address it
-//! checked, sets the grant's injected headers after the guest built the
-//! request, never follows a redirect, bounds every wait by the grant's
-//! timeout and the call's deadline, and the response body by the grant's
-//! size. Requests, bytes and refusals are counted per plugin.
+//! A request on its way: the address checked and connected to, the waits
+//! bounded by the grant's timeout and the call's deadline, and the response
+//! body bounded and metered.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -26,245 +18,23 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_rustls::rustls;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::io::TokioIo;
-use wasmtime_wasi_http::{
-    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-};
+use wasmtime_wasi_http::{Error, WasiBody};
 
-use crate::metrics::Metrics;
-use crate::policy::Outbound;
 use crate::policy::origin::{Host, Origin, Target, is_internal};
-use crate::store::OutboundUse;
 use crate::tls::CLIENT_CONFIG;
 
-/// What a call may send, and what it sent so far.
-pub(crate) struct HttpCtx {
-    wasi: WasiHttpCtx,
-    hooks: Outgoing,
-}
-
-/// The hooks through which every request of the call passes.
-struct Outgoing {
-    outbound: Arc<Outbound>,
-    meter: Meter,
-    deadline: Instant,
-    stop: CancellationToken,
-}
-
-/// Where the call's requests are counted and logged.
-#[derive(Clone)]
-struct Meter {
-    plugin: Arc<str>,
-    session: Arc<str>,
-    metrics: Arc<Metrics>,
-    usage: Arc<Usage>,
-}
-
-/// What the call sent, for its tool execution record, and whether its
-/// deadline ended a wait.
-#[derive(Default)]
-struct Usage {
-    requests: AtomicU64,
-    refused: AtomicU64,
-    response_bytes: AtomicU64,
-    cut_by_deadline: AtomicBool,
-}
-
-/// Why the host refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
-    /// Its origin is not on the plugin's allow-list.
-    AllowList,
-    /// Its host resolves only to internal addresses the allow entry does
-    /// not name.
-    Address,
-    /// Its method is one the host never sends (TRACE, CONNECT).
-    Method,
-    /// The call sent as many requests as the grant allows.
-    RequestsPerTurn,
-    /// Its response body is larger than the grant allows.
-    ResponseBytes,
-}
-
-impl Rule {
-    /// Its name in logs and metrics.
-    fn as_str(self) -> &'static str {
-        match self {
-            Rule::AllowList => "allow_list",
-            Rule::Address => "address",
-            Rule::Method => "method",
-            Rule::RequestsPerTurn => "max_requests_per_turn",
-            Rule::ResponseBytes => "max_response_bytes",
-        }
-    }
-}
-
-impl Meter {
-    fn refuse(&self, target: &str, rule: Rule, detail: &str) {
-        tracing::warn!(
-            plugin = %self.plugin,
-            session = %self.session,
-            target,
-            rule = rule.as_str(),
-            "outbound request refused: {detail}"
-        );
-        self.metrics.outbound_refused(&self.plugin, rule.as_str());
-        self.usage.refused.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn read(&self, bytes: u64, origin: &str) {
-        self.metrics.outbound_bytes(&self.plugin, origin, bytes);
-        self.usage
-            .response_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl HttpCtx {
-    /// The outbound HTTP of a call of `plugin` in `session`, under
-    /// `outbound`, ending at `deadline` or when `stop` is cancelled.
-    pub(crate) fn new(
-        outbound: Arc<Outbound>,
-        plugin: &str,
-        session: &str,
-        metrics: Arc<Metrics>,
-        deadline: Instant,
-        stop: CancellationToken,
-    ) -> HttpCtx {
-        HttpCtx {
-            wasi: WasiHttpCtx::new(),
-            hooks: Outgoing {
-                outbound,
-                meter: Meter {
-                    plugin: plugin.into(),
-                    session: session.into(),
-                    metrics,
-                    usage: Arc::default(),
-                },
-                deadline,
-                stop,
-            },
-        }
-    }
-
-    /// What stops the call early: the caller's interrupt.
-    pub(crate) fn stop(&self) -> &CancellationToken {
-        &self.hooks.stop
-    }
-
-    /// Whether the call's deadline ended one of its requests' waits: the
-    /// call is then past its deadline, whatever the guest did after.
-    pub(crate) fn cut_by_deadline(&self) -> bool {
-        self.hooks
-            .meter
-            .usage
-            .cut_by_deadline
-            .load(Ordering::Relaxed)
-    }
-
-    /// What the call sent so far.
-    pub(crate) fn usage(&self) -> OutboundUse {
-        let usage = &self.hooks.meter.usage;
-        OutboundUse {
-            requests: usage.requests.load(Ordering::Relaxed),
-            refused: usage.refused.load(Ordering::Relaxed),
-            response_bytes: usage.response_bytes.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The configuration the plugin reads through `wasi:config/store`.
-    pub(crate) fn config(&self) -> &wasmtime_wasi_config::WasiConfigVariables {
-        self.hooks.outbound.config.variables()
-    }
-
-    /// The view `wasi:http`'s host functions take, over `table`.
-    pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
-        WasiHttpCtxView {
-            ctx: &mut self.wasi,
-            table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-/// What the host's `send_request` hook returns.
-type Sending = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), Error>> + Send>,
-                ),
-                Error,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for Outgoing {
-    fn send_request(
-        &mut self,
-        mut request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _body_errors: Box<dyn Future<Output = Result<(), Error>> + Send>,
-    ) -> Sending {
-        let grant = &self.outbound.http;
-        let Some(target) = Target::of(request.uri()) else {
-            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
-        };
-        let shown = target.to_string();
-        // A TRACE answer reflects the request, the headers the host
-        // injects among them; a CONNECT would tunnel past every check.
-        let method = request.method().clone();
-        if method == http::Method::TRACE || method == http::Method::CONNECT {
-            self.meter.refuse(
-                &shown,
-                Rule::Method,
-                &format!("{method} requests are not sent"),
-            );
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
-        let sent = self.meter.usage.requests.load(Ordering::Relaxed);
-        if sent >= u64::from(grant.max_requests_per_turn) {
-            self.meter.refuse(
-                &shown,
-                Rule::RequestsPerTurn,
-                &format!("the call already sent {sent} requests"),
-            );
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
-        let Some(origin) = grant.allowed(&target).cloned() else {
-            self.meter.refuse(
-                &shown,
-                Rule::AllowList,
-                "its origin is not on the plugin's allow-list",
-            );
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        };
-        self.meter.usage.requests.fetch_add(1, Ordering::Relaxed);
-        for (header, value) in grant.injections(&target) {
-            request.headers_mut().insert(header.clone(), value.clone());
-        }
-        let waits = Waits {
-            timeout: grant.timeout,
-            deadline: tokio::time::Instant::from_std(self.deadline),
-            max_response_bytes: grant.max_response_bytes,
-            usage: self.meter.usage.clone(),
-            stop: self.stop.clone(),
-        };
-        Box::new(send(request, target, origin, waits, self.meter.clone()))
-    }
-}
+use super::meter::{Meter, Rule, Usage};
 
 /// How long a request may wait and how much it may read.
 #[derive(Clone)]
-struct Waits {
-    timeout: Duration,
-    deadline: tokio::time::Instant,
-    max_response_bytes: u64,
-    usage: Arc<Usage>,
+pub(super) struct Waits {
+    pub(super) timeout: Duration,
+    pub(super) deadline: tokio::time::Instant,
+    pub(super) max_response_bytes: u64,
+    pub(super) usage: Arc<Usage>,
     /// An interrupt ends every wait at once.
-    stop: CancellationToken,
+    pub(super) stop: CancellationToken,
 }
 
 impl Waits {
@@ -301,7 +71,7 @@ impl Waits {
 }
 
 /// Resolves, checks and connects to `target`, then sends `request`.
-async fn send(
+pub(super) async fn send(
     mut request: http::Request<WasiBody>,
     target: Target,
     origin: Origin,
