@@ -52,7 +52,7 @@ pub use host::{Host, HostBuilder};
 pub use limits::{Limit, Limits, Tripped};
 pub use plugin::versions::{Followed, Plugins};
 pub use plugin::{ActivateError, LoadError, PluginVersion};
-pub use session::calls::child_session_id;
 pub use session::error::{Cause, SessionError};
+pub use session::lifecycle::child_session_id;
 pub use session::report::{Outcome, SessionStart, ToolReport, TurnReport};
 pub use session::tool_call::ToolRef;

@@ -40,7 +40,7 @@ use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::message::message;
 use crate::session::parts::Parts;
 use crate::session::report::{SessionStart, ToolReport, TurnReport};
-use crate::session::{tool_call, turns};
+use crate::session::{lifecycle, tool_call};
 use crate::store::{
     BackendError, Execution, Message, SessionFilter, SessionPage, SessionRecord, SessionStoreError,
 };
@@ -170,7 +170,7 @@ impl Host {
         let started = Instant::now();
         let result = self
             .serialized(&id, move |parts, id, within| {
-                turns::start(parts, id, start, sink, within)
+                lifecycle::start(parts, id, start, sink, within)
             })
             .await;
         self.parts
@@ -233,7 +233,7 @@ impl Host {
     pub async fn end_session(&self, session: &str) -> Result<TurnReport, SessionError> {
         let started = Instant::now();
         let result = self
-            .serialized(session, move |parts, id, _| turns::end(parts, id))
+            .serialized(session, move |parts, id, _| lifecycle::end(parts, id))
             .await;
         self.parts
             .observe("end", started, &result, |report| &report.plugin);

@@ -10,7 +10,7 @@
 
 use crate::host::Host;
 
-pub use crate::session::migrate::PinnedSession;
+pub use crate::session::pinned::PinnedSession;
 
 impl Host {
     /// The sessions pinned to an older version.

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::capability::output::OutputCtx;
 use crate::capability::registry::{CallError, RegistryCall, RegistryCalls, ToolHub, ToolInfo};
@@ -24,31 +23,15 @@ use crate::clock::micros_since;
 use crate::limits::Tripped;
 use crate::names::{REMOTE_PREFIX, remote_tool_address};
 use crate::plugin::PluginVersion;
-use crate::policy::MayCall;
 use crate::remote::RemoteError;
 use crate::session::call::call_on;
 use crate::session::chain::Within;
-use crate::session::error::{Cause, SessionError, session_error};
+use crate::session::error::{Cause, session_error};
+use crate::session::lifecycle::{self, child_record, child_session_id};
 use crate::session::parts::Parts;
 use crate::session::report::SessionStart;
 use crate::session::tool_call::{self, ToolCall};
-use crate::session::turns;
-use crate::store::{Execution, OutboundUse, SessionRecord, Status, ToolOutcome};
-
-/// How the id of every child session begins, and no other's.
-pub const CHILD_PREFIX: &str = "child-";
-
-/// The id of `parent`'s child session of `plugin`: derived, so that every
-/// host finds the same one, and as hard to guess as its parent's id.
-pub fn child_session_id(parent: &str, plugin: &str) -> String {
-    let mut hasher = Sha256::new();
-    for part in [parent, plugin] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    let digest = hasher.finalize();
-    format!("{CHILD_PREFIX}{}", crate::hex::hex(&digest[..16]))
-}
+use crate::store::{Execution, OutboundUse, Status, ToolOutcome};
 
 /// The registry of one call of an export: who calls, where in a chain of
 /// calls, until when.
@@ -235,7 +218,7 @@ impl Caller {
             };
             match child_record(parts, &start)? {
                 None => {
-                    turns::start(parts, id, start, None, &within)?;
+                    lifecycle::start(parts, id, start, None, &within)?;
                 }
                 Some(record) if record.status == Status::Ended => {
                     return Err(session_error(id, Some(plugin), None)(Cause::Ended));
@@ -416,60 +399,6 @@ impl ToolHub for Caller {
         self.made
             .into_inner()
             .expect("a turn's registry calls poisoned")
-    }
-}
-
-/// The child session `start` names (its `id`), if it exists; a session
-/// someone else made under the id (another plugin, owner or user than
-/// the parent's) is refused, never taken for the child.
-pub(crate) fn child_record(
-    parts: &Parts,
-    start: &SessionStart,
-) -> Result<Option<SessionRecord>, SessionError> {
-    let id = start.id.as_deref().expect("a child's start names its id");
-    let fail = session_error(id, Some(&start.plugin), None);
-    let found = parts.store.load(id).map_err(|err| fail(err.into()))?;
-    match found {
-        Some(record)
-            if record.plugin != start.plugin
-                || record.owner != start.owner
-                || record.user_id != start.user_id =>
-        {
-            Err(fail(Cause::BadRequest(format!(
-                "the session `{id}` is not the child of this session for `{}`",
-                start.plugin
-            ))))
-        }
-        found => Ok(found),
-    }
-}
-
-/// Ends the child sessions of `parent`, a session that has just ended:
-/// those of the plugins its plugin may call, and that of the plugin it
-/// handed the conversation to; closes its connections to MCP servers,
-/// and forgets that it was pinned to an older version.
-pub(crate) fn end_children(parts: &Arc<Parts>, parent: &SessionRecord) {
-    parts.remotes.end_conversation(&parent.id);
-    parts.pinned.forget(&parent.id, &parts.metrics);
-    let granted = parts.calls.get(&parent.plugin).map(MayCall::plugins);
-    let callees = granted
-        .into_iter()
-        .flatten()
-        .chain(parent.delegate.as_deref())
-        .collect::<std::collections::BTreeSet<_>>();
-    for callee in callees {
-        let child = child_session_id(&parent.id, callee);
-        let active = matches!(
-            parts.store.load(&child),
-            Ok(Some(record)) if record.status == Status::Active
-        );
-        if !active {
-            continue;
-        }
-        let ended = parts.in_child(&child, |id| turns::end(parts, id));
-        if let Err(err) = ended {
-            tracing::warn!(session = parent.id, child = child, error = %err, "a child session's on-end failed; it ended all the same");
-        }
     }
 }
 

@@ -5,12 +5,12 @@
 //! until it hands back or ends. Each plugin keeps its own state; the
 //! session's history keeps the whole conversation.
 
-use crate::session::calls::{child_record, child_session_id};
+use crate::session::answer::answer;
 use crate::session::error::{Cause, SessionError, session_error};
 use crate::session::event::{EventKind, Input};
-use crate::session::message::answer;
+use crate::session::lifecycle::{self, child_record, child_session_id, start};
 use crate::session::report::{Outcome, SessionStart, TurnReport};
-use crate::session::turns::{Ending, Turn, start};
+use crate::session::turns::{Ending, Turn};
 use crate::store::Status;
 
 /// Runs a message of a session whose plugin handed the conversation to
@@ -113,7 +113,7 @@ fn answer_in_child(
     let ending = answer(&turn, &record.plugin, text)?;
     turn.commit(Input::Message(text.to_owned()), &ending)
         .map_err(turn.fail())?;
-    let report = turn.close(ending);
+    let report = lifecycle::close(turn, ending);
     said.extend(report.said);
     Ok((said, report.outcome))
 }

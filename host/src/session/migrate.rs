@@ -1,22 +1,20 @@
 //! Migration: a session whose state was written under another
 //! `state-version` than the active version's gets `migrate` before its
-//! next turn, or stays on the version that committed it ([`Pinned`]).
+//! next turn, or stays on the version that committed it
+//! ([`super::pinned`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::metrics::Metrics;
 use crate::names::check_value;
 use crate::plugin::PluginVersion;
 use crate::session::call::call_alone;
 use crate::session::error::Cause;
 use crate::session::event::{Migration, diff};
 use crate::session::parts::Parts;
-use crate::session::turns::check_state;
-use crate::store::SessionRecord;
+use crate::session::pinned::PinnedSession;
+use crate::store::{SessionRecord, State};
 
 /// The version to run `record`'s next turn on, and the record to run it
 /// from: the active version, after it migrated the state if the state's
@@ -129,87 +127,19 @@ fn previous_version(parts: &Parts, record: &SessionRecord) -> Option<Arc<PluginV
         .filter(|previous| previous.manifest.state_version == record.state_version)
 }
 
-/// A session whose migration to the active version failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PinnedSession {
-    /// The session.
-    pub session: String,
-    /// Its plugin.
-    pub plugin: String,
-    /// Hex sha256 of the active version whose `migrate` failed.
-    pub digest: String,
-    /// The state version the session's state has.
-    pub from: u32,
-    /// The state version the active version wanted.
-    pub to: u32,
-    /// Why the migration failed.
-    pub error: String,
-    /// When it failed, in milliseconds of the host clock.
-    pub at_ms: u64,
-}
-
-/// The pinned sessions of this process, by session id.
-#[derive(Debug, Default)]
-pub(crate) struct Pinned {
-    sessions: Mutex<HashMap<String, PinnedSession>>,
-}
-
-impl Pinned {
-    /// Whether `session`'s migration to the version `digest` failed already.
-    pub(crate) fn holds(&self, session: &str, digest: &str) -> bool {
-        self.lock()
-            .get(session)
-            .is_some_and(|pinned| pinned.digest == digest)
-    }
-
-    /// Remembers that `pinned`'s migration failed.
-    pub(crate) fn pin(&self, pinned: PinnedSession, metrics: &Metrics) {
-        let plugin = pinned.plugin.clone();
-        let mut sessions = self.lock();
-        sessions.insert(pinned.session.clone(), pinned);
-        count(&sessions, &plugin, metrics);
-    }
-
-    /// Forgets `session`: it migrated, or it ended.
-    pub(crate) fn forget(&self, session: &str, metrics: &Metrics) {
-        let mut sessions = self.lock();
-        if let Some(pinned) = sessions.remove(session) {
-            count(&sessions, &pinned.plugin, metrics);
-        }
-    }
-
-    /// The sessions of `plugin` pinned, oldest failure first.
-    pub(crate) fn of(&self, plugin: &str) -> Vec<PinnedSession> {
-        let mut pinned: Vec<PinnedSession> = self
-            .lock()
-            .values()
-            .filter(|pinned| pinned.plugin == plugin)
-            .cloned()
-            .collect();
-        pinned.sort_by(|a, b| (a.at_ms, &a.session).cmp(&(b.at_ms, &b.session)));
-        pinned
-    }
-
-    /// Forgets every pinned session of `plugin`, so that each tries its
-    /// migration again at its next turn; returns how many.
-    pub(crate) fn retry(&self, plugin: &str, metrics: &Metrics) -> usize {
-        let mut sessions = self.lock();
-        let before = sessions.len();
-        sessions.retain(|_, pinned| pinned.plugin != plugin);
-        count(&sessions, plugin, metrics);
-        before - sessions.len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PinnedSession>> {
-        self.sessions.lock().expect("the pinned sessions' lock")
-    }
-}
-
-/// Sets the gauge of `plugin`'s pinned sessions from `sessions`.
-fn count(sessions: &HashMap<String, PinnedSession>, plugin: &str, metrics: &Metrics) {
-    let pinned = sessions
-        .values()
-        .filter(|pinned| pinned.plugin == plugin)
-        .count();
-    metrics.set_pinned_sessions(plugin, pinned as u64);
+/// Checks a state about to be committed, a turn's or a migration's,
+/// against the plugin's state schema.
+/// (Every rule a single write can break was checked at the write.)
+pub(crate) fn check_state(plugin: &PluginVersion, state: &State) -> Result<(), Cause> {
+    plugin.tools.check_state(state).map_err(|violations| {
+        Cause::InvalidState(format!(
+            "breaks the state schema of `{}`: {}",
+            plugin.name(),
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
 }

@@ -19,7 +19,7 @@ use crate::policy::MayCall;
 use crate::remote::McpServers;
 use crate::session::error::{Cause, SessionError};
 use crate::session::interrupt::Running;
-use crate::session::migrate::Pinned;
+use crate::session::pinned::Pinned;
 use crate::session::serial::{PluginSlot, PluginTurns, SessionLocks, leased};
 use crate::store::{
     Announcement, AnnouncementSink, Committed, HistoryCap, LogEntry, SessionRecord, Store,

@@ -1,16 +1,13 @@
 //! The turn, written once: a value that opens (loads the session, or makes
 //! a new one, and picks the version to run it on), calls exports in fresh
-//! instances ([`super::call`]), and commits the state it is left with, its
-//! number and its history in one store transaction, or is dropped having
-//! committed nothing. Start and end are here; messages, hand-offs and tool
-//! calls are in [`super::message`], [`super::hand_off`] and
-//! [`super::tool_call`], each the same value with a different export.
+//! instances, and commits the state it is left with, its number and its
+//! history in one store transaction, or is dropped having committed
+//! nothing. Every kind of turn (start and end in `lifecycle`, `message`,
+//! `hand_off`, `tool_call`) is this value with a different export.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
-
-use tracing::instrument;
 
 use crate::capability::kv::KvWrites;
 use crate::capability::output::Sink;
@@ -18,15 +15,13 @@ use crate::capability::registry::RegistryCalls;
 use crate::capability::session::Shaping;
 use crate::clock::micros_since;
 use crate::instance::agent::{Agent, Returned, Store};
-use crate::instance::world::EndReason;
 use crate::limits::Tripped;
 use crate::plugin::PluginVersion;
 use crate::session::call::{Call, call_on, session_ctx};
-use crate::session::calls::end_children;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError, session_error, turn_error};
 use crate::session::event::{Event, EventKind, Input, Migration, diff};
-use crate::session::migrate::migrated;
+use crate::session::migrate::{check_state, migrated};
 use crate::session::parts::Parts;
 use crate::session::report::{Outcome, SessionStart, TurnReport};
 use crate::session::serial::PluginSlot;
@@ -348,12 +343,8 @@ impl<'a> Turn<'a> {
         Ok(())
     }
 
-    /// Closes this turn, committed as `ending` says: a turn that ended the
-    /// session ends its children. Its report.
+    /// Closes this turn, committed as `ending` says: its report.
     pub(crate) fn close(self, ending: Ending) -> TurnReport {
-        if ending.outcome == Outcome::End {
-            end_children(self.parts, &self.record);
-        }
         TurnReport {
             session: self.record.id,
             plugin: self.record.plugin,
@@ -374,56 +365,6 @@ fn snapshot_due(parts: &Parts, record: &SessionRecord, adding: usize) -> bool {
     (record.log_bytes + adding as u64) / every > record.log_bytes / every
 }
 
-/// Starts session `id` as `start` asks: runs the plugin's `on-start` (turn
-/// 0) and stores the session with what it wrote and said, or nothing if it
-/// fails.
-#[instrument(skip_all, fields(session = id, plugin = start.plugin, version))]
-pub(crate) fn start(
-    parts: &Arc<Parts>,
-    id: &str,
-    start: SessionStart,
-    sink: Option<Sink>,
-    within: &Within,
-) -> Result<TurnReport, SessionError> {
-    let turn = Turn::start(parts, id, start, sink, within)?;
-    let fail = turn.fail();
-    let call = turn.call(State::new(), |agent, store| agent.on_start(store));
-    let state = call.session.into_state();
-    call.result
-        .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?;
-    let ending = turn.ending(call.said, state, Outcome::Continue);
-    turn.commit(Input::Start, &ending).map_err(fail)?;
-    Ok(turn.close(ending))
-}
-
-/// Ends session `id` at the caller's request: runs `on-end` and commits
-/// its writes with the end. If `on-end` fails, the session still ends,
-/// with its state as last committed, and the failure is returned.
-#[instrument(skip_all, fields(session = id, plugin, version))]
-pub(crate) fn end(parts: &Arc<Parts>, id: &str) -> Result<TurnReport, SessionError> {
-    let top = Within::TOP;
-    let turn = Turn::open(parts, id, EventKind::End, None, &top)?;
-    let committed = turn.record.state.clone();
-    let call = turn.call(committed, |agent, store| {
-        agent.on_end(store, EndReason::Caller)
-    });
-    // The session ends either way; on-end's writes count only if it succeeded.
-    let (ending, failure) = match call.result {
-        Ok(()) => (
-            turn.ending(call.said, call.session.into_state(), Outcome::End),
-            None,
-        ),
-        Err(cause) => (
-            turn.ending(Vec::new(), turn.record.state.clone(), Outcome::End),
-            Some(cause),
-        ),
-    };
-    turn.commit(Input::End, &ending).map_err(turn.fail())?;
-    let failed = failure.map(|cause| turn.fail()(cause).with_guest_output(call.guest_output));
-    let report = turn.close(ending);
-    failed.map_or(Ok(report), Err)
-}
-
 /// `event` as the store keeps it.
 pub(crate) fn log_entry(event: &Event) -> Result<LogEntry, Cause> {
     Ok(LogEntry {
@@ -440,20 +381,4 @@ pub(crate) fn record_version(plugin: &PluginVersion) {
     let span = tracing::Span::current();
     span.record("plugin", plugin.name());
     span.record("version", plugin.manifest.version.as_str());
-}
-
-/// Checks a state about to be committed against the plugin's state schema.
-/// (Every rule a single write can break was checked at the write.)
-pub(crate) fn check_state(plugin: &PluginVersion, state: &State) -> Result<(), Cause> {
-    plugin.tools.check_state(state).map_err(|violations| {
-        Cause::InvalidState(format!(
-            "breaks the state schema of `{}`: {}",
-            plugin.name(),
-            violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })
 }

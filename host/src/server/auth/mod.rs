@@ -23,7 +23,7 @@ use crate::server::auth::jwt::JwtVerifier;
 use crate::server::auth::keys::{KEY_PREFIX, KeyFile, KeyRing};
 use crate::server::auth::principal::{Principal, Standing};
 use crate::server::auth::rates::{Action, Limiter, Rates, Slow};
-use crate::session::calls::CHILD_PREFIX;
+use crate::session::lifecycle::CHILD_PREFIX;
 use crate::session::report::SessionStart;
 use crate::store::SessionRecord;
 
