@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// The most turns a host may run at once: the pool's slots, less those kept
-/// for loading plugins (see [`crate::engine`]).
+/// for loading plugins (see `engine`).
 pub const MAX_CONCURRENT_TURNS: usize = 960;
 
 /// The largest component the host takes, in bytes: an upload to the admin

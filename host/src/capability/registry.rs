@@ -1,7 +1,7 @@
 //! The `registry` capability: a turn's way to the tools it may call.
 //!
 //! This floor knows what a call asks and what it may answer; the session
-//! floor ([`crate::session::calls`]) answers it, since a call runs a
+//! floor (`session::calls`) answers it, since a call runs a
 //! turn of its own.
 
 use crate::capability::output::OutputCtx;

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::plugin::versions::Plugins;
 use crate::policy::{Grants, MayCall, McpServer, Outbound, Policy, Reach, Webhook};
 use crate::remote::McpServers;
+use crate::session::calls::Caller;
 use crate::session::interrupt;
 use crate::session::parts::{Commits, Parts};
 use crate::session::pinned::Pinned;
@@ -220,6 +221,7 @@ impl HostBuilder {
                 limits,
                 calls: self.calls,
                 remotes: McpServers::new(self.mcp_servers),
+                registry: Caller::registry,
                 webhooks: Webhooks::new(self.webhooks, metrics.clone(), self.clock.clone()),
                 pinned: Pinned::default(),
                 http: HttpService::new(Reach::new(self.outbound), metrics.clone()),

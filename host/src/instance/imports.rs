@@ -1,6 +1,6 @@
 //! The host's side of the imports every version of the world shares
 //! (`session`, `kv`, `output`) and the types they use: one body, expanded in
-//! each version's bindings module ([`super::v0_1`], [`super::v0_2`]), whose
+//! each version's bindings module (`v0_1`, `v0_2`), whose
 //! generated traits and types differ by name only.
 
 /// Implements, in the invoking bindings module, the generated `session`,

@@ -13,7 +13,6 @@ use crate::instance::call::call;
 use crate::instance::ctx::{Capabilities, TurnCtx};
 use crate::limits::GUEST_OUTPUT_BYTES;
 use crate::plugin::PluginVersion;
-use crate::session::calls::Caller;
 use crate::session::chain::Within;
 use crate::session::error::Cause;
 use crate::session::parts::Parts;
@@ -90,14 +89,14 @@ pub(crate) fn call_on<R>(
         session,
         kv: parts.kv.for_call(scope, &limits),
         output: OutputCtx::new(sink, limits.output_bytes),
-        registry: Box::new(Caller::new(
+        registry: (parts.registry)(
             parts.clone(),
             plugin.clone(),
             owner,
             within,
             deadline,
             limits.deadline,
-        )),
+        ),
     };
     let ctx = TurnCtx::in_session(capabilities, http, &limits, &parts.clock);
     let (result, ctx) = call(

@@ -52,16 +52,17 @@ pub(crate) struct Caller {
 impl Caller {
     /// The registry of a call of `plugin`'s export in a session `owner`
     /// started, running `within` a chain of calls until `deadline`, `budget`
-    /// after it began.
-    pub(crate) fn new(
+    /// after it began. The host's parts make each call's registry with it
+    /// (their [`Registry`](crate::session::parts::Registry)).
+    pub(crate) fn registry(
         parts: Arc<Parts>,
         plugin: Arc<PluginVersion>,
         owner: Option<String>,
         within: &Within,
         deadline: Instant,
         budget: Duration,
-    ) -> Caller {
-        Caller {
+    ) -> Box<dyn ToolHub> {
+        Box::new(Caller {
             parts,
             plugin,
             owner,
@@ -69,7 +70,7 @@ impl Caller {
             deadline,
             budget,
             made: Mutex::default(),
-        }
+        })
     }
 
     /// Whether the policy lets this plugin call `plugin`'s tool `tool`.

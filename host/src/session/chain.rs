@@ -1,6 +1,6 @@
 //! The chain of registry calls a call of an export runs inside: how deep
 //! it is, which plugins are above it, and the deadline they leave it
-//! ([`super::calls`] answers the calls themselves).
+//! (`calls` answers the calls themselves).
 
 use std::sync::Arc;
 use std::time::Instant;

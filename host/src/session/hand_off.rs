@@ -36,7 +36,7 @@ pub(crate) fn delegated(
         Some(next) => Outcome::HandOff(next.clone()),
         None => Outcome::HandOff(turn.record.plugin.clone()),
     };
-    Ok(turn.close(ending))
+    Ok(lifecycle::close(turn, ending))
 }
 
 /// Hands `text` to `target`'s child session of `parent`'s session, and on

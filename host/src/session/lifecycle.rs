@@ -54,7 +54,7 @@ pub(crate) fn start(
         .map_err(|cause| fail(cause).with_guest_output(call.guest_output))?;
     let ending = turn.ending(call.said, state, Outcome::Continue);
     turn.commit(Input::Start, &ending).map_err(fail)?;
-    Ok(turn.close(ending))
+    Ok(close(turn, ending))
 }
 
 /// Ends session `id` at the caller's request: runs `on-end` and commits
@@ -85,8 +85,8 @@ pub(crate) fn end(parts: &Arc<Parts>, id: &str) -> Result<TurnReport, SessionErr
     failed.map_or(Ok(report), Err)
 }
 
-/// Closes `turn`, committed as `ending` says: a turn that ended its
-/// session ends the session's children first. Its report.
+/// Closes `turn`, committed as `ending` says, whatever its kind: a turn
+/// that ended its session ends the session's children first. Its report.
 pub(crate) fn close(turn: Turn, ending: Ending) -> TurnReport {
     if ending.outcome == Outcome::End {
         end_children(turn.parts(), &turn.record);

@@ -11,12 +11,15 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::capability::http::HttpService;
 use crate::capability::kv::KvService;
+use crate::capability::registry::ToolHub;
 use crate::clock::Clock;
 use crate::limits::{Limits, Tripped};
 use crate::metrics::{Metrics, NO_PLUGIN};
+use crate::plugin::PluginVersion;
 use crate::plugin::versions::Plugins;
 use crate::policy::MayCall;
 use crate::remote::McpServers;
+use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
 use crate::session::interrupt::Running;
 use crate::session::pinned::Pinned;
@@ -28,6 +31,21 @@ use crate::webhook::Webhooks;
 
 /// Commits heard of that a slow follower may still catch up on.
 pub(crate) const HEARD_COMMITS: usize = 1024;
+
+/// Makes the registry of one call of an export: for a call of `plugin`'s
+/// export in a session its owner started, running within a chain of calls
+/// until a deadline, with the time it was given. The registry runs turns,
+/// and turns make registries: the front door, which builds the parts,
+/// names the one maker (`Caller::registry` in `session/calls.rs`),
+/// so that the turn's files import one another in one direction.
+pub(crate) type Registry = fn(
+    Arc<Parts>,
+    Arc<PluginVersion>,
+    Option<String>,
+    &Within,
+    Instant,
+    Duration,
+) -> Box<dyn ToolHub>;
 
 /// The host's parts, shared by every turn.
 pub(crate) struct Parts {
@@ -44,6 +62,8 @@ pub(crate) struct Parts {
     pub(crate) calls: HashMap<String, MayCall>,
     /// The operator's MCP servers, whose tools join the registry.
     pub(crate) remotes: McpServers,
+    /// What answers each call's registry calls.
+    pub(crate) registry: Registry,
     /// Sessions the active version could not migrate, not tried again.
     pub(crate) pinned: Pinned,
     /// Outbound HTTP, which every call's is made from: what each plugin

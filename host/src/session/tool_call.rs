@@ -16,6 +16,7 @@ use crate::plugin::tools::Tool;
 use crate::session::chain::Within;
 use crate::session::error::{Cause, SessionError};
 use crate::session::event::{EventKind, Input};
+use crate::session::lifecycle;
 use crate::session::parts::Parts;
 use crate::session::report::{Outcome, ToolReport, TurnReport};
 use crate::session::turns::Turn;
@@ -248,7 +249,7 @@ pub(crate) fn tool(
     call.remember(&result_text).map_err(fail)?;
     call.record(ToolOutcome::Ok, outbound).map_err(fail)?;
     Ok(ToolReport {
-        turn: turn.close(ending),
+        turn: lifecycle::close(turn, ending),
         result,
         cached: false,
     })

@@ -343,7 +343,9 @@ impl<'a> Turn<'a> {
         Ok(())
     }
 
-    /// Closes this turn, committed as `ending` says: its report.
+    /// Closes this turn, committed as `ending` says: its report. Every kind
+    /// of turn closes through `lifecycle::close`, which first ends the
+    /// children of a session the turn ended.
     pub(crate) fn close(self, ending: Ending) -> TurnReport {
         TurnReport {
             session: self.record.id,

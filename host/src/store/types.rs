@@ -126,7 +126,7 @@ pub struct SessionRecord {
     pub log_bytes: u64,
 }
 
-/// One turn's changes, committed atomically by [`SessionStore::commit`](crate::store::sessions::SessionStore::commit).
+/// One turn's changes, committed atomically by `SessionStore::commit`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     /// The session.
