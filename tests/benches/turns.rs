@@ -9,7 +9,9 @@
 //!   for 64 concurrent sessions. The Redis rows need `redis-server` installed;
 //!   the bench starts its own;
 //! - the memory-store turn again with fuel metered, against the same turn
-//!   unmetered.
+//!   unmetered;
+//! - the heap allocations of one memory-store turn, on every thread
+//!   (`tests/budget.rs` holds them to a budget).
 //!
 //! Prints a Markdown table; `BENCHMARKS.md` keeps the latest one.
 
@@ -19,9 +21,12 @@ use std::time::{Duration, Instant};
 use agentbox_host::engine::{Digest, Engine};
 use agentbox_host::store::{Commit, MemoryStore, RedisStore, SqliteStore, Status, Store};
 use agentbox_host::{Host, Limits};
-use agentbox_tests::measure::{messages_at_once, started};
+use agentbox_tests::measure::{Counting, allocations_per_turn, messages_at_once, started};
 use agentbox_tests::{RedisServer, plugin_bytes, plugins};
 use serde_json::json;
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 /// How long each measurement runs.
 const RUN: Duration = Duration::from_secs(2);
@@ -101,6 +106,13 @@ fn main() {
                 &format!("agentbox counter turn, {label}, fuel metered"),
                 fueled,
                 &format!("{:.2}× unmetered", ratio(fueled, hosted)),
+            );
+            let host = Host::builder().store(store("host")).build().unwrap();
+            host.load_plugin(&bytes).unwrap();
+            let id = runtime.block_on(started(&host, "counter"));
+            println!(
+                "| heap allocations per counter turn, {label} | | | {} |",
+                allocations_per_turn(&runtime, &host, &id, "tick", 1000)
             );
         }
     }

@@ -14,8 +14,11 @@ pub fn plugin_bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|err| panic!("cannot read the plugin {path}: {err}"))
 }
 
-/// What the benchmarks share: latency percentiles, printed.
+/// What the benchmarks share: latency percentiles, printed, and counted
+/// allocations.
 pub mod measure {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     /// A new session of `plugin` on `host`, started with nothing but its
@@ -108,6 +111,81 @@ pub mod measure {
     /// `latency` in milliseconds, two decimals.
     pub fn ms(latency: Duration) -> String {
         format!("{:.2} ms", latency.as_secs_f64() * 1e3)
+    }
+
+    /// The system allocator, counting the allocations of every thread while
+    /// [`allocations_in`] runs. A bench or test that counts registers it:
+    /// `#[global_allocator] static ALLOCATOR: Counting = Counting;`. Outside
+    /// [`allocations_in`] it costs one load of a flag per allocation.
+    #[derive(Debug)]
+    pub struct Counting;
+
+    static COUNTING: AtomicBool = AtomicBool::new(false);
+    static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    impl Counting {
+        fn count() {
+            if COUNTING.load(Ordering::Relaxed) {
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    // SAFETY: every method forwards to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            Counting::count();
+            // SAFETY: the caller's contract is `System`'s.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            Counting::count();
+            // SAFETY: as above.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            Counting::count();
+            // SAFETY: as above.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// The heap allocations (and reallocations) of every thread while `run`
+    /// runs, counted by [`Counting`]; zero unless it is the global allocator.
+    pub fn allocations_in(run: impl FnOnce()) -> u64 {
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::SeqCst);
+        run();
+        COUNTING.store(false, Ordering::SeqCst);
+        ALLOCATIONS.load(Ordering::Relaxed)
+    }
+
+    /// The heap allocations of one turn of session `id` on `host`, each
+    /// sending `text`, rounded up from the mean of `turns` turns taken one
+    /// after another, after 20 to warm up (threads, instances, caches).
+    pub fn allocations_per_turn(
+        runtime: &tokio::runtime::Runtime,
+        host: &agentbox_host::Host,
+        id: &str,
+        text: &str,
+        turns: u64,
+    ) -> u64 {
+        let turn = || {
+            runtime
+                .block_on(host.send_message(id, text, None))
+                .unwrap_or_else(|err| panic!("a turn failed while counting: {err}"));
+        };
+        for _ in 0..20 {
+            turn();
+        }
+        allocations_in(|| (0..turns).for_each(|_| turn())).div_ceil(turns)
     }
 }
 

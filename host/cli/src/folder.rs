@@ -163,7 +163,7 @@ pub(crate) async fn watch(
                     path.display(),
                     plugin.name(),
                     plugin.manifest.version,
-                    plugin.digest.to_string()
+                    plugin.digest_hex()
                 ),
                 Err(err) => eprintln!(
                     "agentbox: {} changed but does not load, so the active version keeps serving: {}",

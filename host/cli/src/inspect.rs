@@ -97,7 +97,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "name": manifest.name,
             "version": manifest.version,
             "description": manifest.description,
-            "digest": plugin.digest.to_string(),
+            "digest": plugin.digest_hex(),
             "state_version": manifest.state_version,
             "state_schema": manifest.state_schema.as_deref().map(schema),
             "tools": tools,

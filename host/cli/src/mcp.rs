@@ -61,7 +61,7 @@ pub(crate) async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
             "agentbox: plugin {} {} (sha256:{:.12}, {}), {} tools",
             plugin.name(),
             plugin.manifest.version,
-            plugin.digest.to_string(),
+            plugin.digest_hex(),
             compilation_text(plugin.compilation),
             plugin.tools.iter().count(),
         );

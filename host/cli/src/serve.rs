@@ -350,7 +350,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "agentbox: plugin {} {} (sha256:{:.12}, {})",
             plugin.name(),
             plugin.manifest.version,
-            plugin.digest.to_string(),
+            plugin.digest_hex(),
             compilation_text(plugin.compilation)
         );
     }
@@ -363,7 +363,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "agentbox: plugin {} {} (sha256:{:.12}) is active, as the store records: it was activated earlier or by another server",
             plugin.name(),
             plugin.manifest.version,
-            plugin.digest.to_string(),
+            plugin.digest_hex(),
         );
     }
     for err in &followed.failed {

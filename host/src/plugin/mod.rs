@@ -46,6 +46,8 @@ pub struct PluginVersion {
     /// Its tools, with compiled schemas.
     pub tools: ToolSet,
     pub(crate) pre: AgentPre,
+    /// `digest` as text, written once: every turn records it.
+    digest_hex: String,
 }
 
 impl std::fmt::Debug for PluginVersion {
@@ -134,6 +136,7 @@ impl PluginVersion {
             );
         }
         Ok(PluginVersion {
+            digest_hex: digest.to_string(),
             digest,
             manifest,
             world,
@@ -149,6 +152,11 @@ impl PluginVersion {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.manifest.name
+    }
+
+    /// Its digest in lowercase hex, as sessions and events record it.
+    pub fn digest_hex(&self) -> &str {
+        &self.digest_hex
     }
 }
 

@@ -75,7 +75,7 @@ impl Registry {
         let version = versions
             .loaded
             .iter()
-            .find(|loaded| loaded.digest.to_string() == digest)?
+            .find(|loaded| loaded.digest_hex() == digest)?
             .clone();
         if versions.active.digest != version.digest {
             versions.previous = Some(std::mem::replace(&mut versions.active, version.clone()));
@@ -121,7 +121,7 @@ impl Registry {
             .get(name)?
             .loaded
             .iter()
-            .find(|version| version.digest.to_string() == digest)
+            .find(|version| version.digest_hex() == digest)
             .cloned()
     }
 

@@ -231,7 +231,7 @@ impl Plugins {
         let version = self.load(bytes)?;
         let new = self
             .store
-            .publish_plugin(&version.digest.to_string(), bytes)
+            .publish_plugin(version.digest_hex(), bytes)
             .map_err(LoadError::Store)?;
         let version = self.registry.add(Arc::new(version));
         tracing::info!(plugin = version.name(), version = version.manifest.version, digest = %version.digest, "plugin version loaded");
@@ -304,7 +304,7 @@ impl Plugins {
         }
         for version in self.all() {
             if !recorded.contains_key(version.name()) {
-                store.set_active_plugin(version.name(), &version.digest.to_string())?;
+                store.set_active_plugin(version.name(), version.digest_hex())?;
                 followed.recorded.push(version);
             }
         }
@@ -314,7 +314,7 @@ impl Plugins {
     /// Whether the version of `name` with digest `digest` is active here.
     fn is_active(&self, name: &str, digest: &str) -> bool {
         self.active(name)
-            .is_some_and(|active| active.digest.to_string() == digest)
+            .is_some_and(|active| active.digest_hex() == digest)
     }
 
     /// Records `version` active in the store, then makes it active here.
@@ -326,7 +326,7 @@ impl Plugins {
         let name = version.name();
         let _activation = self.sync.activating();
         self.store
-            .set_active_plugin(name, &version.digest.to_string())
+            .set_active_plugin(name, version.digest_hex())
             .map_err(|source| ActivateError::Store {
                 name: name.to_owned(),
                 source,
@@ -341,10 +341,10 @@ impl Plugins {
     /// Makes the loaded `version` active here; returns whether that changed
     /// the active version.
     fn switch(&self, version: &PluginVersion) -> bool {
-        let digest = version.digest.to_string();
-        let changed = !self.is_active(version.name(), &digest);
+        let digest = version.digest_hex();
+        let changed = !self.is_active(version.name(), digest);
         self.registry
-            .activate(version.name(), &digest)
+            .activate(version.name(), digest)
             .expect("the version is loaded");
         changed
     }
@@ -387,7 +387,7 @@ impl Plugins {
             .load(&bytes)
             .map_err(|err| err.to_string())
             .and_then(|version| {
-                if version.digest.to_string() != digest {
+                if version.digest_hex() != digest {
                     Err(format!(
                         "the bytes published under it have digest {}",
                         version.digest
@@ -430,7 +430,7 @@ impl Plugins {
         active: Arc<PluginVersion>,
     ) -> Arc<PluginVersion> {
         if record.state_version == active.manifest.state_version
-            || record.digest == active.digest.to_string()
+            || record.digest == active.digest_hex()
         {
             return active;
         }

@@ -46,7 +46,7 @@ fn describe(version: &PluginVersion) -> Value {
     json!({
         "name": version.name(),
         "version": version.manifest.version,
-        "digest": version.digest.to_string(),
+        "digest": version.digest_hex(),
         "state_version": version.manifest.state_version,
     })
 }

@@ -382,7 +382,7 @@ impl ToolHub for Caller {
             id: record,
             called_by: None,
             plugin: self.plugin.name().to_owned(),
-            digest: self.plugin.digest.to_string(),
+            digest: self.plugin.digest_hex().to_owned(),
             tool: name.to_owned(),
             session: session.id().to_owned(),
             duration_us: micros_since(started),

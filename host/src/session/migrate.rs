@@ -33,9 +33,9 @@ pub(crate) fn migrated(
     if from == to {
         return Ok((record, active, None));
     }
-    let digest = active.digest.to_string();
+    let digest = active.digest_hex();
     let pinned = &parts.pinned;
-    if pinned.holds(&record.id, &digest)
+    if pinned.holds(&record.id, digest)
         && let Some(previous) = previous_version(parts, &record)
     {
         // This version failed to migrate it already.
@@ -88,7 +88,7 @@ pub(crate) fn migrated(
                 let session = PinnedSession {
                     session: record.id.clone(),
                     plugin: record.plugin.clone(),
-                    digest,
+                    digest: digest.to_owned(),
                     from,
                     to,
                     error: cause.to_string(),

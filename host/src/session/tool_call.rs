@@ -76,8 +76,10 @@ impl<'a> ToolCall<'a> {
         called_by: Option<&str>,
     ) -> Self {
         let cache = tool.cache_ttl.map(|ttl| {
-            let digest = plugin.digest.to_string();
-            (tool.cache_key(&digest, session, user, arguments), ttl)
+            (
+                tool.cache_key(plugin.digest_hex(), session, user, arguments),
+                ttl,
+            )
         });
         ToolCall {
             parts,
@@ -150,7 +152,7 @@ impl<'a> ToolCall<'a> {
             id: self.id.clone(),
             called_by: self.called_by.clone(),
             plugin: self.plugin.name().to_owned(),
-            digest: self.plugin.digest.to_string(),
+            digest: self.plugin.digest_hex().to_owned(),
             tool: self.tool.name.clone(),
             session: self.session.to_owned(),
             duration_us: micros_since(self.started),

@@ -152,7 +152,7 @@ impl<'a> Turn<'a> {
             record: SessionRecord {
                 id: id.to_owned(),
                 plugin: start.plugin,
-                digest: plugin.digest.to_string(),
+                digest: plugin.digest_hex().to_owned(),
                 user_id: start.user_id,
                 owner: start.owner,
                 variables: start.variables,
@@ -278,7 +278,7 @@ impl<'a> Turn<'a> {
             snapshot,
             plugin: record.plugin.clone(),
             delegate: delegate.clone(),
-            digest: plugin.digest.to_string(),
+            digest: plugin.digest_hex().to_owned(),
             state_version: plugin.manifest.state_version,
             at_ms,
             duration_us: micros_since(self.opened),
@@ -325,7 +325,7 @@ impl<'a> Turn<'a> {
             turn: self.number,
             plugin: record.plugin.clone(),
             delegate: delegate.clone(),
-            digest: plugin.digest.to_string(),
+            digest: plugin.digest_hex().to_owned(),
             state_version: plugin.manifest.state_version,
             status: if *outcome == Outcome::End {
                 Status::Ended
