@@ -169,23 +169,29 @@ pub mod measure {
 
     /// The heap allocations of one turn of session `id` on `host`, each
     /// sending `text`, rounded up from the mean of `turns` turns taken one
-    /// after another, after 20 to warm up (threads, instances, caches).
+    /// after another, after 20 to warm up (threads, instances, caches). The
+    /// turns run in a task on one of `runtime`'s workers, as a server's
+    /// do, so the count includes what the worker pays to run a turn.
     pub fn allocations_per_turn(
         runtime: &tokio::runtime::Runtime,
         host: &agentbox_host::Host,
         id: &str,
-        text: &str,
+        text: &'static str,
         turns: u64,
     ) -> u64 {
-        let turn = || {
-            runtime
-                .block_on(host.send_message(id, text, None))
-                .unwrap_or_else(|err| panic!("a turn failed while counting: {err}"));
+        let run = |count: u64| {
+            let (host, id) = (host.clone(), id.to_owned());
+            let task = runtime.spawn(async move {
+                for _ in 0..count {
+                    if let Err(err) = host.send_message(&id, text, None).await {
+                        panic!("a turn failed while counting: {err}");
+                    }
+                }
+            });
+            runtime.block_on(task).unwrap();
         };
-        for _ in 0..20 {
-            turn();
-        }
-        allocations_in(|| (0..turns).for_each(|_| turn())).div_ceil(turns)
+        run(20);
+        allocations_in(|| run(turns)).div_ceil(turns)
     }
 }
 
