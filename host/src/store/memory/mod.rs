@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+mod history;
 mod log;
 mod tool_log;
 
@@ -18,6 +19,7 @@ use crate::store::types::{
 };
 use crate::store::users::{Erased, UserStore};
 
+use self::history::History;
 use self::log::Log;
 
 /// A [`crate::store::Store`] that keeps sessions in a map in memory.
@@ -47,7 +49,7 @@ impl MemoryStore {
 #[derive(Debug)]
 struct Stored {
     record: SessionRecord,
-    history: Vec<Message>,
+    history: History,
     log: Log,
 }
 
@@ -173,7 +175,7 @@ impl SessionStore for MemoryStore {
                 log_bytes: event.body.len() as u64,
                 ..session.clone()
             },
-            history: messages.to_vec(),
+            history: History::new(messages),
             log,
         };
         sessions.insert(session.id.clone(), stored);
@@ -213,23 +215,15 @@ impl SessionStore for MemoryStore {
         record.log_bytes += commit.event.body.len() as u64;
         log.append(record.revision, &commit.event);
         let dropped = usize::try_from(commit.dropped_messages).unwrap_or(usize::MAX);
-        history.truncate(history.len().saturating_sub(dropped));
-        history.extend_from_slice(&commit.messages);
-        let kept = commit.history_cap.kept(
-            history
-                .iter()
-                .rev()
-                .map(|message| message.content.len() as u64),
-        );
-        history.drain(..history.len() - kept as usize);
+        history.commit(dropped, &commit.messages, commit.history_cap);
         Ok(())
     }
 
     fn history(&self, id: &str, last: usize) -> Result<Vec<Message>, SessionStoreError> {
         let sessions = self.sessions.lock().expect("memory store poisoned");
-        Ok(sessions.get(id).map_or_else(Vec::new, |stored| {
-            stored.history[stored.history.len().saturating_sub(last)..].to_vec()
-        }))
+        Ok(sessions
+            .get(id)
+            .map_or_else(Vec::new, |stored| stored.history.last(last)))
     }
 
     fn expired_sessions(
