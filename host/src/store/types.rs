@@ -174,6 +174,12 @@ pub struct HistoryCap {
 }
 
 impl HistoryCap {
+    /// Whether a history of `messages` messages with `bytes` bytes of
+    /// content is within the cap; one message always is.
+    pub fn holds(&self, messages: u64, bytes: u64) -> bool {
+        messages <= 1 || (messages <= self.messages && bytes <= self.bytes)
+    }
+
     /// How many of the newest messages are kept, given the content lengths
     /// of a history newest first.
     pub fn kept(&self, newest_first: impl IntoIterator<Item = u64>) -> u64 {
@@ -181,7 +187,7 @@ impl HistoryCap {
         let mut kept = 0;
         for len in newest_first {
             total = total.saturating_add(len);
-            if kept > 0 && (kept >= self.messages || total > self.bytes) {
+            if !self.holds(kept + 1, total) {
                 break;
             }
             kept += 1;

@@ -31,9 +31,7 @@ impl History {
             self.bytes -= message.content.len() as u64;
         }
         self.append(messages);
-        while self.messages.len() > 1
-            && (self.messages.len() as u64 > cap.messages || self.bytes > cap.bytes)
-        {
+        while !cap.holds(self.messages.len() as u64, self.bytes) {
             let oldest = self.messages.pop_front().expect("more than one message");
             self.bytes -= oldest.content.len() as u64;
         }
